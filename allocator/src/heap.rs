@@ -1,0 +1,463 @@
+//! The heap handle: format/attach, bounds-checked access, allocation entry points.
+
+use crate::class::{class_for, CLASS_SIZES};
+use crate::error::{AllocError, FormatError, FreeError};
+use crate::layout::*;
+use crate::platform::Platform;
+use crate::region::Region;
+use std::alloc::Layout;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The offset of a block from the region base. Never 0 (the header lives there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Offset(u64);
+
+impl Offset {
+    /// The byte offset.
+    #[inline]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// An offset from its byte value (`None` for 0). The value is not trusted: every
+    /// use is bounds-checked against the heap.
+    pub fn new(v: u64) -> Option<Self> {
+        (v != 0).then_some(Offset(v))
+    }
+}
+
+/// A handle on a heap formatted inside a [`Region`].
+///
+/// Cheap to copy; every process (or thread) builds its own over its own mapping. The
+/// geometry read from the header is validated once, by [`Heap::attach`], and kept in
+/// the handle, so later bounds checks never trust shared memory.
+pub struct Heap<P: Platform> {
+    pub(crate) base: NonNull<u8>,
+    pub(crate) len: u64,
+    pub(crate) arena_start: u64,
+    pub(crate) arena_end: u64,
+    pub(crate) nslots: u32,
+    _p: PhantomData<fn() -> P>,
+}
+
+impl<P: Platform> Clone for Heap<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<P: Platform> Copy for Heap<P> {}
+
+impl<P: Platform> std::fmt::Debug for Heap<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Heap")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .field("arena", &(self.arena_start..self.arena_end))
+            .field("nslots", &self.nslots)
+            .finish()
+    }
+}
+
+// SAFETY: all shared state is reached through atomics in the region; the handle's own
+// fields are immutable copies.
+unsafe impl<P: Platform> Send for Heap<P> {}
+// SAFETY: as above.
+unsafe impl<P: Platform> Sync for Heap<P> {}
+
+impl<P: Platform> Heap<P> {
+    /// Formats `region` as an empty heap and returns a handle on it.
+    ///
+    /// # Safety
+    /// The region must satisfy [`Region::new`]'s contract, and no other process or
+    /// thread may use it until this returns (formatting overwrites everything).
+    ///
+    /// # Errors
+    /// [`FormatError::BadSize`] or [`FormatError::Misaligned`].
+    pub unsafe fn format(region: Region) -> Result<Self, FormatError> {
+        let len = region.len() as u64;
+        check_geometry(region)?;
+        let nslots = nslots_for(len);
+        let arena_start = arena_start_for(nslots);
+        let arena_end = len & !15;
+        if arena_end < arena_start + SLAB_SIZE as u64 * 2 {
+            return Err(bad_size(len));
+        }
+        // SAFETY: the metadata area lies inside the region (arena_start < len) and
+        // nobody else uses the region yet (caller's contract).
+        unsafe { std::ptr::write_bytes(region.base().as_ptr(), 0, arena_start as usize) };
+        let heap = Heap { base: region.base(), len, arena_start, arena_end, nslots, _p: PhantomData };
+        let h = heap.header();
+        h.version.store(ALLOC_VERSION, Ordering::Relaxed);
+        h.nslots.store(nslots, Ordering::Relaxed);
+        h.region_len.store(len, Ordering::Relaxed);
+        h.arena_start.store(arena_start, Ordering::Relaxed);
+        h.arena_end.store(arena_end, Ordering::Relaxed);
+        h.fingerprint.store(layout_fingerprint(), Ordering::Relaxed);
+        heap.large_init();
+        // SYNC POINT: the magic is written last with Release; attach reads it with
+        // Acquire, so a heap with a valid magic is fully formatted.
+        h.magic.store(ALLOC_MAGIC, Ordering::Release);
+        Ok(heap)
+    }
+
+    /// Attaches to a heap formatted (by this or another process) inside `region`,
+    /// validating its header before trusting anything in it.
+    ///
+    /// # Safety
+    /// The region must satisfy [`Region::new`]'s contract.
+    ///
+    /// # Errors
+    /// [`FormatError::NotFormatted`], [`FormatError::Incompatible`] or
+    /// [`FormatError::Corrupt`] for a region that is not a heap of this build.
+    pub unsafe fn attach(region: Region) -> Result<Self, FormatError> {
+        let len = region.len() as u64;
+        check_geometry(region)?;
+        // SAFETY: the region is at least MIN_REGION > size_of::<Header>() bytes,
+        // 64-byte aligned, and Header consists of atomics only.
+        let h = unsafe { &*(region.base().as_ptr() as *const Header) };
+        let magic = h.magic.load(Ordering::Acquire);
+        if magic != ALLOC_MAGIC {
+            return Err(FormatError::NotFormatted(magic));
+        }
+        let (version, fp) = (h.version.load(Ordering::Relaxed), h.fingerprint.load(Ordering::Relaxed));
+        if version != ALLOC_VERSION || fp != layout_fingerprint() {
+            return Err(FormatError::Incompatible {
+                expected_version: ALLOC_VERSION,
+                found_version: version,
+                expected: layout_fingerprint(),
+                found: fp,
+            });
+        }
+        if h.region_len.load(Ordering::Relaxed) != len {
+            return Err(FormatError::Corrupt("region length differs from the recorded one"));
+        }
+        let nslots = h.nslots.load(Ordering::Relaxed);
+        if nslots != nslots_for(len) {
+            return Err(FormatError::Corrupt("slot count does not match the region size"));
+        }
+        let arena_start = h.arena_start.load(Ordering::Relaxed);
+        let arena_end = h.arena_end.load(Ordering::Relaxed);
+        if arena_start != arena_start_for(nslots) || arena_end != len & !15 {
+            return Err(FormatError::Corrupt("arena bounds are impossible"));
+        }
+        Ok(Heap { base: region.base(), len, arena_start, arena_end, nslots, _p: PhantomData })
+    }
+
+    /// The region length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Always false: a heap spans at least [`MIN_REGION`] bytes.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Number of cache slots (slot 0 is the shared, lock-protected one).
+    pub fn slots(&self) -> u32 {
+        self.nslots
+    }
+
+    /// Usable bytes of the arena (region minus metadata).
+    pub fn arena_len(&self) -> u64 {
+        self.arena_end - self.arena_start
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: validated at format/attach: the region holds a Header at offset 0,
+        // aligned, made of atomics only.
+        unsafe { &*(self.base.as_ptr() as *const Header) }
+    }
+
+    /// One of the words reserved for the embedding layer.
+    ///
+    /// # Panics
+    /// If `i >= 8`.
+    pub fn user_word(&self, i: usize) -> &AtomicU64 {
+        &self.header().user[i]
+    }
+
+    #[inline]
+    pub(crate) fn depot(&self, class: usize) -> &[AtomicU64; DEPOT_ENTRIES] {
+        debug_assert!(class < CLASS_SIZES.len());
+        // SAFETY: the depot lies in the validated metadata area; class < NUM_CLASSES;
+        // 8-byte aligned atomics.
+        unsafe { &*(self.base.as_ptr().add(DEPOT_OFF + class * DEPOT_ENTRIES * 8) as *const _) }
+    }
+
+    #[inline]
+    pub(crate) fn slot(&self, s: u32) -> &Slot {
+        debug_assert!(s < self.nslots, "slot {s} of {}", self.nslots);
+        // SAFETY: s < nslots (checked by every caller: slots come from claim or
+        // loops bounded by nslots); the slot table lies below arena_start.
+        unsafe { &*(self.base.as_ptr().add(SLOTS_OFF + s as usize * SLOT_SIZE) as *const Slot) }
+    }
+
+    /// The 8-byte word at `off` if it lies inside the region and is aligned.
+    #[inline]
+    pub(crate) fn word64(&self, off: u64) -> Option<&AtomicU64> {
+        if off % 8 != 0 || off.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and aligned, just checked; AtomicU64 has no invalid values.
+        Some(unsafe { &*(self.base.as_ptr().add(off as usize) as *const AtomicU64) })
+    }
+
+    /// The 4-byte word at `off` if it lies inside the region and is aligned.
+    #[inline]
+    pub(crate) fn word32(&self, off: u64) -> Option<&AtomicU32> {
+        if off % 4 != 0 || off.checked_add(4)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and aligned, just checked.
+        Some(unsafe { &*(self.base.as_ptr().add(off as usize) as *const AtomicU32) })
+    }
+
+    /// A pointer to `len` bytes at `off`, if that range lies inside the arena.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval_alloc::{Heap, OwnedRegion, StdPlatform, Offset};
+    /// let mut r = OwnedRegion::new(1 << 20);
+    /// // SAFETY: `r` outlives the heap.
+    /// let heap = unsafe { Heap::<StdPlatform>::format(r.region()) }.unwrap();
+    /// assert!(heap.resolve(Offset::new(1 << 30).unwrap(), 8).is_none());
+    /// ```
+    #[inline]
+    pub fn resolve(&self, off: Offset, len: usize) -> Option<NonNull<u8>> {
+        let end = off.0.checked_add(len as u64)?;
+        if off.0 < self.arena_start || end > self.arena_end {
+            return None;
+        }
+        // SAFETY: inside the region, just checked.
+        Some(unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off.0 as usize)) })
+    }
+
+    /// The offset of `ptr` if it points into this heap's arena.
+    pub fn offset_of(&self, ptr: *const u8) -> Option<Offset> {
+        let off = (ptr as usize).checked_sub(self.base.as_ptr() as usize)? as u64;
+        (off >= self.arena_start && off < self.arena_end).then_some(Offset(off))
+    }
+
+    /// Allocates without a cache slot (through the shared slot, under a lock).
+    ///
+    /// Prefer a [`Cache`] on hot paths.
+    ///
+    /// # Errors
+    /// [`AllocError::Exhausted`], [`AllocError::Unsupported`] or [`AllocError::Corrupt`].
+    pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
+        match class_for(layout.size(), layout.align()) {
+            Some(c) => self.with_shared_slot(|h| h.small_alloc(0, c)),
+            None => self.large_alloc(layout),
+        }
+    }
+
+    /// Frees a block allocated with `layout` by any cache or process.
+    ///
+    /// # Safety
+    /// `off` must have been returned by an allocation of this heap with the same
+    /// `layout` and not freed since; nothing may use the block afterwards.
+    ///
+    /// # Errors
+    /// [`FreeError::Invalid`] when `off` is visibly not such a block (nothing changed).
+    pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
+        match class_for(layout.size(), layout.align()) {
+            Some(c) => self.with_shared_slot(|h| h.small_free(0, c, off, layout.size())),
+            None => self.large_free(off, layout),
+        }
+    }
+
+    fn with_shared_slot<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        let lock = &self.header().shared_lock;
+        if lock.lock::<P>() == crate::LockState::Recovered {
+            // The holder died inside a slot-0 operation: settle its depot claims.
+            self.resolve_claims(0);
+        }
+        let r = f(self);
+        // SAFETY: locked just above by this thread.
+        unsafe { lock.unlock::<P>() };
+        r
+    }
+
+    /// A per-thread cache: claims a free slot, or falls back to the shared slot when
+    /// all are taken (still correct, slower).
+    ///
+    /// # Errors
+    /// Never fails today; the `Result` leaves room for per-heap limits.
+    pub fn cache(&self) -> Result<Cache<'_, P>, AllocError> {
+        let slot = self.claim_slot();
+        Ok(Cache { heap: self, slot, _not_send: PhantomData })
+    }
+
+    /// Claims a free cache slot for the calling thread (`None` when all are taken
+    /// even after reclaiming dead owners' slots).
+    ///
+    /// The slot is single-writer: only the claiming thread may pass it to
+    /// [`alloc_in`](Self::alloc_in)/[`free_in`](Self::free_in), and it must give it
+    /// back with [`release_slot`](Self::release_slot).
+    pub fn claim_slot(&self) -> Option<u32> {
+        let me = P::process_token();
+        for round in 0..2 {
+            for s in 1..self.nslots {
+                let owner = &self.slot(s).owner;
+                if owner.load(Ordering::Relaxed) == 0
+                    && owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    return Some(s);
+                }
+            }
+            if round == 0 && self.reclaim_dead() == 0 {
+                break;
+            }
+        }
+        None
+    }
+
+    /// Returns a slot claimed by [`claim_slot`](Self::claim_slot), publishing its
+    /// cached free blocks to the depot where there is room.
+    ///
+    /// # Safety
+    /// `slot` was claimed by the calling thread, which does not use it afterwards.
+    pub unsafe fn release_slot(&self, slot: u32) {
+        if slot == 0 || slot >= self.nslots {
+            return;
+        }
+        self.flush_slot(slot);
+        self.slot(slot).owner.store(0, Ordering::Release);
+    }
+
+    /// Reclaims the cache slots of processes that died: settles the depot entries
+    /// they had claimed, publishes their cached blocks and frees the slot. Returns
+    /// how many slots were reclaimed.
+    pub fn reclaim_dead(&self) -> usize {
+        let me = P::process_token();
+        let mut n = 0;
+        for s in 1..self.nslots {
+            let owner = &self.slot(s).owner;
+            let t = owner.load(Ordering::Acquire);
+            if t == 0 || t == me || P::is_alive(t) {
+                continue;
+            }
+            // SYNC POINT: one reclaimer wins the slot by CAS from the dead token.
+            if owner.compare_exchange(t, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                self.resolve_claims(s);
+                self.flush_slot(s);
+                owner.store(0, Ordering::Release);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Allocates through cache slot `slot`.
+    ///
+    /// # Safety
+    /// `slot` was claimed by the calling thread and not released.
+    ///
+    /// # Errors
+    /// As [`Heap::alloc`].
+    #[inline]
+    pub unsafe fn alloc_in(&self, slot: u32, layout: Layout) -> Result<Offset, AllocError> {
+        if slot == 0 {
+            return self.alloc(layout);
+        }
+        match class_for(layout.size(), layout.align()) {
+            Some(c) => self.small_alloc(slot, c),
+            None => self.large_alloc(layout),
+        }
+    }
+
+    /// Frees through cache slot `slot`.
+    ///
+    /// # Safety
+    /// As [`Heap::free`], and `slot` was claimed by the calling thread.
+    ///
+    /// # Errors
+    /// As [`Heap::free`].
+    #[inline]
+    pub unsafe fn free_in(&self, slot: u32, off: Offset, layout: Layout) -> Result<(), FreeError> {
+        if slot == 0 {
+            // SAFETY: forwarded to the caller.
+            return unsafe { self.free(off, layout) };
+        }
+        match class_for(layout.size(), layout.align()) {
+            Some(c) => self.small_free(slot, c, off, layout.size()),
+            None => self.large_free(off, layout),
+        }
+    }
+}
+
+fn bad_size(len: u64) -> FormatError {
+    FormatError::BadSize { len, min: MIN_REGION as u64, max: MAX_REGION }
+}
+
+fn check_geometry(region: Region) -> Result<(), FormatError> {
+    let len = region.len() as u64;
+    if len < MIN_REGION as u64 || len > MAX_REGION {
+        return Err(bad_size(len));
+    }
+    let base = region.base().as_ptr() as usize;
+    if base % 64 != 0 {
+        return Err(FormatError::Misaligned(base));
+    }
+    Ok(())
+}
+
+/// A thread's cache slot on a heap: the fast path for allocation.
+///
+/// Not `Send`: a slot has exactly one writer. Dropping it publishes its cached free
+/// blocks and frees the slot.
+pub struct Cache<'h, P: Platform> {
+    heap: &'h Heap<P>,
+    slot: Option<u32>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<P: Platform> Cache<'_, P> {
+    /// Allocates a block for `layout`.
+    ///
+    /// # Errors
+    /// As [`Heap::alloc`].
+    #[inline]
+    pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
+        match self.slot {
+            // SAFETY: the slot was claimed by this (non-Send) cache's thread.
+            Some(s) => unsafe { self.heap.alloc_in(s, layout) },
+            None => self.heap.alloc(layout),
+        }
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// As [`Heap::free`].
+    ///
+    /// # Errors
+    /// As [`Heap::free`].
+    #[inline]
+    pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
+        match self.slot {
+            // SAFETY: slot claimed by this thread; the rest is forwarded to the caller.
+            Some(s) => unsafe { self.heap.free_in(s, off, layout) },
+            // SAFETY: forwarded to the caller.
+            None => unsafe { self.heap.free(off, layout) },
+        }
+    }
+
+    /// The slot index (`None`: the shared slot).
+    pub fn slot(&self) -> Option<u32> {
+        self.slot
+    }
+}
+
+impl<P: Platform> Drop for Cache<'_, P> {
+    fn drop(&mut self) {
+        if let Some(s) = self.slot {
+            // SAFETY: claimed by this cache, not used after this.
+            unsafe { self.heap.release_slot(s) };
+        }
+    }
+}

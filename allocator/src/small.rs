@@ -1,0 +1,191 @@
+//! Small blocks: per-thread slot lists, the depot of batches, slab carving.
+//!
+//! # Crash contract
+//! * A slot's list word `(count << 32) | head` has one writer. Popping writes only
+//!   the list word; pushing writes the block's link word, then the list word. A
+//!   process killed between the two leaves the list as before: the block is leaked.
+//! * Batches move between a slot and the depot through *claimed* entries. An entry
+//!   is `0` (empty), `batch` (published) or `batch | claim(slot)` (in transfer). The
+//!   CAS that claims an entry records who claimed it, and the slot's list word is
+//!   changed only while the claim stands, so after the claimer's death
+//!   [`Heap::resolve_claims`] can tell where the batch is: if the slot's list word
+//!   equals the batch, the slot has it (the entry is cleared), otherwise the entry
+//!   does (it is published again). Nothing is lost or duplicated.
+//! * Carving a slab: the slab is taken from the large heap first (one block), then
+//!   chained privately, then installed with one store. Killed in between: the slab
+//!   is leaked.
+
+use crate::class::CLASS_SIZES;
+use crate::depot::{self, LEN_MASK};
+use crate::error::{AllocError, FreeError};
+use crate::heap::{Heap, Offset};
+use crate::layout::*;
+use crate::platform::Platform;
+use std::sync::atomic::Ordering;
+
+/// Blocks in one slab of each class.
+pub(crate) const fn nblocks(class: usize) -> u64 {
+    (SLAB_SIZE as u64 - SLAB_FIRST) / CLASS_SIZES[class] as u64
+}
+
+/// `ceil(2^32 / size)` per class: `(rel * INV) >> 32 == rel / size` for `rel < 2^16`.
+static INV: [u64; crate::class::NUM_CLASSES] = {
+    let mut t = [0u64; crate::class::NUM_CLASSES];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = (1u64 << 32).div_ceil(CLASS_SIZES[i] as u64);
+        i += 1;
+    }
+    t
+};
+
+/// A slot list holding more than this many blocks is published to the depot.
+#[inline]
+fn flush_at(class: usize) -> u32 {
+    (2 * nblocks(class)) as u32
+}
+
+
+#[inline]
+fn unit(off: u64) -> u32 {
+    (off >> 4) as u32
+}
+
+impl<P: Platform> Heap<P> {
+    /// Whether `off` is the start of a block of `class` inside a slab of that class.
+    #[inline]
+    pub(crate) fn check_block(&self, class: usize, off: u64) -> bool {
+        let slab = off & !(SLAB_SIZE as u64 - 1);
+        if slab < self.arena_start || slab + SLAB_SIZE as u64 > self.arena_end {
+            return false;
+        }
+        let (Some(hdr), Some(meta)) = (self.word64(slab), self.word64(slab + 16)) else {
+            return false;
+        };
+        let hdr = hdr.load(Ordering::Relaxed);
+        let meta = meta.load(Ordering::Relaxed);
+        if hdr & B_FLAGS != B_ALLOC | B_SLAB
+            || meta != (SLAB_MAGIC as u64 | (class as u64) << 32)
+        {
+            return false;
+        }
+        let rel = off.wrapping_sub(slab + SLAB_FIRST);
+        if rel >= SLAB_SIZE as u64 {
+            return false;
+        }
+        let k = (rel * INV[class]) >> 32;
+        k * CLASS_SIZES[class] as u64 == rel && k < nblocks(class)
+    }
+
+    #[inline]
+    pub(crate) fn small_alloc(&self, slot: u32, class: usize) -> Result<Offset, AllocError> {
+        let local = &self.slot(slot).classes[class];
+        let l = local.list.load(Ordering::Relaxed);
+        let (head, count) = (l as u32, (l >> 32) as u32);
+        if count == 0 {
+            return self.small_alloc_slow(slot, class);
+        }
+        let off = u64::from(head) << 4;
+        if !self.check_block(class, off) {
+            return Err(self.drop_corrupt_list(slot, class));
+        }
+        let next = if count > 1 {
+            // Bounds proven by check_block; the link is validated when it is popped.
+            self.word32(off).map_or(0, |w| w.load(Ordering::Relaxed))
+        } else {
+            0
+        };
+        local.list.store((u64::from(count - 1) << 32) | u64::from(next), Ordering::Relaxed);
+        local.allocs.store(local.allocs.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        Ok(Offset::new(off).expect("check_block proved off >= arena_start > 0"))
+    }
+
+    #[cold]
+    fn small_alloc_slow(&self, slot: u32, class: usize) -> Result<Offset, AllocError> {
+        if !self.refill(slot, class) {
+            self.carve(slot, class)?;
+        }
+        self.small_alloc(slot, class)
+    }
+
+    #[cold]
+    fn drop_corrupt_list(&self, slot: u32, class: usize) -> AllocError {
+        // Forget the list (its blocks are leaked, not handed out twice).
+        self.slot(slot).classes[class].list.store(0, Ordering::Relaxed);
+        AllocError::Corrupt("cache list names a block outside its slab class")
+    }
+
+    #[inline]
+    pub(crate) fn small_free(&self, slot: u32, class: usize, off: Offset, size: usize) -> Result<(), FreeError> {
+        let off = off.get();
+        if !self.check_block(class, off) {
+            return Err(FreeError::Invalid { offset: off, size });
+        }
+        let local = &self.slot(slot).classes[class];
+        let mut l = local.list.load(Ordering::Relaxed);
+        if (l >> 32) as u32 >= flush_at(class) {
+            l = self.free_overflow(slot, class, l)?;
+        }
+        let (head, count) = (l as u32, (l >> 32) as u32);
+        let link = self.word32(off).ok_or(FreeError::Invalid { offset: off, size })?;
+        link.store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
+        local.list.store((u64::from(count + 1) << 32) | u64::from(unit(off)), Ordering::Release);
+        local.frees.store(local.frees.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[cold]
+    fn free_overflow(&self, slot: u32, class: usize, l: u64) -> Result<u64, FreeError> {
+        if self.flush(slot, class) {
+            return Ok(0);
+        }
+        if (l >> 32) >= LEN_MASK {
+            // The depot has been full for 16M frees: keep the list bounded instead.
+            self.header().leaked.fetch_add(1, Ordering::Relaxed);
+            return Err(FreeError::Corrupt("depot full and cache list at its limit"));
+        }
+        Ok(l)
+    }
+
+    /// Moves a depot batch into the (empty) list of `slot`. `false` if none.
+    fn refill(&self, slot: u32, class: usize) -> bool {
+        depot::take::<0>(self.depot(class), &self.slot(slot).classes[class].list, slot)
+    }
+
+    /// Publishes the whole list of `slot` as one depot batch. `false` if the depot
+    /// is full (the list stays).
+    pub(crate) fn flush(&self, slot: u32, class: usize) -> bool {
+        depot::put::<0>(self.depot(class), &self.slot(slot).classes[class].list, slot)
+    }
+
+    /// Publishes every list of `slot` (best effort).
+    pub(crate) fn flush_slot(&self, slot: u32) {
+        for c in 0..CLASS_SIZES.len() {
+            self.flush(slot, c);
+        }
+    }
+
+    /// Settles the depot entries a dead (or lock-recovered) `slot` had claimed.
+    pub(crate) fn resolve_claims(&self, slot: u32) {
+        for c in 0..CLASS_SIZES.len() {
+            depot::settle(self.depot(c), &self.slot(slot).classes[c].list, slot);
+        }
+    }
+
+    /// Takes a new slab for `class` from the large heap and installs its blocks as
+    /// the (empty) list of `slot`.
+    #[cold]
+    fn carve(&self, slot: u32, class: usize) -> Result<(), AllocError> {
+        let slab = self.large_alloc_slab(class)?;
+        let size = u64::from(CLASS_SIZES[class]);
+        let n = nblocks(class);
+        let first = slab + SLAB_FIRST;
+        for k in 0..n {
+            let off = first + k * size;
+            let next = if k + 1 < n { unit(off + size) } else { 0 };
+            self.word32(off).ok_or(AllocError::Corrupt("slab outside region"))?.store(next, Ordering::Relaxed);
+        }
+        self.slot(slot).classes[class].list.store((n << 32) | u64::from(unit(first)), Ordering::Release);
+        Ok(())
+    }
+}
