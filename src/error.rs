@@ -1,0 +1,205 @@
+//! Typed errors of pool operations; errno is mapped once, where it is produced.
+
+use nix::errno::Errno;
+use std::time::Duration;
+use thiserror::Error;
+
+pub use shmval_alloc::{AllocError, FreeError};
+
+/// The identity of a segment layout: version and layout hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayoutId {
+    /// Layout version.
+    pub version: u32,
+    /// Hash of the sizes and alignments of every shared type and the pointer width.
+    pub hash: u64,
+}
+
+impl std::fmt::Display for LayoutId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "version {} / layout {:#018x}", self.version, self.hash)
+    }
+}
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid pool name {name:?}: {reason}")]
+pub struct NameError {
+    /// The name given.
+    pub name: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Why [`Pool::create`](crate::Pool::create) failed. Nothing is left behind.
+#[derive(Debug, Error)]
+pub enum CreateError {
+    /// The name is not a valid pool name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// Size 0, too small for the allocator's metadata, or beyond the 64 GiB limit.
+    #[error("invalid pool size {size}: must be between {min} and {max} bytes")]
+    InvalidSize {
+        /// Requested.
+        size: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// A segment of that name exists already.
+    #[error("shared-memory segment /dev/shm/{segment} already exists")]
+    AlreadyExists {
+        /// The segment found.
+        segment: String,
+    },
+    /// `/dev/shm` cannot hold the pool.
+    #[error("not enough space in /dev/shm: {requested} bytes requested, {available} available")]
+    NoSpace {
+        /// Bytes requested (both segments).
+        requested: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The fixed base address is taken in this process.
+    #[error("cannot map the pool at {addr:#x} (+{len:#x}): taken by {conflict}")]
+    AddressInUse {
+        /// Requested base.
+        addr: usize,
+        /// Length.
+        len: usize,
+        /// The conflicting mapping (a `/proc/self/maps` line).
+        conflict: String,
+    },
+    /// Not allowed to create in `/dev/shm`.
+    #[error("permission denied creating /dev/shm/{segment}")]
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+    },
+    /// Any other system error.
+    #[error("{op} failed: {errno}")]
+    Os {
+        /// The failing operation.
+        op: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+/// Why [`Pool::open`](crate::Pool::open) failed.
+#[derive(Debug, Error)]
+pub enum OpenError {
+    /// The name is not a valid pool name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// No pool of that name (and no waiting was asked for).
+    #[error("no pool named {name:?}")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The pool did not appear or become ready in time.
+    #[error("pool {name:?} not ready after {waited:?} ({state})")]
+    Timeout {
+        /// The name.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+        /// What was last seen.
+        state: &'static str,
+    },
+    /// Built by an incompatible version of shmval.
+    #[error("pool {name:?} is incompatible: expected {expected}, found {found}")]
+    Incompatible {
+        /// The name.
+        name: String,
+        /// Ours.
+        expected: LayoutId,
+        /// Theirs.
+        found: LayoutId,
+    },
+    /// The segments are not a pool or are damaged.
+    #[error("pool {name:?} is corrupt: {what}")]
+    Corrupt {
+        /// The name.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The creator died before the pool became ready.
+    #[error("pool {name:?} was never finished: its creator (pid {pid}) died while creating it")]
+    CreatorDied {
+        /// The name.
+        name: String,
+        /// The creator's pid.
+        pid: u32,
+    },
+    /// The segment belongs to another user (see `PoolOptions::allow_foreign_owner`).
+    #[error("pool {name:?} belongs to uid {owner}, not to us (uid {ours})")]
+    ForeignOwner {
+        /// The name.
+        name: String,
+        /// The owning uid.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// The operating system refused access.
+    #[error("permission denied opening /dev/shm/{segment}")]
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+    },
+    /// The recorded fixed base address is taken in this process.
+    #[error("cannot map pool {name:?} at its fixed base {addr:#x}: taken by {conflict}")]
+    AddressInUse {
+        /// The name.
+        name: String,
+        /// The base.
+        addr: usize,
+        /// The conflicting mapping.
+        conflict: String,
+    },
+    /// Any other system error.
+    #[error("{op} failed: {errno}")]
+    Os {
+        /// The failing operation.
+        op: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+}
+
+/// Why [`Pool::open_or_create`](crate::Pool::open_or_create) failed.
+#[derive(Debug, Error)]
+pub enum OpenOrCreateError {
+    /// Opening failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// Creating failed.
+    #[error(transparent)]
+    Create(#[from] CreateError),
+}
+
+/// Why [`Pool::destroy`](crate::Pool::destroy) failed.
+#[derive(Debug, Error)]
+pub enum DestroyError {
+    /// The name is not a valid pool name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    /// Neither segment exists.
+    #[error("no pool named {name:?}")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// Any other system error.
+    #[error("{op} failed: {errno}")]
+    Os {
+        /// The failing operation.
+        op: &'static str,
+        /// The error.
+        errno: Errno,
+    },
+}

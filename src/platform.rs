@@ -1,0 +1,108 @@
+//! The allocator's [`Platform`] on Linux: thread and process identity, liveness
+//! from `/proc`, shared futexes.
+
+use crate::sys;
+use shmval_alloc::Platform;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+/// Linux implementation of [`Platform`] used by every pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxPlatform;
+
+thread_local! {
+    /// (fork generation, tid) of the calling thread.
+    static TID: Cell<(u32, u32)> = const { Cell::new((u32::MAX, 0)) };
+}
+/// Incremented in the child after `fork`, which invalidates every cached identity.
+static FORK_GEN: AtomicU32 = AtomicU32::new(0);
+/// (pid << 32 | start ticks low 32) of this process; 0 = not computed yet.
+static TOKEN: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn after_fork_in_child() {
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+    TOKEN.store(0, Ordering::Relaxed);
+}
+
+fn install_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a child handler that only touches atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// The token naming this process (and its incarnation): pid and start time.
+pub(crate) fn process_token() -> u64 {
+    let t = TOKEN.load(Ordering::Relaxed);
+    if t != 0 {
+        return t;
+    }
+    install_atfork();
+    let pid = sys::getpid();
+    let start = sys::proc_stat(pid).map_or(0, |(s, _)| s as u32);
+    // A start time of 0 is "unknown"; keep the token non-zero and pid-bearing.
+    let t = (u64::from(pid) << 32) | u64::from(start.max(1));
+    TOKEN.store(t, Ordering::Relaxed);
+    t
+}
+
+/// The pid inside a process token.
+pub(crate) fn token_pid(token: u64) -> u32 {
+    (token >> 32) as u32
+}
+
+/// Whether the process named by `token` may still run.
+pub(crate) fn token_alive(token: u64) -> bool {
+    sys::process_alive(token_pid(token), token as u32)
+}
+
+// SAFETY: tids are unique among live threads system-wide and below 2^30
+// (PID_MAX_LIMIT is 2^22); the token is per process (pid + start time), recomputed
+// after fork; liveness is "dead" only when /proc says the pid is gone, a zombie, or
+// belongs to a process with a different start time.
+unsafe impl Platform for LinuxPlatform {
+    #[inline]
+    fn thread_id() -> u32 {
+        let gen = FORK_GEN.load(Ordering::Relaxed);
+        TID.with(|c| {
+            let (g, tid) = c.get();
+            if g == gen {
+                return tid;
+            }
+            install_atfork();
+            let tid = sys::gettid();
+            c.set((gen, tid));
+            tid
+        })
+    }
+
+    #[inline]
+    fn process_token() -> u64 {
+        process_token()
+    }
+
+    fn is_alive(token: u64) -> bool {
+        token_alive(token)
+    }
+
+    fn thread_alive(tid: u32) -> bool {
+        // /proc/TID exists for every thread id, hidden from listings.
+        sys::process_alive(tid, 0)
+    }
+
+    fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        sys::futex_wait(word, expected, timeout)
+    }
+
+    fn wake(word: &AtomicU32, n: u32) {
+        sys::futex_wake(word, n)
+    }
+}
+
+/// How many forks this process is away from the one that cached identities.
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GEN.load(Ordering::Relaxed)
+}

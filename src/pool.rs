@@ -1,0 +1,433 @@
+//! The `Pool` handle: a named pool of shared memory with its allocator.
+
+use crate::error::{AllocError, CreateError, DestroyError, FreeError, OpenError, OpenOrCreateError};
+use crate::name::{boot_name, validate_name};
+use crate::platform::{process_token, token_alive, token_pid, LinuxPlatform};
+use crate::segment::boot::{self, state, BootHeader};
+use crate::segment::open::{self, header, Segments};
+use crate::sys;
+use shmval_alloc::{Heap, Offset, Stats};
+use std::alloc::Layout;
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+/// How to create or open a pool.
+///
+/// # Examples
+/// ```
+/// use shmval::PoolOptions;
+/// use std::time::Duration;
+/// let o = PoolOptions::new().mode(0o640).timeout(Duration::from_secs(2)).remove_on_drop(true);
+/// assert_eq!(o.get_mode(), 0o640);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub(crate) mode: u32,
+    pub(crate) fixed_base: Option<usize>,
+    pub(crate) allow_foreign_owner: bool,
+    pub(crate) remove_on_drop: bool,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { mode: 0o600, fixed_base: None, allow_foreign_owner: false, remove_on_drop: false, timeout: Duration::ZERO }
+    }
+}
+
+impl PoolOptions {
+    /// Mode 0600, mapped anywhere, own segments only, kept on drop, no waiting.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Permission bits of both segments (applied with `fchmod`, so the umask does not
+    /// change them).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+    /// The mode that will be used.
+    pub fn get_mode(&self) -> u32 {
+        self.mode
+    }
+    /// Map the main segment at `addr` in the creator and in every opener
+    /// (`MAP_FIXED_NOREPLACE`: a taken range is an error, nothing is overwritten).
+    /// Correctness never depends on it; it helps debuggers and C code.
+    pub fn fixed_base(mut self, addr: usize) -> Self {
+        self.fixed_base = Some(addr);
+        self
+    }
+    /// Open segments owned by another user (refused by default).
+    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+        self.allow_foreign_owner = yes;
+        self
+    }
+    /// Unlink both segments when the last handle of this process is dropped.
+    pub fn remove_on_drop(mut self, yes: bool) -> Self {
+        self.remove_on_drop = yes;
+        self
+    }
+    /// How long `open` waits for the pool to appear and become ready.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Ids telling pools apart in this process (for the thread-local caches).
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+struct Inner {
+    name: String,
+    id: u64,
+    seg: Segments,
+    attach: Option<usize>,
+    remove_on_drop: bool,
+    /// Cache slots claimed by this process's threads (released when the pool drops).
+    slots: Mutex<Vec<u32>>,
+}
+
+impl Inner {
+    fn boot(&self) -> &BootHeader {
+        header(&self.seg.boot)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in slots {
+            // SAFETY: every handle is gone, so no thread of this process can be
+            // using the slot (using it needs a handle).
+            unsafe { self.seg.heap.release_slot(s) };
+        }
+        if let Some(a) = self.attach {
+            self.boot().attached[a].token.store(0, Release);
+        }
+        if self.remove_on_drop {
+            self.boot().state.store(state::CLOSING, Release);
+            let _ = sys::shm_unlink(&self.name);
+            let _ = sys::shm_unlink(&boot_name(&self.name));
+        }
+    }
+}
+
+/// A process's handle on a named shared-memory pool.
+///
+/// Cheap to clone (reference counted); the segments stay mapped while any clone,
+/// or any value handed out from the pool, is alive.
+///
+/// # Examples
+/// ```
+/// use shmval::{Pool, PoolOptions};
+/// use std::alloc::Layout;
+/// let name = format!("doc-pool-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let l = Layout::new::<u64>();
+/// let off = pool.alloc(l)?;
+/// assert!(pool.stats().in_use >= 8);
+/// // SAFETY: `off` was allocated above with `l` and is freed once.
+/// unsafe { pool.free(off, l)? };
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.inner.name).field("size", &self.size()).field("base", &self.base()).finish()
+    }
+}
+
+impl Pool {
+    /// Creates a pool of `size` bytes with default options (mode 0600).
+    ///
+    /// # Errors
+    /// See [`CreateError`]: an invalid name or size, an existing pool, a full
+    /// `/dev/shm` (`NoSpace`, reported now rather than as a SIGBUS later).
+    pub fn create(name: &str, size: u64) -> Result<Pool, CreateError> {
+        Self::create_with(name, size, &PoolOptions::default())
+    }
+
+    /// Creates a pool with options.
+    ///
+    /// # Errors
+    /// As [`Pool::create`], plus `AddressInUse` for a taken fixed base.
+    pub fn create_with(name: &str, size: u64, opts: &PoolOptions) -> Result<Pool, CreateError> {
+        let seg = open::create(name, size, opts)?;
+        Ok(Self::from_segments(name, seg, opts))
+    }
+
+    /// Opens an existing pool, waiting up to `timeout` for it to appear and become
+    /// ready (a zero timeout does not wait).
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open(name: &str, timeout: Duration) -> Result<Pool, OpenError> {
+        Self::open_with(name, &PoolOptions::default().timeout(timeout))
+    }
+
+    /// Opens an existing pool with options (the wait is `opts.timeout`).
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open_with(name: &str, opts: &PoolOptions) -> Result<Pool, OpenError> {
+        let seg = open::open(name, opts)?;
+        Ok(Self::from_segments(name, seg, opts))
+    }
+
+    /// Opens the pool if it exists, creates it otherwise (racing creators are
+    /// settled by `O_EXCL`: the loser opens what the winner made).
+    ///
+    /// # Errors
+    /// Whatever the final open or create reported.
+    pub fn open_or_create(name: &str, size: u64, opts: &PoolOptions) -> Result<Pool, OpenOrCreateError> {
+        let now = opts.clone().timeout(Duration::ZERO);
+        match Self::open_with(name, &now) {
+            Ok(p) => return Ok(p),
+            Err(OpenError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match Self::create_with(name, size, opts) {
+            Ok(p) => Ok(p),
+            Err(CreateError::AlreadyExists { .. }) => {
+                let wait = opts.clone().timeout(opts.timeout.max(Duration::from_secs(5)));
+                Ok(Self::open_with(name, &wait)?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes both segments of the pool `name`. Processes that have it open keep
+    /// their mappings until they drop them; new opens no longer find it.
+    ///
+    /// # Errors
+    /// `NotFound` when neither segment exists.
+    pub fn destroy(name: &str) -> Result<(), DestroyError> {
+        validate_name(name)?;
+        let bname = boot_name(name);
+        if let Ok(fd) = sys::shm_open(&bname) {
+            if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular) {
+                if let Ok(m) = sys::Mapping::new(&fd, boot::BOOT_SIZE, None) {
+                    if header(&m).magic.load(Relaxed) == boot::BOOT_MAGIC {
+                        header(&m).state.store(state::CLOSING, Release);
+                    }
+                }
+            }
+        }
+        let r1 = sys::shm_unlink(name);
+        let r2 = sys::shm_unlink(&bname);
+        match (r1, r2) {
+            (Err(nix::errno::Errno::ENOENT), Err(nix::errno::Errno::ENOENT)) => {
+                Err(DestroyError::NotFound { name: name.to_owned() })
+            }
+            (Err(e), _) | (_, Err(e)) if e != nix::errno::Errno::ENOENT => Err(DestroyError::Os { op: "shm_unlink", errno: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a pool named `name` exists (its boot segment does).
+    pub fn exists(name: &str) -> bool {
+        validate_name(name).is_ok() && std::path::Path::new(sys::SHM_DIR).join(boot_name(name)).exists()
+    }
+
+    fn from_segments(name: &str, seg: Segments, opts: &PoolOptions) -> Pool {
+        let b = header(&seg.boot);
+        let me = process_token();
+        let mut attach = None;
+        for (i, slot) in b.attached.iter().enumerate() {
+            let t = slot.token.load(Acquire);
+            let free = t == 0 || (t != me && !token_alive(t));
+            if free && slot.token.compare_exchange(t, me, AcqRel, Relaxed).is_ok() {
+                slot.since_ns.store(sys::now_unix_ns(), Relaxed);
+                attach = Some(i);
+                break;
+            }
+        }
+        seg.heap.reclaim_dead();
+        Pool {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                id: NEXT_POOL_ID.fetch_add(1, Relaxed),
+                seg,
+                attach,
+                remove_on_drop: opts.remove_on_drop,
+                slots: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Bytes of the main segment.
+    pub fn size(&self) -> u64 {
+        self.inner.seg.main.len() as u64
+    }
+
+    /// Where the main segment is mapped in this process.
+    pub fn base(&self) -> NonNull<u8> {
+        self.inner.seg.main.ptr()
+    }
+
+    /// The allocator over the main segment.
+    pub fn heap(&self) -> &Heap<LinuxPlatform> {
+        &self.inner.seg.heap
+    }
+
+    /// Allocates a block from the pool through this thread's cache slot.
+    ///
+    /// # Errors
+    /// [`AllocError::Exhausted`] when the pool is full; never panics.
+    #[inline]
+    pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
+        let slot = self.thread_slot();
+        // SAFETY: `thread_slot` returns a slot claimed by this thread for this pool,
+        // or the shared slot 0.
+        unsafe { self.inner.seg.heap.alloc_in(slot, layout) }
+    }
+
+    /// Frees a block (allocated by any process) back to the pool.
+    ///
+    /// # Safety
+    /// `off` was allocated from this pool with `layout` and is not used afterwards
+    /// by anyone.
+    ///
+    /// # Errors
+    /// [`FreeError::Invalid`] when `off` is visibly not such a block.
+    #[inline]
+    pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
+        let slot = self.thread_slot();
+        // SAFETY: slot as in `alloc`; the block contract is forwarded to the caller.
+        unsafe { self.inner.seg.heap.free_in(slot, off, layout) }
+    }
+
+    /// A pointer to `len` bytes at `off` in this process, if inside the arena.
+    pub fn resolve(&self, off: Offset, len: usize) -> Option<NonNull<u8>> {
+        self.inner.seg.heap.resolve(off, len)
+    }
+
+    /// Allocator statistics.
+    pub fn stats(&self) -> Stats {
+        self.inner.seg.heap.stats()
+    }
+
+    /// One of the 8 words of the pool header reserved for the layers above the
+    /// allocator (word 0 is the root table's offset once values exist).
+    pub fn user_word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        self.inner.seg.heap.user_word(i)
+    }
+
+    /// What the boot segment says about the pool.
+    pub fn info(&self) -> PoolInfo {
+        let b = self.inner.boot();
+        let pid = b.creator_pid.load(Relaxed);
+        let start = b.creator_start.load(Relaxed);
+        PoolInfo {
+            name: self.inner.name.clone(),
+            size: b.main_size.load(Relaxed),
+            creator_pid: pid,
+            creator_alive: token_alive((u64::from(pid) << 32) | start),
+            created: SystemTime::UNIX_EPOCH + Duration::from_nanos(b.created_ns.load(Relaxed)),
+            base_address: b.base_address.load(Relaxed) as usize,
+            fixed_base: b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0,
+            generation: b.generation.load(Relaxed),
+            attached: b
+                .attached
+                .iter()
+                .map(|a| a.token.load(Ordering::Relaxed))
+                .filter(|&t| t != 0 && token_alive(t))
+                .map(token_pid)
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn thread_slot(&self) -> u32 {
+        let id = self.inner.id;
+        let gen = crate::platform::fork_generation();
+        let hit = CACHES.try_with(|c| {
+            c.borrow().iter().find(|e| e.pool == id && e.fork_gen == gen).map(|e| e.slot)
+        });
+        match hit {
+            Ok(Some(s)) => s,
+            Ok(None) => self.claim_thread_slot(gen),
+            Err(_) => 0, // thread-local storage already destroyed: use the shared slot
+        }
+    }
+
+    #[cold]
+    fn claim_thread_slot(&self, gen: u32) -> u32 {
+        let slot = self.inner.seg.heap.claim_slot().unwrap_or(0);
+        if slot != 0 {
+            self.inner.slots.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+        }
+        let entry = ThreadSlot { pool: self.inner.id, fork_gen: gen, slot, owner: Arc::downgrade(&self.inner) };
+        let _ = CACHES.try_with(|c| {
+            let mut c = c.borrow_mut();
+            // Entries of pools that are gone, or from before a fork, are dropped.
+            c.retain(|e| e.fork_gen == gen && e.owner.strong_count() > 0);
+            c.push(entry);
+        });
+        slot
+    }
+}
+
+/// A thread's claimed cache slot on one pool.
+struct ThreadSlot {
+    pool: u64,
+    fork_gen: u32,
+    slot: u32,
+    owner: Weak<Inner>,
+}
+
+impl Drop for ThreadSlot {
+    fn drop(&mut self) {
+        if self.slot == 0 || self.fork_gen != crate::platform::fork_generation() {
+            return; // the shared slot, or a slot the parent process owns
+        }
+        if let Some(inner) = self.owner.upgrade() {
+            let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = slots.iter().position(|&s| s == self.slot) {
+                slots.swap_remove(i);
+                // SAFETY: this thread claimed the slot and stops using it now.
+                unsafe { inner.seg.heap.release_slot(self.slot) };
+            }
+        }
+    }
+}
+
+thread_local! {
+    static CACHES: RefCell<Vec<ThreadSlot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A snapshot of a pool's boot record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// Pool name.
+    pub name: String,
+    /// Main segment size.
+    pub size: u64,
+    /// Creator's pid.
+    pub creator_pid: u32,
+    /// Whether the creator still runs (pid and start time match).
+    pub creator_alive: bool,
+    /// When it was created.
+    pub created: SystemTime,
+    /// Where the creator mapped the main segment.
+    pub base_address: usize,
+    /// Whether every process maps it at `base_address`.
+    pub fixed_base: bool,
+    /// Incarnation id of this pool.
+    pub generation: u64,
+    /// Pids of the live attached processes.
+    pub attached: Vec<u32>,
+}

@@ -1,0 +1,109 @@
+//! The boot segment: one page describing a pool (see `docs/LAYOUT.md`).
+
+use crate::error::LayoutId;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// "SHMVALBT" little-endian: the first word of every boot segment.
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
+/// Version of the boot + main segment layout.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Bytes of the boot segment file.
+pub const BOOT_SIZE: usize = 4096;
+/// Entries in the attached-process table.
+pub const ATTACH_SLOTS: usize = 120;
+
+/// Pool state, published in [`BootHeader::state`].
+pub mod state {
+    /// The creator is still building the pool.
+    pub const CREATING: u32 = 1;
+    /// Usable.
+    pub const READY: u32 = 2;
+    /// Being destroyed: openers treat it as gone.
+    pub const CLOSING: u32 = 3;
+}
+
+/// Backend of the main segment.
+pub mod backend {
+    /// POSIX shared memory (`shm_open`) on tmpfs.
+    pub const POSIX_SHM: u32 = 1;
+}
+
+/// Flags of the pool.
+pub mod flags {
+    /// Every process maps the main segment at `base_address`.
+    pub const FIXED_BASE: u32 = 1;
+}
+
+/// One entry of the attached-process table.
+#[repr(C)]
+#[derive(Debug)]
+pub struct AttachSlot {
+    /// Process token (pid << 32 | start ticks), 0 = free.
+    pub token: AtomicU64,
+    /// When it attached, ns since the Unix epoch.
+    pub since_ns: AtomicU64,
+}
+
+/// The boot segment's header. Every field is atomic: another process may write the
+/// mutable ones at any time, and nothing read from here is trusted unchecked.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BootHeader {
+    /// [`BOOT_MAGIC`].
+    pub magic: AtomicU64,
+    /// [`LAYOUT_VERSION`].
+    pub version: AtomicU32,
+    /// One of [`state`]; 0 = not yet initialised. Published with Release.
+    pub state: AtomicU32,
+    /// [`layout_hash`].
+    pub layout_hash: AtomicU64,
+    /// Pid of the creator.
+    pub creator_pid: AtomicU32,
+    /// Effective uid of the creator.
+    pub creator_uid: AtomicU32,
+    /// Start time of the creator, clock ticks after boot (pid reuse guard).
+    pub creator_start: AtomicU64,
+    /// Creation time, ns since the Unix epoch.
+    pub created_ns: AtomicU64,
+    /// Where the creator mapped the main segment.
+    pub base_address: AtomicU64,
+    /// Bytes of the main segment.
+    pub main_size: AtomicU64,
+    /// One of [`backend`].
+    pub backend: AtomicU32,
+    /// Bits of [`flags`].
+    pub flags: AtomicU32,
+    /// Incarnation id: differs between two pools created under the same name.
+    pub generation: AtomicU64,
+    _reserved: [AtomicU64; 6],
+    /// Processes attached to the pool.
+    pub attached: [AttachSlot; ATTACH_SLOTS],
+}
+
+const _: () = assert!(size_of::<BootHeader>() == 128 + 16 * ATTACH_SLOTS);
+const _: () = assert!(size_of::<BootHeader>() <= BOOT_SIZE);
+const _: () = assert!(align_of::<BootHeader>() == 8);
+const _: () = assert!(std::mem::offset_of!(BootHeader, state) == 12);
+const _: () = assert!(std::mem::offset_of!(BootHeader, base_address) == 48);
+const _: () = assert!(std::mem::offset_of!(BootHeader, generation) == 72);
+const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
+
+/// Hash of everything that shapes a pool's bytes: the boot header's size and
+/// alignment, the allocator's layout fingerprint, and the pointer width.
+pub const fn layout_hash() -> u64 {
+    let mut h: u64 = shmval_alloc::layout_fingerprint();
+    let parts = [size_of::<BootHeader>() as u64, align_of::<BootHeader>() as u64, size_of::<usize>() as u64, ATTACH_SLOTS as u64, BOOT_SIZE as u64];
+    let mut i = 0;
+    while i < parts.len() {
+        h ^= parts[i];
+        h = h.wrapping_mul(0x100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
+/// Our layout identity.
+pub const fn layout_id() -> LayoutId {
+    LayoutId { version: LAYOUT_VERSION, hash: layout_hash() }
+}

@@ -1,0 +1,4 @@
+//! Segments: the boot header and the create/open handshake.
+
+pub mod boot;
+pub(crate) mod open;

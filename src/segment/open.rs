@@ -1,0 +1,261 @@
+//! The create/open handshake of a pool's two segments.
+//!
+//! Create: `NAME_boot` (O_EXCL, 0600 then fchmod) → fields → magic → state CREATING
+//! → `NAME` (O_EXCL) → `posix_fallocate` → map → format the heap → base and size →
+//! `// SYNC POINT` state READY (Release). Any failure unlinks what was created.
+//!
+//! Open: wait (sleeping, with backoff, never past the deadline) until `NAME_boot`
+//! exists, is one page, carries the magic and is READY; check version and layout
+//! hash, owner, file type and the main segment's size against the boot record;
+//! map; attach the heap (which validates its own header).
+
+use super::boot::{self, state, BootHeader, BOOT_MAGIC, BOOT_SIZE};
+use crate::error::{CreateError, LayoutId, OpenError};
+use crate::name::{boot_name, validate_name};
+use crate::platform::{process_token, token_alive, LinuxPlatform};
+use crate::sys::{self, MapError, Mapping};
+use crate::PoolOptions;
+use nix::errno::Errno;
+use shmval_alloc::{FormatError, Heap, Region, MIN_REGION};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::time::{Duration, Instant};
+
+/// The two mappings of an open pool.
+pub(crate) struct Segments {
+    pub boot: Mapping,
+    pub main: Mapping,
+    pub heap: Heap<LinuxPlatform>,
+}
+
+/// The header of a mapped boot segment.
+pub(crate) fn header(boot: &Mapping) -> &BootHeader {
+    debug_assert!(boot.len() >= BOOT_SIZE);
+    // SAFETY: every boot mapping is BOOT_SIZE bytes, page-aligned, and BootHeader is
+    // made of atomics only, so any bytes are a valid value and sharing is sound.
+    unsafe { &*(boot.ptr().as_ptr() as *const BootHeader) }
+}
+
+/// Unlinks the segments it names when dropped, unless disarmed.
+struct Unlinker(Vec<String>);
+
+impl Drop for Unlinker {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = sys::shm_unlink(n);
+        }
+    }
+}
+
+fn no_space(requested: u64) -> CreateError {
+    CreateError::NoSpace { requested, available: sys::shm_available().unwrap_or(0) }
+}
+
+fn create_errno(e: Errno, segment: &str, op: &'static str) -> CreateError {
+    match e {
+        Errno::EEXIST => CreateError::AlreadyExists { segment: segment.to_owned() },
+        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied { segment: segment.to_owned() },
+        Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(0),
+        errno => CreateError::Os { op, errno },
+    }
+}
+
+pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segments, CreateError> {
+    validate_name(name)?;
+    let max = shmval_alloc::MAX_REGION_BYTES;
+    if size < MIN_REGION as u64 || size > max {
+        return Err(CreateError::InvalidSize { size, min: MIN_REGION as u64, max });
+    }
+    let size = size.next_multiple_of(4096);
+    let requested = size + BOOT_SIZE as u64;
+    if let Some(available) = sys::shm_available() {
+        if requested > available {
+            return Err(CreateError::NoSpace { requested, available });
+        }
+    }
+    let bname = boot_name(name);
+    let boot_fd = sys::shm_create(&bname, opts.mode).map_err(|e| create_errno(e, &bname, "shm_open"))?;
+    let mut cleanup = Unlinker(vec![bname.clone()]);
+    sys::set_len(&boot_fd, BOOT_SIZE as u64).map_err(|e| create_errno(e, &bname, "ftruncate"))?;
+    let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
+        MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
+        MapError::AddressInUse(_) => unreachable!("no fixed address requested"),
+    })?;
+    let b = header(&boot_map);
+    let token = process_token();
+    b.creator_pid.store(sys::getpid(), Relaxed);
+    b.creator_uid.store(sys::euid(), Relaxed);
+    b.creator_start.store(token & 0xFFFF_FFFF, Relaxed);
+    b.created_ns.store(sys::now_unix_ns(), Relaxed);
+    b.backend.store(boot::backend::POSIX_SHM, Relaxed);
+    b.generation.store(sys::now_unix_ns() ^ (token << 16) ^ (&boot_map as *const _ as u64), Relaxed);
+    b.version.store(boot::LAYOUT_VERSION, Relaxed);
+    b.layout_hash.store(boot::layout_hash(), Relaxed);
+    b.magic.store(BOOT_MAGIC, Relaxed);
+    b.state.store(state::CREATING, Release);
+
+    let main_fd = sys::shm_create(name, opts.mode).map_err(|e| create_errno(e, name, "shm_open"))?;
+    cleanup.0.push(name.to_owned());
+    loop {
+        match sys::reserve(&main_fd, size) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => return Err(no_space(requested)),
+            Err(errno) => return Err(CreateError::Os { op: "posix_fallocate", errno }),
+        }
+    }
+    let main_map = Mapping::new(&main_fd, size as usize, opts.fixed_base).map_err(|e| match e {
+        MapError::AddressInUse(conflict) => {
+            CreateError::AddressInUse { addr: opts.fixed_base.unwrap_or(0), len: size as usize, conflict }
+        }
+        MapError::Os(Errno::ENOMEM) => no_space(requested),
+        MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
+    })?;
+    // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
+    // (both are kept in `Segments`), and nobody else can use it before READY.
+    let heap = unsafe { Heap::format(Region::new(main_map.ptr(), size as usize)) }
+        .map_err(|_| CreateError::InvalidSize { size, min: MIN_REGION as u64, max })?;
+    b.base_address.store(main_map.ptr().as_ptr() as u64, Relaxed);
+    b.main_size.store(size, Relaxed);
+    b.flags.store(if opts.fixed_base.is_some() { boot::flags::FIXED_BASE } else { 0 }, Relaxed);
+    // SYNC POINT: everything above is visible to an opener that sees READY (Acquire).
+    b.state.store(state::READY, Release);
+    cleanup.0.clear();
+    Ok(Segments { boot: boot_map, main: main_map, heap })
+}
+
+/// An open attempt that may succeed if tried again later.
+enum Attempt {
+    Retry(&'static str),
+    Fail(OpenError),
+}
+
+impl From<OpenError> for Attempt {
+    fn from(e: OpenError) -> Self {
+        Attempt::Fail(e)
+    }
+}
+
+pub(crate) fn open(name: &str, opts: &PoolOptions) -> Result<Segments, OpenError> {
+    validate_name(name)?;
+    let start = Instant::now();
+    let deadline = start + opts.timeout;
+    let mut delay = Duration::from_micros(500);
+    loop {
+        let last = match try_open(name, opts) {
+            Ok(s) => return Ok(s),
+            Err(Attempt::Fail(e)) => return Err(e),
+            Err(Attempt::Retry(state)) => state,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            if opts.timeout.is_zero() && last == NO_SUCH_POOL {
+                return Err(OpenError::NotFound { name: name.to_owned() });
+            }
+            return Err(OpenError::Timeout { name: name.to_owned(), waited: now - start, state: last });
+        }
+        std::thread::sleep(delay.min(deadline - now));
+        delay = (delay * 2).min(Duration::from_millis(20));
+    }
+}
+
+const NO_SUCH_POOL: &str = "no such pool";
+
+fn corrupt(name: &str, what: impl Into<String>) -> Attempt {
+    Attempt::Fail(OpenError::Corrupt { name: name.to_owned(), what: what.into() })
+}
+
+fn open_errno(e: Errno, name: &str, segment: &str) -> Attempt {
+    match e {
+        Errno::ENOENT => Attempt::Retry(NO_SUCH_POOL),
+        Errno::EACCES | Errno::EPERM => Attempt::Fail(OpenError::PermissionDenied { segment: segment.to_owned() }),
+        errno => {
+            let _ = name;
+            Attempt::Fail(OpenError::Os { op: "shm_open", errno })
+        }
+    }
+}
+
+fn check_file(name: &str, info: &sys::FileInfo, what: &str, opts: &PoolOptions) -> Result<(), Attempt> {
+    if !info.regular {
+        return Err(corrupt(name, format!("{what} is not a regular file")));
+    }
+    let ours = sys::euid();
+    if info.uid != ours && !opts.allow_foreign_owner {
+        return Err(Attempt::Fail(OpenError::ForeignOwner { name: name.to_owned(), owner: info.uid, ours }));
+    }
+    Ok(())
+}
+
+fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
+    let bname = boot_name(name);
+    let boot_fd = sys::shm_open(&bname).map_err(|e| open_errno(e, name, &bname))?;
+    let info = sys::file_info(&boot_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
+    check_file(name, &info, "the boot segment", opts)?;
+    if info.size == 0 {
+        return Err(Attempt::Retry("being created (boot segment empty)"));
+    }
+    if info.size != BOOT_SIZE as u64 {
+        return Err(corrupt(name, format!("boot segment is {} bytes, expected {BOOT_SIZE}: not a shmval pool", info.size)));
+    }
+    let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
+        MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
+        MapError::AddressInUse(_) => unreachable!("no fixed address requested"),
+    })?;
+    let b = header(&boot_map);
+    let magic = b.magic.load(Acquire);
+    if magic == 0 {
+        return Err(Attempt::Retry("being created (boot header not written)"));
+    }
+    if magic != BOOT_MAGIC {
+        return Err(corrupt(name, format!("boot segment magic {magic:#018x} is not shmval's: not a shmval pool")));
+    }
+    let found = LayoutId { version: b.version.load(Relaxed), hash: b.layout_hash.load(Relaxed) };
+    if found != boot::layout_id() {
+        return Err(Attempt::Fail(OpenError::Incompatible { name: name.to_owned(), expected: boot::layout_id(), found }));
+    }
+    match b.state.load(Acquire) {
+        state::READY => {}
+        state::CREATING | 0 => {
+            let pid = b.creator_pid.load(Relaxed);
+            let token = (u64::from(pid) << 32) | b.creator_start.load(Relaxed);
+            if pid != 0 && !token_alive(token) {
+                return Err(Attempt::Fail(OpenError::CreatorDied { name: name.to_owned(), pid }));
+            }
+            return Err(Attempt::Retry("being created"));
+        }
+        state::CLOSING => return Err(Attempt::Retry("being destroyed")),
+        s => return Err(corrupt(name, format!("unknown pool state {s}"))),
+    }
+    if b.backend.load(Relaxed) != boot::backend::POSIX_SHM {
+        return Err(corrupt(name, "unknown backend"));
+    }
+    let size = b.main_size.load(Relaxed);
+    let base = b.base_address.load(Relaxed);
+    let fixed = b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0;
+    let main_fd = sys::shm_open(name).map_err(|e| match e {
+        Errno::ENOENT => corrupt(name, "the main segment is missing"),
+        e => open_errno(e, name, name),
+    })?;
+    let info = sys::file_info(&main_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
+    check_file(name, &info, "the main segment", opts)?;
+    if info.size != size || size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
+        return Err(corrupt(name, format!("main segment is {} bytes, the boot record says {size}", info.size)));
+    }
+    let main_map = Mapping::new(&main_fd, size as usize, fixed.then_some(base as usize)).map_err(|e| match e {
+        MapError::AddressInUse(conflict) => {
+            OpenError::AddressInUse { name: name.to_owned(), addr: base as usize, conflict }
+        }
+        MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
+    })?;
+    // SAFETY: `size` bytes mapped, page-aligned, kept alive with the heap in
+    // `Segments`; the size was checked against fstat so no access faults.
+    let heap = unsafe { Heap::attach(Region::new(main_map.ptr(), size as usize)) }.map_err(|e| match e {
+        FormatError::Incompatible { .. } => Attempt::Fail(OpenError::Incompatible {
+            name: name.to_owned(),
+            expected: boot::layout_id(),
+            found: LayoutId { version: 0, hash: 0 },
+        }),
+        e => corrupt(name, format!("main segment: {e}")),
+    })?;
+    Ok(Segments { boot: boot_map, main: main_map, heap })
+}

@@ -1,0 +1,236 @@
+//! Linux system calls: POSIX shared memory, mmap, futex, process identity.
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::mman::{MapFlags, ProtFlags};
+use nix::sys::stat::{fstat, Mode, SFlag};
+use std::ffi::c_void;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Where POSIX shared memory objects live.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
+fn shm_path(name: &str) -> String {
+    format!("/{name}")
+}
+
+/// `shm_open(O_CREAT | O_EXCL | O_RDWR)` with mode 0600, then `fchmod(mode)` so the
+/// umask cannot change the requested mode.
+pub(crate) fn shm_create(name: &str, mode: u32) -> Result<OwnedFd, Errno> {
+    let fd = nix::sys::mman::shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::S_IRUSR | Mode::S_IWUSR,
+    )?;
+    nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode & 0o777))?;
+    Ok(fd)
+}
+
+/// `shm_open(O_RDWR)` of an existing object.
+pub(crate) fn shm_open(name: &str) -> Result<OwnedFd, Errno> {
+    nix::sys::mman::shm_open(shm_path(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// `shm_unlink`.
+pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
+    nix::sys::mman::shm_unlink(shm_path(name).as_str())
+}
+
+/// What `fstat` says about a segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    pub size: u64,
+    pub uid: u32,
+    #[allow(dead_code)] // for the operator tool
+    pub mode: u32,
+    pub regular: bool,
+}
+
+pub(crate) fn file_info(fd: &OwnedFd) -> Result<FileInfo, Errno> {
+    let st = fstat(fd.as_raw_fd())?;
+    Ok(FileInfo {
+        size: st.st_size as u64,
+        uid: st.st_uid,
+        mode: st.st_mode & 0o7777,
+        regular: SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG,
+    })
+}
+
+pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    nix::unistd::ftruncate(fd, len as i64)
+}
+
+/// Reserves `len` bytes so later page faults cannot hit a full tmpfs (SIGBUS).
+pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, len as i64)
+}
+
+/// Bytes available to unprivileged users in the shared-memory file system.
+pub(crate) fn shm_available() -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
+    Some(st.blocks_available() as u64 * st.fragment_size() as u64)
+}
+
+/// Total size and free bytes of the shared-memory file system.
+#[allow(dead_code)] // for the operator tool (`shmval info`)
+pub(crate) fn shm_space() -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
+    let f = st.fragment_size() as u64;
+    Some((st.blocks() as u64 * f, st.blocks_available() as u64 * f))
+}
+
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// A shared, read-write mapping of a segment, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; access goes through atomics or
+// through the allocator's documented protocols.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+/// Why a mapping failed.
+#[derive(Debug)]
+pub(crate) enum MapError {
+    /// `MAP_FIXED_NOREPLACE` found the range taken; the string names the mapping.
+    AddressInUse(String),
+    Os(Errno),
+}
+
+impl Mapping {
+    /// Maps `len` bytes of `fd`, anywhere or exactly at `fixed` (never replacing an
+    /// existing mapping).
+    pub(crate) fn new(fd: &OwnedFd, len: usize, fixed: Option<usize>) -> Result<Mapping, MapError> {
+        let nz = NonZeroUsize::new(len).ok_or(MapError::Os(Errno::EINVAL))?;
+        let mut flags = MapFlags::MAP_SHARED;
+        let addr = match fixed {
+            Some(a) => {
+                flags |= MapFlags::MAP_FIXED_NOREPLACE;
+                Some(NonZeroUsize::new(a).ok_or(MapError::Os(Errno::EINVAL))?)
+            }
+            None => None,
+        };
+        // SAFETY: a fresh MAP_SHARED mapping of a file we hold; with
+        // MAP_FIXED_NOREPLACE the kernel refuses rather than replace anything.
+        let r = unsafe { nix::sys::mman::mmap(addr, nz, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, fd, 0) };
+        match r {
+            Ok(p) => {
+                let m = Mapping { ptr: p.cast(), len };
+                if let Some(a) = fixed {
+                    if m.ptr.as_ptr() as usize != a {
+                        // A kernel older than 4.17 treats the flag as a hint.
+                        let got = m.ptr.as_ptr() as usize;
+                        drop(m);
+                        return Err(MapError::AddressInUse(format!("kernel placed the mapping at {got:#x} instead")));
+                    }
+                }
+                Ok(m)
+            }
+            Err(Errno::EEXIST) => {
+                let a = fixed.unwrap_or(0);
+                Err(MapError::AddressInUse(conflicting_mapping(a, len).unwrap_or_else(|| "unknown mapping".into())))
+            }
+            Err(e) => Err(MapError::Os(e)),
+        }
+    }
+
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range and nobody uses it after drop.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast::<c_void>(), self.len) };
+    }
+}
+
+/// The `/proc/self/maps` line overlapping `[addr, addr + len)`.
+fn conflicting_mapping(addr: usize, len: usize) -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .find(|l| {
+            let range = l.split_whitespace().next().unwrap_or("");
+            let mut it = range.split('-').map(|h| usize::from_str_radix(h, 16).ok());
+            matches!((it.next().flatten(), it.next().flatten()), (Some(s), Some(e)) if s < addr + len && addr < e)
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Start time of process `pid` in clock ticks after boot (field 22 of
+/// `/proc/PID/stat`) and whether it is a zombie, or `None` if it does not exist.
+pub(crate) fn proc_stat(pid: u32) -> Option<(u64, bool)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields follow the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?;
+    let start = f.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+pub(crate) fn getpid() -> u32 {
+    std::process::id()
+}
+
+pub(crate) fn gettid() -> u32 {
+    nix::unistd::gettid().as_raw() as u32
+}
+
+/// Whether process `pid` with start time `start` (low 32 bits, 0 = unknown) may
+/// still run. A zombie does not.
+pub(crate) fn process_alive(pid: u32, start_low: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match proc_stat(pid) {
+        Some((start, zombie)) => !zombie && (start_low == 0 || start as u32 == start_low),
+        // No /proc entry: ask the kernel directly (EPERM still means it exists).
+        // No /proc entry: gone, unless /proc is not mounted at all; then ask the
+        // kernel directly (EPERM still means it exists).
+        None if std::path::Path::new("/proc/self/stat").exists() => false,
+        None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) != Err(Errno::ESRCH),
+    }
+}
+
+/// Wait on a futex shared between processes (no `FUTEX_PRIVATE_FLAG`).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the 4-byte word at a valid address and sleeps; it
+    // never writes user memory. nix has no futex wrapper, hence libc.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec);
+    }
+}
+
+/// Wake up to `n` waiters of a shared futex.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n.min(i32::MAX as u32) as i32);
+    }
+}
+
+/// The current wall-clock time in nanoseconds since the Unix epoch.
+pub(crate) fn now_unix_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
