@@ -1,0 +1,90 @@
+//! Helpers shared by the integration tests: unique pool names that are removed even
+//! when a test fails, and re-spawning the test binary in a named role.
+#![allow(dead_code)]
+
+use shmval::Pool;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the role a re-spawned test binary plays.
+pub const ROLE: &str = "SHMVAL_TEST_ROLE";
+
+/// A unique pool name, destroyed (both segments) when dropped.
+pub struct Scratch(pub String);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicU32 = AtomicU32::new(0);
+        Scratch(format!("shmval-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+    }
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Pool::destroy(&self.0);
+        for suffix in ["", "_boot"] {
+            let _ = std::fs::remove_file(format!("/dev/shm/{}{suffix}", self.0));
+        }
+    }
+}
+
+/// Exit code of a child whose role ran to the end (a child that matched no test
+/// exits 0, one that panicked 101: neither passes for success).
+pub const CHILD_OK: i32 = 42;
+
+/// Ends a child process successfully.
+pub fn child_done() -> ! {
+    std::process::exit(CHILD_OK)
+}
+
+/// The role this process was started in, if it is a re-spawned child.
+pub fn role() -> Option<String> {
+    std::env::var(ROLE).ok()
+}
+
+/// Re-runs this test binary's `test` function (exactly) in `role`, with `env`.
+pub fn spawn(test: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env(ROLE, role)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn test binary")
+}
+
+/// Waits for `child` at most `limit`; kills it and fails if it takes longer.
+pub fn wait_ok(child: &mut Child, limit: Duration, what: &str) {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            assert_eq!(st.code(), Some(CHILD_OK), "{what} failed: {st}");
+            return;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?} (hang)");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Names in /dev/shm that start with `prefix`.
+pub fn leftovers(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
