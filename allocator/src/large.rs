@@ -450,3 +450,18 @@ mod tests {
         }
     }
 }
+
+impl<P: Platform> Heap<P> {
+    /// Test hook: takes the large-heap lock and never releases it, after marking an
+    /// operation in progress and wiping the bin index, as a holder killed in the
+    /// middle of an operation would leave it. Only for crash tests.
+    #[doc(hidden)]
+    pub fn __test_hold_large_lock_and_wreck_index(&self) {
+        let g = self.large().expect("heap usable");
+        let h = self.header();
+        for w in h.bins.iter().chain(h.bitmap.iter()) {
+            w.store(0, Relaxed);
+        }
+        std::mem::forget(g);
+    }
+}
