@@ -53,6 +53,10 @@ pub enum AllocError {
     /// Alignments above 64 bytes are not supported.
     #[error("alignment {0} is above the supported 64 bytes")]
     Unsupported(usize),
+    /// An allocator lock stayed held by a live-looking process beyond
+    /// [`LOCK_PATIENCE`](crate::LOCK_PATIENCE): stopped, hung, or a corrupt lock word.
+    #[error("allocator lock held for too long by another process (stopped, hung or corrupt)")]
+    LockTimeout,
     /// The allocator's shared structures are corrupt; nothing was allocated.
     #[error("heap corrupt: {0}")]
     Corrupt(&'static str),
@@ -69,6 +73,9 @@ pub enum FreeError {
         /// Size given.
         size: usize,
     },
+    /// See [`AllocError::LockTimeout`]; nothing was freed.
+    #[error("allocator lock held for too long by another process (stopped, hung or corrupt)")]
+    LockTimeout,
     /// The allocator's shared structures are corrupt.
     #[error("heap corrupt: {0}")]
     Corrupt(&'static str),

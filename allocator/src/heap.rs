@@ -250,7 +250,7 @@ impl<P: Platform> Heap<P> {
     /// [`AllocError::Exhausted`], [`AllocError::Unsupported`] or [`AllocError::Corrupt`].
     pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
         match class_for(layout.size(), layout.align()) {
-            Some(c) => self.with_shared_slot(|h| h.small_alloc(0, c)),
+            Some(c) => self.with_shared_slot(|h| h.small_alloc(0, c)).unwrap_or(Err(AllocError::LockTimeout)),
             None => self.large_alloc(layout),
         }
     }
@@ -265,21 +265,24 @@ impl<P: Platform> Heap<P> {
     /// [`FreeError::Invalid`] when `off` is visibly not such a block (nothing changed).
     pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
         match class_for(layout.size(), layout.align()) {
-            Some(c) => self.with_shared_slot(|h| h.small_free(0, c, off, layout.size())),
+            Some(c) => self
+                .with_shared_slot(|h| h.small_free(0, c, off, layout.size()))
+                .unwrap_or(Err(FreeError::LockTimeout)),
             None => self.large_free(off, layout),
         }
     }
 
-    fn with_shared_slot<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+    /// Runs `f` with the shared slot's lock held (`None`: the lock timed out).
+    fn with_shared_slot<R>(&self, f: impl FnOnce(&Self) -> R) -> Option<R> {
         let lock = &self.header().shared_lock;
-        if lock.lock::<P>() == crate::LockState::Recovered {
+        if lock.lock_within::<P>(Some(LOCK_PATIENCE)).ok()? == crate::LockState::Recovered {
             // The holder died inside a slot-0 operation: settle its depot claims.
             self.resolve_claims(0);
         }
         let r = f(self);
         // SAFETY: locked just above by this thread.
         unsafe { lock.unlock::<P>() };
-        r
+        Some(r)
     }
 
     /// A per-thread cache: claims a free slot, or falls back to the shared slot when

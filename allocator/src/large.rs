@@ -53,7 +53,7 @@ impl<P: Platform> Heap<P> {
     /// Locks the large heap, rebuilding its index if the last holder died mid-way.
     pub(crate) fn large(&self) -> Result<Large<'_, P>, AllocError> {
         let h = self.header();
-        let state = h.large_lock.lock::<P>();
+        let state = h.large_lock.lock_within::<P>(Some(LOCK_PATIENCE)).map_err(|_| AllocError::LockTimeout)?;
         let g = Large { heap: self };
         if state == LockState::Recovered || h.large_dirty.load(Relaxed) != 0 {
             h.large_dirty.store(1, Relaxed);
@@ -85,8 +85,8 @@ impl<P: Platform> Heap<P> {
         let b = g.alloc(needed, layout.align() as u64, false)?.ok_or(exhausted)?;
         let h = self.header();
         let got = g.size(b)?;
-        h.large_user.store(h.large_user.load(Relaxed) + got - BLOCK_HDR, Relaxed);
-        h.large_count.store(h.large_count.load(Relaxed) + 1, Relaxed);
+        h.large_user.store(h.large_user.load(Relaxed).wrapping_add(got - BLOCK_HDR), Relaxed);
+        h.large_count.store(h.large_count.load(Relaxed).wrapping_add(1), Relaxed);
         Ok(Offset::new(b + BLOCK_HDR).expect("b >= arena_start"))
     }
 
@@ -97,7 +97,7 @@ impl<P: Platform> Heap<P> {
             .ok_or(AllocError::Exhausted { size: SLAB_SIZE, align: SLAB_SIZE })?;
         g.set(b + 16, SLAB_MAGIC as u64 | (class as u64) << 32);
         let h = self.header();
-        h.slabs[class].store(h.slabs[class].load(Relaxed) + 1, Relaxed);
+        h.slabs[class].store(h.slabs[class].load(Relaxed).wrapping_add(1), Relaxed);
         Ok(b)
     }
 
@@ -105,7 +105,10 @@ impl<P: Platform> Heap<P> {
         let invalid = FreeError::Invalid { offset: off.get(), size: layout.size() };
         let b = off.get().checked_sub(BLOCK_HDR).ok_or(invalid)?;
         let need = (layout.size().max(16) as u64).next_multiple_of(16) + BLOCK_HDR;
-        let g = self.large().map_err(|_| FreeError::Corrupt("large-block heap is corrupt"))?;
+        let g = self.large().map_err(|e| match e {
+            AllocError::LockTimeout => FreeError::LockTimeout,
+            _ => FreeError::Corrupt("large-block heap is corrupt"),
+        })?;
         let v = g.valid(b).map_err(|_| invalid)?;
         let size = v & !B_FLAGS;
         if v & B_FLAGS != B_ALLOC || size < need || size >= need + MIN_BLOCK {
@@ -131,11 +134,12 @@ impl<P: Platform> Heap<P> {
                 a = a.wrapping_add(l.allocs.load(Relaxed));
                 f = f.wrapping_add(l.frees.load(Relaxed));
             }
+            // Counters live in shared memory: saturate rather than trust them.
             let slabs = h.slabs[c].load(Relaxed);
-            let capacity = slabs * crate::small::nblocks(c);
+            let capacity = slabs.saturating_mul(crate::small::nblocks(c));
             let in_use = a.wrapping_sub(f).min(capacity);
-            small_in_use += in_use * cs as u64;
-            small_free += (capacity - in_use) * cs as u64;
+            small_in_use = small_in_use.saturating_add(in_use.saturating_mul(cs as u64));
+            small_free = small_free.saturating_add((capacity - in_use).saturating_mul(cs as u64));
             classes.push(ClassStats { size: cs, in_use, free: capacity - in_use, slabs });
         }
         let largest_free = self.large().map(|g| g.largest_free()).unwrap_or(0);
@@ -145,14 +149,14 @@ impl<P: Platform> Heap<P> {
         Stats {
             total: self.len,
             arena,
-            in_use: small_in_use + large_in_use,
-            free: arena.saturating_sub(large_used) + small_free,
+            in_use: small_in_use.saturating_add(large_in_use),
+            free: arena.saturating_sub(large_used).saturating_add(small_free),
             high_water: h.high_water.load(Relaxed),
             largest_free,
             small_in_use,
             large_in_use,
             large_blocks: h.large_count.load(Relaxed),
-            slabs: h.slabs.iter().map(|s| s.load(Relaxed)).sum(),
+            slabs: h.slabs.iter().fold(0u64, |a, s| a.saturating_add(s.load(Relaxed))),
             arena_used: large_used,
             leaked: h.leaked.load(Relaxed),
             classes,
@@ -258,6 +262,9 @@ impl<P: Platform> Large<'_, P> {
                 continue;
             }
             bin = (bin / 64) * 64 + word.trailing_zeros() as usize;
+            if bin >= NBINS {
+                break; // a bitmap bit past the last bin: only corruption sets it
+            }
             let mut best: Option<(u64, u64, u64)> = None;
             let mut fitting = 0;
             let mut b = h.bins[bin].load(Relaxed);
@@ -319,7 +326,7 @@ impl<P: Platform> Large<'_, P> {
             self.set(b, size | flags);
         }
         let h = self.heap.header();
-        let used = h.large_used.load(Relaxed) + size;
+        let used = h.large_used.load(Relaxed).wrapping_add(size);
         h.large_used.store(used, Relaxed);
         if used > h.high_water.load(Relaxed) {
             h.high_water.store(used, Relaxed);

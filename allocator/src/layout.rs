@@ -25,6 +25,9 @@ pub const SLAB_SIZE: usize = 64 << 10;
 pub const MIN_REGION: usize = 256 << 10;
 /// Largest region: small-block offsets are stored in 32 bits in units of 16 bytes.
 pub const MAX_REGION: u64 = 1 << 36;
+/// How long allocator operations wait for a lock whose holder looks alive before
+/// failing with `LockTimeout` (holders keep it for microseconds).
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Batch entries in the depot of each class.
 pub const DEPOT_ENTRIES: usize = 64;
 /// Most cache slots a region has (slot 0 is the lock-protected shared slot).

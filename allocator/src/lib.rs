@@ -73,8 +73,8 @@ pub use error::{AllocError, FormatError, FreeError};
 #[cfg(not(loom))]
 pub use heap::{Cache, Heap, Offset};
 #[cfg(not(loom))]
-pub use layout::{layout_fingerprint, ALLOC_MAGIC, ALLOC_VERSION, MAX_REGION as MAX_REGION_BYTES, MIN_REGION, SLAB_SIZE};
-pub use lock::{LockState, RobustLock};
+pub use layout::{layout_fingerprint, LOCK_PATIENCE, ALLOC_MAGIC, ALLOC_VERSION, MAX_REGION as MAX_REGION_BYTES, MIN_REGION, SLAB_SIZE};
+pub use lock::{LockState, LockTimeout, RobustLock};
 pub use platform::Platform;
 #[cfg(not(loom))]
 pub use platform::StdPlatform;

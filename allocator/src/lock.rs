@@ -48,6 +48,10 @@ const _: () = assert!(std::mem::size_of::<RobustLock>() == 16);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::align_of::<RobustLock>() == 8);
 
+/// A lock was not acquired within the patience given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockTimeout;
+
 /// How a lock was acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -78,13 +82,27 @@ impl RobustLock {
     /// [`DEAD_CHECK_INTERVAL`] after a waiter blocks.
     #[inline]
     pub fn lock<P: Platform>(&self) -> LockState {
+        match self.lock_within::<P>(None) {
+            Ok(s) => s,
+            Err(LockTimeout) => unreachable!("no patience limit was given"),
+        }
+    }
+
+    /// Acquires the lock, giving up after `patience` (if given) while a holder that
+    /// looks alive keeps it: a process stopped in a debugger, or a lock word that
+    /// corruption made name some live process.
+    ///
+    /// # Errors
+    /// [`LockTimeout`] when `patience` ran out.
+    #[inline]
+    pub fn lock_within<P: Platform>(&self, patience: Option<Duration>) -> Result<LockState, LockTimeout> {
         let me = P::thread_id() & TID_MASK;
         debug_assert!(me != 0, "Platform::thread_id must be non-zero");
         if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             self.owner.store(P::process_token(), Ordering::Relaxed);
-            return LockState::Clean;
+            return Ok(LockState::Clean);
         }
-        self.lock_slow::<P>(me)
+        self.lock_slow::<P>(me, patience)
     }
 
     /// Tries once to acquire the lock without waiting.
@@ -98,7 +116,11 @@ impl RobustLock {
     }
 
     #[cold]
-    fn lock_slow<P: Platform>(&self, me: u32) -> LockState {
+    fn lock_slow<P: Platform>(&self, me: u32, patience: Option<Duration>) -> Result<LockState, LockTimeout> {
+        #[cfg(not(loom))]
+        let deadline = patience.map(|p| std::time::Instant::now() + p);
+        #[cfg(loom)]
+        let _ = patience;
         let backoff = crossbeam_utils::Backoff::new();
         let mut spins = 0;
         // The word seen with no token at the previous liveness check, if any.
@@ -110,7 +132,7 @@ impl RobustLock {
                 let new = if spins > SPIN_ROUNDS { me | WAITERS } else { me };
                 if self.word.compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed).is_ok() {
                     self.owner.store(P::process_token(), Ordering::Relaxed);
-                    return LockState::Clean;
+                    return Ok(LockState::Clean);
                 }
                 continue;
             }
@@ -156,8 +178,12 @@ impl RobustLock {
                     .is_ok()
                 {
                     self.owner.store(P::process_token(), Ordering::Relaxed);
-                    return LockState::Recovered;
+                    return Ok(LockState::Recovered);
                 }
+            }
+            #[cfg(not(loom))]
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(LockTimeout);
             }
         }
     }

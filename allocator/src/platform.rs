@@ -37,30 +37,33 @@ pub unsafe trait Platform: 'static {
 
 /// A portable platform for a region used by the threads of one process (tests, Miri).
 ///
-/// Every token is alive; waiting sleeps briefly instead of using a futex.
+/// The one process has token 1; any other token names no process and is dead.
+/// Waiting sleeps briefly instead of using a futex.
 #[cfg(not(loom))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdPlatform;
 
 #[cfg(not(loom))]
+static NEXT_TID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
 // SAFETY: thread ids come from a process-wide counter (unique, non-zero, < 2^30 for
-// any realistic number of threads); the one process token is always alive, so no
-// live owner is ever declared dead.
+// any realistic number of threads); the only token this platform hands out is 1,
+// which is always alive; a thread id never handed out cannot name a live thread.
+#[cfg(not(loom))]
 unsafe impl Platform for StdPlatform {
     fn thread_id() -> u32 {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(1);
-        thread_local!(static ID: u32 = NEXT.fetch_add(1, Ordering::Relaxed) & ((1 << 30) - 1));
+        use std::sync::atomic::Ordering;
+        thread_local!(static ID: u32 = NEXT_TID.fetch_add(1, Ordering::Relaxed) & ((1 << 30) - 1));
         ID.with(|id| *id)
     }
     fn process_token() -> u64 {
         1
     }
-    fn is_alive(_token: u64) -> bool {
-        true
+    fn is_alive(token: u64) -> bool {
+        token == 1
     }
-    fn thread_alive(_tid: u32) -> bool {
-        true
+    fn thread_alive(tid: u32) -> bool {
+        tid != 0 && tid < NEXT_TID.load(std::sync::atomic::Ordering::Relaxed)
     }
     fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
         if word.load(crate::sync::Ordering::Relaxed) == expected {
