@@ -25,6 +25,14 @@ static ATFORK: Once = Once::new();
 extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     TOKEN.store(0, Ordering::Relaxed);
+    // The child's only thread is the one that forked: its cached cache slot is the
+    // parent's and must not be used here.
+    crate::pool::forget_last_slot();
+}
+
+/// Makes sure the fork handler is installed (it also guards the pool's slot cache).
+pub(crate) fn ensure_fork_handler() {
+    install_atfork();
 }
 
 fn install_atfork() {

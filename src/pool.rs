@@ -8,7 +8,7 @@ use crate::segment::open::{self, header, Segments};
 use crate::sys;
 use shmval_alloc::{Heap, Offset, Stats};
 use std::alloc::Layout;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -353,15 +353,30 @@ impl Pool {
     #[inline]
     fn thread_slot(&self) -> u32 {
         let id = self.inner.id;
+        // After a fork the handler has reset LAST in the child's only thread, so a
+        // hit is always this process's own slot.
+        if let Ok((lid, lslot)) = LAST.try_with(Cell::get) {
+            if lid == id {
+                return lslot;
+            }
+        }
+        self.thread_slot_lookup(id)
+    }
+
+    #[cold]
+    fn thread_slot_lookup(&self, id: u64) -> u32 {
+        crate::platform::ensure_fork_handler();
         let gen = crate::platform::fork_generation();
         let hit = CACHES.try_with(|c| {
             c.borrow().iter().find(|e| e.pool == id && e.fork_gen == gen).map(|e| e.slot)
         });
-        match hit {
+        let slot = match hit {
             Ok(Some(s)) => s,
             Ok(None) => self.claim_thread_slot(gen),
-            Err(_) => 0, // thread-local storage already destroyed: use the shared slot
-        }
+            Err(_) => return 0, // thread-local storage already destroyed: use the shared slot
+        };
+        let _ = LAST.try_with(|l| l.set((id, slot)));
+        slot
     }
 
     #[cold]
@@ -407,6 +422,14 @@ impl Drop for ThreadSlot {
 
 thread_local! {
     static CACHES: RefCell<Vec<ThreadSlot>> = const { RefCell::new(Vec::new()) };
+    /// The last (pool id, fork generation, slot) this thread used: the fast path.
+    /// Pool ids are never reused, so a stale entry can never match another pool.
+    static LAST: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
+}
+
+/// Called in the child after `fork`: the cached slot belongs to the parent.
+pub(crate) fn forget_last_slot() {
+    let _ = LAST.try_with(|l| l.set((0, 0)));
 }
 
 /// A snapshot of a pool's boot record.

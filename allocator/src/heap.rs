@@ -139,7 +139,7 @@ impl<P: Platform> Heap<P> {
         }
         let arena_start = h.arena_start.load(Ordering::Relaxed);
         let arena_end = h.arena_end.load(Ordering::Relaxed);
-        if arena_start != arena_start_for(nslots) || arena_end != len & !15 {
+        if arena_start != arena_start_for(nslots) || arena_end != len & !15 || arena_end < arena_start + 2 * SLAB_SIZE as u64 {
             return Err(FormatError::Corrupt("arena bounds are impossible"));
         }
         Ok(Heap { base: region.base(), len, arena_start, arena_end, nslots, _p: PhantomData })

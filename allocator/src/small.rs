@@ -21,11 +21,23 @@ use crate::error::{AllocError, FreeError};
 use crate::heap::{Heap, Offset};
 use crate::layout::*;
 use crate::platform::Platform;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Blocks in one slab of each class.
-pub(crate) const fn nblocks(class: usize) -> u64 {
-    (SLAB_SIZE as u64 - SLAB_FIRST) / CLASS_SIZES[class] as u64
+/// Blocks in one slab of each class (a table: no division on the fast path).
+static NBLOCKS: [u64; crate::class::NUM_CLASSES] = {
+    let mut t = [0u64; crate::class::NUM_CLASSES];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = (SLAB_SIZE as u64 - SLAB_FIRST) / CLASS_SIZES[i] as u64;
+        i += 1;
+    }
+    t
+};
+
+/// Blocks in one slab of `class`.
+#[inline]
+pub(crate) fn nblocks(class: usize) -> u64 {
+    NBLOCKS[class]
 }
 
 /// `ceil(2^32 / size)` per class: `(rel * INV) >> 32 == rel / size` for `rel < 2^16`.
@@ -53,28 +65,42 @@ fn unit(off: u64) -> u32 {
 
 impl<P: Platform> Heap<P> {
     /// Whether `off` is the start of a block of `class` inside a slab of that class.
+    ///
+    /// One range check proves the whole slab lies in the arena; the slab's block
+    /// header and magic word (one cache line) then say it is a slab of `class`.
     #[inline]
     pub(crate) fn check_block(&self, class: usize, off: u64) -> bool {
         let slab = off & !(SLAB_SIZE as u64 - 1);
-        if slab < self.arena_start || slab + SLAB_SIZE as u64 > self.arena_end {
+        // `attach`/`format` guarantee arena_end - arena_start >= 2 * SLAB_SIZE.
+        if slab.wrapping_sub(self.arena_start) > self.arena_end - SLAB_SIZE as u64 - self.arena_start {
             return false;
         }
-        let (Some(hdr), Some(meta)) = (self.word64(slab), self.word64(slab + 16)) else {
-            return false;
+        debug_assert!(slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.arena_end, "slab {slab:#x}");
+        // SAFETY: slab..slab + SLAB_SIZE lies inside the arena (checked above); both
+        // words are 8-aligned (slab is 64 KiB aligned) and read atomically.
+        let (hdr, meta) = unsafe {
+            let p = self.base.as_ptr().add(slab as usize);
+            (
+                (*(p as *const AtomicU64)).load(Ordering::Relaxed),
+                (*(p.add(16) as *const AtomicU64)).load(Ordering::Relaxed),
+            )
         };
-        let hdr = hdr.load(Ordering::Relaxed);
-        let meta = meta.load(Ordering::Relaxed);
-        if hdr & B_FLAGS != B_ALLOC | B_SLAB
-            || meta != (SLAB_MAGIC as u64 | (class as u64) << 32)
-        {
-            return false;
-        }
         let rel = off.wrapping_sub(slab + SLAB_FIRST);
-        if rel >= SLAB_SIZE as u64 {
-            return false;
-        }
-        let k = (rel * INV[class]) >> 32;
-        k * CLASS_SIZES[class] as u64 == rel && k < nblocks(class)
+        let k = (rel & 0xFFFF).wrapping_mul(INV[class]) >> 32;
+        (hdr & B_FLAGS == B_ALLOC | B_SLAB)
+            & (meta == (SLAB_MAGIC as u64 | (class as u64) << 32))
+            & (rel < SLAB_SIZE as u64)
+            & (k * CLASS_SIZES[class] as u64 == rel)
+            & (k < nblocks(class))
+    }
+
+    /// The link word of a block `check_block` accepted.
+    #[inline]
+    fn link(&self, off: u64) -> &AtomicU32 {
+        debug_assert!(off >= self.arena_start && off + 16 <= self.arena_end);
+        // SAFETY: callers pass offsets accepted by `check_block`: inside a slab in
+        // the arena, 16-aligned.
+        unsafe { &*(self.base.as_ptr().add(off as usize) as *const AtomicU32) }
     }
 
     #[inline]
@@ -89,12 +115,8 @@ impl<P: Platform> Heap<P> {
         if !self.check_block(class, off) {
             return Err(self.drop_corrupt_list(slot, class));
         }
-        let next = if count > 1 {
-            // Bounds proven by check_block; the link is validated when it is popped.
-            self.word32(off).map_or(0, |w| w.load(Ordering::Relaxed))
-        } else {
-            0
-        };
+        // The link itself is validated when it is popped in turn.
+        let next = if count > 1 { self.link(off).load(Ordering::Relaxed) } else { 0 };
         local.list.store((u64::from(count - 1) << 32) | u64::from(next), Ordering::Relaxed);
         local.allocs.store(local.allocs.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         Ok(Offset::new(off).expect("check_block proved off >= arena_start > 0"))
@@ -127,8 +149,7 @@ impl<P: Platform> Heap<P> {
             l = self.free_overflow(slot, class, l)?;
         }
         let (head, count) = (l as u32, (l >> 32) as u32);
-        let link = self.word32(off).ok_or(FreeError::Invalid { offset: off, size })?;
-        link.store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
+        self.link(off).store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
         local.list.store((u64::from(count + 1) << 32) | u64::from(unit(off)), Ordering::Release);
         local.frees.store(local.frees.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
         Ok(())
