@@ -22,14 +22,22 @@ pub const MAX_NAME_LEN: usize = 255 - BOOT_SUFFIX.len();
 /// # Errors
 /// A [`NameError`] saying what is wrong.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
-    let bad = |reason| Err(NameError { name: name.to_owned(), reason });
+    let bad = |reason| {
+        Err(NameError {
+            name: name.to_owned(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return bad("empty");
     }
     if name.len() > MAX_NAME_LEN {
         return bad("longer than 250 bytes (the boot segment NAME_boot must fit 255)");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         return bad("only letters, digits, '.', '_' and '-' are allowed");
     }
     if name.bytes().all(|b| b == b'.') {

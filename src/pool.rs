@@ -1,6 +1,8 @@
 //! The `Pool` handle: a named pool of shared memory with its allocator.
 
-use crate::error::{AllocError, CreateError, DestroyError, FreeError, OpenError, OpenOrCreateError};
+use crate::error::{
+    AllocError, CreateError, DestroyError, FreeError, OpenError, OpenOrCreateError,
+};
 use crate::name::{boot_name, validate_name};
 use crate::platform::{process_token, token_alive, token_pid, LinuxPlatform};
 use crate::segment::boot::{self, state, BootHeader};
@@ -35,7 +37,13 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        PoolOptions { mode: 0o600, fixed_base: None, allow_foreign_owner: false, remove_on_drop: false, timeout: Duration::ZERO }
+        PoolOptions {
+            mode: 0o600,
+            fixed_base: None,
+            allow_foreign_owner: false,
+            remove_on_drop: false,
+            timeout: Duration::ZERO,
+        }
     }
 }
 
@@ -141,7 +149,11 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("name", &self.inner.name).field("size", &self.size()).field("base", &self.base()).finish()
+        f.debug_struct("Pool")
+            .field("name", &self.inner.name)
+            .field("size", &self.size())
+            .field("base", &self.base())
+            .finish()
     }
 }
 
@@ -187,7 +199,11 @@ impl Pool {
     ///
     /// # Errors
     /// Whatever the final open or create reported.
-    pub fn open_or_create(name: &str, size: u64, opts: &PoolOptions) -> Result<Pool, OpenOrCreateError> {
+    pub fn open_or_create(
+        name: &str,
+        size: u64,
+        opts: &PoolOptions,
+    ) -> Result<Pool, OpenOrCreateError> {
         let now = opts.clone().timeout(Duration::ZERO);
         match Self::open_with(name, &now) {
             Ok(p) => return Ok(p),
@@ -197,7 +213,9 @@ impl Pool {
         match Self::create_with(name, size, opts) {
             Ok(p) => Ok(p),
             Err(CreateError::AlreadyExists { .. }) => {
-                let wait = opts.clone().timeout(opts.timeout.max(Duration::from_secs(5)));
+                let wait = opts
+                    .clone()
+                    .timeout(opts.timeout.max(Duration::from_secs(5)));
                 Ok(Self::open_with(name, &wait)?)
             }
             Err(e) => Err(e.into()),
@@ -213,7 +231,8 @@ impl Pool {
         validate_name(name)?;
         let bname = boot_name(name);
         if let Ok(fd) = sys::shm_open(&bname) {
-            if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular) {
+            if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular)
+            {
                 if let Ok(m) = sys::Mapping::new(&fd, boot::BOOT_SIZE, None) {
                     if header(&m).magic.load(Relaxed) == boot::BOOT_MAGIC {
                         header(&m).state.store(state::CLOSING, Release);
@@ -225,16 +244,24 @@ impl Pool {
         let r2 = sys::shm_unlink(&bname);
         match (r1, r2) {
             (Err(nix::errno::Errno::ENOENT), Err(nix::errno::Errno::ENOENT)) => {
-                Err(DestroyError::NotFound { name: name.to_owned() })
+                Err(DestroyError::NotFound {
+                    name: name.to_owned(),
+                })
             }
-            (Err(e), _) | (_, Err(e)) if e != nix::errno::Errno::ENOENT => Err(DestroyError::Os { op: "shm_unlink", errno: e }),
+            (Err(e), _) | (_, Err(e)) if e != nix::errno::Errno::ENOENT => Err(DestroyError::Os {
+                op: "shm_unlink",
+                errno: e,
+            }),
             _ => Ok(()),
         }
     }
 
     /// Whether a pool named `name` exists (its boot segment does).
     pub fn exists(name: &str) -> bool {
-        validate_name(name).is_ok() && std::path::Path::new(sys::SHM_DIR).join(boot_name(name)).exists()
+        validate_name(name).is_ok()
+            && std::path::Path::new(sys::SHM_DIR)
+                .join(boot_name(name))
+                .exists()
     }
 
     fn from_segments(name: &str, seg: Segments, opts: &PoolOptions) -> Pool {
@@ -368,7 +395,10 @@ impl Pool {
         crate::platform::ensure_fork_handler();
         let gen = crate::platform::fork_generation();
         let hit = CACHES.try_with(|c| {
-            c.borrow().iter().find(|e| e.pool == id && e.fork_gen == gen).map(|e| e.slot)
+            c.borrow()
+                .iter()
+                .find(|e| e.pool == id && e.fork_gen == gen)
+                .map(|e| e.slot)
         });
         let slot = match hit {
             Ok(Some(s)) => s,
@@ -383,9 +413,18 @@ impl Pool {
     fn claim_thread_slot(&self, gen: u32) -> u32 {
         let slot = self.inner.seg.heap.claim_slot().unwrap_or(0);
         if slot != 0 {
-            self.inner.slots.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
+            self.inner
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(slot);
         }
-        let entry = ThreadSlot { pool: self.inner.id, fork_gen: gen, slot, owner: Arc::downgrade(&self.inner) };
+        let entry = ThreadSlot {
+            pool: self.inner.id,
+            fork_gen: gen,
+            slot,
+            owner: Arc::downgrade(&self.inner),
+        };
         let _ = CACHES.try_with(|c| {
             let mut c = c.borrow_mut();
             // Entries of pools that are gone, or from before a fork, are dropped.

@@ -53,14 +53,23 @@ fn verify(pool: &Pool, off: Offset, len: usize, byte: u8) {
     // SAFETY: a block we own.
     let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), len) };
     if let Some(i) = s.iter().position(|&b| b != byte) {
-        panic!("block {off:?} (+{len}) byte {i} is {:#x}, expected {byte:#x}: overlapping allocation", s[i]);
+        panic!(
+            "block {off:?} (+{len}) byte {i} is {:#x}, expected {byte:#x}: overlapping allocation",
+            s[i]
+        );
     }
 }
 
 /// Allocates and frees random blocks, checking each block's pattern before freeing.
 /// With a ledger, records each live block there (after allocating, cleared before
 /// freeing) so whoever kills this process can free what it held.
-fn churn(pool: &Pool, seed: u64, iters: u64, ledger: Option<&[AtomicU64]>, stop: Option<&AtomicU64>) -> u64 {
+fn churn(
+    pool: &Pool,
+    seed: u64,
+    iters: u64,
+    ledger: Option<&[AtomicU64]>,
+    stop: Option<&AtomicU64>,
+) -> u64 {
     let mut rng = Rng(seed | 1);
     let mut live: Vec<(Offset, Layout, u8, usize)> = Vec::new();
     let mut free_slots: Vec<usize> = (0..LIVE).collect();
@@ -142,8 +151,11 @@ fn child_role_entry() {
             for seq in 0..total {
                 if role == "producer" {
                     let off = pool.alloc(l).unwrap();
-                    words(&pool, off.get(), 6).iter().for_each(|w| w.store(seq, Ordering::Relaxed));
-                    while head.load(Ordering::Acquire) - tail.load(Ordering::Acquire) >= RING as u64 {
+                    words(&pool, off.get(), 6)
+                        .iter()
+                        .for_each(|w| w.store(seq, Ordering::Relaxed));
+                    while head.load(Ordering::Acquire) - tail.load(Ordering::Acquire) >= RING as u64
+                    {
                         std::hint::spin_loop();
                     }
                     let h = head.load(Ordering::Relaxed);
@@ -186,7 +198,15 @@ fn processes_allocate_and_free_concurrently_without_overlap_or_loss() {
     let base = pool.stats();
     let mut kids: Vec<_> = (0..3)
         .map(|k| {
-            spawn("child_role_entry", "churn", &[("POOL", s.0.clone()), ("SEED", (k * 7919 + 1).to_string()), ("ITERS", "200000".into())])
+            spawn(
+                "child_role_entry",
+                "churn",
+                &[
+                    ("POOL", s.0.clone()),
+                    ("SEED", (k * 7919 + 1).to_string()),
+                    ("ITERS", "200000".into()),
+                ],
+            )
         })
         .collect();
     // The parent churns too, at the same time.
@@ -199,25 +219,43 @@ fn processes_allocate_and_free_concurrently_without_overlap_or_loss() {
     assert_eq!(st.large_blocks, 0);
     assert_eq!(st.leaked, 0);
     assert!(st.classes.iter().all(|c| c.in_use == 0), "{:?}", st.classes);
-    assert_eq!(pool.heap().reclaim_dead(), 0, "children released their slots");
+    assert_eq!(
+        pool.heap().reclaim_dead(),
+        0,
+        "children released their slots"
+    );
 }
 
 #[test]
 fn blocks_freed_by_another_process_are_reused() {
     let s = Scratch::new("handoff");
     let pool = new_pool(&s, 8 * MB);
-    let ring = pool.alloc(Layout::from_size_align((RING + 2) * 8, 64).unwrap()).unwrap();
-    words(&pool, ring.get(), RING + 2).iter().for_each(|w| w.store(0, Ordering::Relaxed));
+    let ring = pool
+        .alloc(Layout::from_size_align((RING + 2) * 8, 64).unwrap())
+        .unwrap();
+    words(&pool, ring.get(), RING + 2)
+        .iter()
+        .for_each(|w| w.store(0, Ordering::Relaxed));
     let base = pool.stats();
     let items = 300_000u64; // 14 MB through an 8 MB pool: freed blocks must flow back
-    let env = |_: &str| vec![("POOL", s.0.clone()), ("RING", ring.get().to_string()), ("ITEMS", items.to_string())];
+    let env = |_: &str| {
+        vec![
+            ("POOL", s.0.clone()),
+            ("RING", ring.get().to_string()),
+            ("ITEMS", items.to_string()),
+        ]
+    };
     let mut c = spawn("child_role_entry", "consumer", &env("c"));
     let mut p = spawn("child_role_entry", "producer", &env("p"));
     wait_ok(&mut p, Duration::from_secs(120), "producer");
     wait_ok(&mut c, Duration::from_secs(120), "consumer");
     let st = pool.stats();
     assert_eq!(st.in_use, base.in_use);
-    assert!(st.slabs <= base.slabs + 40, "blocks were recycled, not carved anew: {} slabs", st.slabs);
+    assert!(
+        st.slabs <= base.slabs + 40,
+        "blocks were recycled, not carved anew: {} slabs",
+        st.slabs
+    );
 }
 
 #[test]
@@ -230,7 +268,10 @@ fn a_lock_holder_killed_mid_operation_does_not_stop_the_others() {
     let mut holder = spawn("child_role_entry", "lock-holder", &[("POOL", s.0.clone())]);
     let t = Instant::now();
     while pool.user_word(4).load(Ordering::Acquire) == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "holder never took the lock");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "holder never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // A waiter in this process blocks on the dead-to-be holder.
@@ -245,7 +286,10 @@ fn a_lock_holder_killed_mid_operation_does_not_stop_the_others() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     let (off, waited) = waiter.join().unwrap();
-    assert!(waited < Duration::from_secs(10), "recovered in bounded time ({waited:?})");
+    assert!(
+        waited < Duration::from_secs(10),
+        "recovered in bounded time ({waited:?})"
+    );
     // The index was rebuilt from the block headers: everything is as before.
     // SAFETY: allocated just above with `big`.
     unsafe { pool.free(off, big) }.unwrap();
@@ -258,11 +302,18 @@ fn a_lock_holder_killed_mid_operation_does_not_stop_the_others() {
 
 #[test]
 fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
-    let kills: u64 = std::env::var("SHMVAL_CHAOS_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let kills: u64 = std::env::var("SHMVAL_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let s = Scratch::new("chaos");
     let pool = new_pool(&s, 64 * MB);
     let base = pool.stats();
-    let mut survivor = spawn("child_role_entry", "survivor", &[("POOL", s.0.clone()), ("SEED", "99".into())]);
+    let mut survivor = spawn(
+        "child_role_entry",
+        "survivor",
+        &[("POOL", s.0.clone()), ("SEED", "99".into())],
+    );
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let ledger_layout = Layout::from_size_align((LIVE + 1) * 8, 64).unwrap();
     let mut freed = 0;
@@ -270,7 +321,15 @@ fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
         let ledger = pool.alloc(ledger_layout).unwrap();
         let led = words(&pool, ledger.get(), LIVE + 1);
         led.iter().for_each(|w| w.store(0, Ordering::Relaxed));
-        let mut v = spawn("child_role_entry", "victim", &[("POOL", s.0.clone()), ("SEED", (k + 1).to_string()), ("LEDGER", ledger.get().to_string())]);
+        let mut v = spawn(
+            "child_role_entry",
+            "victim",
+            &[
+                ("POOL", s.0.clone()),
+                ("SEED", (k + 1).to_string()),
+                ("LEDGER", ledger.get().to_string()),
+            ],
+        );
         let t = Instant::now();
         while led[LIVE].load(Ordering::Acquire) == 0 && t.elapsed() < Duration::from_secs(20) {
             if v.try_wait().unwrap().is_some() {
@@ -286,7 +345,8 @@ fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
             let e = w.load(Ordering::Acquire);
             if e != 0 {
                 // SAFETY: the victim is dead; the ledger says it held this block.
-                unsafe { pool.free(Offset::new(e >> 16).unwrap(), layout_of(e)) }.expect("ledger block is valid");
+                unsafe { pool.free(Offset::new(e >> 16).unwrap(), layout_of(e)) }
+                    .expect("ledger block is valid");
                 freed += 1;
             }
         }
@@ -295,14 +355,24 @@ fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
     }
     pool.user_word(5).store(1, Ordering::Release);
     wait_ok(&mut survivor, Duration::from_secs(60), "survivor");
-    assert!(pool.user_word(6).load(Ordering::Acquire) > 1000, "the survivor kept working");
+    assert!(
+        pool.user_word(6).load(Ordering::Acquire) > 1000,
+        "the survivor kept working"
+    );
     pool.heap().reclaim_dead();
     let st = pool.stats();
     assert_eq!(st.leaked, 0);
     // Each kill may leak the one block in flight and skew a counter by one block.
     let blocks: u64 = st.classes.iter().map(|c| c.in_use).sum::<u64>() + st.large_blocks;
-    assert!(blocks <= 2 * kills, "{blocks} blocks unaccounted after {kills} kills");
-    assert!(st.in_use - base.in_use <= kills * (MAX_BLOCK as u64 + 4096), "{} bytes", st.in_use);
+    assert!(
+        blocks <= 2 * kills,
+        "{blocks} blocks unaccounted after {kills} kills"
+    );
+    assert!(
+        st.in_use - base.in_use <= kills * (MAX_BLOCK as u64 + 4096),
+        "{} bytes",
+        st.in_use
+    );
     assert!(freed > 0, "the kills hit processes holding blocks");
     // The pool is fully usable: fill it with 4 KiB blocks, then empty it.
     let l = Layout::from_size_align(4000, 8).unwrap();
@@ -314,7 +384,11 @@ fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
             Err(e) => panic!("{e}"),
         }
     }
-    assert!(got.len() as u64 * 4096 > st.arena / 2, "only {} blocks fit", got.len());
+    assert!(
+        got.len() as u64 * 4096 > st.arena / 2,
+        "only {} blocks fit",
+        got.len()
+    );
     for o in got {
         // SAFETY: allocated just above.
         unsafe { pool.free(o, l) }.unwrap();

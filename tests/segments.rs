@@ -13,15 +13,22 @@ use std::time::{Duration, Instant};
 const MB: u64 = 1 << 20;
 
 fn write(pool: &Pool, bytes: &[u8]) -> Offset {
-    let off = pool.alloc(Layout::array::<u8>(bytes.len()).unwrap()).unwrap();
+    let off = pool
+        .alloc(Layout::array::<u8>(bytes.len()).unwrap())
+        .unwrap();
     let p = pool.resolve(off, bytes.len()).unwrap();
     // SAFETY: fresh block of bytes.len() bytes, ours alone until published.
-    unsafe { p.as_ptr().copy_from_nonoverlapping(bytes.as_ptr(), bytes.len()) };
+    unsafe {
+        p.as_ptr()
+            .copy_from_nonoverlapping(bytes.as_ptr(), bytes.len())
+    };
     off
 }
 
 fn read(pool: &Pool, off: u64, len: usize) -> Vec<u8> {
-    let p = pool.resolve(Offset::new(off).unwrap(), len).expect("offset inside the pool");
+    let p = pool
+        .resolve(Offset::new(off).unwrap(), len)
+        .expect("offset inside the pool");
     // SAFETY: published (Release/Acquire through a user word) and immutable since.
     unsafe { std::slice::from_raw_parts(p.as_ptr(), len) }.to_vec()
 }
@@ -37,7 +44,11 @@ fn child_role_entry() {
             let parent_base: usize = std::env::var("PARENT_BASE").unwrap().parse().unwrap();
             let _blocker = block_range(parent_base, 16 * MB as usize);
             let pool = Pool::open(&name, Duration::from_secs(5)).unwrap();
-            assert_ne!(pool.base().as_ptr() as usize, parent_base, "mapped at a different address");
+            assert_ne!(
+                pool.base().as_ptr() as usize,
+                parent_base,
+                "mapped at a different address"
+            );
             let off = pool.user_word(1).load(Ordering::Acquire);
             assert_eq!(read(&pool, off, 11), b"from parent");
             let reply = write(&pool, b"from child");
@@ -74,7 +85,14 @@ fn child_role_entry() {
 fn block_range(addr: usize, len: usize) -> Blocker {
     // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
     let p = unsafe {
-        libc::mmap(addr as *mut _, len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE, -1, 0)
+        libc::mmap(
+            addr as *mut _,
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
     };
     assert_eq!(p as usize, addr, "could not reserve {addr:#x}");
     Blocker(addr, len)
@@ -91,7 +109,16 @@ impl Drop for Blocker {
 /// An address range free in this process right now (map, note, unmap).
 fn free_address(len: usize) -> usize {
     // SAFETY: a fresh anonymous mapping, unmapped right away.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
     assert_ne!(p, libc::MAP_FAILED);
     // SAFETY: just mapped.
     unsafe { libc::munmap(p, len) };
@@ -102,18 +129,27 @@ fn free_address(len: usize) -> usize {
 #[test]
 fn two_processes_share_data_at_different_addresses() {
     let s = Scratch::new("share");
-    let pool = Pool::create_with(s.name(), 16 * MB, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let pool =
+        Pool::create_with(s.name(), 16 * MB, &PoolOptions::new().remove_on_drop(true)).unwrap();
     let off = write(&pool, b"from parent");
     pool.user_word(1).store(off.get(), Ordering::Release);
     let base = (pool.base().as_ptr() as usize).to_string();
-    let mut child = spawn("child_role_entry", "reader", &[("POOL", s.0.clone()), ("PARENT_BASE", base)]);
+    let mut child = spawn(
+        "child_role_entry",
+        "reader",
+        &[("POOL", s.0.clone()), ("PARENT_BASE", base)],
+    );
     wait_ok(&mut child, Duration::from_secs(30), "reader");
     let reply = pool.user_word(2).load(Ordering::Acquire);
     assert_eq!(read(&pool, reply, 10), b"from child");
     let info = pool.info();
     assert_eq!(info.creator_pid, std::process::id());
     assert!(info.creator_alive);
-    assert_eq!(info.attached, vec![std::process::id()], "the child detached");
+    assert_eq!(
+        info.attached,
+        vec![std::process::id()],
+        "the child detached"
+    );
 }
 
 #[test]
@@ -134,7 +170,10 @@ fn open_times_out_or_reports_not_found() {
         other => panic!("expected Timeout, got {other:?}"),
     }
     assert!(t.elapsed() >= Duration::from_millis(100) && t.elapsed() < Duration::from_secs(10));
-    assert!(matches!(Pool::open(s.name(), Duration::ZERO), Err(OpenError::NotFound { .. })));
+    assert!(matches!(
+        Pool::open(s.name(), Duration::ZERO),
+        Err(OpenError::NotFound { .. })
+    ));
 }
 
 #[test]
@@ -142,7 +181,12 @@ fn fixed_base_is_honoured_and_conflicts_are_named() {
     let s = Scratch::new("fixed");
     let size = 4 * MB;
     let base = free_address(size as usize);
-    let pool = Pool::create_with(s.name(), size, &PoolOptions::new().fixed_base(base).remove_on_drop(true)).unwrap();
+    let pool = Pool::create_with(
+        s.name(),
+        size,
+        &PoolOptions::new().fixed_base(base).remove_on_drop(true),
+    )
+    .unwrap();
     assert_eq!(pool.base().as_ptr() as usize, base);
     assert!(pool.info().fixed_base);
     let off = write(&pool, b"fixed");
@@ -159,13 +203,20 @@ fn fixed_base_is_honoured_and_conflicts_are_named() {
     match Pool::create_with(s2.name(), size, &PoolOptions::new().fixed_base(base)) {
         Err(CreateError::AddressInUse { addr, conflict, .. }) => {
             assert_eq!(addr, base);
-            assert!(conflict.contains(s.name()), "names the pool mapping: {conflict}");
+            assert!(
+                conflict.contains(s.name()),
+                "names the pool mapping: {conflict}"
+            );
         }
         other => panic!("expected AddressInUse, got {other:?}"),
     }
     assert!(!Pool::exists(s2.name()));
     assert!(leftovers(s2.name()).is_empty());
-    assert_eq!(read(&pool, off.get(), 5), b"fixed", "the existing mapping is intact");
+    assert_eq!(
+        read(&pool, off.get(), 5),
+        b"fixed",
+        "the existing mapping is intact"
+    );
 }
 
 #[test]
@@ -173,7 +224,12 @@ fn mode_is_exact_whatever_the_umask() {
     let s = Scratch::new("mode");
     // SAFETY: umask only affects this process's file creation.
     let old = unsafe { libc::umask(0o077) };
-    let pool = Pool::create_with(s.name(), MB, &PoolOptions::new().mode(0o640).remove_on_drop(true)).unwrap();
+    let pool = Pool::create_with(
+        s.name(),
+        MB,
+        &PoolOptions::new().mode(0o640).remove_on_drop(true),
+    )
+    .unwrap();
     // SAFETY: restore.
     unsafe { libc::umask(old) };
     for n in [s.0.clone(), format!("{}_boot", s.0)] {
@@ -181,7 +237,10 @@ fn mode_is_exact_whatever_the_umask() {
         assert_eq!(m.permissions().mode() & 0o777, 0o640, "{n}");
     }
     drop(pool);
-    assert!(leftovers(s.name()).is_empty(), "remove_on_drop removed both segments");
+    assert!(
+        leftovers(s.name()).is_empty(),
+        "remove_on_drop removed both segments"
+    );
 }
 
 #[test]
@@ -191,12 +250,22 @@ fn create_destroy_exists_open_or_create() {
     let p = Pool::open_or_create(s.name(), 2 * MB, &PoolOptions::new()).unwrap();
     assert!(Pool::exists(s.name()));
     let q = Pool::open_or_create(s.name(), 2 * MB, &PoolOptions::new()).unwrap();
-    assert_eq!(p.info().generation, q.info().generation, "the second call opened the first pool");
-    assert!(matches!(Pool::create(s.name(), 2 * MB), Err(CreateError::AlreadyExists { .. })));
+    assert_eq!(
+        p.info().generation,
+        q.info().generation,
+        "the second call opened the first pool"
+    );
+    assert!(matches!(
+        Pool::create(s.name(), 2 * MB),
+        Err(CreateError::AlreadyExists { .. })
+    ));
     drop((p, q));
     Pool::destroy(s.name()).unwrap();
     assert!(!Pool::exists(s.name()));
-    assert!(matches!(Pool::destroy(s.name()), Err(shmval::DestroyError::NotFound { .. })));
+    assert!(matches!(
+        Pool::destroy(s.name()),
+        Err(shmval::DestroyError::NotFound { .. })
+    ));
     assert!(leftovers(s.name()).is_empty());
 }
 
@@ -210,19 +279,38 @@ fn a_pool_survives_its_creator_and_is_reopened() {
         off
     };
     let p = Pool::open(s.name(), Duration::ZERO).unwrap();
-    assert_eq!(read(&p, p.user_word(1).load(Ordering::Acquire), 7), b"persist");
+    assert_eq!(
+        read(&p, p.user_word(1).load(Ordering::Acquire), 7),
+        b"persist"
+    );
     assert_eq!(off.get(), p.user_word(1).load(Ordering::Acquire));
 }
 
 fn bad_names() -> Vec<String> {
-    vec![String::new(), "a/b".into(), "..".into(), "sp ace".into(), "x".repeat(shmval::MAX_NAME_LEN + 1), "é".into()]
+    vec![
+        String::new(),
+        "a/b".into(),
+        "..".into(),
+        "sp ace".into(),
+        "x".repeat(shmval::MAX_NAME_LEN + 1),
+        "é".into(),
+    ]
 }
 
 #[test]
 fn bad_names_and_sizes_are_refused_and_leave_nothing() {
     for n in bad_names() {
-        assert!(matches!(Pool::create(&n, MB), Err(CreateError::InvalidName(_))), "{n:?}");
-        assert!(matches!(Pool::open(&n, Duration::ZERO), Err(OpenError::InvalidName(_))), "{n:?}");
+        assert!(
+            matches!(Pool::create(&n, MB), Err(CreateError::InvalidName(_))),
+            "{n:?}"
+        );
+        assert!(
+            matches!(
+                Pool::open(&n, Duration::ZERO),
+                Err(OpenError::InvalidName(_))
+            ),
+            "{n:?}"
+        );
     }
     let s = Scratch::new("size");
     // The longest valid name works.
@@ -230,11 +318,20 @@ fn bad_names_and_sizes_are_refused_and_leave_nothing() {
     let _g = Scratch(long.clone());
     drop(Pool::create_with(&long, MB, &PoolOptions::new().remove_on_drop(true)).unwrap());
     for size in [0, 1, 4096, 1 << 40] {
-        assert!(matches!(Pool::create(s.name(), size), Err(CreateError::InvalidSize { .. })), "{size}");
+        assert!(
+            matches!(
+                Pool::create(s.name(), size),
+                Err(CreateError::InvalidSize { .. })
+            ),
+            "{size}"
+        );
     }
     // Larger than /dev/shm (24 GiB here) but inside the format's 64 GiB limit.
     match Pool::create(s.name(), 63 << 30) {
-        Err(CreateError::NoSpace { requested, available }) => assert!(requested > available),
+        Err(CreateError::NoSpace {
+            requested,
+            available,
+        }) => assert!(requested > available),
         other => panic!("expected NoSpace, got {other:?}"),
     }
     assert!(leftovers(s.name()).is_empty());
@@ -246,7 +343,9 @@ fn shm(name: &str) -> String {
 
 fn expect_corrupt(name: &str, what: &str) {
     match Pool::open(name, Duration::from_millis(50)) {
-        Err(OpenError::Corrupt { what: w, .. }) => assert!(w.contains(what), "{w:?} should mention {what:?}"),
+        Err(OpenError::Corrupt { what: w, .. }) => {
+            assert!(w.contains(what), "{w:?} should mention {what:?}")
+        }
         other => panic!("expected Corrupt({what}), got {other:?}"),
     }
 }
@@ -256,7 +355,9 @@ fn foreign_files_in_dev_shm_are_not_pools() {
     let s = Scratch::new("foreign");
     let boot = shm(&format!("{}_boot", s.0));
     // Random bytes of the right size.
-    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&boot, &noise).unwrap();
     expect_corrupt(s.name(), "not a shmval pool");
     // A small text file.
@@ -273,12 +374,18 @@ fn foreign_files_in_dev_shm_are_not_pools() {
         Err(CreateError::AlreadyExists { segment }) => assert_eq!(segment, s.0),
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
-    assert!(!Pool::exists(s.name()), "the failed create removed its boot segment");
+    assert!(
+        !Pool::exists(s.name()),
+        "the failed create removed its boot segment"
+    );
 }
 
 fn patch_boot(name: &str, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new().write(true).open(shm(&format!("{name}_boot"))).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm(&format!("{name}_boot")))
+        .unwrap();
     f.write_all_at(bytes, offset).unwrap();
 }
 
@@ -289,7 +396,9 @@ fn wrong_version_or_layout_hash_is_incompatible() {
     let id = shmval::segment::boot::layout_id();
     patch_boot(s.name(), 8, &(id.version + 1).to_le_bytes());
     match Pool::open(s.name(), Duration::ZERO) {
-        Err(OpenError::Incompatible { expected, found, .. }) => {
+        Err(OpenError::Incompatible {
+            expected, found, ..
+        }) => {
             assert_eq!(expected, id);
             assert_eq!(found.version, id.version + 1);
         }
@@ -297,7 +406,10 @@ fn wrong_version_or_layout_hash_is_incompatible() {
     }
     patch_boot(s.name(), 8, &id.version.to_le_bytes());
     patch_boot(s.name(), 16, &(id.hash ^ 1).to_le_bytes());
-    assert!(matches!(Pool::open(s.name(), Duration::ZERO), Err(OpenError::Incompatible { .. })));
+    assert!(matches!(
+        Pool::open(s.name(), Duration::ZERO),
+        Err(OpenError::Incompatible { .. })
+    ));
     patch_boot(s.name(), 16, &id.hash.to_le_bytes());
     assert!(Pool::open(s.name(), Duration::ZERO).is_ok());
 }
@@ -306,7 +418,10 @@ fn wrong_version_or_layout_hash_is_incompatible() {
 fn truncated_or_damaged_main_segment_is_refused_without_sigbus() {
     let s = Scratch::new("trunc");
     drop(Pool::create(s.name(), 4 * MB).unwrap());
-    let f = std::fs::OpenOptions::new().write(true).open(shm(&s.0)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(shm(&s.0))
+        .unwrap();
     f.set_len(MB).unwrap();
     expect_corrupt(s.name(), "main segment is 1048576 bytes");
     f.set_len(4 * MB).unwrap(); // right size again, but the heap header is gone

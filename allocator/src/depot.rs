@@ -25,7 +25,11 @@ pub(crate) const CLAIM_SHIFT: u32 = 56;
 /// Moves a published batch into `list` (which must be empty). `false` if none.
 #[inline]
 pub(crate) fn take<const CRASH_AT: u8>(depot: &[AtomicU64], list: &AtomicU64, slot: u32) -> bool {
-    debug_assert_eq!(list.load(Ordering::Relaxed) >> 32, 0, "refill into a non-empty list");
+    debug_assert_eq!(
+        list.load(Ordering::Relaxed) >> 32,
+        0,
+        "refill into a non-empty list"
+    );
     let claim = u64::from(slot + 1) << CLAIM_SHIFT;
     let n = depot.len();
     for i in 0..n {
@@ -35,7 +39,10 @@ pub(crate) fn take<const CRASH_AT: u8>(depot: &[AtomicU64], list: &AtomicU64, sl
             continue;
         }
         // SYNC POINT: the claim names this slot, so a reclaimer can settle it.
-        if entry.compare_exchange(e, e | claim, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if entry
+            .compare_exchange(e, e | claim, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             continue;
         }
         if CRASH_AT == 1 {
@@ -68,7 +75,10 @@ pub(crate) fn put<const CRASH_AT: u8>(depot: &[AtomicU64], list: &AtomicU64, slo
         }
         // SYNC POINT: claimed entry first, then the list is emptied, then the batch
         // is published: at every point exactly one of the two owns it.
-        if entry.compare_exchange(0, batch | claim, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if entry
+            .compare_exchange(0, batch | claim, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
             continue;
         }
         if CRASH_AT == 1 {
@@ -145,8 +155,14 @@ mod tests {
             }
             settle(&d, &list, 3);
             let (l, n) = owners(&d, &list, batch);
-            assert_eq!(u8::from(l) as usize + n, 1, "crash point {crash}: list {l}, depot {n}");
-            assert!(d.iter().all(|e| e.load(Ordering::Relaxed) >> CLAIM_SHIFT == 0));
+            assert_eq!(
+                u8::from(l) as usize + n,
+                1,
+                "crash point {crash}: list {l}, depot {n}"
+            );
+            assert!(d
+                .iter()
+                .all(|e| e.load(Ordering::Relaxed) >> CLAIM_SHIFT == 0));
         }
     }
 
@@ -164,7 +180,11 @@ mod tests {
             settle(&d, &list, 0);
             let (l, n) = owners(&d, &list, batch);
             assert_eq!(u8::from(l) as usize + n, 1, "crash point {crash}");
-            assert_eq!(d[0].load(Ordering::Relaxed), (1 << 32) | 5, "other batch untouched");
+            assert_eq!(
+                d[0].load(Ordering::Relaxed),
+                (1 << 32) | 5,
+                "other batch untouched"
+            );
         }
     }
 

@@ -87,7 +87,14 @@ impl<P: Platform> Heap<P> {
         // SAFETY: the metadata area lies inside the region (arena_start < len) and
         // nobody else uses the region yet (caller's contract).
         unsafe { std::ptr::write_bytes(region.base().as_ptr(), 0, arena_start as usize) };
-        let heap = Heap { base: region.base(), len, arena_start, arena_end, nslots, _p: PhantomData };
+        let heap = Heap {
+            base: region.base(),
+            len,
+            arena_start,
+            arena_end,
+            nslots,
+            _p: PhantomData,
+        };
         let h = heap.header();
         h.version.store(ALLOC_VERSION, Ordering::Relaxed);
         h.nslots.store(nslots, Ordering::Relaxed);
@@ -121,7 +128,10 @@ impl<P: Platform> Heap<P> {
         if magic != ALLOC_MAGIC {
             return Err(FormatError::NotFormatted(magic));
         }
-        let (version, fp) = (h.version.load(Ordering::Relaxed), h.fingerprint.load(Ordering::Relaxed));
+        let (version, fp) = (
+            h.version.load(Ordering::Relaxed),
+            h.fingerprint.load(Ordering::Relaxed),
+        );
         if version != ALLOC_VERSION || fp != layout_fingerprint() {
             return Err(FormatError::Incompatible {
                 expected_version: ALLOC_VERSION,
@@ -131,18 +141,32 @@ impl<P: Platform> Heap<P> {
             });
         }
         if h.region_len.load(Ordering::Relaxed) != len {
-            return Err(FormatError::Corrupt("region length differs from the recorded one"));
+            return Err(FormatError::Corrupt(
+                "region length differs from the recorded one",
+            ));
         }
         let nslots = h.nslots.load(Ordering::Relaxed);
         if nslots != nslots_for(len) {
-            return Err(FormatError::Corrupt("slot count does not match the region size"));
+            return Err(FormatError::Corrupt(
+                "slot count does not match the region size",
+            ));
         }
         let arena_start = h.arena_start.load(Ordering::Relaxed);
         let arena_end = h.arena_end.load(Ordering::Relaxed);
-        if arena_start != arena_start_for(nslots) || arena_end != len & !15 || arena_end < arena_start + 2 * SLAB_SIZE as u64 {
+        if arena_start != arena_start_for(nslots)
+            || arena_end != len & !15
+            || arena_end < arena_start + 2 * SLAB_SIZE as u64
+        {
             return Err(FormatError::Corrupt("arena bounds are impossible"));
         }
-        Ok(Heap { base: region.base(), len, arena_start, arena_end, nslots, _p: PhantomData })
+        Ok(Heap {
+            base: region.base(),
+            len,
+            arena_start,
+            arena_end,
+            nslots,
+            _p: PhantomData,
+        })
     }
 
     /// The region length.
@@ -185,7 +209,12 @@ impl<P: Platform> Heap<P> {
         debug_assert!(class < CLASS_SIZES.len());
         // SAFETY: the depot lies in the validated metadata area; class < NUM_CLASSES;
         // 8-byte aligned atomics.
-        unsafe { &*(self.base.as_ptr().add(DEPOT_OFF + class * DEPOT_ENTRIES * 8) as *const _) }
+        unsafe {
+            &*(self
+                .base
+                .as_ptr()
+                .add(DEPOT_OFF + class * DEPOT_ENTRIES * 8) as *const _)
+        }
     }
 
     #[inline]
@@ -250,7 +279,9 @@ impl<P: Platform> Heap<P> {
     /// [`AllocError::Exhausted`], [`AllocError::Unsupported`] or [`AllocError::Corrupt`].
     pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
         match class_for(layout.size(), layout.align()) {
-            Some(c) => self.with_shared_slot(|h| h.small_alloc(0, c)).unwrap_or(Err(AllocError::LockTimeout)),
+            Some(c) => self
+                .with_shared_slot(|h| h.small_alloc(0, c))
+                .unwrap_or(Err(AllocError::LockTimeout)),
             None => self.large_alloc(layout),
         }
     }
@@ -292,7 +323,11 @@ impl<P: Platform> Heap<P> {
     /// Never fails today; the `Result` leaves room for per-heap limits.
     pub fn cache(&self) -> Result<Cache<'_, P>, AllocError> {
         let slot = self.claim_slot();
-        Ok(Cache { heap: self, slot, _not_send: PhantomData })
+        Ok(Cache {
+            heap: self,
+            slot,
+            _not_send: PhantomData,
+        })
     }
 
     /// Claims a free cache slot for the calling thread (`None` when all are taken
@@ -307,7 +342,9 @@ impl<P: Platform> Heap<P> {
             for s in 1..self.nslots {
                 let owner = &self.slot(s).owner;
                 if owner.load(Ordering::Relaxed) == 0
-                    && owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                    && owner
+                        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
                 {
                     return Some(s);
                 }
@@ -345,7 +382,10 @@ impl<P: Platform> Heap<P> {
                 continue;
             }
             // SYNC POINT: one reclaimer wins the slot by CAS from the dead token.
-            if owner.compare_exchange(t, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if owner
+                .compare_exchange(t, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 self.resolve_claims(s);
                 self.flush_slot(s);
                 owner.store(0, Ordering::Release);
@@ -394,7 +434,11 @@ impl<P: Platform> Heap<P> {
 }
 
 fn bad_size(len: u64) -> FormatError {
-    FormatError::BadSize { len, min: MIN_REGION as u64, max: MAX_REGION }
+    FormatError::BadSize {
+        len,
+        min: MIN_REGION as u64,
+        max: MAX_REGION,
+    }
 }
 
 fn check_geometry(region: Region) -> Result<(), FormatError> {

@@ -53,7 +53,10 @@ impl<P: Platform> Heap<P> {
     /// Locks the large heap, rebuilding its index if the last holder died mid-way.
     pub(crate) fn large(&self) -> Result<Large<'_, P>, AllocError> {
         let h = self.header();
-        let state = h.large_lock.lock_within::<P>(Some(LOCK_PATIENCE)).map_err(|_| AllocError::LockTimeout)?;
+        let state = h
+            .large_lock
+            .lock_within::<P>(Some(LOCK_PATIENCE))
+            .map_err(|_| AllocError::LockTimeout)?;
         let g = Large { heap: self };
         if state == LockState::Recovered || h.large_dirty.load(Relaxed) != 0 {
             h.large_dirty.store(1, Relaxed);
@@ -78,23 +81,37 @@ impl<P: Platform> Heap<P> {
             return Err(AllocError::Unsupported(layout.align()));
         }
         let size = layout.size().max(16) as u64;
-        let needed = size.checked_next_multiple_of(16).and_then(|s| s.checked_add(BLOCK_HDR));
-        let exhausted = AllocError::Exhausted { size: layout.size(), align: layout.align() };
+        let needed = size
+            .checked_next_multiple_of(16)
+            .and_then(|s| s.checked_add(BLOCK_HDR));
+        let exhausted = AllocError::Exhausted {
+            size: layout.size(),
+            align: layout.align(),
+        };
         let needed = needed.ok_or(exhausted)?;
         let g = self.large()?;
-        let b = g.alloc(needed, layout.align() as u64, false)?.ok_or(exhausted)?;
+        let b = g
+            .alloc(needed, layout.align() as u64, false)?
+            .ok_or(exhausted)?;
         let h = self.header();
         let got = g.size(b)?;
-        h.large_user.store(h.large_user.load(Relaxed).wrapping_add(got - BLOCK_HDR), Relaxed);
-        h.large_count.store(h.large_count.load(Relaxed).wrapping_add(1), Relaxed);
+        h.large_user.store(
+            h.large_user.load(Relaxed).wrapping_add(got - BLOCK_HDR),
+            Relaxed,
+        );
+        h.large_count
+            .store(h.large_count.load(Relaxed).wrapping_add(1), Relaxed);
         Ok(Offset::new(b + BLOCK_HDR).expect("b >= arena_start"))
     }
 
     pub(crate) fn large_alloc_slab(&self, class: usize) -> Result<u64, AllocError> {
         let g = self.large()?;
-        let b = g
-            .alloc(SLAB_SIZE as u64, SLAB_SIZE as u64, true)?
-            .ok_or(AllocError::Exhausted { size: SLAB_SIZE, align: SLAB_SIZE })?;
+        let b =
+            g.alloc(SLAB_SIZE as u64, SLAB_SIZE as u64, true)?
+                .ok_or(AllocError::Exhausted {
+                    size: SLAB_SIZE,
+                    align: SLAB_SIZE,
+                })?;
         g.set(b + 16, SLAB_MAGIC as u64 | (class as u64) << 32);
         let h = self.header();
         h.slabs[class].store(h.slabs[class].load(Relaxed).wrapping_add(1), Relaxed);
@@ -102,7 +119,10 @@ impl<P: Platform> Heap<P> {
     }
 
     pub(crate) fn large_free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
-        let invalid = FreeError::Invalid { offset: off.get(), size: layout.size() };
+        let invalid = FreeError::Invalid {
+            offset: off.get(),
+            size: layout.size(),
+        };
         let b = off.get().checked_sub(BLOCK_HDR).ok_or(invalid)?;
         let need = (layout.size().max(16) as u64).next_multiple_of(16) + BLOCK_HDR;
         let g = self.large().map_err(|e| match e {
@@ -114,10 +134,15 @@ impl<P: Platform> Heap<P> {
         if v & B_FLAGS != B_ALLOC || size < need || size >= need + MIN_BLOCK {
             return Err(invalid);
         }
-        g.free(b, size).map_err(|_| FreeError::Corrupt("large-block heap is corrupt"))?;
+        g.free(b, size)
+            .map_err(|_| FreeError::Corrupt("large-block heap is corrupt"))?;
         let h = self.header();
-        h.large_user.store(h.large_user.load(Relaxed).saturating_sub(size - BLOCK_HDR), Relaxed);
-        h.large_count.store(h.large_count.load(Relaxed).saturating_sub(1), Relaxed);
+        h.large_user.store(
+            h.large_user.load(Relaxed).saturating_sub(size - BLOCK_HDR),
+            Relaxed,
+        );
+        h.large_count
+            .store(h.large_count.load(Relaxed).saturating_sub(1), Relaxed);
         Ok(())
     }
 
@@ -140,7 +165,12 @@ impl<P: Platform> Heap<P> {
             let in_use = a.wrapping_sub(f).min(capacity);
             small_in_use = small_in_use.saturating_add(in_use.saturating_mul(cs as u64));
             small_free = small_free.saturating_add((capacity - in_use).saturating_mul(cs as u64));
-            classes.push(ClassStats { size: cs, in_use, free: capacity - in_use, slabs });
+            classes.push(ClassStats {
+                size: cs,
+                in_use,
+                free: capacity - in_use,
+                slabs,
+            });
         }
         let largest_free = self.large().map(|g| g.largest_free()).unwrap_or(0);
         let arena = self.arena_len();
@@ -156,7 +186,10 @@ impl<P: Platform> Heap<P> {
             small_in_use,
             large_in_use,
             large_blocks: h.large_count.load(Relaxed),
-            slabs: h.slabs.iter().fold(0u64, |a, s| a.saturating_add(s.load(Relaxed))),
+            slabs: h
+                .slabs
+                .iter()
+                .fold(0u64, |a, s| a.saturating_add(s.load(Relaxed))),
             arena_used: large_used,
             leaked: h.leaked.load(Relaxed),
             classes,
@@ -250,7 +283,12 @@ impl<P: Platform> Large<'_, P> {
     }
 
     /// Best fit within the first bin holding a fitting block: returns `(b, size, front)`.
-    fn find(&self, needed: u64, align: u64, slab: bool) -> Result<Option<(u64, u64, u64)>, AllocError> {
+    fn find(
+        &self,
+        needed: u64,
+        align: u64,
+        slab: bool,
+    ) -> Result<Option<(u64, u64, u64)>, AllocError> {
         let h = self.heap.header();
         let limit = (self.heap.arena_end - self.heap.arena_start) / MIN_BLOCK + 1;
         let mut steps = 0u64;
@@ -345,7 +383,8 @@ impl<P: Platform> Large<'_, P> {
     fn free(&self, mut b: u64, mut size: u64) -> Result<(), AllocError> {
         self.set(b, size);
         let h = self.heap.header();
-        h.large_used.store(h.large_used.load(Relaxed).saturating_sub(size), Relaxed);
+        h.large_used
+            .store(h.large_used.load(Relaxed).saturating_sub(size), Relaxed);
         let next = b + size;
         if next < self.heap.arena_end {
             let v = self.valid(next)?;
@@ -439,25 +478,6 @@ impl<P: Platform> Large<'_, P> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::bin_of;
-    use crate::layout::NBINS;
-
-    #[test]
-    fn bins_are_monotonic_and_in_range() {
-        let mut last = 0;
-        for s in (32..1u64 << 36).step_by(1 << 20).chain((32..1 << 16).step_by(16)) {
-            let b = bin_of(s);
-            assert!(b < NBINS);
-            if s < 1 << 16 {
-                assert!(b >= last);
-                last = b;
-            }
-        }
-    }
-}
-
 impl<P: Platform> Heap<P> {
     /// Test hook: takes the large-heap lock and never releases it, after marking an
     /// operation in progress and wiping the bin index, as a holder killed in the
@@ -470,5 +490,27 @@ impl<P: Platform> Heap<P> {
             w.store(0, Relaxed);
         }
         std::mem::forget(g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bin_of;
+    use crate::layout::NBINS;
+
+    #[test]
+    fn bins_are_monotonic_and_in_range() {
+        let mut last = 0;
+        for s in (32..1u64 << 36)
+            .step_by(1 << 20)
+            .chain((32..1 << 16).step_by(16))
+        {
+            let b = bin_of(s);
+            assert!(b < NBINS);
+            if s < 1 << 16 {
+                assert!(b >= last);
+                last = b;
+            }
+        }
     }
 }

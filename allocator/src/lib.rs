@@ -40,10 +40,10 @@
 
 mod sync;
 
-pub mod lock;
-pub mod platform;
 #[cfg_attr(loom, allow(dead_code))]
 mod depot;
+pub mod lock;
+pub mod platform;
 
 #[cfg(not(loom))]
 mod class;
@@ -73,7 +73,10 @@ pub use error::{AllocError, FormatError, FreeError};
 #[cfg(not(loom))]
 pub use heap::{Cache, Heap, Offset};
 #[cfg(not(loom))]
-pub use layout::{layout_fingerprint, LOCK_PATIENCE, ALLOC_MAGIC, ALLOC_VERSION, MAX_REGION as MAX_REGION_BYTES, MIN_REGION, SLAB_SIZE};
+pub use layout::{
+    layout_fingerprint, ALLOC_MAGIC, ALLOC_VERSION, LOCK_PATIENCE, MAX_REGION as MAX_REGION_BYTES,
+    MIN_REGION, SLAB_SIZE,
+};
 pub use lock::{LockState, LockTimeout, RobustLock};
 pub use platform::Platform;
 #[cfg(not(loom))]

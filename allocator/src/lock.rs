@@ -67,13 +67,21 @@ impl RobustLock {
     /// An unlocked lock (for zero-initialised memory this is the all-zero state).
     #[cfg(not(loom))]
     pub const fn new() -> Self {
-        RobustLock { word: AtomicU32::new(0), _pad: 0, owner: AtomicU64::new(0) }
+        RobustLock {
+            word: AtomicU32::new(0),
+            _pad: 0,
+            owner: AtomicU64::new(0),
+        }
     }
 
     /// An unlocked lock (loom's atomics are not `const`).
     #[cfg(loom)]
     pub fn new() -> Self {
-        RobustLock { word: AtomicU32::new(0), _pad: 0, owner: AtomicU64::new(0) }
+        RobustLock {
+            word: AtomicU32::new(0),
+            _pad: 0,
+            owner: AtomicU64::new(0),
+        }
     }
 
     /// Acquires the lock, blocking while another live thread holds it.
@@ -95,10 +103,17 @@ impl RobustLock {
     /// # Errors
     /// [`LockTimeout`] when `patience` ran out.
     #[inline]
-    pub fn lock_within<P: Platform>(&self, patience: Option<Duration>) -> Result<LockState, LockTimeout> {
+    pub fn lock_within<P: Platform>(
+        &self,
+        patience: Option<Duration>,
+    ) -> Result<LockState, LockTimeout> {
         let me = P::thread_id() & TID_MASK;
         debug_assert!(me != 0, "Platform::thread_id must be non-zero");
-        if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
             self.owner.store(P::process_token(), Ordering::Relaxed);
             return Ok(LockState::Clean);
         }
@@ -108,7 +123,11 @@ impl RobustLock {
     /// Tries once to acquire the lock without waiting.
     pub fn try_lock<P: Platform>(&self) -> Option<LockState> {
         let me = P::thread_id() & TID_MASK;
-        if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
             self.owner.store(P::process_token(), Ordering::Relaxed);
             return Some(LockState::Clean);
         }
@@ -116,7 +135,11 @@ impl RobustLock {
     }
 
     #[cold]
-    fn lock_slow<P: Platform>(&self, me: u32, patience: Option<Duration>) -> Result<LockState, LockTimeout> {
+    fn lock_slow<P: Platform>(
+        &self,
+        me: u32,
+        patience: Option<Duration>,
+    ) -> Result<LockState, LockTimeout> {
         #[cfg(not(loom))]
         let deadline = patience.map(|p| std::time::Instant::now() + p);
         #[cfg(loom)]
@@ -129,8 +152,16 @@ impl RobustLock {
             let cur = self.word.load(Ordering::Relaxed);
             if cur == 0 {
                 // Coming from the slow path, keep WAITERS set: others may still sleep.
-                let new = if spins > SPIN_ROUNDS { me | WAITERS } else { me };
-                if self.word.compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                let new = if spins > SPIN_ROUNDS {
+                    me | WAITERS
+                } else {
+                    me
+                };
+                if self
+                    .word
+                    .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
                     self.owner.store(P::process_token(), Ordering::Relaxed);
                     return Ok(LockState::Clean);
                 }
@@ -174,7 +205,12 @@ impl RobustLock {
                 // word differs) is never displaced.
                 if self
                     .word
-                    .compare_exchange(with_waiters, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(
+                        with_waiters,
+                        me | WAITERS,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     self.owner.store(P::process_token(), Ordering::Relaxed);
@@ -195,7 +231,10 @@ impl RobustLock {
     /// [`try_lock`](Self::try_lock) and not released since).
     #[inline]
     pub unsafe fn unlock<P: Platform>(&self) {
-        debug_assert_eq!(self.word.load(Ordering::Relaxed) & TID_MASK, P::thread_id() & TID_MASK);
+        debug_assert_eq!(
+            self.word.load(Ordering::Relaxed) & TID_MASK,
+            P::thread_id() & TID_MASK
+        );
         self.owner.store(0, Ordering::Relaxed);
         let prev = self.word.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {

@@ -57,7 +57,6 @@ fn flush_at(class: usize) -> u32 {
     (2 * nblocks(class)) as u32
 }
 
-
 #[inline]
 fn unit(off: u64) -> u32 {
     (off >> 4) as u32
@@ -72,10 +71,15 @@ impl<P: Platform> Heap<P> {
     pub(crate) fn check_block(&self, class: usize, off: u64) -> bool {
         let slab = off & !(SLAB_SIZE as u64 - 1);
         // `attach`/`format` guarantee arena_end - arena_start >= 2 * SLAB_SIZE.
-        if slab.wrapping_sub(self.arena_start) > self.arena_end - SLAB_SIZE as u64 - self.arena_start {
+        if slab.wrapping_sub(self.arena_start)
+            > self.arena_end - SLAB_SIZE as u64 - self.arena_start
+        {
             return false;
         }
-        debug_assert!(slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.arena_end, "slab {slab:#x}");
+        debug_assert!(
+            slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.arena_end,
+            "slab {slab:#x}"
+        );
         // SAFETY: slab..slab + SLAB_SIZE lies inside the arena (checked above); both
         // words are 8-aligned (slab is 64 KiB aligned) and read atomically.
         let (hdr, meta) = unsafe {
@@ -116,9 +120,19 @@ impl<P: Platform> Heap<P> {
             return Err(self.drop_corrupt_list(slot, class));
         }
         // The link itself is validated when it is popped in turn.
-        let next = if count > 1 { self.link(off).load(Ordering::Relaxed) } else { 0 };
-        local.list.store((u64::from(count - 1) << 32) | u64::from(next), Ordering::Relaxed);
-        local.allocs.store(local.allocs.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        let next = if count > 1 {
+            self.link(off).load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        local.list.store(
+            (u64::from(count - 1) << 32) | u64::from(next),
+            Ordering::Relaxed,
+        );
+        local.allocs.store(
+            local.allocs.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         Ok(Offset::new(off).expect("check_block proved off >= arena_start > 0"))
     }
 
@@ -133,12 +147,20 @@ impl<P: Platform> Heap<P> {
     #[cold]
     fn drop_corrupt_list(&self, slot: u32, class: usize) -> AllocError {
         // Forget the list (its blocks are leaked, not handed out twice).
-        self.slot(slot).classes[class].list.store(0, Ordering::Relaxed);
+        self.slot(slot).classes[class]
+            .list
+            .store(0, Ordering::Relaxed);
         AllocError::Corrupt("cache list names a block outside its slab class")
     }
 
     #[inline]
-    pub(crate) fn small_free(&self, slot: u32, class: usize, off: Offset, size: usize) -> Result<(), FreeError> {
+    pub(crate) fn small_free(
+        &self,
+        slot: u32,
+        class: usize,
+        off: Offset,
+        size: usize,
+    ) -> Result<(), FreeError> {
         let off = off.get();
         if !self.check_block(class, off) {
             return Err(FreeError::Invalid { offset: off, size });
@@ -149,9 +171,16 @@ impl<P: Platform> Heap<P> {
             l = self.free_overflow(slot, class, l)?;
         }
         let (head, count) = (l as u32, (l >> 32) as u32);
-        self.link(off).store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
-        local.list.store((u64::from(count + 1) << 32) | u64::from(unit(off)), Ordering::Release);
-        local.frees.store(local.frees.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.link(off)
+            .store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
+        local.list.store(
+            (u64::from(count + 1) << 32) | u64::from(unit(off)),
+            Ordering::Release,
+        );
+        local.frees.store(
+            local.frees.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
@@ -170,13 +199,21 @@ impl<P: Platform> Heap<P> {
 
     /// Moves a depot batch into the (empty) list of `slot`. `false` if none.
     fn refill(&self, slot: u32, class: usize) -> bool {
-        depot::take::<0>(self.depot(class), &self.slot(slot).classes[class].list, slot)
+        depot::take::<0>(
+            self.depot(class),
+            &self.slot(slot).classes[class].list,
+            slot,
+        )
     }
 
     /// Publishes the whole list of `slot` as one depot batch. `false` if the depot
     /// is full (the list stays).
     pub(crate) fn flush(&self, slot: u32, class: usize) -> bool {
-        depot::put::<0>(self.depot(class), &self.slot(slot).classes[class].list, slot)
+        depot::put::<0>(
+            self.depot(class),
+            &self.slot(slot).classes[class].list,
+            slot,
+        )
     }
 
     /// Publishes every list of `slot` (best effort).
@@ -204,9 +241,13 @@ impl<P: Platform> Heap<P> {
         for k in 0..n {
             let off = first + k * size;
             let next = if k + 1 < n { unit(off + size) } else { 0 };
-            self.word32(off).ok_or(AllocError::Corrupt("slab outside region"))?.store(next, Ordering::Relaxed);
+            self.word32(off)
+                .ok_or(AllocError::Corrupt("slab outside region"))?
+                .store(next, Ordering::Relaxed);
         }
-        self.slot(slot).classes[class].list.store((n << 32) | u64::from(unit(first)), Ordering::Release);
+        self.slot(slot).classes[class]
+            .list
+            .store((n << 32) | u64::from(unit(first)), Ordering::Release);
         Ok(())
     }
 }

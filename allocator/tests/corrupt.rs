@@ -20,8 +20,8 @@ fn scribble(region: &mut OwnedRegion, writes: &[(usize, u64)]) {
 fn interesting(v: u64, pick: u8) -> u64 {
     match pick % 6 {
         0 => v,
-        1 => v & 0xFFFF_FFFF,          // a plausible unit/offset
-        2 => (v & 0xFFFF) << 4,        // a small, aligned offset
+        1 => v & 0xFFFF_FFFF,   // a plausible unit/offset
+        2 => (v & 0xFFFF) << 4, // a small, aligned offset
         3 => 0,
         4 => u64::MAX,
         _ => (v & 0xFF_FFFF) << 32 | (v & 0xFFFF), // a list word: count | head

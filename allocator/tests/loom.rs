@@ -17,8 +17,10 @@ use std::time::Duration;
 #[test]
 fn depot_transfers_conserve_batches() {
     loom::model(|| {
-        let depot: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new((1 << 32) | 10), AtomicU64::new(0)]);
-        let lists: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new((1 << 32) | 20), AtomicU64::new(0)]);
+        let depot: Arc<Vec<AtomicU64>> =
+            Arc::new(vec![AtomicU64::new((1 << 32) | 10), AtomicU64::new(0)]);
+        let lists: Arc<Vec<AtomicU64>> =
+            Arc::new(vec![AtomicU64::new((1 << 32) | 20), AtomicU64::new(0)]);
         let t = {
             let (d, l) = (depot.clone(), lists.clone());
             // Slot 0 publishes its list, then takes whatever is there.
@@ -49,7 +51,10 @@ fn depot_transfers_conserve_batches() {
 fn settle_after_death_conserves_batches() {
     loom::model(|| {
         let claimed = (1u64 << 56) | (1 << 32) | 10; // claimed by slot 0, not yet taken
-        let depot: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new(claimed), AtomicU64::new((1 << 32) | 30)]);
+        let depot: Arc<Vec<AtomicU64>> = Arc::new(vec![
+            AtomicU64::new(claimed),
+            AtomicU64::new((1 << 32) | 30),
+        ]);
         let lists: Arc<Vec<AtomicU64>> = Arc::new(vec![AtomicU64::new(0), AtomicU64::new(0)]);
         let t = {
             let (d, l) = (depot.clone(), lists.clone());

@@ -8,8 +8,15 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { path: u8, size: usize, align_log2: u32 },
-    Free { path: u8, pick: usize },
+    Alloc {
+        path: u8,
+        size: usize,
+        align_log2: u32,
+    },
+    Free {
+        path: u8,
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -30,10 +37,15 @@ fn rounded(layout: Layout) -> Option<u64> {
 }
 
 fn check_fill(heap: &Heap<StdPlatform>, off: Offset, live: &Live) {
-    let p = heap.resolve(off, live.layout.size()).expect("live block resolves");
+    let p = heap
+        .resolve(off, live.layout.size())
+        .expect("live block resolves");
     // SAFETY: the block is live and owned by this test; nothing else writes it.
     let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), live.layout.size()) };
-    assert!(bytes.iter().all(|&b| b == live.fill), "block {off:?} was overwritten");
+    assert!(
+        bytes.iter().all(|&b| b == live.fill),
+        "block {off:?} was overwritten"
+    );
 }
 
 fn run(ops: &[Op], region_len: usize) {
@@ -56,19 +68,34 @@ fn run(ops: &[Op], region_len: usize) {
     };
     for op in ops {
         match *op {
-            Op::Alloc { path, size, align_log2 } => {
+            Op::Alloc {
+                path,
+                size,
+                align_log2,
+            } => {
                 let layout = Layout::from_size_align(size, 1 << align_log2).unwrap();
                 match alloc(path, layout) {
                     Ok(off) => {
                         let p = heap.resolve(off, size).expect("block inside the arena");
-                        assert_eq!(p.as_ptr() as usize % layout.align(), 0, "alignment of {layout:?}");
+                        assert_eq!(
+                            p.as_ptr() as usize % layout.align(),
+                            0,
+                            "alignment of {layout:?}"
+                        );
                         // No overlap with the neighbours in offset order.
                         let reserve = rounded(layout).unwrap_or(size as u64);
                         if let Some((o, l)) = live.range(..off).next_back() {
-                            assert!(o.get() + l.layout.size() as u64 <= off.get(), "overlap below");
+                            assert!(
+                                o.get() + l.layout.size() as u64 <= off.get(),
+                                "overlap below"
+                            );
                         }
                         if let Some((o, _)) = live.range(off..).next() {
-                            assert!(off.get() + reserve <= o.get() || off.get() + size as u64 <= o.get(), "overlap above");
+                            assert!(
+                                off.get() + reserve <= o.get()
+                                    || off.get() + size as u64 <= o.get(),
+                                "overlap above"
+                            );
                         }
                         // SAFETY: freshly allocated block of `size` bytes, ours alone.
                         unsafe { std::ptr::write_bytes(p.as_ptr(), fill, size) };
@@ -110,14 +137,28 @@ fn run(ops: &[Op], region_len: usize) {
     }
     let s = heap.stats();
     assert_eq!((s.in_use, s.large_blocks, s.large_in_use), (0, 0, 0));
-    assert_eq!(s.arena_used, s.slabs * shmval_alloc::SLAB_SIZE as u64, "only slabs remain taken");
+    assert_eq!(
+        s.arena_used,
+        s.slabs * shmval_alloc::SLAB_SIZE as u64,
+        "only slabs remain taken"
+    );
     assert!(s.classes.iter().all(|c| c.in_use == 0));
     drop(caches);
     // With every slab gone the arena would be one block again; with slabs kept the
     // large heap must at least hold everything else.
-    assert_eq!(s.free, empty.free - s.slabs * shmval_alloc::SLAB_SIZE as u64 + s.classes.iter().map(|c| c.free * c.size as u64).sum::<u64>());
+    assert_eq!(
+        s.free,
+        empty.free - s.slabs * shmval_alloc::SLAB_SIZE as u64
+            + s.classes
+                .iter()
+                .map(|c| c.free * c.size as u64)
+                .sum::<u64>()
+    );
     if s.slabs == 0 {
-        assert_eq!(s.largest_free, empty.largest_free, "arena coalesced back to one block");
+        assert_eq!(
+            s.largest_free, empty.largest_free,
+            "arena coalesced back to one block"
+        );
     }
 }
 
@@ -141,7 +182,9 @@ fn large_only_coalesces_back_to_one_block() {
     // SAFETY: region outlives the heap.
     let heap = unsafe { Heap::<StdPlatform>::format(region.region()) }.unwrap();
     let empty = heap.stats();
-    let layouts: Vec<Layout> = (0..50).map(|i| Layout::from_size_align(5000 + i * 997, 64).unwrap()).collect();
+    let layouts: Vec<Layout> = (0..50)
+        .map(|i| Layout::from_size_align(5000 + i * 997, 64).unwrap())
+        .collect();
     let offs: Vec<Offset> = layouts.iter().map(|&l| heap.alloc(l).unwrap()).collect();
     for (i, (&o, &l)) in offs.iter().zip(&layouts).enumerate().rev().step_by(1) {
         if i % 2 == 0 {
@@ -181,7 +224,10 @@ fn exhaustion_is_an_error_and_nothing_breaks() {
     assert!(!got.is_empty());
     let small = Layout::from_size_align(24, 8).unwrap();
     // Small classes need a slab the full arena cannot give.
-    assert!(matches!(heap.alloc(small), Err(AllocError::Exhausted { .. })));
+    assert!(matches!(
+        heap.alloc(small),
+        Err(AllocError::Exhausted { .. })
+    ));
     for o in got {
         // SAFETY: live blocks with their layout.
         unsafe { heap.free(o, l).unwrap() };
@@ -223,7 +269,8 @@ fn bad_frees_are_refused_without_damage() {
 fn attach_validates_the_header() {
     let mut region = OwnedRegion::new(1 << 20);
     // SAFETY: zeroed buffer, not formatted.
-    assert!(matches!(unsafe { Heap::<StdPlatform>::attach(region.region()) }, Err(shmval_alloc::FormatError::NotFormatted(0))));
+    let r = unsafe { Heap::<StdPlatform>::attach(region.region()) };
+    assert!(matches!(r, Err(shmval_alloc::FormatError::NotFormatted(0))));
     // SAFETY: region outlives both handles.
     let h = unsafe { Heap::<StdPlatform>::format(region.region()) }.unwrap();
     // SAFETY: as above.
@@ -235,5 +282,9 @@ fn attach_validates_the_header() {
     // SAFETY: word 1 (bytes 8..12) of our own buffer.
     unsafe { *(region.region().base().as_ptr().add(8) as *mut u32) = 99 };
     // SAFETY: as above.
-    assert!(matches!(unsafe { Heap::<StdPlatform>::attach(region.region()) }, Err(shmval_alloc::FormatError::Incompatible { .. })));
+    let r = unsafe { Heap::<StdPlatform>::attach(region.region()) };
+    assert!(matches!(
+        r,
+        Err(shmval_alloc::FormatError::Incompatible { .. })
+    ));
 }

@@ -131,7 +131,8 @@ fn expected(n: u64) -> u64 {
 
 pub fn run(r: &mut Report) {
     let name = format!("shmval-bench-alloc-{}", std::process::id());
-    let pool = Pool::create_with(&name, 256 << 20, &PoolOptions::new().remove_on_drop(true)).expect("create bench pool");
+    let pool = Pool::create_with(&name, 256 << 20, &PoolOptions::new().remove_on_drop(true))
+        .expect("create bench pool");
     let ls = sizes();
     let n: u64 = if r.quick { 200_000 } else { 2_000_000 };
     let want = expected(n);
@@ -143,9 +144,18 @@ pub fn run(r: &mut Report) {
         2,
         &["≤ 1.5× glibc", "≤ 1.5× glibc", ""],
         vec![
-            ("shmval Pool::alloc/free", Box::new(|| ns_per_op(n, || assert_eq!(pairs_pool(&pool, &ls, n), want)))),
-            ("shmval Cache (explicit slot)", Box::new(|| ns_per_op(n, || assert_eq!(pairs_cache(&pool, &ls, n), want)))),
-            ("glibc malloc/free", Box::new(|| ns_per_op(n, || assert_eq!(pairs_glibc(&ls, n), want)))),
+            (
+                "shmval Pool::alloc/free",
+                Box::new(|| ns_per_op(n, || assert_eq!(pairs_pool(&pool, &ls, n), want))),
+            ),
+            (
+                "shmval Cache (explicit slot)",
+                Box::new(|| ns_per_op(n, || assert_eq!(pairs_cache(&pool, &ls, n), want))),
+            ),
+            (
+                "glibc malloc/free",
+                Box::new(|| ns_per_op(n, || assert_eq!(pairs_glibc(&ls, n), want))),
+            ),
         ],
     );
     r.compare(
@@ -155,8 +165,22 @@ pub fn run(r: &mut Report) {
         1,
         &["", ""],
         vec![
-            ("shmval Pool::alloc/free", Box::new(|| ns_per_op(n, || { black_box(window_pool(&pool, &ls, n)); }))),
-            ("glibc malloc/free", Box::new(|| ns_per_op(n, || { black_box(window_glibc(&ls, n)); }))),
+            (
+                "shmval Pool::alloc/free",
+                Box::new(|| {
+                    ns_per_op(n, || {
+                        black_box(window_pool(&pool, &ls, n));
+                    })
+                }),
+            ),
+            (
+                "glibc malloc/free",
+                Box::new(|| {
+                    ns_per_op(n, || {
+                        black_box(window_glibc(&ls, n));
+                    })
+                }),
+            ),
         ],
     );
     assert_eq!(pool.stats().in_use, 0, "every block came back");
@@ -168,9 +192,18 @@ pub fn run(r: &mut Report) {
         0,
         &["", "≥ 1.5× one process", ""],
         vec![
-            ("shmval, 1 process", Box::new(|| processes(&name, 1, n2, "shm"))),
-            ("shmval, 2 processes", Box::new(|| processes(&name, 2, n2, "shm"))),
-            ("glibc, 2 processes (private heaps)", Box::new(|| processes(&name, 2, n2, "glibc"))),
+            (
+                "shmval, 1 process",
+                Box::new(|| processes(&name, 1, n2, "shm")),
+            ),
+            (
+                "shmval, 2 processes",
+                Box::new(|| processes(&name, 2, n2, "shm")),
+            ),
+            (
+                "glibc, 2 processes (private heaps)",
+                Box::new(|| processes(&name, 2, n2, "glibc")),
+            ),
         ],
     );
     assert_eq!(pool.stats().in_use, 0, "every block came back");
@@ -228,7 +261,11 @@ pub fn worker(args: &[String]) {
         std::hint::spin_loop();
     }
     let start = mono_ns();
-    let acc = if args[2] == "shm" { pairs_pool(&pool, &ls, n) } else { pairs_glibc(&ls, n) };
+    let acc = if args[2] == "shm" {
+        pairs_pool(&pool, &ls, n)
+    } else {
+        pairs_glibc(&ls, n)
+    };
     let end = mono_ns();
     assert_eq!(acc, expected(n));
     println!("{start} {end}");
@@ -237,7 +274,8 @@ pub fn worker(args: &[String]) {
 /// `profile`: only the explicit-cache pair loop, for callgrind/perf.
 pub fn profile() {
     let name = format!("shmval-bench-prof-{}", std::process::id());
-    let pool = Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let pool =
+        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
     let ls = sizes();
     let n = 1_000_000;
     assert_eq!(pairs_cache(&pool, &ls, n), expected(n));

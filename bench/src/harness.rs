@@ -27,16 +27,31 @@ pub type Candidate<'a> = (&'a str, Box<dyn FnMut() -> f64 + 'a>);
 
 impl Report {
     pub fn new(quick: bool) -> Self {
-        Report { quick, rows: Vec::new() }
+        Report {
+            quick,
+            rows: Vec::new(),
+        }
     }
 
     pub fn reps(&self, full: usize) -> usize {
-        if self.quick { 3 } else { full }
+        if self.quick {
+            3
+        } else {
+            full
+        }
     }
 
     /// Runs `candidates` interleaved `reps` times; the first is shmval's, ratios are
     /// against `reference` (an index into `candidates`).
-    pub fn compare(&mut self, scenario: &str, unit: &'static str, reps: usize, reference: usize, targets: &[&str], mut candidates: Vec<Candidate<'_>>) {
+    pub fn compare(
+        &mut self,
+        scenario: &str,
+        unit: &'static str,
+        reps: usize,
+        reference: usize,
+        targets: &[&str],
+        mut candidates: Vec<Candidate<'_>>,
+    ) {
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
         for _ in 0..reps {
             for (i, (_, f)) in candidates.iter_mut().enumerate() {
@@ -53,7 +68,8 @@ impl Report {
                 median: med[i],
                 min: s.iter().cloned().fold(f64::INFINITY, f64::min),
                 max: s.iter().cloned().fold(0.0, f64::max),
-                ratio: (i != reference).then(|| (med[i] / med[reference], candidates[reference].0.to_owned())),
+                ratio: (i != reference)
+                    .then(|| (med[i] / med[reference], candidates[reference].0.to_owned())),
                 target: targets.get(i).copied().unwrap_or("").to_owned(),
             });
         }
@@ -61,13 +77,27 @@ impl Report {
 
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!("Measured {} on {}.\n\n", if self.quick { "(quick run)" } else { "" }, machine()));
+        s.push_str(&format!(
+            "Measured {} on {}.\n\n",
+            if self.quick { "(quick run)" } else { "" },
+            machine()
+        ));
         s.push_str("| scenario | candidate | median | min – max | ratio | target |\n|---|---|---|---|---|---|\n");
         for r in &self.rows {
-            let ratio = r.ratio.as_ref().map_or("—".to_owned(), |(x, of)| format!("{x:.2}× {of}"));
+            let ratio = r
+                .ratio
+                .as_ref()
+                .map_or("—".to_owned(), |(x, of)| format!("{x:.2}× {of}"));
             s.push_str(&format!(
                 "| {} | {} | {} {} | {} – {} | {} | {} |\n",
-                r.scenario, r.candidate, fmt(r.median), r.unit, fmt(r.min), fmt(r.max), ratio, r.target
+                r.scenario,
+                r.candidate,
+                fmt(r.median),
+                r.unit,
+                fmt(r.min),
+                fmt(r.max),
+                ratio,
+                r.target
             ));
         }
         s
@@ -75,13 +105,23 @@ impl Report {
 }
 
 fn fmt(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0}") } else if v >= 10.0 { format!("{v:.1}") } else { format!("{v:.2}") }
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 pub fn median(s: &mut [f64]) -> f64 {
     s.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 /// Nanoseconds per operation of `ops` operations run by `f`.
@@ -94,7 +134,11 @@ pub fn ns_per_op(ops: u64, f: impl FnOnce()) -> f64 {
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -103,7 +147,8 @@ pub fn machine() -> String {
 
 pub fn write_between_markers(path: &str, table: &str) -> std::io::Result<()> {
     let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
-    let old = std::fs::read_to_string(path).unwrap_or_else(|_| format!("# Performance\n\n{begin}\n{end}\n"));
+    let old = std::fs::read_to_string(path)
+        .unwrap_or_else(|_| format!("# Performance\n\n{begin}\n{end}\n"));
     let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => format!("{}{begin}\n{table}{}", &old[..b], &old[e..]),
         _ => format!("{old}\n{begin}\n{table}{end}\n"),

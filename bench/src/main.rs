@@ -26,7 +26,11 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let write = !args.iter().any(|a| a == "--no-write") && !quick;
-    let what = args.iter().find(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("all");
+    let what = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(String::as_str)
+        .unwrap_or("all");
     let mut report = Report::new(quick);
     match what {
         "all" => {

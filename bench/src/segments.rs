@@ -21,10 +21,25 @@ fn ms(f: impl FnOnce()) -> f64 {
 fn raw_create(name: &str, size: u64) -> f64 {
     let path = format!("/{name}");
     let t = ms(|| {
-        let fd = shm_open(path.as_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, Mode::S_IRUSR | Mode::S_IWUSR).unwrap();
+        let fd = shm_open(
+            path.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+        .unwrap();
         nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, size as i64).unwrap();
         // SAFETY: fresh shared mapping of our file, unmapped right after.
-        let p = unsafe { mmap(None, NonZeroUsize::new(size as usize).unwrap(), ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0) }.unwrap();
+        let p = unsafe {
+            mmap(
+                None,
+                NonZeroUsize::new(size as usize).unwrap(),
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }
+        .unwrap();
         // SAFETY: as above.
         unsafe { munmap(p, size as usize) }.unwrap();
     });
@@ -46,12 +61,18 @@ pub fn run(r: &mut Report) {
         1,
         &["", ""],
         vec![
-            ("shmval Pool::create", Box::new(move || {
-                let t = ms(|| drop(Pool::create_with(&n1, size, &PoolOptions::new()).unwrap()));
-                Pool::destroy(&n1).unwrap();
-                t
-            })),
-            ("raw shm_open+posix_fallocate+mmap", Box::new(|| raw_create(&raw, size))),
+            (
+                "shmval Pool::create",
+                Box::new(move || {
+                    let t = ms(|| drop(Pool::create_with(&n1, size, &PoolOptions::new()).unwrap()));
+                    Pool::destroy(&n1).unwrap();
+                    t
+                }),
+            ),
+            (
+                "raw shm_open+posix_fallocate+mmap",
+                Box::new(|| raw_create(&raw, size)),
+            ),
         ],
     );
     let keep = Pool::create_with(&name, size, &PoolOptions::new().remove_on_drop(true)).unwrap();
@@ -61,7 +82,10 @@ pub fn run(r: &mut Report) {
         reps * 4,
         0,
         &[""],
-        vec![("shmval Pool::open", Box::new(|| ms(|| drop(Pool::open(&name, Duration::ZERO).unwrap()))))],
+        vec![(
+            "shmval Pool::open",
+            Box::new(|| ms(|| drop(Pool::open(&name, Duration::ZERO).unwrap()))),
+        )],
     );
     drop(keep);
 }

@@ -93,7 +93,13 @@ const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
 /// alignment, the allocator's layout fingerprint, and the pointer width.
 pub const fn layout_hash() -> u64 {
     let mut h: u64 = shmval_alloc::layout_fingerprint();
-    let parts = [size_of::<BootHeader>() as u64, align_of::<BootHeader>() as u64, size_of::<usize>() as u64, ATTACH_SLOTS as u64, BOOT_SIZE as u64];
+    let parts = [
+        size_of::<BootHeader>() as u64,
+        align_of::<BootHeader>() as u64,
+        size_of::<usize>() as u64,
+        ATTACH_SLOTS as u64,
+        BOOT_SIZE as u64,
+    ];
     let mut i = 0;
     while i < parts.len() {
         h ^= parts[i];
@@ -105,5 +111,8 @@ pub const fn layout_hash() -> u64 {
 
 /// Our layout identity.
 pub const fn layout_id() -> LayoutId {
-    LayoutId { version: LAYOUT_VERSION, hash: layout_hash() }
+    LayoutId {
+        version: LAYOUT_VERSION,
+        hash: layout_hash(),
+    }
 }

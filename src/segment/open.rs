@@ -47,13 +47,20 @@ impl Drop for Unlinker {
 }
 
 fn no_space(requested: u64) -> CreateError {
-    CreateError::NoSpace { requested, available: sys::shm_available().unwrap_or(0) }
+    CreateError::NoSpace {
+        requested,
+        available: sys::shm_available().unwrap_or(0),
+    }
 }
 
 fn create_errno(e: Errno, segment: &str, op: &'static str) -> CreateError {
     match e {
-        Errno::EEXIST => CreateError::AlreadyExists { segment: segment.to_owned() },
-        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied { segment: segment.to_owned() },
+        Errno::EEXIST => CreateError::AlreadyExists {
+            segment: segment.to_owned(),
+        },
+        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied {
+            segment: segment.to_owned(),
+        },
         Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(0),
         errno => CreateError::Os { op, errno },
     }
@@ -63,17 +70,25 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     validate_name(name)?;
     let max = shmval_alloc::MAX_REGION_BYTES;
     if size < MIN_REGION as u64 || size > max {
-        return Err(CreateError::InvalidSize { size, min: MIN_REGION as u64, max });
+        return Err(CreateError::InvalidSize {
+            size,
+            min: MIN_REGION as u64,
+            max,
+        });
     }
     let size = size.next_multiple_of(4096);
     let requested = size + BOOT_SIZE as u64;
     if let Some(available) = sys::shm_available() {
         if requested > available {
-            return Err(CreateError::NoSpace { requested, available });
+            return Err(CreateError::NoSpace {
+                requested,
+                available,
+            });
         }
     }
     let bname = boot_name(name);
-    let boot_fd = sys::shm_create(&bname, opts.mode).map_err(|e| create_errno(e, &bname, "shm_open"))?;
+    let boot_fd =
+        sys::shm_create(&bname, opts.mode).map_err(|e| create_errno(e, &bname, "shm_open"))?;
     let mut cleanup = Unlinker(vec![bname.clone()]);
     sys::set_len(&boot_fd, BOOT_SIZE as u64).map_err(|e| create_errno(e, &bname, "ftruncate"))?;
     let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
@@ -87,40 +102,69 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     b.creator_start.store(token & 0xFFFF_FFFF, Relaxed);
     b.created_ns.store(sys::now_unix_ns(), Relaxed);
     b.backend.store(boot::backend::POSIX_SHM, Relaxed);
-    b.generation.store(sys::now_unix_ns() ^ (token << 16) ^ (&boot_map as *const _ as u64), Relaxed);
+    b.generation.store(
+        sys::now_unix_ns() ^ (token << 16) ^ (&boot_map as *const _ as u64),
+        Relaxed,
+    );
     b.version.store(boot::LAYOUT_VERSION, Relaxed);
     b.layout_hash.store(boot::layout_hash(), Relaxed);
     b.magic.store(BOOT_MAGIC, Relaxed);
     b.state.store(state::CREATING, Release);
 
-    let main_fd = sys::shm_create(name, opts.mode).map_err(|e| create_errno(e, name, "shm_open"))?;
+    let main_fd =
+        sys::shm_create(name, opts.mode).map_err(|e| create_errno(e, name, "shm_open"))?;
     cleanup.0.push(name.to_owned());
     loop {
         match sys::reserve(&main_fd, size) {
             Ok(()) => break,
             Err(Errno::EINTR) => continue,
             Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => return Err(no_space(requested)),
-            Err(errno) => return Err(CreateError::Os { op: "posix_fallocate", errno }),
+            Err(errno) => {
+                return Err(CreateError::Os {
+                    op: "posix_fallocate",
+                    errno,
+                })
+            }
         }
     }
     let main_map = Mapping::new(&main_fd, size as usize, opts.fixed_base).map_err(|e| match e {
-        MapError::AddressInUse(conflict) => {
-            CreateError::AddressInUse { addr: opts.fixed_base.unwrap_or(0), len: size as usize, conflict }
-        }
+        MapError::AddressInUse(conflict) => CreateError::AddressInUse {
+            addr: opts.fixed_base.unwrap_or(0),
+            len: size as usize,
+            conflict,
+        },
         MapError::Os(Errno::ENOMEM) => no_space(requested),
         MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
     })?;
     // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
     // (both are kept in `Segments`), and nobody else can use it before READY.
-    let heap = unsafe { Heap::format(Region::new(main_map.ptr(), size as usize)) }
-        .map_err(|_| CreateError::InvalidSize { size, min: MIN_REGION as u64, max })?;
-    b.base_address.store(main_map.ptr().as_ptr() as u64, Relaxed);
+    let heap =
+        unsafe { Heap::format(Region::new(main_map.ptr(), size as usize)) }.map_err(|_| {
+            CreateError::InvalidSize {
+                size,
+                min: MIN_REGION as u64,
+                max,
+            }
+        })?;
+    b.base_address
+        .store(main_map.ptr().as_ptr() as u64, Relaxed);
     b.main_size.store(size, Relaxed);
-    b.flags.store(if opts.fixed_base.is_some() { boot::flags::FIXED_BASE } else { 0 }, Relaxed);
+    b.flags.store(
+        if opts.fixed_base.is_some() {
+            boot::flags::FIXED_BASE
+        } else {
+            0
+        },
+        Relaxed,
+    );
     // SYNC POINT: everything above is visible to an opener that sees READY (Acquire).
     b.state.store(state::READY, Release);
     cleanup.0.clear();
-    Ok(Segments { boot: boot_map, main: main_map, heap })
+    Ok(Segments {
+        boot: boot_map,
+        main: main_map,
+        heap,
+    })
 }
 
 /// An open attempt that may succeed if tried again later.
@@ -149,9 +193,15 @@ pub(crate) fn open(name: &str, opts: &PoolOptions) -> Result<Segments, OpenError
         let now = Instant::now();
         if now >= deadline {
             if opts.timeout.is_zero() && last == NO_SUCH_POOL {
-                return Err(OpenError::NotFound { name: name.to_owned() });
+                return Err(OpenError::NotFound {
+                    name: name.to_owned(),
+                });
             }
-            return Err(OpenError::Timeout { name: name.to_owned(), waited: now - start, state: last });
+            return Err(OpenError::Timeout {
+                name: name.to_owned(),
+                waited: now - start,
+                state: last,
+            });
         }
         std::thread::sleep(delay.min(deadline - now));
         delay = (delay * 2).min(Duration::from_millis(20));
@@ -161,27 +211,44 @@ pub(crate) fn open(name: &str, opts: &PoolOptions) -> Result<Segments, OpenError
 const NO_SUCH_POOL: &str = "no such pool";
 
 fn corrupt(name: &str, what: impl Into<String>) -> Attempt {
-    Attempt::Fail(OpenError::Corrupt { name: name.to_owned(), what: what.into() })
+    Attempt::Fail(OpenError::Corrupt {
+        name: name.to_owned(),
+        what: what.into(),
+    })
 }
 
 fn open_errno(e: Errno, name: &str, segment: &str) -> Attempt {
     match e {
         Errno::ENOENT => Attempt::Retry(NO_SUCH_POOL),
-        Errno::EACCES | Errno::EPERM => Attempt::Fail(OpenError::PermissionDenied { segment: segment.to_owned() }),
+        Errno::EACCES | Errno::EPERM => Attempt::Fail(OpenError::PermissionDenied {
+            segment: segment.to_owned(),
+        }),
         errno => {
             let _ = name;
-            Attempt::Fail(OpenError::Os { op: "shm_open", errno })
+            Attempt::Fail(OpenError::Os {
+                op: "shm_open",
+                errno,
+            })
         }
     }
 }
 
-fn check_file(name: &str, info: &sys::FileInfo, what: &str, opts: &PoolOptions) -> Result<(), Attempt> {
+fn check_file(
+    name: &str,
+    info: &sys::FileInfo,
+    what: &str,
+    opts: &PoolOptions,
+) -> Result<(), Attempt> {
     if !info.regular {
         return Err(corrupt(name, format!("{what} is not a regular file")));
     }
     let ours = sys::euid();
     if info.uid != ours && !opts.allow_foreign_owner {
-        return Err(Attempt::Fail(OpenError::ForeignOwner { name: name.to_owned(), owner: info.uid, ours }));
+        return Err(Attempt::Fail(OpenError::ForeignOwner {
+            name: name.to_owned(),
+            owner: info.uid,
+            ours,
+        }));
     }
     Ok(())
 }
@@ -195,7 +262,13 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         return Err(Attempt::Retry("being created (boot segment empty)"));
     }
     if info.size != BOOT_SIZE as u64 {
-        return Err(corrupt(name, format!("boot segment is {} bytes, expected {BOOT_SIZE}: not a shmval pool", info.size)));
+        return Err(corrupt(
+            name,
+            format!(
+                "boot segment is {} bytes, expected {BOOT_SIZE}: not a shmval pool",
+                info.size
+            ),
+        ));
     }
     let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
         MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
@@ -207,11 +280,21 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         return Err(Attempt::Retry("being created (boot header not written)"));
     }
     if magic != BOOT_MAGIC {
-        return Err(corrupt(name, format!("boot segment magic {magic:#018x} is not shmval's: not a shmval pool")));
+        return Err(corrupt(
+            name,
+            format!("boot segment magic {magic:#018x} is not shmval's: not a shmval pool"),
+        ));
     }
-    let found = LayoutId { version: b.version.load(Relaxed), hash: b.layout_hash.load(Relaxed) };
+    let found = LayoutId {
+        version: b.version.load(Relaxed),
+        hash: b.layout_hash.load(Relaxed),
+    };
     if found != boot::layout_id() {
-        return Err(Attempt::Fail(OpenError::Incompatible { name: name.to_owned(), expected: boot::layout_id(), found }));
+        return Err(Attempt::Fail(OpenError::Incompatible {
+            name: name.to_owned(),
+            expected: boot::layout_id(),
+            found,
+        }));
     }
     match b.state.load(Acquire) {
         state::READY => {}
@@ -219,7 +302,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
             let pid = b.creator_pid.load(Relaxed);
             let token = (u64::from(pid) << 32) | b.creator_start.load(Relaxed);
             if pid != 0 && !token_alive(token) {
-                return Err(Attempt::Fail(OpenError::CreatorDied { name: name.to_owned(), pid }));
+                return Err(Attempt::Fail(OpenError::CreatorDied {
+                    name: name.to_owned(),
+                    pid,
+                }));
             }
             return Err(Attempt::Retry("being created"));
         }
@@ -239,23 +325,42 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     let info = sys::file_info(&main_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
     check_file(name, &info, "the main segment", opts)?;
     if info.size != size || size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
-        return Err(corrupt(name, format!("main segment is {} bytes, the boot record says {size}", info.size)));
+        return Err(corrupt(
+            name,
+            format!(
+                "main segment is {} bytes, the boot record says {size}",
+                info.size
+            ),
+        ));
     }
-    let main_map = Mapping::new(&main_fd, size as usize, fixed.then_some(base as usize)).map_err(|e| match e {
-        MapError::AddressInUse(conflict) => {
-            OpenError::AddressInUse { name: name.to_owned(), addr: base as usize, conflict }
-        }
-        MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
-    })?;
+    let main_map = Mapping::new(&main_fd, size as usize, fixed.then_some(base as usize)).map_err(
+        |e| match e {
+            MapError::AddressInUse(conflict) => OpenError::AddressInUse {
+                name: name.to_owned(),
+                addr: base as usize,
+                conflict,
+            },
+            MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
+        },
+    )?;
     // SAFETY: `size` bytes mapped, page-aligned, kept alive with the heap in
     // `Segments`; the size was checked against fstat so no access faults.
-    let heap = unsafe { Heap::attach(Region::new(main_map.ptr(), size as usize)) }.map_err(|e| match e {
-        FormatError::Incompatible { .. } => Attempt::Fail(OpenError::Incompatible {
-            name: name.to_owned(),
-            expected: boot::layout_id(),
-            found: LayoutId { version: 0, hash: 0 },
-        }),
-        e => corrupt(name, format!("main segment: {e}")),
-    })?;
-    Ok(Segments { boot: boot_map, main: main_map, heap })
+    let heap = unsafe { Heap::attach(Region::new(main_map.ptr(), size as usize)) }.map_err(
+        |e| match e {
+            FormatError::Incompatible { .. } => Attempt::Fail(OpenError::Incompatible {
+                name: name.to_owned(),
+                expected: boot::layout_id(),
+                found: LayoutId {
+                    version: 0,
+                    hash: 0,
+                },
+            }),
+            e => corrupt(name, format!("main segment: {e}")),
+        },
+    )?;
+    Ok(Segments {
+        boot: boot_map,
+        main: main_map,
+        heap,
+    })
 }

@@ -32,7 +32,11 @@ pub(crate) fn shm_create(name: &str, mode: u32) -> Result<OwnedFd, Errno> {
 
 /// `shm_open(O_RDWR)` of an existing object.
 pub(crate) fn shm_open(name: &str) -> Result<OwnedFd, Errno> {
-    nix::sys::mman::shm_open(shm_path(name).as_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
+    nix::sys::mman::shm_open(
+        shm_path(name).as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 /// `shm_unlink`.
@@ -123,7 +127,16 @@ impl Mapping {
         };
         // SAFETY: a fresh MAP_SHARED mapping of a file we hold; with
         // MAP_FIXED_NOREPLACE the kernel refuses rather than replace anything.
-        let r = unsafe { nix::sys::mman::mmap(addr, nz, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, fd, 0) };
+        let r = unsafe {
+            nix::sys::mman::mmap(
+                addr,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
         match r {
             Ok(p) => {
                 let m = Mapping { ptr: p.cast(), len };
@@ -132,14 +145,18 @@ impl Mapping {
                         // A kernel older than 4.17 treats the flag as a hint.
                         let got = m.ptr.as_ptr() as usize;
                         drop(m);
-                        return Err(MapError::AddressInUse(format!("kernel placed the mapping at {got:#x} instead")));
+                        return Err(MapError::AddressInUse(format!(
+                            "kernel placed the mapping at {got:#x} instead"
+                        )));
                     }
                 }
                 Ok(m)
             }
             Err(Errno::EEXIST) => {
                 let a = fixed.unwrap_or(0);
-                Err(MapError::AddressInUse(conflicting_mapping(a, len).unwrap_or_else(|| "unknown mapping".into())))
+                Err(MapError::AddressInUse(
+                    conflicting_mapping(a, len).unwrap_or_else(|| "unknown mapping".into()),
+                ))
             }
             Err(e) => Err(MapError::Os(e)),
         }
@@ -205,7 +222,10 @@ pub(crate) fn process_alive(pid: u32, start_low: u32) -> bool {
         // No /proc entry: gone, unless /proc is not mounted at all; then ask the
         // kernel directly (EPERM still means it exists).
         None if std::path::Path::new("/proc/self/stat").exists() => false,
-        None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) != Err(Errno::ESRCH),
+        None => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
+                != Err(Errno::ESRCH)
+        }
     }
 }
 
@@ -218,7 +238,13 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     // SAFETY: FUTEX_WAIT reads the 4-byte word at a valid address and sleeps; it
     // never writes user memory. nix has no futex wrapper, hence libc.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, &ts as *const libc::timespec);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+        );
     }
 }
 
@@ -226,11 +252,18 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n.min(i32::MAX as u32) as i32);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n.min(i32::MAX as u32) as i32,
+        );
     }
 }
 
 /// The current wall-clock time in nanoseconds since the Unix epoch.
 pub(crate) fn now_unix_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -16,7 +16,11 @@ pub struct Scratch(pub String);
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
         static N: AtomicU32 = AtomicU32::new(0);
-        Scratch(format!("shmval-test-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
+        Scratch(format!(
+            "shmval-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ))
     }
     pub fn name(&self) -> &str {
         &self.0
