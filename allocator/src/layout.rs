@@ -179,3 +179,22 @@ pub const fn layout_fingerprint() -> u64 {
     }
     h
 }
+
+// The byte offsets documented in docs/LAYOUT.md.
+const _: () = {
+    use std::mem::offset_of;
+    assert!(offset_of!(Header, nslots) == 12);
+    assert!(offset_of!(Header, fingerprint) == 40);
+    assert!(offset_of!(Header, user) == 64);
+    assert!(offset_of!(Header, large_lock) == 128);
+    assert!(offset_of!(Header, shared_lock) == 144);
+    assert!(offset_of!(Header, large_dirty) == 160);
+    assert!(offset_of!(Header, leaked) == 200);
+    assert!(offset_of!(Header, slabs) == 208);
+    assert!(offset_of!(Header, bitmap) == 432);
+    assert!(offset_of!(Header, bins) == 472);
+    assert!(HEADER_SIZE == 2584);
+    assert!(DEPOT_OFF == 2624);
+    assert!(SLOTS_OFF == 16960);
+    assert!(offset_of!(Slot, classes) == 64);
+};
