@@ -78,8 +78,8 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         s.push_str(&format!(
-            "Measured {} on {}.\n\n",
-            if self.quick { "(quick run)" } else { "" },
+            "Measured{} on {}.\n\n",
+            if self.quick { " (quick run)" } else { "" },
             machine()
         ));
         s.push_str("| scenario | candidate | median | min – max | ratio | target |\n|---|---|---|---|---|---|\n");
