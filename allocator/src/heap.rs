@@ -356,6 +356,13 @@ impl<P: Platform> Heap<P> {
         None
     }
 
+    /// How many cache slots are claimed right now (slot 0 not counted).
+    pub fn slots_in_use(&self) -> u32 {
+        (1..self.nslots)
+            .filter(|&s| self.slot(s).owner.load(Ordering::Relaxed) != 0)
+            .count() as u32
+    }
+
     /// Returns a slot claimed by [`claim_slot`](Self::claim_slot), publishing its
     /// cached free blocks to the depot where there is room.
     ///

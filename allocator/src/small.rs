@@ -51,10 +51,28 @@ static INV: [u64; crate::class::NUM_CLASSES] = {
     t
 };
 
-/// A slot list holding more than this many blocks is published to the depot.
+/// Blocks in one depot batch of each class: about 4 KiB of blocks, 8 to 256.
+static BATCH: [u64; crate::class::NUM_CLASSES] = {
+    let mut t = [0u64; crate::class::NUM_CLASSES];
+    let mut i = 0;
+    while i < t.len() {
+        let b = 4096 / CLASS_SIZES[i] as u64;
+        t[i] = if b < 8 {
+            8
+        } else if b > 256 {
+            256
+        } else {
+            b
+        };
+        i += 1;
+    }
+    t
+};
+
+/// A slot list holding this many blocks is published to the depot as one batch.
 #[inline]
 fn flush_at(class: usize) -> u32 {
-    (2 * nblocks(class)) as u32
+    (2 * BATCH[class]) as u32
 }
 
 #[inline]
@@ -230,8 +248,11 @@ impl<P: Platform> Heap<P> {
         }
     }
 
-    /// Takes a new slab for `class` from the large heap and installs its blocks as
-    /// the (empty) list of `slot`.
+    /// Takes a new slab for `class` from the large heap, links all its blocks, keeps
+    /// one batch in the (empty) list of `slot` and publishes the other batches to the
+    /// depot, so other slots refill from this slab instead of carving their own.
+    /// (A list's count bounds every walk, so a batch is just `(first, len)` of the
+    /// chain; the link after its last block is never followed.)
     #[cold]
     fn carve(&self, slot: u32, class: usize) -> Result<(), AllocError> {
         let slab = self.large_alloc_slab(class)?;
@@ -245,9 +266,29 @@ impl<P: Platform> Heap<P> {
                 .ok_or(AllocError::Corrupt("slab outside region"))?
                 .store(next, Ordering::Relaxed);
         }
+        // Publish batches from the last one down; whatever the depot cannot take
+        // stays contiguous with batch 0 and goes into the slot's list.
+        let b = BATCH[class];
+        let mut kept = n;
+        let depot = self.depot(class);
+        'publish: while kept > b {
+            let start = (kept - 1) / b * b;
+            let batch = ((kept - start) << 32) | u64::from(unit(first + start * size));
+            for entry in depot {
+                if entry.load(Ordering::Relaxed) == 0
+                    && entry
+                        .compare_exchange(0, batch, Ordering::Release, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    kept = start;
+                    continue 'publish;
+                }
+            }
+            break;
+        }
         self.slot(slot).classes[class]
             .list
-            .store((n << 32) | u64::from(unit(first)), Ordering::Release);
+            .store((kept << 32) | u64::from(unit(first)), Ordering::Release);
         Ok(())
     }
 }
