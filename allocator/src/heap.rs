@@ -87,14 +87,7 @@ impl<P: Platform> Heap<P> {
         // SAFETY: the metadata area lies inside the region (arena_start < len) and
         // nobody else uses the region yet (caller's contract).
         unsafe { std::ptr::write_bytes(region.base().as_ptr(), 0, arena_start as usize) };
-        let heap = Heap {
-            base: region.base(),
-            len,
-            arena_start,
-            arena_end,
-            nslots,
-            _p: PhantomData,
-        };
+        let heap = Self::with_geometry(region, arena_start, arena_end, nslots);
         let h = heap.header();
         h.version.store(ALLOC_VERSION, Ordering::Relaxed);
         h.nslots.store(nslots, Ordering::Relaxed);
@@ -159,14 +152,19 @@ impl<P: Platform> Heap<P> {
         {
             return Err(FormatError::Corrupt("arena bounds are impossible"));
         }
-        Ok(Heap {
+        Ok(Self::with_geometry(region, arena_start, arena_end, nslots))
+    }
+
+    /// The handle, with geometry already validated by the caller.
+    fn with_geometry(region: Region, arena_start: u64, arena_end: u64, nslots: u32) -> Self {
+        Heap {
             base: region.base(),
-            len,
+            len: region.len() as u64,
             arena_start,
             arena_end,
             nslots,
             _p: PhantomData,
-        })
+        }
     }
 
     /// The region length.

@@ -107,22 +107,17 @@ impl RobustLock {
         &self,
         patience: Option<Duration>,
     ) -> Result<LockState, LockTimeout> {
-        let me = P::thread_id() & TID_MASK;
-        debug_assert!(me != 0, "Platform::thread_id must be non-zero");
-        if self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.owner.store(P::process_token(), Ordering::Relaxed);
-            return Ok(LockState::Clean);
+        match self.try_lock::<P>() {
+            Some(state) => Ok(state),
+            None => self.lock_slow::<P>(P::thread_id() & TID_MASK, patience),
         }
-        self.lock_slow::<P>(me, patience)
     }
 
     /// Tries once to acquire the lock without waiting.
+    #[inline]
     pub fn try_lock<P: Platform>(&self) -> Option<LockState> {
         let me = P::thread_id() & TID_MASK;
+        debug_assert!(me != 0, "Platform::thread_id must be non-zero");
         if self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)

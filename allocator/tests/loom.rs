@@ -12,6 +12,18 @@ use shmval_alloc::loom_support::{put, settle, take};
 use shmval_alloc::{LockState, Platform, RobustLock};
 use std::time::Duration;
 
+/// The batch heads found anywhere, sorted.
+fn heads(depot: &[AtomicU64], lists: &[AtomicU64]) -> Vec<u64> {
+    let mut seen: Vec<u64> = depot
+        .iter()
+        .chain(lists.iter())
+        .map(|w| w.load(Ordering::Relaxed) & 0xFFFF_FFFF)
+        .filter(|&h| h != 0)
+        .collect();
+    seen.sort();
+    seen
+}
+
 /// Two slots move batches through a two-entry depot at once: every batch ends in
 /// exactly one place, none duplicated or lost.
 #[test]
@@ -34,13 +46,7 @@ fn depot_transfers_conserve_batches() {
         // Slot 1 takes a batch.
         take(&depot, &lists[1], 1);
         t.join().unwrap();
-        let mut seen: Vec<u64> = depot
-            .iter()
-            .chain(lists.iter())
-            .map(|w| w.load(Ordering::Relaxed) & 0xFFFF_FFFF)
-            .filter(|&h| h != 0)
-            .collect();
-        seen.sort();
+        let seen = heads(&depot, &lists);
         assert_eq!(seen, vec![10, 20]);
     });
 }
@@ -64,13 +70,7 @@ fn settle_after_death_conserves_batches() {
         };
         settle(&depot, &lists[0], 0);
         t.join().unwrap();
-        let mut seen: Vec<u64> = depot
-            .iter()
-            .chain(lists.iter())
-            .map(|w| w.load(Ordering::Relaxed) & 0xFFFF_FFFF)
-            .filter(|&h| h != 0)
-            .collect();
-        seen.sort();
+        let seen = heads(&depot, &lists);
         assert_eq!(seen, vec![10, 30]);
         assert!(depot.iter().all(|e| e.load(Ordering::Relaxed) >> 56 == 0));
     });
