@@ -35,9 +35,11 @@ mod platform;
 mod pool;
 pub mod segment;
 mod sys;
+pub mod val;
 
 pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenOrCreateError};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, PoolOptions};
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
+pub use val::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
