@@ -34,6 +34,7 @@ mod name;
 mod platform;
 mod pool;
 pub mod segment;
+pub mod shm;
 mod sys;
 pub mod val;
 
@@ -41,5 +42,6 @@ pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenO
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, PoolOptions};
+pub use shm::{Arg, ShmTab, ShmVal, ValError};
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use val::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};

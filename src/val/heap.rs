@@ -5,6 +5,7 @@ use num_bigint::BigInt;
 
 /// A complex number (`re + im·j`), stored as two floats.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
 pub struct Complex<T> {
     /// Real part.
     pub re: T,

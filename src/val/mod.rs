@@ -2,6 +2,7 @@
 //! shared objects reached through handles.
 
 mod heap;
+pub(crate) use heap::with_arr;
 mod key;
 mod repr;
 mod serde_impl;

@@ -1,0 +1,382 @@
+//! Heap `Val` → pool (`share`, all or nothing) and pool → heap `Val` (`to_val`).
+
+use super::layout::{tag, ContainerHead, HDR, SLOT};
+use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
+use super::tab::{key_hash, Guard};
+use super::ValError;
+use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
+use crate::Pool;
+use num_bigint::BigInt;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, Release};
+
+fn imm(t: u8, payload: u64) -> Raw {
+    Raw { tag: t, payload }
+}
+
+/// Bytes of a value's elements, for copying into an array object.
+#[allow(clippy::unnecessary_cast)] // the U8 arm's cast is a no-op
+fn arr_bytes(a: &Arr) -> &[u8] {
+    with_arr!(a, v => {
+        let bytes = std::mem::size_of_val(v.as_slice());
+        // SAFETY: every element type is a plain number (or `Complex`, `repr(C)` of two
+        // floats; `bool`, one byte of 0/1): no padding, any reading as bytes is valid.
+        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, bytes) }
+    })
+}
+
+impl Pool {
+    /// Writes `r` into the slot at `off` (a fresh, private block).
+    fn put(&self, off: u64, r: Raw) -> Result<(), ValError> {
+        self.write(self.slot_at(off)?, r);
+        Ok(())
+    }
+
+    fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
+        let o = self.alloc_obj(t, HDR + 8 + bytes.len())?;
+        self.at::<AtomicU64>(o.off + 16)?
+            .store(bytes.len() as u64, Relaxed);
+        let p = self
+            .resolve(
+                shmval_alloc::Offset::new(o.off + 24).expect("non-zero"),
+                bytes.len(),
+            )
+            .ok_or_else(|| corrupt("fresh object"))?;
+        // SAFETY: our fresh object has room for `bytes` after its length word.
+        unsafe {
+            p.as_ptr()
+                .copy_from_nonoverlapping(bytes.as_ptr(), bytes.len())
+        };
+        Ok(imm(t, o.off))
+    }
+
+    /// Copies `v` into the pool. On failure everything built so far is released.
+    pub(crate) fn share_raw(&self, v: &Val, depth: usize) -> Result<Raw, ValError> {
+        if depth > MAX_DEPTH {
+            return Err(ValError::TooDeep);
+        }
+        Ok(match v {
+            Val::None => Raw::NONE,
+            Val::Bool(b) => imm(tag::BOOL, *b as u64),
+            Val::I8(x) => imm(tag::I8, *x as i64 as u64),
+            Val::I16(x) => imm(tag::I16, *x as i64 as u64),
+            Val::I32(x) => imm(tag::I32, *x as i64 as u64),
+            Val::I64(x) => imm(tag::I64, *x as u64),
+            Val::U8(x) => imm(tag::U8, *x as u64),
+            Val::U16(x) => imm(tag::U16, *x as u64),
+            Val::U32(x) => imm(tag::U32, *x as u64),
+            Val::U64(x) => imm(tag::U64, *x),
+            Val::F32(x) => imm(tag::F32, x.to_bits() as u64),
+            Val::F64(x) => imm(tag::F64, x.to_bits()),
+            Val::Complex32(c) => imm(
+                tag::C32,
+                c.re.to_bits() as u64 | (c.im.to_bits() as u64) << 32,
+            ),
+            Val::Str(s) => self.new_bytes_obj(tag::STR, s.as_bytes())?,
+            Val::Bytes(b) => self.new_bytes_obj(tag::BYTES, b)?,
+            Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le())?,
+            Val::Complex64(c) => {
+                let o = self.alloc_obj(tag::C64, HDR + 16)?;
+                self.at::<AtomicU64>(o.off + 16)?
+                    .store(c.re.to_bits(), Relaxed);
+                self.at::<AtomicU64>(o.off + 24)?
+                    .store(c.im.to_bits(), Relaxed);
+                imm(tag::C64, o.off)
+            }
+            Val::Arr(a) => {
+                let bytes = arr_bytes(a);
+                let o = self.alloc_obj(tag::ARR, HDR + 16 + bytes.len())?;
+                self.at::<AtomicU64>(o.off + 16)?
+                    .store(a.kind() as u64, Relaxed);
+                self.at::<AtomicU64>(o.off + 24)?
+                    .store(a.len() as u64, Relaxed);
+                let p = self
+                    .resolve(
+                        shmval_alloc::Offset::new(o.off + 32).expect("non-zero"),
+                        bytes.len(),
+                    )
+                    .ok_or_else(|| corrupt("fresh array"))?;
+                // SAFETY: our fresh object has room for the elements after its header.
+                unsafe {
+                    p.as_ptr()
+                        .copy_from_nonoverlapping(bytes.as_ptr(), bytes.len())
+                };
+                imm(tag::ARR, o.off)
+            }
+            Val::Tup(items) => {
+                let kids = self.share_all(items, depth)?;
+                let o = self
+                    .alloc_obj(tag::TUP, HDR + 16 + kids.len() * SLOT)
+                    .inspect_err(|_| self.release_all(&kids))?;
+                self.at::<AtomicU64>(o.off + 16)?
+                    .store(kids.len() as u64, Relaxed);
+                for (i, k) in kids.iter().enumerate() {
+                    self.put(o.off + 32 + (i * SLOT) as u64, *k)?;
+                }
+                imm(tag::TUP, o.off)
+            }
+            Val::List(items) => {
+                let kids = self.share_all(items, depth)?;
+                let o = self
+                    .new_list(kids.len() as u64)
+                    .inspect_err(|_| self.release_all(&kids))?;
+                let c = self.container(o)?;
+                let data = c.data.load(Relaxed);
+                for (i, k) in kids.iter().enumerate() {
+                    self.put(data + (i * SLOT) as u64, *k)?;
+                }
+                c.len.store(kids.len() as u64, Release);
+                imm(tag::LIST, o.off)
+            }
+            Val::Tab(m) => self.share_map(tag::TAB, m, depth)?,
+            Val::OTab(m) => self.share_map(tag::OTAB, m, depth)?,
+        })
+    }
+
+    fn share_all(&self, items: &[Val], depth: usize) -> Result<Vec<Raw>, ValError> {
+        let mut kids = Vec::with_capacity(items.len());
+        for v in items {
+            match self.share_raw(v, depth + 1) {
+                Ok(r) => kids.push(r),
+                Err(e) => {
+                    self.release_all(&kids);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(kids)
+    }
+
+    pub(crate) fn release_all(&self, rs: &[Raw]) {
+        for r in rs {
+            self.release(*r);
+        }
+    }
+
+    fn share_map(&self, t: u8, m: &Map, depth: usize) -> Result<Raw, ValError> {
+        let o = self.new_tab_obj(t, m.len() as u64)?;
+        let raw = imm(t, o.off);
+        for (k, v) in m {
+            let entry =
+                self.share_raw(k, depth + 1)
+                    .and_then(|kr| match self.share_raw(v, depth + 1) {
+                        Ok(vr) => Ok((kr, vr)),
+                        Err(e) => {
+                            self.release(kr);
+                            Err(e)
+                        }
+                    });
+            let (kr, vr) = match entry {
+                Ok(x) => x,
+                Err(e) => {
+                    self.release(raw);
+                    return Err(e);
+                }
+            };
+            // A private table with room for every key: appending cannot fail for space.
+            if let Err(e) = self.tab_append(o, key_hash(k), kr, vr) {
+                self.release_all(&[kr, vr, raw]);
+                return Err(e);
+            }
+        }
+        Ok(raw)
+    }
+
+    /// A new list object with room for `cap` slots (len 0).
+    pub(crate) fn new_list(&self, cap: u64) -> Result<Obj, ValError> {
+        let o = self.alloc_obj(tag::LIST, HDR + std::mem::size_of::<ContainerHead>())?;
+        if cap > 0 {
+            match self.alloc_block(cap * SLOT as u64) {
+                Ok(data) => {
+                    let c = self.container(o)?;
+                    c.data.store(data, Relaxed);
+                    c.cap.store(cap, Relaxed);
+                }
+                Err(e) => {
+                    self.release(imm(tag::LIST, o.off));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(o)
+    }
+
+    /// Copies the value `r` (to which the caller holds a reference) out to the heap.
+    pub(crate) fn to_val_raw(&self, r: Raw, depth: usize) -> Result<Val, ValError> {
+        if depth > MAX_DEPTH {
+            return Err(ValError::TooDeep);
+        }
+        let p = r.payload;
+        Ok(match r.tag {
+            tag::NONE => Val::None,
+            tag::BOOL => Val::Bool(p != 0),
+            tag::I8 => Val::I8(p as i8),
+            tag::I16 => Val::I16(p as i16),
+            tag::I32 => Val::I32(p as i32),
+            tag::I64 => Val::I64(p as i64),
+            tag::U8 => Val::U8(p as u8),
+            tag::U16 => Val::U16(p as u16),
+            tag::U32 => Val::U32(p as u32),
+            tag::U64 => Val::U64(p),
+            tag::F32 => Val::F32(f32::from_bits(p as u32)),
+            tag::F64 => Val::F64(f64::from_bits(p)),
+            tag::C32 => Val::Complex32(Complex::new(
+                f32::from_bits(p as u32),
+                f32::from_bits((p >> 32) as u32),
+            )),
+            t if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t) => {
+                let o = self.obj(p)?;
+                if o.tag != t {
+                    return Err(corrupt(format!(
+                        "slot says tag {t}, object at {p:#x} is tag {}",
+                        o.tag
+                    )));
+                }
+                self.object_to_val(o, depth)?
+            }
+            t => return Err(corrupt(format!("unknown value tag {t}"))),
+        })
+    }
+
+    fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
+        let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
+        if len > o.size.saturating_sub(24) {
+            return Err(corrupt(format!(
+                "object at {:#x}: length {len} beyond its {} bytes",
+                o.off, o.size
+            )));
+        }
+        self.bytes_at(o.off + 24, len)
+    }
+
+    fn object_to_val(&self, o: Obj, depth: usize) -> Result<Val, ValError> {
+        Ok(match o.tag {
+            tag::STR => Val::Str(
+                String::from_utf8(self.bytes_of(o)?.to_vec())
+                    .map_err(|_| corrupt("str is not UTF-8"))?,
+            ),
+            tag::BYTES => Val::Bytes(self.bytes_of(o)?.to_vec()),
+            tag::BIGINT => Val::BigInt(BigInt::from_signed_bytes_le(self.bytes_of(o)?)),
+            tag::C64 => Val::Complex64(Complex::new(
+                f64::from_bits(self.at::<AtomicU64>(o.off + 16)?.load(Relaxed)),
+                f64::from_bits(self.at::<AtomicU64>(o.off + 24)?.load(Relaxed)),
+            )),
+            tag::ARR => {
+                let kind = ArrKind::from_u8(self.at::<AtomicU64>(o.off + 16)?.load(Relaxed) as u8)
+                    .ok_or_else(|| corrupt("array kind"))?;
+                let len = self.at::<AtomicU64>(o.off + 24)?.load(Relaxed);
+                let bytes = len
+                    .checked_mul(kind.size() as u64)
+                    .filter(|b| *b <= o.size.saturating_sub(32))
+                    .ok_or_else(|| corrupt("array length"))?;
+                arr_from_bytes(kind, self.bytes_at(o.off + 32, bytes)?)?
+            }
+            tag::TUP => {
+                let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
+                if len > o.size.saturating_sub(32) / SLOT as u64 {
+                    return Err(corrupt("tuple length"));
+                }
+                let mut v = Vec::with_capacity(len as usize);
+                for i in 0..len {
+                    v.push(self.to_val_raw(
+                        self.read(self.slot_at(o.off + 32 + i * SLOT as u64)?),
+                        depth + 1,
+                    )?);
+                }
+                Val::Tup(v)
+            }
+            tag::LIST => {
+                let items = self.list_snapshot(o)?;
+                let out: Result<Vec<Val>, ValError> = items
+                    .iter()
+                    .map(|r| self.to_val_raw(*r, depth + 1))
+                    .collect();
+                self.release_all(&items);
+                Val::List(out?)
+            }
+            _ => {
+                let pairs = self.tab_snapshot(o)?;
+                let mut m = Map::with_capacity(pairs.len());
+                let mut res = Ok(());
+                for (k, v) in &pairs {
+                    match (
+                        self.to_val_raw(*k, depth + 1),
+                        self.to_val_raw(*v, depth + 1),
+                    ) {
+                        (Ok(k), Ok(v)) => {
+                            m.insert(k, v);
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            res = Err(e);
+                            break;
+                        }
+                    }
+                }
+                for (k, v) in &pairs {
+                    self.release_all(&[*k, *v]);
+                }
+                res?;
+                if o.tag == tag::TAB {
+                    Val::Tab(m)
+                } else {
+                    Val::OTab(m)
+                }
+            }
+        })
+    }
+
+    /// The list's elements, each retained, read under its lock.
+    pub(crate) fn list_snapshot(&self, o: Obj) -> Result<Vec<Raw>, ValError> {
+        let g = Guard::lock(self, o)?;
+        let c = g.head;
+        let (len, cap, data) = (
+            c.len.load(Relaxed),
+            c.cap.load(Relaxed),
+            c.data.load(Relaxed),
+        );
+        if len > cap {
+            return Err(corrupt("list length beyond capacity"));
+        }
+        let mut out = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            let r = self.read(self.slot_at(data + i * SLOT as u64)?);
+            if let Err(e) = self.retain(r) {
+                self.release_all(&out);
+                return Err(e);
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+}
+
+fn arr_from_bytes(kind: ArrKind, b: &[u8]) -> Result<Val, ValError> {
+    macro_rules! read {
+        ($t:ty, $n:expr, $f:expr) => {
+            b.chunks_exact($n)
+                .map(|c| $f(<[u8; $n]>::try_from(c).expect("chunk size")))
+                .collect::<Vec<$t>>()
+        };
+    }
+    Ok(Val::Arr(match kind {
+        ArrKind::Bool => Arr::Bool(b.iter().map(|&x| x != 0).collect()),
+        ArrKind::I8 => Arr::I8(b.iter().map(|&x| x as i8).collect()),
+        ArrKind::U8 => Arr::U8(b.to_vec()),
+        ArrKind::I16 => Arr::I16(read!(i16, 2, i16::from_le_bytes)),
+        ArrKind::U16 => Arr::U16(read!(u16, 2, u16::from_le_bytes)),
+        ArrKind::I32 => Arr::I32(read!(i32, 4, i32::from_le_bytes)),
+        ArrKind::U32 => Arr::U32(read!(u32, 4, u32::from_le_bytes)),
+        ArrKind::F32 => Arr::F32(read!(f32, 4, f32::from_le_bytes)),
+        ArrKind::I64 => Arr::I64(read!(i64, 8, i64::from_le_bytes)),
+        ArrKind::U64 => Arr::U64(read!(u64, 8, u64::from_le_bytes)),
+        ArrKind::F64 => Arr::F64(read!(f64, 8, f64::from_le_bytes)),
+        ArrKind::C32 => Arr::C32(read!(Complex<f32>, 8, |x: [u8; 8]| Complex::new(
+            f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
+            f32::from_le_bytes([x[4], x[5], x[6], x[7]])
+        ))),
+        ArrKind::C64 => Arr::C64(read!(Complex<f64>, 16, |x: [u8; 16]| Complex::new(
+            f64::from_le_bytes(x[..8].try_into().expect("8 bytes")),
+            f64::from_le_bytes(x[8..].try_into().expect("8 bytes"))
+        ))),
+    }))
+}

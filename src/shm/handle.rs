@@ -1,0 +1,416 @@
+//! Handles on shared values: each owns one reference.
+
+use super::layout::tag;
+use super::mem::{Obj, Raw};
+use super::tab::{key_hash, Guard};
+use super::ValError;
+use crate::val::Val;
+use crate::Pool;
+use std::fmt;
+use std::sync::atomic::Ordering;
+
+/// A handle on a value in a pool. Cloning takes a reference, dropping gives it back;
+/// the last reference frees the object (and releases what it holds). The handle keeps
+/// its pool mapped.
+pub struct ShmVal {
+    pool: Pool,
+    raw: Raw,
+}
+
+impl ShmVal {
+    /// Wraps a raw value whose reference the caller hands over.
+    pub(crate) fn from_owned(pool: &Pool, raw: Raw) -> ShmVal {
+        ShmVal {
+            pool: pool.clone(),
+            raw,
+        }
+    }
+
+    fn into_raw(self) -> Raw {
+        let r = self.raw;
+        std::mem::forget(self);
+        r
+    }
+
+    /// Copies the value out to the heap.
+    ///
+    /// # Errors
+    /// [`ValError::Corrupt`] for damaged shared memory, [`ValError::TooDeep`].
+    pub fn to_val(&self) -> Result<Val, ValError> {
+        self.pool.to_val_raw(self.raw, 0)
+    }
+
+    /// The Python type name.
+    pub fn type_name(&self) -> &'static str {
+        match self.raw.tag {
+            tag::NONE => "NoneType",
+            tag::BOOL => "bool",
+            tag::I8..=tag::U64 | tag::BIGINT => "int",
+            tag::F32 | tag::F64 => "float",
+            tag::C32 | tag::C64 => "complex",
+            tag::STR => "str",
+            tag::BYTES => "bytes",
+            tag::ARR => "array",
+            tag::TUP => "tuple",
+            tag::LIST => "list",
+            tag::TAB => "dict",
+            tag::OTAB => "OrderedDict",
+            _ => "?",
+        }
+    }
+
+    /// This value as a table handle, if it is a `dict` or `OrderedDict`.
+    pub fn as_tab(&self) -> Option<ShmTab> {
+        matches!(self.raw.tag, tag::TAB | tag::OTAB).then(|| ShmTab(self.clone()))
+    }
+
+    /// The pool this value lives in.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The offset of the object in the pool (`None` for immediate values).
+    pub fn offset(&self) -> Option<u64> {
+        self.raw.is_object().then_some(self.raw.payload)
+    }
+}
+
+impl Clone for ShmVal {
+    /// Takes one more reference. If the object was damaged since this handle was
+    /// made, the clone is `None` rather than a handle without a reference.
+    fn clone(&self) -> Self {
+        match self.pool.retain(self.raw) {
+            Ok(()) => ShmVal {
+                pool: self.pool.clone(),
+                raw: self.raw,
+            },
+            Err(_) => ShmVal {
+                pool: self.pool.clone(),
+                raw: Raw::NONE,
+            },
+        }
+    }
+}
+
+impl Drop for ShmVal {
+    fn drop(&mut self) {
+        self.pool.release(self.raw);
+    }
+}
+
+impl fmt::Display for ShmVal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_val() {
+            Ok(v) => write!(f, "{v}"),
+            Err(e) => write!(f, "<{e}>"),
+        }
+    }
+}
+
+impl fmt::Debug for ShmVal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmVal({self})")
+    }
+}
+
+/// Something that can be put into a shared container: a heap value (copied in) or a
+/// shared handle (referenced, not copied).
+pub enum Arg {
+    /// Copied into the pool.
+    Heap(Val),
+    /// Stored by reference.
+    Shared(ShmVal),
+}
+
+impl<T: Into<Val>> From<T> for Arg {
+    fn from(v: T) -> Arg {
+        Arg::Heap(v.into())
+    }
+}
+impl From<ShmVal> for Arg {
+    fn from(v: ShmVal) -> Arg {
+        Arg::Shared(v)
+    }
+}
+impl From<&ShmVal> for Arg {
+    fn from(v: &ShmVal) -> Arg {
+        Arg::Shared(v.clone())
+    }
+}
+impl From<ShmTab> for Arg {
+    fn from(v: ShmTab) -> Arg {
+        Arg::Shared(v.0)
+    }
+}
+impl From<&ShmTab> for Arg {
+    fn from(v: &ShmTab) -> Arg {
+        Arg::Shared(v.0.clone())
+    }
+}
+
+impl Arg {
+    /// The heap form of a key (for hashing and comparing).
+    fn key_val(&self) -> Result<Val, ValError> {
+        let v = match self {
+            Arg::Heap(v) => v.clone(),
+            Arg::Shared(s) => s.to_val()?,
+        };
+        if !v.is_hashable() {
+            return Err(ValError::Unhashable(v.type_name()));
+        }
+        Ok(v)
+    }
+
+    /// The value as an owned raw reference in `pool`.
+    fn into_raw(self, pool: &Pool) -> Result<Raw, ValError> {
+        match self {
+            Arg::Heap(v) => pool.share_raw(&v, 0),
+            Arg::Shared(s) if Pool::same(s.pool(), pool) => Ok(s.into_raw()),
+            // A value of another pool is copied in.
+            Arg::Shared(s) => pool.share_raw(&s.to_val()?, 0),
+        }
+    }
+}
+
+/// A handle on a shared `dict` (or `OrderedDict`). Every operation is atomic with
+/// respect to other processes (the table's robust lock).
+#[derive(Clone)]
+pub struct ShmTab(ShmVal);
+
+impl fmt::Display for ShmTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for ShmTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmTab({self})")
+    }
+}
+
+impl ShmTab {
+    fn obj(&self) -> Result<Obj, ValError> {
+        self.0.pool.obj(self.0.raw.payload)
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.0.pool
+    }
+
+    /// The table as a plain value handle.
+    pub fn as_val(&self) -> &ShmVal {
+        &self.0
+    }
+
+    /// Copies the table out to the heap.
+    ///
+    /// # Errors
+    /// As [`ShmVal::to_val`].
+    pub fn to_val(&self) -> Result<Val, ValError> {
+        self.0.to_val()
+    }
+
+    /// Number of entries.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn len(&self) -> Result<usize, ValError> {
+        let g = Guard::lock(self.pool(), self.obj()?)?;
+        Ok(g.head.len.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether the table is empty.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool, ValError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Inserts `key → value` (heap values are copied in, shared handles referenced),
+    /// returning the previous value of an equal key. As in Python, an existing key
+    /// keeps its original form (`1` stays `1` when `1.0` is inserted).
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], [`ValError::Alloc`] (the table is unchanged), ...
+    pub fn insert(
+        &self,
+        key: impl Into<Arg>,
+        value: impl Into<Arg>,
+    ) -> Result<Option<ShmVal>, ValError> {
+        let (key, value) = (key.into(), value.into());
+        let kv = key.key_val()?;
+        let hash = key_hash(&kv);
+        let pool = self.pool();
+        let vr = value.into_raw(pool)?;
+        let g = match Guard::lock(pool, self.obj()?) {
+            Ok(g) => g,
+            Err(e) => {
+                pool.release(vr);
+                return Err(e);
+            }
+        };
+        g.begin();
+        if let Some((i, _)) = g.find(hash, &kv)? {
+            let e = g.entry(i)?;
+            let old = pool.read(&e.value);
+            pool.write(&e.value, vr);
+            drop(g);
+            return Ok(Some(ShmVal::from_owned(pool, old)));
+        }
+        let kr = match key.into_raw(pool) {
+            Ok(k) => k,
+            Err(e) => {
+                drop(g);
+                pool.release(vr);
+                return Err(e);
+            }
+        };
+        if let Err(e) = g.append(hash, kr, vr) {
+            drop(g);
+            pool.release_all(&[kr, vr]);
+            return Err(e);
+        }
+        Ok(None)
+    }
+
+    /// The value of `key`, if present.
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
+    pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        let kv = key.into().key_val()?;
+        let pool = self.pool();
+        let g = Guard::lock(pool, self.obj()?)?;
+        match g.find(key_hash(&kv), &kv)? {
+            Some((i, _)) => {
+                let v = pool.read(&g.entry(i)?.value);
+                pool.retain(v)?;
+                Ok(Some(ShmVal::from_owned(pool, v)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
+        let kv = key.into().key_val()?;
+        let g = Guard::lock(self.pool(), self.obj()?)?;
+        Ok(g.find(key_hash(&kv), &kv)?.is_some())
+    }
+
+    /// Removes `key`, returning its value.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        let kv = key.into().key_val()?;
+        let pool = self.pool();
+        let g = Guard::lock(pool, self.obj()?)?;
+        g.begin();
+        let Some((i, bucket)) = g.find(key_hash(&kv), &kv)? else {
+            return Ok(None);
+        };
+        let (k, v) = g.remove_at(i, bucket)?;
+        drop(g);
+        pool.release(k);
+        Ok(Some(ShmVal::from_owned(pool, v)))
+    }
+
+    /// A snapshot of the entries, in insertion order.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn entries(&self) -> Result<Vec<(ShmVal, ShmVal)>, ValError> {
+        let pool = self.pool();
+        Ok(pool
+            .tab_snapshot(self.obj()?)?
+            .into_iter()
+            .map(|(k, v)| (ShmVal::from_owned(pool, k), ShmVal::from_owned(pool, v)))
+            .collect())
+    }
+
+    /// A snapshot of the keys, in insertion order.
+    ///
+    /// # Errors
+    /// As [`entries`](Self::entries).
+    pub fn keys(&self) -> Result<Vec<ShmVal>, ValError> {
+        Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
+    }
+}
+
+impl Pool {
+    pub(crate) fn same(a: &Pool, b: &Pool) -> bool {
+        a.base() == b.base()
+    }
+
+    /// Copies a heap value into the pool (deep, all or nothing: if the pool fills up
+    /// midway, everything built so far is released and the error returned).
+    ///
+    /// # Errors
+    /// [`ValError::Alloc`], [`ValError::TooDeep`].
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{tab, Pool, PoolOptions};
+    /// # let pool = Pool::create_with(&format!("doc-share-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let v = pool.share(&tab! { "seq" => 1, "data" => vec![1.5f64, 2.5] })?;
+    /// assert_eq!(v.to_string(), "{'seq': 1, 'data': array('d', [1.5, 2.5])}");
+    /// drop(v);
+    /// assert_eq!(pool.stats().in_use, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn share(&self, v: &Val) -> Result<ShmVal, ValError> {
+        Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
+    }
+
+    /// A new, empty shared `dict`.
+    ///
+    /// # Errors
+    /// [`ValError::Alloc`].
+    pub fn new_tab(&self) -> Result<ShmTab, ValError> {
+        let o = self.new_tab_obj(tag::TAB, 0)?;
+        Ok(ShmTab(ShmVal::from_owned(
+            self,
+            Raw {
+                tag: tag::TAB,
+                payload: o.off,
+            },
+        )))
+    }
+
+    /// The root table: named values every attached process can find. Created on
+    /// first use (racing creators settle by CAS); it lives as long as the pool.
+    ///
+    /// # Errors
+    /// [`ValError::Alloc`] on first use in a full pool; a corrupt root.
+    pub fn root(&self) -> Result<ShmTab, ValError> {
+        let word = self.user_word(0);
+        let mut off = word.load(Ordering::Acquire);
+        if off == 0 {
+            let fresh = self.new_tab()?;
+            let new = fresh.0.raw.payload;
+            match word.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    std::mem::forget(fresh); // the root word owns this reference now
+                    off = new;
+                }
+                Err(cur) => off = cur, // another process won; `fresh` is released
+            }
+        }
+        let o = self.obj(off)?;
+        if o.tag != tag::TAB {
+            return Err(super::mem::corrupt("root word does not name a dict"));
+        }
+        let raw = Raw {
+            tag: tag::TAB,
+            payload: off,
+        };
+        self.retain(raw)?;
+        Ok(ShmTab(ShmVal::from_owned(self, raw)))
+    }
+}

@@ -1,0 +1,142 @@
+//! Byte layout of values inside a pool.
+//!
+//! A **slot** (16 bytes) holds one value: a tag word and a payload word. Scalars are
+//! immediate; everything else is the offset of an **object**, which starts with a
+//! 16-byte header `{kind: "SV" << 16 | tag, refcount, alloc_size}`.
+//!
+//! | object | after the header |
+//! |---|---|
+//! | Str, Bytes, BigInt | `len: u64`, then `len` bytes (BigInt: signed little-endian) |
+//! | Complex64 | `re: f64, im: f64` |
+//! | Arr | `kind: u64, len: u64`, then `len` elements |
+//! | Tup | `len: u64, _: u64`, then `len` slots |
+//! | List | `lock (16)`, `len, cap, data: u64, _: u64`; `data` is a block of `cap` slots |
+//! | Tab, OTab | `lock (16)`, `len, used, cap, entries, dirty, index: u64`; `entries` holds `cap` entries `{hash: u64, _: u64, key: slot, value: slot}` in insertion order |
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Tags of a slot and of an object header.
+pub mod tag {
+    /// `None`.
+    pub const NONE: u8 = 0;
+    /// `bool` (payload 0/1).
+    pub const BOOL: u8 = 1;
+    /// Signed integers, payload sign-extended to 64 bits.
+    pub const I8: u8 = 2;
+    /// See [`I8`].
+    pub const I16: u8 = 3;
+    /// See [`I8`].
+    pub const I32: u8 = 4;
+    /// See [`I8`].
+    pub const I64: u8 = 5;
+    /// Unsigned integers.
+    pub const U8: u8 = 6;
+    /// See [`U8`].
+    pub const U16: u8 = 7;
+    /// See [`U8`].
+    pub const U32: u8 = 8;
+    /// See [`U8`].
+    pub const U64: u8 = 9;
+    /// f32 bits in the low 32 bits.
+    pub const F32: u8 = 10;
+    /// f64 bits.
+    pub const F64: u8 = 11;
+    /// Two f32: re in the low 32 bits, im in the high.
+    pub const C32: u8 = 12;
+    /// First object tag: everything from here on is an object offset.
+    pub const FIRST_OBJECT: u8 = 32;
+    /// `str` object.
+    pub const STR: u8 = 32;
+    /// `bytes` object.
+    pub const BYTES: u8 = 33;
+    /// Arbitrary-precision int object.
+    pub const BIGINT: u8 = 34;
+    /// complex (two f64) object.
+    pub const C64: u8 = 35;
+    /// Typed numeric array object.
+    pub const ARR: u8 = 36;
+    /// `tuple` object.
+    pub const TUP: u8 = 37;
+    /// `list` object.
+    pub const LIST: u8 = 38;
+    /// `dict` object.
+    pub const TAB: u8 = 39;
+    /// `OrderedDict` object.
+    pub const OTAB: u8 = 40;
+    /// Last object tag.
+    pub const LAST_OBJECT: u8 = 40;
+    /// A deleted dict entry's key tag.
+    pub const DELETED: u8 = 0xFF;
+}
+
+/// "SV" marker in the high half of an object's kind word.
+pub const OBJ_MAGIC: u32 = 0x5356 << 16;
+
+/// A value slot.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Slot {
+    /// Low 8 bits: the tag.
+    pub tag: AtomicU64,
+    /// Immediate bits or object offset.
+    pub payload: AtomicU64,
+}
+
+/// The header every object starts with.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ObjHeader {
+    /// `OBJ_MAGIC | tag`.
+    pub kind: AtomicU32,
+    /// References: handles, container slots, pipe slots.
+    pub refcount: AtomicU32,
+    /// Bytes of the allocation (what `free` needs, validated against the object).
+    pub alloc_size: AtomicU64,
+}
+
+/// The fields of a mutable container after its header.
+#[repr(C)]
+#[derive(Debug)]
+pub struct ContainerHead {
+    /// Serialises every operation on the container.
+    pub lock: shmval_alloc::RobustLock,
+    /// Live elements / entries.
+    pub len: AtomicU64,
+    /// Tab: entries used (live + deleted). List: unused.
+    pub used: AtomicU64,
+    /// Capacity of the data block (slots or entries).
+    pub cap: AtomicU64,
+    /// Offset of the data block (0 when `cap` is 0).
+    pub data: AtomicU64,
+    /// Non-zero while an operation is under way (repaired by the next holder).
+    pub dirty: AtomicU64,
+    /// Tab: offset of the hash index (`u32` per bucket, 0 = none for small tables).
+    pub index: AtomicU64,
+}
+
+/// A dict entry.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Entry {
+    /// Hash of the key.
+    pub hash: AtomicU64,
+    _pad: AtomicU64,
+    /// Key (tag DELETED when removed).
+    pub key: Slot,
+    /// Value.
+    pub value: Slot,
+}
+
+/// Bytes of a slot.
+pub const SLOT: usize = 16;
+/// Bytes of an object header.
+pub const HDR: usize = 16;
+/// Bytes of a container's fields (header excluded).
+pub const CONTAINER: usize = 64;
+/// Bytes of a dict entry.
+pub const ENTRY: usize = 48;
+
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT);
+const _: () = assert!(std::mem::size_of::<ObjHeader>() == HDR);
+const _: () = assert!(std::mem::size_of::<ContainerHead>() == CONTAINER);
+const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY);

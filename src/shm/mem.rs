@@ -1,0 +1,262 @@
+//! Validated access to objects in a pool, allocation, reference counting.
+
+use super::layout::{
+    tag, ContainerHead, Entry, ObjHeader, Slot, CONTAINER, ENTRY, HDR, OBJ_MAGIC, SLOT,
+};
+use super::ValError;
+use crate::Pool;
+use shmval_alloc::Offset;
+use std::alloc::Layout;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+/// A value as stored in a slot: `(tag, payload)`. For object tags the payload is an
+/// offset and the pair *owns one reference* wherever it is held by Rust code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Raw {
+    pub tag: u8,
+    pub payload: u64,
+}
+
+impl Raw {
+    pub(crate) const NONE: Raw = Raw {
+        tag: tag::NONE,
+        payload: 0,
+    };
+
+    pub(crate) fn is_object(self) -> bool {
+        self.tag >= tag::FIRST_OBJECT
+    }
+}
+
+/// A validated object: where it is and what it is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Obj {
+    pub off: u64,
+    pub tag: u8,
+    pub size: u64,
+}
+
+/// Limit on nesting for every traversal of shared values.
+pub(crate) const MAX_DEPTH: usize = 100;
+
+pub(crate) fn corrupt(what: impl Into<String>) -> ValError {
+    ValError::Corrupt { what: what.into() }
+}
+
+impl Pool {
+    /// The object at `off`, after checking that its header lies in the arena, carries
+    /// the object magic and a known tag, and that its recorded size is plausible.
+    pub(crate) fn obj(&self, off: u64) -> Result<Obj, ValError> {
+        let h = self.header_at(off)?;
+        let kind = h.kind.load(Acquire);
+        let t = kind as u8;
+        if kind & 0xFFFF_0000 != OBJ_MAGIC
+            || kind & 0xFF00 != 0
+            || !(tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t)
+        {
+            return Err(corrupt(format!(
+                "no object at {off:#x} (kind word {kind:#x})"
+            )));
+        }
+        let size = h.alloc_size.load(Relaxed);
+        if size < HDR as u64
+            || self
+                .resolve(Offset::new(off).expect("checked"), size as usize)
+                .is_none()
+        {
+            return Err(corrupt(format!("object at {off:#x} claims {size} bytes")));
+        }
+        Ok(Obj { off, tag: t, size })
+    }
+
+    pub(crate) fn header_at(&self, off: u64) -> Result<&ObjHeader, ValError> {
+        self.at::<ObjHeader>(off)
+    }
+
+    /// A reference to a `T` (made of atomics) at `off`, bounds- and alignment-checked.
+    pub(crate) fn at<T>(&self, off: u64) -> Result<&T, ValError> {
+        let p = Offset::new(off)
+            .and_then(|o| self.resolve(o, std::mem::size_of::<T>()))
+            .filter(|p| p.as_ptr() as usize % std::mem::align_of::<T>() == 0)
+            .ok_or_else(|| corrupt(format!("offset {off:#x} outside the pool")))?;
+        // SAFETY: in bounds and aligned (checked); every `T` used here is made of
+        // atomics only, so any bytes are a valid value and sharing is sound.
+        Ok(unsafe { &*(p.as_ptr() as *const T) })
+    }
+
+    pub(crate) fn slot_at(&self, off: u64) -> Result<&Slot, ValError> {
+        self.at::<Slot>(off)
+    }
+
+    pub(crate) fn container(&self, o: Obj) -> Result<&ContainerHead, ValError> {
+        if o.size < (HDR + CONTAINER) as u64 {
+            return Err(corrupt("container too small"));
+        }
+        self.at::<ContainerHead>(o.off + HDR as u64)
+    }
+
+    pub(crate) fn entry_at(&self, data: u64, i: u64) -> Result<&Entry, ValError> {
+        self.at::<Entry>(
+            i.checked_mul(ENTRY as u64)
+                .and_then(|x| x.checked_add(data))
+                .ok_or_else(|| corrupt("entry index"))?,
+        )
+    }
+
+    /// `len` bytes at `off` of an immutable, published object.
+    pub(crate) fn bytes_at(&self, off: u64, len: u64) -> Result<&[u8], ValError> {
+        let p = Offset::new(off)
+            .and_then(|o| self.resolve(o, len as usize))
+            .ok_or_else(|| corrupt(format!("{len} bytes at {off:#x} outside the pool")))?;
+        // SAFETY: in bounds; the bytes of a published Str/Bytes/BigInt/Arr are never
+        // written again (immutable once published), so reading them is race-free.
+        Ok(unsafe { std::slice::from_raw_parts(p.as_ptr(), len as usize) })
+    }
+
+    pub(crate) fn read(&self, s: &Slot) -> Raw {
+        Raw {
+            tag: s.tag.load(Acquire) as u8,
+            payload: s.payload.load(Acquire),
+        }
+    }
+
+    pub(crate) fn write(&self, s: &Slot, r: Raw) {
+        s.payload.store(r.payload, Relaxed);
+        s.tag.store(u64::from(r.tag), Release);
+    }
+
+    fn obj_layout(size: u64) -> Layout {
+        Layout::from_size_align(size as usize, 16).expect("object sizes are small multiples of 16")
+    }
+
+    /// Allocates an object of `size` bytes with refcount 1.
+    pub(crate) fn alloc_obj(&self, t: u8, size: usize) -> Result<Obj, ValError> {
+        let size = size.next_multiple_of(16) as u64;
+        let off = self.alloc(Self::obj_layout(size))?.get();
+        let p = self
+            .resolve(Offset::new(off).expect("non-zero"), size as usize)
+            .ok_or_else(|| corrupt("fresh object"))?;
+        // SAFETY: a fresh block of `size` bytes, ours alone until published: recycled
+        // memory must not leak old fields (lengths, offsets) into the new object.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size as usize) };
+        let h = self.header_at(off)?;
+        h.refcount.store(1, Relaxed);
+        h.alloc_size.store(size, Relaxed);
+        h.kind.store(OBJ_MAGIC | u32::from(t), Release);
+        Ok(Obj { off, tag: t, size })
+    }
+
+    /// A raw block (not an object: container data), zeroed.
+    pub(crate) fn alloc_block(&self, size: u64) -> Result<u64, ValError> {
+        let off = self
+            .alloc(Self::obj_layout(size.max(16).next_multiple_of(16)))?
+            .get();
+        let p = self
+            .resolve(Offset::new(off).expect("non-zero"), size as usize)
+            .ok_or_else(|| corrupt("fresh block"))?;
+        // SAFETY: a fresh block of `size` bytes, ours alone until published.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size as usize) };
+        Ok(off)
+    }
+
+    pub(crate) fn free_block(&self, off: u64, size: u64) {
+        if let Some(o) = Offset::new(off) {
+            // SAFETY: callers pass a block they own, with the size it was allocated with.
+            let _ = unsafe { self.free(o, Self::obj_layout(size.max(16).next_multiple_of(16))) };
+        }
+    }
+
+    /// Takes one more reference to `r` (nothing for immediates).
+    pub(crate) fn retain(&self, r: Raw) -> Result<(), ValError> {
+        if r.is_object() {
+            let h = self.header_at(self.obj(r.payload)?.off)?;
+            if h.refcount.fetch_add(1, Relaxed) == u32::MAX {
+                h.refcount.fetch_sub(1, Relaxed);
+                return Err(corrupt("reference count overflow"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to `r`; the last one frees the object and releases its
+    /// children — iteratively, so depth and length cannot overflow the stack. Corrupt
+    /// objects are skipped (leaked), never freed twice.
+    pub(crate) fn release(&self, r: Raw) {
+        if !r.is_object() {
+            return;
+        }
+        let mut stack = vec![r.payload];
+        while let Some(off) = stack.pop() {
+            let Ok(o) = self.obj(off) else { continue };
+            let Ok(h) = self.header_at(off) else { continue };
+            let prev = h.refcount.fetch_sub(1, AcqRel);
+            if prev != 1 {
+                if prev == 0 {
+                    h.refcount.fetch_add(1, Relaxed); // corrupt: do not wrap
+                }
+                continue;
+            }
+            let _ = self.push_children(o, &mut stack);
+            h.kind.store(0, Release); // a stale offset can never pass `obj` again
+            self.free_block(off, o.size);
+        }
+    }
+
+    /// Pushes the object children of a dying object and frees its data blocks.
+    fn push_children(&self, o: Obj, stack: &mut Vec<u64>) -> Result<(), ValError> {
+        let mut push = |s: &Slot| {
+            let r = self.read(s);
+            if r.is_object() {
+                stack.push(r.payload);
+            }
+        };
+        match o.tag {
+            tag::TUP => {
+                let len = self
+                    .at::<std::sync::atomic::AtomicU64>(o.off + HDR as u64)?
+                    .load(Relaxed);
+                for i in 0..len.min((o.size - 32) / SLOT as u64) {
+                    push(self.slot_at(o.off + 32 + i * SLOT as u64)?);
+                }
+            }
+            tag::LIST => {
+                let c = self.container(o)?;
+                let (len, cap, data) = (
+                    c.len.load(Relaxed),
+                    c.cap.load(Relaxed),
+                    c.data.load(Relaxed),
+                );
+                for i in 0..len.min(cap) {
+                    push(self.slot_at(data + i * SLOT as u64)?);
+                }
+                if data != 0 {
+                    self.free_block(data, cap * SLOT as u64);
+                }
+            }
+            tag::TAB | tag::OTAB => {
+                let c = self.container(o)?;
+                let (used, cap, data) = (
+                    c.used.load(Relaxed),
+                    c.cap.load(Relaxed),
+                    c.data.load(Relaxed),
+                );
+                for i in 0..used.min(cap) {
+                    let e = self.entry_at(data, i)?;
+                    if self.read(&e.key).tag != tag::DELETED {
+                        push(&e.key);
+                        push(&e.value);
+                    }
+                }
+                if data != 0 {
+                    self.free_block(data, cap * ENTRY as u64);
+                }
+                let index = c.index.load(Relaxed);
+                if index != 0 {
+                    self.free_block(index, super::tab::index_bytes(cap));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,41 @@
+//! Shared values: objects living in a pool, reference counted across processes,
+//! reached through handles ([`ShmVal`], [`ShmTab`]).
+//!
+//! See `layout` for the bytes. Invariants: every object reachable from a slot has a
+//! reference count of at least the number of slots and handles naming it; the last
+//! release frees it and releases its children iteratively; every read of shared
+//! memory is bounds-checked and every traversal depth-bounded.
+
+mod convert;
+mod handle;
+pub mod layout;
+mod mem;
+mod tab;
+
+pub use handle::{Arg, ShmTab, ShmVal};
+
+use crate::error::AllocError;
+use thiserror::Error;
+
+/// Why an operation on shared values failed. Nothing was changed, and nothing leaked.
+#[derive(Debug, Error)]
+pub enum ValError {
+    /// The pool is full.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// Nesting deeper than 100 levels (or a cycle) was met.
+    #[error("value nested deeper than 100 levels (or cyclic)")]
+    TooDeep,
+    /// A key that cannot be hashed (list, dict, array).
+    #[error("unhashable key of type {0}")]
+    Unhashable(&'static str),
+    /// A container lock stayed held beyond the patience limit by a live process.
+    #[error("container lock held too long by another process (stopped or hung)")]
+    LockTimeout,
+    /// Shared memory that is not a well-formed value.
+    #[error("corrupt shared value: {what}")]
+    Corrupt {
+        /// What is wrong.
+        what: String,
+    },
+}
