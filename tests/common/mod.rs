@@ -13,8 +13,25 @@ pub const ROLE: &str = "SHMVAL_TEST_ROLE";
 /// A unique pool name, destroyed (both segments) when dropped.
 pub struct Scratch(pub String);
 
+/// Removes scratch pools left by test processes that died without unwinding (abort,
+/// SIGKILL, timeout): names are `shmval-test-TAG-PID-N`, and PID no longer runs.
+fn sweep_orphans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for name in leftovers("shmval-test-") {
+            let stem = name.strip_suffix("_boot").unwrap_or(&name);
+            let pid = stem.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if pid.is_some() && !alive {
+                let _ = std::fs::remove_file(format!("/dev/shm/{name}"));
+            }
+        }
+    });
+}
+
 impl Scratch {
     pub fn new(tag: &str) -> Scratch {
+        sweep_orphans();
         static N: AtomicU32 = AtomicU32::new(0);
         Scratch(format!(
             "shmval-test-{tag}-{}-{}",
