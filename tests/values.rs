@@ -229,9 +229,36 @@ fn python_keys_in_shared_tables() {
 #[test]
 fn child_role_entry() {
     let Some(role) = common::role() else { return };
-    assert_eq!(role, "modifier");
     let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
     let root = pool.root().unwrap();
+    if role == "counter" {
+        let t = root.get("counters").unwrap().unwrap().as_tab().unwrap();
+        let n: i64 = std::env::var("N").unwrap().parse().unwrap();
+        for i in 0..n {
+            let tx = t.lock().unwrap();
+            let key = format!("c{}", i % 10);
+            let cur = tx
+                .get(key.as_str())
+                .unwrap()
+                .map_or(Val::I64(0), |v| v.to_val().unwrap());
+            let Val::I64(cur) = cur else {
+                panic!("counter is {cur}")
+            };
+            tx.insert(key, cur + 1).unwrap();
+        }
+        drop((t, root, pool));
+        common::child_done();
+    }
+    if role == "tab-locker" {
+        let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+        let tx = t.lock().unwrap();
+        tx.insert("half", "done").unwrap();
+        pool.user_word(4)
+            .store(1, std::sync::atomic::Ordering::Release);
+        std::thread::sleep(Duration::from_secs(60)); // killed while holding the lock
+        drop(tx);
+    }
+    assert_eq!(role, "modifier");
     let config = root
         .get("config")
         .unwrap()
@@ -284,4 +311,74 @@ fn a_nested_table_under_root_is_read_and_modified_by_another_process() {
         "everything but the root table came back"
     );
     assert!(after_root > base);
+}
+
+#[test]
+fn two_processes_increment_shared_counters_without_losing_updates() {
+    let s = Scratch::new("counters");
+    let pool = pool(&s, 8 << 20);
+    let root = pool.root().unwrap();
+    root.insert("counters", Val::tab()).unwrap();
+    let n = 100_000;
+    let env = [("POOL", s.0.clone()), ("N", n.to_string())];
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| spawn("child_role_entry", "counter", &env))
+        .collect();
+    for k in &mut kids {
+        wait_ok(k, Duration::from_secs(120), "counter");
+    }
+    let t = root.get("counters").unwrap().unwrap().as_tab().unwrap();
+    let mut total = 0;
+    for (_, v) in t.entries().unwrap() {
+        let Val::I64(x) = v.to_val().unwrap() else {
+            panic!()
+        };
+        assert_eq!(x, 2 * n / 10, "each of the 10 counters got every increment");
+        total += x;
+    }
+    assert_eq!(total, 2 * n);
+}
+
+#[test]
+fn a_process_killed_holding_a_table_lock_does_not_stop_the_others() {
+    let s = Scratch::new("tablock");
+    let pool = pool(&s, 8 << 20);
+    let root = pool.root().unwrap();
+    root.insert("t", tab! { "a" => 1 }).unwrap();
+    let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+    let held = pool.share(&Val::from("kept by the parent")).unwrap();
+    let mut c = spawn("child_role_entry", "tab-locker", &[("POOL", s.0.clone())]);
+    let start = std::time::Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "locker never locked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A waiter blocks on the live holder, then the holder is killed.
+    let t2 = t.clone();
+    let waiter = std::thread::spawn(move || {
+        let t = std::time::Instant::now();
+        t2.insert("b", 2).unwrap();
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "the table is really locked");
+    c.kill().unwrap();
+    c.wait().unwrap();
+    let waited = waiter.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "recovered in bounded time ({waited:?})"
+    );
+    let v = t.to_val().unwrap();
+    assert_eq!(v.get(&Val::from("a")), Some(&Val::I64(1)));
+    assert_eq!(v.get(&Val::from("b")), Some(&Val::I64(2)));
+    assert_eq!(
+        v.get(&Val::from("half")),
+        Some(&Val::from("done")),
+        "its completed insert stays"
+    );
+    assert_eq!(held.to_string(), "'kept by the parent'");
 }

@@ -211,13 +211,40 @@ impl ShmTab {
         self.0.to_val()
     }
 
+    fn guard(&self) -> Result<Guard<'_>, ValError> {
+        Guard::lock(self.pool(), self.obj()?)
+    }
+
+    /// Locks the table for a multi-step transaction: other processes' operations on
+    /// it wait until the guard drops. If the holder dies, the next locker repairs the
+    /// table and goes on.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{Pool, PoolOptions, Val};
+    /// # let pool = Pool::create_with(&format!("doc-lock-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let t = pool.new_tab()?;
+    /// {
+    ///     let tx = t.lock()?;
+    ///     let n = tx.get("n")?.map_or(Ok(Val::I64(0)), |v| v.to_val())?;
+    ///     tx.insert("n", if let Val::I64(n) = n { n + 1 } else { 1 })?;
+    /// }
+    /// assert_eq!(t.get("n")?.unwrap().to_string(), "1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self) -> Result<TabLock<'_>, ValError> {
+        Ok(TabLock { g: self.guard()? })
+    }
+
     /// Number of entries.
     ///
     /// # Errors
     /// A corrupt table or a lock timeout.
     pub fn len(&self) -> Result<usize, ValError> {
-        let g = Guard::lock(self.pool(), self.obj()?)?;
-        Ok(g.head.len.load(Ordering::Relaxed) as usize)
+        self.lock()?.len()
     }
 
     /// Whether the table is empty.
@@ -240,39 +267,16 @@ impl ShmTab {
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
         let (key, value) = (key.into(), value.into());
+        // Copy heap values in before taking the lock (allocation outside the lock).
         let kv = key.key_val()?;
-        let hash = key_hash(&kv);
-        let pool = self.pool();
-        let vr = value.into_raw(pool)?;
-        let g = match Guard::lock(pool, self.obj()?) {
-            Ok(g) => g,
+        let vr = value.into_raw(self.pool())?;
+        match self.guard() {
+            Ok(g) => insert_locked(&g, key, kv, vr),
             Err(e) => {
-                pool.release(vr);
-                return Err(e);
+                self.pool().release(vr);
+                Err(e)
             }
-        };
-        g.begin();
-        if let Some((i, _)) = g.find(hash, &kv)? {
-            let e = g.entry(i)?;
-            let old = pool.read(&e.value);
-            pool.write(&e.value, vr);
-            drop(g);
-            return Ok(Some(ShmVal::from_owned(pool, old)));
         }
-        let kr = match key.into_raw(pool) {
-            Ok(k) => k,
-            Err(e) => {
-                drop(g);
-                pool.release(vr);
-                return Err(e);
-            }
-        };
-        if let Err(e) = g.append(hash, kr, vr) {
-            drop(g);
-            pool.release_all(&[kr, vr]);
-            return Err(e);
-        }
-        Ok(None)
     }
 
     /// The value of `key`, if present.
@@ -281,16 +285,7 @@ impl ShmTab {
     /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().key_val()?;
-        let pool = self.pool();
-        let g = Guard::lock(pool, self.obj()?)?;
-        match g.find(key_hash(&kv), &kv)? {
-            Some((i, _)) => {
-                let v = pool.read(&g.entry(i)?.value);
-                pool.retain(v)?;
-                Ok(Some(ShmVal::from_owned(pool, v)))
-            }
-            None => Ok(None),
-        }
+        get_locked(&self.guard()?, &kv)
     }
 
     /// Whether `key` is present.
@@ -299,8 +294,7 @@ impl ShmTab {
     /// As [`get`](Self::get).
     pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
         let kv = key.into().key_val()?;
-        let g = Guard::lock(self.pool(), self.obj()?)?;
-        Ok(g.find(key_hash(&kv), &kv)?.is_some())
+        Ok(self.guard()?.find(key_hash(&kv), &kv)?.is_some())
     }
 
     /// Removes `key`, returning its value.
@@ -309,16 +303,7 @@ impl ShmTab {
     /// As [`get`](Self::get).
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().key_val()?;
-        let pool = self.pool();
-        let g = Guard::lock(pool, self.obj()?)?;
-        g.begin();
-        let Some((i, bucket)) = g.find(key_hash(&kv), &kv)? else {
-            return Ok(None);
-        };
-        let (k, v) = g.remove_at(i, bucket)?;
-        drop(g);
-        pool.release(k);
-        Ok(Some(ShmVal::from_owned(pool, v)))
+        remove_locked(&self.guard()?, &kv)
     }
 
     /// A snapshot of the entries, in insertion order.
@@ -341,6 +326,115 @@ impl ShmTab {
     pub fn keys(&self) -> Result<Vec<ShmVal>, ValError> {
         Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
     }
+}
+
+/// A locked table (see [`ShmTab::lock`]): its operations run without re-locking.
+pub struct TabLock<'t> {
+    g: Guard<'t>,
+}
+
+impl TabLock<'_> {
+    /// Number of entries.
+    ///
+    /// # Errors
+    /// Never today; kept for symmetry with the unlocked calls.
+    pub fn len(&self) -> Result<usize, ValError> {
+        Ok(self.g.head.len.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether the table is empty.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool, ValError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// See [`ShmTab::get`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::get`].
+    pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        get_locked(&self.g, &key.into().key_val()?)
+    }
+
+    /// See [`ShmTab::insert`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::insert`].
+    pub fn insert(
+        &self,
+        key: impl Into<Arg>,
+        value: impl Into<Arg>,
+    ) -> Result<Option<ShmVal>, ValError> {
+        let (key, value) = (key.into(), value.into());
+        let kv = key.key_val()?;
+        let vr = value.into_raw(self.g.pool)?;
+        insert_locked(&self.g, key, kv, vr)
+    }
+
+    /// See [`ShmTab::remove`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::remove`].
+    pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        remove_locked(&self.g, &key.into().key_val()?)
+    }
+}
+
+/// Inserts under a held lock; takes over `vr` (released on failure).
+fn insert_locked(g: &Guard<'_>, key: Arg, kv: Val, vr: Raw) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    let hash = key_hash(&kv);
+    g.begin();
+    let found = match g.find(hash, &kv) {
+        Ok(f) => f,
+        Err(e) => {
+            pool.release(vr);
+            return Err(e);
+        }
+    };
+    if let Some((i, _)) = found {
+        let e = g.entry(i)?;
+        let old = pool.read(&e.value);
+        pool.write(&e.value, vr);
+        return Ok(Some(ShmVal::from_owned(pool, old)));
+    }
+    let kr = match key.into_raw(pool) {
+        Ok(k) => k,
+        Err(e) => {
+            pool.release(vr);
+            return Err(e);
+        }
+    };
+    if let Err(e) = g.append(hash, kr, vr) {
+        pool.release_all(&[kr, vr]);
+        return Err(e);
+    }
+    Ok(None)
+}
+
+fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    match g.find(key_hash(kv), kv)? {
+        Some((i, _)) => {
+            let v = pool.read(&g.entry(i)?.value);
+            pool.retain(v)?;
+            Ok(Some(ShmVal::from_owned(pool, v)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn remove_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    g.begin();
+    let Some((i, bucket)) = g.find(key_hash(kv), kv)? else {
+        return Ok(None);
+    };
+    let (k, v) = g.remove_at(i, bucket)?;
+    pool.release(k);
+    Ok(Some(ShmVal::from_owned(pool, v)))
 }
 
 impl Pool {

@@ -12,7 +12,7 @@ pub mod layout;
 mod mem;
 mod tab;
 
-pub use handle::{Arg, ShmTab, ShmVal};
+pub use handle::{Arg, ShmTab, ShmVal, TabLock};
 
 use crate::error::AllocError;
 use thiserror::Error;
