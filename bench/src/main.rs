@@ -11,6 +11,7 @@
 mod alloc;
 mod harness;
 mod segments;
+mod values;
 
 use harness::{Report, Row};
 
@@ -18,6 +19,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("profile") {
         alloc::profile();
+        return;
+    }
+    if args.first().map(String::as_str) == Some("profile-values") {
+        values::profile();
         return;
     }
     if args.first().map(String::as_str) == Some("worker") {
@@ -35,12 +40,14 @@ fn main() {
     match what {
         "all" => {
             alloc::run(&mut report);
+            values::run(&mut report);
             segments::run(&mut report);
         }
+        "values" => values::run(&mut report),
         "alloc" => alloc::run(&mut report),
         "segments" => segments::run(&mut report),
         other => {
-            eprintln!("unknown scenario {other:?}; expected all, alloc or segments");
+            eprintln!("unknown scenario {other:?}; expected all, alloc, values or segments");
             std::process::exit(2);
         }
     }

@@ -33,7 +33,7 @@ impl Pool {
     }
 
     fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
-        let o = self.alloc_obj(t, HDR + 8 + bytes.len())?;
+        let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
         self.at::<AtomicU64>(o.off + 16)?
             .store(bytes.len() as u64, Relaxed);
         let p = self
@@ -85,7 +85,7 @@ impl Pool {
             }
             Val::Arr(a) => {
                 let bytes = arr_bytes(a);
-                let o = self.alloc_obj(tag::ARR, HDR + 16 + bytes.len())?;
+                let o = self.alloc_obj_zeroed(tag::ARR, HDR + 16 + bytes.len(), HDR)?;
                 self.at::<AtomicU64>(o.off + 16)?
                     .store(a.kind() as u64, Relaxed);
                 self.at::<AtomicU64>(o.off + 24)?
@@ -173,8 +173,8 @@ impl Pool {
                     return Err(e);
                 }
             };
-            // A private table with room for every key: appending cannot fail for space.
-            if let Err(e) = self.tab_append(o, key_hash(k), kr, vr) {
+            // A private table (not yet visible to anyone): no lock needed.
+            if let Err(e) = self.tab_append_private(o, key_hash(k), kr, vr) {
                 self.release_all(&[kr, vr, raw]);
                 return Err(e);
             }

@@ -36,6 +36,40 @@ pub(crate) struct Obj {
     pub size: u64,
 }
 
+/// The work stack of `release`: 32 entries inline, a heap vector beyond.
+struct Stack {
+    inline: [u64; 32],
+    n: usize,
+    spill: Vec<u64>,
+}
+
+impl Stack {
+    fn new(first: u64) -> Stack {
+        let mut s = Stack {
+            inline: [0; 32],
+            n: 0,
+            spill: Vec::new(),
+        };
+        s.push(first);
+        s
+    }
+    fn push(&mut self, x: u64) {
+        if self.n < self.inline.len() {
+            self.inline[self.n] = x;
+            self.n += 1;
+        } else {
+            self.spill.push(x);
+        }
+    }
+    fn pop(&mut self) -> Option<u64> {
+        if let Some(x) = self.spill.pop() {
+            return Some(x);
+        }
+        self.n = self.n.checked_sub(1)?;
+        Some(self.inline[self.n])
+    }
+}
+
 /// Limit on nesting for every traversal of shared values.
 pub(crate) const MAX_DEPTH: usize = 100;
 
@@ -129,21 +163,39 @@ impl Pool {
         Layout::from_size_align(size as usize, 16).expect("object sizes are small multiples of 16")
     }
 
-    /// Allocates an object of `size` bytes with refcount 1.
-    pub(crate) fn alloc_obj(&self, t: u8, size: usize) -> Result<Obj, ValError> {
+    /// Allocates an object of `size` bytes with refcount 1, its first `zeroed` bytes
+    /// cleared (recycled memory must not leak old lengths or offsets into fields the
+    /// caller does not write itself).
+    pub(crate) fn alloc_obj_zeroed(
+        &self,
+        t: u8,
+        size: usize,
+        zeroed: usize,
+    ) -> Result<Obj, ValError> {
         let size = size.next_multiple_of(16) as u64;
         let off = self.alloc(Self::obj_layout(size))?.get();
         let p = self
             .resolve(Offset::new(off).expect("non-zero"), size as usize)
             .ok_or_else(|| corrupt("fresh object"))?;
-        // SAFETY: a fresh block of `size` bytes, ours alone until published: recycled
-        // memory must not leak old fields (lengths, offsets) into the new object.
-        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size as usize) };
+        // SAFETY: a fresh block of `size` bytes, ours alone until published.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, zeroed.min(size as usize)) };
         let h = self.header_at(off)?;
         h.refcount.store(1, Relaxed);
         h.alloc_size.store(size, Relaxed);
         h.kind.store(OBJ_MAGIC | u32::from(t), Release);
         Ok(Obj { off, tag: t, size })
+    }
+
+    /// An object whose every byte the caller writes (or that is all zero).
+    pub(crate) fn alloc_obj(&self, t: u8, size: usize) -> Result<Obj, ValError> {
+        self.alloc_obj_zeroed(t, size, size)
+    }
+
+    /// A data block whose contents the protocol never reads before writing.
+    pub(crate) fn alloc_raw_block(&self, size: u64) -> Result<u64, ValError> {
+        Ok(self
+            .alloc(Self::obj_layout(size.max(16).next_multiple_of(16)))?
+            .get())
     }
 
     /// A raw block (not an object: container data), zeroed.
@@ -185,7 +237,7 @@ impl Pool {
         if !r.is_object() {
             return;
         }
-        let mut stack = vec![r.payload];
+        let mut stack = Stack::new(r.payload);
         while let Some(off) = stack.pop() {
             let Ok(o) = self.obj(off) else { continue };
             let Ok(h) = self.header_at(off) else { continue };
@@ -203,7 +255,7 @@ impl Pool {
     }
 
     /// Pushes the object children of a dying object and frees its data blocks.
-    fn push_children(&self, o: Obj, stack: &mut Vec<u64>) -> Result<(), ValError> {
+    fn push_children(&self, o: Obj, stack: &mut Stack) -> Result<(), ValError> {
         let mut push = |s: &Slot| {
             let r = self.read(s);
             if r.is_object() {

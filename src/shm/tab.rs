@@ -279,7 +279,7 @@ impl<'p> Guard<'p> {
         );
         let len = h.len.load(Relaxed);
         let new_cap = if len * 2 < cap { cap } else { (cap * 2).max(4) }; // compact in place if half dead
-        let new_data = self.pool.alloc_block(new_cap * ENTRY as u64)?;
+        let new_data = self.pool.alloc_raw_block(new_cap * ENTRY as u64)?;
         let new_index = if new_cap > LINEAR {
             match self.pool.alloc_block(index_bytes(new_cap)) {
                 Ok(x) => x,
@@ -362,7 +362,7 @@ impl Pool {
         if cap > 0 {
             let c = self.container(o)?;
             let data = self
-                .alloc_block(cap * ENTRY as u64)
+                .alloc_raw_block(cap * ENTRY as u64)
                 .inspect_err(|_| self.release(raw))?;
             c.data.store(data, Relaxed);
             c.cap.store(cap, Relaxed);
@@ -376,10 +376,20 @@ impl Pool {
         Ok(o)
     }
 
-    /// Appends to a table being built (no equal key present).
-    pub(crate) fn tab_append(&self, o: Obj, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let g = Guard::lock(self, o)?;
-        g.begin();
+    /// Appends to a table being built that no one else can see yet (no equal key
+    /// present), without taking its lock.
+    pub(crate) fn tab_append_private(
+        &self,
+        o: Obj,
+        hash: u64,
+        k: Raw,
+        v: Raw,
+    ) -> Result<(), ValError> {
+        let g = std::mem::ManuallyDrop::new(Guard {
+            pool: self,
+            obj: o,
+            head: self.container(o)?,
+        });
         g.append(hash, k, v)
     }
 

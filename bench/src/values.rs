@@ -1,0 +1,149 @@
+//! Issue 3 scenarios: the small 4-key Tab, 1M int keys in one shared Tab, bytes per Tab.
+
+use crate::harness::{ns_per_op, Report};
+use shmval::{tab, Pool, PoolOptions, Val};
+use std::collections::HashMap;
+use std::hint::black_box;
+
+fn four_key() -> Val {
+    tab! { "seq" => 1, "val" => 1.5, "name" => "sensor", "n" => 7 }
+}
+
+pub fn run(r: &mut Report) {
+    let name = format!("shmval-bench-val-{}", std::process::id());
+    let pool = Pool::create_with(&name, 512 << 20, &PoolOptions::new().remove_on_drop(true))
+        .expect("bench pool");
+    let v = four_key();
+    let n: u64 = if r.quick { 20_000 } else { 500_000 };
+    let reps = r.reps(11);
+    r.compare(
+        "build + drop the 4-key Tab",
+        "ns",
+        reps,
+        2,
+        &["≤ 200 ns", "≤ 200 ns", ""],
+        vec![
+            (
+                "shmval pool.share(&tab!{..})",
+                Box::new(|| {
+                    ns_per_op(n, || {
+                        for _ in 0..n {
+                            black_box(pool.share(black_box(&v)).unwrap());
+                        }
+                    })
+                }),
+            ),
+            (
+                "shmval new_tab + 4 inserts",
+                Box::new(|| {
+                    ns_per_op(n, || {
+                        for i in 0..n {
+                            let t = pool.new_tab().unwrap();
+                            t.insert("seq", i as i64).unwrap();
+                            t.insert("val", 1.5).unwrap();
+                            t.insert("name", "sensor").unwrap();
+                            t.insert("n", 7).unwrap();
+                            black_box(t);
+                        }
+                    })
+                }),
+            ),
+            (
+                "std HashMap<String, Val> (heap)",
+                Box::new(|| {
+                    ns_per_op(n, || {
+                        for i in 0..n {
+                            let mut m: HashMap<String, Val> = HashMap::new();
+                            m.insert("seq".into(), Val::I64(i as i64));
+                            m.insert("val".into(), Val::F64(1.5));
+                            m.insert("name".into(), Val::from("sensor"));
+                            m.insert("n".into(), Val::I64(7));
+                            black_box(m);
+                        }
+                    })
+                }),
+            ),
+        ],
+    );
+    assert_eq!(pool.stats().in_use, 0, "every Tab came back");
+
+    let keys: u64 = if r.quick { 100_000 } else { 1_000_000 };
+    r.compare(
+        &format!("{keys} int-key inserts then {keys} lookups, one Tab"),
+        "ns/op",
+        r.reps(5),
+        1,
+        &["≤ 2× std HashMap", ""],
+        vec![
+            (
+                "shmval ShmTab",
+                Box::new(|| {
+                    ns_per_op(2 * keys, || {
+                        let t = pool.new_tab().unwrap();
+                        for i in 0..keys as i64 {
+                            t.insert(i, i * 2).unwrap();
+                        }
+                        let mut sum = 0i64;
+                        for i in 0..keys as i64 {
+                            let Val::I64(x) = t.get(i).unwrap().unwrap().to_val().unwrap() else {
+                                panic!()
+                            };
+                            sum += x;
+                        }
+                        assert_eq!(sum, (keys as i64 - 1) * keys as i64);
+                    })
+                }),
+            ),
+            (
+                "std HashMap<i64, i64> (heap)",
+                Box::new(|| {
+                    ns_per_op(2 * keys, || {
+                        let mut m = HashMap::new();
+                        for i in 0..keys as i64 {
+                            m.insert(i, i * 2);
+                        }
+                        let mut sum = 0i64;
+                        for i in 0..keys as i64 {
+                            sum += m[&black_box(i)];
+                        }
+                        assert_eq!(sum, (keys as i64 - 1) * keys as i64);
+                    })
+                }),
+            ),
+        ],
+    );
+    assert_eq!(pool.stats().in_use, 0, "the big Tab came back");
+
+    for (label, v, target) in [
+        (
+            "pool bytes of a one-key Tab {'a': 1}",
+            tab! { "a" => 1 },
+            "≤ 256 B",
+        ),
+        ("pool bytes of the 4-key Tab", four_key(), ""),
+    ] {
+        let before = pool.stats().in_use;
+        let shared = pool.share(&v).unwrap();
+        let bytes = (pool.stats().in_use - before) as f64;
+        drop(shared);
+        r.compare(
+            label,
+            "B",
+            1,
+            0,
+            &[target],
+            vec![("shmval", Box::new(move || bytes))],
+        );
+    }
+}
+
+/// `profile-values`: 100k shares of the 4-key Tab, for callgrind.
+pub fn profile() {
+    let name = format!("shmval-bench-valprof-{}", std::process::id());
+    let pool =
+        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let v = four_key();
+    for _ in 0..100_000 {
+        black_box(pool.share(black_box(&v)).unwrap());
+    }
+}
