@@ -69,6 +69,10 @@ impl ShmVal {
         &self.pool
     }
 
+    pub(crate) fn raw(&self) -> Raw {
+        self.raw
+    }
+
     /// The offset of the object in the pool (`None` for immediate values).
     pub fn offset(&self) -> Option<u64> {
         self.raw.is_object().then_some(self.raw.payload)

@@ -6,12 +6,14 @@
 //! release frees it and releases its children iteratively; every read of shared
 //! memory is bounds-checked and every traversal depth-bounded.
 
+mod check;
 mod convert;
 mod handle;
 pub mod layout;
 mod mem;
 mod tab;
 
+pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmTab, ShmVal, TabLock};
 
 use crate::error::AllocError;

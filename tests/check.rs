@@ -1,0 +1,132 @@
+//! `check_value`/`is_shm` on healthy, corrupted and self-referencing values: a report,
+//! never a crash or a hang.
+
+mod common;
+
+use common::Scratch;
+use shmval::{check_value, is_shm, tab, Pool, PoolOptions, ShmVal, Val, ValError};
+
+fn pool(s: &Scratch) -> Pool {
+    Pool::create_with(s.name(), 4 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap()
+}
+
+fn word(pool: &Pool, off: u64) -> &std::sync::atomic::AtomicU64 {
+    let p = pool.resolve(shmval::Offset::new(off).unwrap(), 8).unwrap();
+    // SAFETY: an 8-aligned word inside the pool, accessed atomically.
+    unsafe { &*(p.as_ptr() as *const std::sync::atomic::AtomicU64) }
+}
+
+/// Offset of slot `i` of a shared list (object header 16, lock 16, len/used/cap 24).
+fn list_slot(list: &ShmVal, i: u64) -> u64 {
+    let data =
+        word(list.pool(), list.offset().unwrap() + 56).load(std::sync::atomic::Ordering::Relaxed);
+    data + 16 * i
+}
+
+/// Runs `f` with the word at `off` set to `v`, then restores it.
+fn with_word(pool: &Pool, off: u64, v: u64, f: impl FnOnce()) {
+    let w = word(pool, off);
+    let old = w.swap(v, std::sync::atomic::Ordering::SeqCst);
+    f();
+    w.store(old, std::sync::atomic::Ordering::SeqCst);
+}
+
+#[test]
+fn healthy_values_pass() {
+    let s = Scratch::new("check-ok");
+    let pool = pool(&s);
+    let v = pool.share(&tab! { "a" => Val::List(vec![Val::from("x"), Val::Tup(vec![Val::I64(1), Val::from(vec![1.5f64])])]), "n" => 7 }).unwrap();
+    let r = check_value(&v);
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!((r.objects, r.cycles, r.max_depth), (7, 0, 3), "{r:?}");
+    assert!(
+        is_shm(&pool.share(&Val::I64(1)).unwrap()),
+        "immediates are trivially contained"
+    );
+}
+
+#[test]
+fn corrupted_values_are_reported_not_crashed_on() {
+    let s = Scratch::new("check-bad");
+    let pool = pool(&s);
+    let base = pool.stats().in_use;
+    let list = pool
+        .share(&Val::List(vec![Val::from("abc"), Val::I64(1)]))
+        .unwrap();
+    let slot = list_slot(&list, 0);
+    let str_off = word(&pool, slot + 8).load(std::sync::atomic::Ordering::Relaxed);
+    let expect = |what: &str| {
+        let r = check_value(&list);
+        assert!(
+            !r.is_ok() && r.problems.iter().any(|p| p.what.contains(what)),
+            "expected {what:?}: {r:?}"
+        );
+        assert!(!is_shm(&list));
+        assert!(
+            matches!(list.to_val(), Err(ValError::Corrupt { .. })),
+            "to_val refuses too"
+        );
+    };
+    // A flipped tag: the slot says bytes, the object is a str.
+    with_word(&pool, slot, 33, || expect("has tag 32"));
+    // An unknown tag.
+    with_word(&pool, slot, 200, || {
+        let r = check_value(&list);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.what.contains("unknown value tag")),
+            "{r:?}"
+        );
+    });
+    // An offset outside the pool.
+    with_word(&pool, slot + 8, 1 << 40, || expect("outside the pool"));
+    // An offset inside the pool that is not an object.
+    with_word(&pool, slot + 8, str_off + 16, || expect("no object"));
+    // A zero reference count (header word 0: kind low, refcount high).
+    let kind = word(&pool, str_off).load(std::sync::atomic::Ordering::Relaxed) & 0xFFFF_FFFF;
+    with_word(&pool, str_off, kind, || {
+        let r = check_value(&list);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.what.contains("reference count 0")),
+            "{r:?}"
+        );
+    });
+    // A length beyond the allocation.
+    with_word(&pool, str_off + 16, 1 << 20, || expect("beyond"));
+    // A list length beyond its capacity.
+    with_word(&pool, list.offset().unwrap() + 32, 1000, || {
+        expect("beyond capacity")
+    });
+    // Restored: healthy again, and nothing leaked.
+    assert!(is_shm(&list));
+    assert_eq!(list.to_val().unwrap().to_string(), "['abc', 1]");
+    drop(list);
+    assert_eq!(pool.stats().in_use, base);
+}
+
+#[test]
+fn self_referencing_containers_are_found_not_walked_forever() {
+    let s = Scratch::new("check-cycle");
+    let pool = pool(&s);
+    let base = pool.stats().in_use;
+    let t = pool.new_tab().unwrap();
+    t.insert("name", "loop").unwrap();
+    t.insert("me", &t).unwrap(); // a real cycle through a shared reference
+    let r = check_value(t.as_val());
+    assert!(r.is_ok(), "cycles are legal: {r:?}");
+    assert_eq!(r.cycles, 1);
+    assert!(
+        matches!(t.to_val(), Err(ValError::TooDeep)),
+        "copying out stops at the depth limit"
+    );
+    assert_eq!(
+        t.as_val().to_string(),
+        "<value nested deeper than 100 levels (or cyclic)>"
+    );
+    t.remove("me").unwrap(); // break the cycle, or the table would never be freed
+    drop(t);
+    assert_eq!(pool.stats().in_use, base);
+}
