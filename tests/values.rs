@@ -382,3 +382,21 @@ fn a_process_killed_holding_a_table_lock_does_not_stop_the_others() {
     );
     assert_eq!(held.to_string(), "'kept by the parent'");
 }
+
+#[test]
+fn remove_on_drop_removes_the_pool_once_every_handle_is_gone() {
+    let s = Scratch::new("handles");
+    let pool = pool(&s, 4 << 20);
+    let root = pool.root().unwrap();
+    let shared = pool.share(&tab! { "x" => 1 }).unwrap();
+    root.insert("by-ref", &shared).unwrap();
+    root.insert("moved", shared).unwrap();
+    let got = root.get("by-ref").unwrap().unwrap();
+    assert_eq!(got.to_string(), "{'x': 1}");
+    assert!(Pool::exists(s.name()));
+    drop((got, root, pool));
+    assert!(
+        !Pool::exists(s.name()),
+        "no handle may keep the pool alive after being moved or forgotten"
+    );
+}

@@ -26,10 +26,10 @@ impl ShmVal {
         }
     }
 
-    fn into_raw(self) -> Raw {
-        let r = self.raw;
-        std::mem::forget(self);
-        r
+    /// Takes the reference out of the handle (the handle's pool clone is dropped
+    /// normally; only the reference changes hands).
+    pub(crate) fn into_raw(mut self) -> Raw {
+        std::mem::replace(&mut self.raw, Raw::NONE)
     }
 
     /// Copies the value out to the heap.
@@ -494,7 +494,7 @@ impl Pool {
             let new = fresh.0.raw.payload;
             match word.compare_exchange(0, new, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    std::mem::forget(fresh); // the root word owns this reference now
+                    fresh.0.into_raw(); // the root word owns this reference now
                     off = new;
                 }
                 Err(cur) => off = cur, // another process won; `fresh` is released

@@ -266,6 +266,49 @@ impl Val {
         }
     }
 
+    /// The value as an `i64` if it is an integer (any width), a bool, or an integral
+    /// big int in range.
+    ///
+    /// # Examples
+    /// ```
+    /// use shmval::Val;
+    /// assert_eq!(Val::I32(7).as_i64(), Some(7));
+    /// assert_eq!(Val::U64(u64::MAX).as_i64(), None);
+    /// assert_eq!(Val::F64(7.0).as_i64(), None);
+    /// ```
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Val::Bool(b) => Some(*b as i64),
+            Val::I8(x) => Some(*x as i64),
+            Val::I16(x) => Some(*x as i64),
+            Val::I32(x) => Some(*x as i64),
+            Val::I64(x) => Some(*x),
+            Val::U8(x) => Some(*x as i64),
+            Val::U16(x) => Some(*x as i64),
+            Val::U32(x) => Some(*x as i64),
+            Val::U64(x) => i64::try_from(*x).ok(),
+            Val::BigInt(b) => i64::try_from(b).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as an `f64` if it is a real number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Val::F32(x) => Some(*x as f64),
+            Val::F64(x) => Some(*x),
+            other => other.as_i64().map(|i| i as f64),
+        }
+    }
+
+    /// The text of a `str`.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// An empty `dict`.
     pub fn tab() -> Val {
         Val::Tab(Map::new())
