@@ -249,6 +249,23 @@ fn child_role_entry() {
         drop((t, root, pool));
         common::child_done();
     }
+    if role == "inserter" {
+        let t = root.get("grow").unwrap().unwrap().as_tab().unwrap();
+        let me = std::process::id();
+        pool.user_word(4)
+            .store(1, std::sync::atomic::Ordering::Release);
+        for i in 0.. {
+            // Inserts (growing the table again and again) and removals.
+            t.insert(
+                format!("{me}-{i}"),
+                Val::List(vec![Val::I64(i), Val::from("payload")]),
+            )
+            .unwrap();
+            if i % 3 == 0 {
+                t.remove(format!("{me}-{}", i / 2)).unwrap();
+            }
+        }
+    }
     if role == "tab-locker" {
         let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
         let tx = t.lock().unwrap();
@@ -399,4 +416,55 @@ fn remove_on_drop_removes_the_pool_once_every_handle_is_gone() {
         !Pool::exists(s.name()),
         "no handle may keep the pool alive after being moved or forgotten"
     );
+}
+
+#[test]
+fn processes_killed_while_growing_a_table_leave_it_whole() {
+    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let s = Scratch::new("growkill");
+    let pool = pool(&s, 64 << 20);
+    let root = pool.root().unwrap();
+    root.insert("grow", Val::tab()).unwrap();
+    let t = root.get("grow").unwrap().unwrap().as_tab().unwrap();
+    let mut rng = 0x9E37_79B9u64;
+    for k in 0..kills {
+        pool.user_word(4)
+            .store(0, std::sync::atomic::Ordering::Release);
+        let mut c = spawn("child_role_entry", "inserter", &[("POOL", s.0.clone())]);
+        let start = std::time::Instant::now();
+        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "inserter {k} never started"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 20_000));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        // Whole after every kill: consistent counts, every value readable.
+        let r = shmval::check_value(t.as_val());
+        assert!(r.is_ok(), "after kill {k}: {r:?}");
+        let v = t.to_val().unwrap();
+        let Val::Tab(m) = &v else { panic!() };
+        assert_eq!(m.len(), t.len().unwrap(), "after kill {k}");
+        for (key, val) in m {
+            assert!(
+                key.as_str().is_some() && matches!(val, Val::List(l) if l.len() == 2),
+                "after kill {k}: {key} = {val}"
+            );
+        }
+        // Keep the table from growing without bound across kills.
+        if m.len() > 20_000 {
+            for key in m.keys().take(15_000) {
+                t.remove(key.clone()).unwrap();
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ impl CheckReport {
 /// # let pool = Pool::create_with(&format!("doc-check-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
 /// let v = pool.share(&tab! { "a" => vec![1.0f64, 2.0], "b" => "text" })?;
 /// let r = shmval::check_value(&v);
-/// assert!(r.is_ok() && r.objects == 4, "{r:?}");
+/// assert!(r.is_ok() && r.objects == 5, "{r:?}"); // the dict, two keys, the array, the str
 /// assert!(shmval::is_shm(&v));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -178,38 +178,38 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
         }
         tag::LIST => {
             let g = Guard::lock(pool, o).map_err(|e| e.to_string())?;
-            let (len, cap, data) = (
-                g.head.len.load(Relaxed),
-                g.head.cap.load(Relaxed),
-                g.head.data.load(Relaxed),
-            );
+            let len = g.head.len.load(Relaxed);
+            let block = pool.block(g.head, SLOT).map_err(|e| e.to_string())?;
+            let cap = block.map_or(0, |b| b.cap);
             if len > cap {
                 return Err(format!("list length {len} beyond capacity {cap}"));
             }
-            for i in 0..len {
-                out.push(
-                    pool.read(
-                        pool.slot_at(data + i * SLOT as u64)
-                            .map_err(|e| e.to_string())?,
-                    ),
-                );
+            if let Some(b) = block {
+                for i in 0..len {
+                    out.push(pool.read(pool.slot_at(b.at(i)).map_err(|e| e.to_string())?));
+                }
             }
         }
         _ => {
             let g = Guard::lock(pool, o).map_err(|e| e.to_string())?;
-            let (used, cap, len) = (
-                g.head.used.load(Relaxed),
-                g.head.cap.load(Relaxed),
-                g.head.len.load(Relaxed),
-            );
-            if used > cap || len > used {
+            let len = g.head.len.load(Relaxed);
+            let Some(b) = g.block().map_err(|e| e.to_string())? else {
+                return if len == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("dict says {len} entries, has no block"))
+                };
+            };
+            let used = b.head.used.load(Relaxed);
+            if used > b.cap || len > used {
                 return Err(format!(
-                    "dict counts impossible: len {len}, used {used}, cap {cap}"
+                    "dict counts impossible: len {len}, used {used}, cap {}",
+                    b.cap
                 ));
             }
             let mut live = 0;
             for i in 0..used {
-                let e = g.entry(i).map_err(|e| e.to_string())?;
+                let e = pool.entry_in(b, i).map_err(|e| e.to_string())?;
                 let k = pool.read(&e.key);
                 if k.tag == tag::DELETED {
                     continue;

@@ -121,9 +121,10 @@ impl Pool {
                     .new_list(kids.len() as u64)
                     .inspect_err(|_| self.release_all(&kids))?;
                 let c = self.container(o)?;
-                let data = c.data.load(Relaxed);
-                for (i, k) in kids.iter().enumerate() {
-                    self.put(data + (i * SLOT) as u64, *k)?;
+                if let Some(b) = self.block(c, SLOT)? {
+                    for (i, k) in kids.iter().enumerate() {
+                        self.put(b.at(i as u64), *k)?;
+                    }
                 }
                 c.len.store(kids.len() as u64, Release);
                 imm(tag::LIST, o.off)
@@ -186,12 +187,8 @@ impl Pool {
     pub(crate) fn new_list(&self, cap: u64) -> Result<Obj, ValError> {
         let o = self.alloc_obj(tag::LIST, HDR + std::mem::size_of::<ContainerHead>())?;
         if cap > 0 {
-            match self.alloc_block(cap * SLOT as u64) {
-                Ok(data) => {
-                    let c = self.container(o)?;
-                    c.data.store(data, Relaxed);
-                    c.cap.store(cap, Relaxed);
-                }
+            match self.new_data_block(cap, SLOT) {
+                Ok(data) => self.container(o)?.data.store(data, Release),
                 Err(e) => {
                     self.release(imm(tag::LIST, o.off));
                     return Err(e);
@@ -328,18 +325,16 @@ impl Pool {
     /// The list's elements, each retained, read under its lock.
     pub(crate) fn list_snapshot(&self, o: Obj) -> Result<Vec<Raw>, ValError> {
         let g = Guard::lock(self, o)?;
-        let c = g.head;
-        let (len, cap, data) = (
-            c.len.load(Relaxed),
-            c.cap.load(Relaxed),
-            c.data.load(Relaxed),
-        );
-        if len > cap {
+        let len = g.head.len.load(Relaxed);
+        let Some(b) = self.block(g.head, SLOT)? else {
+            return Ok(Vec::new());
+        };
+        if len > b.cap {
             return Err(corrupt("list length beyond capacity"));
         }
         let mut out = Vec::with_capacity(len as usize);
         for i in 0..len {
-            let r = self.read(self.slot_at(data + i * SLOT as u64)?);
+            let r = self.read(self.slot_at(b.at(i))?);
             if let Err(e) = self.retain(r) {
                 self.release_all(&out);
                 return Err(e);

@@ -10,8 +10,8 @@
 //! | Complex64 | `re: f64, im: f64` |
 //! | Arr | `kind: u64, len: u64`, then `len` elements |
 //! | Tup | `len: u64, _: u64`, then `len` slots |
-//! | List | `lock (16)`, `len, cap, data: u64, _: u64`; `data` is a block of `cap` slots |
-//! | Tab, OTab | `lock (16)`, `len, used, cap, entries, dirty, index: u64`; `entries` holds `cap` entries `{hash: u64, _: u64, key: slot, value: slot}` in insertion order |
+//! | List | `lock (16)`, `len, data, dirty, _ ×3: u64`; `data` → `{cap, _, _, _}` then `cap` slots |
+//! | Tab, OTab | `lock (16)`, `len, data, dirty, _ ×3`; `data` → `{cap, used, index, _}` then `cap` entries `{hash: u64, _: u64, key: slot, value: slot}` in insertion order |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -95,24 +95,39 @@ pub struct ObjHeader {
 }
 
 /// The fields of a mutable container after its header.
+///
+/// Everything about the contents lives in the data block (see [`BlockHead`]), so one
+/// store of `data` switches a container to a grown copy atomically.
 #[repr(C)]
 #[derive(Debug)]
 pub struct ContainerHead {
     /// Serialises every operation on the container.
     pub lock: shmval_alloc::RobustLock,
-    /// Live elements / entries.
+    /// Live elements / entries (derived for dicts: recounted by repair).
     pub len: AtomicU64,
-    /// Tab: entries used (live + deleted). List: unused.
-    pub used: AtomicU64,
-    /// Capacity of the data block (slots or entries).
-    pub cap: AtomicU64,
-    /// Offset of the data block (0 when `cap` is 0).
+    /// Offset of the data block (0 = no block yet, capacity 0).
     pub data: AtomicU64,
     /// Non-zero while an operation is under way (repaired by the next holder).
     pub dirty: AtomicU64,
-    /// Tab: offset of the hash index (`u32` per bucket, 0 = none for small tables).
-    pub index: AtomicU64,
+    _reserved: [AtomicU64; 3],
 }
+
+/// The header of a container's data block; slots (list) or entries (dict) follow.
+#[repr(C)]
+#[derive(Debug)]
+pub struct BlockHead {
+    /// Slots or entries the block has room for.
+    pub cap: AtomicU64,
+    /// Dict: entries written (live + deleted). List: unused.
+    pub used: AtomicU64,
+    /// Dict: offset of the hash index (`u32` per bucket), 0 for small tables.
+    pub index: AtomicU64,
+    _reserved: AtomicU64,
+}
+
+/// Bytes of a data block's header.
+pub const BLOCK_HEAD: usize = 32;
+const _: () = assert!(std::mem::size_of::<BlockHead>() == BLOCK_HEAD);
 
 /// A dict entry.
 #[repr(C)]

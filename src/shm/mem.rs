@@ -1,7 +1,8 @@
 //! Validated access to objects in a pool, allocation, reference counting.
 
 use super::layout::{
-    tag, ContainerHead, Entry, ObjHeader, Slot, CONTAINER, ENTRY, HDR, OBJ_MAGIC, SLOT,
+    tag, BlockHead, ContainerHead, Entry, ObjHeader, Slot, BLOCK_HEAD, CONTAINER, ENTRY, HDR,
+    OBJ_MAGIC, SLOT,
 };
 use super::ValError;
 use crate::Pool;
@@ -70,6 +71,29 @@ impl Stack {
     }
 }
 
+/// A container's data block, validated: it lies in the arena with room for `cap`
+/// elements of `elem` bytes after its header.
+#[derive(Clone, Copy)]
+pub(crate) struct Block<'p> {
+    pub off: u64,
+    pub cap: u64,
+    pub elem: u64,
+    pub head: &'p BlockHead,
+}
+
+impl Block<'_> {
+    /// Offset of element `i` (`i < cap`).
+    pub(crate) fn at(&self, i: u64) -> u64 {
+        debug_assert!(i < self.cap, "element {i} of {}", self.cap);
+        self.off + BLOCK_HEAD as u64 + i * self.elem
+    }
+
+    /// Bytes of a block of `cap` elements of `elem` bytes.
+    pub(crate) fn bytes(cap: u64, elem: u64) -> u64 {
+        BLOCK_HEAD as u64 + cap * elem
+    }
+}
+
 /// Limit on nesting for every traversal of shared values.
 pub(crate) const MAX_DEPTH: usize = 100;
 
@@ -129,12 +153,55 @@ impl Pool {
         self.at::<ContainerHead>(o.off + HDR as u64)
     }
 
-    pub(crate) fn entry_at(&self, data: u64, i: u64) -> Result<&Entry, ValError> {
-        self.at::<Entry>(
-            i.checked_mul(ENTRY as u64)
-                .and_then(|x| x.checked_add(data))
-                .ok_or_else(|| corrupt("entry index"))?,
-        )
+    /// The current data block of a container (`None`: none yet), validated.
+    pub(crate) fn block(
+        &self,
+        c: &ContainerHead,
+        elem: usize,
+    ) -> Result<Option<Block<'_>>, ValError> {
+        let off = c.data.load(Acquire);
+        if off == 0 {
+            return Ok(None);
+        }
+        let head = self.at::<BlockHead>(off)?;
+        let cap = head.cap.load(Relaxed);
+        let bytes = cap
+            .checked_mul(elem as u64)
+            .and_then(|b| b.checked_add(BLOCK_HEAD as u64))
+            .ok_or_else(|| corrupt("block capacity"))?;
+        self.bytes_at(off, bytes)?; // the whole block lies in the arena
+        Ok(Some(Block {
+            off,
+            cap,
+            elem: elem as u64,
+            head,
+        }))
+    }
+
+    /// A new data block for `cap` elements (header written, contents not zeroed).
+    pub(crate) fn new_data_block(&self, cap: u64, elem: usize) -> Result<u64, ValError> {
+        let off = self.alloc_raw_block(Block::bytes(cap, elem as u64))?;
+        let h = self.at::<BlockHead>(off)?;
+        h.cap.store(cap, Relaxed);
+        h.used.store(0, Relaxed);
+        h.index.store(0, Relaxed);
+        Ok(off)
+    }
+
+    /// Frees a data block (and a dict block's index).
+    pub(crate) fn free_data_block(&self, b: Block<'_>) {
+        let index = b.head.index.load(Relaxed);
+        if b.elem == ENTRY as u64 && index != 0 {
+            self.free_block(index, super::tab::index_bytes(b.cap));
+        }
+        self.free_block(b.off, Block::bytes(b.cap, b.elem));
+    }
+
+    pub(crate) fn entry_in(&self, b: Block<'_>, i: u64) -> Result<&Entry, ValError> {
+        if i >= b.cap {
+            return Err(corrupt("entry beyond the block"));
+        }
+        self.at::<Entry>(b.at(i))
     }
 
     /// `len` bytes at `off` of an immutable, published object.
@@ -273,38 +340,24 @@ impl Pool {
             }
             tag::LIST => {
                 let c = self.container(o)?;
-                let (len, cap, data) = (
-                    c.len.load(Relaxed),
-                    c.cap.load(Relaxed),
-                    c.data.load(Relaxed),
-                );
-                for i in 0..len.min(cap) {
-                    push(self.slot_at(data + i * SLOT as u64)?);
-                }
-                if data != 0 {
-                    self.free_block(data, cap * SLOT as u64);
+                if let Some(b) = self.block(c, SLOT)? {
+                    for i in 0..c.len.load(Relaxed).min(b.cap) {
+                        push(self.slot_at(b.at(i))?);
+                    }
+                    self.free_data_block(b);
                 }
             }
             tag::TAB | tag::OTAB => {
                 let c = self.container(o)?;
-                let (used, cap, data) = (
-                    c.used.load(Relaxed),
-                    c.cap.load(Relaxed),
-                    c.data.load(Relaxed),
-                );
-                for i in 0..used.min(cap) {
-                    let e = self.entry_at(data, i)?;
-                    if self.read(&e.key).tag != tag::DELETED {
-                        push(&e.key);
-                        push(&e.value);
+                if let Some(b) = self.block(c, ENTRY)? {
+                    for i in 0..b.head.used.load(Relaxed).min(b.cap) {
+                        let e = self.entry_in(b, i)?;
+                        if self.read(&e.key).tag != tag::DELETED {
+                            push(&e.key);
+                            push(&e.value);
+                        }
                     }
-                }
-                if data != 0 {
-                    self.free_block(data, cap * ENTRY as u64);
-                }
-                let index = c.index.load(Relaxed);
-                if index != 0 {
-                    self.free_block(index, super::tab::index_bytes(cap));
+                    self.free_data_block(b);
                 }
             }
             _ => {}

@@ -2,12 +2,14 @@
 //! dict) plus, above 8 entries, an open-addressing index of `u32` entry numbers.
 //!
 //! Every operation holds the container's robust lock. Crash repair: an operation
-//! marks the container dirty; an entry is fully written before `used` counts it, and
-//! the index is derived, so the next holder after a death (or any holder that finds
-//! the dirty mark) recounts `len` and rebuilds the index from the entries.
+//! marks the container dirty; an entry is fully written before the block's `used`
+//! counts it; growing builds a complete new block (entries, `used`, index) and
+//! switches with one store of `data`; `len` and the index are derived, so the next
+//! holder after a death (or any holder that finds the dirty mark) recounts `len` and
+//! rebuilds the index from the entries.
 
-use super::layout::{tag, ContainerHead, Entry, ENTRY, HDR};
-use super::mem::{corrupt, Obj, Raw};
+use super::layout::{tag, ContainerHead, Entry, ENTRY, HDR, SLOT};
+use super::mem::{corrupt, Block, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;
@@ -108,40 +110,50 @@ impl<'p> Guard<'p> {
         self.head.dirty.store(1, Relaxed);
     }
 
+    /// The dict's current entry block.
+    pub(crate) fn block(&self) -> Result<Option<Block<'p>>, ValError> {
+        self.pool.block(self.head, ENTRY)
+    }
+
+    /// Entries written in `b` (live and deleted).
+    fn used(b: Block<'_>) -> u64 {
+        b.head.used.load(Relaxed).min(b.cap)
+    }
+
+    /// After a holder died (or left `dirty`): the data block is whole (it is switched
+    /// by one store), so recount `len` and rebuild the derived index.
     fn repair(&self) -> Result<(), ValError> {
         let h = self.head;
-        let cap = h.cap.load(Relaxed);
         match self.obj.tag {
             tag::LIST => {
+                let cap = self.pool.block(h, SLOT)?.map_or(0, |b| b.cap);
                 if h.len.load(Relaxed) > cap {
                     h.len.store(cap, Relaxed);
                 }
             }
             _ => {
-                if h.used.load(Relaxed) > cap {
-                    h.used.store(cap, Relaxed);
-                }
-                let data = h.data.load(Relaxed);
                 let mut len = 0;
-                for i in 0..h.used.load(Relaxed) {
-                    if self.pool.read(&self.pool.entry_at(data, i)?.key).tag != tag::DELETED {
-                        len += 1;
+                if let Some(b) = self.block()? {
+                    for i in 0..Self::used(b) {
+                        if self.pool.read(&self.pool.entry_in(b, i)?.key).tag != tag::DELETED {
+                            len += 1;
+                        }
                     }
+                    self.rebuild_index(b)?;
                 }
                 h.len.store(len, Relaxed);
-                self.rebuild_index()?;
             }
         }
         h.dirty.store(0, Relaxed);
         Ok(())
     }
 
-    fn index(&self) -> Result<Option<&'p [AtomicU32]>, ValError> {
-        let off = self.head.index.load(Relaxed);
+    fn index(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU32]>, ValError> {
+        let off = b.head.index.load(Relaxed);
         if off == 0 {
             return Ok(None);
         }
-        let n = buckets(self.head.cap.load(Relaxed));
+        let n = buckets(b.cap);
         let bytes = self.pool.bytes_at(off, n * 4)?;
         // SAFETY: `bytes_at` checked the range; u32 atomics over 4-aligned memory
         // (blocks are 16-aligned) that only lock holders write.
@@ -150,14 +162,13 @@ impl<'p> Guard<'p> {
         }))
     }
 
-    fn rebuild_index(&self) -> Result<(), ValError> {
-        let Some(idx) = self.index()? else {
+    fn rebuild_index(&self, b: Block<'p>) -> Result<(), ValError> {
+        let Some(idx) = self.index(b)? else {
             return Ok(());
         };
-        idx.iter().for_each(|b| b.store(EMPTY, Relaxed));
-        let data = self.head.data.load(Relaxed);
-        for i in 0..self.head.used.load(Relaxed) {
-            let e = self.pool.entry_at(data, i)?;
+        idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
+        for i in 0..Self::used(b) {
+            let e = self.pool.entry_in(b, i)?;
             if self.pool.read(&e.key).tag != tag::DELETED {
                 Self::index_put(idx, e.hash.load(Relaxed), i as u32)?;
             }
@@ -185,20 +196,18 @@ impl<'p> Guard<'p> {
         hash: u64,
         key: &Val,
     ) -> Result<Option<(u64, Option<usize>)>, ValError> {
-        let data = self.head.data.load(Relaxed);
-        let used = self
-            .head
-            .used
-            .load(Relaxed)
-            .min(self.head.cap.load(Relaxed));
+        let Some(b) = self.block()? else {
+            return Ok(None);
+        };
+        let used = Self::used(b);
         let matches = |i: u64| -> Result<bool, ValError> {
-            let e = self.pool.entry_at(data, i)?;
+            let e = self.pool.entry_in(b, i)?;
             if e.hash.load(Relaxed) != hash {
                 return Ok(false);
             }
             self.key_eq(self.pool.read(&e.key), key)
         };
-        match self.index()? {
+        match self.index(b)? {
             None => {
                 for i in 0..used {
                     if matches(i)? {
@@ -209,19 +218,19 @@ impl<'p> Guard<'p> {
             }
             Some(idx) => {
                 let mask = idx.len() - 1;
-                let mut b = hash as usize & mask;
+                let mut bucket = hash as usize & mask;
                 for _ in 0..idx.len() {
-                    match idx[b].load(Relaxed) {
+                    match idx[bucket].load(Relaxed) {
                         EMPTY => return Ok(None),
                         GONE => {}
                         v if u64::from(v - 1) < used => {
                             if matches(u64::from(v - 1))? {
-                                return Ok(Some((u64::from(v - 1), Some(b))));
+                                return Ok(Some((u64::from(v - 1), Some(bucket))));
                             }
                         }
                         _ => return Err(corrupt("dict index names a missing entry")),
                     }
-                    b = (b + 1) & mask;
+                    bucket = (bucket + 1) & mask;
                 }
                 Ok(None)
             }
@@ -244,86 +253,93 @@ impl<'p> Guard<'p> {
         }
     }
 
+    /// Entry `i` of the current block.
     pub(crate) fn entry(&self, i: u64) -> Result<&'p Entry, ValError> {
-        self.pool.entry_at(self.head.data.load(Relaxed), i)
+        let b = self
+            .block()?
+            .ok_or_else(|| corrupt("entry of an empty dict"))?;
+        self.pool.entry_in(b, i)
     }
 
     /// Appends a new entry (the key is known to be absent), growing if needed. Takes
     /// over the references `k` and `v` only on success.
     pub(crate) fn append(&self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let h = self.head;
-        if h.used.load(Relaxed) >= h.cap.load(Relaxed) {
-            self.grow()?;
-        }
-        let i = h.used.load(Relaxed);
-        let e = self.entry(i)?;
+        let b = match self.block()? {
+            Some(b) if Self::used(b) < b.cap => b,
+            _ => self.grow()?,
+        };
+        let i = Self::used(b);
+        let e = self.pool.entry_in(b, i)?;
         e.hash.store(hash, Relaxed);
         self.pool.write(&e.key, k);
         self.pool.write(&e.value, v);
-        h.used.store(i + 1, Release); // the entry exists from here on
-        if let Some(idx) = self.index()? {
+        b.head.used.store(i + 1, Release); // the entry exists from here on
+        if let Some(idx) = self.index(b)? {
             Self::index_put(idx, hash, i as u32)?;
         }
-        h.len.store(h.len.load(Relaxed) + 1, Relaxed);
+        self.head
+            .len
+            .store(self.head.len.load(Relaxed) + 1, Relaxed);
         Ok(())
     }
 
-    /// Moves the live entries into a block twice as large (dropping deleted ones).
-    fn grow(&self) -> Result<(), ValError> {
-        let h = self.head;
-        let (cap, used, data, index) = (
-            h.cap.load(Relaxed),
-            h.used.load(Relaxed),
-            h.data.load(Relaxed),
-            h.index.load(Relaxed),
-        );
-        let len = h.len.load(Relaxed);
-        let new_cap = if len * 2 < cap { cap } else { (cap * 2).max(4) }; // compact in place if half dead
-        let new_data = self.pool.alloc_raw_block(new_cap * ENTRY as u64)?;
-        let new_index = if new_cap > LINEAR {
-            match self.pool.alloc_block(index_bytes(new_cap)) {
-                Ok(x) => x,
+    /// Copies the live entries into a new block (twice as large unless half the old
+    /// one is deleted entries) with its own index, then switches to it with one
+    /// store of `data`: a holder killed before the switch leaves the old table whole,
+    /// after it the new one.
+    fn grow(&self) -> Result<Block<'p>, ValError> {
+        let old = self.block()?;
+        let (cap, len) = (old.map_or(0, |b| b.cap), self.head.len.load(Relaxed));
+        let new_cap = if cap > 0 && len * 2 < cap {
+            cap
+        } else {
+            (cap * 2).max(4)
+        };
+        let data = self.pool.new_data_block(new_cap, ENTRY)?;
+        let pool: &'p Pool = self.pool;
+        if new_cap > LINEAR {
+            match pool.alloc_block(index_bytes(new_cap)) {
+                Ok(idx) => pool.block_at(data, ENTRY)?.head.index.store(idx, Relaxed),
                 Err(e) => {
-                    self.pool.free_block(new_data, new_cap * ENTRY as u64);
+                    self.pool
+                        .free_block(data, Block::bytes(new_cap, ENTRY as u64));
                     return Err(e);
                 }
             }
-        } else {
-            0
-        };
+        }
+        let nb = pool.block_at(data, ENTRY)?;
         let mut n = 0;
-        for i in 0..used.min(cap) {
-            let e = self.pool.entry_at(data, i)?;
-            let k = self.pool.read(&e.key);
-            if k.tag == tag::DELETED {
-                continue;
+        if let Some(ob) = old {
+            for i in 0..Self::used(ob) {
+                let e = self.pool.entry_in(ob, i)?;
+                let k = self.pool.read(&e.key);
+                if k.tag == tag::DELETED {
+                    continue;
+                }
+                let d = self.pool.entry_in(nb, n)?;
+                d.hash.store(e.hash.load(Relaxed), Relaxed);
+                self.pool.write(&d.key, k);
+                self.pool.write(&d.value, self.pool.read(&e.value));
+                n += 1;
             }
-            let d = self.pool.entry_at(new_data, n)?;
-            d.hash.store(e.hash.load(Relaxed), Relaxed);
-            self.pool.write(&d.key, k);
-            self.pool.write(&d.value, self.pool.read(&e.value));
-            n += 1;
         }
-        // Switch over (dirty is set: a death in between is repaired from the new block
-        // if `data` was stored, else the old one is still whole).
-        h.data.store(new_data, Relaxed);
-        h.cap.store(new_cap, Relaxed);
-        h.used.store(n, Relaxed);
-        h.len.store(n, Relaxed);
-        h.index.store(new_index, Relaxed);
-        self.rebuild_index()?;
-        if data != 0 {
-            self.pool.free_block(data, cap * ENTRY as u64);
+        nb.head.used.store(n, Relaxed);
+        self.rebuild_index(nb)?;
+        // SYNC POINT: one store switches the whole table.
+        self.head.data.store(data, Release);
+        self.head.len.store(n, Relaxed);
+        if let Some(ob) = old {
+            self.pool.free_data_block(ob);
         }
-        if index != 0 {
-            self.pool.free_block(index, index_bytes(cap));
-        }
-        Ok(())
+        Ok(nb)
     }
 
     /// Removes entry `i`, returning its key and value (the caller now owns them).
     pub(crate) fn remove_at(&self, i: u64, bucket: Option<usize>) -> Result<(Raw, Raw), ValError> {
-        let e = self.entry(i)?;
+        let b = self
+            .block()?
+            .ok_or_else(|| corrupt("remove from an empty dict"))?;
+        let e = self.pool.entry_in(b, i)?;
         let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
         self.pool.write(
             &e.key,
@@ -333,8 +349,8 @@ impl<'p> Guard<'p> {
             },
         );
         self.pool.write(&e.value, Raw::NONE);
-        if let (Some(idx), Some(b)) = (self.index()?, bucket) {
-            idx[b].store(GONE, Relaxed);
+        if let (Some(idx), Some(bk)) = (self.index(b)?, bucket) {
+            idx[bk].store(GONE, Relaxed);
         }
         self.head
             .len
@@ -352,6 +368,17 @@ impl Drop for Guard<'_> {
 }
 
 impl Pool {
+    /// The block at `off` (a block this thread just made).
+    pub(crate) fn block_at(&self, off: u64, elem: usize) -> Result<Block<'_>, ValError> {
+        let head = self.at::<super::layout::BlockHead>(off)?;
+        Ok(Block {
+            off,
+            cap: head.cap.load(Relaxed),
+            elem: elem as u64,
+            head,
+        })
+    }
+
     /// A new, empty table object with room for `cap` entries.
     pub(crate) fn new_tab_obj(&self, t: u8, cap: u64) -> Result<Obj, ValError> {
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
@@ -360,18 +387,20 @@ impl Pool {
             payload: o.off,
         };
         if cap > 0 {
-            let c = self.container(o)?;
             let data = self
-                .alloc_raw_block(cap * ENTRY as u64)
+                .new_data_block(cap, ENTRY)
                 .inspect_err(|_| self.release(raw))?;
-            c.data.store(data, Relaxed);
-            c.cap.store(cap, Relaxed);
             if cap > LINEAR {
-                let idx = self
-                    .alloc_block(index_bytes(cap))
-                    .inspect_err(|_| self.release(raw))?;
-                c.index.store(idx, Relaxed);
+                match self.alloc_block(index_bytes(cap)) {
+                    Ok(idx) => self.block_at(data, ENTRY)?.head.index.store(idx, Relaxed),
+                    Err(e) => {
+                        self.free_block(data, Block::bytes(cap, ENTRY as u64));
+                        self.release(raw);
+                        return Err(e);
+                    }
+                }
             }
+            self.container(o)?.data.store(data, Release);
         }
         Ok(o)
     }
@@ -396,15 +425,17 @@ impl Pool {
     /// Every live `(key, value)`, each retained, read under the lock.
     pub(crate) fn tab_snapshot(&self, o: Obj) -> Result<Vec<(Raw, Raw)>, ValError> {
         let g = Guard::lock(self, o)?;
-        let used = g.head.used.load(Relaxed).min(g.head.cap.load(Relaxed));
+        let Some(b) = g.block()? else {
+            return Ok(Vec::new());
+        };
         let mut out: Vec<(Raw, Raw)> =
-            Vec::with_capacity(g.head.len.load(Relaxed).min(used) as usize);
+            Vec::with_capacity(g.head.len.load(Relaxed).min(b.cap) as usize);
         let fail = |out: &Vec<(Raw, Raw)>, e| {
             out.iter().for_each(|(k, v)| self.release_all(&[*k, *v]));
             Err(e)
         };
-        for i in 0..used {
-            let e = match g.entry(i) {
+        for i in 0..Guard::used(b) {
+            let e = match self.entry_in(b, i) {
                 Ok(e) => e,
                 Err(err) => return fail(&out, err),
             };
