@@ -42,6 +42,8 @@ pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenO
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, PoolOptions};
-pub use shm::{check_value, is_shm, Arg, CheckReport, Problem, ShmTab, ShmVal, TabLock, ValError};
+pub use shm::{
+    check_value, is_shm, Arg, CheckReport, Problem, ShmList, ShmTab, ShmVal, TabLock, ValError,
+};
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use val::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};

@@ -131,6 +131,44 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// A shared list against a `Vec` model: push/pop/set/get, then bytes come back.
+    #[test]
+    fn list_operations_match_a_vec(ops in prop::collection::vec((0u8..4, any::<usize>(), value()), 1..80)) {
+        let s = Scratch::new("prop-list");
+        let pool = pool(&s, 8 << 20);
+        let base = pool.stats().in_use;
+        let l = pool.new_list().unwrap();
+        let mut model: Vec<Val> = Vec::new();
+        for (op, i, v) in ops {
+            match op {
+                0 | 1 => {
+                    l.push(v.clone()).unwrap();
+                    model.push(v);
+                }
+                2 => prop_assert_eq!(l.pop().unwrap().map(|x| x.to_val().unwrap()), model.pop()),
+                _ if model.is_empty() => {
+                    let r = l.set(i, v);
+                    prop_assert!(matches!(r, Err(ValError::Index { .. })), "set on an empty list");
+                }
+                _ => {
+                    let k = i % model.len();
+                    let old = l.set(k, v.clone()).unwrap();
+                    prop_assert_eq!(old.to_val().unwrap(), std::mem::replace(&mut model[k], v));
+                    prop_assert_eq!(l.get(k).unwrap().unwrap().to_val().unwrap(), model[k].clone());
+                }
+            }
+            prop_assert_eq!(l.len().unwrap(), model.len());
+        }
+        prop_assert_eq!(l.to_val().unwrap(), Val::List(model));
+        prop_assert!(shmval::is_shm(l.as_val()));
+        drop(l);
+        prop_assert_eq!(pool.stats().in_use, base);
+    }
+}
+
 #[test]
 fn sharing_into_a_full_pool_fails_cleanly_and_leaks_nothing() {
     let s = Scratch::new("full");

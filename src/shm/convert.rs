@@ -118,7 +118,7 @@ impl Pool {
             Val::List(items) => {
                 let kids = self.share_all(items, depth)?;
                 let o = self
-                    .new_list(kids.len() as u64)
+                    .new_list_obj(kids.len() as u64)
                     .inspect_err(|_| self.release_all(&kids))?;
                 let c = self.container(o)?;
                 if let Some(b) = self.block(c, SLOT)? {
@@ -184,7 +184,7 @@ impl Pool {
     }
 
     /// A new list object with room for `cap` slots (len 0).
-    pub(crate) fn new_list(&self, cap: u64) -> Result<Obj, ValError> {
+    pub(crate) fn new_list_obj(&self, cap: u64) -> Result<Obj, ValError> {
         let o = self.alloc_obj(tag::LIST, HDR + std::mem::size_of::<ContainerHead>())?;
         if cap > 0 {
             match self.new_data_block(cap, SLOT) {

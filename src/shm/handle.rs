@@ -141,6 +141,16 @@ impl From<&ShmVal> for Arg {
         Arg::Shared(v.clone())
     }
 }
+impl From<super::ShmList> for Arg {
+    fn from(v: super::ShmList) -> Arg {
+        Arg::Shared(v.0)
+    }
+}
+impl From<&super::ShmList> for Arg {
+    fn from(v: &super::ShmList) -> Arg {
+        Arg::Shared(v.0.clone())
+    }
+}
 impl From<ShmTab> for Arg {
     fn from(v: ShmTab) -> Arg {
         Arg::Shared(v.0)
@@ -163,6 +173,11 @@ impl Arg {
             return Err(ValError::Unhashable(v.type_name()));
         }
         Ok(v)
+    }
+
+    /// The value as an owned raw reference in `pool`.
+    pub(crate) fn into_raw_in(self, pool: &Pool) -> Result<Raw, ValError> {
+        self.into_raw(pool)
     }
 
     /// The value as an owned raw reference in `pool`.

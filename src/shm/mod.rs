@@ -10,11 +10,13 @@ mod check;
 mod convert;
 mod handle;
 pub mod layout;
+mod list;
 mod mem;
 mod tab;
 
 pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmTab, ShmVal, TabLock};
+pub use list::ShmList;
 
 use crate::error::AllocError;
 use thiserror::Error;
@@ -31,6 +33,14 @@ pub enum ValError {
     /// A key that cannot be hashed (list, dict, array).
     #[error("unhashable key of type {0}")]
     Unhashable(&'static str),
+    /// An index past the end of a list.
+    #[error("index {index} out of range for a list of {len}")]
+    Index {
+        /// The index given.
+        index: usize,
+        /// The list's length.
+        len: usize,
+    },
     /// A container lock stayed held beyond the patience limit by a live process.
     #[error("container lock held too long by another process (stopped or hung)")]
     LockTimeout,
