@@ -46,4 +46,6 @@ pub use shm::{
     check_value, is_shm, Arg, CheckReport, Problem, ShmList, ShmTab, ShmVal, TabLock, ValError,
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
-pub use val::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
+pub use val::{
+    from_pickle, to_pickle, Arr, ArrKind, Complex, Map, PickleError, UnhashableKey, Val,
+};

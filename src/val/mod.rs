@@ -1,13 +1,15 @@
 //! Values: the heap [`Val`] (serde-friendly, Python semantics) and, in the pool,
 //! shared objects reached through handles.
 
-mod heap;
+pub(crate) mod heap;
 pub(crate) use heap::with_arr;
 mod key;
+mod pickle;
 mod repr;
 mod serde_impl;
 
 pub use heap::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
+pub use pickle::{from_pickle, to_pickle, PickleError};
 
 /// Builds a [`Val`] from a literal: `val!(None)`, `val!([1, "x", [2.5]])`,
 /// `val!({"a" => 1})`, or any expression convertible with `Val::from`.

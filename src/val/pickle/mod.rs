@@ -1,0 +1,59 @@
+//! Python pickle in and out (protocols 2 to 5) for the types of [`Val`].
+//!
+//! Reading runs a small pickle machine over a node graph (so memoized containers
+//! filled later, as Python emits them, stay one object), resolving only an allow-list
+//! of globals (`complex`, `collections.OrderedDict`, `array.array`,
+//! `array._array_reconstructor`, `_codecs.encode`, `bytearray`, `set`, `frozenset`):
+//! a pickle naming anything else is refused, never executed. Nesting and the size of
+//! the result are bounded. Writing emits plain opcodes (no memo).
+//!
+//! | Val | written as | read back as |
+//! |---|---|---|
+//! | ints, BigInt | BININT*/LONG1/LONG4 | I64, or BigInt beyond i64 |
+//! | F32, F64 | BINFLOAT | F64 |
+//! | Complex32/64 | `complex(re, im)` | Complex64 |
+//! | Str / Bytes | BINUNICODE / BINBYTES (protocol 2: `_codecs.encode`) | Str / Bytes |
+//! | Arr (numeric) | `array.array(code, [..])` | Arr of the same kind |
+//! | Arr of bool / complex | list (Python's `array` has no such codes) | List |
+//! | List, Tup, Tab | list, tuple, dict | same |
+//! | OTab | `collections.OrderedDict()` + SETITEMS | OTab |
+
+use thiserror::Error;
+
+mod arrays;
+mod read;
+mod write;
+
+pub use read::from_pickle;
+pub use write::to_pickle;
+
+/// Deepest nesting read or written.
+pub(crate) const MAX_DEPTH: usize = 1000;
+/// Most values one pickle may expand to.
+pub(crate) const MAX_VALUES: usize = 50_000_000;
+
+/// Why a pickle could not be read or written.
+#[derive(Debug, Error, PartialEq)]
+pub enum PickleError {
+    /// The data ended inside an opcode.
+    #[error("pickle truncated")]
+    Truncated,
+    /// An opcode this reader does not know.
+    #[error("unknown pickle opcode {0:#04x}")]
+    BadOpcode(u8),
+    /// A known construct that `Val` cannot represent (a class instance, a persistent id...).
+    #[error("unsupported in a value pickle: {0}")]
+    Unsupported(String),
+    /// Well-formed opcodes in an impossible order.
+    #[error("malformed pickle: {0}")]
+    Malformed(&'static str),
+    /// The result would exceed the size limit (shared references expanded).
+    #[error("pickle expands beyond {0} values")]
+    TooLarge(usize),
+    /// Nested deeper than the limit (or cyclic).
+    #[error("pickle nested deeper than {0} levels (or cyclic)")]
+    TooDeep(usize),
+    /// Only protocols 2 to 5 are written.
+    #[error("cannot write pickle protocol {0} (2 to 5 are supported)")]
+    Protocol(u8),
+}

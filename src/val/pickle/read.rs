@@ -1,0 +1,634 @@
+//! Reading pickles: a small pickle machine over a node graph.
+
+use super::arrays::{array_from_machine, array_from_vals};
+use super::{PickleError, MAX_DEPTH, MAX_VALUES};
+use crate::val::heap::{Complex, Map, Val};
+use num_bigint::BigInt;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Global {
+    Complex,
+    OrderedDict,
+    Array,
+    ArrayReconstructor,
+    CodecsEncode,
+    Bytearray,
+    Set,
+}
+
+/// A node of the object graph being unpickled.
+#[derive(Debug, Clone)]
+enum Node {
+    Leaf(Val),
+    List(Vec<usize>),
+    Tup(Vec<usize>),
+    Dict(Vec<(usize, usize)>, bool),
+    Global(Global),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Item {
+    Mark,
+    Node(usize),
+}
+
+struct Machine<'a> {
+    data: &'a [u8],
+    pos: usize,
+    nodes: Vec<Node>,
+    stack: Vec<Item>,
+    memo: std::collections::HashMap<u64, usize>,
+}
+
+/// Reads a pickle (protocols 0 to 5 for these types) into a [`Val`].
+///
+/// # Errors
+/// A [`PickleError`] for malformed, unsupported or oversized input.
+///
+/// # Examples
+/// ```
+/// // pickle.dumps({'a': [1, 2.5]}, 2)
+/// let p = b"\x80\x02}q\x00X\x01\x00\x00\x00aq\x01]q\x02(K\x01G@\x04\x00\x00\x00\x00\x00\x00es.";
+/// assert_eq!(shmval::from_pickle(p)?.to_string(), "{'a': [1, 2.5]}");
+/// # Ok::<(), shmval::PickleError>(())
+/// ```
+pub fn from_pickle(data: &[u8]) -> Result<Val, PickleError> {
+    let mut m = Machine {
+        data,
+        pos: 0,
+        nodes: Vec::new(),
+        stack: Vec::new(),
+        memo: Default::default(),
+    };
+    let root = m.run()?;
+    m.check_size(root)?;
+    let mut budget = MAX_VALUES;
+    m.to_val(root, 0, &mut budget)
+}
+
+impl<'a> Machine<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or(PickleError::Truncated)?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, PickleError> {
+        Ok(self.take(1)?[0])
+    }
+    fn le(&mut self, n: usize) -> Result<u64, PickleError> {
+        let b = self.take(n)?;
+        Ok(b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
+    }
+    fn line(&mut self) -> Result<&'a [u8], PickleError> {
+        let rest = &self.data[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or(PickleError::Truncated)?;
+        let l = &rest[..n];
+        self.pos += n + 1;
+        Ok(l)
+    }
+    fn push_val(&mut self, v: Val) {
+        self.push_node(Node::Leaf(v));
+    }
+    fn push_node(&mut self, n: Node) {
+        self.nodes.push(n);
+        self.stack.push(Item::Node(self.nodes.len() - 1));
+    }
+    fn pop(&mut self) -> Result<usize, PickleError> {
+        match self.stack.pop() {
+            Some(Item::Node(n)) => Ok(n),
+            Some(Item::Mark) => Err(PickleError::Malformed("mark where a value was expected")),
+            None => Err(PickleError::Malformed("stack underflow")),
+        }
+    }
+    fn top(&self) -> Result<usize, PickleError> {
+        match self.stack.last() {
+            Some(Item::Node(n)) => Ok(*n),
+            _ => Err(PickleError::Malformed("no value on the stack")),
+        }
+    }
+    /// The items above the topmost mark (the mark is removed).
+    fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
+        let k = self
+            .stack
+            .iter()
+            .rposition(|i| matches!(i, Item::Mark))
+            .ok_or(PickleError::Malformed("no mark"))?;
+        let items = self.stack.split_off(k + 1);
+        self.stack.pop();
+        items
+            .into_iter()
+            .map(|i| match i {
+                Item::Node(n) => Ok(n),
+                Item::Mark => Err(PickleError::Malformed("nested mark")),
+            })
+            .collect()
+    }
+    fn text(b: &[u8]) -> Result<String, PickleError> {
+        String::from_utf8(b.to_vec()).map_err(|_| PickleError::Malformed("string is not UTF-8"))
+    }
+    fn global(module: &str, name: &str) -> Result<Global, PickleError> {
+        Ok(match (module, name) {
+            ("builtins" | "__builtin__", "complex") => Global::Complex,
+            ("collections", "OrderedDict") => Global::OrderedDict,
+            ("array", "array") => Global::Array,
+            ("array", "_array_reconstructor") => Global::ArrayReconstructor,
+            ("_codecs", "encode") => Global::CodecsEncode,
+            ("builtins" | "__builtin__", "bytearray") => Global::Bytearray,
+            ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
+            _ => return Err(PickleError::Unsupported(format!("global {module}.{name}"))),
+        })
+    }
+    fn append(&mut self, list: usize, items: &[usize]) -> Result<(), PickleError> {
+        match &mut self.nodes[list] {
+            Node::List(v) => v.extend_from_slice(items),
+            _ => return Err(PickleError::Malformed("append to a non-list")),
+        }
+        Ok(())
+    }
+    fn setitems(&mut self, dict: usize, items: &[usize]) -> Result<(), PickleError> {
+        if items.len() % 2 != 0 {
+            return Err(PickleError::Malformed("odd number of dict items"));
+        }
+        match &mut self.nodes[dict] {
+            Node::Dict(v, _) => v.extend(items.chunks(2).map(|c| (c[0], c[1]))),
+            _ => return Err(PickleError::Malformed("setitem on a non-dict")),
+        }
+        Ok(())
+    }
+    fn leaf(&self, n: usize) -> Result<&Val, PickleError> {
+        match &self.nodes[n] {
+            Node::Leaf(v) => Ok(v),
+            _ => Err(PickleError::Malformed("argument is not a scalar")),
+        }
+    }
+
+    fn run(&mut self) -> Result<usize, PickleError> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    let p = self.u8()?;
+                    if p > 5 {
+                        return Err(PickleError::Unsupported(format!("protocol {p}")));
+                    }
+                }
+                0x95 => {
+                    self.take(8)?; // FRAME: a hint only
+                }
+                b'.' => return self.pop(),
+                b'(' => self.stack.push(Item::Mark),
+                b'0' => {
+                    self.stack
+                        .pop()
+                        .ok_or(PickleError::Malformed("pop on an empty stack"))?;
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let t = self.top()?;
+                    self.stack.push(Item::Node(t));
+                }
+                b'N' => self.push_val(Val::None),
+                0x88 => self.push_val(Val::Bool(true)),
+                0x89 => self.push_val(Val::Bool(false)),
+                b'I' => {
+                    let l = self.line()?;
+                    let v = match l {
+                        b"01" => Val::Bool(true),
+                        b"00" => Val::Bool(false),
+                        _ => Val::I64(
+                            std::str::from_utf8(l)
+                                .ok()
+                                .and_then(|s| s.parse().ok())
+                                .ok_or(PickleError::Malformed("INT"))?,
+                        ),
+                    };
+                    self.push_val(v);
+                }
+                b'J' => {
+                    let v = self.le(4)? as u32 as i32;
+                    self.push_val(Val::I64(v.into()));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.push_val(Val::I64(v.into()));
+                }
+                b'M' => {
+                    let v = self.le(2)?;
+                    self.push_val(Val::I64(v as i64));
+                }
+                b'L' => {
+                    let l = self.line()?;
+                    let s = std::str::from_utf8(l)
+                        .map_err(|_| PickleError::Malformed("LONG"))?
+                        .trim_end_matches('L');
+                    let b: BigInt = s.parse().map_err(|_| PickleError::Malformed("LONG"))?;
+                    self.push_val(int_val(b));
+                }
+                0x8a | 0x8b => {
+                    let n = if op == 0x8a {
+                        self.u8()? as usize
+                    } else {
+                        self.le(4)? as usize
+                    };
+                    let b = BigInt::from_signed_bytes_le(self.take(n)?);
+                    self.push_val(int_val(b));
+                }
+                b'G' => {
+                    let b: [u8; 8] = self.take(8)?.try_into().expect("8 bytes");
+                    self.push_val(Val::F64(f64::from_be_bytes(b)));
+                }
+                b'F' => {
+                    let l = self.line()?;
+                    let f = std::str::from_utf8(l)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(PickleError::Malformed("FLOAT"))?;
+                    self.push_val(Val::F64(f));
+                }
+                b'X' | 0x8c | 0x8d => {
+                    let n = match op {
+                        b'X' => self.le(4)?,
+                        0x8c => self.u8()? as u64,
+                        _ => self.le(8)?,
+                    };
+                    let s = Self::text(self.take(n as usize)?)?;
+                    self.push_val(Val::Str(s));
+                }
+                b'V' => {
+                    let l = self.line()?;
+                    self.push_val(Val::Str(Self::text(l)?)); // raw-unicode-escape: ASCII subset
+                }
+                b'B' | b'C' | 0x8e | 0x96 => {
+                    let n = match op {
+                        b'B' => self.le(4)?,
+                        b'C' => self.u8()? as u64,
+                        _ => self.le(8)?,
+                    };
+                    let b = self.take(n as usize)?.to_vec();
+                    self.push_val(Val::Bytes(b));
+                }
+                b'T' | b'U' => {
+                    // Python 2 `str`: text when it is UTF-8, bytes otherwise.
+                    let n = if op == b'T' {
+                        self.le(4)?
+                    } else {
+                        self.u8()? as u64
+                    };
+                    let b = self.take(n as usize)?;
+                    let v = std::str::from_utf8(b)
+                        .map_or_else(|_| Val::Bytes(b.to_vec()), |s| Val::Str(s.to_owned()));
+                    self.push_val(v);
+                }
+                b'S' => {
+                    let l = self.line()?;
+                    let inner = l
+                        .get(1..l.len().saturating_sub(1))
+                        .ok_or(PickleError::Malformed("STRING"))?;
+                    self.push_val(Val::Str(Self::text(inner)?));
+                }
+                b']' => self.push_node(Node::List(Vec::new())),
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.push_node(Node::List(items));
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    let l = self.top()?;
+                    self.append(l, &[v])?;
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    let l = self.top()?;
+                    self.append(l, &items)?;
+                }
+                b')' => self.push_node(Node::Tup(Vec::new())),
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.push_node(Node::Tup(items));
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    if self.stack.len() < n {
+                        return Err(PickleError::Malformed("stack underflow"));
+                    }
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    self.push_node(Node::Tup(items));
+                }
+                b'}' => self.push_node(Node::Dict(Vec::new(), false)),
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    self.push_node(Node::Dict(Vec::new(), false));
+                    let d = self.top()?;
+                    self.setitems(d, &items)?;
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    let d = self.top()?;
+                    self.setitems(d, &[k, v])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let d = self.top()?;
+                    self.setitems(d, &items)?;
+                }
+                0x8f => self.push_node(Node::List(Vec::new())), // EMPTY_SET → list
+                0x90 => {
+                    let items = self.pop_mark()?;
+                    let s = self.top()?;
+                    self.append(s, &items)?;
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    self.push_node(Node::List(items));
+                }
+                b'c' => {
+                    let module = Self::text(self.line()?)?;
+                    let name = Self::text(self.line()?)?;
+                    self.push_node(Node::Global(Self::global(&module, &name)?));
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Val::Str(module), Val::Str(name)) =
+                        (self.leaf(module)?.clone(), self.leaf(name)?.clone())
+                    else {
+                        return Err(PickleError::Malformed("STACK_GLOBAL needs two strings"));
+                    };
+                    self.push_node(Node::Global(Self::global(&module, &name)?));
+                }
+                b'R' | 0x81 => {
+                    // REDUCE (callable, args) and NEWOBJ (cls, args) alike.
+                    let args = self.pop()?;
+                    let f = self.pop()?;
+                    let node = self.call(f, args)?;
+                    self.push_node(node);
+                }
+                b'b' => {
+                    // BUILD (state): only a None state is meaningful for our types.
+                    let st = self.pop()?;
+                    if !matches!(self.nodes[st], Node::Leaf(Val::None)) {
+                        return Err(PickleError::Unsupported("object state (BUILD)".into()));
+                    }
+                }
+                b'p' => {
+                    let k: u64 = std::str::from_utf8(self.line()?)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(PickleError::Malformed("PUT"))?;
+                    let t = self.top()?;
+                    self.memo.insert(k, t);
+                }
+                b'q' | b'r' => {
+                    let k = if op == b'q' {
+                        self.u8()? as u64
+                    } else {
+                        self.le(4)?
+                    };
+                    let t = self.top()?;
+                    self.memo.insert(k, t);
+                }
+                0x94 => {
+                    let t = self.top()?;
+                    let k = self.memo.len() as u64;
+                    self.memo.insert(k, t);
+                }
+                b'g' | b'h' | b'j' => {
+                    let k = match op {
+                        b'g' => std::str::from_utf8(self.line()?)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or(PickleError::Malformed("GET"))?,
+                        b'h' => self.u8()? as u64,
+                        _ => self.le(4)?,
+                    };
+                    let n = *self
+                        .memo
+                        .get(&k)
+                        .ok_or(PickleError::Malformed("memo key not found"))?;
+                    self.stack.push(Item::Node(n));
+                }
+                b'P' | b'Q' => return Err(PickleError::Unsupported("persistent id".into())),
+                b'i' | b'o' | 0x92 => {
+                    return Err(PickleError::Unsupported("class instance".into()))
+                }
+                0x82..=0x84 => return Err(PickleError::Unsupported("copyreg extension".into())),
+                0x97 | 0x98 => return Err(PickleError::Unsupported("out-of-band buffer".into())),
+                other => return Err(PickleError::BadOpcode(other)),
+            }
+        }
+    }
+
+    fn call(&mut self, f: usize, args: usize) -> Result<Node, PickleError> {
+        let Node::Global(g) = self.nodes[f] else {
+            return Err(PickleError::Malformed("REDUCE on a non-callable"));
+        };
+        let Node::Tup(args) = self.nodes[args].clone() else {
+            return Err(PickleError::Malformed("REDUCE arguments are not a tuple"));
+        };
+        let arg = |i: usize| -> Result<&Val, PickleError> {
+            args.get(i)
+                .ok_or(PickleError::Malformed("missing argument"))
+                .and_then(|&n| self.leaf(n))
+        };
+        Ok(match g {
+            Global::Complex => {
+                let re = args.first().map_or(Ok(0.0), |_| {
+                    arg(0)?
+                        .as_f64()
+                        .ok_or(PickleError::Malformed("complex real part"))
+                })?;
+                let im = args.get(1).map_or(Ok(0.0), |_| {
+                    arg(1)?
+                        .as_f64()
+                        .ok_or(PickleError::Malformed("complex imaginary part"))
+                })?;
+                Node::Leaf(Val::Complex64(Complex::new(re, im)))
+            }
+            Global::OrderedDict => {
+                let mut items = Vec::new();
+                if let Some(&n) = args.first() {
+                    // OrderedDict([(k, v), ...])
+                    let Node::List(pairs) = self.nodes[n].clone() else {
+                        return Err(PickleError::Malformed("OrderedDict argument"));
+                    };
+                    for p in pairs {
+                        let Node::Tup(kv) = &self.nodes[p] else {
+                            return Err(PickleError::Malformed("OrderedDict item"));
+                        };
+                        if kv.len() != 2 {
+                            return Err(PickleError::Malformed("OrderedDict item"));
+                        }
+                        items.push((kv[0], kv[1]));
+                    }
+                }
+                Node::Dict(items, true)
+            }
+            Global::Array => {
+                let Val::Str(code) = arg(0)? else {
+                    return Err(PickleError::Malformed("array type code"));
+                };
+                let code = code.clone();
+                let items = args.get(1).ok_or(PickleError::Malformed("array items"))?;
+                let vals: Vec<Val> = match &self.nodes[*items] {
+                    Node::List(v) => v
+                        .iter()
+                        .map(|&n| self.leaf(n).cloned())
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err(PickleError::Malformed("array items")),
+                };
+                Node::Leaf(Val::Arr(array_from_vals(&code, &vals)?))
+            }
+            Global::ArrayReconstructor => {
+                let Val::Str(code) = arg(1)? else {
+                    return Err(PickleError::Malformed("array type code"));
+                };
+                let code = code.clone();
+                let fmt = arg(2)?
+                    .as_i64()
+                    .ok_or(PickleError::Malformed("array format"))?;
+                let Val::Bytes(b) = arg(3)? else {
+                    return Err(PickleError::Malformed("array bytes"));
+                };
+                Node::Leaf(Val::Arr(array_from_machine(&code, fmt, b)?))
+            }
+            Global::CodecsEncode => {
+                let Val::Str(s) = arg(0)? else {
+                    return Err(PickleError::Malformed("_codecs.encode text"));
+                };
+                // latin-1: each char is one byte.
+                let b = s
+                    .chars()
+                    .map(|c| {
+                        u8::try_from(u32::from(c))
+                            .map_err(|_| PickleError::Malformed("non-latin-1 bytes"))
+                    })
+                    .collect::<Result<Vec<u8>, _>>()?;
+                Node::Leaf(Val::Bytes(b))
+            }
+            Global::Bytearray => match args.first() {
+                None => Node::Leaf(Val::Bytes(Vec::new())),
+                Some(_) => match arg(0)? {
+                    Val::Bytes(b) => Node::Leaf(Val::Bytes(b.clone())),
+                    _ => {
+                        return Err(PickleError::Unsupported(
+                            "bytearray from a non-bytes value".into(),
+                        ))
+                    }
+                },
+            },
+            Global::Set => match args.first() {
+                None => Node::List(Vec::new()),
+                Some(&n) => match &self.nodes[n] {
+                    Node::List(v) => Node::List(v.clone()),
+                    _ => return Err(PickleError::Malformed("set argument")),
+                },
+            },
+        })
+    }
+
+    /// Refuses a graph whose expansion into a tree (shared nodes copied) would exceed
+    /// the size limit, or that is cyclic — in time proportional to the node count.
+    fn check_size(&self, root: usize) -> Result<(), PickleError> {
+        // 0 = unvisited, 1 = on the current path, 2 = size known.
+        let mut state = vec![0u8; self.nodes.len()];
+        let mut size = vec![0usize; self.nodes.len()];
+        let children = |n: usize| -> Vec<usize> {
+            match &self.nodes[n] {
+                Node::List(v) | Node::Tup(v) => v.clone(),
+                Node::Dict(v, _) => v.iter().flat_map(|&(k, x)| [k, x]).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut stack = vec![(root, false)];
+        while let Some((n, done)) = stack.pop() {
+            if done {
+                let total = children(n)
+                    .iter()
+                    .fold(1usize, |a, &c| a.saturating_add(size[c]));
+                if total > MAX_VALUES {
+                    return Err(PickleError::TooLarge(MAX_VALUES));
+                }
+                size[n] = total;
+                state[n] = 2;
+                continue;
+            }
+            match state[n] {
+                2 => continue,
+                1 => return Err(PickleError::TooDeep(MAX_DEPTH)), // a cycle
+                _ => {}
+            }
+            state[n] = 1;
+            stack.push((n, true));
+            for c in children(n) {
+                if state[c] == 1 {
+                    return Err(PickleError::TooDeep(MAX_DEPTH));
+                }
+                if state[c] == 0 {
+                    stack.push((c, false));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn to_val(&self, n: usize, depth: usize, budget: &mut usize) -> Result<Val, PickleError> {
+        if depth > MAX_DEPTH {
+            return Err(PickleError::TooDeep(MAX_DEPTH));
+        }
+        *budget = budget
+            .checked_sub(1)
+            .ok_or(PickleError::TooLarge(MAX_VALUES))?;
+        Ok(match &self.nodes[n] {
+            Node::Leaf(v) => v.clone(),
+            Node::List(items) => Val::List(
+                items
+                    .iter()
+                    .map(|&i| self.to_val(i, depth + 1, budget))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Node::Tup(items) => Val::Tup(
+                items
+                    .iter()
+                    .map(|&i| self.to_val(i, depth + 1, budget))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Node::Dict(items, ordered) => {
+                let mut m = Map::with_capacity(items.len());
+                for &(k, v) in items {
+                    let k = self.to_val(k, depth + 1, budget)?;
+                    if !k.is_hashable() {
+                        return Err(PickleError::Malformed("unhashable dict key"));
+                    }
+                    m.insert(k, self.to_val(v, depth + 1, budget)?);
+                }
+                if *ordered {
+                    Val::OTab(m)
+                } else {
+                    Val::Tab(m)
+                }
+            }
+            Node::Global(_) => {
+                return Err(PickleError::Unsupported("a bare global as a value".into()))
+            }
+        })
+    }
+}
+
+fn int_val(b: BigInt) -> Val {
+    i64::try_from(&b).map_or(Val::BigInt(b), Val::I64)
+}
