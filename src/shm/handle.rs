@@ -285,10 +285,8 @@ impl ShmTab {
         key: impl Into<Arg>,
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
-        let (key, value) = (key.into(), value.into());
         // Copy heap values in before taking the lock (allocation outside the lock).
-        let kv = key.key_val()?;
-        let vr = value.into_raw(self.pool())?;
+        let (key, kv, vr) = prepare(key, value, self.pool())?;
         match self.guard() {
             Ok(g) => insert_locked(&g, key, kv, vr),
             Err(e) => {
@@ -386,9 +384,7 @@ impl TabLock<'_> {
         key: impl Into<Arg>,
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
-        let (key, value) = (key.into(), value.into());
-        let kv = key.key_val()?;
-        let vr = value.into_raw(self.g.pool)?;
+        let (key, kv, vr) = prepare(key, value, self.g.pool)?;
         insert_locked(&self.g, key, kv, vr)
     }
 
@@ -399,6 +395,18 @@ impl TabLock<'_> {
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         remove_locked(&self.g, &key.into().key_val()?)
     }
+}
+
+/// The key (and its heap form, for hashing) and the value as an owned reference.
+fn prepare(
+    key: impl Into<Arg>,
+    value: impl Into<Arg>,
+    pool: &Pool,
+) -> Result<(Arg, Val, Raw), ValError> {
+    let key = key.into();
+    let kv = key.key_val()?;
+    let vr = value.into().into_raw(pool)?;
+    Ok((key, kv, vr))
 }
 
 /// Inserts under a held lock; takes over `vr` (released on failure).
