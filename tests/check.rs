@@ -38,7 +38,7 @@ fn healthy_values_pass() {
     let v = pool.share(&tab! { "a" => Val::List(vec![Val::from("x"), Val::Tup(vec![Val::I64(1), Val::from(vec![1.5f64])])]), "n" => 7 }).unwrap();
     let r = check_value(&v);
     assert!(r.is_ok(), "{r:?}");
-    assert_eq!((r.objects, r.cycles, r.max_depth), (7, 0, 3), "{r:?}");
+    assert_eq!((r.objects, r.cycles, r.max_depth), (4, 0, 3), "{r:?}"); // dict, list, tuple, array: short strings are inline
     assert!(
         is_shm(&pool.share(&Val::I64(1)).unwrap()),
         "immediates are trivially contained"
@@ -51,7 +51,7 @@ fn corrupted_values_are_reported_not_crashed_on() {
     let pool = pool(&s);
     let base = pool.stats().in_use;
     let list = pool
-        .share(&Val::List(vec![Val::from("abc"), Val::I64(1)]))
+        .share(&Val::List(vec![Val::from("a string object"), Val::I64(1)]))
         .unwrap();
     let slot = list_slot(&list, 0);
     let str_off = word(&pool, slot + 8).load(std::sync::atomic::Ordering::Relaxed);
@@ -102,7 +102,7 @@ fn corrupted_values_are_reported_not_crashed_on() {
     });
     // Restored: healthy again, and nothing leaked.
     assert!(is_shm(&list));
-    assert_eq!(list.to_val().unwrap().to_string(), "['abc', 1]");
+    assert_eq!(list.to_val().unwrap().to_string(), "['a string object', 1]");
     drop(list);
     assert_eq!(pool.stats().in_use, base);
 }

@@ -10,8 +10,32 @@ use num_bigint::BigInt;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
+/// A str/bytes of at most 8 bytes, inline in the slot.
+fn inline(t: u8, b: &[u8]) -> Raw {
+    debug_assert!(b.len() <= 8);
+    let mut p = [0u8; 8];
+    p[..b.len()].copy_from_slice(b);
+    Raw {
+        tag: t,
+        len: b.len() as u8,
+        payload: u64::from_le_bytes(p),
+    }
+}
+
+/// The bytes of an inline str/bytes.
+pub(crate) fn inline_bytes(r: &Raw) -> Result<Vec<u8>, ValError> {
+    if r.len > 8 {
+        return Err(corrupt(format!("inline length {}", r.len)));
+    }
+    Ok(r.payload.to_le_bytes()[..r.len as usize].to_vec())
+}
+
 fn imm(t: u8, payload: u64) -> Raw {
-    Raw { tag: t, payload }
+    Raw {
+        tag: t,
+        len: 0,
+        payload,
+    }
 }
 
 /// Bytes of a value's elements, for copying into an array object.
@@ -72,6 +96,8 @@ impl Pool {
                 tag::C32,
                 c.re.to_bits() as u64 | (c.im.to_bits() as u64) << 32,
             ),
+            Val::Str(s) if s.len() <= 8 => inline(tag::STR_INLINE, s.as_bytes()),
+            Val::Bytes(b) if b.len() <= 8 => inline(tag::BYTES_INLINE, b),
             Val::Str(s) => self.new_bytes_obj(tag::STR, s.as_bytes())?,
             Val::Bytes(b) => self.new_bytes_obj(tag::BYTES, b)?,
             Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le())?,
@@ -217,6 +243,10 @@ impl Pool {
             tag::U64 => Val::U64(p),
             tag::F32 => Val::F32(f32::from_bits(p as u32)),
             tag::F64 => Val::F64(f64::from_bits(p)),
+            tag::STR_INLINE => Val::Str(
+                String::from_utf8(inline_bytes(&r)?).map_err(|_| corrupt("str is not UTF-8"))?,
+            ),
+            tag::BYTES_INLINE => Val::Bytes(inline_bytes(&r)?),
             tag::C32 => Val::Complex32(Complex::new(
                 f32::from_bits(p as u32),
                 f32::from_bits((p >> 32) as u32),

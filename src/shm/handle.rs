@@ -48,8 +48,8 @@ impl ShmVal {
             tag::I8..=tag::U64 | tag::BIGINT => "int",
             tag::F32 | tag::F64 => "float",
             tag::C32 | tag::C64 => "complex",
-            tag::STR => "str",
-            tag::BYTES => "bytes",
+            tag::STR | tag::STR_INLINE => "str",
+            tag::BYTES | tag::BYTES_INLINE => "bytes",
             tag::ARR => "array",
             tag::TUP => "tuple",
             tag::LIST => "list",
@@ -499,6 +499,7 @@ impl Pool {
             self,
             Raw {
                 tag: tag::TAB,
+                len: 0,
                 payload: o.off,
             },
         )))
@@ -529,6 +530,7 @@ impl Pool {
         }
         let raw = Raw {
             tag: tag::TAB,
+            len: 0,
             payload: off,
         };
         self.retain(raw)?;

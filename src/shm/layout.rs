@@ -43,6 +43,13 @@ pub mod tag {
     pub const F64: u8 = 11;
     /// Two f32: re in the low 32 bits, im in the high.
     pub const C32: u8 = 12;
+    /// A `str` of at most 8 bytes stored in the payload; its length in bits 8..16 of
+    /// the tag word (no object, no allocation).
+    pub const STR_INLINE: u8 = 13;
+    /// `bytes` of at most 8, stored like [`STR_INLINE`].
+    pub const BYTES_INLINE: u8 = 14;
+    /// Last immediate tag.
+    pub const LAST_IMMEDIATE: u8 = 14;
     /// First object tag: everything from here on is an object offset.
     pub const FIRST_OBJECT: u8 = 32;
     /// `str` object.

@@ -211,6 +211,7 @@ impl Pool {
             self,
             Raw {
                 tag: tag::LIST,
+                len: 0,
                 payload: o.off,
             },
         )))

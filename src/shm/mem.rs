@@ -15,12 +15,15 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Raw {
     pub tag: u8,
+    /// Length of an inline str/bytes (bits 8..16 of the tag word), else 0.
+    pub len: u8,
     pub payload: u64,
 }
 
 impl Raw {
     pub(crate) const NONE: Raw = Raw {
         tag: tag::NONE,
+        len: 0,
         payload: 0,
     };
 
@@ -215,15 +218,18 @@ impl Pool {
     }
 
     pub(crate) fn read(&self, s: &Slot) -> Raw {
+        let t = s.tag.load(Acquire);
         Raw {
-            tag: s.tag.load(Acquire) as u8,
+            tag: t as u8,
+            len: (t >> 8) as u8,
             payload: s.payload.load(Acquire),
         }
     }
 
     pub(crate) fn write(&self, s: &Slot, r: Raw) {
         s.payload.store(r.payload, Relaxed);
-        s.tag.store(u64::from(r.tag), Release);
+        s.tag
+            .store(u64::from(r.tag) | u64::from(r.len) << 8, Release);
     }
 
     fn obj_layout(size: u64) -> Layout {

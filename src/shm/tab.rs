@@ -240,6 +240,10 @@ impl<'p> Guard<'p> {
     fn key_eq(&self, stored: Raw, key: &Val) -> Result<bool, ValError> {
         match (stored.tag, key) {
             (tag::DELETED, _) => Ok(false),
+            (tag::STR_INLINE, Val::Str(s)) => Ok(s.len() <= 8
+                && s.len() == stored.len as usize
+                && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
+            (tag::STR_INLINE, _) => Ok(false),
             (tag::STR, Val::Str(s)) => {
                 let o = self.pool.obj(stored.payload)?;
                 let len = self
@@ -345,6 +349,7 @@ impl<'p> Guard<'p> {
             &e.key,
             Raw {
                 tag: tag::DELETED,
+                len: 0,
                 payload: 0,
             },
         );
@@ -384,6 +389,7 @@ impl Pool {
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
         let raw = Raw {
             tag: t,
+            len: 0,
             payload: o.off,
         };
         if cap > 0 {
