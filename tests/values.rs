@@ -287,6 +287,16 @@ fn child_role_entry() {
         drop((t, root, pool));
         common::child_done();
     }
+    if role == "holder" {
+        // Take handles on a table and on one of its values, then get killed.
+        let t = root.get("data").unwrap().unwrap();
+        let v = t.as_tab().unwrap().get("big").unwrap().unwrap();
+        assert_eq!(v.type_name(), "list");
+        pool.user_word(4)
+            .store(1, std::sync::atomic::Ordering::Release);
+        std::thread::sleep(Duration::from_secs(60));
+        drop((t, v));
+    }
     if role == "inserter" {
         let t = root.get("grow").unwrap().unwrap().as_tab().unwrap();
         let me = std::process::id();
@@ -505,4 +515,42 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
             }
         }
     }
+}
+
+#[test]
+fn a_reader_killed_while_holding_handles_does_not_stop_the_others() {
+    let s = Scratch::new("holder");
+    let pool = pool(&s, 8 << 20);
+    let root = pool.root().unwrap();
+    root.insert(
+        "data",
+        tab! { "big" => Val::List((0..1000).map(Val::I64).collect()), "n" => 1 },
+    )
+    .unwrap();
+    let mut c = spawn("child_role_entry", "holder", &[("POOL", s.0.clone())]);
+    let start = std::time::Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "holder never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // Everyone else carries on: the table works, is well formed, and can be removed.
+    let t = root.get("data").unwrap().unwrap().as_tab().unwrap();
+    t.insert("n", 2).unwrap();
+    assert_eq!(t.get("n").unwrap().unwrap().to_string(), "2");
+    assert!(shmval::is_shm(t.as_val()));
+    drop(t);
+    let before = pool.stats().in_use;
+    root.remove("data").unwrap();
+    // The dead reader's references keep the table and the list alive (leaked by
+    // design until a pool check reclaims them); nothing was freed under its feet.
+    assert_eq!(
+        pool.stats().in_use,
+        before,
+        "objects a dead process references are not freed"
+    );
 }
