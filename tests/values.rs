@@ -287,6 +287,23 @@ fn child_role_entry() {
         drop((t, root, pool));
         common::child_done();
     }
+    if role == "arr-writer" {
+        let a = root
+            .get("samples")
+            .unwrap()
+            .unwrap()
+            .as_arr::<f64>()
+            .unwrap()
+            .unwrap();
+        let mut buf = vec![0.0; a.len()];
+        a.read(0, &mut buf).unwrap();
+        for x in &mut buf {
+            *x *= 2.0;
+        }
+        a.write(0, &buf).unwrap();
+        drop((a, root, pool));
+        common::child_done();
+    }
     if role == "holder" {
         // Take handles on a table and on one of its values, then get killed.
         let t = root.get("data").unwrap().unwrap();
@@ -553,4 +570,52 @@ fn a_reader_killed_while_holding_handles_does_not_stop_the_others() {
         before,
         "objects a dead process references are not freed"
     );
+}
+
+#[test]
+fn numeric_arrays_are_read_and_written_in_place_across_processes() {
+    let s = Scratch::new("arr");
+    let pool = pool(&s, 8 << 20);
+    let a = pool.new_arr::<f64>(1000).unwrap();
+    let src: Vec<f64> = (0..1000).map(|i| i as f64 / 4.0).collect();
+    a.write(0, &src).unwrap();
+    assert!(matches!(
+        a.write(999, &[1.0, 2.0]),
+        Err(ValError::Index { .. })
+    ));
+    assert!(matches!(a.set(1000, 1.0), Err(ValError::Index { .. })));
+    assert_eq!(a.get(1000), None);
+    assert!(
+        a.as_val().as_arr::<i32>().unwrap().is_none(),
+        "wrong element type"
+    );
+    let root = pool.root().unwrap();
+    root.insert("samples", a.as_val()).unwrap();
+    let mut c = spawn("child_role_entry", "arr-writer", &[("POOL", s.0.clone())]);
+    wait_ok(&mut c, Duration::from_secs(30), "arr-writer");
+    assert_eq!(
+        a.to_vec(),
+        src.iter().map(|x| x * 2.0).collect::<Vec<_>>(),
+        "the child's writes are visible in place"
+    );
+    // Every element type round-trips; a corrupt bool byte reads as true, never UB.
+    let b = pool
+        .share(&Val::Arr(Arr::Bool(vec![false, true])))
+        .unwrap()
+        .as_arr::<bool>()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.to_vec(), vec![false, true]);
+    let c64 = pool.new_arr::<Complex<f64>>(2).unwrap();
+    c64.set(1, Complex::new(1.5, -2.0)).unwrap();
+    assert_eq!(c64.as_val().to_string(), "array('D', [0j, (1.5-2j)])");
+    let i8s = pool
+        .share(&Val::Arr(Arr::I8(vec![-1, 2])))
+        .unwrap()
+        .as_arr::<i8>()
+        .unwrap()
+        .unwrap();
+    assert_eq!(i8s.to_vec(), vec![-1, 2]);
+    drop((a, b, c64, i8s));
+    root.remove("samples").unwrap();
 }

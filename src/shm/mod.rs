@@ -6,6 +6,7 @@
 //! release frees it and releases its children iteratively; every read of shared
 //! memory is bounds-checked and every traversal depth-bounded.
 
+mod arr;
 mod check;
 mod convert;
 mod handle;
@@ -14,6 +15,7 @@ mod list;
 mod mem;
 mod tab;
 
+pub use arr::{Elem, ShmArr};
 pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmTab, ShmVal, TabLock};
 pub use list::ShmList;
