@@ -21,6 +21,10 @@ fn main() {
         alloc::profile();
         return;
     }
+    if args.first().map(String::as_str) == Some("profile-tab") {
+        values::profile_tab();
+        return;
+    }
     if args.first().map(String::as_str) == Some("profile-values") {
         values::profile();
         return;

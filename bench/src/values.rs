@@ -85,7 +85,7 @@ pub fn run(r: &mut Report) {
                         }
                         let mut sum = 0i64;
                         for i in 0..keys as i64 {
-                            let Val::I64(x) = t.get(i).unwrap().unwrap().to_val().unwrap() else {
+                            let Val::I64(x) = t.get_val(i).unwrap().unwrap() else {
                                 panic!()
                             };
                             sum += x;
@@ -145,5 +145,19 @@ pub fn profile() {
     let v = four_key();
     for _ in 0..100_000 {
         black_box(pool.share(black_box(&v)).unwrap());
+    }
+}
+
+/// `profile-tab`: 100k int-key inserts and lookups, for callgrind.
+pub fn profile_tab() {
+    let name = format!("shmval-bench-tabprof-{}", std::process::id());
+    let pool =
+        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let t = pool.new_tab().unwrap();
+    for i in 0..100_000i64 {
+        t.insert(i, i).unwrap();
+    }
+    for i in 0..100_000i64 {
+        black_box(t.get_val(i).unwrap());
     }
 }

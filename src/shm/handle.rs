@@ -305,6 +305,29 @@ impl ShmTab {
         get_locked(&self.guard()?, &kv)
     }
 
+    /// The value of `key` copied out to the heap (no handle is made: the cheapest read).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), or a corrupt value.
+    pub fn get_val(&self, key: impl Into<Arg>) -> Result<Option<Val>, ValError> {
+        let kv = key.into().key_val()?;
+        let g = self.guard()?;
+        let pool = g.pool;
+        let Some((i, _)) = g.find(key_hash(&kv), &kv)? else {
+            return Ok(None);
+        };
+        let v = pool.read(&g.entry(i)?.value);
+        if !v.is_object() {
+            return Ok(Some(pool.to_val_raw(v, 0)?));
+        }
+        // An object: keep it alive past the lock, copy it out, let it go.
+        pool.retain(v)?;
+        drop(g);
+        let out = pool.to_val_raw(v, 0);
+        pool.release(v);
+        out.map(Some)
+    }
+
     /// Whether `key` is present.
     ///
     /// # Errors

@@ -244,6 +244,15 @@ impl<'p> Guard<'p> {
                 && s.len() == stored.len as usize
                 && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
             (tag::STR_INLINE, _) => Ok(false),
+            // Integer keys (the common case): compare as integers, no Val built.
+            (t @ tag::I8..=tag::U64, k) if k.as_i64().is_some() && !matches!(k, Val::Bool(_)) => {
+                let stored = if t == tag::U64 {
+                    i128::from(stored.payload)
+                } else {
+                    i128::from(stored.payload as i64)
+                };
+                Ok(k.as_i64().map(i128::from) == Some(stored))
+            }
             (tag::STR, Val::Str(s)) => {
                 let o = self.pool.obj(stored.payload)?;
                 let len = self
