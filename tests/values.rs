@@ -225,6 +225,23 @@ fn deep_and_long_values_release_without_recursion() {
 }
 
 #[test]
+fn relocking_a_table_inside_its_own_transaction_is_refused_at_once() {
+    let s = Scratch::new("reentrant");
+    let pool = pool(&s, 1 << 20);
+    let t = pool.new_tab().unwrap();
+    let tx = t.lock().unwrap();
+    let start = std::time::Instant::now();
+    assert!(matches!(t.insert("k", 1), Err(ValError::Reentrant)));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "refused at once, not after the patience limit"
+    );
+    tx.insert("k", 2).unwrap();
+    drop(tx);
+    assert_eq!(t.get_val("k").unwrap(), Some(Val::I64(2)));
+}
+
+#[test]
 fn python_keys_in_shared_tables() {
     let s = Scratch::new("keys");
     let pool = pool(&s, 4 << 20);

@@ -77,7 +77,7 @@ pub use layout::{
     layout_fingerprint, ALLOC_MAGIC, ALLOC_VERSION, LOCK_PATIENCE, MAX_REGION as MAX_REGION_BYTES,
     MIN_REGION, SLAB_SIZE,
 };
-pub use lock::{LockState, LockTimeout, RobustLock};
+pub use lock::{LockError, LockState, RobustLock};
 pub use platform::Platform;
 #[cfg(not(loom))]
 pub use platform::StdPlatform;

@@ -48,9 +48,15 @@ const _: () = assert!(std::mem::size_of::<RobustLock>() == 16);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::align_of::<RobustLock>() == 8);
 
-/// A lock was not acquired within the patience given.
+/// Why a lock was not acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LockTimeout;
+pub enum LockError {
+    /// The patience given ran out while a live-looking holder kept it.
+    Timeout,
+    /// The calling thread holds it already (the lock is not reentrant): waiting would
+    /// only ever time out.
+    Reentrant,
+}
 
 /// How a lock was acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +98,8 @@ impl RobustLock {
     pub fn lock<P: Platform>(&self) -> LockState {
         match self.lock_within::<P>(None) {
             Ok(s) => s,
-            Err(LockTimeout) => unreachable!("no patience limit was given"),
+            Err(LockError::Timeout) => unreachable!("no patience limit was given"),
+            Err(LockError::Reentrant) => panic!("deadlock: this thread already holds the lock"),
         }
     }
 
@@ -101,12 +108,13 @@ impl RobustLock {
     /// corruption made name some live process.
     ///
     /// # Errors
-    /// [`LockTimeout`] when `patience` ran out.
+    /// [`LockError::Timeout`] when `patience` ran out, [`LockError::Reentrant`] when the
+    /// calling thread holds the lock already.
     #[inline]
     pub fn lock_within<P: Platform>(
         &self,
         patience: Option<Duration>,
-    ) -> Result<LockState, LockTimeout> {
+    ) -> Result<LockState, LockError> {
         match self.try_lock::<P>() {
             Some(state) => Ok(state),
             None => self.lock_slow::<P>(P::thread_id() & TID_MASK, patience),
@@ -134,7 +142,7 @@ impl RobustLock {
         &self,
         me: u32,
         patience: Option<Duration>,
-    ) -> Result<LockState, LockTimeout> {
+    ) -> Result<LockState, LockError> {
         #[cfg(not(loom))]
         let deadline = patience.map(|p| std::time::Instant::now() + p);
         #[cfg(loom)]
@@ -145,6 +153,9 @@ impl RobustLock {
         let mut tokenless: Option<u32> = None;
         loop {
             let cur = self.word.load(Ordering::Relaxed);
+            if cur != 0 && cur & TID_MASK == me {
+                return Err(LockError::Reentrant);
+            }
             if cur == 0 {
                 // Coming from the slow path, keep WAITERS set: others may still sleep.
                 let new = if spins > SPIN_ROUNDS {
@@ -214,7 +225,7 @@ impl RobustLock {
             }
             #[cfg(not(loom))]
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Err(LockTimeout);
+                return Err(LockError::Timeout);
             }
         }
     }

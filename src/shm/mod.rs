@@ -46,6 +46,10 @@ pub enum ValError {
     /// A container lock stayed held beyond the patience limit by a live process.
     #[error("container lock held too long by another process (stopped or hung)")]
     LockTimeout,
+    /// This thread already holds the container's lock (a `TabLock` is alive): use the
+    /// guard's own methods inside a transaction.
+    #[error("this thread already holds the container's lock: use the TabLock's methods inside the transaction")]
+    Reentrant,
     /// Shared memory that is not a well-formed value.
     #[error("corrupt shared value: {what}")]
     Corrupt {

@@ -97,7 +97,10 @@ impl<'p> Guard<'p> {
         let state = head
             .lock
             .lock_within::<crate::LinuxPlatform>(Some(LOCK_PATIENCE))
-            .map_err(|_| ValError::LockTimeout)?;
+            .map_err(|e| match e {
+                shmval_alloc::LockError::Timeout => ValError::LockTimeout,
+                shmval_alloc::LockError::Reentrant => ValError::Reentrant,
+            })?;
         let g = Guard { pool, obj, head };
         if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
             g.repair()?;
