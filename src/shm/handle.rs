@@ -280,6 +280,20 @@ impl ShmTab {
     ///
     /// # Errors
     /// [`ValError::Unhashable`], [`ValError::Alloc`] (the table is unchanged), ...
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{tab, Pool, PoolOptions};
+    /// # let pool = Pool::create_with(&format!("doc-insert-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let root = pool.root()?;
+    /// let heap = tab! { "a" => 1 };
+    /// root.insert("copy", heap.clone())?;        // a heap value: copied into the pool
+    /// let shared = pool.share(&heap)?;
+    /// root.insert("ref", &shared)?;              // a shared handle: stored by reference
+    /// assert_eq!(root.get("ref")?.unwrap().offset(), shared.offset(), "the same object");
+    /// assert_ne!(root.get("copy")?.unwrap().offset(), shared.offset());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn insert(
         &self,
         key: impl Into<Arg>,
