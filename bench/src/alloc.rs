@@ -166,8 +166,14 @@ pub fn run(r: &mut Report) {
             1,
             &["≤ 0.2× Boost (≥ 5× faster)", ""],
             vec![
-                ("shmval Pool::alloc/free", Box::new(|| ns_per_op(n, || assert_eq!(pairs_pool(&pool, &ls, n), want)))),
-                ("Boost managed_shared_memory", Box::new(|| run_peer(&peer, n, want))),
+                (
+                    "shmval Pool::alloc/free",
+                    Box::new(|| ns_per_op(n, || assert_eq!(pairs_pool(&pool, &ls, n), want))),
+                ),
+                (
+                    "Boost managed_shared_memory",
+                    Box::new(|| run_peer(&peer, n, want)),
+                ),
             ],
         );
     } else {
@@ -232,12 +238,19 @@ fn boost_peer() -> Option<std::path::PathBuf> {
 
 /// Runs the C++ peer for `n` pairs; checks its checksum; returns its ns per pair.
 fn run_peer(peer: &std::path::Path, n: u64, want: u64) -> f64 {
-    let out = Command::new(peer).arg(n.to_string()).output().expect("run the Boost peer");
+    let out = Command::new(peer)
+        .arg(n.to_string())
+        .output()
+        .expect("run the Boost peer");
     assert!(out.status.success(), "Boost peer failed");
     let s = String::from_utf8(out.stdout).expect("peer output");
     let mut it = s.split_whitespace();
     let ns: f64 = it.next().and_then(|x| x.parse().ok()).expect("ns per pair");
-    assert_eq!(it.next().and_then(|x| x.parse::<u64>().ok()), Some(want), "Boost peer checksum");
+    assert_eq!(
+        it.next().and_then(|x| x.parse::<u64>().ok()),
+        Some(want),
+        "Boost peer checksum"
+    );
     ns
 }
 
