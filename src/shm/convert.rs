@@ -224,13 +224,66 @@ impl Pool {
         Ok(o)
     }
 
-    /// Copies the value `r` (to which the caller holds a reference) out to the heap.
-    pub(crate) fn to_val_raw(&self, r: Raw, depth: usize) -> Result<Val, ValError> {
-        if depth > MAX_DEPTH {
-            return Err(ValError::TooDeep);
+    /// Copies the value `r` (to which the caller holds a reference) out to the heap,
+    /// with an explicit stack (no recursion): nesting up to `MAX_DEPTH`.
+    pub(crate) fn to_val_raw(&self, r: Raw, _depth: usize) -> Result<Val, ValError> {
+        let mut stack: Vec<OutFrame> = Vec::new();
+        let res = self.to_val_iter(r, &mut stack);
+        // On an error, give back what the unfinished frames still hold.
+        for f in &stack {
+            if f.retained {
+                self.release_all(&f.items);
+            }
         }
+        res
+    }
+
+    fn to_val_iter(&self, r: Raw, stack: &mut Vec<OutFrame>) -> Result<Val, ValError> {
+        let mut done = match self.out_step(r)? {
+            Out::Val(v) => return Ok(v),
+            Out::Frame(f) => {
+                stack.push(f);
+                None
+            }
+        };
+        loop {
+            let top = stack.last_mut().expect("a frame is open");
+            if let Some(v) = done.take() {
+                top.out.push(v);
+            }
+            if top.next < top.items.len() {
+                let child = top.items[top.next];
+                top.next += 1;
+                match self.out_step(child)? {
+                    Out::Val(v) => done = Some(v),
+                    Out::Frame(f) => {
+                        if stack.len() >= MAX_DEPTH {
+                            if f.retained {
+                                self.release_all(&f.items);
+                            }
+                            return Err(ValError::TooDeep);
+                        }
+                        stack.push(f);
+                    }
+                }
+            } else {
+                let f = stack.pop().expect("top exists");
+                if f.retained {
+                    self.release_all(&f.items);
+                }
+                let v = f.finish();
+                if stack.is_empty() {
+                    return Ok(v);
+                }
+                done = Some(v);
+            }
+        }
+    }
+
+    /// One value: a leaf converted now, or a container to open.
+    fn out_step(&self, r: Raw) -> Result<Out, ValError> {
         let p = r.payload;
-        Ok(match r.tag {
+        Ok(Out::Val(match r.tag {
             tag::NONE => Val::None,
             tag::BOOL => Val::Bool(p != 0),
             tag::I8 => Val::I8(p as i8),
@@ -259,10 +312,10 @@ impl Pool {
                         o.tag
                     )));
                 }
-                self.object_to_val(o, depth)?
+                return self.object_step(o);
             }
             t => return Err(corrupt(format!("unknown value tag {t}"))),
-        })
+        }))
     }
 
     fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
@@ -276,8 +329,8 @@ impl Pool {
         self.bytes_at(o.off + 24, len)
     }
 
-    fn object_to_val(&self, o: Obj, depth: usize) -> Result<Val, ValError> {
-        Ok(match o.tag {
+    fn object_step(&self, o: Obj) -> Result<Out, ValError> {
+        Ok(Out::Val(match o.tag {
             tag::STR => Val::Str(
                 String::from_utf8(self.bytes_of(o)?.to_vec())
                     .map_err(|_| corrupt("str is not UTF-8"))?,
@@ -299,57 +352,29 @@ impl Pool {
                 arr_from_bytes(kind, self.bytes_at(o.off + 32, bytes)?)?
             }
             tag::TUP => {
+                // Immutable and kept alive by whoever holds the tuple: no snapshot.
                 let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
                 if len > o.size.saturating_sub(32) / SLOT as u64 {
                     return Err(corrupt("tuple length"));
                 }
-                let mut v = Vec::with_capacity(len as usize);
-                for i in 0..len {
-                    v.push(self.to_val_raw(
-                        self.read(self.slot_at(o.off + 32 + i * SLOT as u64)?),
-                        depth + 1,
-                    )?);
-                }
-                Val::Tup(v)
+                let items = (0..len)
+                    .map(|i| Ok(self.read(self.slot_at(o.off + 32 + i * SLOT as u64)?)))
+                    .collect::<Result<Vec<Raw>, ValError>>()?;
+                return Ok(Out::Frame(OutFrame::new(tag::TUP, items, false)));
             }
             tag::LIST => {
-                let items = self.list_snapshot(o)?;
-                let out: Result<Vec<Val>, ValError> = items
-                    .iter()
-                    .map(|r| self.to_val_raw(*r, depth + 1))
-                    .collect();
-                self.release_all(&items);
-                Val::List(out?)
+                return Ok(Out::Frame(OutFrame::new(
+                    tag::LIST,
+                    self.list_snapshot(o)?,
+                    true,
+                )))
             }
-            _ => {
+            t => {
                 let pairs = self.tab_snapshot(o)?;
-                let mut m = Map::with_capacity(pairs.len());
-                let mut res = Ok(());
-                for (k, v) in &pairs {
-                    match (
-                        self.to_val_raw(*k, depth + 1),
-                        self.to_val_raw(*v, depth + 1),
-                    ) {
-                        (Ok(k), Ok(v)) => {
-                            m.insert(k, v);
-                        }
-                        (Err(e), _) | (_, Err(e)) => {
-                            res = Err(e);
-                            break;
-                        }
-                    }
-                }
-                for (k, v) in &pairs {
-                    self.release_all(&[*k, *v]);
-                }
-                res?;
-                if o.tag == tag::TAB {
-                    Val::Tab(m)
-                } else {
-                    Val::OTab(m)
-                }
+                let items = pairs.into_iter().flat_map(|(k, v)| [k, v]).collect();
+                return Ok(Out::Frame(OutFrame::new(t, items, true)));
             }
-        })
+        }))
     }
 
     /// The list's elements, each retained, read under its lock.
@@ -373,6 +398,53 @@ impl Pool {
         }
         Ok(out)
     }
+}
+
+/// A container being copied out: its children (a snapshot, retained for lists and
+/// dicts) and the values made of them so far.
+struct OutFrame {
+    kind: u8,
+    items: Vec<Raw>,
+    retained: bool,
+    next: usize,
+    out: Vec<Val>,
+}
+
+impl OutFrame {
+    fn new(kind: u8, items: Vec<Raw>, retained: bool) -> Self {
+        let n = items.len();
+        OutFrame {
+            kind,
+            items,
+            retained,
+            next: 0,
+            out: Vec::with_capacity(n),
+        }
+    }
+
+    fn finish(self) -> Val {
+        match self.kind {
+            tag::TUP => Val::Tup(self.out),
+            tag::LIST => Val::List(self.out),
+            t => {
+                let mut m = Map::with_capacity(self.out.len() / 2);
+                let mut it = self.out.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    m.insert(k, v);
+                }
+                if t == tag::TAB {
+                    Val::Tab(m)
+                } else {
+                    Val::OTab(m)
+                }
+            }
+        }
+    }
+}
+
+enum Out {
+    Val(Val),
+    Frame(OutFrame),
 }
 
 fn arr_from_bytes(kind: ArrKind, b: &[u8]) -> Result<Val, ValError> {
