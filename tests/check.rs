@@ -124,7 +124,7 @@ fn self_referencing_containers_are_found_not_walked_forever() {
     );
     assert_eq!(
         t.as_val().to_string(),
-        "<value nested deeper than 100 levels (or cyclic)>"
+        "<value nested deeper than 1000 levels (or cyclic)>"
     );
     t.remove("me").unwrap(); // break the cycle, or the table would never be freed
     drop(t);

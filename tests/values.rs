@@ -204,14 +204,14 @@ fn deep_and_long_values_release_without_recursion() {
     let pool = pool(&s, 64 << 20);
     let base = pool.stats().in_use;
     let mut v = Val::None;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         v = Val::List(vec![v]);
     }
     let shared = pool.share(&v).unwrap();
     assert_eq!(shared.to_val().unwrap(), v);
     drop(shared);
     let mut too_deep = Val::None;
-    for _ in 0..101 {
+    for _ in 0..1001 {
         too_deep = Val::Tup(vec![too_deep]);
     }
     assert!(matches!(pool.share(&too_deep), Err(ValError::TooDeep)));

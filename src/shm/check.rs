@@ -45,7 +45,7 @@ impl CheckReport {
 /// Walks `v` and proves every part of it lies inside its pool and is well formed:
 /// offsets in bounds and aligned, object headers with the object magic, tags matching
 /// the slots that name them, positive reference counts, lengths within allocations,
-/// depth at most 100. Cycles are detected (each object is visited once), so a
+/// depth at most 1000. Cycles are detected (each object is visited once), so a
 /// self-referencing container is reported, never walked forever. Containers are
 /// examined under their locks. Corrupt data gives a report, never a crash.
 ///

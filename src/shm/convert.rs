@@ -74,12 +74,56 @@ impl Pool {
         Ok(imm(t, o.off))
     }
 
-    /// Copies `v` into the pool. On failure everything built so far is released.
-    pub(crate) fn share_raw(&self, v: &Val, depth: usize) -> Result<Raw, ValError> {
-        if depth > MAX_DEPTH {
-            return Err(ValError::TooDeep);
+    /// Copies `v` into the pool with an explicit stack (no recursion; nesting up to
+    /// `MAX_DEPTH`). On failure everything built so far is released.
+    pub(crate) fn share_raw(&self, v: &Val, _depth: usize) -> Result<Raw, ValError> {
+        let mut stack: Vec<InFrame<'_>> = Vec::new();
+        let res = self.share_iter(v, &mut stack);
+        if res.is_err() {
+            for f in &stack {
+                self.release_all(&f.built);
+            }
         }
-        Ok(match v {
+        res
+    }
+
+    fn share_iter<'v>(&self, v: &'v Val, stack: &mut Vec<InFrame<'v>>) -> Result<Raw, ValError> {
+        let mut done = match self.in_step(v)? {
+            In::Raw(r) => return Ok(r),
+            In::Frame(f) => {
+                stack.push(f);
+                None
+            }
+        };
+        loop {
+            let top = stack.last_mut().expect("a frame is open");
+            if let Some(r) = done.take() {
+                top.built.push(r);
+            }
+            if let Some(child) = top.next_child() {
+                match self.in_step(child)? {
+                    In::Raw(r) => done = Some(r),
+                    In::Frame(f) => {
+                        if stack.len() >= MAX_DEPTH {
+                            return Err(ValError::TooDeep);
+                        }
+                        stack.push(f);
+                    }
+                }
+            } else {
+                let f = stack.pop().expect("top exists");
+                let r = self.build(f)?; // releases its children itself on failure
+                if stack.is_empty() {
+                    return Ok(r);
+                }
+                done = Some(r);
+            }
+        }
+    }
+
+    /// One heap value: a leaf copied in now, or a container to open.
+    fn in_step<'v>(&self, v: &'v Val) -> Result<In<'v>, ValError> {
+        Ok(In::Raw(match v {
             Val::None => Raw::NONE,
             Val::Bool(b) => imm(tag::BOOL, *b as u64),
             Val::I8(x) => imm(tag::I8, *x as i64 as u64),
@@ -129,84 +173,76 @@ impl Pool {
                 };
                 imm(tag::ARR, o.off)
             }
-            Val::Tup(items) => {
-                let kids = self.share_all(items, depth)?;
-                let o = self
-                    .alloc_obj(tag::TUP, HDR + 16 + kids.len() * SLOT)
-                    .inspect_err(|_| self.release_all(&kids))?;
-                self.at::<AtomicU64>(o.off + 16)?
-                    .store(kids.len() as u64, Relaxed);
-                for (i, k) in kids.iter().enumerate() {
-                    self.put(o.off + 32 + (i * SLOT) as u64, *k)?;
-                }
-                imm(tag::TUP, o.off)
-            }
-            Val::List(items) => {
-                let kids = self.share_all(items, depth)?;
-                let o = self
-                    .new_list_obj(kids.len() as u64)
-                    .inspect_err(|_| self.release_all(&kids))?;
-                let c = self.container(o)?;
-                if let Some(b) = self.block(c, SLOT)? {
-                    for (i, k) in kids.iter().enumerate() {
-                        self.put(b.at(i as u64), *k)?;
-                    }
-                }
-                c.len.store(kids.len() as u64, Release);
-                imm(tag::LIST, o.off)
-            }
-            Val::Tab(m) => self.share_map(tag::TAB, m, depth)?,
-            Val::OTab(m) => self.share_map(tag::OTAB, m, depth)?,
-        })
+            Val::Tup(items) => return Ok(In::Frame(InFrame::new(tag::TUP, Src::Seq(items)))),
+            Val::List(items) => return Ok(In::Frame(InFrame::new(tag::LIST, Src::Seq(items)))),
+            Val::Tab(m) => return Ok(In::Frame(InFrame::new(tag::TAB, Src::Map(m)))),
+            Val::OTab(m) => return Ok(In::Frame(InFrame::new(tag::OTAB, Src::Map(m)))),
+        }))
     }
 
-    fn share_all(&self, items: &[Val], depth: usize) -> Result<Vec<Raw>, ValError> {
-        let mut kids = Vec::with_capacity(items.len());
-        for v in items {
-            match self.share_raw(v, depth + 1) {
-                Ok(r) => kids.push(r),
-                Err(e) => {
-                    self.release_all(&kids);
-                    return Err(e);
+    /// Makes the container of a finished frame; on failure releases its children.
+    fn build(&self, f: InFrame<'_>) -> Result<Raw, ValError> {
+        let kids = f.built;
+        let n = kids.len();
+        match f.kind {
+            tag::TUP => {
+                let o = self
+                    .alloc_obj(tag::TUP, HDR + 16 + n * SLOT)
+                    .inspect_err(|_| self.release_all(&kids))?;
+                let raw = imm(tag::TUP, o.off);
+                let fill = || -> Result<(), ValError> {
+                    self.at::<AtomicU64>(o.off + 16)?.store(n as u64, Relaxed);
+                    for (i, k) in kids.iter().enumerate() {
+                        self.put(o.off + 32 + (i * SLOT) as u64, *k)?;
+                    }
+                    Ok(())
+                };
+                fill().inspect_err(|_| self.release_all(&kids))?;
+                Ok(raw)
+            }
+            tag::LIST => {
+                let o = self
+                    .new_list_obj(n as u64)
+                    .inspect_err(|_| self.release_all(&kids))?;
+                let fill = || -> Result<(), ValError> {
+                    let c = self.container(o)?;
+                    if let Some(b) = self.block(c, SLOT)? {
+                        for (i, k) in kids.iter().enumerate() {
+                            self.put(b.at(i as u64), *k)?;
+                        }
+                    }
+                    c.len.store(n as u64, Release);
+                    Ok(())
+                };
+                fill().inspect_err(|_| self.release_all(&kids))?;
+                Ok(imm(tag::LIST, o.off))
+            }
+            t => {
+                let Src::Map(m) = f.src else {
+                    unreachable!("dict frames have a map source")
+                };
+                let o = self
+                    .new_tab_obj(t, (n / 2) as u64)
+                    .inspect_err(|_| self.release_all(&kids))?;
+                let raw = imm(t, o.off);
+                for (i, pair) in kids.chunks(2).enumerate() {
+                    let key = m.get_index(i).map(|(k, _)| k).expect("one pair per entry");
+                    // A private table (not yet visible to anyone): no lock needed.
+                    if let Err(e) = self.tab_append_private(o, key_hash(key), pair[0], pair[1]) {
+                        self.release_all(&kids[i * 2..]);
+                        self.release(raw);
+                        return Err(e);
+                    }
                 }
+                Ok(raw)
             }
         }
-        Ok(kids)
     }
 
     pub(crate) fn release_all(&self, rs: &[Raw]) {
         for r in rs {
             self.release(*r);
         }
-    }
-
-    fn share_map(&self, t: u8, m: &Map, depth: usize) -> Result<Raw, ValError> {
-        let o = self.new_tab_obj(t, m.len() as u64)?;
-        let raw = imm(t, o.off);
-        for (k, v) in m {
-            let entry =
-                self.share_raw(k, depth + 1)
-                    .and_then(|kr| match self.share_raw(v, depth + 1) {
-                        Ok(vr) => Ok((kr, vr)),
-                        Err(e) => {
-                            self.release(kr);
-                            Err(e)
-                        }
-                    });
-            let (kr, vr) = match entry {
-                Ok(x) => x,
-                Err(e) => {
-                    self.release(raw);
-                    return Err(e);
-                }
-            };
-            // A private table (not yet visible to anyone): no lock needed.
-            if let Err(e) = self.tab_append_private(o, key_hash(k), kr, vr) {
-                self.release_all(&[kr, vr, raw]);
-                return Err(e);
-            }
-        }
-        Ok(raw)
     }
 
     /// A new list object with room for `cap` slots (len 0).
@@ -398,6 +434,52 @@ impl Pool {
         }
         Ok(out)
     }
+}
+
+/// Where the children of a container being copied in come from.
+enum Src<'v> {
+    Seq(&'v [Val]),
+    Map(&'v Map),
+}
+
+/// A container being copied in: its heap children and the raw values built so far.
+struct InFrame<'v> {
+    kind: u8,
+    src: Src<'v>,
+    next: usize,
+    built: Vec<Raw>,
+}
+
+impl<'v> InFrame<'v> {
+    fn new(kind: u8, src: Src<'v>) -> Self {
+        let n = match &src {
+            Src::Seq(s) => s.len(),
+            Src::Map(m) => 2 * m.len(),
+        };
+        InFrame {
+            kind,
+            src,
+            next: 0,
+            built: Vec::with_capacity(n),
+        }
+    }
+
+    /// The next child to copy in (a dict gives key, value, key, value, ...).
+    fn next_child(&mut self) -> Option<&'v Val> {
+        let j = self.next;
+        self.next += 1;
+        match self.src {
+            Src::Seq(s) => s.get(j),
+            Src::Map(m) => m
+                .get_index(j / 2)
+                .map(|(k, v)| if j % 2 == 0 { k } else { v }),
+        }
+    }
+}
+
+enum In<'v> {
+    Raw(Raw),
+    Frame(InFrame<'v>),
 }
 
 /// A container being copied out: its children (a snapshot, retained for lists and

@@ -98,7 +98,7 @@ impl Block<'_> {
 }
 
 /// Limit on nesting for every traversal of shared values.
-pub(crate) const MAX_DEPTH: usize = 100;
+pub(crate) const MAX_DEPTH: usize = 1000;
 
 pub(crate) fn corrupt(what: impl Into<String>) -> ValError {
     ValError::Corrupt { what: what.into() }

@@ -29,8 +29,8 @@ pub enum ValError {
     /// The pool is full.
     #[error(transparent)]
     Alloc(#[from] AllocError),
-    /// Nesting deeper than 100 levels (or a cycle) was met.
-    #[error("value nested deeper than 100 levels (or cyclic)")]
+    /// Nesting deeper than 1000 levels (as Python) (or a cycle) was met.
+    #[error("value nested deeper than 1000 levels (or cyclic)")]
     TooDeep,
     /// A key that cannot be hashed (list, dict, array).
     #[error("unhashable key of type {0}")]
