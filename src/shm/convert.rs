@@ -77,6 +77,25 @@ impl Pool {
     /// Copies `v` into the pool with an explicit stack (no recursion; nesting up to
     /// `MAX_DEPTH`). On failure everything built so far is released.
     pub(crate) fn share_raw(&self, v: &Val, _depth: usize) -> Result<Raw, ValError> {
+        // Fast paths: a leaf, or a dict of leaves (the typical message), need no stack.
+        if is_leaf(v) {
+            return match self.in_step(v)? {
+                In::Raw(r) => Ok(r),
+                In::Frame(_) => unreachable!("checked to be a leaf"),
+            };
+        }
+        if let Val::Tab(m) | Val::OTab(m) = v {
+            if m.iter().all(|(k, x)| is_leaf(k) && is_leaf(x)) {
+                return self.share_flat_map(
+                    if matches!(v, Val::Tab(_)) {
+                        tag::TAB
+                    } else {
+                        tag::OTAB
+                    },
+                    m,
+                );
+            }
+        }
         let mut stack: Vec<InFrame<'_>> = Vec::new();
         let res = self.share_iter(v, &mut stack);
         if res.is_err() {
@@ -119,6 +138,26 @@ impl Pool {
                 done = Some(r);
             }
         }
+    }
+
+    /// A dict whose keys and values are all leaves, built directly.
+    fn share_flat_map(&self, t: u8, m: &Map) -> Result<Raw, ValError> {
+        let o = self.new_tab_obj(t, m.len() as u64)?;
+        let raw = imm(t, o.off);
+        for (k, x) in m {
+            let leaf = |v: &Val| -> Result<Raw, ValError> {
+                match self.in_step(v)? {
+                    In::Raw(r) => Ok(r),
+                    In::Frame(_) => unreachable!("checked to be a leaf"),
+                }
+            };
+            let kr = leaf(k).inspect_err(|_| self.release(raw))?;
+            let vr = leaf(x).inspect_err(|_| self.release_all(&[kr, raw]))?;
+            // A private table (not yet visible to anyone): no lock needed.
+            self.tab_append_private(o, key_hash(k), kr, vr)
+                .inspect_err(|_| self.release_all(&[kr, vr, raw]))?;
+        }
+        Ok(raw)
     }
 
     /// One heap value: a leaf copied in now, or a container to open.
@@ -434,6 +473,11 @@ impl Pool {
         }
         Ok(out)
     }
+}
+
+/// Whether a value has no children (copied in without a work stack).
+fn is_leaf(v: &Val) -> bool {
+    !matches!(v, Val::Tup(_) | Val::List(_) | Val::Tab(_) | Val::OTab(_))
 }
 
 /// Where the children of a container being copied in come from.
