@@ -35,6 +35,7 @@ mod platform;
 mod pool;
 pub mod segment;
 pub mod shm;
+pub mod sync;
 mod sys;
 pub mod val;
 

@@ -1,0 +1,5 @@
+//! Synchronisation primitives that live in shared memory.
+
+mod eventcount;
+
+pub use eventcount::{EventCount, WaitResult};
