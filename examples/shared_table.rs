@@ -60,13 +60,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn worker(name: &str, id: i64) -> Result<(), Box<dyn std::error::Error>> {
+/// Opens the pool (waiting for it) and finds the shared results table.
+fn results_table(name: &str) -> Result<(Pool, shmval::ShmTab), Box<dyn std::error::Error>> {
     let pool = Pool::open(name, Duration::from_secs(5))?;
     let results = pool
         .root()?
         .get("results")?
         .and_then(|v| v.as_tab())
         .ok_or("no results table")?;
+    Ok((pool, results))
+}
+
+fn worker(name: &str, id: i64) -> Result<(), Box<dyn std::error::Error>> {
+    let (_pool, results) = results_table(name)?;
     for i in 0..RESULTS {
         // Each worker's own keys: no coordination needed.
         results.insert(
@@ -87,12 +93,7 @@ fn worker(name: &str, id: i64) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn reader(name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let pool = Pool::open(name, Duration::from_secs(5))?;
-    let results = pool
-        .root()?
-        .get("results")?
-        .and_then(|v| v.as_tab())
-        .ok_or("no results table")?;
+    let (_pool, results) = results_table(name)?;
     let want = WORKERS as i64 * RESULTS;
     let start = Instant::now();
     loop {

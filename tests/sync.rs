@@ -82,16 +82,22 @@ fn wait_until_sleeping(pool: &Pool) {
     std::thread::sleep(Duration::from_millis(50)); // let it reach the futex
 }
 
-#[test]
-fn a_notify_wakes_a_sleeper_in_another_process() {
-    let s = Scratch::new("ec");
-    let (pool, off) = setup(&s);
-    let mut c = spawn(
+/// A child process asleep on the eventcount at `off` (returns once it sleeps).
+fn spawn_sleeper(s: &Scratch, pool: &Pool, off: u64) -> std::process::Child {
+    let c = spawn(
         "child_role_entry",
         "sleeper",
         &[("POOL", s.0.clone()), ("BLOCK", off.to_string())],
     );
-    wait_until_sleeping(&pool);
+    wait_until_sleeping(pool);
+    c
+}
+
+#[test]
+fn a_notify_wakes_a_sleeper_in_another_process() {
+    let s = Scratch::new("ec");
+    let (pool, off) = setup(&s);
+    let mut c = spawn_sleeper(&s, &pool, off);
     let (ec, flag) = parts(&pool, off);
     let start = Instant::now();
     flag.store(1, Ordering::SeqCst);
@@ -107,12 +113,7 @@ fn a_notify_wakes_a_sleeper_in_another_process() {
 fn a_sleeper_killed_while_blocked_leaves_nothing_behind() {
     let s = Scratch::new("eckill");
     let (pool, off) = setup(&s);
-    let mut c = spawn(
-        "child_role_entry",
-        "sleeper",
-        &[("POOL", s.0.clone()), ("BLOCK", off.to_string())],
-    );
-    wait_until_sleeping(&pool);
+    let mut c = spawn_sleeper(&s, &pool, off);
     c.kill().unwrap();
     c.wait().unwrap();
     let (ec, _) = parts(&pool, off);

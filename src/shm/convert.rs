@@ -56,21 +56,25 @@ impl Pool {
         Ok(())
     }
 
-    fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
-        let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
-        self.at::<AtomicU64>(o.off + 16)?
-            .store(bytes.len() as u64, Relaxed);
-        let p = self
-            .resolve(
-                shmval_alloc::Offset::new(o.off + 24).expect("non-zero"),
-                bytes.len(),
-            )
-            .ok_or_else(|| corrupt("fresh object"))?;
-        // SAFETY: our fresh object has room for `bytes` after its length word.
+    /// Copies `bytes` to `off` inside an object this thread just allocated.
+    fn copy_in(&self, off: u64, bytes: &[u8]) -> Result<(), ValError> {
+        let p = shmval_alloc::Offset::new(off)
+            .and_then(|o| self.resolve(o, bytes.len()))
+            .ok_or_else(|| corrupt("fresh object outside the pool"))?;
+        // SAFETY: `resolve` checked the range; the object is fresh, private to this
+        // thread until published, and sized by the caller to hold `bytes` at `off`.
         unsafe {
             p.as_ptr()
                 .copy_from_nonoverlapping(bytes.as_ptr(), bytes.len())
         };
+        Ok(())
+    }
+
+    fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
+        let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
+        self.at::<AtomicU64>(o.off + 16)?
+            .store(bytes.len() as u64, Relaxed);
+        self.copy_in(o.off + 24, bytes)?;
         Ok(imm(t, o.off))
     }
 
@@ -199,17 +203,7 @@ impl Pool {
                     .store(a.kind() as u64, Relaxed);
                 self.at::<AtomicU64>(o.off + 24)?
                     .store(a.len() as u64, Relaxed);
-                let p = self
-                    .resolve(
-                        shmval_alloc::Offset::new(o.off + 32).expect("non-zero"),
-                        bytes.len(),
-                    )
-                    .ok_or_else(|| corrupt("fresh array"))?;
-                // SAFETY: our fresh object has room for the elements after its header.
-                unsafe {
-                    p.as_ptr()
-                        .copy_from_nonoverlapping(bytes.as_ptr(), bytes.len())
-                };
+                self.copy_in(o.off + 32, bytes)?;
                 imm(tag::ARR, o.off)
             }
             Val::Tup(items) => return Ok(In::Frame(InFrame::new(tag::TUP, Src::Seq(items)))),
