@@ -327,10 +327,10 @@ impl ShmTab {
         let kv = key.into().key_val()?;
         let g = self.guard()?;
         let pool = g.pool;
-        let Some((i, _)) = g.find(key_hash(&kv), &kv)? else {
+        let Some(found) = g.find(key_hash(&kv), &kv)? else {
             return Ok(None);
         };
-        let v = pool.read(&g.entry(i)?.value);
+        let v = pool.read(&found.entry.value);
         if !v.is_object() {
             return Ok(Some(pool.to_val_raw(v, 0)?));
         }
@@ -458,8 +458,8 @@ fn insert_locked(g: &Guard<'_>, key: Arg, kv: Val, vr: Raw) -> Result<Option<Shm
             return Err(e);
         }
     };
-    if let Some((i, _)) = found {
-        let e = g.entry(i)?;
+    if let Some(f) = found {
+        let e = f.entry;
         let old = pool.read(&e.value);
         pool.write(&e.value, vr);
         return Ok(Some(ShmVal::from_owned(pool, old)));
@@ -481,8 +481,8 @@ fn insert_locked(g: &Guard<'_>, key: Arg, kv: Val, vr: Raw) -> Result<Option<Shm
 fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
     match g.find(key_hash(kv), kv)? {
-        Some((i, _)) => {
-            let v = pool.read(&g.entry(i)?.value);
+        Some(f) => {
+            let v = pool.read(&f.entry.value);
             pool.retain(v)?;
             Ok(Some(ShmVal::from_owned(pool, v)))
         }
@@ -493,10 +493,10 @@ fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
 fn remove_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
     g.begin();
-    let Some((i, bucket)) = g.find(key_hash(kv), kv)? else {
+    let Some(found) = g.find(key_hash(kv), kv)? else {
         return Ok(None);
     };
-    let (k, v) = g.remove_at(i, bucket)?;
+    let (k, v) = g.remove_at(found)?;
     pool.release(k);
     Ok(Some(ShmVal::from_owned(pool, v)))
 }

@@ -84,6 +84,12 @@ fn buckets(cap: u64) -> u64 {
     (cap * 2).next_power_of_two().max(16)
 }
 
+/// A dict entry found by [`Guard::find`]: validated, with its index bucket.
+pub(crate) struct Found<'p> {
+    pub bucket: Option<usize>,
+    pub entry: &'p Entry,
+}
+
 /// A container's lock, held; repairs a table or list whose last holder died.
 pub(crate) struct Guard<'p> {
     pub pool: &'p Pool,
@@ -193,28 +199,24 @@ impl<'p> Guard<'p> {
         Err(corrupt("dict index full"))
     }
 
-    /// The entry number of `key`, and its index bucket when indexed.
-    pub(crate) fn find(
-        &self,
-        hash: u64,
-        key: &Val,
-    ) -> Result<Option<(u64, Option<usize>)>, ValError> {
+    /// The entry holding `key` (validated once, here), its number and index bucket.
+    pub(crate) fn find(&self, hash: u64, key: &Val) -> Result<Option<Found<'p>>, ValError> {
         let Some(b) = self.block()? else {
             return Ok(None);
         };
         let used = Self::used(b);
-        let matches = |i: u64| -> Result<bool, ValError> {
+        let matches = |i: u64, bucket: Option<usize>| -> Result<Option<Found<'p>>, ValError> {
             let e = self.pool.entry_in(b, i)?;
-            if e.hash.load(Relaxed) != hash {
-                return Ok(false);
+            if e.hash.load(Relaxed) != hash || !self.key_eq(self.pool.read(&e.key), key)? {
+                return Ok(None);
             }
-            self.key_eq(self.pool.read(&e.key), key)
+            Ok(Some(Found { bucket, entry: e }))
         };
         match self.index(b)? {
             None => {
                 for i in 0..used {
-                    if matches(i)? {
-                        return Ok(Some((i, None)));
+                    if let Some(f) = matches(i, None)? {
+                        return Ok(Some(f));
                     }
                 }
                 Ok(None)
@@ -227,8 +229,8 @@ impl<'p> Guard<'p> {
                         EMPTY => return Ok(None),
                         GONE => {}
                         v if u64::from(v - 1) < used => {
-                            if matches(u64::from(v - 1))? {
-                                return Ok(Some((u64::from(v - 1), Some(bucket))));
+                            if let Some(f) = matches(u64::from(v - 1), Some(bucket))? {
+                                return Ok(Some(f));
                             }
                         }
                         _ => return Err(corrupt("dict index names a missing entry")),
@@ -267,14 +269,6 @@ impl<'p> Guard<'p> {
             (tag::STR, _) | (_, Val::Str(_)) => Ok(false),
             _ => Ok(self.pool.to_val_raw(stored, 1)? == *key),
         }
-    }
-
-    /// Entry `i` of the current block.
-    pub(crate) fn entry(&self, i: u64) -> Result<&'p Entry, ValError> {
-        let b = self
-            .block()?
-            .ok_or_else(|| corrupt("entry of an empty dict"))?;
-        self.pool.entry_in(b, i)
     }
 
     /// Appends a new entry (the key is known to be absent), growing if needed. Takes
@@ -350,12 +344,9 @@ impl<'p> Guard<'p> {
         Ok(nb)
     }
 
-    /// Removes entry `i`, returning its key and value (the caller now owns them).
-    pub(crate) fn remove_at(&self, i: u64, bucket: Option<usize>) -> Result<(Raw, Raw), ValError> {
-        let b = self
-            .block()?
-            .ok_or_else(|| corrupt("remove from an empty dict"))?;
-        let e = self.pool.entry_in(b, i)?;
+    /// Removes a found entry, returning its key and value (the caller now owns them).
+    pub(crate) fn remove_at(&self, f: Found<'p>) -> Result<(Raw, Raw), ValError> {
+        let e = f.entry;
         let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
         self.pool.write(
             &e.key,
@@ -366,8 +357,10 @@ impl<'p> Guard<'p> {
             },
         );
         self.pool.write(&e.value, Raw::NONE);
-        if let (Some(idx), Some(bk)) = (self.index(b)?, bucket) {
-            idx[bk].store(GONE, Relaxed);
+        if let (Some(b), Some(bk)) = (self.block()?, f.bucket) {
+            if let Some(idx) = self.index(b)? {
+                idx[bk].store(GONE, Relaxed);
+            }
         }
         self.head
             .len
