@@ -18,11 +18,11 @@
 //! let p = pool.resolve(off, 5).unwrap();
 //! // SAFETY: a fresh 5-byte block of ours.
 //! unsafe { p.as_ptr().copy_from_nonoverlapping(b"hello".as_ptr(), 5) };
-//! pool.user_word(1).store(off.get(), std::sync::atomic::Ordering::Release);
+//! pool.user_word(7).store(off.get(), std::sync::atomic::Ordering::Release);
 //!
 //! // Another process (here: another handle) finds it by offset.
 //! let other = Pool::open(&name, Duration::from_secs(1))?;
-//! let off2 = shmval::Offset::new(other.user_word(1).load(std::sync::atomic::Ordering::Acquire)).unwrap();
+//! let off2 = shmval::Offset::new(other.user_word(7).load(std::sync::atomic::Ordering::Acquire)).unwrap();
 //! let q = other.resolve(off2, 5).unwrap();
 //! // SAFETY: published with Release above and immutable since.
 //! assert_eq!(unsafe { std::slice::from_raw_parts(q.as_ptr(), 5) }, b"hello");
@@ -31,6 +31,7 @@
 
 mod error;
 mod name;
+pub mod pipe;
 mod platform;
 mod pool;
 pub mod segment;
@@ -41,6 +42,7 @@ pub mod val;
 
 pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenOrCreateError};
 pub use name::{validate_name, MAX_NAME_LEN};
+pub use pipe::{Pipe, PipeError, RecvError, SendError};
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, PoolOptions};
 pub use shm::{

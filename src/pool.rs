@@ -348,7 +348,8 @@ impl Pool {
     }
 
     /// One of the 8 words of the pool header reserved for the layers above the
-    /// allocator (word 0 is the root table's offset once values exist).
+    /// allocator. Words 0–3 are shmval's (0: the root table, 1: the pipe
+    /// directory); words 4–7 are free for the application.
     pub fn user_word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
         self.inner.seg.heap.user_word(i)
     }

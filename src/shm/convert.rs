@@ -438,6 +438,7 @@ impl Pool {
                     true,
                 )))
             }
+            tag::PIPE => return Err(ValError::NotAValue("pipe")),
             t => {
                 let pairs = self.tab_snapshot(o)?;
                 let items = pairs.into_iter().flat_map(|(k, v)| [k, v]).collect();

@@ -55,6 +55,7 @@ impl ShmVal {
             tag::LIST => "list",
             tag::TAB => "dict",
             tag::OTAB => "OrderedDict",
+            tag::PIPE => "pipe",
             _ => "?",
         }
     }
@@ -548,7 +549,13 @@ impl Pool {
     /// # Errors
     /// [`ValError::Alloc`] on first use in a full pool; a corrupt root.
     pub fn root(&self) -> Result<ShmTab, ValError> {
-        let word = self.user_word(0);
+        self.word_tab(0)
+    }
+
+    /// The dict named by user word `i`, created on first use (racing creators
+    /// settle by CAS); the word owns one reference for the pool's lifetime.
+    pub(crate) fn word_tab(&self, i: usize) -> Result<ShmTab, ValError> {
+        let word = self.user_word(i);
         let mut off = word.load(Ordering::Acquire);
         if off == 0 {
             let fresh = self.new_tab()?;
@@ -563,7 +570,9 @@ impl Pool {
         }
         let o = self.obj(off)?;
         if o.tag != tag::TAB {
-            return Err(super::mem::corrupt("root word does not name a dict"));
+            return Err(super::mem::corrupt(format!(
+                "user word {i} does not name a dict"
+            )));
         }
         let raw = Raw {
             tag: tag::TAB,
@@ -572,5 +581,17 @@ impl Pool {
         };
         self.retain(raw)?;
         Ok(ShmTab(ShmVal::from_owned(self, raw)))
+    }
+}
+
+impl From<ShmTab> for ShmVal {
+    fn from(t: ShmTab) -> ShmVal {
+        t.0
+    }
+}
+
+impl From<super::ShmList> for ShmVal {
+    fn from(l: super::ShmList) -> ShmVal {
+        l.0
     }
 }

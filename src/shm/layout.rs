@@ -70,8 +70,10 @@ pub mod tag {
     pub const TAB: u8 = 39;
     /// `OrderedDict` object.
     pub const OTAB: u8 = 40;
+    /// A pipe (not a value: found only in the pool's pipe directory).
+    pub const PIPE: u8 = 41;
     /// Last object tag.
-    pub const LAST_OBJECT: u8 = 40;
+    pub const LAST_OBJECT: u8 = 41;
     /// A deleted dict entry's key tag.
     pub const DELETED: u8 = 0xFF;
 }

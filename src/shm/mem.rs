@@ -366,6 +366,11 @@ impl Pool {
                     self.free_data_block(b);
                 }
             }
+            tag::PIPE => crate::pipe::values_held(self, o, &mut |r| {
+                if r.is_object() {
+                    stack.push(r.payload);
+                }
+            })?,
             _ => {}
         }
         Ok(())

@@ -19,6 +19,7 @@ pub use arr::{Elem, ShmArr};
 pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmTab, ShmVal, TabLock};
 pub use list::ShmList;
+pub(crate) use mem::{Obj, Raw};
 
 use crate::error::AllocError;
 use thiserror::Error;
@@ -50,6 +51,9 @@ pub enum ValError {
     /// guard's own methods inside a transaction.
     #[error("this thread already holds the container's lock: use the TabLock's methods inside the transaction")]
     Reentrant,
+    /// An object that is not a value (a pipe) was met where a value was expected.
+    #[error("a {0} is not a value")]
+    NotAValue(&'static str),
     /// Shared memory that is not a well-formed value.
     #[error("corrupt shared value: {what}")]
     Corrupt {

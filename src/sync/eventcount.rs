@@ -52,7 +52,11 @@ impl EventCount {
     /// after this and before [`wait`](Self::wait).
     #[inline]
     pub fn prepare(&self) -> u32 {
-        self.word.fetch_or(SLEEPER, Ordering::SeqCst) | SLEEPER
+        let key = self.word.fetch_or(SLEEPER, Ordering::SeqCst) | SLEEPER;
+        // The condition re-check that follows must not be ordered before the
+        // announcement (pairs with the notifier's SeqCst store + load).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        key
     }
 
     /// Sleeps while the word still equals `key`, until `deadline` (`None`: no limit).
@@ -80,6 +84,17 @@ impl EventCount {
         let prev = self.word.fetch_add(2, Ordering::SeqCst);
         if prev & SLEEPER != 0 {
             self.notify_slow();
+        }
+    }
+
+    /// Signals an event only if a waiter may be asleep: one load when nobody waits
+    /// (the fast path of a pipe). The caller must have made its condition true with
+    /// a `SeqCst` store (or fence) just before, so that a waiter re-checking after
+    /// [`prepare`](Self::prepare) either sees the condition or is seen here.
+    #[inline]
+    pub fn notify_waiters(&self) {
+        if self.word.load(Ordering::SeqCst) & SLEEPER != 0 {
+            self.notify();
         }
     }
 

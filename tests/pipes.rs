@@ -1,0 +1,540 @@
+//! Pipes across real processes: order and completeness, timeouts, close, processes
+//! killed mid-operation (deterministically at a claim, and at random under traffic).
+
+mod common;
+
+use common::{child_done, spawn, wait_ok, Scratch};
+use shmval::{tab, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal, Val};
+use std::time::{Duration, Instant};
+
+const SECS: Duration = Duration::from_secs(1);
+
+fn pool(s: &Scratch, size: u64) -> Pool {
+    Pool::create_with(s.name(), size, &PoolOptions::new()).unwrap()
+}
+
+fn int(pool: &Pool, i: i64) -> ShmVal {
+    pool.share(&Val::I64(i)).unwrap()
+}
+
+fn as_i64(v: &ShmVal) -> i64 {
+    v.to_val().unwrap().as_i64().unwrap()
+}
+
+/// Entry point of the re-spawned child processes (a no-op in a normal run).
+#[test]
+fn child_role_entry() {
+    let Some(role) = common::role() else { return };
+    let env = |k: &str| std::env::var(k).unwrap();
+    let num = |k: &str| env(k).parse::<i64>().unwrap();
+    let pool = Pool::open(&env("POOL"), 5 * SECS).unwrap();
+    let pipe = Pipe::open(&pool, &env("PIPE"), 5 * SECS).unwrap();
+    match role.as_str() {
+        "send" => {
+            let (id, n) = (num("ID"), num("N"));
+            for seq in 0..n {
+                pipe.send(int(&pool, id << 32 | seq)).unwrap();
+            }
+        }
+        "recv" => {
+            // Record what arrives as a byte map over all values of both senders, and
+            // check each sender's order as seen here.
+            let n = num("N");
+            let mut seen = vec![0u8; 2 * n as usize];
+            let mut last = [-1i64; 2];
+            loop {
+                let v = match pipe.recv() {
+                    Ok(v) => as_i64(&v),
+                    Err(RecvError::Closed) => break,
+                    Err(e) => panic!("recv: {e}"),
+                };
+                let (id, seq) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                assert!(seq > last[id], "sender {id}: {seq} after {}", last[id]);
+                last[id] = seq;
+                seen[id * n as usize + seq as usize] += 1;
+            }
+            let key = format!("seen{}", env("ID"));
+            pool.root()
+                .unwrap()
+                .insert(key.as_str(), Val::Arr(shmval::Arr::U8(seen)))
+                .unwrap();
+        }
+        "block-recv" => {
+            pool.user_word(4)
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(matches!(pipe.recv(), Err(RecvError::Closed)));
+        }
+        "block-send" => {
+            pool.user_word(4)
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(matches!(
+                pipe.send(int(&pool, 1)),
+                Err(SendError::Closed(_))
+            ));
+        }
+        "stall-send" | "stall-recv" => {
+            assert!(pipe.__test_claim_and_stop(role == "stall-send"));
+            pool.user_word(4)
+                .store(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(60)); // killed here
+        }
+        "chaos-send" => chaos_sender(&pool, &pipe, num("ID")),
+        "chaos-recv" => chaos_receiver(&pool, &pipe),
+        _ => return,
+    }
+    child_done();
+}
+
+#[test]
+fn values_go_through_in_order_and_the_pipe_reports_its_state() {
+    let s = Scratch::new("pipe-basic");
+    let pool = pool(&s, 4 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    assert!(matches!(
+        Pipe::create(&pool, "p", 4),
+        Err(PipeError::Exists(_))
+    ));
+    assert!(matches!(
+        Pipe::create(&pool, "", 4),
+        Err(PipeError::Name(_))
+    ));
+    assert!(matches!(
+        Pipe::create(&pool, &"x".repeat(256), 4),
+        Err(PipeError::Name(_))
+    ));
+    assert!(matches!(
+        Pipe::create(&pool, "z", 0),
+        Err(PipeError::Capacity(0))
+    ));
+    assert!(matches!(
+        Pipe::open(&pool, "nope", Duration::ZERO),
+        Err(PipeError::NotFound { .. })
+    ));
+    assert_eq!(Pipe::names(&pool).unwrap(), ["p"]);
+    let q = Pipe::open(&pool, "p", Duration::ZERO).unwrap();
+    for i in 0..4 {
+        p.try_send(int(&pool, i)).unwrap();
+    }
+    assert_eq!((q.len(), q.capacity(), q.sent()), (4, 4, 4));
+    match p.try_send(int(&pool, 99)) {
+        Err(SendError::Full(v)) => assert_eq!(as_i64(&v), 99, "the value comes back"),
+        other => panic!("{other:?}"),
+    }
+    for i in 0..4 {
+        assert_eq!(as_i64(&q.try_recv().unwrap()), i);
+    }
+    assert!(matches!(q.try_recv(), Err(RecvError::Empty)));
+    assert_eq!((q.len(), q.received()), (0, 4));
+    // Around the ring many times, objects included.
+    for i in 0..1000 {
+        p.send(
+            pool.share(&tab! { "seq" => i, "name" => "a longer string value" })
+                .unwrap(),
+        )
+        .unwrap();
+        let v = q.recv().unwrap().to_val().unwrap();
+        assert_eq!(v, tab! { "seq" => i, "name" => "a longer string value" });
+    }
+    // A value of another pool is refused, not copied.
+    let s2 = Scratch::new("pipe-other");
+    let other = pool_of(&s2);
+    assert!(matches!(
+        p.try_send(int(&other, 1)),
+        Err(SendError::WrongPool(_))
+    ));
+    assert!(matches!(
+        p.try_send(other.share(&Val::from("far away")).unwrap()),
+        Err(SendError::WrongPool(_))
+    ));
+}
+
+fn pool_of(s: &Scratch) -> Pool {
+    pool(s, 1 << 20)
+}
+
+#[test]
+fn values_left_in_a_pipe_are_freed_with_it_and_received_ones_are_not_pinned() {
+    let s = Scratch::new("pipe-free");
+    let pool = pool(&s, 4 << 20);
+    pool.root().unwrap();
+    let p = Pipe::create(&pool, "p", 64).unwrap();
+    let base = pool.stats().in_use;
+    let big = pool.share(&Val::Str("x".repeat(10_000))).unwrap();
+    p.send(big.clone()).unwrap();
+    drop(big);
+    let got = p.recv().unwrap();
+    assert_eq!(got.to_val().unwrap().as_str().unwrap().len(), 10_000);
+    drop(got);
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "a received value is not pinned by its cell"
+    );
+    for i in 0..10 {
+        p.send(
+            pool.share(&tab! { "i" => i, "s" => "y".repeat(100) })
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    assert!(pool.stats().in_use > base);
+    assert!(Pipe::remove(&pool, "p").unwrap());
+    assert!(!Pipe::remove(&pool, "p").unwrap());
+    assert_eq!(p.len(), 10, "an open handle keeps the removed pipe");
+    let used_with_pipe = pool.stats().in_use;
+    drop(p);
+    assert!(pool.stats().in_use < used_with_pipe);
+    // The pipe object itself and its ten values are gone; only the directory's
+    // growth (if any) may remain.
+    let q = Pipe::create(&pool, "p", 64).unwrap();
+    drop(q);
+    assert!(Pipe::remove(&pool, "p").unwrap());
+    assert!(
+        pool.stats().in_use <= base + 4096,
+        "{} vs {base}",
+        pool.stats().in_use
+    );
+}
+
+#[test]
+fn timeouts_are_honoured_on_an_empty_and_a_full_pipe() {
+    let s = Scratch::new("pipe-timeout");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 1).unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(matches!(
+            p.recv_timeout(Duration::from_millis(10)),
+            Err(RecvError::Timeout)
+        ));
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(10),
+            "returned early: {took:?}"
+        );
+        assert!(took < 2 * SECS, "took {took:?}");
+    }
+    p.send(int(&pool, 1)).unwrap();
+    let t = Instant::now();
+    match p.send_timeout(int(&pool, 2), Duration::from_millis(10)) {
+        Err(SendError::Timeout(v)) => assert_eq!(as_i64(&v), 2),
+        other => panic!("{other:?}"),
+    }
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(10) && took < 2 * SECS,
+        "{took:?}"
+    );
+    // Without spinning, the same.
+    p.set_spin(Duration::ZERO);
+    let t = Instant::now();
+    assert!(matches!(
+        p.send_timeout(int(&pool, 3), Duration::from_millis(10)),
+        Err(SendError::Timeout(_))
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(10));
+}
+
+#[test]
+fn close_lets_receivers_drain_then_refuses_everyone() {
+    let s = Scratch::new("pipe-close");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 8).unwrap();
+    p.send(int(&pool, 1)).unwrap();
+    p.send(int(&pool, 2)).unwrap();
+    p.close();
+    assert!(p.is_closed());
+    assert!(matches!(
+        p.try_send(int(&pool, 3)),
+        Err(SendError::Closed(_))
+    ));
+    assert_eq!(as_i64(&p.recv().unwrap()), 1);
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 2);
+    assert!(matches!(p.recv(), Err(RecvError::Closed)));
+    assert!(matches!(p.try_recv(), Err(RecvError::Closed)));
+}
+
+#[test]
+fn close_wakes_waiters_blocked_in_other_processes() {
+    let s = Scratch::new("pipe-wake");
+    let pool = pool(&s, 1 << 20);
+    let empty = Pipe::create(&pool, "empty", 4).unwrap();
+    let full = Pipe::create(&pool, "full", 1).unwrap();
+    full.send(int(&pool, 0)).unwrap();
+    let env = |pipe: &str| vec![("POOL", s.0.clone()), ("PIPE", pipe.to_string())];
+    let mut kids = vec![
+        spawn("child_role_entry", "block-recv", &env("empty")),
+        spawn("child_role_entry", "block-recv", &env("empty")),
+        spawn("child_role_entry", "block-send", &env("full")),
+    ];
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(t.elapsed() < 20 * SECS, "children did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200)); // well past the spin phase: asleep
+    empty.close();
+    full.close();
+    for k in &mut kids {
+        wait_ok(k, 10 * SECS, "blocked waiter woken by close");
+    }
+}
+
+#[test]
+fn two_senders_and_two_receivers_move_a_million_values_exactly_once_in_order() {
+    let n: i64 = std::env::var("SHMVAL_PIPE_VALUES").map_or(1_000_000, |v| v.parse().unwrap()) / 2;
+    let s = Scratch::new("pipe-mpmc");
+    let pool = pool(&s, 16 << 20);
+    let p = Pipe::create(&pool, "p", 256).unwrap();
+    let env = |id: i64| {
+        vec![
+            ("POOL", s.0.clone()),
+            ("PIPE", "p".to_string()),
+            ("ID", id.to_string()),
+            ("N", n.to_string()),
+        ]
+    };
+    let mut recv = vec![
+        spawn("child_role_entry", "recv", &env(0)),
+        spawn("child_role_entry", "recv", &env(1)),
+    ];
+    let mut send = vec![
+        spawn("child_role_entry", "send", &env(0)),
+        spawn("child_role_entry", "send", &env(1)),
+    ];
+    for k in &mut send {
+        wait_ok(k, 120 * SECS, "sender");
+    }
+    p.close();
+    for k in &mut recv {
+        wait_ok(k, 60 * SECS, "receiver");
+    }
+    let root = pool.root().unwrap();
+    let mut total = vec![0u32; 2 * n as usize];
+    let mut per_receiver = Vec::new();
+    for r in 0..2 {
+        let Val::Arr(shmval::Arr::U8(seen)) =
+            root.get_val(format!("seen{r}").as_str()).unwrap().unwrap()
+        else {
+            panic!("no byte map from receiver {r}")
+        };
+        per_receiver.push(seen.iter().map(|&b| u64::from(b)).sum::<u64>());
+        for (t, b) in total.iter_mut().zip(seen) {
+            *t += u32::from(b);
+        }
+    }
+    let bad: Vec<usize> = (0..total.len())
+        .filter(|&i| total[i] != 1)
+        .take(10)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "values not received exactly once: {bad:?} (counts {:?})",
+        bad.iter().map(|&i| total[i]).collect::<Vec<_>>()
+    );
+    assert_eq!((p.sent(), p.received()), (2 * n as u64, 2 * n as u64));
+    assert!(
+        per_receiver.iter().all(|&c| c > 0),
+        "both receivers took part: {per_receiver:?}"
+    );
+}
+
+#[test]
+fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
+    let s = Scratch::new("pipe-deadsend");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    p.send(int(&pool, 1)).unwrap();
+    let env = vec![("POOL", s.0.clone()), ("PIPE", "p".to_string())];
+    let mut kid = spawn("child_role_entry", "stall-send", &env);
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < 20 * SECS, "child did not claim");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    p.send(int(&pool, 2)).unwrap(); // lands behind the dead claim
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 1);
+    let t = Instant::now();
+    assert_eq!(
+        as_i64(&p.recv_timeout(5 * SECS).unwrap()),
+        2,
+        "the dead claim is skipped"
+    );
+    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
+    // The ring goes on at full capacity.
+    for round in 0..3 {
+        for i in 0..4 {
+            p.try_send(int(&pool, round * 10 + i)).unwrap();
+        }
+        for i in 0..4 {
+            assert_eq!(as_i64(&p.try_recv().unwrap()), round * 10 + i);
+        }
+    }
+}
+
+#[test]
+fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
+    let s = Scratch::new("pipe-deadrecv");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 2).unwrap();
+    let base = pool.stats().in_use;
+    p.send(pool.share(&Val::Str("z".repeat(1000))).unwrap())
+        .unwrap();
+    p.send(int(&pool, 7)).unwrap();
+    let env = vec![("POOL", s.0.clone()), ("PIPE", "p".to_string())];
+    let mut kid = spawn("child_role_entry", "stall-recv", &env);
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < 20 * SECS, "child did not claim");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    assert_eq!(
+        as_i64(&p.recv().unwrap()),
+        7,
+        "the next value is not held up"
+    );
+    // The dead receiver's cell is in the way of the next lap: a blocked sender
+    // recovers it (releasing the string) and goes on.
+    p.send(int(&pool, 8)).unwrap();
+    let t = Instant::now();
+    p.send_timeout(int(&pool, 9), 5 * SECS).unwrap();
+    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
+    assert_eq!(as_i64(&p.recv().unwrap()), 8);
+    assert_eq!(as_i64(&p.recv().unwrap()), 9);
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "the half-received string was released"
+    );
+}
+
+// --- chaos -----------------------------------------------------------------------
+
+/// A chaos value: a small Tab whose fields check each other (a torn slot or a
+/// refcount error shows up as a wrong or unreadable value).
+fn chaos_value(pool: &Pool, id: i64, seq: i64) -> ShmVal {
+    pool.share(&tab! { "id" => id, "seq" => seq, "chk" => id * 1_000_003 + seq, "pad" => "p".repeat((seq % 40) as usize) })
+        .unwrap()
+}
+
+fn chaos_sender(pool: &Pool, pipe: &Pipe, id: i64) {
+    for seq in 0.. {
+        match pipe.send_timeout(chaos_value(pool, id, seq), 10 * SECS) {
+            Ok(()) => {}
+            Err(SendError::Closed(_)) => return,
+            Err(e) => panic!("chaos send: {e}"),
+        }
+    }
+}
+
+fn chaos_receiver(pool: &Pool, pipe: &Pipe) {
+    let seen = pool
+        .root()
+        .unwrap()
+        .get("seen")
+        .unwrap()
+        .unwrap()
+        .as_tab()
+        .unwrap();
+    let errors = pool.root().unwrap().get("errors").unwrap().unwrap();
+    let errors = errors.as_list().unwrap();
+    loop {
+        let v = match pipe.recv_timeout(10 * SECS) {
+            Ok(v) => v,
+            Err(RecvError::Closed) => return,
+            Err(e) => panic!("chaos recv: {e}"),
+        };
+        let problem = match v.to_val() {
+            Ok(Val::Tab(m)) => {
+                let get = |k: &str| m.get(&Val::from(k)).and_then(Val::as_i64);
+                match (get("id"), get("seq"), get("chk")) {
+                    (Some(id), Some(seq), Some(chk)) if chk == id * 1_000_003 + seq => {
+                        let key = id * 1_000_000_000 + seq;
+                        match seen.insert(key, true) {
+                            Ok(None) => None,
+                            Ok(Some(_)) => Some(format!("duplicate {id}:{seq}")),
+                            Err(e) => Some(format!("seen table: {e}")),
+                        }
+                    }
+                    other => Some(format!("torn value {other:?}")),
+                }
+            }
+            Ok(other) => Some(format!("not a tab: {other}")),
+            Err(e) => Some(format!("unreadable value: {e}")),
+        };
+        if let Some(p) = problem {
+            errors.push(p.as_str()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothing() {
+    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS").map_or(500, |v| v.parse().unwrap());
+    let s = Scratch::new("pipe-chaos");
+    let pool = pool(&s, 64 << 20);
+    let p = Pipe::create(&pool, "p", 32).unwrap();
+    let root = pool.root().unwrap();
+    root.insert("seen", pool.new_tab().unwrap()).unwrap();
+    root.insert("errors", Val::List(vec![])).unwrap();
+    let mut next_id = 1i64;
+    let mut spawn_role = |role: &str| {
+        next_id += 1;
+        let env = vec![
+            ("POOL", s.0.clone()),
+            ("PIPE", "p".to_string()),
+            ("ID", next_id.to_string()),
+        ];
+        (role.to_string(), spawn("child_role_entry", role, &env))
+    };
+    let mut kids: Vec<(String, std::process::Child)> =
+        ["chaos-send", "chaos-send", "chaos-recv", "chaos-recv"]
+            .iter()
+            .map(|r| spawn_role(r))
+            .collect();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rand = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let start_received = p.received();
+    for _ in 0..kills {
+        std::thread::sleep(Duration::from_micros(500 + rand() % 8000));
+        let i = (rand() % kids.len() as u64) as usize;
+        let (role, mut kid) = kids.swap_remove(i);
+        if let Some(st) = kid.try_wait().unwrap() {
+            panic!("{role} exited by itself: {st}");
+        }
+        kid.kill().unwrap();
+        kid.wait().unwrap();
+        kids.push(spawn_role(&role));
+    }
+    let moved = p.received() - start_received;
+    // The survivors (fresh children) still move values: wait for progress, then end.
+    let before = p.received();
+    let t = Instant::now();
+    while p.received() < before + 100 {
+        assert!(
+            t.elapsed() < 30 * SECS,
+            "traffic stopped after the kills (no progress)"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.close();
+    for (role, k) in &mut kids {
+        wait_ok(k, 30 * SECS, role);
+    }
+    let errors = root.get_val("errors").unwrap().unwrap();
+    assert_eq!(errors, Val::List(vec![]), "problems seen by the receivers");
+    eprintln!(
+        "chaos: {kills} kills, {moved} values moved meanwhile, {} in all",
+        p.received()
+    );
+    assert!(moved > 0);
+}
