@@ -1,0 +1,109 @@
+//! The server of the pipeline (PicklingTools' SHMMain + ServerSide): creates the pool
+//! and the `raw` pipe, sends `--count` small tables, closes the pipe.
+//!
+//! ```text
+//! cargo run --release --example server -- --count 100000     # any order with middle/client
+//! ```
+//! Each value is a shared table `{'seq': n, 'time': ns, 'name': 'server', 'data':
+//! array('d', …)}`; sending moves a reference to it, never its bytes.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::{now_ns, stop_on_ctrl_c, stopping, Args};
+use shmval::{tab, Arr, CreateError, Pipe, Pool, PoolOptions, SendError, Val};
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+fn main() {
+    if let Err(e) = run(std::env::args().skip(1).collect()) {
+        eprintln!("server: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Creates the pool; one left by an earlier run whose creator is gone is replaced.
+fn create_pool(name: &str, size: u64, keep: bool) -> Result<Pool, Box<dyn Error>> {
+    let opts = PoolOptions::new().remove_on_drop(!keep);
+    match Pool::create_with(name, size, &opts) {
+        Err(CreateError::AlreadyExists { .. }) => {
+            if let Ok(old) = Pool::open(name, Duration::ZERO) {
+                let info = old.info();
+                if info.creator_alive {
+                    return Err(format!(
+                        "pool {name} is in use (creator pid {} runs)",
+                        info.creator_pid
+                    )
+                    .into());
+                }
+            }
+            eprintln!("server: replacing pool {name} left by an earlier run");
+            Pool::destroy(name)?;
+            Ok(Pool::create_with(name, size, &opts)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Runs this role with its command-line arguments.
+pub fn run(argv: Vec<String>) -> Result<(), Box<dyn Error>> {
+    let args = Args::parse(argv);
+    if args.flag("help") {
+        println!(
+            "server: creates the pool and sends values\n{}",
+            common::USAGE
+        );
+        return Ok(());
+    }
+    stop_on_ctrl_c();
+    let pool = create_pool(&args.pool(), args.num("size", 64 << 20), args.flag("keep"))?;
+    let pipe = match Pipe::create(&pool, &args.str("raw", "raw"), args.num("capacity", 1024)) {
+        Err(shmval::PipeError::Exists(name)) => Pipe::open(&pool, &name, Duration::ZERO)?,
+        other => other?,
+    };
+    let count = args.num("count", 200_000);
+    let data = Val::Arr(Arr::F64(
+        (0..args.num("payload", 8))
+            .map(|i| i as f64 * 0.5)
+            .collect(),
+    ));
+    let start = Instant::now();
+    let mut sent = 0u64;
+    'values: for seq in 0..count {
+        let mut v = pool.share(&tab! {
+            "seq" => seq,
+            "time" => now_ns(),
+            "name" => "server",
+            "data" => data.clone(),
+        })?;
+        loop {
+            // Short timeouts so that Ctrl-C is noticed while the pipe is full.
+            match pipe.send_timeout(v, Duration::from_millis(100)) {
+                Ok(()) => break,
+                Err(SendError::Timeout(back)) if !stopping() => v = back,
+                Err(SendError::Timeout(_)) | Err(SendError::Closed(_)) => break 'values,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        sent += 1;
+        if stopping() {
+            break;
+        }
+    }
+    pipe.close();
+    let took = start.elapsed();
+    println!(
+        "server: sent {sent} values in {:.2} s ({:.0}/s){}",
+        took.as_secs_f64(),
+        sent as f64 / took.as_secs_f64(),
+        if stopping() { " — interrupted" } else { "" }
+    );
+    // Stay until the middle has taken everything (or gave up), so that the pool's
+    // name exists as long as someone may still look for it.
+    let t = Instant::now();
+    while !pipe.is_empty() && !stopping() && t.elapsed() < common::wait(&args) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
