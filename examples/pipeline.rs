@@ -10,6 +10,10 @@
 //! to show that it waits for the server's pool and pipe. Ctrl-C reaches all three;
 //! each shuts down cleanly and the server removes the pool unless `--keep` is given.
 
+// Each role file is also an example of its own and loads `common` itself, so the
+// pipeline holds one copy per role (each process uses one role's copy).
+#![allow(clippy::duplicate_mod)]
+
 #[path = "client.rs"]
 mod client;
 mod common;

@@ -1,7 +1,7 @@
 //! `shmval-bench`: shmval measured side by side with its peers in one run.
 //!
 //! ```text
-//! cargo run --release -p shmval-bench -- all [--quick] [--no-write]
+//! cargo run --release -p shmval-bench -- all|alloc|values|segments|pipes [--quick] [--no-write]
 //! ```
 //! Every scenario runs its candidates interleaved (A B A B …) so machine drift hits
 //! all of them, repeats each several times, checks its own result, and reports
@@ -10,6 +10,7 @@
 
 mod alloc;
 mod harness;
+mod pipes;
 mod segments;
 mod values;
 
@@ -29,6 +30,14 @@ fn main() {
         values::profile();
         return;
     }
+    if args.first().map(String::as_str) == Some("profile-pipe") {
+        pipes::profile();
+        return;
+    }
+    if args.first().map(String::as_str) == Some("pipe-child") {
+        pipes::child(&args[1..]);
+        return;
+    }
     if args.first().map(String::as_str) == Some("worker") {
         alloc::worker(&args[1..]);
         return;
@@ -46,12 +55,14 @@ fn main() {
             alloc::run(&mut report);
             values::run(&mut report);
             segments::run(&mut report);
+            pipes::run(&mut report);
         }
+        "pipes" => pipes::run(&mut report),
         "values" => values::run(&mut report),
         "alloc" => alloc::run(&mut report),
         "segments" => segments::run(&mut report),
         other => {
-            eprintln!("unknown scenario {other:?}; expected all, alloc, values or segments");
+            eprintln!("unknown scenario {other:?}; expected all, alloc, values, segments or pipes");
             std::process::exit(2);
         }
     }

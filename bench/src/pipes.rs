@@ -1,0 +1,421 @@
+//! Pipes across two processes: ping-pong latency against a raw shared-cache-line
+//! spin (the physical limit), iceoryx2 and a Unix socket; one-way throughput of bare
+//! values against a raw single-producer ring; throughput of 4-key Tab messages;
+//! blocking wake-up latency.
+//!
+//! The parent spawns this binary as `pipe-child MODE POOL N` for the other side.
+
+use crate::harness::Report;
+use shmval::{tab, Offset, Pipe, Pool, PoolOptions, ShmVal, Val};
+use std::alloc::Layout;
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SPIN: Duration = Duration::from_secs(1);
+/// Slots of the raw ring (64 bytes each) and capacity of the pipes.
+const CAP: u64 = 1024;
+
+fn mono_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// A raw block of the pool seen as `n` atomics (64-byte lines: word `8 * i`).
+fn words(pool: &Pool, off: u64, n: usize) -> &[AtomicU64] {
+    let p = pool.resolve(Offset::new(off).unwrap(), n * 8).unwrap();
+    // SAFETY: a pool block of `n` u64 words used only through atomics; the pool
+    // outlives the slice.
+    unsafe { std::slice::from_raw_parts(p.as_ptr() as *const AtomicU64, n) }
+}
+
+/// Words of the raw structures: ping-pong line at 0; ring tail at 16, head at 32,
+/// slots from 64 (8 words each).
+const RAW_WORDS: usize = 64 + 8 * CAP as usize;
+
+struct Side {
+    pool: Pool,
+    raw: u64,
+}
+
+impl Side {
+    fn create(name: &str) -> Side {
+        let pool = Pool::create_with(name, 256 << 20, &PoolOptions::new().remove_on_drop(true))
+            .expect("bench pool");
+        // 128-aligned within a 16-aligned block (the base is page aligned).
+        let raw = pool
+            .alloc(Layout::from_size_align(RAW_WORDS * 8 + 128, 16).unwrap())
+            .unwrap()
+            .get()
+            .next_multiple_of(128);
+        pool.user_word(5).store(raw, Ordering::SeqCst);
+        for p in ["ping", "pong", "one-way"] {
+            Pipe::create(&pool, p, CAP).unwrap();
+        }
+        Side { pool, raw }
+    }
+
+    fn open(name: &str) -> Side {
+        let pool = Pool::open(name, Duration::from_secs(5)).unwrap();
+        let raw = pool.user_word(5).load(Ordering::SeqCst);
+        Side { pool, raw }
+    }
+
+    fn raw(&self) -> &[AtomicU64] {
+        words(&self.pool, self.raw, RAW_WORDS)
+    }
+
+    fn pipe(&self, name: &str) -> Pipe {
+        Pipe::open(&self.pool, name, Duration::from_secs(5)).unwrap()
+    }
+
+    fn reset(&self) {
+        for w in self.raw() {
+            w.store(0, Ordering::SeqCst);
+        }
+        self.pool.user_word(6).store(0, Ordering::SeqCst);
+    }
+
+    fn child(&self, mode: &str, n: u64) -> Child {
+        self.reset();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["pipe-child", mode, self.pool.name(), &n.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn pipe child");
+        // The child says it is ready (attached, warmed up) through user word 6.
+        let t = Instant::now();
+        while self.pool.user_word(6).load(Ordering::SeqCst) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(20), "child never ready");
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        child
+    }
+}
+
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pipe child failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn int(pool: &Pool, i: u64) -> ShmVal {
+    pool.share(&Val::U64(i)).unwrap()
+}
+
+fn as_u64(v: &ShmVal) -> u64 {
+    match v.to_val().unwrap() {
+        Val::U64(x) => x,
+        other => panic!("unexpected {other}"),
+    }
+}
+
+// --- the parent's halves ----------------------------------------------------------
+
+fn pingpong_raw(s: &Side, n: u64) -> f64 {
+    let child = s.child("echo-raw", n);
+    let line = &s.raw()[0];
+    let t = Instant::now();
+    for i in 0..n {
+        line.store(2 * i + 1, Ordering::Release);
+        while line.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
+fn pingpong_pipe(s: &Side, n: u64, spin: Duration) -> f64 {
+    let mode = if spin.is_zero() {
+        "echo-pipe-sleep"
+    } else {
+        "echo-pipe"
+    };
+    let (ping, pong) = (s.pipe("ping"), s.pipe("pong"));
+    ping.set_spin(spin);
+    pong.set_spin(spin);
+    let child = s.child(mode, n);
+    let t = Instant::now();
+    for i in 0..n {
+        ping.send(int(&s.pool, i)).unwrap();
+        let v = pong.recv().unwrap();
+        debug_assert_eq!(as_u64(&v), i);
+        drop(v);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
+fn pingpong_uds(s: &Side, n: u64) -> f64 {
+    let path = format!("/tmp/shmval-bench-{}.sock", std::process::id());
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let child = s.child("echo-uds", n);
+    let (mut sock, _) = listener.accept().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let mut buf = [0u8; 8];
+    let t = Instant::now();
+    for i in 0..n {
+        sock.write_all(&i.to_le_bytes()).unwrap();
+        sock.read_exact(&mut buf).unwrap();
+        assert_eq!(u64::from_le_bytes(buf), i);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
+/// One-way: this process sends `n`, the child receives; million values per second
+/// from the first send to the child's last receive.
+fn oneway_ring(s: &Side, n: u64) -> f64 {
+    let child = s.child("drain-ring", n);
+    let raw = s.raw();
+    let (tail, head) = (&raw[16], &raw[32]);
+    let start = mono_ns();
+    let mut seen_head = 0;
+    for i in 0..n {
+        while i - seen_head >= CAP {
+            seen_head = head.load(Ordering::Acquire);
+            std::hint::spin_loop();
+        }
+        raw[64 + 8 * (i % CAP) as usize].store(i, Ordering::Relaxed);
+        tail.store(i + 1, Ordering::Release);
+    }
+    let end: u64 = finish(child).trim().parse().unwrap();
+    n as f64 / ((end - start) as f64 / 1e3)
+}
+
+fn oneway_pipe(s: &Side, n: u64) -> f64 {
+    let p = s.pipe("one-way");
+    p.set_spin(SPIN);
+    let child = s.child("drain-pipe", n);
+    let start = mono_ns();
+    for i in 0..n {
+        p.send(int(&s.pool, i)).unwrap();
+    }
+    let end: u64 = finish(child).trim().parse().unwrap();
+    n as f64 / ((end - start) as f64 / 1e3)
+}
+
+/// 4-key Tab messages: built and shared by the sender (`build`), or 1024 pre-built
+/// tables sent round-robin (a clone is one reference-count increment).
+fn tabs_pipe(s: &Side, n: u64, build: bool) -> f64 {
+    let p = s.pipe("one-way");
+    p.set_spin(SPIN);
+    let data = Val::Arr(shmval::Arr::F64(vec![0.5; 8]));
+    let prebuilt: Vec<ShmVal> = if build {
+        Vec::new()
+    } else {
+        (0..CAP)
+            .map(|i| {
+                s.pool
+                    .share(&tab! { "seq" => i, "time" => 0u64, "name" => "server", "data" => data.clone() })
+                    .unwrap()
+            })
+            .collect()
+    };
+    let child = s.child("drain-tabs", n);
+    let start = mono_ns();
+    for i in 0..n {
+        let v = if build {
+            s.pool
+                .share(&tab! { "seq" => i, "time" => 0u64, "name" => "server", "data" => data.clone() })
+                .unwrap()
+        } else {
+            prebuilt[(i % CAP) as usize].clone()
+        };
+        p.send(v).unwrap();
+    }
+    let end: u64 = finish(child).trim().parse().unwrap();
+    n as f64 / ((end - start) as f64 / 1e3)
+}
+
+// --- the child's halves -----------------------------------------------------------
+
+/// `pipe-child MODE POOL N`.
+pub fn child(args: &[String]) {
+    let s = Side::open(&args[1]);
+    let n: u64 = args[2].parse().unwrap();
+    let ready = || s.pool.user_word(6).store(1, Ordering::SeqCst);
+    match args[0].as_str() {
+        "echo-raw" => {
+            let line = &s.raw()[0];
+            ready();
+            for i in 0..n {
+                while line.load(Ordering::Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                line.store(2 * i + 2, Ordering::Release);
+            }
+        }
+        "echo-pipe" | "echo-pipe-sleep" => {
+            let (ping, pong) = (s.pipe("ping"), s.pipe("pong"));
+            let spin = if args[0] == "echo-pipe" {
+                SPIN
+            } else {
+                Duration::ZERO
+            };
+            ping.set_spin(spin);
+            pong.set_spin(spin);
+            ready();
+            for _ in 0..n {
+                pong.send(ping.recv().unwrap()).unwrap();
+            }
+        }
+        "echo-uds" => {
+            let path = format!("/tmp/shmval-bench-{}.sock", nix::unistd::getppid());
+            let mut sock = std::os::unix::net::UnixStream::connect(path).unwrap();
+            ready();
+            let mut buf = [0u8; 8];
+            for _ in 0..n {
+                sock.read_exact(&mut buf).unwrap();
+                sock.write_all(&buf).unwrap();
+            }
+        }
+        "drain-ring" => {
+            let raw = s.raw();
+            let (tail, head) = (&raw[16], &raw[32]);
+            ready();
+            let mut seen_tail = 0;
+            for i in 0..n {
+                while seen_tail == i {
+                    seen_tail = tail.load(Ordering::Acquire);
+                    std::hint::spin_loop();
+                }
+                let v = raw[64 + 8 * (i % CAP) as usize].load(Ordering::Relaxed);
+                assert_eq!(v, i);
+                head.store(i + 1, Ordering::Release);
+            }
+            println!("{}", mono_ns());
+        }
+        "drain-pipe" => {
+            let p = s.pipe("one-way");
+            p.set_spin(SPIN);
+            ready();
+            for i in 0..n {
+                let v = p.recv().unwrap();
+                debug_assert_eq!(as_u64(&v), i);
+                drop(v);
+            }
+            println!("{}", mono_ns());
+        }
+        "drain-tabs" => {
+            let p = s.pipe("one-way");
+            p.set_spin(SPIN);
+            ready();
+            for _ in 0..n {
+                let v = p.recv().unwrap();
+                assert!(v.as_tab().is_some());
+            }
+            println!("{}", mono_ns());
+        }
+        other => panic!("unknown pipe-child mode {other}"),
+    }
+}
+
+pub fn run(r: &mut Report) {
+    let s = Side::create(&format!("shmval-bench-pipes-{}", std::process::id()));
+    let base = s.pool.stats().in_use;
+    let q = r.quick;
+    let n_pp: u64 = if q { 20_000 } else { 200_000 };
+    let reps = r.reps(7);
+    r.compare(
+        "ping-pong of one small value, 2 processes (round trip / 2), spinning",
+        "ns",
+        reps,
+        1,
+        &["≤ 2× raw spin", "", "", "≈ 25 µs expected"],
+        vec![
+            (
+                "shmval Pipe (spin mode)",
+                Box::new(|| pingpong_pipe(&s, n_pp, SPIN)),
+            ),
+            (
+                "raw shared cache line spin",
+                Box::new(|| pingpong_raw(&s, n_pp)),
+            ),
+            (
+                "Unix domain socket, 8 B (blocking)",
+                Box::new(|| pingpong_uds(&s, n_pp / 10)),
+            ),
+        ],
+    );
+    r.compare(
+        "blocking wake-up: ping-pong with no spin phase (futex), 2 processes",
+        "ns",
+        reps,
+        1,
+        &["reported", ""],
+        vec![
+            (
+                "shmval Pipe (sleeps at once)",
+                Box::new(|| pingpong_pipe(&s, n_pp / 10, Duration::ZERO)),
+            ),
+            (
+                "Unix domain socket, 8 B (blocking)",
+                Box::new(|| pingpong_uds(&s, n_pp / 10)),
+            ),
+        ],
+    );
+    let n_ow: u64 = if q { 200_000 } else { 5_000_000 };
+    r.compare(
+        "one-way throughput of a bare small value, 1 sender → 1 receiver process, capacity 1024",
+        "M msg/s",
+        reps,
+        1,
+        &["≥ 0.5× raw ring", ""],
+        vec![
+            ("shmval Pipe", Box::new(|| oneway_pipe(&s, n_ow))),
+            (
+                "raw SPSC ring, 64 B slots",
+                Box::new(|| oneway_ring(&s, n_ow)),
+            ),
+        ],
+    );
+    let n_tab: u64 = if q { 50_000 } else { 1_000_000 };
+    r.compare(
+        "4-key Tab messages, 1 process → another, capacity 1024",
+        "M msg/s",
+        reps,
+        0,
+        &["≥ 2 M/s (PicklingTools CQ: 0.2–0.34 M/s)", "reported"],
+        vec![
+            (
+                "shmval Pipe, pre-built tables",
+                Box::new(|| tabs_pipe(&s, n_tab, false)),
+            ),
+            (
+                "shmval Pipe, sender builds each table",
+                Box::new(|| tabs_pipe(&s, n_tab, true)),
+            ),
+        ],
+    );
+    assert_eq!(s.pool.stats().in_use, base, "every message was freed");
+}
+
+/// `profile-pipe`: send+receive pairs in one process (the code path without
+/// cross-core transfers), for perf/callgrind.
+pub fn profile() {
+    let s = Side::create(&format!("shmval-bench-pprof-{}", std::process::id()));
+    let p = s.pipe("one-way");
+    let n = 2_000_000u64;
+    for round in 0..3 {
+        let t = Instant::now();
+        for i in 0..n {
+            p.try_send(int(&s.pool, i)).unwrap();
+            let v = p.try_recv().unwrap();
+            std::hint::black_box(&v);
+        }
+        let pair = t.elapsed().as_nanos() as f64 / n as f64;
+        let t = Instant::now();
+        for i in 0..n {
+            std::hint::black_box(int(&s.pool, i));
+        }
+        let mk = t.elapsed().as_nanos() as f64 / n as f64;
+        println!("round {round}: send+recv pair {pair:.1} ns (making the value {mk:.1} ns)");
+    }
+}
