@@ -276,6 +276,7 @@ pub fn child(args: &[String]) {
                 sock.write_all(&buf).unwrap();
             }
         }
+        "echo-iceoryx2" => echo_iceoryx2(ready),
         "drain-ring" => {
             let raw = s.raw();
             let (tail, head) = (&raw[16], &raw[32]);
@@ -328,7 +329,7 @@ pub fn run(r: &mut Report) {
         "ns",
         reps,
         1,
-        &["≤ 2× raw spin", "", "", "≈ 25 µs expected"],
+        &["≤ 2× raw spin, ≤ iceoryx2", "", "", ""],
         vec![
             (
                 "shmval Pipe (spin mode)",
@@ -337,6 +338,10 @@ pub fn run(r: &mut Report) {
             (
                 "raw shared cache line spin",
                 Box::new(|| pingpong_raw(&s, n_pp)),
+            ),
+            (
+                "iceoryx2 0.10 publish-subscribe, 64 B (spin)",
+                Box::new(|| pingpong_iceoryx2(&s, n_pp)),
             ),
             (
                 "Unix domain socket, 8 B (blocking)",
@@ -417,5 +422,89 @@ pub fn profile() {
         }
         let mk = t.elapsed().as_nanos() as f64 / n as f64;
         println!("round {round}: send+recv pair {pair:.1} ns (making the value {mk:.1} ns)");
+    }
+}
+
+// --- iceoryx2 publish-subscribe, 64-byte payload ----------------------------------
+
+type Payload = [u8; 64];
+type IceNode = iceoryx2::node::Node<iceoryx2::service::ipc::Service>;
+type IcePub = iceoryx2::port::publisher::Publisher<iceoryx2::service::ipc::Service, Payload, ()>;
+type IceSub = iceoryx2::port::subscriber::Subscriber<iceoryx2::service::ipc::Service, Payload, ()>;
+
+fn ice_ports(tag: &str, publish_on: &str, subscribe_on: &str) -> (IceNode, IcePub, IceSub) {
+    use iceoryx2::prelude::*;
+    let node = NodeBuilder::new()
+        .create::<ipc::Service>()
+        .expect("iceoryx2 node");
+    let service = |name: &str| {
+        node.service_builder(
+            &format!("shmval-bench/{tag}/{name}")
+                .as_str()
+                .try_into()
+                .unwrap(),
+        )
+        .publish_subscribe::<Payload>()
+        .open_or_create()
+        .expect("iceoryx2 service")
+    };
+    let publisher = service(publish_on).publisher_builder().create().unwrap();
+    let subscriber = service(subscribe_on).subscriber_builder().create().unwrap();
+    (node, publisher, subscriber)
+}
+
+fn ice_send(p: &IcePub, b: u8) {
+    let sample = p.loan_uninit().unwrap();
+    sample.write_payload([b; 64]).send().unwrap();
+}
+
+fn pingpong_iceoryx2(s: &Side, n: u64) -> f64 {
+    let tag = format!("{}", std::process::id());
+    let (_node, ping, pong) = ice_ports(&tag, "ping", "pong");
+    let child = s.child("echo-iceoryx2", n);
+    // Warm up until the child's subscriber is connected (a ping may be missed).
+    'warm: loop {
+        ice_send(&ping, 1);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(10) {
+            if pong.receive().unwrap().is_some() {
+                break 'warm;
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    while pong.receive().unwrap().is_some() {}
+    let t = Instant::now();
+    for i in 0..n {
+        ice_send(&ping, (i % 200) as u8);
+        loop {
+            if let Some(sample) = pong.receive().unwrap() {
+                debug_assert_eq!(sample[63], (i % 200) as u8);
+                break;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    ice_send(&ping, 0xFF);
+    finish(child);
+    ns
+}
+
+fn echo_iceoryx2(ready: impl Fn()) {
+    let tag = format!("{}", nix::unistd::getppid());
+    let (_node, pong, ping) = ice_ports(&tag, "pong", "ping");
+    ready();
+    loop {
+        let Some(sample) = ping.receive().unwrap() else {
+            std::hint::spin_loop();
+            continue;
+        };
+        let b = sample[0];
+        drop(sample);
+        if b == 0xFF {
+            return;
+        }
+        ice_send(&pong, b);
     }
 }

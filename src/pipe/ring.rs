@@ -40,9 +40,6 @@ pub(crate) const MAX_CAP: u64 = 1 << 24;
 /// "SVPIPE01".
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE01");
 
-/// How many cells ahead a sender prefetches.
-const PREFETCH_AHEAD: u64 = 4;
-
 const POS_MASK: u64 = (1 << 48) - 1;
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const WRITING: u64 = 1;
@@ -234,22 +231,6 @@ impl Ring {
         unsafe { &*self.cells.as_ptr().add((pos % self.cap) as usize) }
     }
 
-    /// Asks for the cell of `pos` to be brought into this core's cache for writing
-    /// (`PREFETCHW`), so that the claim of a later operation does not stall on the
-    /// transfer from the other side's core. A hint only: no effect on correctness.
-    #[inline(always)]
-    fn prefetch_for_write(&self, pos: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = std::ptr::from_ref(self.cell(pos));
-            // SAFETY: PREFETCHW only hints the cache (it cannot fault, and executes
-            // as a NOP on CPUs without it); `p` is a valid address anyway.
-            unsafe {
-                std::arch::asm!("prefetchw [{}]", in(reg) p, options(nostack, readonly, preserves_flags));
-            }
-        }
-    }
-
     pub(crate) fn cap(&self) -> u64 {
         self.cap
     }
@@ -280,8 +261,6 @@ impl Ring {
                     continue;
                 }
                 let _ = h.tail.compare_exchange(pos, pos + 1, Release, Relaxed);
-                // The cell a few sends ahead was freed by a receiver a lap ago: fetch it now.
-                self.prefetch_for_write(pos + PREFETCH_AHEAD);
                 pool.write(&cell.slot, r);
                 // SeqCst: ordered before the sleeper check of `notify_waiters`.
                 cell.word.store(word(pos, FULL, 0), SeqCst);
@@ -331,10 +310,6 @@ impl Ring {
                             continue;
                         }
                         let _ = h.head.compare_exchange(pos, pos + 1, Release, Relaxed);
-                        // Already written? Then take the next cell's line while this one is read.
-                        if h.tail.load(Relaxed) > pos + 1 {
-                            self.prefetch_for_write(pos + 1);
-                        }
                         let r = pool.read(&cell.slot);
                         cell.word.store(word(pos + self.cap, EMPTY, 0), SeqCst);
                         h.not_full.notify_waiters();
