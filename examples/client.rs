@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
 fn main() {
-    if let Err(e) = run(std::env::args().skip(1).collect()) {
-        eprintln!("client: {e}");
-        std::process::exit(1);
-    }
+    common::main_of("client", run);
 }
 
 /// Runs this role with its command-line arguments.

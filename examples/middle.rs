@@ -15,10 +15,7 @@ use std::time::Duration;
 
 #[allow(dead_code)]
 fn main() {
-    if let Err(e) = run(std::env::args().skip(1).collect()) {
-        eprintln!("middle: {e}");
-        std::process::exit(1);
-    }
+    common::main_of("middle", run);
 }
 
 /// Runs this role with its command-line arguments.

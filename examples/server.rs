@@ -17,10 +17,7 @@ use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
 fn main() {
-    if let Err(e) = run(std::env::args().skip(1).collect()) {
-        eprintln!("server: {e}");
-        std::process::exit(1);
-    }
+    common::main_of("server", run);
 }
 
 /// Creates the pool; one left by an earlier run whose creator is gone is replaced.

@@ -339,14 +339,11 @@ fn two_senders_and_two_receivers_move_a_million_values_exactly_once_in_order() {
     );
 }
 
-#[test]
-fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
-    let s = Scratch::new("pipe-deadsend");
-    let pool = pool(&s, 1 << 20);
-    let p = Pipe::create(&pool, "p", 4).unwrap();
-    p.send(int(&pool, 1)).unwrap();
+/// Starts a child in `role` (claim a cell of pipe "p" and stop there), waits until it
+/// has claimed, and SIGKILLs it.
+fn kill_after_claim(s: &Scratch, pool: &Pool, role: &str) {
     let env = vec![("POOL", s.0.clone()), ("PIPE", "p".to_string())];
-    let mut kid = spawn("child_role_entry", "stall-send", &env);
+    let mut kid = spawn("child_role_entry", role, &env);
     let t = Instant::now();
     while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
         assert!(t.elapsed() < 20 * SECS, "child did not claim");
@@ -354,6 +351,15 @@ fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
     }
     kid.kill().unwrap();
     kid.wait().unwrap();
+}
+
+#[test]
+fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
+    let s = Scratch::new("pipe-deadsend");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    p.send(int(&pool, 1)).unwrap();
+    kill_after_claim(&s, &pool, "stall-send");
     p.send(int(&pool, 2)).unwrap(); // lands behind the dead claim
     assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 1);
     let t = Instant::now();
@@ -383,15 +389,7 @@ fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
     p.send(pool.share(&Val::Str("z".repeat(1000))).unwrap())
         .unwrap();
     p.send(int(&pool, 7)).unwrap();
-    let env = vec![("POOL", s.0.clone()), ("PIPE", "p".to_string())];
-    let mut kid = spawn("child_role_entry", "stall-recv", &env);
-    let t = Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < 20 * SECS, "child did not claim");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    kid.kill().unwrap();
-    kid.wait().unwrap();
+    kill_after_claim(&s, &pool, "stall-recv");
     assert_eq!(
         as_i64(&p.recv().unwrap()),
         7,

@@ -61,6 +61,17 @@ impl Args {
     }
 }
 
+/// A role's entry point: its arguments in, an error out.
+pub type Role = fn(Vec<String>) -> Result<(), Box<dyn std::error::Error>>;
+
+/// The `main` of a role: runs it with the command line, reports an error and exits 1.
+pub fn main_of(role: &str, run: Role) {
+    if let Err(e) = run(std::env::args().skip(1).collect()) {
+        eprintln!("{role}: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// `123`, `64M`, `1G`, `16k`, `1_000_000`.
 fn parse_size(s: &str) -> Option<u64> {
     let s = s.replace('_', "");

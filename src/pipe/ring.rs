@@ -253,14 +253,9 @@ impl Ring {
             let w = cell.word.load(Acquire);
             let d = dist(w, pos);
             if d == 0 && phase(w) == EMPTY {
-                if cell
-                    .word
-                    .compare_exchange(w, word(pos, WRITING, me), Acquire, Relaxed)
-                    .is_err()
-                {
+                if !Self::claim(cell, w, word(pos, WRITING, me), &h.tail, pos) {
                     continue;
                 }
-                let _ = h.tail.compare_exchange(pos, pos + 1, Release, Relaxed);
                 pool.write(&cell.slot, r);
                 // SeqCst: ordered before the sleeper check of `notify_waiters`.
                 cell.word.store(word(pos, FULL, 0), SeqCst);
@@ -302,14 +297,9 @@ impl Ring {
             if d == 0 {
                 match phase(w) {
                     FULL => {
-                        if cell
-                            .word
-                            .compare_exchange(w, word(pos, READING, me), Acquire, Relaxed)
-                            .is_err()
-                        {
+                        if !Self::claim(cell, w, word(pos, READING, me), &h.head, pos) {
                             continue;
                         }
-                        let _ = h.head.compare_exchange(pos, pos + 1, Release, Relaxed);
                         let r = pool.read(&cell.slot);
                         cell.word.store(word(pos + self.cap, EMPTY, 0), SeqCst);
                         h.not_full.notify_waiters();
@@ -366,6 +356,21 @@ impl Ring {
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Claims the cell of `pos` (seen as `w`) by one CAS to `claimed`, then moves the
+    /// hint past `pos` (a failed hint CAS means someone helped already).
+    #[inline]
+    fn claim(cell: &Cell, w: u64, claimed: u64, hint: &AtomicU64, pos: u64) -> bool {
+        if cell
+            .word
+            .compare_exchange(w, claimed, Acquire, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        let _ = hint.compare_exchange(pos, pos + 1, Release, Relaxed);
+        true
     }
 
     /// Whether the claimer named in `w` is gone (its user entry is free or names a
@@ -479,14 +484,6 @@ impl Ring {
         let pos = hint.load(Acquire);
         let cell = self.cell(pos);
         let w = cell.word.load(Acquire);
-        dist(w, pos) == 0
-            && phase(w) == from
-            && cell
-                .word
-                .compare_exchange(w, word(pos, to, me), AcqRel, Relaxed)
-                .is_ok()
-            && hint
-                .compare_exchange(pos, pos + 1, Release, Relaxed)
-                .is_ok()
+        dist(w, pos) == 0 && phase(w) == from && Self::claim(cell, w, word(pos, to, me), hint, pos)
     }
 }
