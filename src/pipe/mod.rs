@@ -24,7 +24,10 @@
 //! moved on by whoever waits behind it (see `ring`), losing at most the one value in
 //! its hands.
 
+mod broadcast;
 mod ring;
+
+pub use broadcast::{Broadcast, BroadcastRecvError, Policy, Subscriber, MAX_SUBSCRIBERS};
 
 use crate::shm::layout::tag;
 use crate::shm::{Raw, ShmTab, ShmVal, ValError};
@@ -71,6 +74,10 @@ pub enum PipeError {
     /// More than [`MAX_PIPE_USERS`] live processes use the pipe.
     #[error("pipe {0:?} has no free user entry ({MAX_PIPE_USERS} live processes use it)")]
     TooManyUsers(String),
+    /// The subscription is gone: used from a forked child (subscribe again there),
+    /// or its entry was reclaimed.
+    #[error("not subscribed (a forked child must subscribe again)")]
+    Unsubscribed,
     /// Pool exhausted, or corrupt shared memory.
     #[error(transparent)]
     Val(#[from] ValError),
@@ -235,22 +242,8 @@ impl Pipe {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or pipe.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Pipe, PipeError> {
         check_name(name)?;
-        let start = Instant::now();
-        let mut nap = Duration::from_micros(200);
-        loop {
-            if let Some(obj) = pool.pipe_directory()?.get(name)? {
-                return Pipe::attach(obj, name);
-            }
-            let waited = start.elapsed();
-            if waited >= wait {
-                return Err(PipeError::NotFound {
-                    name: name.into(),
-                    waited,
-                });
-            }
-            std::thread::sleep(nap.min(wait - waited));
-            nap = (nap * 2).min(Duration::from_millis(10));
-        }
+        let obj = find(name, wait, || Ok(pool.pipe_directory()?.get(name)?))?;
+        Pipe::attach(obj, name)
     }
 
     /// Removes `name` from the directory. Open handles keep working; the pipe (and
@@ -268,13 +261,7 @@ impl Pipe {
     /// # Errors
     /// A corrupt directory.
     pub fn names(pool: &Pool) -> Result<Vec<String>, PipeError> {
-        let mut out = Vec::new();
-        for k in pool.pipe_directory()?.keys()? {
-            if let crate::Val::Str(s) = k.to_val()? {
-                out.push(s);
-            }
-        }
-        Ok(out)
+        names_in(&pool.pipe_directory()?)
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Pipe, PipeError> {
@@ -581,6 +568,42 @@ impl Pipe {
     }
 }
 
+/// Looks `name` up with `lookup`, polling (0.2 ms growing to 10 ms naps) until it
+/// appears or `wait` has passed.
+fn find(
+    name: &str,
+    wait: Duration,
+    lookup: impl Fn() -> Result<Option<ShmVal>, PipeError>,
+) -> Result<ShmVal, PipeError> {
+    let start = Instant::now();
+    let mut nap = Duration::from_micros(200);
+    loop {
+        if let Some(obj) = lookup()? {
+            return Ok(obj);
+        }
+        let waited = start.elapsed();
+        if waited >= wait {
+            return Err(PipeError::NotFound {
+                name: name.into(),
+                waited,
+            });
+        }
+        std::thread::sleep(nap.min(wait - waited));
+        nap = (nap * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// The names (string keys) of a directory.
+fn names_in(dir: &ShmTab) -> Result<Vec<String>, PipeError> {
+    let mut out = Vec::new();
+    for k in dir.keys()? {
+        if let crate::Val::Str(s) = k.to_val()? {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
 /// When a sleeper must wake: its deadline, or sooner when it waits behind a claimed
 /// cell (to check whether the claimer died: nobody else would wake it).
 fn wake_at(deadline: Option<Instant>, behind_claim: bool) -> Option<Instant> {
@@ -632,6 +655,8 @@ impl Spin {
         true
     }
 }
+
+pub(crate) use broadcast::values_held as broadcast_values_held;
 
 /// What a pipe object holds (for release and `check`).
 pub(crate) fn values_held(

@@ -193,6 +193,10 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
         tag::PIPE => {
             crate::pipe::values_held(pool, o, &mut |r| out.push(r)).map_err(|e| e.to_string())?;
         }
+        tag::BCAST => {
+            crate::pipe::broadcast_values_held(pool, o, &mut |r| out.push(r))
+                .map_err(|e| e.to_string())?;
+        }
         _ => {
             let g = Guard::lock(pool, o).map_err(|e| e.to_string())?;
             let len = g.head.len.load(Relaxed);

@@ -439,6 +439,7 @@ impl Pool {
                 )))
             }
             tag::PIPE => return Err(ValError::NotAValue("pipe")),
+            tag::BCAST => return Err(ValError::NotAValue("broadcast")),
             t => {
                 let pairs = self.tab_snapshot(o)?;
                 let items = pairs.into_iter().flat_map(|(k, v)| [k, v]).collect();

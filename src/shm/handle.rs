@@ -56,6 +56,7 @@ impl ShmVal {
             tag::TAB => "dict",
             tag::OTAB => "OrderedDict",
             tag::PIPE => "pipe",
+            tag::BCAST => "broadcast",
             _ => "?",
         }
     }

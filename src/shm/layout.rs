@@ -72,8 +72,10 @@ pub mod tag {
     pub const OTAB: u8 = 40;
     /// A pipe (not a value: found only in the pool's pipe directory).
     pub const PIPE: u8 = 41;
+    /// A broadcast (not a value: found only in the pool's broadcast directory).
+    pub const BCAST: u8 = 42;
     /// Last object tag.
-    pub const LAST_OBJECT: u8 = 41;
+    pub const LAST_OBJECT: u8 = 42;
     /// A deleted dict entry's key tag.
     pub const DELETED: u8 = 0xFF;
 }

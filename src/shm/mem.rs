@@ -371,6 +371,11 @@ impl Pool {
                     stack.push(r.payload);
                 }
             })?,
+            tag::BCAST => crate::pipe::broadcast_values_held(self, o, &mut |r| {
+                if r.is_object() {
+                    stack.push(r.payload);
+                }
+            })?,
             _ => {}
         }
         Ok(())
