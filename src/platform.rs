@@ -4,7 +4,7 @@
 use crate::sys;
 use shmval_alloc::Platform;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -21,10 +21,15 @@ static FORK_GEN: AtomicU32 = AtomicU32::new(0);
 /// (pid << 32 | start ticks low 32) of this process; 0 = not computed yet.
 static TOKEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
+/// This process's part in the asymmetric barrier: 0 not asked yet, 1 registered for
+/// expedited global membarrier, 2 not available.
+static MEMBARRIER: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     TOKEN.store(0, Ordering::Relaxed);
+    // A new process (a new mm): register again before publishing lightly.
+    MEMBARRIER.store(0, Ordering::Relaxed);
     // The child's only thread is the one that forked: its cached cache slot is the
     // parent's and must not be used here.
     crate::pool::forget_last_slot();
@@ -55,6 +60,35 @@ pub(crate) fn process_token() -> u64 {
     let t = (u64::from(pid) << 32) | u64::from(start.max(1));
     TOKEN.store(t, Ordering::Relaxed);
     t
+}
+
+/// The store ordering with which this process publishes a condition a waiter may
+/// sleep on (the notifier's side of an eventcount, see `sync::EventCount`).
+///
+/// `Release` when this process is registered for expedited global membarrier: a
+/// waiter's `prepare` then issues the barrier on every CPU running such a process,
+/// which orders the publishing store before the notifier's sleeper check for it (the
+/// asymmetric Dekker pattern), so the fast side needs no fence. `SeqCst` otherwise
+/// (an `xchg`, which drains the store buffer).
+#[inline]
+pub(crate) fn publish_order() -> Ordering {
+    match MEMBARRIER.load(Ordering::Relaxed) {
+        1 => Ordering::Release,
+        2 => Ordering::SeqCst,
+        _ => register_membarrier(),
+    }
+}
+
+#[cold]
+fn register_membarrier() -> Ordering {
+    install_atfork();
+    let ok = sys::membarrier_register();
+    MEMBARRIER.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+    if ok {
+        Ordering::Release
+    } else {
+        Ordering::SeqCst
+    }
 }
 
 /// The pid inside a process token.

@@ -482,7 +482,7 @@ impl Pipe {
         let mut deadline: Option<Option<Instant>> = None;
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         loop {
-            let stuck = match ring.try_push(pool, raw, me) {
+            let stuck = match ring.try_push(pool, raw, me, deadline.is_none()) {
                 Ok(Push::Sent) => {
                     let _ = v.into_raw(); // the cell owns the reference now
                     return Ok(());
@@ -506,7 +506,7 @@ impl Pipe {
             }
             let ec = &ring.head().not_full;
             let key = ec.prepare();
-            match ring.try_push(pool, raw, me) {
+            match ring.try_push(pool, raw, me, false) {
                 Ok(Push::Sent) => {
                     let _ = v.into_raw();
                     return Ok(());
@@ -534,7 +534,7 @@ impl Pipe {
         let mut deadline: Option<Option<Instant>> = None;
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         loop {
-            let stuck = match ring.try_pop(pool, me).map_err(broken)? {
+            let stuck = match ring.try_pop(pool, me, deadline.is_none()).map_err(broken)? {
                 Pop::Got(r) => return got(r),
                 Pop::Closed => return Err(RecvError::Closed),
                 Pop::Empty(stuck) => stuck,
@@ -554,7 +554,7 @@ impl Pipe {
             }
             let ec = &ring.head().not_empty;
             let key = ec.prepare();
-            match ring.try_pop(pool, me).map_err(broken)? {
+            match ring.try_pop(pool, me, false).map_err(broken)? {
                 Pop::Got(r) => return got(r),
                 Pop::Closed => return Err(RecvError::Closed),
                 Pop::Empty(stuck) => {

@@ -11,9 +11,10 @@
 //!                        SKIP(p) ──── receiver at p: CAS ──────────────────────────────────▶ EMPTY(p+cap)
 //! ```
 //!
-//! `tail` and `head` are hints: the cell word is the truth. Whoever claims position
-//! `p` (or finds it claimed) moves the hint from `p` to `p + 1` by CAS, so a claimer
-//! killed before moving it stops nobody. Because the position is in the word, a CAS
+//! `tail` and `head` are hints: the cell word is the truth. Whoever finds position
+//! `p` claimed moves the hint from `p` to `p + 1` by CAS, so a claimer killed before
+//! moving it stops nobody; the claimer itself moves it with a plain store (see
+//! `advance`). Because the position is in the word, a CAS
 //! can never succeed on a cell that moved on (no ABA short of 2^48 operations while
 //! one caller sleeps between its load and its CAS).
 //!
@@ -241,7 +242,13 @@ impl Ring {
 
     /// One attempt to put `r` at the tail. On `Sent` the cell owns `r`'s reference.
     #[inline]
-    pub(crate) fn try_push(&self, pool: &Pool, r: Raw, me: u16) -> Result<Push, ValError> {
+    pub(crate) fn try_push(
+        &self,
+        pool: &Pool,
+        r: Raw,
+        me: u16,
+        mut guess: bool,
+    ) -> Result<Push, ValError> {
         let h = self.head();
         if self.is_closed() {
             return Ok(Push::Closed);
@@ -250,17 +257,28 @@ impl Ring {
         loop {
             let pos = h.tail.load(Acquire);
             let cell = self.cell(pos);
-            let w = cell.word.load(Acquire);
+            let mine = word(pos, WRITING, me);
+            let seen = Self::observe(cell, word(pos, EMPTY, 0), mine, guess);
+            guess = false;
+            let w = seen.unwrap_or(mine);
             let d = dist(w, pos);
-            if d == 0 && phase(w) == EMPTY {
-                if !Self::claim(cell, w, word(pos, WRITING, me), &h.tail, pos) {
-                    continue;
+            let claimed = match seen {
+                None => {
+                    Self::advance(&h.tail, pos);
+                    true
                 }
+                Some(w) => d == 0 && phase(w) == EMPTY && Self::claim(cell, w, mine, &h.tail, pos),
+            };
+            if claimed {
                 pool.write(&cell.slot, r);
-                // SeqCst: ordered before the sleeper check of `notify_waiters`.
-                cell.word.store(word(pos, FULL, 0), SeqCst);
+                // Ordered before the sleeper check of `notify_waiters`.
+                cell.word
+                    .store(word(pos, FULL, 0), crate::platform::publish_order());
                 h.not_empty.notify_waiters();
                 return Ok(Push::Sent);
+            }
+            if d == 0 && phase(w) == EMPTY {
+                continue; // lost the claim race
             }
             if d >= 0 {
                 // Position `pos` is taken (or long done): the hint lags; move it.
@@ -286,22 +304,31 @@ impl Ring {
 
     /// One attempt to take the value at the head. On `Got` the caller owns it.
     #[inline]
-    pub(crate) fn try_pop(&self, pool: &Pool, me: u16) -> Result<Pop, ValError> {
+    pub(crate) fn try_pop(&self, pool: &Pool, me: u16, mut guess: bool) -> Result<Pop, ValError> {
         let h = self.head();
         let mut strange = 0u32;
         loop {
             let pos = h.head.load(Acquire);
             let cell = self.cell(pos);
-            let w = cell.word.load(Acquire);
+            let mine = word(pos, READING, me);
+            let seen = Self::observe(cell, word(pos, FULL, 0), mine, guess);
+            guess = false;
+            // A won guess reads as FULL(pos): the claim is then taken below.
+            let w = seen.unwrap_or(word(pos, FULL, 0));
             let d = dist(w, pos);
             if d == 0 {
                 match phase(w) {
                     FULL => {
-                        if !Self::claim(cell, w, word(pos, READING, me), &h.head, pos) {
+                        if seen.is_none() {
+                            Self::advance(&h.head, pos);
+                        } else if !Self::claim(cell, w, mine, &h.head, pos) {
                             continue;
                         }
                         let r = pool.read(&cell.slot);
-                        cell.word.store(word(pos + self.cap, EMPTY, 0), SeqCst);
+                        cell.word.store(
+                            word(pos + self.cap, EMPTY, 0),
+                            crate::platform::publish_order(),
+                        );
                         h.not_full.notify_waiters();
                         return Ok(Pop::Got(r));
                     }
@@ -358,8 +385,23 @@ impl Ring {
         }
     }
 
+    /// The cell's word, or `None` when `guess` is set and a CAS from `usual` to
+    /// `claimed` took the cell: when the cell is usually in the state wanted, one CAS
+    /// fetches its line from the other side's core once, where a load and then a CAS
+    /// would fetch it twice (shared, then owned). Spinning callers do not guess: a
+    /// failing CAS takes the line away from the other side too.
+    #[inline]
+    fn observe(cell: &Cell, usual: u64, claimed: u64, guess: bool) -> Option<u64> {
+        if !guess {
+            return Some(cell.word.load(Acquire));
+        }
+        cell.word
+            .compare_exchange(usual, claimed, Acquire, Acquire)
+            .err()
+    }
+
     /// Claims the cell of `pos` (seen as `w`) by one CAS to `claimed`, then moves the
-    /// hint past `pos` (a failed hint CAS means someone helped already).
+    /// hint past `pos`.
     #[inline]
     fn claim(cell: &Cell, w: u64, claimed: u64, hint: &AtomicU64, pos: u64) -> bool {
         if cell
@@ -369,8 +411,21 @@ impl Ring {
         {
             return false;
         }
-        let _ = hint.compare_exchange(pos, pos + 1, Release, Relaxed);
+        Self::advance(hint, pos);
         true
+    }
+
+    /// Moves a hint past the position this caller just claimed. A plain store, not a
+    /// CAS (a locked instruction waits for every earlier store to reach the cache,
+    /// here the other side's line): if a helper moved the hint further between the
+    /// load and the store, the hint goes back a little, which costs whoever reads it
+    /// a step forward per claimed cell, never a wrong answer (every decision is taken
+    /// on the cell word; see `try_push`/`try_pop` on a cell ahead of the hint).
+    #[inline]
+    fn advance(hint: &AtomicU64, pos: u64) {
+        if hint.load(Relaxed) == pos {
+            hint.store(pos + 1, Release);
+        }
     }
 
     /// Whether the claimer named in `w` is gone (its user entry is free or names a

@@ -166,25 +166,10 @@ impl Pool {
 
     /// One heap value: a leaf copied in now, or a container to open.
     fn in_step<'v>(&self, v: &'v Val) -> Result<In<'v>, ValError> {
+        if let Some(r) = immediate(v) {
+            return Ok(In::Raw(r));
+        }
         Ok(In::Raw(match v {
-            Val::None => Raw::NONE,
-            Val::Bool(b) => imm(tag::BOOL, *b as u64),
-            Val::I8(x) => imm(tag::I8, *x as i64 as u64),
-            Val::I16(x) => imm(tag::I16, *x as i64 as u64),
-            Val::I32(x) => imm(tag::I32, *x as i64 as u64),
-            Val::I64(x) => imm(tag::I64, *x as u64),
-            Val::U8(x) => imm(tag::U8, *x as u64),
-            Val::U16(x) => imm(tag::U16, *x as u64),
-            Val::U32(x) => imm(tag::U32, *x as u64),
-            Val::U64(x) => imm(tag::U64, *x),
-            Val::F32(x) => imm(tag::F32, x.to_bits() as u64),
-            Val::F64(x) => imm(tag::F64, x.to_bits()),
-            Val::Complex32(c) => imm(
-                tag::C32,
-                c.re.to_bits() as u64 | (c.im.to_bits() as u64) << 32,
-            ),
-            Val::Str(s) if s.len() <= 8 => inline(tag::STR_INLINE, s.as_bytes()),
-            Val::Bytes(b) if b.len() <= 8 => inline(tag::BYTES_INLINE, b),
             Val::Str(s) => self.new_bytes_obj(tag::STR, s.as_bytes())?,
             Val::Bytes(b) => self.new_bytes_obj(tag::BYTES, b)?,
             Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le())?,
@@ -210,6 +195,7 @@ impl Pool {
             Val::List(items) => return Ok(In::Frame(InFrame::new(tag::LIST, Src::Seq(items)))),
             Val::Tab(m) => return Ok(In::Frame(InFrame::new(tag::TAB, Src::Map(m)))),
             Val::OTab(m) => return Ok(In::Frame(InFrame::new(tag::OTAB, Src::Map(m)))),
+            _ => unreachable!("immediates were handled above"),
         }))
     }
 
@@ -472,6 +458,32 @@ impl Pool {
 }
 
 /// Whether a value has no children (copied in without a work stack).
+/// The slot of a value stored in the slot itself (no object), if `v` is one.
+#[inline]
+pub(crate) fn immediate(v: &Val) -> Option<Raw> {
+    Some(match v {
+        Val::None => Raw::NONE,
+        Val::Bool(b) => imm(tag::BOOL, *b as u64),
+        Val::I8(x) => imm(tag::I8, *x as i64 as u64),
+        Val::I16(x) => imm(tag::I16, *x as i64 as u64),
+        Val::I32(x) => imm(tag::I32, *x as i64 as u64),
+        Val::I64(x) => imm(tag::I64, *x as u64),
+        Val::U8(x) => imm(tag::U8, *x as u64),
+        Val::U16(x) => imm(tag::U16, *x as u64),
+        Val::U32(x) => imm(tag::U32, *x as u64),
+        Val::U64(x) => imm(tag::U64, *x),
+        Val::F32(x) => imm(tag::F32, x.to_bits() as u64),
+        Val::F64(x) => imm(tag::F64, x.to_bits()),
+        Val::Complex32(c) => imm(
+            tag::C32,
+            c.re.to_bits() as u64 | (c.im.to_bits() as u64) << 32,
+        ),
+        Val::Str(s) if s.len() <= 8 => inline(tag::STR_INLINE, s.as_bytes()),
+        Val::Bytes(b) if b.len() <= 8 => inline(tag::BYTES_INLINE, b),
+        _ => return None,
+    })
+}
+
 fn is_leaf(v: &Val) -> bool {
     !matches!(v, Val::Tup(_) | Val::List(_) | Val::Tab(_) | Val::OTab(_))
 }

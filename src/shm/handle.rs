@@ -524,7 +524,11 @@ impl Pool {
     /// assert_eq!(pool.stats().in_use, 0);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn share(&self, v: &Val) -> Result<ShmVal, ValError> {
+        if let Some(r) = super::convert::immediate(v) {
+            return Ok(ShmVal::from_owned(self, r)); // no object, nothing can fail
+        }
         Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
     }
 

@@ -54,8 +54,12 @@ impl EventCount {
     pub fn prepare(&self) -> u32 {
         let key = self.word.fetch_or(SLEEPER, Ordering::SeqCst) | SLEEPER;
         // The condition re-check that follows must not be ordered before the
-        // announcement (pairs with the notifier's SeqCst store + load).
+        // announcement: pairs with a notifier's SeqCst store + load, and — through a
+        // full barrier on every CPU running a registered process — with the plain
+        // Release store + load of notifiers that publish lightly
+        // (`platform::publish_order`).
         std::sync::atomic::fence(Ordering::SeqCst);
+        sys::membarrier_global();
         key
     }
 
@@ -88,9 +92,10 @@ impl EventCount {
     }
 
     /// Signals an event only if a waiter may be asleep: one load when nobody waits
-    /// (the fast path of a pipe). The caller must have made its condition true with
-    /// a `SeqCst` store (or fence) just before, so that a waiter re-checking after
-    /// [`prepare`](Self::prepare) either sees the condition or is seen here.
+    /// (the fast path of a pipe). The caller must have made its condition true just
+    /// before with a `SeqCst` store (or fence), or — in a process registered for
+    /// expedited global membarrier — any Release store, so that a waiter re-checking
+    /// after [`prepare`](Self::prepare) either sees the condition or is seen here.
     #[inline]
     pub fn notify_waiters(&self) {
         if self.word.load(Ordering::SeqCst) & SLEEPER != 0 {
