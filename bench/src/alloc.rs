@@ -158,7 +158,7 @@ pub fn run(r: &mut Report) {
             ),
         ],
     );
-    if let Some(peer) = boost_peer() {
+    if let Some(peer) = crate::harness::peer("boost_alloc") {
         r.compare(
             "alloc+free pair, 16..256 B, vs Boost.Interprocess",
             "ns/pair",
@@ -172,7 +172,7 @@ pub fn run(r: &mut Report) {
                 ),
                 (
                     "Boost managed_shared_memory",
-                    Box::new(|| run_peer(&peer, n, want)),
+                    Box::new(|| crate::harness::run_peer(&peer, n, &want.to_string())),
                 ),
             ],
         );
@@ -228,30 +228,6 @@ pub fn run(r: &mut Report) {
         ],
     );
     assert_eq!(pool.stats().in_use, 0, "every block came back");
-}
-
-/// The Boost.Interprocess peer program, if `bench/setup` built it.
-fn boost_peer() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/peers/boost_alloc");
-    p.exists().then_some(p)
-}
-
-/// Runs the C++ peer for `n` pairs; checks its checksum; returns its ns per pair.
-fn run_peer(peer: &std::path::Path, n: u64, want: u64) -> f64 {
-    let out = Command::new(peer)
-        .arg(n.to_string())
-        .output()
-        .expect("run the Boost peer");
-    assert!(out.status.success(), "Boost peer failed");
-    let s = String::from_utf8(out.stdout).expect("peer output");
-    let mut it = s.split_whitespace();
-    let ns: f64 = it.next().and_then(|x| x.parse().ok()).expect("ns per pair");
-    assert_eq!(
-        it.next().and_then(|x| x.parse::<u64>().ok()),
-        Some(want),
-        "Boost peer checksum"
-    );
-    ns
 }
 
 /// Runs `k` worker processes doing `n` pairs each after a common start signal;

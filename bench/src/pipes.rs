@@ -385,19 +385,34 @@ pub fn run(r: &mut Report) {
         ],
     );
     let n_ow: u64 = if q { 200_000 } else { 5_000_000 };
+    let mq_want = (n_ow * (n_ow - 1) / 2).to_string();
+    let boost_mq = crate::harness::peer("boost_mq");
+    if boost_mq.is_none() {
+        eprintln!("Boost.Interprocess message_queue peer not built: run bench/setup (skipped)");
+    }
     r.compare(
         "one-way throughput of a bare small value, 1 sender → 1 receiver process, capacity 1024",
         "M msg/s",
         reps,
         1,
-        &["≥ 0.5× raw ring", ""],
-        vec![
-            ("shmval Pipe", Box::new(|| oneway_pipe(&s, n_ow))),
-            (
-                "raw SPSC ring, 64 B slots",
-                Box::new(|| oneway_ring(&s, n_ow)),
-            ),
-        ],
+        &["≥ 0.5× raw ring", "", ""],
+        {
+            let mut c: Vec<crate::harness::Candidate<'_>> = vec![
+                ("shmval Pipe", Box::new(|| oneway_pipe(&s, n_ow))),
+                (
+                    "raw SPSC ring, 64 B slots",
+                    Box::new(|| oneway_ring(&s, n_ow)),
+                ),
+            ];
+            if let Some(p) = boost_mq.as_ref() {
+                let want = &mq_want;
+                c.push((
+                    "Boost message_queue, 8 B",
+                    Box::new(move || crate::harness::run_peer(p, n_ow, want)),
+                ));
+            }
+            c
+        },
     );
     let n_tab: u64 = if q { 50_000 } else { 1_000_000 };
     r.compare(

@@ -68,49 +68,64 @@ pub fn run(r: &mut Report) {
     assert_eq!(pool.stats().in_use, 0, "every Tab came back");
 
     let keys: u64 = if r.quick { 100_000 } else { 1_000_000 };
+    let sum_want = ((keys as i64 - 1) * keys as i64).to_string();
+    let boost_map = crate::harness::peer("boost_map");
+    if boost_map.is_none() {
+        eprintln!("Boost.Interprocess map peer not built: run bench/setup (skipped)");
+    }
     r.compare(
         &format!("{keys} int-key inserts then {keys} lookups, one Tab"),
         "ns/op",
         r.reps(5),
         1,
-        &["≤ 2× std HashMap", ""],
-        vec![
-            (
-                "shmval ShmTab",
-                Box::new(|| {
-                    ns_per_op(2 * keys, || {
-                        let t = pool.new_tab().unwrap();
-                        for i in 0..keys as i64 {
-                            t.insert(i, i * 2).unwrap();
-                        }
-                        let mut sum = 0i64;
-                        for i in 0..keys as i64 {
-                            let Val::I64(x) = t.get_val(i).unwrap().unwrap() else {
-                                panic!()
-                            };
-                            sum += x;
-                        }
-                        assert_eq!(sum, (keys as i64 - 1) * keys as i64);
-                    })
-                }),
-            ),
-            (
-                "std HashMap<i64, i64> (heap)",
-                Box::new(|| {
-                    ns_per_op(2 * keys, || {
-                        let mut m = HashMap::new();
-                        for i in 0..keys as i64 {
-                            m.insert(i, i * 2);
-                        }
-                        let mut sum = 0i64;
-                        for i in 0..keys as i64 {
-                            sum += m[&black_box(i)];
-                        }
-                        assert_eq!(sum, (keys as i64 - 1) * keys as i64);
-                    })
-                }),
-            ),
-        ],
+        &["≤ 2× std HashMap", "", ""],
+        {
+            let mut c: Vec<crate::harness::Candidate<'_>> = vec![
+                (
+                    "shmval ShmTab",
+                    Box::new(|| {
+                        ns_per_op(2 * keys, || {
+                            let t = pool.new_tab().unwrap();
+                            for i in 0..keys as i64 {
+                                t.insert(i, i * 2).unwrap();
+                            }
+                            let mut sum = 0i64;
+                            for i in 0..keys as i64 {
+                                let Val::I64(x) = t.get_val(i).unwrap().unwrap() else {
+                                    panic!()
+                                };
+                                sum += x;
+                            }
+                            assert_eq!(sum, (keys as i64 - 1) * keys as i64);
+                        })
+                    }),
+                ),
+                (
+                    "std HashMap<i64, i64> (heap)",
+                    Box::new(|| {
+                        ns_per_op(2 * keys, || {
+                            let mut m = HashMap::new();
+                            for i in 0..keys as i64 {
+                                m.insert(i, i * 2);
+                            }
+                            let mut sum = 0i64;
+                            for i in 0..keys as i64 {
+                                sum += m[&black_box(i)];
+                            }
+                            assert_eq!(sum, (keys as i64 - 1) * keys as i64);
+                        })
+                    }),
+                ),
+            ];
+            if let Some(p) = boost_map.as_ref() {
+                let want = &sum_want;
+                c.push((
+                    "Boost unordered_map in managed_shared_memory",
+                    Box::new(move || crate::harness::run_peer(p, keys, want)),
+                ));
+            }
+            c
+        },
     );
     assert_eq!(pool.stats().in_use, 0, "the big Tab came back");
 
