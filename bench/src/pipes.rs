@@ -169,6 +169,37 @@ fn pingpong_uds(s: &Side, n: u64) -> f64 {
     ns
 }
 
+/// FIFOs of the Unix-pipe ping-pong: parent → child, child → parent.
+fn fifo_paths(parent: u32) -> (String, String) {
+    let stem = format!("/tmp/shmval-bench-{parent}");
+    (format!("{stem}.ping"), format!("{stem}.pong"))
+}
+
+fn pingpong_fifo(s: &Side, n: u64) -> f64 {
+    let (ping, pong) = fifo_paths(std::process::id());
+    for p in [&ping, &pong] {
+        let _ = std::fs::remove_file(p);
+        nix::unistd::mkfifo(p.as_str(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    }
+    let child = s.child("echo-fifo", n);
+    // Same opening order as the child (ping, then pong): no open blocks forever.
+    let mut tx = std::fs::OpenOptions::new().write(true).open(&ping).unwrap();
+    let mut rx = std::fs::File::open(&pong).unwrap();
+    for p in [&ping, &pong] {
+        let _ = std::fs::remove_file(p);
+    }
+    let mut buf = [0u8; 8];
+    let t = Instant::now();
+    for i in 0..n {
+        tx.write_all(&i.to_le_bytes()).unwrap();
+        rx.read_exact(&mut buf).unwrap();
+        assert_eq!(u64::from_le_bytes(buf), i);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
 /// One-way: this process sends `n`, the child receives; million values per second
 /// from the first send to the child's last receive.
 fn oneway_ring(s: &Side, n: u64) -> f64 {
@@ -276,6 +307,17 @@ pub fn child(args: &[String]) {
                 sock.write_all(&buf).unwrap();
             }
         }
+        "echo-fifo" => {
+            ready(); // before opening: the parent opens its ends after this
+            let (ping, pong) = fifo_paths(nix::unistd::getppid().as_raw() as u32);
+            let mut rx = std::fs::File::open(&ping).unwrap();
+            let mut tx = std::fs::OpenOptions::new().write(true).open(&pong).unwrap();
+            let mut buf = [0u8; 8];
+            for _ in 0..n {
+                rx.read_exact(&mut buf).unwrap();
+                tx.write_all(&buf).unwrap();
+            }
+        }
         "echo-iceoryx2" => echo_iceoryx2(ready),
         "drain-ring" => {
             let raw = s.raw();
@@ -347,7 +389,7 @@ pub fn run(r: &mut Report) {
         "ns",
         reps,
         1,
-        &["≤ 2× raw spin, ≤ iceoryx2", "", "", ""],
+        &["≤ 2× raw spin, ≤ iceoryx2", "", "", "", ""],
         vec![
             (
                 "shmval Pipe (spin mode)",
@@ -365,6 +407,10 @@ pub fn run(r: &mut Report) {
                 "Unix domain socket, 8 B (blocking)",
                 Box::new(|| pingpong_uds(&s, n_pp / 10)),
             ),
+            (
+                "Unix pipe, 8 B (blocking)",
+                Box::new(|| pingpong_fifo(&s, n_pp / 10)),
+            ),
         ],
     );
     r.compare(
@@ -372,7 +418,7 @@ pub fn run(r: &mut Report) {
         "ns",
         reps,
         1,
-        &["reported", ""],
+        &["reported", "", ""],
         vec![
             (
                 "shmval Pipe (sleeps at once)",
@@ -381,6 +427,10 @@ pub fn run(r: &mut Report) {
             (
                 "Unix domain socket, 8 B (blocking)",
                 Box::new(|| pingpong_uds(&s, n_pp / 10)),
+            ),
+            (
+                "Unix pipe, 8 B (blocking)",
+                Box::new(|| pingpong_fifo(&s, n_pp / 10)),
             ),
         ],
     );
