@@ -636,3 +636,56 @@ fn numeric_arrays_are_read_and_written_in_place_across_processes() {
     drop((a, b, c64, i8s));
     root.remove("samples").unwrap();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Shared strings and bytes read back without copying: the slice of a value
+    /// longer than 8 bytes lies in the pool, at the object's data.
+    #[test]
+    fn shared_strings_and_bytes_are_read_in_place(s in ".{0,40}", b in prop::collection::vec(any::<u8>(), 0..40)) {
+        let scratch = Scratch::new("text");
+        let pool = pool(&scratch, 1 << 20);
+        let base = pool.stats().in_use;
+        {
+            let hs = pool.share_str(&s).unwrap();
+            let hb = pool.share_bytes(&b).unwrap();
+            prop_assert_eq!(hs.to_str().unwrap(), s.as_str());
+            prop_assert_eq!(hb.to_bytes().unwrap(), b.as_slice());
+            prop_assert_eq!(hs.len().unwrap(), s.len());
+            for (v, data) in [(hs.as_val(), hs.to_str().unwrap().as_bytes()), (hb.as_val(), hb.to_bytes().unwrap())] {
+                match v.offset() {
+                    Some(off) => {
+                        prop_assert!(data.len() > 8);
+                        let at = pool.resolve(shmval::Offset::new(off + 24).unwrap(), data.len()).unwrap();
+                        prop_assert_eq!(at.as_ptr().cast_const(), data.as_ptr(), "borrowed from the pool");
+                    }
+                    None => prop_assert!(data.len() <= 8),
+                }
+            }
+            let v = ShmVal::from(hs.clone());
+            prop_assert!(v.as_str().is_some() && v.as_bytes().is_none());
+            prop_assert!(ShmVal::from(hb).as_str().is_none());
+            prop_assert!(pool.share(&Val::I64(1)).unwrap().as_str().is_none());
+        }
+        prop_assert_eq!(pool.stats().in_use, base);
+    }
+}
+
+#[test]
+fn a_damaged_shared_string_is_reported_not_trusted() {
+    let s = Scratch::new("text-bad");
+    let pool = pool(&s, 1 << 20);
+    let text = pool.share_str("a string of more than eight bytes").unwrap();
+    let off = text.as_val().offset().unwrap();
+    let p = pool
+        .resolve(shmval::Offset::new(off + 24).unwrap(), 1)
+        .unwrap();
+    // SAFETY: the first data byte of the string object, which only this test uses.
+    unsafe { p.as_ptr().write(0xFF) };
+    assert!(matches!(
+        text.to_str(),
+        Err(shmval::ValError::Corrupt { .. })
+    ));
+    assert!(text != *"a string of more than eight bytes");
+}

@@ -373,7 +373,7 @@ impl Pool {
         }))
     }
 
-    fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
+    pub(crate) fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
         let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
         if len > o.size.saturating_sub(24) {
             return Err(corrupt(format!(

@@ -75,6 +75,10 @@ impl ShmVal {
         self.raw
     }
 
+    pub(crate) fn raw_ref(&self) -> &Raw {
+        &self.raw
+    }
+
     /// The offset of the object in the pool (`None` for immediate values).
     pub fn offset(&self) -> Option<u64> {
         self.raw.is_object().then_some(self.raw.payload)

@@ -1,5 +1,6 @@
 //! Shared values: objects living in a pool, reference counted across processes,
-//! reached through handles ([`ShmVal`], [`ShmTab`]).
+//! reached through handles ([`ShmVal`], [`ShmTab`], [`ShmList`], [`ShmArr`], [`ShmStr`],
+//! [`ShmBytes`]).
 //!
 //! See `layout` for the bytes. Invariants: every object reachable from a slot has a
 //! reference count of at least the number of slots and handles naming it; the last
@@ -14,12 +15,14 @@ pub mod layout;
 mod list;
 mod mem;
 mod tab;
+mod text;
 
 pub use arr::{Elem, ShmArr};
 pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmTab, ShmVal, TabLock};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
+pub use text::{ShmBytes, ShmStr};
 
 use crate::error::AllocError;
 use thiserror::Error;
