@@ -13,13 +13,19 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 /// A str/bytes of at most 8 bytes, inline in the slot.
 fn inline(t: u8, b: &[u8]) -> Raw {
     debug_assert!(b.len() <= 8);
-    let mut p = [0u8; 8];
-    p[..b.len()].copy_from_slice(b);
     Raw {
         tag: t,
         len: b.len() as u8,
-        payload: u64::from_le_bytes(p),
+        payload: le_word(b),
     }
+}
+
+/// The zero-padded little-endian word of at most 8 bytes, built without a `memcpy`
+/// call (a call for a few bytes cost a fifth of building a small table).
+#[inline]
+pub(crate) fn le_word(b: &[u8]) -> u64 {
+    debug_assert!(b.len() <= 8);
+    b.iter().rev().fold(0u64, |w, &x| w << 8 | u64::from(x))
 }
 
 /// The bytes of an inline str/bytes.
@@ -148,8 +154,13 @@ impl Pool {
     fn share_flat_map(&self, t: u8, m: &Map) -> Result<Raw, ValError> {
         let o = self.new_tab_obj(t, m.len() as u64)?;
         let raw = imm(t, o.off);
+        // A private table (not yet visible to anyone): no lock needed.
+        let mut tab = self.private_tab(o).inspect_err(|_| self.release(raw))?;
         for (k, x) in m {
             let leaf = |v: &Val| -> Result<Raw, ValError> {
+                if let Some(r) = immediate(v) {
+                    return Ok(r);
+                }
                 match self.in_step(v)? {
                     In::Raw(r) => Ok(r),
                     In::Frame(_) => unreachable!("checked to be a leaf"),
@@ -157,8 +168,7 @@ impl Pool {
             };
             let kr = leaf(k).inspect_err(|_| self.release(raw))?;
             let vr = leaf(x).inspect_err(|_| self.release_all(&[kr, raw]))?;
-            // A private table (not yet visible to anyone): no lock needed.
-            self.tab_append_private(o, key_hash(k), kr, vr)
+            tab.append(key_hash(k), kr, vr)
                 .inspect_err(|_| self.release_all(&[kr, vr, raw]))?;
         }
         Ok(raw)
@@ -244,10 +254,18 @@ impl Pool {
                     .new_tab_obj(t, (n / 2) as u64)
                     .inspect_err(|_| self.release_all(&kids))?;
                 let raw = imm(t, o.off);
+                // A private table (not yet visible to anyone): no lock needed.
+                let mut tab = match self.private_tab(o) {
+                    Ok(tab) => tab,
+                    Err(e) => {
+                        self.release_all(&kids);
+                        self.release(raw);
+                        return Err(e);
+                    }
+                };
                 for (i, pair) in kids.chunks(2).enumerate() {
                     let key = m.get_index(i).map(|(k, _)| k).expect("one pair per entry");
-                    // A private table (not yet visible to anyone): no lock needed.
-                    if let Err(e) = self.tab_append_private(o, key_hash(key), pair[0], pair[1]) {
+                    if let Err(e) = tab.append(key_hash(key), pair[0], pair[1]) {
                         self.release_all(&kids[i * 2..]);
                         self.release(raw);
                         return Err(e);
@@ -610,4 +628,21 @@ fn arr_from_bytes(kind: ArrKind, b: &[u8]) -> Result<Val, ValError> {
             f64::from_le_bytes(x[8..].try_into().expect("8 bytes"))
         ))),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::le_word;
+
+    /// `le_word` is the zero-padded little-endian word: stored inline values and the
+    /// key hashes (kept in pools) depend on it not changing.
+    #[test]
+    fn le_word_is_the_zero_padded_little_endian_word() {
+        let bytes: Vec<u8> = (1..=8u32).map(|i| (i * 37 + 5) as u8).collect();
+        for n in 0..=8 {
+            let mut p = [0u8; 8];
+            p[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(le_word(&bytes[..n]), u64::from_le_bytes(p), "{n} bytes");
+        }
+    }
 }

@@ -34,9 +34,7 @@ impl Hasher for Fx {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b) ^ (rest.len() as u64) << 59);
+            self.add(super::convert::le_word(rest) ^ (rest.len() as u64) << 59);
         }
     }
     fn write_u8(&mut self, i: u8) {
@@ -278,6 +276,11 @@ impl<'p> Guard<'p> {
             Some(b) if Self::used(b) < b.cap => b,
             _ => self.grow()?,
         };
+        self.append_in(b, hash, k, v)
+    }
+
+    /// [`append`](Self::append) into the current data block `b`, which has room.
+    fn append_in(&self, b: Block<'p>, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
         let i = Self::used(b);
         let e = self.pool.entry_in(b, i)?;
         e.hash.store(hash, Relaxed);
@@ -416,21 +419,15 @@ impl Pool {
         Ok(o)
     }
 
-    /// Appends to a table being built that no one else can see yet (no equal key
-    /// present), without taking its lock.
-    pub(crate) fn tab_append_private(
-        &self,
-        o: Obj,
-        hash: u64,
-        k: Raw,
-        v: Raw,
-    ) -> Result<(), ValError> {
+    /// A table this thread just made, which nobody else can see yet, to fill.
+    pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
         let g = std::mem::ManuallyDrop::new(Guard {
             pool: self,
             obj: o,
             head: self.container(o)?,
         });
-        g.append(hash, k, v)
+        let block = g.block()?;
+        Ok(PrivateTab { g, block })
     }
 
     /// Every live `(key, value)`, each retained, read under the lock.
@@ -464,5 +461,27 @@ impl Pool {
             out.push((k, v));
         }
         Ok(out)
+    }
+}
+
+/// Appending to a table nobody else can see yet: no lock (the guard is never
+/// dropped, so never unlocks), and the data block is validated once, not per entry.
+pub(crate) struct PrivateTab<'p> {
+    g: std::mem::ManuallyDrop<Guard<'p>>,
+    block: Option<Block<'p>>,
+}
+
+impl PrivateTab<'_> {
+    /// Appends an entry whose key is not in the table (the caller's map has unique
+    /// keys); the table owns `k` and `v` on success.
+    pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
+        match self.block {
+            Some(b) if Guard::used(b) < b.cap => self.g.append_in(b, hash, k, v),
+            _ => {
+                self.g.append(hash, k, v)?;
+                self.block = self.g.block()?;
+                Ok(())
+            }
+        }
     }
 }
