@@ -87,7 +87,11 @@ impl Pool {
     /// Copies `v` into the pool with an explicit stack (no recursion; nesting up to
     /// `MAX_DEPTH`). On failure everything built so far is released.
     pub(crate) fn share_raw(&self, v: &Val, _depth: usize) -> Result<Raw, ValError> {
-        // Fast paths: a leaf, or a dict of leaves (the typical message), need no stack.
+        // Fast paths: an immediate, a leaf, or a dict of leaves (the typical
+        // message), need no stack.
+        if let Some(r) = immediate(v) {
+            return Ok(r);
+        }
         if is_leaf(v) {
             return match self.in_step(v)? {
                 In::Raw(r) => Ok(r),

@@ -181,6 +181,18 @@ impl Arg {
         Ok(v)
     }
 
+    /// [`key_val`](Self::key_val) taking the argument (no clone of a heap key).
+    fn into_key_val(self) -> Result<Val, ValError> {
+        let v = match self {
+            Arg::Heap(v) => v,
+            Arg::Shared(s) => s.to_val()?,
+        };
+        if !v.is_hashable() {
+            return Err(ValError::Unhashable(v.type_name()));
+        }
+        Ok(v)
+    }
+
     /// The value as an owned raw reference in `pool`.
     pub(crate) fn into_raw_in(self, pool: &Pool) -> Result<Raw, ValError> {
         self.into_raw(pool)
@@ -321,7 +333,7 @@ impl ShmTab {
     /// # Errors
     /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        let kv = key.into().key_val()?;
+        let kv = key.into().into_key_val()?;
         get_locked(&self.guard()?, &kv)
     }
 
@@ -330,7 +342,7 @@ impl ShmTab {
     /// # Errors
     /// As [`get`](Self::get), or a corrupt value.
     pub fn get_val(&self, key: impl Into<Arg>) -> Result<Option<Val>, ValError> {
-        let kv = key.into().key_val()?;
+        let kv = key.into().into_key_val()?;
         let g = self.guard()?;
         let pool = g.pool;
         let Some(found) = g.find(key_hash(&kv), &kv)? else {
@@ -353,7 +365,7 @@ impl ShmTab {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
-        let kv = key.into().key_val()?;
+        let kv = key.into().into_key_val()?;
         Ok(self.guard()?.find(key_hash(&kv), &kv)?.is_some())
     }
 
@@ -362,7 +374,7 @@ impl ShmTab {
     /// # Errors
     /// As [`get`](Self::get).
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        let kv = key.into().key_val()?;
+        let kv = key.into().into_key_val()?;
         remove_locked(&self.guard()?, &kv)
     }
 
@@ -415,7 +427,7 @@ impl TabLock<'_> {
     /// # Errors
     /// As [`ShmTab::get`].
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        get_locked(&self.g, &key.into().key_val()?)
+        get_locked(&self.g, &key.into().into_key_val()?)
     }
 
     /// See [`ShmTab::insert`].
@@ -436,7 +448,7 @@ impl TabLock<'_> {
     /// # Errors
     /// As [`ShmTab::remove`].
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        remove_locked(&self.g, &key.into().key_val()?)
+        remove_locked(&self.g, &key.into().into_key_val()?)
     }
 }
 

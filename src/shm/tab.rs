@@ -69,7 +69,22 @@ impl Fx {
 /// The hash of a key, equal for keys equal under Python semantics, in every process.
 pub(crate) fn key_hash(k: &Val) -> u64 {
     let mut h = Fx(0);
-    k.hash(&mut h);
+    // Fast path for the common int keys: exactly what `Val::hash` feeds the hasher
+    // for an integer (tag 0, then the value as i128), without its classification.
+    let int = match *k {
+        Val::I64(x) => Some(i128::from(x)),
+        Val::I32(x) => Some(i128::from(x)),
+        Val::U64(x) => Some(i128::from(x)),
+        Val::U32(x) => Some(i128::from(x)),
+        _ => None,
+    };
+    match int {
+        Some(i) => {
+            h.write_u8(0);
+            h.write_i128(i);
+        }
+        None => k.hash(&mut h),
+    }
     h.finish()
 }
 
@@ -483,5 +498,35 @@ impl PrivateTab<'_> {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key_hash, Fx};
+    use crate::Val;
+    use std::hash::{Hash, Hasher};
+
+    /// The int fast path of `key_hash` gives what `Val::hash` gives (stored hashes of
+    /// existing pools, and `1 == 1.0 == True` as keys, depend on it).
+    #[test]
+    fn int_keys_hash_as_the_generic_path_does() {
+        let generic = |v: &Val| {
+            let mut h = Fx(0);
+            v.hash(&mut h);
+            h.finish()
+        };
+        for x in [0i64, 1, -1, 7, i64::MIN, i64::MAX, 1 << 40] {
+            for v in [
+                Val::I64(x),
+                Val::I32(x as i32),
+                Val::U64(x as u64),
+                Val::U32(x as u32),
+            ] {
+                assert_eq!(key_hash(&v), generic(&v), "{v:?}");
+            }
+        }
+        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::F64(1.0)));
+        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::Bool(true)));
     }
 }
