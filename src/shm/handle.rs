@@ -169,19 +169,7 @@ impl From<&ShmTab> for Arg {
 }
 
 impl Arg {
-    /// The heap form of a key (for hashing and comparing).
-    fn key_val(&self) -> Result<Val, ValError> {
-        let v = match self {
-            Arg::Heap(v) => v.clone(),
-            Arg::Shared(s) => s.to_val()?,
-        };
-        if !v.is_hashable() {
-            return Err(ValError::Unhashable(v.type_name()));
-        }
-        Ok(v)
-    }
-
-    /// [`key_val`](Self::key_val) taking the argument (no clone of a heap key).
+    /// The heap form of a key (for hashing and comparing), checked to be hashable.
     fn into_key_val(self) -> Result<Val, ValError> {
         let v = match self {
             Arg::Heap(v) => v,
@@ -452,20 +440,34 @@ impl TabLock<'_> {
     }
 }
 
-/// The key (and its heap form, for hashing) and the value as an owned reference.
+/// The key's shared handle (if it came as one) and its heap form (for hashing,
+/// comparing, and copying in a heap key), and the value as an owned reference.
 fn prepare(
     key: impl Into<Arg>,
     value: impl Into<Arg>,
     pool: &Pool,
-) -> Result<(Arg, Val, Raw), ValError> {
-    let key = key.into();
-    let kv = key.key_val()?;
+) -> Result<(Option<ShmVal>, Val, Raw), ValError> {
+    let (shared, kv) = match key.into() {
+        Arg::Heap(v) => (None, v),
+        Arg::Shared(s) => {
+            let v = s.to_val()?;
+            (Some(s), v)
+        }
+    };
+    if !kv.is_hashable() {
+        return Err(ValError::Unhashable(kv.type_name()));
+    }
     let vr = value.into().into_raw(pool)?;
-    Ok((key, kv, vr))
+    Ok((shared, kv, vr))
 }
 
 /// Inserts under a held lock; takes over `vr` (released on failure).
-fn insert_locked(g: &Guard<'_>, key: Arg, kv: Val, vr: Raw) -> Result<Option<ShmVal>, ValError> {
+fn insert_locked(
+    g: &Guard<'_>,
+    shared_key: Option<ShmVal>,
+    kv: Val,
+    vr: Raw,
+) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
     let hash = key_hash(&kv);
     g.begin();
@@ -482,6 +484,10 @@ fn insert_locked(g: &Guard<'_>, key: Arg, kv: Val, vr: Raw) -> Result<Option<Shm
         pool.write(&e.value, vr);
         return Ok(Some(ShmVal::from_owned(pool, old)));
     }
+    let key = match shared_key {
+        Some(s) => Arg::Shared(s),
+        None => Arg::Heap(kv),
+    };
     let kr = match key.into_raw(pool) {
         Ok(k) => k,
         Err(e) => {
