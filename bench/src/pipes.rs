@@ -157,16 +157,32 @@ fn pingpong_uds(s: &Side, n: u64) -> f64 {
     let child = s.child("echo-uds", n);
     let (mut sock, _) = listener.accept().unwrap();
     let _ = std::fs::remove_file(&path);
+    let mut rx = sock.try_clone().unwrap();
+    let ns = pingpong_bytes(&mut sock, &mut rx, n);
+    finish(child);
+    ns
+}
+
+/// Ping-pong of `n` 8-byte counters over a byte stream (the other side echoes them):
+/// ns per hop, each echo checked.
+fn pingpong_bytes(tx: &mut impl Write, rx: &mut impl Read, n: u64) -> f64 {
     let mut buf = [0u8; 8];
     let t = Instant::now();
     for i in 0..n {
-        sock.write_all(&i.to_le_bytes()).unwrap();
-        sock.read_exact(&mut buf).unwrap();
+        tx.write_all(&i.to_le_bytes()).unwrap();
+        rx.read_exact(&mut buf).unwrap();
         assert_eq!(u64::from_le_bytes(buf), i);
     }
-    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
-    finish(child);
-    ns
+    t.elapsed().as_nanos() as f64 / n as f64 / 2.0
+}
+
+/// The other side of [`pingpong_bytes`].
+fn echo_bytes(rx: &mut impl Read, tx: &mut impl Write, n: u64) {
+    let mut buf = [0u8; 8];
+    for _ in 0..n {
+        rx.read_exact(&mut buf).unwrap();
+        tx.write_all(&buf).unwrap();
+    }
 }
 
 /// FIFOs of the Unix-pipe ping-pong: parent → child, child → parent.
@@ -188,14 +204,7 @@ fn pingpong_fifo(s: &Side, n: u64) -> f64 {
     for p in [&ping, &pong] {
         let _ = std::fs::remove_file(p);
     }
-    let mut buf = [0u8; 8];
-    let t = Instant::now();
-    for i in 0..n {
-        tx.write_all(&i.to_le_bytes()).unwrap();
-        rx.read_exact(&mut buf).unwrap();
-        assert_eq!(u64::from_le_bytes(buf), i);
-    }
-    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    let ns = pingpong_bytes(&mut tx, &mut rx, n);
     finish(child);
     ns
 }
@@ -301,22 +310,15 @@ pub fn child(args: &[String]) {
             let path = format!("/tmp/shmval-bench-{}.sock", nix::unistd::getppid());
             let mut sock = std::os::unix::net::UnixStream::connect(path).unwrap();
             ready();
-            let mut buf = [0u8; 8];
-            for _ in 0..n {
-                sock.read_exact(&mut buf).unwrap();
-                sock.write_all(&buf).unwrap();
-            }
+            let mut tx = sock.try_clone().unwrap();
+            echo_bytes(&mut sock, &mut tx, n);
         }
         "echo-fifo" => {
             ready(); // before opening: the parent opens its ends after this
             let (ping, pong) = fifo_paths(nix::unistd::getppid().as_raw() as u32);
             let mut rx = std::fs::File::open(&ping).unwrap();
             let mut tx = std::fs::OpenOptions::new().write(true).open(&pong).unwrap();
-            let mut buf = [0u8; 8];
-            for _ in 0..n {
-                rx.read_exact(&mut buf).unwrap();
-                tx.write_all(&buf).unwrap();
-            }
+            echo_bytes(&mut rx, &mut tx, n);
         }
         "echo-iceoryx2" => echo_iceoryx2(ready),
         "drain-ring" => {

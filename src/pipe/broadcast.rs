@@ -548,24 +548,14 @@ impl Broadcast {
         if capacity == 0 || capacity > MAX_CAP {
             return Err(PipeError::Capacity(capacity));
         }
-        let dir = pool.broadcast_directory()?;
-        let o = pool.alloc_obj(tag::BCAST, object_size(capacity) as usize)?;
-        let obj = ShmVal::from_owned(
+        let obj = super::make_named(
             pool,
-            Raw {
-                tag: tag::BCAST,
-                len: 0,
-                payload: o.off,
-            },
-        );
-        Chan::format(pool, o.off, capacity, policy)?;
-        {
-            let tx = dir.lock()?;
-            if tx.get(name)?.is_some() {
-                return Err(PipeError::Exists(name.into()));
-            }
-            tx.insert(name, &obj)?;
-        }
+            &pool.broadcast_directory()?,
+            name,
+            tag::BCAST,
+            object_size(capacity),
+            |off| Chan::format(pool, off, capacity, policy),
+        )?;
         Broadcast::attach(obj, name)
     }
 
@@ -679,9 +669,7 @@ impl Broadcast {
     /// Sets how long this handle's blocking sends spin before sleeping
     /// (see [`crate::Pipe::set_spin`]).
     pub fn set_spin(&self, spin: Duration) {
-        self.inner
-            .spin_ns
-            .store(spin.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.inner.spin_ns.store(super::spin_ns(spin), Relaxed);
     }
 
     /// A new subscriber: it receives every value sent from now on.
@@ -882,8 +870,7 @@ impl Subscriber {
 
     /// Sets how long blocking receives spin before sleeping.
     pub fn set_spin(&self, spin: Duration) {
-        self.spin_ns
-            .store(spin.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.spin_ns.store(super::spin_ns(spin), Relaxed);
     }
 
     /// Receives the next value if there is one now.

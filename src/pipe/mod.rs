@@ -214,25 +214,14 @@ impl Pipe {
         if capacity == 0 || capacity > ring::MAX_CAP {
             return Err(PipeError::Capacity(capacity));
         }
-        let dir = pool.pipe_directory()?;
-        let size = ring::object_size(capacity) as usize;
-        let o = pool.alloc_obj(tag::PIPE, size)?;
-        let obj = ShmVal::from_owned(
+        let obj = make_named(
             pool,
-            Raw {
-                tag: tag::PIPE,
-                len: 0,
-                payload: o.off,
-            },
-        );
-        ring::Ring::format(pool, o.off, capacity)?;
-        {
-            let tx = dir.lock()?;
-            if tx.get(name)?.is_some() {
-                return Err(PipeError::Exists(name.into()));
-            }
-            tx.insert(name, &obj)?;
-        }
+            &pool.pipe_directory()?,
+            name,
+            tag::PIPE,
+            ring::object_size(capacity),
+            |off| Ring::format(pool, off, capacity),
+        )?;
         Pipe::attach(obj, name)
     }
 
@@ -374,10 +363,7 @@ impl Pipe {
     /// Sets how long this handle's blocking calls spin before sleeping
     /// ([`DEFAULT_SPIN`]; zero sleeps at once: least CPU, ~30 µs more latency).
     pub fn set_spin(&self, spin: Duration) {
-        self.inner.spin_ns.store(
-            spin.as_nanos().min(u128::from(u64::MAX)) as u64,
-            Ordering::Relaxed,
-        );
+        self.inner.spin_ns.store(spin_ns(spin), Ordering::Relaxed);
     }
 
     /// Sends `value` if there is room now.
@@ -566,6 +552,41 @@ impl Pipe {
             }
         }
     }
+}
+
+/// Makes the object of a named channel: allocates `size` bytes of kind `t`, lets
+/// `format` write its initial state, and registers it as `name` in `dir` (refused,
+/// and the object freed, if the name is taken). Returns the creator's reference.
+fn make_named(
+    pool: &Pool,
+    dir: &ShmTab,
+    name: &str,
+    t: u8,
+    size: u64,
+    format: impl FnOnce(u64) -> Result<(), ValError>,
+) -> Result<ShmVal, PipeError> {
+    let o = pool.alloc_obj(t, size as usize)?;
+    let obj = ShmVal::from_owned(
+        pool,
+        Raw {
+            tag: t,
+            len: 0,
+            payload: o.off,
+        },
+    );
+    format(o.off)?;
+    let tx = dir.lock()?;
+    if tx.get(name)?.is_some() {
+        return Err(PipeError::Exists(name.into()));
+    }
+    tx.insert(name, &obj)?;
+    drop(tx);
+    Ok(obj)
+}
+
+/// A spin phase in nanoseconds (saturating).
+fn spin_ns(spin: Duration) -> u64 {
+    spin.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// Looks `name` up with `lookup`, polling (0.2 ms growing to 10 ms naps) until it
