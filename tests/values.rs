@@ -348,6 +348,17 @@ fn child_role_entry() {
             }
         }
     }
+    if role == "mover" {
+        // Reorders an OrderedDict without end: to the end (in place) and to the
+        // front (a new block), through growth-free and compacting paths.
+        let t = root.get("lru").unwrap().unwrap().as_otab().unwrap();
+        pool.user_word(4)
+            .store(1, std::sync::atomic::Ordering::Release);
+        for i in 0u64.. {
+            let k = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as i64 % 40;
+            assert!(t.move_to_end(format!("k{k}"), i % 7 != 0).unwrap());
+        }
+    }
     if role == "tab-locker" {
         let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
         let tx = t.lock().unwrap();
@@ -688,4 +699,166 @@ fn a_damaged_shared_string_is_reported_not_trusted() {
         Err(shmval::ValError::Corrupt { .. })
     ));
     assert!(text != *"a string of more than eight bytes");
+}
+
+/// The model of an `OrderedDict`: `(key, value)` in order.
+fn model_pos(m: &[(i64, i64)], k: i64) -> Option<usize> {
+    m.iter().position(|e| e.0 == k)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Insert, remove, move_to_end both ways and popitem both ends against a model,
+    /// across the sizes with and without an index; every step compares the whole order.
+    #[test]
+    fn ordered_dict_operations_match_a_model(ops in prop::collection::vec((0u8..6, 0i64..24, any::<i64>()), 1..200)) {
+        let s = Scratch::new("prop-otab");
+        let pool = pool(&s, 8 << 20);
+        let base = pool.stats().in_use;
+        let t = pool.new_otab().unwrap();
+        let mut m: Vec<(i64, i64)> = Vec::new();
+        for (op, k, v) in ops {
+            match op {
+                0 | 1 => {
+                    let old = t.insert(k, v).unwrap().map(|o| o.to_val().unwrap());
+                    let want = match model_pos(&m, k) {
+                        Some(p) => Some(Val::I64(std::mem::replace(&mut m[p].1, v))),
+                        None => { m.push((k, v)); None }
+                    };
+                    prop_assert_eq!(old, want);
+                }
+                2 => {
+                    let got = t.remove(k).unwrap().map(|o| o.to_val().unwrap());
+                    prop_assert_eq!(got, model_pos(&m, k).map(|p| Val::I64(m.remove(p).1)));
+                }
+                3 | 4 => {
+                    let last = op == 3;
+                    let moved = t.move_to_end(k, last).unwrap();
+                    prop_assert_eq!(moved, model_pos(&m, k).is_some());
+                    if let Some(p) = model_pos(&m, k) {
+                        let e = m.remove(p);
+                        if last { m.push(e) } else { m.insert(0, e) }
+                    }
+                }
+                _ => {
+                    let last = v % 2 == 0;
+                    let got = t.popitem(last).unwrap()
+                        .map(|(k, v)| (k.to_val().unwrap(), v.to_val().unwrap()));
+                    let want = if m.is_empty() { None } else if last { m.pop() } else { Some(m.remove(0)) };
+                    prop_assert_eq!(got, want.map(|(k, v)| (Val::I64(k), Val::I64(v))));
+                }
+            }
+            prop_assert_eq!(t.len().unwrap(), m.len());
+            let order: Vec<Val> = t.keys().unwrap().iter().map(|k| k.to_val().unwrap()).collect();
+            prop_assert_eq!(order, m.iter().map(|e| Val::I64(e.0)).collect::<Vec<_>>());
+            // Found by key after every reordering (the index follows the moves).
+            for &(k, v) in &m {
+                prop_assert_eq!(t.get_val(k).unwrap(), Some(Val::I64(v)));
+            }
+        }
+        let mut want = Val::OTab(Default::default());
+        for &(k, v) in &m {
+            want.insert(k, v).unwrap();
+        }
+        prop_assert_eq!(t.to_val().unwrap(), want);
+        drop(t);
+        prop_assert_eq!(pool.stats().in_use, base);
+    }
+}
+
+#[test]
+fn ordered_dicts_are_their_own_type_and_reorder_like_python() {
+    let s = Scratch::new("otab");
+    let pool = pool(&s, 1 << 20);
+    let base = pool.stats().in_use;
+    let mut heap = Val::OTab(Default::default());
+    for (k, v) in [("b", 1), ("a", 2), ("c", 3)] {
+        heap.insert(k, v).unwrap();
+    }
+    let shared = pool.share(&heap).unwrap();
+    assert_eq!(shared.type_name(), "OrderedDict");
+    let t = shared.as_otab().expect("an OrderedDict");
+    assert!(shared.as_tab().is_some(), "an OrderedDict is a dict");
+    assert!(
+        pool.share(&Val::tab()).unwrap().as_otab().is_none(),
+        "a dict is not an OrderedDict"
+    );
+    assert!(t.move_to_end("b", true).unwrap());
+    assert!(t.move_to_end("c", false).unwrap());
+    assert!(!t.move_to_end("zz", true).unwrap(), "absent key");
+    assert!(matches!(
+        t.move_to_end(Val::List(vec![]), true),
+        Err(ValError::Unhashable(_))
+    ));
+    assert_eq!(t.to_string(), "OrderedDict([('c', 3), ('a', 2), ('b', 1)])");
+    // Copied out it is still ordered: equal only to the same order (Python's rule).
+    let mut other = Val::OTab(Default::default());
+    for (k, v) in [("a", 2), ("c", 3), ("b", 1)] {
+        other.insert(k, v).unwrap();
+    }
+    assert_ne!(t.to_val().unwrap(), other);
+    assert_eq!(t.popitem(false).unwrap().unwrap().0.to_string(), "'c'");
+    assert_eq!(t.popitem(true).unwrap().unwrap().0.to_string(), "'b'");
+    // A plain dict pops LIFO, as dict.popitem() does.
+    let d = pool.new_tab().unwrap();
+    d.insert(1, "x").unwrap();
+    d.insert(2, "y").unwrap();
+    assert_eq!(d.popitem().unwrap().unwrap().1.to_string(), "'y'");
+    assert_eq!(d.popitem().unwrap().unwrap().1.to_string(), "'x'");
+    assert!(d.popitem().unwrap().is_none());
+    let fresh = pool.new_otab().unwrap();
+    assert_eq!(fresh.to_string(), "OrderedDict()");
+    drop((shared, t, d, fresh));
+    assert_eq!(pool.stats().in_use, base);
+}
+
+#[test]
+fn processes_killed_while_reordering_an_ordered_dict_leave_it_whole() {
+    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let s = Scratch::new("otabkill");
+    let pool = pool(&s, 8 << 20);
+    let root = pool.root().unwrap();
+    let t = pool.new_otab().unwrap();
+    for k in 0..40 {
+        t.insert(format!("k{k}"), Val::List(vec![Val::I64(k)]))
+            .unwrap();
+    }
+    root.insert("lru", &t).unwrap();
+    let mut rng = 0x2545_F491u64;
+    for n in 0..kills {
+        pool.user_word(4)
+            .store(0, std::sync::atomic::Ordering::Release);
+        let mut c = spawn("child_role_entry", "mover", &[("POOL", s.0.clone())]);
+        let start = std::time::Instant::now();
+        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "mover {n} never started"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 5_000));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        // Every key exactly once, with its own value, found by lookup.
+        let r = shmval::check_value(t.as_val());
+        assert!(r.is_ok(), "after kill {n}: {r:?}");
+        let keys: Vec<String> = t.keys().unwrap().iter().map(|k| k.to_string()).collect();
+        assert_eq!(t.len().unwrap(), 40, "after kill {n}: {keys:?}");
+        let mut sorted = keys.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 40, "after kill {n}: duplicates in {keys:?}");
+        for k in 0..40 {
+            let v = t.get_val(format!("k{k}")).unwrap();
+            assert_eq!(v, Some(Val::List(vec![Val::I64(k)])), "after kill {n}");
+        }
+    }
 }

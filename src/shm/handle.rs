@@ -61,9 +61,15 @@ impl ShmVal {
         }
     }
 
-    /// This value as a table handle, if it is a `dict` or `OrderedDict`.
+    /// This value as a table handle, if it is a `dict` or `OrderedDict` (an
+    /// `OrderedDict` is a `dict`, as in Python).
     pub fn as_tab(&self) -> Option<ShmTab> {
         matches!(self.raw.tag, tag::TAB | tag::OTAB).then(|| ShmTab(self.clone()))
+    }
+
+    /// This value as an `OrderedDict` handle, if it is one.
+    pub fn as_otab(&self) -> Option<ShmOTab> {
+        (self.raw.tag == tag::OTAB).then(|| ShmOTab(ShmTab(self.clone())))
     }
 
     /// The pool this value lives in.
@@ -386,6 +392,82 @@ impl ShmTab {
     pub fn keys(&self) -> Result<Vec<ShmVal>, ValError> {
         Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
     }
+
+    /// Removes and returns the last inserted entry (Python's `dict.popitem()`);
+    /// `None` when the table is empty.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn popitem(&self) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        self.lock()?.popitem_end(true)
+    }
+}
+
+/// A handle on a shared `OrderedDict`: every [`ShmTab`] operation (through `Deref`;
+/// an `OrderedDict` is a `dict`), plus the order changes of Python's
+/// `collections.OrderedDict`. Made by [`Pool::new_otab`], by sharing a
+/// [`Val::OTab`], or from a value with [`ShmVal::as_otab`].
+///
+/// # Examples
+/// ```
+/// # use shmval::{Pool, PoolOptions};
+/// # let pool = Pool::create_with(&format!("doc-otab-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let lru = pool.new_otab()?;
+/// for k in ["a", "b", "c"] {
+///     lru.insert(k, 0)?;
+/// }
+/// lru.move_to_end("a", true)?; // "a" was used: now the most recent
+/// let (oldest, _) = lru.popitem(false)?.unwrap();
+/// assert_eq!(oldest.to_string(), "'b'");
+/// assert_eq!(lru.to_string(), "OrderedDict([('c', 0), ('a', 0)])");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ShmOTab(ShmTab);
+
+impl std::ops::Deref for ShmOTab {
+    type Target = ShmTab;
+    fn deref(&self) -> &ShmTab {
+        &self.0
+    }
+}
+
+impl fmt::Display for ShmOTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for ShmOTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmOTab({self})")
+    }
+}
+
+impl ShmOTab {
+    /// The table as a `dict` handle.
+    pub fn as_tab(&self) -> &ShmTab {
+        &self.0
+    }
+
+    /// Moves `key`'s entry to the end (`last`) or the front; `false` if the key is
+    /// absent (Python raises `KeyError`). To the end is O(1); to the front copies the
+    /// entries (O(n)).
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], [`ValError::Alloc`] (the table is unchanged), a
+    /// corrupt table, a lock timeout.
+    pub fn move_to_end(&self, key: impl Into<Arg>, last: bool) -> Result<bool, ValError> {
+        self.lock()?.move_to_end(key, last)
+    }
+
+    /// Removes and returns the last (`last`) or the first entry; `None` when empty.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn popitem(&self, last: bool) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        self.lock()?.popitem_end(last)
+    }
 }
 
 /// A locked table (see [`ShmTab::lock`]): its operations run without re-locking.
@@ -437,6 +519,28 @@ impl TabLock<'_> {
     /// As [`ShmTab::remove`].
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         remove_locked(&self.g, &key.into().into_key_val()?)
+    }
+
+    /// Removes and returns the last (`last`) or the first entry; see
+    /// [`ShmOTab::popitem`] (a `dict` may use it too).
+    ///
+    /// # Errors
+    /// As [`ShmOTab::popitem`].
+    pub fn popitem_end(&self, last: bool) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        let pool = self.g.pool;
+        Ok(self
+            .g
+            .pop_end(last)?
+            .map(|(k, v)| (ShmVal::from_owned(pool, k), ShmVal::from_owned(pool, v))))
+    }
+
+    /// See [`ShmOTab::move_to_end`] (a `dict` may use it too).
+    ///
+    /// # Errors
+    /// As [`ShmOTab::move_to_end`].
+    pub fn move_to_end(&self, key: impl Into<Arg>, last: bool) -> Result<bool, ValError> {
+        let kv = key.into().into_key_val()?;
+        self.g.move_to_end(key_hash(&kv), &kv, last)
     }
 }
 
@@ -559,11 +663,23 @@ impl Pool {
     /// # Errors
     /// [`ValError::Alloc`].
     pub fn new_tab(&self) -> Result<ShmTab, ValError> {
-        let o = self.new_tab_obj(tag::TAB, 0)?;
+        self.new_tab_of(tag::TAB)
+    }
+
+    /// A new, empty shared `OrderedDict`.
+    ///
+    /// # Errors
+    /// [`ValError::Alloc`].
+    pub fn new_otab(&self) -> Result<ShmOTab, ValError> {
+        self.new_tab_of(tag::OTAB).map(ShmOTab)
+    }
+
+    fn new_tab_of(&self, t: u8) -> Result<ShmTab, ValError> {
+        let o = self.new_tab_obj(t, 0)?;
         Ok(ShmTab(ShmVal::from_owned(
             self,
             Raw {
-                tag: tag::TAB,
+                tag: t,
                 len: 0,
                 payload: o.off,
             },
@@ -614,6 +730,23 @@ impl Pool {
 impl From<ShmTab> for ShmVal {
     fn from(t: ShmTab) -> ShmVal {
         t.0
+    }
+}
+
+impl From<ShmOTab> for ShmVal {
+    fn from(t: ShmOTab) -> ShmVal {
+        t.0 .0
+    }
+}
+
+impl From<ShmOTab> for Arg {
+    fn from(v: ShmOTab) -> Arg {
+        Arg::Shared(v.0 .0)
+    }
+}
+impl From<&ShmOTab> for Arg {
+    fn from(v: &ShmOTab) -> Arg {
+        Arg::Shared(v.0 .0.clone())
     }
 }
 

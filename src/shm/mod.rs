@@ -19,7 +19,7 @@ mod text;
 
 pub use arr::{Elem, ShmArr};
 pub use check::{check_value, is_shm, CheckReport, Problem};
-pub use handle::{Arg, ShmTab, ShmVal, TabLock};
+pub use handle::{Arg, ShmOTab, ShmTab, ShmVal, TabLock};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
 pub use text::{ShmBytes, ShmStr};

@@ -101,6 +101,8 @@ fn buckets(cap: u64) -> u64 {
 pub(crate) struct Found<'p> {
     pub bucket: Option<usize>,
     pub entry: &'p Entry,
+    /// The entry's number in the data block.
+    pub num: u64,
 }
 
 /// A container's lock, held; repairs a table or list whose last holder died.
@@ -156,9 +158,22 @@ impl<'p> Guard<'p> {
             _ => {
                 let mut len = 0;
                 if let Some(b) = self.block()? {
-                    for i in 0..Self::used(b) {
-                        if self.pool.read(&self.pool.entry_in(b, i)?.key).tag != tag::DELETED {
+                    // A `move_to_end` cut short leaves its source entry live next to
+                    // the copy: two entries holding the very same key slot (which no
+                    // two distinct keys can share). The later one is the moved entry;
+                    // the earlier is emptied without a release (one reference, held by
+                    // the copy).
+                    let mut seen = std::collections::HashSet::new();
+                    for i in (0..Self::used(b)).rev() {
+                        let e = self.pool.entry_in(b, i)?;
+                        let k = self.pool.read(&e.key);
+                        if k.tag == tag::DELETED {
+                            continue;
+                        }
+                        if seen.insert((k.tag, k.len, k.payload)) {
                             len += 1;
+                        } else {
+                            Self::empty_entry(self.pool, e);
                         }
                     }
                     self.rebuild_index(b)?;
@@ -223,7 +238,11 @@ impl<'p> Guard<'p> {
             if e.hash.load(Relaxed) != hash || !self.key_eq(self.pool.read(&e.key), key)? {
                 return Ok(None);
             }
-            Ok(Some(Found { bucket, entry: e }))
+            Ok(Some(Found {
+                bucket,
+                entry: e,
+                num: i,
+            }))
         };
         match self.index(b)? {
             None => {
@@ -323,6 +342,18 @@ impl<'p> Guard<'p> {
         } else {
             (cap * 2).max(4)
         };
+        self.rebuild(old, new_cap, None)
+    }
+
+    /// Copies the live entries of `old` into a new block of `new_cap` entries (entry
+    /// `first` of `old`, if given, before all others) and switches to it with one
+    /// store of `data`.
+    fn rebuild(
+        &self,
+        old: Option<Block<'p>>,
+        new_cap: u64,
+        first: Option<u64>,
+    ) -> Result<Block<'p>, ValError> {
         let data = self.pool.new_data_block(new_cap, ENTRY)?;
         let pool: &'p Pool = self.pool;
         if new_cap > LINEAR {
@@ -338,7 +369,8 @@ impl<'p> Guard<'p> {
         let nb = pool.block_at(data, ENTRY)?;
         let mut n = 0;
         if let Some(ob) = old {
-            for i in 0..Self::used(ob) {
+            let rest = (0..Self::used(ob)).filter(|&i| Some(i) != first);
+            for i in first.into_iter().chain(rest) {
                 let e = self.pool.entry_in(ob, i)?;
                 let k = self.pool.read(&e.key);
                 if k.tag == tag::DELETED {
@@ -362,11 +394,11 @@ impl<'p> Guard<'p> {
         Ok(nb)
     }
 
-    /// Removes a found entry, returning its key and value (the caller now owns them).
-    pub(crate) fn remove_at(&self, f: Found<'p>) -> Result<(Raw, Raw), ValError> {
-        let e = f.entry;
-        let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
-        self.pool.write(
+    /// Marks an entry deleted (value first, so an entry is never live without a
+    /// value that is its own).
+    fn empty_entry(pool: &Pool, e: &Entry) {
+        pool.write(&e.value, Raw::NONE);
+        pool.write(
             &e.key,
             Raw {
                 tag: tag::DELETED,
@@ -374,7 +406,13 @@ impl<'p> Guard<'p> {
                 payload: 0,
             },
         );
-        self.pool.write(&e.value, Raw::NONE);
+    }
+
+    /// Removes a found entry, returning its key and value (the caller now owns them).
+    pub(crate) fn remove_at(&self, f: Found<'p>) -> Result<(Raw, Raw), ValError> {
+        let e = f.entry;
+        let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
+        Self::empty_entry(self.pool, e);
         if let (Some(b), Some(bk)) = (self.block()?, f.bucket) {
             if let Some(idx) = self.index(b)? {
                 idx[bk].store(GONE, Relaxed);
@@ -384,6 +422,112 @@ impl<'p> Guard<'p> {
             .len
             .store(self.head.len.load(Relaxed).saturating_sub(1), Relaxed);
         Ok((k, v))
+    }
+}
+
+/// Order changes (`popitem`, `move_to_end`).
+impl<'p> Guard<'p> {
+    /// The number of the last (or first) live entry.
+    fn end_entry(&self, b: Block<'p>, last: bool) -> Result<Option<u64>, ValError> {
+        let used = Self::used(b);
+        let live = |i: u64| -> Result<bool, ValError> {
+            Ok(self.pool.read(&self.pool.entry_in(b, i)?.key).tag != tag::DELETED)
+        };
+        if last {
+            for i in (0..used).rev() {
+                if live(i)? {
+                    return Ok(Some(i));
+                }
+            }
+        } else {
+            for i in 0..used {
+                if live(i)? {
+                    return Ok(Some(i));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The index bucket that names entry `i` (whose hash is `hash`).
+    fn bucket_of(&self, b: Block<'p>, hash: u64, i: u64) -> Result<Option<usize>, ValError> {
+        let Some(idx) = self.index(b)? else {
+            return Ok(None);
+        };
+        let mask = idx.len() - 1;
+        let mut bucket = hash as usize & mask;
+        for _ in 0..idx.len() {
+            match idx[bucket].load(Relaxed) {
+                EMPTY => break,
+                v if u64::from(v) == i + 1 => return Ok(Some(bucket)),
+                _ => bucket = (bucket + 1) & mask,
+            }
+        }
+        Err(corrupt("dict index does not name a live entry"))
+    }
+
+    /// Removes the last (or first) entry, returning its key and value (owned by the
+    /// caller). Deleted entries at the end are dropped from `used`, so popping from
+    /// the end again and again stays O(1).
+    pub(crate) fn pop_end(&self, last: bool) -> Result<Option<(Raw, Raw)>, ValError> {
+        let Some(b) = self.block()? else {
+            return Ok(None);
+        };
+        let Some(i) = self.end_entry(b, last)? else {
+            return Ok(None);
+        };
+        self.begin();
+        let entry = self.pool.entry_in(b, i)?;
+        let bucket = self.bucket_of(b, entry.hash.load(Relaxed), i)?;
+        let kv = self.remove_at(Found {
+            bucket,
+            entry,
+            num: i,
+        })?;
+        if last {
+            let keep = self.end_entry(b, true)?.map_or(0, |j| j + 1);
+            b.head.used.store(keep, Release);
+        }
+        Ok(Some(kv))
+    }
+
+    /// Moves the entry of `key` to the end (or the front). `false` if it is absent.
+    ///
+    /// To the end: the entry is copied to the next free place and published there
+    /// before its old place is emptied (a holder killed in between leaves two entries
+    /// with the same key slot, which repair resolves); the references do not move.
+    /// To the front: the entries are copied into a new block, the moved one first,
+    /// and switched with one store (O(n), like a compaction).
+    pub(crate) fn move_to_end(&self, hash: u64, key: &Val, last: bool) -> Result<bool, ValError> {
+        self.begin();
+        let Some(f) = self.find(hash, key)? else {
+            return Ok(false);
+        };
+        let b = self
+            .block()?
+            .ok_or_else(|| corrupt("dict entry without a block"))?;
+        if self.end_entry(b, last)? == Some(f.num) {
+            return Ok(true);
+        }
+        if !last {
+            self.rebuild(Some(b), b.cap, Some(f.num))?;
+            return Ok(true);
+        }
+        if Self::used(b) == b.cap {
+            self.grow()?;
+            return self.move_to_end(hash, key, last); // the table has room now
+        }
+        let (e, i) = (f.entry, Self::used(b));
+        let d = self.pool.entry_in(b, i)?;
+        d.hash.store(hash, Relaxed);
+        self.pool.write(&d.key, self.pool.read(&e.key));
+        self.pool.write(&d.value, self.pool.read(&e.value));
+        b.head.used.store(i + 1, Release); // SYNC POINT: the copy exists from here on
+        Self::empty_entry(self.pool, e);
+        if let (Some(idx), Some(bk)) = (self.index(b)?, f.bucket) {
+            idx[bk].store(i as u32 + 1, Relaxed);
+        }
+        Ok(true)
     }
 }
 
@@ -503,9 +647,64 @@ impl PrivateTab<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{key_hash, Fx};
-    use crate::Val;
+    use super::{key_hash, Fx, Guard};
+    use crate::{Pool, PoolOptions, Val};
     use std::hash::{Hash, Hasher};
+    use std::sync::atomic::Ordering::{Relaxed, Release};
+
+    /// A `move_to_end` cut short after publishing the copy (the holder died) leaves
+    /// the key in two entries; the next holder's repair keeps the moved one, and no
+    /// reference is lost or released twice.
+    #[test]
+    fn repair_finishes_a_move_cut_short() {
+        for n in [3i64, 20] {
+            // 20 entries: with an index; 3: without.
+            let name = format!("shmval-unit-move-{}-{n}", std::process::id());
+            let pool = Pool::create_with(&name, 1 << 20, &PoolOptions::new().remove_on_drop(true))
+                .unwrap();
+            let base = pool.stats().in_use;
+            let t = pool.new_otab().unwrap();
+            for k in 0..n {
+                t.insert(k, Val::List(vec![Val::I64(k)])).unwrap();
+            }
+            let obj = pool.obj(t.as_val().offset().unwrap()).unwrap();
+            {
+                let g = Guard::lock(&pool, obj).unwrap();
+                g.begin();
+                let key = Val::I64(1);
+                let f = g.find(key_hash(&key), &key).unwrap().unwrap();
+                let b = g.block().unwrap().unwrap();
+                // Room for the copy (grow made the capacity a power of two ≥ n + 1).
+                let i = Guard::used(b);
+                assert!(i < b.cap);
+                let d = pool.entry_in(b, i).unwrap();
+                d.hash.store(f.entry.hash.load(Relaxed), Relaxed);
+                pool.write(&d.key, pool.read(&f.entry.key));
+                pool.write(&d.value, pool.read(&f.entry.value));
+                b.head.used.store(i + 1, Release);
+                // ... and here the holder "dies": the guard is forgotten with the
+                // mark still set, as a recovered lock would find it.
+                std::mem::forget(g);
+                // SAFETY: this thread holds the lock (the forgotten guard took it).
+                unsafe {
+                    pool.container(obj)
+                        .unwrap()
+                        .lock
+                        .unlock::<crate::LinuxPlatform>()
+                };
+            }
+            assert_eq!(t.len().unwrap() as i64, n, "repair recounts");
+            let keys: Vec<String> = t.keys().unwrap().iter().map(|k| k.to_string()).collect();
+            let mut want: Vec<String> = (0..n).filter(|&k| k != 1).map(|k| k.to_string()).collect();
+            want.push("1".into());
+            assert_eq!(keys, want, "the moved copy is kept, at the end");
+            assert_eq!(t.get_val(1).unwrap(), Some(Val::List(vec![Val::I64(1)])));
+            assert!(t.remove(1).unwrap().is_some());
+            assert!(t.get_val(1).unwrap().is_none(), "no stale second entry");
+            drop(t);
+            assert_eq!(pool.stats().in_use, base, "every reference released once");
+        }
+    }
 
     /// The int fast path of `key_hash` gives what `Val::hash` gives (stored hashes of
     /// existing pools, and `1 == 1.0 == True` as keys, depend on it).
