@@ -163,16 +163,21 @@ pub fn profile() {
     }
 }
 
-/// `profile-tab`: 100k int-key inserts and lookups, for callgrind.
+/// `profile-tab`: 1M int-key inserts and lookups (the bench scenario), for perf
+/// (`SHMVAL_keys` for another count, e.g. fewer under callgrind).
 pub fn profile_tab() {
+    let keys: i64 = std::env::var("SHMVAL_keys")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let name = format!("shmval-bench-tabprof-{}", std::process::id());
     let pool =
-        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+        Pool::create_with(&name, 256 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
     let t = pool.new_tab().unwrap();
-    for i in 0..100_000i64 {
+    for i in 0..keys {
         t.insert(i, i).unwrap();
     }
-    for i in 0..100_000i64 {
+    for i in 0..keys {
         black_box(t.get_val(i).unwrap());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SHMVALBT" little-endian: the first word of every boot segment.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// Version of the boot + main segment layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.

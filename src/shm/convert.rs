@@ -304,6 +304,12 @@ impl Pool {
     /// Copies the value `r` (to which the caller holds a reference) out to the heap,
     /// with an explicit stack (no recursion): nesting up to `MAX_DEPTH`.
     pub(crate) fn to_val_raw(&self, r: Raw, _depth: usize) -> Result<Val, ValError> {
+        if !r.is_object() {
+            // An immediate: no frames, no stack.
+            if let Out::Val(v) = self.out_step(r)? {
+                return Ok(v);
+            }
+        }
         let mut stack: Vec<OutFrame> = Vec::new();
         let res = self.to_val_iter(r, &mut stack);
         // On an error, give back what the unfinished frames still hold.

@@ -8,6 +8,7 @@ use super::ValError;
 use crate::Pool;
 use shmval_alloc::Offset;
 use std::alloc::Layout;
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 /// A value as stored in a slot: `(tag, payload)`. For object tags the payload is an
@@ -75,13 +76,15 @@ impl Stack {
 }
 
 /// A container's data block, validated: it lies in the arena with room for `cap`
-/// elements of `elem` bytes after its header.
+/// elements of `elem` bytes after its header. Made only by [`Pool::block_at`].
 #[derive(Clone, Copy)]
 pub(crate) struct Block<'p> {
     pub off: u64,
     pub cap: u64,
     pub elem: u64,
     pub head: &'p BlockHead,
+    /// Where the block is mapped (its whole range was checked to lie in the arena).
+    ptr: NonNull<u8>,
 }
 
 impl Block<'_> {
@@ -162,23 +165,31 @@ impl Pool {
         c: &ContainerHead,
         elem: usize,
     ) -> Result<Option<Block<'_>>, ValError> {
-        let off = c.data.load(Acquire);
-        if off == 0 {
-            return Ok(None);
+        match c.data.load(Acquire) {
+            0 => Ok(None),
+            off => self.block_at(off, elem).map(Some),
         }
+    }
+
+    /// The data block at `off` of `elem`-byte elements, validated: its header is
+    /// aligned and its whole range (for the capacity it states) lies in the arena.
+    pub(crate) fn block_at(&self, off: u64, elem: usize) -> Result<Block<'_>, ValError> {
         let head = self.at::<BlockHead>(off)?;
         let cap = head.cap.load(Relaxed);
         let bytes = cap
             .checked_mul(elem as u64)
             .and_then(|b| b.checked_add(BLOCK_HEAD as u64))
             .ok_or_else(|| corrupt("block capacity"))?;
-        self.bytes_at(off, bytes)?; // the whole block lies in the arena
-        Ok(Some(Block {
+        let ptr = Offset::new(off)
+            .and_then(|o| self.resolve(o, bytes as usize))
+            .ok_or_else(|| corrupt(format!("data block at {off:#x} of {cap} outside the pool")))?;
+        Ok(Block {
             off,
             cap,
             elem: elem as u64,
             head,
-        }))
+            ptr,
+        })
     }
 
     /// A new data block for `cap` elements (header written, contents not zeroed).
@@ -200,11 +211,14 @@ impl Pool {
         self.free_block(b.off, Block::bytes(b.cap, b.elem));
     }
 
-    pub(crate) fn entry_in(&self, b: Block<'_>, i: u64) -> Result<&Entry, ValError> {
-        if i >= b.cap {
+    pub(crate) fn entry_in<'b>(&self, b: Block<'b>, i: u64) -> Result<&'b Entry, ValError> {
+        if i >= b.cap || b.elem != ENTRY as u64 {
             return Err(corrupt("entry beyond the block"));
         }
-        self.at::<Entry>(b.at(i))
+        // SAFETY: the block's whole range lies in the arena (checked when `b` was
+        // made) and `i < cap`; the header is 8-aligned (checked) and BLOCK_HEAD and
+        // ENTRY are multiples of 8, so the entry is too; entries are atomics only.
+        Ok(unsafe { &*(b.ptr.as_ptr().add(BLOCK_HEAD + i as usize * ENTRY) as *const Entry) })
     }
 
     /// `len` bytes at `off` of an immutable, published object.

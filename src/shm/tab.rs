@@ -1,5 +1,7 @@
 //! `dict`/`OrderedDict` in a pool: entries in insertion order (like CPython's compact
-//! dict) plus, above 8 entries, an open-addressing index of `u32` entry numbers.
+//! dict) plus, above 8 entries, an open-addressing index of `u64` buckets, each an
+//! entry number and the high half of that entry's hash (so a probe that does not
+//! match is rejected without touching the entry: one cache miss fewer per probe).
 //!
 //! Every operation holds the container's robust lock. Crash repair: an operation
 //! marks the container dirty; an entry is fully written before the block's `used`
@@ -14,14 +16,23 @@ use super::ValError;
 use crate::val::Val;
 use crate::Pool;
 use shmval_alloc::{LockState, LOCK_PATIENCE};
+use std::cell::Cell;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// Tables up to this many entries are searched without an index.
 const LINEAR: u64 = 8;
-const EMPTY: u32 = 0;
-const GONE: u32 = u32::MAX;
+/// Bucket words: low half 0 (empty), `u32::MAX` (deleted) or entry number + 1; high
+/// half the high half of the entry's hash.
+const EMPTY: u64 = 0;
+const GONE: u64 = u32::MAX as u64;
+const NUM: u64 = u32::MAX as u64;
+
+/// The bucket word naming entry `i` of hash `hash`.
+fn bucket_word(hash: u64, i: u64) -> u64 {
+    (hash & !NUM) | (i + 1)
+}
 
 /// A deterministic hasher (the same in every process; std's is randomly keyed).
 struct Fx(u64);
@@ -90,7 +101,7 @@ pub(crate) fn key_hash(k: &Val) -> u64 {
 
 /// Bytes of the index of a table with `cap` entries.
 pub(crate) fn index_bytes(cap: u64) -> u64 {
-    buckets(cap) * 4
+    buckets(cap) * 8
 }
 
 fn buckets(cap: u64) -> u64 {
@@ -105,11 +116,17 @@ pub(crate) struct Found<'p> {
     pub num: u64,
 }
 
+/// The validated data block of a dict and its index.
+type Cached<'p> = (Block<'p>, Option<&'p [AtomicU64]>);
+
 /// A container's lock, held; repairs a table or list whose last holder died.
 pub(crate) struct Guard<'p> {
     pub pool: &'p Pool,
     pub obj: Obj,
     pub head: &'p ContainerHead,
+    /// The dict's data block and index, validated once per guard: only the holder
+    /// switches blocks, and [`rebuild`](Self::rebuild) forgets them when it does.
+    cache: Cell<Option<Cached<'p>>>,
 }
 
 impl<'p> Guard<'p> {
@@ -122,11 +139,20 @@ impl<'p> Guard<'p> {
                 shmval_alloc::LockError::Timeout => ValError::LockTimeout,
                 shmval_alloc::LockError::Reentrant => ValError::Reentrant,
             })?;
-        let g = Guard { pool, obj, head };
+        let g = Guard::new(pool, obj, head);
         if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
             g.repair()?;
         }
         Ok(g)
+    }
+
+    fn new(pool: &'p Pool, obj: Obj, head: &'p ContainerHead) -> Guard<'p> {
+        Guard {
+            pool,
+            obj,
+            head,
+            cache: Cell::new(None),
+        }
     }
 
     /// Marks the start of a modification (cleared when the guard drops).
@@ -136,7 +162,14 @@ impl<'p> Guard<'p> {
 
     /// The dict's current entry block.
     pub(crate) fn block(&self) -> Result<Option<Block<'p>>, ValError> {
-        self.pool.block(self.head, ENTRY)
+        if let Some((b, _)) = self.cache.get() {
+            return Ok(Some(b));
+        }
+        let b = self.pool.block(self.head, ENTRY)?;
+        if let Some(b) = b {
+            self.cache.set(Some((b, self.index_of(b)?)));
+        }
+        Ok(b)
     }
 
     /// Entries written in `b` (live and deleted).
@@ -185,17 +218,24 @@ impl<'p> Guard<'p> {
         Ok(())
     }
 
-    fn index(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU32]>, ValError> {
+    fn index(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU64]>, ValError> {
+        match self.cache.get() {
+            Some((c, idx)) if c.off == b.off => Ok(idx),
+            _ => self.index_of(b),
+        }
+    }
+
+    fn index_of(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU64]>, ValError> {
         let off = b.head.index.load(Relaxed);
         if off == 0 {
             return Ok(None);
         }
         let n = buckets(b.cap);
-        let bytes = self.pool.bytes_at(off, n * 4)?;
-        // SAFETY: `bytes_at` checked the range; u32 atomics over 4-aligned memory
+        let bytes = self.pool.bytes_at(off, n * 8)?;
+        // SAFETY: `bytes_at` checked the range; u64 atomics over 8-aligned memory
         // (blocks are 16-aligned) that only lock holders write.
         Ok(Some(unsafe {
-            std::slice::from_raw_parts(bytes.as_ptr() as *const AtomicU32, n as usize)
+            std::slice::from_raw_parts(bytes.as_ptr() as *const AtomicU64, n as usize)
         }))
     }
 
@@ -207,19 +247,19 @@ impl<'p> Guard<'p> {
         for i in 0..Self::used(b) {
             let e = self.pool.entry_in(b, i)?;
             if self.pool.read(&e.key).tag != tag::DELETED {
-                Self::index_put(idx, e.hash.load(Relaxed), i as u32)?;
+                Self::index_put(idx, e.hash.load(Relaxed), i)?;
             }
         }
         Ok(())
     }
 
-    fn index_put(idx: &[AtomicU32], hash: u64, i: u32) -> Result<(), ValError> {
+    fn index_put(idx: &[AtomicU64], hash: u64, i: u64) -> Result<(), ValError> {
         let mask = idx.len() - 1;
         let mut b = hash as usize & mask;
         for _ in 0..idx.len() {
-            let v = idx[b].load(Relaxed);
+            let v = idx[b].load(Relaxed) & NUM;
             if v == EMPTY || v == GONE {
-                idx[b].store(i + 1, Relaxed);
+                idx[b].store(bucket_word(hash, i), Relaxed);
                 return Ok(());
             }
             b = (b + 1) & mask;
@@ -257,11 +297,14 @@ impl<'p> Guard<'p> {
                 let mask = idx.len() - 1;
                 let mut bucket = hash as usize & mask;
                 for _ in 0..idx.len() {
-                    match idx[bucket].load(Relaxed) {
+                    let w = idx[bucket].load(Relaxed);
+                    match w & NUM {
                         EMPTY => return Ok(None),
                         GONE => {}
-                        v if u64::from(v - 1) < used => {
-                            if let Some(f) = matches(u64::from(v - 1), Some(bucket))? {
+                        // Another hash: not this key, and its entry stays untouched.
+                        _ if (w ^ hash) & !NUM != 0 => {}
+                        v if v - 1 < used => {
+                            if let Some(f) = matches(v - 1, Some(bucket))? {
                                 return Ok(Some(f));
                             }
                         }
@@ -322,7 +365,7 @@ impl<'p> Guard<'p> {
         self.pool.write(&e.value, v);
         b.head.used.store(i + 1, Release); // the entry exists from here on
         if let Some(idx) = self.index(b)? {
-            Self::index_put(idx, hash, i as u32)?;
+            Self::index_put(idx, hash, i)?;
         }
         self.head
             .len
@@ -354,6 +397,15 @@ impl<'p> Guard<'p> {
         new_cap: u64,
         first: Option<u64>,
     ) -> Result<Block<'p>, ValError> {
+        if new_cap >= NUM {
+            // Entry numbers are 32-bit in the index (a dict of 4G entries would
+            // need 200 GB of entries anyway).
+            return Err(shmval_alloc::AllocError::Exhausted {
+                size: usize::MAX,
+                align: 16,
+            }
+            .into());
+        }
         let data = self.pool.new_data_block(new_cap, ENTRY)?;
         let pool: &'p Pool = self.pool;
         if new_cap > LINEAR {
@@ -387,6 +439,7 @@ impl<'p> Guard<'p> {
         self.rebuild_index(nb)?;
         // SYNC POINT: one store switches the whole table.
         self.head.data.store(data, Release);
+        self.cache.set(None);
         self.head.len.store(n, Relaxed);
         if let Some(ob) = old {
             self.pool.free_data_block(ob);
@@ -457,9 +510,9 @@ impl<'p> Guard<'p> {
         let mask = idx.len() - 1;
         let mut bucket = hash as usize & mask;
         for _ in 0..idx.len() {
-            match idx[bucket].load(Relaxed) {
+            match idx[bucket].load(Relaxed) & NUM {
                 EMPTY => break,
-                v if u64::from(v) == i + 1 => return Ok(Some(bucket)),
+                v if v == i + 1 => return Ok(Some(bucket)),
                 _ => bucket = (bucket + 1) & mask,
             }
         }
@@ -525,7 +578,7 @@ impl<'p> Guard<'p> {
         b.head.used.store(i + 1, Release); // SYNC POINT: the copy exists from here on
         Self::empty_entry(self.pool, e);
         if let (Some(idx), Some(bk)) = (self.index(b)?, f.bucket) {
-            idx[bk].store(i as u32 + 1, Relaxed);
+            idx[bk].store(bucket_word(hash, i), Relaxed);
         }
         Ok(true)
     }
@@ -540,17 +593,6 @@ impl Drop for Guard<'_> {
 }
 
 impl Pool {
-    /// The block at `off` (a block this thread just made).
-    pub(crate) fn block_at(&self, off: u64, elem: usize) -> Result<Block<'_>, ValError> {
-        let head = self.at::<super::layout::BlockHead>(off)?;
-        Ok(Block {
-            off,
-            cap: head.cap.load(Relaxed),
-            elem: elem as u64,
-            head,
-        })
-    }
-
     /// A new, empty table object with room for `cap` entries.
     pub(crate) fn new_tab_obj(&self, t: u8, cap: u64) -> Result<Obj, ValError> {
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
@@ -580,12 +622,8 @@ impl Pool {
 
     /// A table this thread just made, which nobody else can see yet, to fill.
     pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
-        let g = std::mem::ManuallyDrop::new(Guard {
-            pool: self,
-            obj: o,
-            head: self.container(o)?,
-        });
-        let block = g.block()?;
+        let g = std::mem::ManuallyDrop::new(Guard::new(self, o, self.container(o)?));
+        let block = self.block(g.head, ENTRY)?;
         Ok(PrivateTab { g, block })
     }
 
