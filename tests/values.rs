@@ -92,12 +92,20 @@ proptest! {
     /// Random insert/overwrite/remove/clone/drop over nested values: once every handle
     /// is gone, bytes in use are exactly back to the baseline.
     #[test]
-    fn table_operations_leave_no_bytes_behind(ops in prop::collection::vec((0u8..5, key(), value()), 1..40)) {
+    fn table_operations_leave_no_bytes_behind(
+        init in prop::collection::vec((key(), value()), 0..10),
+        ops in prop::collection::vec((0u8..5, key(), value()), 1..40),
+    ) {
         let s = Scratch::new("prop-ops");
         let pool = pool(&s, 8 << 20);
         let base = pool.stats().in_use;
-        let t = pool.new_tab().unwrap();
+        // Start from a shared table (1..=8 entries: its first block is embedded in
+        // the table's own allocation, then outgrown) or an empty new one.
         let mut model = Val::tab();
+        for (k, v) in init {
+            model.insert(k, v).unwrap();
+        }
+        let t = pool.share(&model).unwrap().as_tab().unwrap();
         let mut held: Vec<ShmVal> = Vec::new();
         for (op, k, v) in ops {
             match op {

@@ -176,7 +176,7 @@ fn grow<'p>(g: &Guard<'p>, cap: u64, len: u64) -> Result<super::mem::Block<'p>, 
     // SYNC POINT: one store switches the whole list.
     g.head.data.store(data, Release);
     if let Some(ob) = old {
-        pool.free_data_block(ob);
+        pool.free_data_block(g.obj, ob);
     }
     Ok(nb)
 }

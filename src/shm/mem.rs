@@ -202,13 +202,27 @@ impl Pool {
         Ok(off)
     }
 
-    /// Frees a data block (and a dict block's index).
-    pub(crate) fn free_data_block(&self, b: Block<'_>) {
+    /// Frees a data block of container `owner` (and a dict block's index). A block
+    /// embedded in its owner's allocation (see [`Pool::embedded_block`]) goes with
+    /// the owner.
+    pub(crate) fn free_data_block(&self, owner: Obj, b: Block<'_>) {
         let index = b.head.index.load(Relaxed);
         if b.elem == ENTRY as u64 && index != 0 {
             self.free_block(index, super::tab::index_bytes(b.cap));
         }
-        self.free_block(b.off, Block::bytes(b.cap, b.elem));
+        let embedded =
+            b.off == Self::embedded_block(owner) && owner.size > (HDR + CONTAINER) as u64;
+        if !embedded {
+            self.free_block(b.off, Block::bytes(b.cap, b.elem));
+        }
+    }
+
+    /// Where a container's embedded first block sits: right after its head, inside
+    /// the container's own allocation. Only a container whose allocation is larger
+    /// than its head has one (a separate block may well start right after a
+    /// head-only allocation).
+    pub(crate) fn embedded_block(owner: Obj) -> u64 {
+        owner.off + (HDR + CONTAINER) as u64
     }
 
     pub(crate) fn entry_in<'b>(&self, b: Block<'b>, i: u64) -> Result<&'b Entry, ValError> {
@@ -364,7 +378,7 @@ impl Pool {
                     for i in 0..c.len.load(Relaxed).min(b.cap) {
                         push(self.slot_at(b.at(i))?);
                     }
-                    self.free_data_block(b);
+                    self.free_data_block(o, b);
                 }
             }
             tag::TAB | tag::OTAB => {
@@ -377,7 +391,7 @@ impl Pool {
                             push(&e.value);
                         }
                     }
-                    self.free_data_block(b);
+                    self.free_data_block(o, b);
                 }
             }
             tag::PIPE => crate::pipe::values_held(self, o, &mut |r| {

@@ -10,7 +10,7 @@
 //! holder after a death (or any holder that finds the dirty mark) recounts `len` and
 //! rebuilds the index from the entries.
 
-use super::layout::{tag, ContainerHead, Entry, ENTRY, HDR, SLOT};
+use super::layout::{tag, BlockHead, ContainerHead, Entry, BLOCK_HEAD, ENTRY, HDR, SLOT};
 use super::mem::{corrupt, Block, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
@@ -80,13 +80,19 @@ impl Fx {
 /// The hash of a key, equal for keys equal under Python semantics, in every process.
 pub(crate) fn key_hash(k: &Val) -> u64 {
     let mut h = Fx(0);
-    // Fast path for the common int keys: exactly what `Val::hash` feeds the hasher
-    // for an integer (tag 0, then the value as i128), without its classification.
-    let int = match *k {
-        Val::I64(x) => Some(i128::from(x)),
-        Val::I32(x) => Some(i128::from(x)),
-        Val::U64(x) => Some(i128::from(x)),
-        Val::U32(x) => Some(i128::from(x)),
+    // Fast paths for the common int and str keys: exactly what `Val::hash` feeds the
+    // hasher (an int: tag 0, then the value as i128; a str: tag 3, then the str),
+    // without its numeric classification.
+    let int = match k {
+        Val::I64(x) => Some(i128::from(*x)),
+        Val::I32(x) => Some(i128::from(*x)),
+        Val::U64(x) => Some(i128::from(*x)),
+        Val::U32(x) => Some(i128::from(*x)),
+        Val::Str(s) => {
+            h.write_u8(3);
+            s.hash(&mut h);
+            return h.finish();
+        }
         _ => None,
     };
     match int {
@@ -442,7 +448,7 @@ impl<'p> Guard<'p> {
         self.cache.set(None);
         self.head.len.store(n, Relaxed);
         if let Some(ob) = old {
-            self.pool.free_data_block(ob);
+            self.pool.free_data_block(self.obj, ob);
         }
         Ok(nb)
     }
@@ -593,8 +599,22 @@ impl Drop for Guard<'_> {
 }
 
 impl Pool {
-    /// A new, empty table object with room for `cap` entries.
+    /// A new, empty table object with room for `cap` entries. A small table (at
+    /// most [`LINEAR`] entries, no index) gets its first data block inside its own
+    /// allocation: one allocation and one free instead of two.
     pub(crate) fn new_tab_obj(&self, t: u8, cap: u64) -> Result<Obj, ValError> {
+        if (1..=LINEAR).contains(&cap) {
+            let head = HDR + std::mem::size_of::<ContainerHead>();
+            let o = self.alloc_obj_zeroed(
+                t,
+                head + Block::bytes(cap, ENTRY as u64) as usize,
+                head + BLOCK_HEAD, // the block head's used and index: 0
+            )?;
+            let data = Self::embedded_block(o);
+            self.at::<BlockHead>(data)?.cap.store(cap, Relaxed);
+            self.container(o)?.data.store(data, Release);
+            return Ok(o);
+        }
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
         let raw = Raw {
             tag: t,
@@ -744,7 +764,7 @@ mod tests {
         }
     }
 
-    /// The int fast path of `key_hash` gives what `Val::hash` gives (stored hashes of
+    /// The int and str fast paths of `key_hash` give what `Val::hash` gives (stored hashes of
     /// existing pools, and `1 == 1.0 == True` as keys, depend on it).
     #[test]
     fn int_keys_hash_as_the_generic_path_does() {
@@ -762,6 +782,10 @@ mod tests {
             ] {
                 assert_eq!(key_hash(&v), generic(&v), "{v:?}");
             }
+        }
+        for s in ["", "a", "sensor", "exactly8", "a longer key of many bytes"] {
+            let v = Val::from(s);
+            assert_eq!(key_hash(&v), generic(&v), "{v:?}");
         }
         assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::F64(1.0)));
         assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::Bool(true)));
