@@ -164,9 +164,9 @@ pub fn profile() {
 }
 
 /// `profile-tab`: 1M int-key inserts and lookups (the bench scenario), for perf
-/// (`SHMVAL_keys` for another count, e.g. fewer under callgrind).
+/// (`SHMVAL_PROFILE_KEYS` for another count, e.g. fewer under callgrind).
 pub fn profile_tab() {
-    let keys: i64 = std::env::var("SHMVAL_keys")
+    let keys: i64 = std::env::var("SHMVAL_PROFILE_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
