@@ -521,34 +521,12 @@ fn remove_on_drop_removes_the_pool_once_every_handle_is_gone() {
 
 #[test]
 fn processes_killed_while_growing_a_table_leave_it_whole() {
-    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
     let s = Scratch::new("growkill");
     let pool = pool(&s, 64 << 20);
     let root = pool.root().unwrap();
     root.insert("grow", Val::tab()).unwrap();
     let t = root.get("grow").unwrap().unwrap().as_tab().unwrap();
-    let mut rng = 0x9E37_79B9u64;
-    for k in 0..kills {
-        pool.user_word(4)
-            .store(0, std::sync::atomic::Ordering::Release);
-        let mut c = spawn("child_role_entry", "inserter", &[("POOL", s.0.clone())]);
-        let start = std::time::Instant::now();
-        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "inserter {k} never started"
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 20_000));
-        c.kill().unwrap();
-        c.wait().unwrap();
+    kill_repeatedly(&pool, &s, "inserter", 100, 20_000, |k| {
         // Whole after every kill: consistent counts, every value readable.
         let r = shmval::check_value(t.as_val());
         assert!(r.is_ok(), "after kill {k}: {r:?}");
@@ -567,6 +545,44 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
                 t.remove(key.clone()).unwrap();
             }
         }
+    });
+}
+
+/// Starts the child `role` again and again and SIGKILLs it at a random moment (up to
+/// `max_us` after it said it runs, through user word 4), calling `after(n)` after kill
+/// `n`. `SHMVAL_CHAOS_KILLS` overrides the number of kills.
+fn kill_repeatedly(
+    pool: &Pool,
+    s: &Scratch,
+    role: &str,
+    kills: u32,
+    max_us: u64,
+    mut after: impl FnMut(u32),
+) {
+    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(kills);
+    let mut rng = 0x9E37_79B9u64;
+    for n in 0..kills {
+        pool.user_word(4)
+            .store(0, std::sync::atomic::Ordering::Release);
+        let mut c = spawn("child_role_entry", role, &[("POOL", s.0.clone())]);
+        let start = std::time::Instant::now();
+        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{role} {n} never started"
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % max_us));
+        c.kill().unwrap();
+        c.wait().unwrap();
+        after(n);
     }
 }
 
@@ -823,10 +839,6 @@ fn ordered_dicts_are_their_own_type_and_reorder_like_python() {
 
 #[test]
 fn processes_killed_while_reordering_an_ordered_dict_leave_it_whole() {
-    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
     let s = Scratch::new("otabkill");
     let pool = pool(&s, 8 << 20);
     let root = pool.root().unwrap();
@@ -836,25 +848,7 @@ fn processes_killed_while_reordering_an_ordered_dict_leave_it_whole() {
             .unwrap();
     }
     root.insert("lru", &t).unwrap();
-    let mut rng = 0x2545_F491u64;
-    for n in 0..kills {
-        pool.user_word(4)
-            .store(0, std::sync::atomic::Ordering::Release);
-        let mut c = spawn("child_role_entry", "mover", &[("POOL", s.0.clone())]);
-        let start = std::time::Instant::now();
-        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "mover {n} never started"
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        std::thread::sleep(Duration::from_micros(rng % 5_000));
-        c.kill().unwrap();
-        c.wait().unwrap();
+    kill_repeatedly(&pool, &s, "mover", 40, 5_000, |n| {
         // Every key exactly once, with its own value, found by lookup.
         let r = shmval::check_value(t.as_val());
         assert!(r.is_ok(), "after kill {n}: {r:?}");
@@ -868,5 +862,5 @@ fn processes_killed_while_reordering_an_ordered_dict_leave_it_whole() {
             let v = t.get_val(format!("k{k}")).unwrap();
             assert_eq!(v, Some(Val::List(vec![Val::I64(k)])), "after kill {n}");
         }
-    }
+    });
 }
