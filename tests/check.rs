@@ -18,8 +18,8 @@ fn word(pool: &Pool, off: u64) -> &std::sync::atomic::AtomicU64 {
 
 /// Offset of slot `i` of a shared list (object header 16, lock 16, len/used/cap 24).
 fn list_slot(list: &ShmVal, i: u64) -> u64 {
-    let data =
-        word(list.pool(), list.offset().unwrap() + 40).load(std::sync::atomic::Ordering::Relaxed);
+    let data = word(list.pool().unwrap(), list.offset().unwrap() + 40)
+        .load(std::sync::atomic::Ordering::Relaxed);
     data + 32 + 16 * i
 }
 

@@ -135,17 +135,24 @@ fn values_go_through_in_order_and_the_pipe_reports_its_state() {
         let v = q.recv().unwrap().to_val().unwrap();
         assert_eq!(v, tab! { "seq" => i, "name" => "a longer string value" });
     }
-    // A value of another pool is refused, not copied.
+    // An object of another pool is refused, not copied; an immediate value (a
+    // number, a short string) belongs to no pool and goes anywhere.
     let s2 = Scratch::new("pipe-other");
     let other = pool_of(&s2);
-    assert!(matches!(
-        p.try_send(int(&other, 1)),
-        Err(SendError::WrongPool(_))
-    ));
-    assert!(matches!(
-        p.try_send(other.share(&Val::from("far away")).unwrap()),
-        Err(SendError::WrongPool(_))
-    ));
+    for far in [
+        other.share(&Val::from("far, far away")).unwrap(),
+        other.share(&tab! { "seq" => 1 }).unwrap(),
+    ] {
+        assert!(matches!(p.try_send(far), Err(SendError::WrongPool(_))));
+    }
+    assert!(q.is_empty());
+    p.try_send(int(&other, 1)).unwrap();
+    p.try_send(other.share(&Val::from("far")).unwrap()).unwrap();
+    p.try_send(-5i16).unwrap();
+    let got: Vec<Val> = (0..3)
+        .map(|_| q.try_recv().unwrap().to_val().unwrap())
+        .collect();
+    assert_eq!(got, vec![Val::U64(1), Val::from("far"), Val::I16(-5)]);
 }
 
 fn pool_of(s: &Scratch) -> Pool {

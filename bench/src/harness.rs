@@ -52,6 +52,10 @@ impl Report {
         targets: &[&str],
         mut candidates: Vec<Candidate<'_>>,
     ) {
+        // `SHMVAL_BENCH_ONLY=text` runs only the scenarios whose title contains it.
+        if std::env::var("SHMVAL_BENCH_ONLY").is_ok_and(|only| !scenario.contains(&only)) {
+            return;
+        }
         let mut samples: Vec<Vec<f64>> = vec![Vec::new(); candidates.len()];
         for _ in 0..reps {
             for (i, (_, f)) in candidates.iter_mut().enumerate() {

@@ -140,7 +140,7 @@ fn pingpong_pipe(s: &Side, n: u64, spin: Duration) -> f64 {
     let child = s.child(mode, n);
     let t = Instant::now();
     for i in 0..n {
-        ping.send(int(&s.pool, i)).unwrap();
+        ping.send(i).unwrap();
         let v = pong.recv().unwrap();
         debug_assert_eq!(as_u64(&v), i);
         drop(v);
@@ -235,7 +235,7 @@ fn oneway_pipe(s: &Side, n: u64) -> f64 {
     let child = s.child("drain-pipe", n);
     let start = mono_ns();
     for i in 0..n {
-        p.send(int(&s.pool, i)).unwrap();
+        p.send(i).unwrap();
     }
     let end: u64 = finish(child).trim().parse().unwrap();
     n as f64 / ((end - start) as f64 / 1e3)
@@ -501,7 +501,7 @@ pub fn profile() {
     for round in 0..3 {
         let t = Instant::now();
         for i in 0..n {
-            p.try_send(int(&s.pool, i)).unwrap();
+            p.try_send(i).unwrap();
             let v = p.try_recv().unwrap();
             std::hint::black_box(&v);
         }

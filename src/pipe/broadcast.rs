@@ -597,7 +597,7 @@ impl Broadcast {
             }
             .into());
         }
-        let ch = Chan::attach(obj.pool(), obj.raw().payload)?;
+        let ch = Chan::attach(obj.obj_pool(), obj.raw().payload)?;
         Ok(Broadcast {
             inner: Arc::new(Inner {
                 obj,
@@ -611,7 +611,7 @@ impl Broadcast {
 
     /// The pool the broadcast lives in.
     pub fn pool(&self) -> &Pool {
-        self.inner.obj.pool()
+        self.inner.obj.obj_pool()
     }
 
     /// The broadcast's name.
@@ -747,7 +747,7 @@ impl Broadcast {
         timeout: Option<Duration>,
         block: bool,
     ) -> Result<(), SendError> {
-        if !Pool::same(v.pool(), self.pool()) {
+        if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
         let ch = &self.inner.ch;

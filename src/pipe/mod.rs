@@ -260,7 +260,7 @@ impl Pipe {
             }
             .into());
         }
-        let ring = Ring::attach(obj.pool(), obj.raw().payload)?;
+        let ring = Ring::attach(obj.obj_pool(), obj.raw().payload)?;
         Ok(Pipe {
             inner: Arc::new(Inner {
                 obj,
@@ -307,7 +307,7 @@ impl Pipe {
 
     /// The pool the pipe lives in.
     pub fn pool(&self) -> &Pool {
-        self.inner.obj.pool()
+        self.inner.obj.obj_pool()
     }
 
     /// The pipe's name.
@@ -455,7 +455,7 @@ impl Pipe {
         timeout: Option<Duration>,
         block: bool,
     ) -> Result<(), SendError> {
-        if !Pool::same(v.pool(), self.pool()) {
+        if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
         let me = match self.me() {
@@ -488,6 +488,9 @@ impl Pipe {
             let deadline = *deadline
                 .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
             if spin.more(deadline) {
+                if stuck.is_none() {
+                    ring.wait_for_room();
+                }
                 continue;
             }
             let ec = &ring.head().not_full;
@@ -566,14 +569,7 @@ fn make_named(
     format: impl FnOnce(u64) -> Result<(), ValError>,
 ) -> Result<ShmVal, PipeError> {
     let o = pool.alloc_obj(t, size as usize)?;
-    let obj = ShmVal::from_owned(
-        pool,
-        Raw {
-            tag: t,
-            len: 0,
-            payload: o.off,
-        },
-    );
+    let obj = ShmVal::from_owned(pool, Raw::new(t, 0, o.off));
     format(o.off)?;
     let tx = dir.lock()?;
     if tx.get(name)?.is_some() {

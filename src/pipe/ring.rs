@@ -42,6 +42,11 @@ pub(crate) const MAX_CAP: u64 = 1 << 24;
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE01");
 
 const POS_MASK: u64 = (1 << 48) - 1;
+/// A sender that found the pipe full waits for this much room (or a quarter of a
+/// small pipe) before trying again; see [`Ring::wait_for_room`].
+const ROOM_SLACK: u64 = 32;
+/// Pauses [`Ring::wait_for_room`] waits at most.
+const ROOM_SPINS: u32 = 4096;
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const WRITING: u64 = 1;
 pub(crate) const FULL: u64 = 2;
@@ -425,6 +430,23 @@ impl Ring {
     fn advance(hint: &AtomicU64, pos: u64) {
         if hint.load(Relaxed) == pos {
             hint.store(pos + 1, Release);
+        }
+    }
+
+    /// Waits (a bounded spin on the receivers' position hint, not on the cell the
+    /// receivers are taking, which would slow them down) until the hints say there
+    /// is room for more than a few values, so that a full pipe drains in runs
+    /// rather than value by value. Bounded: a hint left behind by a dead receiver
+    /// costs a sender [`ROOM_SPINS`] pauses, then the cell decides.
+    pub(crate) fn wait_for_room(&self) {
+        let h = self.head();
+        let room = self.cap - self.cap.min(ROOM_SLACK);
+        for _ in 0..ROOM_SPINS {
+            let (t, hd) = (h.tail.load(Relaxed), h.head.load(Relaxed));
+            if t.wrapping_sub(hd) < room || self.is_closed() {
+                return;
+            }
+            std::hint::spin_loop();
         }
     }
 

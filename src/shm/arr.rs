@@ -126,7 +126,7 @@ impl<T: Elem> ShmArr<T> {
         if r.tag != tag::ARR {
             return Ok(None);
         }
-        let pool = val.pool();
+        let pool = val.obj_pool();
         let o = pool.obj(r.payload)?;
         let kind = pool.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
         if ArrKind::from_u8(kind as u8) != Some(T::KIND) {
@@ -270,14 +270,7 @@ impl Pool {
         self.at::<AtomicU64>(o.off + 16)?
             .store(T::KIND as u64, Relaxed);
         self.at::<AtomicU64>(o.off + 24)?.store(len as u64, Relaxed);
-        let val = ShmVal::from_owned(
-            self,
-            Raw {
-                tag: tag::ARR,
-                len: 0,
-                payload: o.off,
-            },
-        );
+        let val = ShmVal::from_owned(self, Raw::new(tag::ARR, 0, o.off));
         Ok(ShmArr::from_val(val)?.expect("just made an array of T"))
     }
 }

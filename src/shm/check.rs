@@ -61,8 +61,7 @@ impl CheckReport {
 /// ```
 pub fn check_value(v: &ShmVal) -> CheckReport {
     let mut report = CheckReport::default();
-    let pool = v.pool();
-    let Some(root) = v.offset() else {
+    let (Some(pool), Some(root)) = (v.pool(), v.offset()) else {
         return report;
     };
     let mut seen = HashSet::new();

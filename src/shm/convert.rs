@@ -13,11 +13,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 /// A str/bytes of at most 8 bytes, inline in the slot.
 fn inline(t: u8, b: &[u8]) -> Raw {
     debug_assert!(b.len() <= 8);
-    Raw {
-        tag: t,
-        len: b.len() as u8,
-        payload: le_word(b),
-    }
+    Raw::new(t, b.len() as u8, le_word(b))
 }
 
 /// The zero-padded little-endian word of at most 8 bytes, built without a `memcpy`
@@ -37,11 +33,7 @@ pub(crate) fn inline_bytes(r: &Raw) -> Result<Vec<u8>, ValError> {
 }
 
 fn imm(t: u8, payload: u64) -> Raw {
-    Raw {
-        tag: t,
-        len: 0,
-        payload,
-    }
+    Raw::new(t, 0, payload)
 }
 
 /// Bytes of a value's elements, for copying into an array object.
@@ -365,40 +357,18 @@ impl Pool {
 
     /// One value: a leaf converted now, or a container to open.
     fn out_step(&self, r: Raw) -> Result<Out, ValError> {
-        let p = r.payload;
-        Ok(Out::Val(match r.tag {
-            tag::NONE => Val::None,
-            tag::BOOL => Val::Bool(p != 0),
-            tag::I8 => Val::I8(p as i8),
-            tag::I16 => Val::I16(p as i16),
-            tag::I32 => Val::I32(p as i32),
-            tag::I64 => Val::I64(p as i64),
-            tag::U8 => Val::U8(p as u8),
-            tag::U16 => Val::U16(p as u16),
-            tag::U32 => Val::U32(p as u32),
-            tag::U64 => Val::U64(p),
-            tag::F32 => Val::F32(f32::from_bits(p as u32)),
-            tag::F64 => Val::F64(f64::from_bits(p)),
-            tag::STR_INLINE => Val::Str(
-                String::from_utf8(inline_bytes(&r)?).map_err(|_| corrupt("str is not UTF-8"))?,
-            ),
-            tag::BYTES_INLINE => Val::Bytes(inline_bytes(&r)?),
-            tag::C32 => Val::Complex32(Complex::new(
-                f32::from_bits(p as u32),
-                f32::from_bits((p >> 32) as u32),
-            )),
-            t if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t) => {
-                let o = self.obj(p)?;
-                if o.tag != t {
-                    return Err(corrupt(format!(
-                        "slot says tag {t}, object at {p:#x} is tag {}",
-                        o.tag
-                    )));
-                }
-                return self.object_step(o);
+        let (t, p) = (r.tag, r.payload);
+        if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t) {
+            let o = self.obj(p)?;
+            if o.tag != t {
+                return Err(corrupt(format!(
+                    "slot says tag {t}, object at {p:#x} is tag {}",
+                    o.tag
+                )));
             }
-            t => return Err(corrupt(format!("unknown value tag {t}"))),
-        }))
+            return self.object_step(o);
+        }
+        immediate_val(r).map(Out::Val)
     }
 
     pub(crate) fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
@@ -485,7 +455,35 @@ impl Pool {
     }
 }
 
-/// Whether a value has no children (copied in without a work stack).
+/// The heap form of an immediate (not an object) value slot.
+#[inline(always)]
+pub(crate) fn immediate_val(r: Raw) -> Result<Val, ValError> {
+    let p = r.payload;
+    Ok(match r.tag {
+        tag::NONE => Val::None,
+        tag::BOOL => Val::Bool(p != 0),
+        tag::I8 => Val::I8(p as i8),
+        tag::I16 => Val::I16(p as i16),
+        tag::I32 => Val::I32(p as i32),
+        tag::I64 => Val::I64(p as i64),
+        tag::U8 => Val::U8(p as u8),
+        tag::U16 => Val::U16(p as u16),
+        tag::U32 => Val::U32(p as u32),
+        tag::U64 => Val::U64(p),
+        tag::F32 => Val::F32(f32::from_bits(p as u32)),
+        tag::F64 => Val::F64(f64::from_bits(p)),
+        tag::STR_INLINE => {
+            Val::Str(String::from_utf8(inline_bytes(&r)?).map_err(|_| corrupt("str is not UTF-8"))?)
+        }
+        tag::BYTES_INLINE => Val::Bytes(inline_bytes(&r)?),
+        tag::C32 => Val::Complex32(Complex::new(
+            f32::from_bits(p as u32),
+            f32::from_bits((p >> 32) as u32),
+        )),
+        t => return Err(corrupt(format!("unknown value tag {t}"))),
+    })
+}
+
 /// The slot of a value stored in the slot itself (no object), if `v` is one.
 #[inline]
 pub(crate) fn immediate(v: &Val) -> Option<Raw> {
@@ -512,6 +510,7 @@ pub(crate) fn immediate(v: &Val) -> Option<Raw> {
     })
 }
 
+/// Whether a value has no children (copied in without a work stack).
 fn is_leaf(v: &Val) -> bool {
     !matches!(v, Val::Tup(_) | Val::List(_) | Val::Tab(_) | Val::OTab(_))
 }

@@ -10,19 +10,44 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 
 /// A handle on a value in a pool. Cloning takes a reference, dropping gives it back;
-/// the last reference frees the object (and releases what it holds). The handle keeps
-/// its pool mapped.
+/// the last reference frees the object (and releases what it holds). A handle on an
+/// object keeps its pool mapped; an immediate value (a number, a bool, `None`, a
+/// `str` or `bytes` of at most 8 bytes) lives in no pool and holds none, so making,
+/// cloning and dropping it touch no shared counter at all; numbers and bools convert
+/// into one directly.
+///
+/// # Examples
+/// ```
+/// use shmval::ShmVal;
+/// let v = ShmVal::from(-3i32); // an immediate: no pool needed, may go anywhere
+/// assert!(v.pool().is_none() && v.offset().is_none());
+/// assert_eq!(v.to_string(), "-3");
+/// assert_eq!(ShmVal::from(true).type_name(), "bool");
+/// ```
 pub struct ShmVal {
-    pool: Pool,
+    /// `Some` exactly when `raw` is an object (or was, before `into_raw`).
+    pool: Option<Pool>,
     raw: Raw,
 }
 
 impl ShmVal {
     /// Wraps a raw value whose reference the caller hands over.
+    #[inline]
     pub(crate) fn from_owned(pool: &Pool, raw: Raw) -> ShmVal {
         ShmVal {
-            pool: pool.clone(),
+            pool: raw.is_object().then(|| pool.clone()),
             raw,
+        }
+    }
+
+    /// The pool of a handle known to be an object (the table, list, string and
+    /// array handles are made only from objects, and [`ShmVal::from_owned`] keeps
+    /// the pool of every object).
+    #[inline]
+    pub(crate) fn obj_pool(&self) -> &Pool {
+        match &self.pool {
+            Some(p) => p,
+            None => unreachable!("an object handle without its pool"),
         }
     }
 
@@ -37,7 +62,10 @@ impl ShmVal {
     /// # Errors
     /// [`ValError::Corrupt`] for damaged shared memory, [`ValError::TooDeep`].
     pub fn to_val(&self) -> Result<Val, ValError> {
-        self.pool.to_val_raw(self.raw, 0)
+        match &self.pool {
+            Some(p) => p.to_val_raw(self.raw, 0),
+            None => super::convert::immediate_val(self.raw),
+        }
     }
 
     /// The Python type name.
@@ -72,9 +100,29 @@ impl ShmVal {
         (self.raw.tag == tag::OTAB).then(|| ShmOTab(ShmTab(self.clone())))
     }
 
-    /// The pool this value lives in.
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The pool this value lives in; `None` for an immediate value (a number, a
+    /// bool, `None`, a `str` or `bytes` of at most 8 bytes), which lives in no pool
+    /// and may be stored in or sent through any.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{Pool, PoolOptions, Val};
+    /// # let name = format!("doc-valpool-{}", std::process::id());
+    /// let pool = Pool::create_with(&name, 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// assert!(pool.share(&Val::from(7))?.pool().is_none());
+    /// let s = pool.share(&Val::from("longer than eight bytes"))?;
+    /// assert_eq!(s.pool().map(|p| p.name()), Some(pool.name()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool(&self) -> Option<&Pool> {
+        self.pool.as_ref()
+    }
+
+    /// Whether this value may go into a container or pipe of `pool` by reference
+    /// (an immediate may go anywhere).
+    #[inline]
+    pub(crate) fn fits(&self, pool: &Pool) -> bool {
+        self.pool.as_ref().is_none_or(|p| Pool::same(p, pool))
     }
 
     pub(crate) fn raw(&self) -> Raw {
@@ -95,22 +143,28 @@ impl Clone for ShmVal {
     /// Takes one more reference. If the object was damaged since this handle was
     /// made, the clone is `None` rather than a handle without a reference.
     fn clone(&self) -> Self {
-        match self.pool.retain(self.raw) {
-            Ok(()) => ShmVal {
-                pool: self.pool.clone(),
+        let Some(pool) = &self.pool else {
+            return ShmVal {
+                pool: None,
                 raw: self.raw,
-            },
-            Err(_) => ShmVal {
-                pool: self.pool.clone(),
-                raw: Raw::NONE,
-            },
+            };
+        };
+        let raw = match pool.retain(self.raw) {
+            Ok(()) => self.raw,
+            Err(_) => Raw::NONE,
+        };
+        ShmVal {
+            pool: Some(pool.clone()),
+            raw,
         }
     }
 }
 
 impl Drop for ShmVal {
     fn drop(&mut self) {
-        self.pool.release(self.raw);
+        if let Some(p) = &self.pool {
+            p.release(self.raw);
+        }
     }
 }
 
@@ -196,7 +250,7 @@ impl Arg {
     fn into_raw(self, pool: &Pool) -> Result<Raw, ValError> {
         match self {
             Arg::Heap(v) => pool.share_raw(&v, 0),
-            Arg::Shared(s) if Pool::same(s.pool(), pool) => Ok(s.into_raw()),
+            Arg::Shared(s) if s.fits(pool) => Ok(s.into_raw()),
             // A value of another pool is copied in.
             Arg::Shared(s) => pool.share_raw(&s.to_val()?, 0),
         }
@@ -222,11 +276,11 @@ impl fmt::Debug for ShmTab {
 
 impl ShmTab {
     fn obj(&self) -> Result<Obj, ValError> {
-        self.0.pool.obj(self.0.raw.payload)
+        self.pool().obj(self.0.raw.payload)
     }
 
     fn pool(&self) -> &Pool {
-        &self.0.pool
+        self.0.obj_pool()
     }
 
     /// The table as a plain value handle.
@@ -652,8 +706,8 @@ impl Pool {
     /// ```
     #[inline]
     pub fn share(&self, v: &Val) -> Result<ShmVal, ValError> {
-        if let Some(r) = super::convert::immediate(v) {
-            return Ok(ShmVal::from_owned(self, r)); // no object, nothing can fail
+        if let Some(raw) = super::convert::immediate(v) {
+            return Ok(ShmVal { pool: None, raw }); // no object, nothing can fail
         }
         Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
     }
@@ -676,14 +730,7 @@ impl Pool {
 
     fn new_tab_of(&self, t: u8) -> Result<ShmTab, ValError> {
         let o = self.new_tab_obj(t, 0)?;
-        Ok(ShmTab(ShmVal::from_owned(
-            self,
-            Raw {
-                tag: t,
-                len: 0,
-                payload: o.off,
-            },
-        )))
+        Ok(ShmTab(ShmVal::from_owned(self, Raw::new(t, 0, o.off))))
     }
 
     /// The root table: named values every attached process can find. Created on
@@ -717,14 +764,39 @@ impl Pool {
                 "user word {i} does not name a dict"
             )));
         }
-        let raw = Raw {
-            tag: tag::TAB,
-            len: 0,
-            payload: off,
-        };
+        let raw = Raw::new(tag::TAB, 0, off);
         self.retain(raw)?;
         Ok(ShmTab(ShmVal::from_owned(self, raw)))
     }
+}
+
+// Numbers and bools are immediate values: `ShmVal::from(7u64)` belongs to no pool.
+macro_rules! immediate_from {
+    ($($t:ty => $tag:ident, $bits:expr;)*) => {$(
+        impl From<$t> for ShmVal {
+            #[inline]
+            fn from(x: $t) -> ShmVal {
+                let bits: fn($t) -> u64 = $bits;
+                ShmVal {
+                    pool: None,
+                    raw: Raw::new(tag::$tag, 0, bits(x)),
+                }
+            }
+        }
+    )*};
+}
+immediate_from! {
+    bool => BOOL, |x| x as u64;
+    i8 => I8, |x| x as i64 as u64;
+    i16 => I16, |x| x as i64 as u64;
+    i32 => I32, |x| x as i64 as u64;
+    i64 => I64, |x| x as u64;
+    u8 => U8, |x| x as u64;
+    u16 => U16, |x| x as u64;
+    u32 => U32, |x| x as u64;
+    u64 => U64, |x| x;
+    f32 => F32, |x| x.to_bits() as u64;
+    f64 => F64, |x| x.to_bits();
 }
 
 impl From<ShmTab> for ShmVal {

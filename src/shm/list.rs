@@ -34,7 +34,7 @@ impl std::fmt::Debug for ShmList {
 
 impl ShmList {
     fn guard(&self) -> Result<Guard<'_>, ValError> {
-        let pool = self.0.pool();
+        let pool = self.0.obj_pool();
         Guard::lock(pool, pool.obj(self.0.raw().payload)?)
     }
 
@@ -91,7 +91,7 @@ impl ShmList {
     /// # Errors
     /// [`ValError::Index`] past the end; allocation for a heap value.
     pub fn set(&self, i: usize, value: impl Into<Arg>) -> Result<ShmVal, ValError> {
-        let pool = self.0.pool();
+        let pool = self.0.obj_pool();
         let vr = value.into().into_raw_in(pool)?;
         let g = self.guard().inspect_err(|_| pool.release(vr))?;
         let len = g.head.len.load(Relaxed);
@@ -117,7 +117,7 @@ impl ShmList {
     /// # Errors
     /// [`ValError::Alloc`] (the list is unchanged).
     pub fn push(&self, value: impl Into<Arg>) -> Result<(), ValError> {
-        let pool = self.0.pool();
+        let pool = self.0.obj_pool();
         let vr = value.into().into_raw_in(pool)?;
         let g = self.guard().inspect_err(|_| pool.release(vr))?;
         g.begin();
@@ -209,11 +209,7 @@ impl Pool {
         let o: Obj = self.new_list_obj(0)?;
         Ok(ShmList(ShmVal::from_owned(
             self,
-            Raw {
-                tag: tag::LIST,
-                len: 0,
-                payload: o.off,
-            },
+            Raw::new(tag::LIST, 0, o.off),
         )))
     }
 }

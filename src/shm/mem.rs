@@ -22,11 +22,12 @@ pub(crate) struct Raw {
 }
 
 impl Raw {
-    pub(crate) const NONE: Raw = Raw {
-        tag: tag::NONE,
-        len: 0,
-        payload: 0,
-    };
+    #[inline]
+    pub(crate) const fn new(tag: u8, len: u8, payload: u64) -> Raw {
+        Raw { tag, len, payload }
+    }
+
+    pub(crate) const NONE: Raw = Raw::new(tag::NONE, 0, 0);
 
     pub(crate) fn is_object(self) -> bool {
         self.tag >= tag::FIRST_OBJECT
@@ -247,11 +248,7 @@ impl Pool {
 
     pub(crate) fn read(&self, s: &Slot) -> Raw {
         let t = s.tag.load(Acquire);
-        Raw {
-            tag: t as u8,
-            len: (t >> 8) as u8,
-            payload: s.payload.load(Acquire),
-        }
+        Raw::new(t as u8, (t >> 8) as u8, s.payload.load(Acquire))
     }
 
     pub(crate) fn write(&self, s: &Slot, r: Raw) {

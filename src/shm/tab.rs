@@ -457,14 +457,7 @@ impl<'p> Guard<'p> {
     /// value that is its own).
     fn empty_entry(pool: &Pool, e: &Entry) {
         pool.write(&e.value, Raw::NONE);
-        pool.write(
-            &e.key,
-            Raw {
-                tag: tag::DELETED,
-                len: 0,
-                payload: 0,
-            },
-        );
+        pool.write(&e.key, Raw::new(tag::DELETED, 0, 0));
     }
 
     /// Removes a found entry, returning its key and value (the caller now owns them).
@@ -616,11 +609,7 @@ impl Pool {
             return Ok(o);
         }
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
-        let raw = Raw {
-            tag: t,
-            len: 0,
-            payload: o.off,
-        };
+        let raw = Raw::new(t, 0, o.off);
         if cap > 0 {
             let data = self
                 .new_data_block(cap, ENTRY)

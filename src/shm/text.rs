@@ -59,14 +59,14 @@ impl ShmVal {
                 )
             });
         }
-        let o = self.pool().obj(r.payload)?;
+        let o = self.obj_pool().obj(r.payload)?;
         if r.tag != object || o.tag != object {
             return Err(corrupt(format!(
                 "object at {:#x} is tag {}, not {object}",
                 o.off, o.tag
             )));
         }
-        self.pool().bytes_of(o)
+        self.obj_pool().bytes_of(o)
     }
 }
 
