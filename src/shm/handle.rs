@@ -709,7 +709,11 @@ impl Pool {
         if let Some(raw) = super::convert::immediate(v) {
             return Ok(ShmVal { pool: None, raw }); // no object, nothing can fail
         }
-        Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
+        // Not an immediate: an object, which keeps its pool.
+        Ok(ShmVal {
+            pool: Some(self.clone()),
+            raw: self.share_raw(v, 0)?,
+        })
     }
 
     /// A new, empty shared `dict`.
