@@ -209,15 +209,27 @@ fn pingpong_fifo(s: &Side, n: u64) -> f64 {
     ns
 }
 
-/// One-way: this process sends `n`, the child receives; million values per second
-/// from the first send to the child's last receive.
-fn oneway_ring(s: &Side, n: u64) -> f64 {
-    let child = s.child("drain-ring", n);
+/// One-way through the raw ring: this process sends `n`, the child receives; million
+/// values per second from the first send to the child's last receive. `cached`: each
+/// side rereads the other's index only when the one it saw says full/empty (else for
+/// every value, the scheme of Boost.Lockfree's `spsc_queue`).
+fn oneway_ring(s: &Side, n: u64, cached: bool) -> f64 {
+    let child = s.child(
+        if cached {
+            "drain-ring"
+        } else {
+            "drain-ring-plain"
+        },
+        n,
+    );
     let raw = s.raw();
     let (tail, head) = (&raw[16], &raw[32]);
     let start = mono_ns();
     let mut seen_head = 0;
     for i in 0..n {
+        if !cached {
+            seen_head = head.load(Ordering::Acquire);
+        }
         while i - seen_head >= CAP {
             seen_head = head.load(Ordering::Acquire);
             std::hint::spin_loop();
@@ -229,23 +241,25 @@ fn oneway_ring(s: &Side, n: u64) -> f64 {
     n as f64 / ((end - start) as f64 / 1e3)
 }
 
-/// The same ring without index caching: each side reads the other's index for every
-/// value (the scheme of Boost.Lockfree's `spsc_queue`), so the two index lines
-/// travel between the cores with every value.
-fn oneway_ring_plain(s: &Side, n: u64) -> f64 {
-    let child = s.child("drain-ring-plain", n);
+/// The receiving half of [`oneway_ring`]; prints the time of the last receive.
+fn drain_ring(s: &Side, n: u64, cached: bool, ready: impl Fn()) {
     let raw = s.raw();
     let (tail, head) = (&raw[16], &raw[32]);
-    let start = mono_ns();
+    ready();
+    let mut seen_tail = 0;
     for i in 0..n {
-        while i - head.load(Ordering::Acquire) >= CAP {
+        if !cached {
+            seen_tail = tail.load(Ordering::Acquire);
+        }
+        while seen_tail == i {
+            seen_tail = tail.load(Ordering::Acquire);
             std::hint::spin_loop();
         }
-        raw[64 + 8 * (i % CAP) as usize].store(i, Ordering::Relaxed);
-        tail.store(i + 1, Ordering::Release);
+        let v = raw[64 + 8 * (i % CAP) as usize].load(Ordering::Relaxed);
+        assert_eq!(v, i);
+        head.store(i + 1, Ordering::Release);
     }
-    let end: u64 = finish(child).trim().parse().unwrap();
-    n as f64 / ((end - start) as f64 / 1e3)
+    println!("{}", mono_ns());
 }
 
 fn oneway_pipe(s: &Side, n: u64) -> f64 {
@@ -340,36 +354,8 @@ pub fn child(args: &[String]) {
             echo_bytes(&mut rx, &mut tx, n);
         }
         "echo-iceoryx2" => echo_iceoryx2(ready),
-        "drain-ring" => {
-            let raw = s.raw();
-            let (tail, head) = (&raw[16], &raw[32]);
-            ready();
-            let mut seen_tail = 0;
-            for i in 0..n {
-                while seen_tail == i {
-                    seen_tail = tail.load(Ordering::Acquire);
-                    std::hint::spin_loop();
-                }
-                let v = raw[64 + 8 * (i % CAP) as usize].load(Ordering::Relaxed);
-                assert_eq!(v, i);
-                head.store(i + 1, Ordering::Release);
-            }
-            println!("{}", mono_ns());
-        }
-        "drain-ring-plain" => {
-            let raw = s.raw();
-            let (tail, head) = (&raw[16], &raw[32]);
-            ready();
-            for i in 0..n {
-                while tail.load(Ordering::Acquire) == i {
-                    std::hint::spin_loop();
-                }
-                let v = raw[64 + 8 * (i % CAP) as usize].load(Ordering::Relaxed);
-                assert_eq!(v, i);
-                head.store(i + 1, Ordering::Release);
-            }
-            println!("{}", mono_ns());
-        }
+        "drain-ring" => drain_ring(&s, n, true, ready),
+        "drain-ring-plain" => drain_ring(&s, n, false, ready),
         "drain-pipe" => {
             let p = s.pipe("one-way");
             p.set_spin(SPIN);
@@ -486,11 +472,11 @@ pub fn run(r: &mut Report) {
                 ("shmval Pipe", Box::new(|| oneway_pipe(&s, n_ow))),
                 (
                     "raw SPSC ring, 64 B slots",
-                    Box::new(|| oneway_ring(&s, n_ow)),
+                    Box::new(|| oneway_ring(&s, n_ow, true)),
                 ),
                 (
                     "raw SPSC ring, indices read every value (Boost.Lockfree spsc_queue scheme)",
-                    Box::new(|| oneway_ring_plain(&s, n_ow)),
+                    Box::new(|| oneway_ring(&s, n_ow, false)),
                 ),
             ];
             if let Some(p) = boost_mq.as_ref() {
