@@ -43,7 +43,8 @@ pub mod val;
 pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenOrCreateError};
 pub use name::{validate_name, MAX_NAME_LEN};
 pub use pipe::{
-    Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError, Subscriber,
+    BatchError, Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError,
+    Subscriber,
 };
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, PoolOptions};

@@ -4,7 +4,9 @@
 mod common;
 
 use common::{child_done, spawn, wait_ok, Scratch};
-use shmval::{tab, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal, Val};
+use shmval::{
+    tab, BatchError, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal, Val,
+};
 use std::time::{Duration, Instant};
 
 const SECS: Duration = Duration::from_secs(1);
@@ -32,8 +34,20 @@ fn child_role_entry() {
     match role.as_str() {
         "send" => {
             let (id, n) = (num("ID"), num("N"));
-            for seq in 0..n {
-                pipe.send(int(&pool, id << 32 | seq)).unwrap();
+            if std::env::var("BATCH").is_ok() {
+                // Runs of 1..=100 values, each run claimed at once.
+                let (mut seq, mut batch) = (0, Vec::new());
+                while seq < n {
+                    let k = (seq * 7919 % 100 + 1).min(n - seq);
+                    batch.extend((seq..seq + k).map(|q| int(&pool, id << 32 | q)));
+                    pipe.send_many(&mut batch).unwrap();
+                    assert!(batch.is_empty());
+                    seq += k;
+                }
+            } else {
+                for seq in 0..n {
+                    pipe.send(int(&pool, id << 32 | seq)).unwrap();
+                }
             }
         }
         "recv" => {
@@ -42,16 +56,26 @@ fn child_role_entry() {
             let n = num("N");
             let mut seen = vec![0u8; 2 * n as usize];
             let mut last = [-1i64; 2];
+            let batch = std::env::var("BATCH").is_ok();
+            let mut got = Vec::new();
             loop {
-                let v = match pipe.recv() {
-                    Ok(v) => as_i64(&v),
+                let r = if batch {
+                    pipe.recv_many(&mut got, 64)
+                } else {
+                    pipe.recv().map(|v| got.push(v)).map(|()| 1)
+                };
+                match r {
+                    Ok(_) => {}
                     Err(RecvError::Closed) => break,
                     Err(e) => panic!("recv: {e}"),
-                };
-                let (id, seq) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
-                assert!(seq > last[id], "sender {id}: {seq} after {}", last[id]);
-                last[id] = seq;
-                seen[id * n as usize + seq as usize] += 1;
+                }
+                for v in got.drain(..) {
+                    let v = as_i64(&v);
+                    let (id, seq) = ((v >> 32) as usize, v & 0xFFFF_FFFF);
+                    assert!(seq > last[id], "sender {id}: {seq} after {}", last[id]);
+                    last[id] = seq;
+                    seen[id * n as usize + seq as usize] += 1;
+                }
             }
             let key = format!("seen{}", env("ID"));
             pool.root()
@@ -78,8 +102,10 @@ fn child_role_entry() {
                 .store(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(60)); // killed here
         }
-        "chaos-send" => chaos_sender(&pool, &pipe, num("ID")),
-        "chaos-recv" => chaos_receiver(&pool, &pipe),
+        "chaos-send" => chaos_sender(&pool, &pipe, num("ID"), false),
+        "chaos-send-many" => chaos_sender(&pool, &pipe, num("ID"), true),
+        "chaos-recv" => chaos_receiver(&pool, &pipe, false),
+        "chaos-recv-many" => chaos_receiver(&pool, &pipe, true),
         _ => return,
     }
     child_done();
@@ -293,13 +319,19 @@ fn two_senders_and_two_receivers_move_a_million_values_exactly_once_in_order() {
     let s = Scratch::new("pipe-mpmc");
     let pool = pool(&s, 16 << 20);
     let p = Pipe::create(&pool, "p", 256).unwrap();
+    // Sender 1 and receiver 1 move runs of values (`send_many` / `recv_many`),
+    // the others one value at a time: claims of both kinds interleave.
     let env = |id: i64| {
-        vec![
+        let mut e = vec![
             ("POOL", s.0.clone()),
             ("PIPE", "p".to_string()),
             ("ID", id.to_string()),
             ("N", n.to_string()),
-        ]
+        ];
+        if id == 1 {
+            e.push(("BATCH", "1".to_string()));
+        }
+        e
     };
     let mut recv = vec![
         spawn("child_role_entry", "recv", &env(0)),
@@ -426,17 +458,36 @@ fn chaos_value(pool: &Pool, id: i64, seq: i64) -> ShmVal {
         .unwrap()
 }
 
-fn chaos_sender(pool: &Pool, pipe: &Pipe, id: i64) {
-    for seq in 0.. {
-        match pipe.send_timeout(chaos_value(pool, id, seq), 10 * SECS) {
+/// Sends numbered values until the pipe closes: one by one, or (`many`) in runs of
+/// 1..=40 values claimed at once.
+fn chaos_sender(pool: &Pool, pipe: &Pipe, id: i64, many: bool) {
+    let mut batch = Vec::new();
+    let mut seq = 0;
+    loop {
+        let r = if many {
+            let k = seq % 40 + 1;
+            batch.extend((seq..seq + k).map(|q| chaos_value(pool, id, q)));
+            seq += k;
+            pipe.send_many_timeout(&mut batch, 10 * SECS).map(|_| ())
+        } else {
+            seq += 1;
+            pipe.send_timeout(chaos_value(pool, id, seq - 1), 10 * SECS)
+                .map_err(|e| match e {
+                    SendError::Closed(_) => BatchError::Closed,
+                    e => panic!("chaos send: {e}"),
+                })
+        };
+        match r {
             Ok(()) => {}
-            Err(SendError::Closed(_)) => return,
+            Err(BatchError::Closed) => return,
             Err(e) => panic!("chaos send: {e}"),
         }
     }
 }
 
-fn chaos_receiver(pool: &Pool, pipe: &Pipe) {
+/// Receives until the pipe closes (one by one, or in runs of up to 40), recording
+/// every value in the shared `seen` table and any problem in `errors`.
+fn chaos_receiver(pool: &Pool, pipe: &Pipe, many: bool) {
     let seen = pool
         .root()
         .unwrap()
@@ -447,12 +498,29 @@ fn chaos_receiver(pool: &Pool, pipe: &Pipe) {
         .unwrap();
     let errors = pool.root().unwrap().get("errors").unwrap().unwrap();
     let errors = errors.as_list().unwrap();
+    let mut got = Vec::new();
     loop {
-        let v = match pipe.recv_timeout(10 * SECS) {
-            Ok(v) => v,
+        let r = if many {
+            pipe.recv_many_timeout(&mut got, 40, 10 * SECS)
+        } else {
+            pipe.recv_timeout(10 * SECS)
+                .map(|v| got.push(v))
+                .map(|()| 1)
+        };
+        match r {
+            Ok(_) => {}
             Err(RecvError::Closed) => return,
             Err(e) => panic!("chaos recv: {e}"),
-        };
+        }
+        for v in got.drain(..) {
+            chaos_check(&v, &seen, &errors);
+        }
+    }
+}
+
+/// Checks one chaos value and records it as seen (or the problem with it).
+fn chaos_check(v: &ShmVal, seen: &shmval::ShmTab, errors: &shmval::ShmList) {
+    {
         let problem = match v.to_val() {
             Ok(Val::Tab(m)) => {
                 let get = |k: &str| m.get(&Val::from(k)).and_then(Val::as_i64);
@@ -481,7 +549,8 @@ fn chaos_receiver(pool: &Pool, pipe: &Pipe) {
 fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothing() {
     let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS").map_or(500, |v| v.parse().unwrap());
     let s = Scratch::new("pipe-chaos");
-    let pool = pool(&s, 64 << 20);
+    // Room for the receivers' table of every value seen (~500 values a kill).
+    let pool = pool(&s, u64::from(kills.div_ceil(500).max(1)) * (256 << 20));
     let p = Pipe::create(&pool, "p", 32).unwrap();
     let root = pool.root().unwrap();
     root.insert("seen", pool.new_tab().unwrap()).unwrap();
@@ -496,11 +565,15 @@ fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothin
         ];
         (role.to_string(), spawn("child_role_entry", role, &env))
     };
-    let mut kids: Vec<(String, std::process::Child)> =
-        ["chaos-send", "chaos-send", "chaos-recv", "chaos-recv"]
-            .iter()
-            .map(|r| spawn_role(r))
-            .collect();
+    let mut kids: Vec<(String, std::process::Child)> = [
+        "chaos-send",
+        "chaos-send-many",
+        "chaos-recv",
+        "chaos-recv-many",
+    ]
+    .iter()
+    .map(|r| spawn_role(r))
+    .collect();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut rand = move || {
         rng ^= rng << 13;
@@ -542,4 +615,67 @@ fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothin
         p.received()
     );
     assert!(moved > 0);
+}
+
+// --- model -----------------------------------------------------------------------
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 64, ..Default::default() })]
+
+    /// Any sequence of single and batch sends and receives on one pipe behaves as a
+    /// bounded FIFO queue: what is received, how many a batch moves, `Full`, `len`.
+    #[test]
+    fn single_and_batch_operations_behave_as_a_bounded_fifo(
+        cap in 1u64..20,
+        ops in proptest::collection::vec((0u8..4, 1usize..30), 1..120),
+    ) {
+        let s = Scratch::new("pipe-model");
+        let pool = pool(&s, 4 << 20);
+        let p = Pipe::create(&pool, "m", cap).unwrap();
+        let mut model = std::collections::VecDeque::new();
+        let mut next = 0i64;
+        let mut got = Vec::new();
+        for (op, k) in ops {
+            match op {
+                0 => {
+                    let r = p.try_send(int(&pool, next));
+                    if (model.len() as u64) < cap {
+                        proptest::prop_assert!(r.is_ok());
+                        model.push_back(next);
+                    } else {
+                        proptest::prop_assert!(matches!(r, Err(SendError::Full(_))));
+                    }
+                    next += 1;
+                }
+                1 => {
+                    let mut batch: Vec<ShmVal> = (0..k as i64).map(|i| int(&pool, next + i)).collect();
+                    let n = p.try_send_many(&mut batch).unwrap();
+                    let room = cap as usize - model.len();
+                    proptest::prop_assert_eq!(n, k.min(room));
+                    proptest::prop_assert_eq!(batch.len(), k - n);
+                    if let Some(first) = batch.first() {
+                        proptest::prop_assert_eq!(as_i64(first), next + n as i64);
+                    }
+                    model.extend((0..n as i64).map(|i| next + i));
+                    next += k as i64;
+                }
+                2 => match p.try_recv() {
+                    Ok(v) => proptest::prop_assert_eq!(Some(as_i64(&v)), model.pop_front()),
+                    Err(RecvError::Empty) => proptest::prop_assert!(model.is_empty()),
+                    Err(e) => panic!("{e}"),
+                },
+                _ => match p.try_recv_many(&mut got, k) {
+                    Ok(n) => {
+                        proptest::prop_assert_eq!(n, k.min(model.len()));
+                        for v in got.drain(..) {
+                            proptest::prop_assert_eq!(Some(as_i64(&v)), model.pop_front());
+                        }
+                    }
+                    Err(RecvError::Empty) => proptest::prop_assert!(model.is_empty()),
+                    Err(e) => panic!("{e}"),
+                },
+            }
+            proptest::prop_assert_eq!(p.len(), model.len() as u64);
+        }
+    }
 }

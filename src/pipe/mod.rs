@@ -130,6 +130,24 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// A failed batch send (`send_many`...). The values not sent stay in the caller's
+/// vector, in order.
+#[derive(Debug, Error)]
+pub enum BatchError {
+    /// The pipe stayed full until the deadline.
+    #[error("pipe full until the deadline")]
+    Timeout,
+    /// The pipe is closed.
+    #[error("pipe closed")]
+    Closed,
+    /// The value at this index lives in another pool (nothing was sent).
+    #[error("value {0} lives in another pool")]
+    WrongPool(usize),
+    /// The pipe is broken (corrupt shared memory, no user entry).
+    #[error("pipe broken: {0}")]
+    Broken(PipeError),
+}
+
 /// A failed receive.
 #[derive(Debug, Error)]
 pub enum RecvError {
@@ -166,6 +184,50 @@ struct Inner {
     spin_ns: AtomicU64,
     /// The claimed cell this handle last found itself waiting behind, and since when.
     stuck: Mutex<Option<(Stuck, Instant)>>,
+    /// This process's turns to claim and fill (empty) cells under its user entry.
+    send_turn: Turn,
+    recv_turn: Turn,
+}
+
+/// A process-local turn: the threads of one process share its user entry and its
+/// records, so they claim one at a time. The word holds the holder's process token:
+/// a turn copied into a forked child while a parent's thread held it is taken over.
+struct Turn(AtomicU64);
+
+impl Turn {
+    #[inline]
+    fn take(&self, token: u64) -> TurnGuard<'_> {
+        loop {
+            match self
+                .0
+                .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return TurnGuard(&self.0),
+                Err(t) if t != token => {
+                    // Held in the parent when this process was forked.
+                    if self
+                        .0
+                        .compare_exchange(t, token, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        return TurnGuard(&self.0);
+                    }
+                }
+                // Another thread of this process claims: it never waits while
+                // holding the turn.
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+    }
+}
+
+struct TurnGuard<'a>(&'a AtomicU64);
+
+impl Drop for TurnGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
+    }
 }
 
 impl Drop for Inner {
@@ -271,18 +333,21 @@ impl Pipe {
                 register: Mutex::new(()),
                 spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
                 stuck: Mutex::new(None),
+                send_turn: Turn(AtomicU64::new(0)),
+                recv_turn: Turn(AtomicU64::new(0)),
             }),
         })
     }
 
-    /// This process's user index in the pipe (taken on first use, again after fork).
+    /// This process's user index in the pipe (taken on first use, again after fork)
+    /// and its process token.
     #[inline]
-    fn me(&self) -> Result<u16, PipeError> {
+    fn me(&self) -> Result<(u16, u64), PipeError> {
         let token = crate::platform::process_token();
         if self.inner.me_token.load(Ordering::Acquire) == token {
-            return Ok(self.inner.me_id.load(Ordering::Relaxed) as u16);
+            return Ok((self.inner.me_id.load(Ordering::Relaxed) as u16, token));
         }
-        self.register(token)
+        Ok((self.register(token)?, token))
     }
 
     #[cold]
@@ -298,7 +363,7 @@ impl Pipe {
         let id = self
             .inner
             .ring
-            .register(self.pool(), token)
+            .register(token)
             .ok_or_else(|| PipeError::TooManyUsers(self.inner.name.clone()))?;
         self.inner.me_id.store(u64::from(id), Ordering::Relaxed);
         self.inner.me_token.store(token, Ordering::Release);
@@ -420,6 +485,88 @@ impl Pipe {
         self.recv_until(None, true)
     }
 
+    /// Sends as many values from the front of `values` as there is room for now,
+    /// in order, and removes them from `values`; returns how many were sent (0 when
+    /// the pipe is full). A run of values is claimed at once, so this costs far less
+    /// per value than `try_send` in a loop.
+    ///
+    /// # Errors
+    /// [`BatchError::Closed`], [`BatchError::WrongPool`], [`BatchError::Broken`]; the
+    /// values not sent stay in `values`.
+    pub fn try_send_many(&self, values: &mut Vec<ShmVal>) -> Result<usize, BatchError> {
+        self.send_many_until(values, Some(Duration::ZERO), false)
+    }
+
+    /// Sends every value of `values` in order, waiting for room as needed at most
+    /// `timeout` in all; on success `values` is empty.
+    ///
+    /// # Errors
+    /// [`BatchError::Timeout`], [`BatchError::Closed`], ...; the values not sent stay
+    /// in `values`, in order (those sent are gone from it).
+    pub fn send_many_timeout(
+        &self,
+        values: &mut Vec<ShmVal>,
+        timeout: Duration,
+    ) -> Result<usize, BatchError> {
+        self.send_many_until(values, Some(timeout), true)
+    }
+
+    /// Sends every value of `values` in order, waiting as long as it takes; on
+    /// success `values` is empty. Values of one call arrive in order; values of
+    /// other senders may be interleaved between runs of them.
+    ///
+    /// ```
+    /// use shmval::{Pipe, Pool, PoolOptions, ShmVal};
+    /// # let name = format!("doc-many-{}", std::process::id());
+    /// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let pipe = Pipe::create(&pool, "batch", 64)?;
+    /// let mut out: Vec<ShmVal> = (0..10u64).map(ShmVal::from).collect();
+    /// pipe.send_many(&mut out)?;
+    /// assert!(out.is_empty());
+    /// let mut got = Vec::new();
+    /// pipe.recv_many(&mut got, 100)?; // whatever is there, at least one
+    /// assert_eq!(got.len(), 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`BatchError::Closed`], ...; the values not sent stay in `values`.
+    pub fn send_many(&self, values: &mut Vec<ShmVal>) -> Result<usize, BatchError> {
+        self.send_many_until(values, None, true)
+    }
+
+    /// Appends to `out` up to `max` values that are in the pipe now, in order;
+    /// returns how many.
+    ///
+    /// # Errors
+    /// [`RecvError::Empty`] when there is none, [`RecvError::Closed`].
+    pub fn try_recv_many(&self, out: &mut Vec<ShmVal>, max: usize) -> Result<usize, RecvError> {
+        self.recv_many_until(out, max, Some(Duration::ZERO), false)
+    }
+
+    /// Waits at most `timeout` for a value, then appends to `out` up to `max` of
+    /// the values there, in order; returns how many.
+    ///
+    /// # Errors
+    /// [`RecvError::Timeout`], [`RecvError::Closed`].
+    pub fn recv_many_timeout(
+        &self,
+        out: &mut Vec<ShmVal>,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        self.recv_many_until(out, max, Some(timeout), true)
+    }
+
+    /// Waits for a value, then appends to `out` up to `max` of the values there,
+    /// in order; returns how many (at least one; 0 only when `max` is 0).
+    ///
+    /// # Errors
+    /// [`RecvError::Closed`].
+    pub fn recv_many(&self, out: &mut Vec<ShmVal>, max: usize) -> Result<usize, RecvError> {
+        self.recv_many_until(out, max, None, true)
+    }
+
     fn spin(&self) -> Duration {
         Duration::from_nanos(self.inner.spin_ns.load(Ordering::Relaxed))
     }
@@ -444,38 +591,59 @@ impl Pipe {
             *st = None;
         }
         let ring = &self.inner.ring;
-        ring.claimer_dead(s) && ring.recover(self.pool(), s)
+        ring.claimer_dead(s) && ring.recover_run(self.pool(), s)
     }
 
-    /// Sends, waiting at most `timeout` (`None`: no limit) if `block`. The deadline
-    /// is fixed at the first failed attempt (no clock read on the fast path).
-    fn send_until(
+    /// One send attempt under this process's send turn.
+    #[inline]
+    fn push(&self, vals: &[Raw], me: (u16, u64)) -> Result<Push, ValError> {
+        let _turn = self.inner.send_turn.take(me.1);
+        self.inner.ring.try_push(self.pool(), vals, me.0)
+    }
+
+    /// One receive attempt under this process's receive turn.
+    #[inline]
+    fn pop(
         &self,
-        v: ShmVal,
+        max: usize,
+        me: (u16, u64),
+        look: bool,
+        out: &mut impl FnMut(Raw),
+    ) -> Result<Pop, ValError> {
+        let _turn = self.inner.recv_turn.take(me.1);
+        self.inner.ring.try_pop(self.pool(), max, me.0, look, out)
+    }
+
+    /// Sends `vals` in order, waiting at most `timeout` (`None`: no limit) if
+    /// `block`. Returns how many went in (the cells own their references) and, if
+    /// not all, why not. The deadline is fixed at the first failed attempt (no
+    /// clock read on the fast path).
+    fn push_until(
+        &self,
+        vals: &[Raw],
         timeout: Option<Duration>,
         block: bool,
-    ) -> Result<(), SendError> {
-        if !v.fits(self.pool()) {
-            return Err(SendError::WrongPool(v));
-        }
+    ) -> (usize, Option<Stop>) {
         let me = match self.me() {
             Ok(me) => me,
-            Err(e) => return Err(SendError::Broken(v, e)),
+            Err(e) => return (0, Some(Stop::Broken(e))),
         };
         let ring = &self.inner.ring;
-        let pool = self.pool();
-        let raw = v.raw();
+        let mut done = 0;
         let mut deadline: Option<Option<Instant>> = None;
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         loop {
-            let stuck = match ring.try_push(pool, raw, me, deadline.is_none()) {
-                Ok(Push::Sent) => {
-                    let _ = v.into_raw(); // the cell owns the reference now
-                    return Ok(());
+            let stuck = match self.push(&vals[done..], me) {
+                Ok(Push::Sent(n)) => {
+                    done += n;
+                    if done == vals.len() {
+                        return (done, None);
+                    }
+                    continue;
                 }
-                Ok(Push::Closed) => return Err(SendError::Closed(v)),
+                Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => stuck,
-                Err(e) => return Err(SendError::Broken(v, e.into())),
+                Err(e) => return (done, Some(Stop::Broken(e.into()))),
             };
             if let Some(s) = stuck {
                 if self.unstick(s) {
@@ -483,7 +651,7 @@ impl Pipe {
                 }
             }
             if !block {
-                return Err(SendError::Full(v));
+                return (done, Some(Stop::Full));
             }
             let deadline = *deadline
                 .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
@@ -495,36 +663,105 @@ impl Pipe {
             }
             let ec = &ring.head().not_full;
             let key = ec.prepare();
-            match ring.try_push(pool, raw, me, false) {
-                Ok(Push::Sent) => {
-                    let _ = v.into_raw();
-                    return Ok(());
-                }
-                Ok(Push::Closed) => return Err(SendError::Closed(v)),
+            match self.push(&vals[done..], me) {
+                Ok(Push::Sent(n)) => done += n,
+                Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Err(SendError::Timeout(v));
+                        return (done, Some(Stop::Timeout));
                     }
                     ec.wait(key, wake_at(deadline, stuck.is_some()));
                 }
-                Err(e) => return Err(SendError::Broken(v, e.into())),
+                Err(e) => return (done, Some(Stop::Broken(e.into()))),
+            }
+            if done == vals.len() {
+                return (done, None);
             }
         }
     }
 
-    /// Receives, waiting at most `timeout` (`None`: no limit) if `block`; the
-    /// deadline is fixed at the first failed attempt.
-    fn recv_until(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+    /// Sends one value (see `push_until`).
+    #[inline]
+    fn send_until(
+        &self,
+        v: ShmVal,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<(), SendError> {
+        if !v.fits(self.pool()) {
+            return Err(SendError::WrongPool(v));
+        }
+        match self.push_until(&[v.raw()], timeout, block) {
+            (_, None) => {
+                let _ = v.into_raw(); // the cell owns the reference now
+                Ok(())
+            }
+            (_, Some(Stop::Full)) => Err(SendError::Full(v)),
+            (_, Some(Stop::Timeout)) => Err(SendError::Timeout(v)),
+            (_, Some(Stop::Closed)) => Err(SendError::Closed(v)),
+            (_, Some(Stop::Broken(e))) => Err(SendError::Broken(v, e)),
+        }
+    }
+
+    /// Sends the values of `values` in order (see `send_many`).
+    fn send_many_until(
+        &self,
+        values: &mut Vec<ShmVal>,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<usize, BatchError> {
+        if let Some(i) = values.iter().position(|v| !v.fits(self.pool())) {
+            return Err(BatchError::WrongPool(i));
+        }
+        let mut raws = [Raw::new(0, 0, 0); 64];
+        let mut sent = 0;
+        let mut stop = None;
+        // In chunks, so that no allocation is needed for the raw words.
+        for chunk in values.chunks(raws.len()) {
+            for (r, v) in raws.iter_mut().zip(chunk) {
+                *r = v.raw();
+            }
+            let (n, why) = self.push_until(&raws[..chunk.len()], timeout, block);
+            sent += n;
+            if why.is_some() {
+                stop = why;
+                break;
+            }
+        }
+        // The cells own the references of the values sent.
+        for v in values.drain(..sent) {
+            let _ = v.into_raw();
+        }
+        match stop {
+            None => Ok(sent),
+            Some(Stop::Full) if !block => Ok(sent),
+            Some(Stop::Full | Stop::Timeout) => Err(BatchError::Timeout),
+            Some(Stop::Closed) => Err(BatchError::Closed),
+            Some(Stop::Broken(e)) => Err(BatchError::Broken(e)),
+        }
+    }
+
+    /// Receives up to `max` values (at least one unless it fails), handing each to
+    /// `out`, waiting at most `timeout` (`None`: no limit) if `block`; the deadline
+    /// is fixed at the first failed attempt.
+    fn pop_until(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+        block: bool,
+        out: &mut impl FnMut(Raw),
+    ) -> Result<usize, RecvError> {
         let me = self.me().map_err(RecvError::Broken)?;
         let ring = &self.inner.ring;
-        let pool = self.pool();
-        let got = |r: Raw| Ok(ShmVal::from_owned(pool, r));
         let broken = |e: ValError| RecvError::Broken(e.into());
         let mut deadline: Option<Option<Instant>> = None;
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
+        // Whether an attempt also looks for a sender stuck in the middle of a claim
+        // (a read of the senders' counter: not on every spin round).
+        let mut look = !block;
         loop {
-            let stuck = match ring.try_pop(pool, me, deadline.is_none()).map_err(broken)? {
-                Pop::Got(r) => return got(r),
+            let stuck = match self.pop(max, me, look, out).map_err(broken)? {
+                Pop::Got(n) => return Ok(n),
                 Pop::Closed => return Err(RecvError::Closed),
                 Pop::Empty(stuck) => stuck,
             };
@@ -539,14 +776,20 @@ impl Pipe {
             let deadline = *deadline
                 .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
             if spin.more(deadline) {
+                look = spin.round % 64 == 0;
                 continue;
             }
             let ec = &ring.head().not_empty;
             let key = ec.prepare();
-            match ring.try_pop(pool, me, false).map_err(broken)? {
-                Pop::Got(r) => return got(r),
+            match self.pop(max, me, true, out).map_err(broken)? {
+                Pop::Got(n) => return Ok(n),
                 Pop::Closed => return Err(RecvError::Closed),
                 Pop::Empty(stuck) => {
+                    if let Some(s) = stuck {
+                        if self.unstick(s) {
+                            continue;
+                        }
+                    }
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(RecvError::Timeout);
                     }
@@ -555,7 +798,49 @@ impl Pipe {
             }
         }
     }
+
+    /// Receives one value (see `pop_until`).
+    #[inline]
+    fn recv_until(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+        let mut got = None;
+        self.pop_until(1, timeout, block, &mut |r| got = Some(r))?;
+        let r = got.ok_or_else(|| {
+            RecvError::Broken(PipeError::Val(ValError::Corrupt {
+                what: "pipe receive reported a value it did not hand over".into(),
+            }))
+        })?;
+        Ok(ShmVal::from_owned(self.pool(), r))
+    }
+
+    /// Receives into `out` (see `recv_many`).
+    fn recv_many_until(
+        &self,
+        out: &mut Vec<ShmVal>,
+        max: usize,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let pool = self.pool();
+        out.reserve(max.min(MAX_BATCH_RESERVE));
+        self.pop_until(max, timeout, block, &mut |r| {
+            out.push(ShmVal::from_owned(pool, r));
+        })
+    }
 }
+
+/// Why a send stopped short.
+enum Stop {
+    Full,
+    Timeout,
+    Closed,
+    Broken(PipeError),
+}
+
+/// Most room `recv_many` reserves in its output ahead of time.
+const MAX_BATCH_RESERVE: usize = 1024;
 
 /// Makes the object of a named channel: allocates `size` bytes of kind `t`, lets
 /// `format` write its initial state, and registers it as `name` in `dir` (refused,
@@ -691,6 +976,6 @@ impl Pipe {
     #[doc(hidden)]
     pub fn __test_claim_and_stop(&self, write: bool) -> bool {
         self.me()
-            .is_ok_and(|me| self.inner.ring.claim_and_stop(me, write))
+            .is_ok_and(|me| self.inner.ring.claim_and_stop(me.0, write))
     }
 }

@@ -1,28 +1,32 @@
-//! The shared half of a pipe: a bounded ring of value cells in the pool, claimed cell
-//! by cell with compare-and-swap, every claim naming its claimer.
+//! The shared half of a pipe: a bounded ring of value cells in the pool. Positions
+//! are claimed in ranges by one compare-and-swap on a position counter (`tail` for
+//! senders, `head` for receivers); the cells are then filled or emptied with plain
+//! stores, so a stream of values costs no locked instruction per value.
 //!
-//! Each cell has one state word `position:48 | claimer:13 | phase:3`:
+//! Each cell has one state word `position:48 | 0:13 | phase:3`:
 //!
 //! ```text
-//!            sender CAS           sender store          receiver CAS          receiver store
-//! EMPTY(p) ───────────▶ WRITING(p,s) ──────────▶ FULL(p) ───────────▶ READING(p,r) ──────────▶ EMPTY(p+cap)
-//!                           │ s dead: CAS                               │ r dead: read the value, CAS,
-//!                           ▼                                           ▼ then release the value
-//!                        SKIP(p) ──── receiver at p: CAS ──────────────────────────────────▶ EMPTY(p+cap)
+//!           sender: CAS tail past p, then store          receiver: CAS head past p, then store
+//! EMPTY(p) ───────────────────────────────────▶ FULL(p) ─────────────────────────────────▶ EMPTY(p+cap)
+//!    │ p claimed (tail > p), claimer dead: CAS                                                ▲
+//!    ▼                                                                                        │
+//! SKIP(p) ──────────────────── receiver: CAS head past p, then store ─────────────────────────┘
 //! ```
 //!
-//! `tail` and `head` are hints: the cell word is the truth. Whoever finds position
-//! `p` claimed moves the hint from `p` to `p + 1` by CAS, so a claimer killed before
-//! moving it stops nobody; the claimer itself moves it with a plain store (see
-//! `advance`). Because the position is in the word, a CAS
-//! can never succeed on a cell that moved on (no ABA short of 2^48 operations while
-//! one caller sleeps between its load and its CAS).
+//! Before its CAS a claimer writes the range it is about to claim into its own user
+//! entry (its *record*), and clears the record once every cell of the range is
+//! filled (emptied). So a claimed cell that is not filled (emptied) is always
+//! covered by the record of its claimer until it is. A cell that stays behind a
+//! counter (EMPTY(p) with `tail > p`, or FULL/SKIP(p) with `head > p`) while no live
+//! process's record covers it was claimed by a process that died: whoever waits
+//! behind it moves it on by CAS — a half-sent cell becomes SKIP (its value, if any,
+//! was in the dead sender's hands and leaks), a half-received one is released and
+//! emptied (the dead receiver never had it to itself). A record may also cover
+//! positions its writer failed to claim (lost CAS): that only delays recovery until
+//! the writer clears or rewrites it, never makes a live claim look dead.
 //!
-//! A claim names its claimer (an index into the pipe's user table of process tokens),
-//! so a cell left `WRITING` or `READING` by a dead process is recognised and moved on
-//! by whoever is blocked behind it: a half-written value is skipped (its reference
-//! leaks: it was in the dead sender's hands), a half-read one is released (the dead
-//! receiver never got it).
+//! Threads of one process share its user entry and so take turns (a process-local
+//! lock in `Pipe`) to claim and fill; processes claim in parallel.
 
 use crate::shm::layout::{ObjHeader, Slot, HDR};
 use crate::shm::{Raw, ValError};
@@ -38,8 +42,10 @@ pub(crate) const USERS: usize = 256;
 pub(crate) const CELL: usize = 64;
 /// Largest capacity of a pipe.
 pub(crate) const MAX_CAP: u64 = 1 << 24;
-/// "SVPIPE01".
-pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE01");
+/// Most positions one claim takes (a record holds the count in 16 bits).
+pub(crate) const MAX_CLAIM: usize = 0xFFFF;
+/// "SVPIPE02" (02: range claims with records; 01 claimed cell by cell).
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE02");
 
 const POS_MASK: u64 = (1 << 48) - 1;
 /// A sender that found the pipe full waits for this much room (or a quarter of a
@@ -49,28 +55,28 @@ const ROOM_SLACK: u64 = 32;
 /// whose deadline checks it does not replace).
 const ROOM_SPINS: u32 = 1024;
 pub(crate) const EMPTY: u64 = 0;
-pub(crate) const WRITING: u64 = 1;
 pub(crate) const FULL: u64 = 2;
-pub(crate) const READING: u64 = 3;
 pub(crate) const SKIP: u64 = 4;
 
 /// A cell's state word.
 #[inline]
-pub(crate) const fn word(pos: u64, phase: u64, who: u16) -> u64 {
-    (pos & POS_MASK) << 16 | (who as u64) << 3 | phase
+pub(crate) const fn word(pos: u64, phase: u64) -> u64 {
+    (pos & POS_MASK) << 16 | phase
 }
 #[inline]
 pub(crate) const fn phase(w: u64) -> u64 {
     w & 7
 }
+/// A record: `n` positions from `from` (`n == 0`: none).
 #[inline]
-pub(crate) const fn who(w: u64) -> u16 {
-    ((w >> 3) & 0x1FFF) as u16
+const fn record(from: u64, n: usize) -> u64 {
+    (from & POS_MASK) << 16 | n as u64
 }
-/// `position(w) - pos` in 48-bit modular arithmetic.
+/// Whether record `r` covers position `pos`.
 #[inline]
-fn dist(w: u64, pos: u64) -> i64 {
-    (((w >> 16).wrapping_sub(pos & POS_MASK) << 16) as i64) >> 16
+fn covers(r: u64, pos: u64) -> bool {
+    let n = r & 0xFFFF;
+    n != 0 && (pos.wrapping_sub(r >> 16) & POS_MASK) < n
 }
 
 /// Fixed fields of a pipe after its object header.
@@ -88,18 +94,18 @@ pub(crate) struct Meta {
     _reserved: [AtomicU64; 3],
 }
 
-/// A pipe object: header, meta, the two position hints and the two eventcounts on
-/// lines of their own, the user table; `cap` cells follow at [`CELLS_OFF`].
+/// A pipe object: header, meta, the two position counters and the two eventcounts
+/// on lines of their own, the user table; `cap` cells follow at [`CELLS_OFF`].
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct PipeHead {
     pub obj: ObjHeader,
     pub meta: Meta,
     _p0: [AtomicU64; 6],
-    /// Next position to send (hint).
+    /// Positions claimed by senders (the next position to send).
     pub tail: AtomicU64,
     _p1: [AtomicU64; 15],
-    /// Next position to receive (hint).
+    /// Positions claimed by receivers (the next position to receive).
     pub head: AtomicU64,
     _p2: [AtomicU64; 15],
     /// Receivers sleep here.
@@ -108,8 +114,20 @@ pub(crate) struct PipeHead {
     /// Senders sleep here.
     pub not_full: EventCount,
     _p4: [u32; 31],
-    /// Process token of each user (0 = free).
-    pub users: [AtomicU64; USERS],
+    pub users: [User; USERS],
+}
+
+/// A user entry (a line of its own: its records are written at every claim).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct User {
+    /// Process token (0 = free).
+    pub token: AtomicU64,
+    /// Range this user is claiming or filling, as [`record`].
+    pub send: AtomicU64,
+    /// Range this user is claiming or emptying.
+    pub recv: AtomicU64,
+    _pad: [AtomicU64; 5],
 }
 
 /// A cell: its state word and the value slot.
@@ -130,7 +148,8 @@ const _: () = assert!(std::mem::offset_of!(PipeHead, head) == 256);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_empty) == 384);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_full) == 512);
 const _: () = assert!(std::mem::offset_of!(PipeHead, users) == 640);
-const _: () = assert!(CELLS_OFF == 640 + 8 * USERS && CELLS_OFF % 64 == 0);
+const _: () = assert!(std::mem::size_of::<User>() == 64);
+const _: () = assert!(CELLS_OFF == 640 + 64 * USERS && CELLS_OFF % 64 == 0);
 const _: () = assert!(std::mem::size_of::<Cell>() == CELL);
 
 /// Bytes of a pipe object of `cap` cells.
@@ -138,7 +157,8 @@ pub(crate) fn object_size(cap: u64) -> u64 {
     CELLS_OFF as u64 + cap * CELL as u64
 }
 
-/// A claimed cell someone is waiting behind: its position and the word seen.
+/// A cell someone waits behind that a claimer has not finished with: its position
+/// and the word seen (EMPTY: claimed by a sender; FULL/SKIP: by a receiver).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stuck {
     pub pos: u64,
@@ -147,16 +167,20 @@ pub(crate) struct Stuck {
 
 /// Outcome of one send attempt.
 pub(crate) enum Push {
-    Sent,
-    /// No room; `Some(stuck)` when the cell in the way is claimed by someone.
+    /// The first `n` values are in the pipe.
+    Sent(usize),
+    /// No room; `Some(stuck)` when the cell in the way is claimed by a receiver that
+    /// has not emptied it.
     Full(Option<Stuck>),
     Closed,
 }
 
 /// Outcome of one receive attempt.
 pub(crate) enum Pop {
-    Got(Raw),
-    /// Nothing to take; `Some(stuck)` when a sender is writing the next cell.
+    /// `n` values were handed to the caller.
+    Got(usize),
+    /// Nothing to take; `Some(stuck)` when the next cell is claimed by a sender that
+    /// has not filled it (only looked for when asked).
     Empty(Option<Stuck>),
     Closed,
 }
@@ -187,7 +211,7 @@ impl Ring {
         }
         let head = pool.at::<PipeHead>(off)?;
         if head.meta.magic.load(Acquire) != MAGIC {
-            return Err(bad("bad magic"));
+            return Err(bad("bad magic (not a pipe of this version)"));
         }
         let cap = head.meta.cap.load(Relaxed);
         if cap == 0 || cap > MAX_CAP || object_size(cap) > o.size {
@@ -220,7 +244,7 @@ impl Ring {
         for i in 0..cap {
             pool.at::<Cell>(off + CELLS_OFF as u64 + i * CELL as u64)?
                 .word
-                .store(word(i, EMPTY, 0), Relaxed);
+                .store(word(i, EMPTY), Relaxed);
         }
         head.meta.magic.store(MAGIC, Release);
         Ok(())
@@ -238,6 +262,11 @@ impl Ring {
         unsafe { &*self.cells.as_ptr().add((pos % self.cap) as usize) }
     }
 
+    #[inline]
+    fn user(&self, me: u16) -> &User {
+        &self.head().users[usize::from(me) % USERS]
+    }
+
     pub(crate) fn cap(&self) -> u64 {
         self.cap
     }
@@ -246,205 +275,178 @@ impl Ring {
         self.head().meta.closed.load(Acquire) != 0
     }
 
-    /// One attempt to put `r` at the tail. On `Sent` the cell owns `r`'s reference.
+    /// One attempt to put the values of `vals` (not empty) at the tail, as many as
+    /// there is room for. On `Sent(n)` the cells own the first `n` references.
+    /// The caller holds its process's send turn (see the module comment).
     #[inline]
-    pub(crate) fn try_push(
-        &self,
-        pool: &Pool,
-        r: Raw,
-        me: u16,
-        mut guess: bool,
-    ) -> Result<Push, ValError> {
+    pub(crate) fn try_push(&self, pool: &Pool, vals: &[Raw], me: u16) -> Result<Push, ValError> {
         let h = self.head();
         if self.is_closed() {
             return Ok(Push::Closed);
         }
+        let rec = &self.user(me).send;
+        let want = vals.len().min(MAX_CLAIM).min(self.cap as usize);
         let mut strange = 0u32;
         loop {
-            let pos = h.tail.load(Acquire);
-            let cell = self.cell(pos);
-            let mine = word(pos, WRITING, me);
-            let seen = Self::observe(cell, word(pos, EMPTY, 0), mine, guess);
-            guess = false;
-            let w = seen.unwrap_or(mine);
-            let d = dist(w, pos);
-            let claimed = match seen {
-                None => {
-                    Self::advance(&h.tail, pos);
-                    true
+            let t = h.tail.load(Acquire);
+            let mut n = 0;
+            while n < want
+                && self.cell(t + n as u64).word.load(Acquire) == word(t + n as u64, EMPTY)
+            {
+                n += 1;
+            }
+            if n == 0 {
+                let w = self.cell(t).word.load(Acquire);
+                if h.tail.load(Acquire) != t || w == word(t, EMPTY) {
+                    continue; // raced with another sender, or room just came
                 }
-                Some(w) => d == 0 && phase(w) == EMPTY && Self::claim(cell, w, mine, &h.tail, pos),
-            };
-            if claimed {
+                let q = t.wrapping_sub(self.cap);
+                if w >> 16 == q & POS_MASK {
+                    // The previous lap is still in the cell: full. The cell is stuck
+                    // when its claimer has not finished with it: a receiver that
+                    // claimed it (FULL/SKIP, head past it) or a sender that has not
+                    // filled it (EMPTY).
+                    let stuck = match phase(w) {
+                        FULL | SKIP => h.head.load(Acquire) > q,
+                        _ => phase(w) == EMPTY,
+                    };
+                    return Ok(Push::Full(stuck.then_some(Stuck { pos: q, word: w })));
+                }
+                strange += 1;
+                if strange > 1000 {
+                    return Err(ValError::Corrupt {
+                        what: format!("pipe cell word {w:#x} impossible at tail {t}"),
+                    });
+                }
+                std::hint::spin_loop();
+                continue;
+            }
+            rec.store(record(t, n), Relaxed);
+            // Release: whoever sees the tail past `t` sees the record.
+            if h.tail
+                .compare_exchange(t, t + n as u64, Release, Relaxed)
+                .is_err()
+            {
+                rec.store(0, Relaxed);
+                continue;
+            }
+            let order = crate::platform::publish_order();
+            for (i, &r) in vals[..n].iter().enumerate() {
+                let pos = t + i as u64;
+                let cell = self.cell(pos);
                 pool.write(&cell.slot, r);
                 // Ordered before the sleeper check of `notify_waiters`.
-                cell.word
-                    .store(word(pos, FULL, 0), crate::platform::publish_order());
-                h.not_empty.notify_waiters();
-                return Ok(Push::Sent);
+                cell.word.store(word(pos, FULL), order);
             }
-            if d == 0 && phase(w) == EMPTY {
-                continue; // lost the claim race
-            }
-            if d >= 0 {
-                // Position `pos` is taken (or long done): the hint lags; move it.
-                let _ = h.tail.compare_exchange(pos, pos + 1, Release, Relaxed);
-                continue;
-            }
-            if d == -(self.cap as i64) {
-                if h.tail.load(Acquire) != pos {
-                    continue;
-                }
-                let claimed = matches!(phase(w), WRITING | READING);
-                return Ok(Push::Full(claimed.then_some(Stuck { pos, word: w })));
-            }
-            strange += 1;
-            if strange > 1000 {
-                return Err(ValError::Corrupt {
-                    what: format!("pipe cell word {w:#x} impossible at tail {pos}"),
-                });
-            }
-            std::hint::spin_loop();
+            rec.store(0, Release);
+            h.not_empty.notify_waiters();
+            return Ok(Push::Sent(n));
         }
     }
 
-    /// One attempt to take the value at the head. On `Got` the caller owns it.
+    /// One attempt to take up to `max` (≥ 1) values at the head, handing each to
+    /// `out` in order. `look`: on an empty pipe, also tell whether the next cell is
+    /// claimed by a sender that has not filled it (reads the senders' counter).
+    /// The caller holds its process's receive turn.
     #[inline]
-    pub(crate) fn try_pop(&self, pool: &Pool, me: u16, mut guess: bool) -> Result<Pop, ValError> {
+    pub(crate) fn try_pop(
+        &self,
+        pool: &Pool,
+        max: usize,
+        me: u16,
+        look: bool,
+        out: &mut impl FnMut(Raw),
+    ) -> Result<Pop, ValError> {
         let h = self.head();
+        let rec = &self.user(me).recv;
+        let want = max.clamp(1, MAX_CLAIM).min(self.cap as usize);
         let mut strange = 0u32;
         loop {
-            let pos = h.head.load(Acquire);
-            let cell = self.cell(pos);
-            let mine = word(pos, READING, me);
-            let seen = Self::observe(cell, word(pos, FULL, 0), mine, guess);
-            guess = false;
-            // A won guess reads as FULL(pos): the claim is then taken below.
-            let w = seen.unwrap_or(word(pos, FULL, 0));
-            let d = dist(w, pos);
-            if d == 0 {
-                match phase(w) {
-                    FULL => {
-                        if seen.is_none() {
-                            Self::advance(&h.head, pos);
-                        } else if !Self::claim(cell, w, mine, &h.head, pos) {
-                            continue;
-                        }
-                        let r = pool.read(&cell.slot);
-                        cell.word.store(
-                            word(pos + self.cap, EMPTY, 0),
-                            crate::platform::publish_order(),
-                        );
-                        h.not_full.notify_waiters();
-                        return Ok(Pop::Got(r));
-                    }
-                    SKIP => {
-                        if cell
-                            .word
-                            .compare_exchange(w, word(pos + self.cap, EMPTY, 0), SeqCst, Relaxed)
-                            .is_ok()
-                        {
-                            let _ = h.head.compare_exchange(pos, pos + 1, Release, Relaxed);
-                            h.not_full.notify_waiters();
-                        }
-                        continue;
-                    }
-                    EMPTY => {
-                        if h.head.load(Acquire) != pos {
-                            continue;
-                        }
-                        return Ok(if self.is_closed() {
-                            Pop::Closed
-                        } else {
-                            Pop::Empty(None)
-                        });
-                    }
-                    WRITING => return Ok(Pop::Empty(Some(Stuck { pos, word: w }))),
-                    READING => {
-                        let _ = h.head.compare_exchange(pos, pos + 1, Release, Relaxed);
-                        continue;
-                    }
-                    _ => {}
+            let hd = h.head.load(Acquire);
+            let mut n = 0;
+            while n < want {
+                let (pos, w) = (hd + n as u64, self.cell(hd + n as u64).word.load(Acquire));
+                if w != word(pos, FULL) && w != word(pos, SKIP) {
+                    break;
                 }
-            } else if d > 0 {
-                let _ = h.head.compare_exchange(pos, pos + 1, Release, Relaxed);
+                n += 1;
+            }
+            if n == 0 {
+                let w = self.cell(hd).word.load(Acquire);
+                if h.head.load(Acquire) != hd || w == word(hd, FULL) || w == word(hd, SKIP) {
+                    continue; // raced with another receiver, or a value just came
+                }
+                let closed = self.is_closed();
+                if w == word(hd, EMPTY) {
+                    // Empty. A sender that claimed `hd` before a close still fills
+                    // it: report Closed only when nobody did.
+                    let claimed = (look || closed) && h.tail.load(Acquire) > hd;
+                    return Ok(if closed && !claimed {
+                        Pop::Closed
+                    } else {
+                        Pop::Empty(claimed.then_some(Stuck { pos: hd, word: w }))
+                    });
+                }
+                let q = hd.wrapping_sub(self.cap);
+                if w >> 16 == q & POS_MASK && matches!(phase(w), FULL | SKIP) {
+                    // The previous lap's receiver has not emptied the cell yet:
+                    // nothing was sent at `hd` (a sender needs the cell back first).
+                    return Ok(if closed {
+                        Pop::Closed
+                    } else {
+                        Pop::Empty(Some(Stuck { pos: q, word: w }))
+                    });
+                }
+                strange += 1;
+                if strange > 1000 {
+                    return Err(ValError::Corrupt {
+                        what: format!("pipe cell word {w:#x} impossible at head {hd}"),
+                    });
+                }
+                std::hint::spin_loop();
                 continue;
-            } else if d == -(self.cap as i64) && phase(w) == READING {
-                // The previous lap's receiver has not finished: nothing was sent at
-                // `pos` yet (a sender needs this cell back first).
-                if h.head.load(Acquire) != pos {
-                    continue;
+            }
+            rec.store(record(hd, n), Relaxed);
+            if h.head
+                .compare_exchange(hd, hd + n as u64, Release, Relaxed)
+                .is_err()
+            {
+                rec.store(0, Relaxed);
+                continue;
+            }
+            let order = crate::platform::publish_order();
+            let mut got = 0;
+            for i in 0..n as u64 {
+                let pos = hd + i;
+                let cell = self.cell(pos);
+                // FULL(pos) or SKIP(pos), as seen before the claim: only this
+                // claimer (or, once it is dead, a recoverer) changes it now.
+                let full = cell.word.load(Acquire) == word(pos, FULL);
+                let r = full.then(|| pool.read(&cell.slot));
+                cell.word.store(word(pos + self.cap, EMPTY), order);
+                if let Some(r) = r {
+                    out(r);
+                    got += 1;
                 }
-                return Ok(if self.is_closed() {
-                    Pop::Closed
-                } else {
-                    Pop::Empty(Some(Stuck { pos, word: w }))
-                });
             }
-            strange += 1;
-            if strange > 1000 {
-                return Err(ValError::Corrupt {
-                    what: format!("pipe cell word {w:#x} impossible at head {pos}"),
-                });
+            rec.store(0, Release);
+            h.not_full.notify_waiters();
+            if got > 0 {
+                return Ok(Pop::Got(got));
             }
-            std::hint::spin_loop();
         }
     }
 
-    /// The cell's word, or `None` when `guess` is set and a CAS from `usual` to
-    /// `claimed` took the cell: when the cell is usually in the state wanted, one CAS
-    /// fetches its line from the other side's core once, where a load and then a CAS
-    /// would fetch it twice (shared, then owned). Spinning callers do not guess: a
-    /// failing CAS takes the line away from the other side too.
-    #[inline]
-    fn observe(cell: &Cell, usual: u64, claimed: u64, guess: bool) -> Option<u64> {
-        if !guess {
-            return Some(cell.word.load(Acquire));
-        }
-        cell.word
-            .compare_exchange(usual, claimed, Acquire, Acquire)
-            .err()
-    }
-
-    /// Claims the cell of `pos` (seen as `w`) by one CAS to `claimed`, then moves the
-    /// hint past `pos`.
-    #[inline]
-    fn claim(cell: &Cell, w: u64, claimed: u64, hint: &AtomicU64, pos: u64) -> bool {
-        if cell
-            .word
-            .compare_exchange(w, claimed, Acquire, Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        Self::advance(hint, pos);
-        true
-    }
-
-    /// Moves a hint past the position this caller just claimed. A plain store, not a
-    /// CAS (a locked instruction waits for every earlier store to reach the cache,
-    /// here the other side's line): if a helper moved the hint further between the
-    /// load and the store, the hint goes back a little, which costs whoever reads it
-    /// a step forward per claimed cell, never a wrong answer (every decision is taken
-    /// on the cell word; see `try_push`/`try_pop` on a cell ahead of the hint).
-    #[inline]
-    fn advance(hint: &AtomicU64, pos: u64) {
-        if hint.load(Relaxed) == pos {
-            hint.store(pos + 1, Release);
-        }
-    }
-
-    /// Waits (a bounded spin on the receivers' position hint, not on the cell the
-    /// receivers are taking, which would slow them down) until the hints say there
-    /// is room for more than a few values, so that a full pipe drains in runs
-    /// rather than value by value. Bounded: a hint left behind by a dead receiver
-    /// costs a sender [`ROOM_SPINS`] pauses, then the cell decides.
+    /// Waits (a bounded spin on the counters, not on the cell the receivers are
+    /// taking, which would slow them down) until there is room for more than a few
+    /// values, so that a full pipe drains in runs rather than value by value.
+    /// Bounded: a receiver dead in the middle of a claim costs a sender
+    /// [`ROOM_SPINS`] pauses, then the cell decides.
     pub(crate) fn wait_for_room(&self) {
         let h = self.head();
         let room = self.cap - self.cap.min(ROOM_SLACK);
         for _ in 0..ROOM_SPINS {
             let (t, hd) = (h.tail.load(Relaxed), h.head.load(Relaxed));
-            // A hint may step back a little (see `advance`): tail below head is room.
             if t.saturating_sub(hd) < room || self.is_closed() {
                 return;
             }
@@ -452,45 +454,50 @@ impl Ring {
         }
     }
 
-    /// Whether the claimer named in `w` is gone (its user entry is free or names a
-    /// dead process).
+    /// Whether no live process's record covers the stuck cell (so its claimer is
+    /// dead). Called after the counter was seen past the cell.
     pub(crate) fn claimer_dead(&self, s: Stuck) -> bool {
-        let i = who(s.word) as usize;
-        let Some(u) = self.head().users.get(i) else {
-            return true;
-        };
-        let t = u.load(Acquire);
-        t == 0 || !crate::platform::token_alive(t)
+        let sending = phase(s.word) == EMPTY;
+        !self.head().users.iter().any(|u| {
+            let r = if sending { &u.send } else { &u.recv };
+            if !covers(r.load(Acquire), s.pos) {
+                return false;
+            }
+            let t = u.token.load(Acquire);
+            t != 0 && crate::platform::token_alive(t)
+        })
     }
 
-    /// Moves a cell claimed by a dead process on: `WRITING` becomes `SKIP` (the
-    /// half-written value is abandoned), `READING` becomes the next lap's `EMPTY` and
-    /// the value is released. Returns whether this call changed the cell.
-    pub(crate) fn recover(&self, pool: &Pool, s: Stuck) -> bool {
+    /// Moves on a cell whose claimer died ([`Ring::claimer_dead`]): an unfilled one
+    /// becomes SKIP; an unemptied one becomes the next lap's EMPTY, its value
+    /// released. Returns whether this call changed the cell.
+    fn recover(&self, pool: &Pool, s: Stuck) -> bool {
         let (cell, w) = (self.cell(s.pos), s.word);
         let pos = w >> 16; // the masked position: `word` masks again
         match phase(w) {
-            WRITING => {
+            EMPTY => {
                 let ok = cell
                     .word
-                    .compare_exchange(w, word(pos, SKIP, 0), SeqCst, Relaxed)
+                    .compare_exchange(w, word(pos, SKIP), SeqCst, Relaxed)
                     .is_ok();
                 if ok {
                     self.head().not_empty.notify();
                 }
                 ok
             }
-            READING => {
-                // Stable while the word stays READING(pos): read it first, then own
-                // it by the CAS, then release (a death in between leaks, never
+            FULL | SKIP => {
+                // Stable while the word stays FULL(pos): read the value first, then
+                // own it by the CAS, then release (a death in between leaks, never
                 // double-frees).
-                let r = pool.read(&cell.slot);
+                let r = (phase(w) == FULL).then(|| pool.read(&cell.slot));
                 let ok = cell
                     .word
-                    .compare_exchange(w, word(pos + self.cap, EMPTY, 0), SeqCst, Relaxed)
+                    .compare_exchange(w, word(pos + self.cap, EMPTY), SeqCst, Relaxed)
                     .is_ok();
                 if ok {
-                    pool.release(r);
+                    if let Some(r) = r {
+                        pool.release(r);
+                    }
                     self.head().not_full.notify();
                 }
                 ok
@@ -499,32 +506,60 @@ impl Ring {
         }
     }
 
-    /// Recovers every cell claimed by user `i` (a dead process) before the entry is
-    /// reused.
-    fn sweep(&self, pool: &Pool, i: u16) {
-        for c in 0..self.cap {
-            let w = self.cell(c).word.load(Acquire);
-            if who(w) == i && matches!(phase(w), WRITING | READING) {
-                self.recover(pool, Stuck { pos: c, word: w });
+    /// Recovers the stuck cell `s` (its claimer found dead) and the cells after it
+    /// left the same way by dead claimers (the rest of a dead process's range), so
+    /// that a range costs one wait, not one per cell. Returns whether a cell changed.
+    pub(crate) fn recover_run(&self, pool: &Pool, mut s: Stuck) -> bool {
+        let h = self.head();
+        let mut changed = false;
+        for _ in 0..self.cap {
+            changed |= self.recover(pool, s);
+            let pos = s.pos + 1;
+            let w = self.cell(pos).word.load(Acquire);
+            let same = if phase(s.word) == EMPTY {
+                w == word(pos, EMPTY) && h.tail.load(Acquire) > pos
+            } else {
+                (w == word(pos, FULL) || w == word(pos, SKIP)) && h.head.load(Acquire) > pos
+            };
+            s = Stuck { pos, word: w };
+            if !same || !self.claimer_dead(s) {
+                break;
             }
         }
+        changed
     }
 
     /// Takes a user entry for the process `token`: a free one, else one of a dead
-    /// process after recovering its claims.
-    pub(crate) fn register(&self, pool: &Pool, token: u64) -> Option<u16> {
+    /// process (its unfinished claims are then covered by no live record and are
+    /// recovered by whoever waits behind them).
+    pub(crate) fn register(&self, token: u64) -> Option<u16> {
         let users = &self.head().users;
-        for (i, u) in users.iter().enumerate() {
-            if u.load(Relaxed) == 0 && u.compare_exchange(0, token, AcqRel, Relaxed).is_ok() {
-                return Some(i as u16);
+        for round in 0..2 {
+            for (i, u) in users.iter().enumerate() {
+                let t = u.token.load(Acquire);
+                if t == 0 {
+                    if u.token.compare_exchange(0, token, AcqRel, Relaxed).is_ok() {
+                        // The entry is ours: clear what a previous owner left.
+                        u.send.store(0, Release);
+                        u.recv.store(0, Release);
+                        return Some(i as u16);
+                    }
+                } else if round == 1 && t != token && !crate::platform::token_alive(t) {
+                    // Free it (a dead owner's records are ignored), then take it on
+                    // the next pass like any free entry.
+                    let _ = u.token.compare_exchange(t, 0, AcqRel, Relaxed);
+                }
             }
-        }
-        for (i, u) in users.iter().enumerate() {
-            let t = u.load(Acquire);
-            if t != 0 && t != token && !crate::platform::token_alive(t) {
-                self.sweep(pool, i as u16);
-                if u.compare_exchange(t, token, AcqRel, Relaxed).is_ok() {
-                    return Some(i as u16);
+            if round == 1 {
+                // Entries freed in this pass.
+                for (i, u) in users.iter().enumerate() {
+                    if u.token.load(Acquire) == 0
+                        && u.token.compare_exchange(0, token, AcqRel, Relaxed).is_ok()
+                    {
+                        u.send.store(0, Release);
+                        u.recv.store(0, Release);
+                        return Some(i as u16);
+                    }
                 }
             }
         }
@@ -533,17 +568,17 @@ impl Ring {
 
     /// Gives a user entry back (no claims of it are outstanding).
     pub(crate) fn unregister(&self, i: u16, token: u64) {
-        if let Some(u) = self.head().users.get(i as usize) {
-            let _ = u.compare_exchange(token, 0, AcqRel, Relaxed);
+        if let Some(u) = self.head().users.get(usize::from(i)) {
+            let _ = u.token.compare_exchange(token, 0, AcqRel, Relaxed);
         }
     }
 
-    /// Values currently held by the cells (FULL, or READING by a dead receiver):
-    /// what a dying pipe releases and what `check` walks.
+    /// Values currently held by the cells (FULL): what a dying pipe releases and
+    /// what `check` walks.
     pub(crate) fn held(&self, pool: &Pool, f: &mut dyn FnMut(Raw)) {
         for c in 0..self.cap {
             let cell = self.cell(c);
-            if matches!(phase(cell.word.load(Acquire)), FULL | READING) {
+            if phase(cell.word.load(Acquire)) == FULL {
                 f(pool.read(&cell.slot));
             }
         }
@@ -551,18 +586,23 @@ impl Ring {
 }
 
 impl Ring {
-    /// Test hook: claims the next cell for writing (`write`) or reading and stops
-    /// there, as a process killed at that instruction would.
+    /// Test hook: claims the next position for sending (`write`) or receiving and
+    /// stops there, as a process killed right after its claim would.
     pub(crate) fn claim_and_stop(&self, me: u16, write: bool) -> bool {
         let h = self.head();
-        let (hint, from, to) = if write {
-            (&h.tail, EMPTY, WRITING)
+        let u = self.user(me);
+        let (counter, rec, from) = if write {
+            (&h.tail, &u.send, EMPTY)
         } else {
-            (&h.head, FULL, READING)
+            (&h.head, &u.recv, FULL)
         };
-        let pos = hint.load(Acquire);
-        let cell = self.cell(pos);
-        let w = cell.word.load(Acquire);
-        dist(w, pos) == 0 && phase(w) == from && Self::claim(cell, w, word(pos, to, me), hint, pos)
+        let pos = counter.load(Acquire);
+        if self.cell(pos).word.load(Acquire) != word(pos, from) {
+            return false;
+        }
+        rec.store(record(pos, 1), Relaxed);
+        counter
+            .compare_exchange(pos, pos + 1, Release, Relaxed)
+            .is_ok()
     }
 }
