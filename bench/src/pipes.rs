@@ -274,6 +274,24 @@ fn oneway_pipe(s: &Side, n: u64) -> f64 {
     n as f64 / ((end - start) as f64 / 1e3)
 }
 
+/// As [`oneway_pipe`], moving runs of up to 64 values a call on both sides.
+fn oneway_pipe_many(s: &Side, n: u64) -> f64 {
+    let p = s.pipe("one-way");
+    p.set_spin(SPIN);
+    let child = s.child("drain-pipe-many", n);
+    let mut run = Vec::with_capacity(64);
+    let start = mono_ns();
+    let mut i = 0;
+    while i < n {
+        let k = 64.min(n - i);
+        run.extend((i..i + k).map(ShmVal::from));
+        p.send_many(&mut run).unwrap();
+        i += k;
+    }
+    let end: u64 = finish(child).trim().parse().unwrap();
+    n as f64 / ((end - start) as f64 / 1e3)
+}
+
 /// 4-key Tab messages: built and shared by the sender (`build`), or 1024 pre-built
 /// tables sent round-robin (a clone is one reference-count increment).
 fn tabs_pipe(s: &Side, n: u64, build: bool) -> f64 {
@@ -365,6 +383,25 @@ pub fn child(args: &[String]) {
                 debug_assert_eq!(as_u64(&v), i);
                 drop(v);
             }
+            println!("{}", mono_ns());
+        }
+        "drain-pipe-many" => {
+            let p = s.pipe("one-way");
+            p.set_spin(SPIN);
+            ready();
+            let mut got = Vec::with_capacity(64);
+            let mut i = 0;
+            let mut calls = 0u64;
+            while i < n {
+                calls += 1;
+                p.recv_many(&mut got, 64).unwrap();
+                for v in got.drain(..) {
+                    debug_assert_eq!(as_u64(&v), i);
+                    drop(v);
+                    i += 1;
+                }
+            }
+            eprintln!("recv_many: {:.1} values a call", n as f64 / calls as f64);
             println!("{}", mono_ns());
         }
         "drain-tabs" => {
@@ -465,11 +502,18 @@ pub fn run(r: &mut Report) {
         "one-way throughput of a bare small value, 1 sender → 1 receiver process, capacity 1024",
         "M msg/s",
         reps,
-        1,
-        &["≥ 0.5× raw ring", "", "", ""],
+        2,
+        &["≥ 0.5× raw ring", "≥ 0.5× raw ring", "", "", ""],
         {
             let mut c: Vec<crate::harness::Candidate<'_>> = vec![
-                ("shmval Pipe", Box::new(|| oneway_pipe(&s, n_ow))),
+                (
+                    "shmval Pipe, one value a call (send / recv)",
+                    Box::new(|| oneway_pipe(&s, n_ow)),
+                ),
+                (
+                    "shmval Pipe, runs of 64 (send_many / recv_many)",
+                    Box::new(|| oneway_pipe_many(&s, n_ow)),
+                ),
                 (
                     "raw SPSC ring, 64 B slots",
                     Box::new(|| oneway_ring(&s, n_ow, true)),
@@ -534,7 +578,19 @@ pub fn profile() {
             std::hint::black_box(int(&s.pool, i));
         }
         let mk = t.elapsed().as_nanos() as f64 / n as f64;
-        println!("round {round}: send+recv pair {pair:.1} ns (making the value {mk:.1} ns)");
+        let (mut run, mut got) = (Vec::with_capacity(64), Vec::with_capacity(64));
+        let t = Instant::now();
+        for i in 0..n / 64 {
+            run.extend((i * 64..i * 64 + 64).map(ShmVal::from));
+            p.try_send_many(&mut run).unwrap();
+            p.try_recv_many(&mut got, 64).unwrap();
+            got.clear();
+        }
+        let many = t.elapsed().as_nanos() as f64 / n as f64;
+        println!(
+            "round {round}: send+recv pair {pair:.1} ns, in runs of 64 {many:.1} ns a value \
+             (making the value {mk:.1} ns)"
+        );
     }
 }
 

@@ -639,6 +639,12 @@ impl Pipe {
                     if done == vals.len() {
                         return (done, None);
                     }
+                    // Room for part of the run only: let the receivers get ahead
+                    // instead of chasing them cell by cell (which takes the lines
+                    // they are emptying away from them).
+                    if block {
+                        ring.wait_for_room();
+                    }
                     continue;
                 }
                 Ok(Push::Closed) => return (done, Some(Stop::Closed)),

@@ -262,6 +262,23 @@ impl Ring {
         unsafe { &*self.cells.as_ptr().add((pos % self.cap) as usize) }
     }
 
+    /// The cells of positions `pos, pos + 1, ...` (wrapping around the ring), with
+    /// their positions: one division for a whole run.
+    #[inline]
+    fn run(&self, pos: u64) -> impl Iterator<Item = (u64, &Cell)> + '_ {
+        let cap = self.cap as usize;
+        let mut i = (pos % self.cap) as usize;
+        (pos..).map(move |p| {
+            // SAFETY: `i < cap`, and `cap` cells were bounds-checked in `attach`.
+            let c = unsafe { &*self.cells.as_ptr().add(i) };
+            i += 1;
+            if i == cap {
+                i = 0;
+            }
+            (p, c)
+        })
+    }
+
     #[inline]
     fn user(&self, me: u16) -> &User {
         &self.head().users[usize::from(me) % USERS]
@@ -289,12 +306,11 @@ impl Ring {
         let mut strange = 0u32;
         loop {
             let t = h.tail.load(Acquire);
-            let mut n = 0;
-            while n < want
-                && self.cell(t + n as u64).word.load(Acquire) == word(t + n as u64, EMPTY)
-            {
-                n += 1;
-            }
+            let n = self
+                .run(t)
+                .take(want)
+                .take_while(|&(pos, c)| c.word.load(Acquire) == word(pos, EMPTY))
+                .count();
             if n == 0 {
                 let w = self.cell(t).word.load(Acquire);
                 if h.tail.load(Acquire) != t || w == word(t, EMPTY) {
@@ -331,9 +347,7 @@ impl Ring {
                 continue;
             }
             let order = crate::platform::publish_order();
-            for (i, &r) in vals[..n].iter().enumerate() {
-                let pos = t + i as u64;
-                let cell = self.cell(pos);
+            for ((pos, cell), &r) in self.run(t).zip(&vals[..n]) {
                 pool.write(&cell.slot, r);
                 // Ordered before the sleeper check of `notify_waiters`.
                 cell.word.store(word(pos, FULL), order);
@@ -363,14 +377,14 @@ impl Ring {
         let mut strange = 0u32;
         loop {
             let hd = h.head.load(Acquire);
-            let mut n = 0;
-            while n < want {
-                let (pos, w) = (hd + n as u64, self.cell(hd + n as u64).word.load(Acquire));
-                if w != word(pos, FULL) && w != word(pos, SKIP) {
-                    break;
-                }
-                n += 1;
-            }
+            let n = self
+                .run(hd)
+                .take(want)
+                .take_while(|&(pos, c)| {
+                    let w = c.word.load(Acquire);
+                    w == word(pos, FULL) || w == word(pos, SKIP)
+                })
+                .count();
             if n == 0 {
                 let w = self.cell(hd).word.load(Acquire);
                 if h.head.load(Acquire) != hd || w == word(hd, FULL) || w == word(hd, SKIP) {
@@ -416,9 +430,7 @@ impl Ring {
             }
             let order = crate::platform::publish_order();
             let mut got = 0;
-            for i in 0..n as u64 {
-                let pos = hd + i;
-                let cell = self.cell(pos);
+            for (pos, cell) in self.run(hd).take(n) {
                 // FULL(pos) or SKIP(pos), as seen before the claim: only this
                 // claimer (or, once it is dead, a recoverer) changes it now.
                 let full = cell.word.load(Acquire) == word(pos, FULL);
