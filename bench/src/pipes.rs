@@ -391,9 +391,7 @@ pub fn child(args: &[String]) {
             ready();
             let mut got = Vec::with_capacity(64);
             let mut i = 0;
-            let mut calls = 0u64;
             while i < n {
-                calls += 1;
                 p.recv_many(&mut got, 64).unwrap();
                 for v in got.drain(..) {
                     debug_assert_eq!(as_u64(&v), i);
@@ -401,7 +399,6 @@ pub fn child(args: &[String]) {
                     i += 1;
                 }
             }
-            eprintln!("recv_many: {:.1} values a call", n as f64 / calls as f64);
             println!("{}", mono_ns());
         }
         "drain-tabs" => {
