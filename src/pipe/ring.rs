@@ -328,22 +328,10 @@ impl Ring {
                     };
                     return Ok(Push::Full(stuck.then_some(Stuck { pos: q, word: w })));
                 }
-                strange += 1;
-                if strange > 1000 {
-                    return Err(ValError::Corrupt {
-                        what: format!("pipe cell word {w:#x} impossible at tail {t}"),
-                    });
-                }
-                std::hint::spin_loop();
+                Self::strange(&mut strange, w, "tail", t)?;
                 continue;
             }
-            rec.store(record(t, n), Relaxed);
-            // Release: whoever sees the tail past `t` sees the record.
-            if h.tail
-                .compare_exchange(t, t + n as u64, Release, Relaxed)
-                .is_err()
-            {
-                rec.store(0, Relaxed);
+            if !Self::claim(&h.tail, rec, t, n) {
                 continue;
             }
             let order = crate::platform::publish_order();
@@ -411,21 +399,10 @@ impl Ring {
                         Pop::Empty(Some(Stuck { pos: q, word: w }))
                     });
                 }
-                strange += 1;
-                if strange > 1000 {
-                    return Err(ValError::Corrupt {
-                        what: format!("pipe cell word {w:#x} impossible at head {hd}"),
-                    });
-                }
-                std::hint::spin_loop();
+                Self::strange(&mut strange, w, "head", hd)?;
                 continue;
             }
-            rec.store(record(hd, n), Relaxed);
-            if h.head
-                .compare_exchange(hd, hd + n as u64, Release, Relaxed)
-                .is_err()
-            {
-                rec.store(0, Relaxed);
+            if !Self::claim(&h.head, rec, hd, n) {
                 continue;
             }
             let order = crate::platform::publish_order();
@@ -447,6 +424,35 @@ impl Ring {
                 return Ok(Pop::Got(got));
             }
         }
+    }
+
+    /// Claims positions `from .. from + n` by moving `counter` past them, the range
+    /// written into the claimer's record `rec` first (Release on the counter:
+    /// whoever sees it past `from` sees the record); a lost CAS clears the record.
+    #[inline]
+    fn claim(counter: &AtomicU64, rec: &AtomicU64, from: u64, n: usize) -> bool {
+        rec.store(record(from, n), Relaxed);
+        let won = counter
+            .compare_exchange(from, from + n as u64, Release, Relaxed)
+            .is_ok();
+        if !won {
+            rec.store(0, Relaxed);
+        }
+        won
+    }
+
+    /// Counts a cell word no protocol step can leave where it was seen (at the
+    /// counter `which`, position `pos`); after 1000 of them the pipe is corrupt.
+    #[cold]
+    fn strange(count: &mut u32, w: u64, which: &str, pos: u64) -> Result<(), ValError> {
+        *count += 1;
+        if *count > 1000 {
+            return Err(ValError::Corrupt {
+                what: format!("pipe cell word {w:#x} impossible at {which} {pos}"),
+            });
+        }
+        std::hint::spin_loop();
+        Ok(())
     }
 
     /// Waits (a bounded spin on the counters, not on the cell the receivers are
@@ -612,9 +618,6 @@ impl Ring {
         if self.cell(pos).word.load(Acquire) != word(pos, from) {
             return false;
         }
-        rec.store(record(pos, 1), Relaxed);
-        counter
-            .compare_exchange(pos, pos + 1, Release, Relaxed)
-            .is_ok()
+        Self::claim(counter, rec, pos, 1)
     }
 }
