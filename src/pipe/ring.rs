@@ -1,29 +1,34 @@
 //! The shared half of a pipe: a bounded ring of value cells in the pool. Positions
 //! are claimed in ranges by one compare-and-swap on a position counter (`tail` for
-//! senders, `head` for receivers); the cells are then filled or emptied with plain
-//! stores, so a stream of values costs no locked instruction per value.
+//! senders, `head` for receivers); senders then fill the cells with plain stores and
+//! receivers read them without writing to them, so a stream of values costs no
+//! locked instruction per value and no receiver store to a line senders write.
 //!
-//! Each cell has one state word `position:48 | 0:13 | phase:3`:
-//!
-//! ```text
-//!           sender: CAS tail past p, then store          receiver: CAS head past p, then store
-//! EMPTY(p) ───────────────────────────────────▶ FULL(p) ─────────────────────────────────▶ EMPTY(p+cap)
-//!    │ p claimed (tail > p), claimer dead: CAS                                                ▲
-//!    ▼                                                                                        │
-//! SKIP(p) ──────────────────── receiver: CAS head past p, then store ─────────────────────────┘
-//! ```
+//! Each cell has one state word `position:48 | 0:13 | phase:3`. Position `p` is
+//! *filled* when its cell says FULL(p) (a value) or SKIP(p) (none: see below);
+//! anything else there (FULL or SKIP of `p - cap`, or the EMPTY(p) a new pipe starts
+//! with) says `p` is not filled yet.
 //!
 //! Before its CAS a claimer writes the range it is about to claim into its own user
 //! entry (its *record*), and clears the record once every cell of the range is
-//! filled (emptied). So a claimed cell that is not filled (emptied) is always
-//! covered by the record of its claimer until it is. A cell that stays behind a
-//! counter (EMPTY(p) with `tail > p`, or FULL/SKIP(p) with `head > p`) while no live
-//! process's record covers it was claimed by a process that died: whoever waits
-//! behind it moves it on by CAS — a half-sent cell becomes SKIP (its value, if any,
-//! was in the dead sender's hands and leaks), a half-received one is released and
-//! emptied (the dead receiver never had it to itself). A record may also cover
-//! positions its writer failed to claim (lost CAS): that only delays recovery until
-//! the writer clears or rewrites it, never makes a live claim look dead.
+//! filled (read). So:
+//! - a receiver's record tells senders which cells are still being read: a sender
+//!   writes position `p` only when `p - cap` lies below the *limit*, the smaller of
+//!   `head` and every receive record (cached per handle, re-read when it says full);
+//!   a receiver sets a *won* flag in its record once its CAS succeeded;
+//! - a sender's claimed cell that is not filled is covered by its claimer's record
+//!   until it is.
+//!
+//! A dead process's claims are moved on by whoever waits behind them: a receiver
+//! that finds position `p` claimed (`tail > p`) but not filled while no live send
+//! record covers it makes the cell SKIP(p) (the value, if any, was in the dead
+//! sender's hands and leaks); a sender held back by the receive record of a dead
+//! process clears it, first releasing the values of its range if the record is won
+//! (the dead receiver never handed them to anyone). A record left without the won
+//! flag may be a lost CAS: it is cleared without a release (a receiver killed between
+//! its CAS and its flag leaks its run, never frees a value twice). A record may also
+//! cover positions its writer failed to claim: that only delays recovery until the
+//! writer clears or rewrites it, never makes a live claim look dead.
 //!
 //! Threads of one process share its user entry and so take turns (a process-local
 //! lock in `Pipe`) to claim and fill; processes claim in parallel.
@@ -42,10 +47,11 @@ pub(crate) const USERS: usize = 256;
 pub(crate) const CELL: usize = 64;
 /// Largest capacity of a pipe.
 pub(crate) const MAX_CAP: u64 = 1 << 24;
-/// Most positions one claim takes (a record holds the count in 16 bits).
-pub(crate) const MAX_CLAIM: usize = 0xFFFF;
-/// "SVPIPE02" (02: range claims with records; 01 claimed cell by cell).
-pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE02");
+/// Most positions one claim takes (a record holds the count in 15 bits).
+pub(crate) const MAX_CLAIM: usize = 0x7FFF;
+/// "SVPIPE03" (03: receivers do not write cells, senders read the receive records;
+/// 02: receivers emptied each cell; 01: cells claimed one by one).
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE03");
 
 const POS_MASK: u64 = (1 << 48) - 1;
 /// A sender that found the pipe full waits for this much room (or a quarter of a
@@ -67,16 +73,34 @@ pub(crate) const fn word(pos: u64, phase: u64) -> u64 {
 pub(crate) const fn phase(w: u64) -> u64 {
     w & 7
 }
-/// A record: `n` positions from `from` (`n == 0`: none).
+/// Whether position `pos` is filled in a cell saying `w` (see the module comment).
+#[inline]
+const fn filled(w: u64, pos: u64) -> bool {
+    w == word(pos, FULL) || w == word(pos, SKIP)
+}
+/// A record: `n` positions from `from` (`n == 0`: none); bit 15 is [`WON`].
 #[inline]
 const fn record(from: u64, n: usize) -> u64 {
     (from & POS_MASK) << 16 | n as u64
 }
+/// Flag of a receive record whose claim succeeded.
+const WON: u64 = 1 << 15;
+/// Positions of record `r`.
+#[inline]
+const fn count(r: u64) -> usize {
+    (r & 0x7FFF) as usize
+}
 /// Whether record `r` covers position `pos`.
 #[inline]
 fn covers(r: u64, pos: u64) -> bool {
-    let n = r & 0xFFFF;
+    let n = count(r) as u64;
     n != 0 && (pos.wrapping_sub(r >> 16) & POS_MASK) < n
+}
+/// The full position whose low 48 bits are `p48`, nearest to `near` (records and
+/// cell words keep 48 bits; live positions are far closer than 2^47 to a counter).
+#[inline]
+fn unmask(p48: u64, near: u64) -> u64 {
+    near.wrapping_add(((p48.wrapping_sub(near) << 16) as i64 >> 16) as u64)
 }
 
 /// Fixed fields of a pipe after its object header.
@@ -91,7 +115,10 @@ pub(crate) struct Meta {
     pub closed: AtomicU64,
     /// Creation time (Unix ns).
     pub created_ns: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// User entries ever taken (`1 + ` the highest index): senders read the
+    /// receive records of these only.
+    pub users_used: AtomicU64,
+    _reserved: [AtomicU64; 2],
 }
 
 /// A pipe object: header, meta, the two position counters and the two eventcounts
@@ -157,20 +184,22 @@ pub(crate) fn object_size(cap: u64) -> u64 {
     CELLS_OFF as u64 + cap * CELL as u64
 }
 
-/// A cell someone waits behind that a claimer has not finished with: its position
-/// and the word seen (EMPTY: claimed by a sender; FULL/SKIP: by a receiver).
+/// What a waiter finds in its way that a claimer has not finished with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stuck {
-    pub pos: u64,
-    pub word: u64,
+pub(crate) enum Stuck {
+    /// Position `pos`, claimed by a sender (`tail > pos`), not filled: the cell says
+    /// `word`.
+    Cell { pos: u64, word: u64 },
+    /// The receive record `rec` of user entry `user` holds the senders back.
+    Record { user: u16, rec: u64 },
 }
 
 /// Outcome of one send attempt.
 pub(crate) enum Push {
     /// The first `n` values are in the pipe.
     Sent(usize),
-    /// No room; `Some(stuck)` when the cell in the way is claimed by a receiver that
-    /// has not emptied it.
+    /// No room; `Some(stuck)` when a receiver's unfinished claim is what is in the
+    /// way (else the receivers have not claimed the values yet).
     Full(Option<Stuck>),
     Closed,
 }
@@ -191,6 +220,10 @@ pub(crate) struct Ring {
     head: NonNull<PipeHead>,
     cells: NonNull<Cell>,
     cap: u64,
+    /// A limit this handle's senders found (see the module comment): positions
+    /// below it are read for good, so a stale value is only too cautious.
+    /// Process-local; written under the send turn.
+    lim: AtomicU64,
 }
 
 // SAFETY: the pointers name shared memory made of atomics only, kept mapped by the
@@ -230,6 +263,7 @@ impl Ring {
             head: NonNull::from(head),
             cells: NonNull::from(cells),
             cap,
+            lim: AtomicU64::new(0),
         })
     }
 
@@ -302,35 +336,25 @@ impl Ring {
             return Ok(Push::Closed);
         }
         let rec = &self.user(me).send;
-        let want = vals.len().min(MAX_CLAIM).min(self.cap as usize);
-        let mut strange = 0u32;
+        let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
         loop {
             let t = h.tail.load(Acquire);
-            let n = self
-                .run(t)
-                .take(want)
-                .take_while(|&(pos, c)| c.word.load(Acquire) == word(pos, EMPTY))
-                .count();
-            if n == 0 {
-                let w = self.cell(t).word.load(Acquire);
-                if h.tail.load(Acquire) != t || w == word(t, EMPTY) {
-                    continue; // raced with another sender, or room just came
+            // `t >= lim`: a limit is at most a head seen, and tail never falls behind it.
+            let mut room = (self.lim.load(Relaxed) + self.cap).saturating_sub(t);
+            if room < want {
+                let (lim, by) = self.limit();
+                if lim > self.lim.load(Relaxed) {
+                    self.lim.store(lim, Relaxed);
                 }
-                let q = t.wrapping_sub(self.cap);
-                if w >> 16 == q & POS_MASK {
-                    // The previous lap is still in the cell: full. The cell is stuck
-                    // when its claimer has not finished with it: a receiver that
-                    // claimed it (FULL/SKIP, head past it) or a sender that has not
-                    // filled it (EMPTY).
-                    let stuck = match phase(w) {
-                        FULL | SKIP => h.head.load(Acquire) > q,
-                        _ => phase(w) == EMPTY,
-                    };
-                    return Ok(Push::Full(stuck.then_some(Stuck { pos: q, word: w })));
+                room = (lim + self.cap).saturating_sub(t);
+                if room == 0 {
+                    if h.tail.load(Acquire) != t {
+                        continue; // another sender moved on: look again
+                    }
+                    return Ok(Push::Full(by));
                 }
-                Self::strange(&mut strange, w, "tail", t)?;
-                continue;
             }
+            let n = want.min(room) as usize;
             if !Self::claim(&h.tail, rec, t, n) {
                 continue;
             }
@@ -344,6 +368,33 @@ impl Ring {
             h.not_empty.notify_waiters();
             return Ok(Push::Sent(n));
         }
+    }
+
+    /// The senders' limit now: `head`, or the start of the oldest receive record
+    /// below it, with that record (the receiver senders wait for).
+    fn limit(&self) -> (u64, Option<Stuck>) {
+        let h = self.head();
+        // Head first: a record of every claim below it is then seen (written before
+        // the claimer's CAS), or its clearing (after the claimer's last read).
+        let hd = h.head.load(Acquire);
+        let used = (h.meta.users_used.load(Acquire) as usize).min(USERS);
+        let mut lim = (hd, None);
+        for (i, u) in h.users[..used].iter().enumerate() {
+            let r = u.recv.load(Acquire);
+            if count(r) != 0 {
+                let from = unmask(r >> 16, hd);
+                if from < lim.0 {
+                    lim = (
+                        from,
+                        Some(Stuck::Record {
+                            user: i as u16,
+                            rec: r,
+                        }),
+                    );
+                }
+            }
+        }
+        lim
     }
 
     /// One attempt to take up to `max` (≥ 1) values at the head, handing each to
@@ -362,62 +413,43 @@ impl Ring {
         let h = self.head();
         let rec = &self.user(me).recv;
         let want = max.clamp(1, MAX_CLAIM).min(self.cap as usize);
-        let mut strange = 0u32;
         loop {
             let hd = h.head.load(Acquire);
             let n = self
                 .run(hd)
                 .take(want)
-                .take_while(|&(pos, c)| {
-                    let w = c.word.load(Acquire);
-                    w == word(pos, FULL) || w == word(pos, SKIP)
-                })
+                .take_while(|&(pos, c)| filled(c.word.load(Acquire), pos))
                 .count();
             if n == 0 {
                 let w = self.cell(hd).word.load(Acquire);
-                if h.head.load(Acquire) != hd || w == word(hd, FULL) || w == word(hd, SKIP) {
+                if h.head.load(Acquire) != hd || filled(w, hd) {
                     continue; // raced with another receiver, or a value just came
                 }
+                // Empty. A sender that claimed `hd` before a close still fills it:
+                // report Closed only when nobody did.
                 let closed = self.is_closed();
-                if w == word(hd, EMPTY) {
-                    // Empty. A sender that claimed `hd` before a close still fills
-                    // it: report Closed only when nobody did.
-                    let claimed = (look || closed) && h.tail.load(Acquire) > hd;
-                    return Ok(if closed && !claimed {
-                        Pop::Closed
-                    } else {
-                        Pop::Empty(claimed.then_some(Stuck { pos: hd, word: w }))
-                    });
-                }
-                let q = hd.wrapping_sub(self.cap);
-                if w >> 16 == q & POS_MASK && matches!(phase(w), FULL | SKIP) {
-                    // The previous lap's receiver has not emptied the cell yet:
-                    // nothing was sent at `hd` (a sender needs the cell back first).
-                    return Ok(if closed {
-                        Pop::Closed
-                    } else {
-                        Pop::Empty(Some(Stuck { pos: q, word: w }))
-                    });
-                }
-                Self::strange(&mut strange, w, "head", hd)?;
-                continue;
+                let claimed = (look || closed) && h.tail.load(Acquire) > hd;
+                return Ok(if closed && !claimed {
+                    Pop::Closed
+                } else {
+                    Pop::Empty(claimed.then_some(Stuck::Cell { pos: hd, word: w }))
+                });
             }
             if !Self::claim(&h.head, rec, hd, n) {
                 continue;
             }
-            let order = crate::platform::publish_order();
+            // Won: a recoverer may release the run if this process dies now.
+            rec.store(record(hd, n) | WON, Relaxed);
             let mut got = 0;
             for (pos, cell) in self.run(hd).take(n) {
-                // FULL(pos) or SKIP(pos), as seen before the claim: only this
-                // claimer (or, once it is dead, a recoverer) changes it now.
-                let full = cell.word.load(Acquire) == word(pos, FULL);
-                let r = full.then(|| pool.read(&cell.slot));
-                cell.word.store(word(pos + self.cap, EMPTY), order);
-                if let Some(r) = r {
-                    out(r);
+                // Filled as seen before the claim (Acquire); nobody writes it until
+                // the record is cleared.
+                if cell.word.load(Relaxed) == word(pos, FULL) {
+                    out(pool.read(&cell.slot));
                     got += 1;
                 }
             }
+            // The cells are free for the senders' next lap.
             rec.store(0, Release);
             h.not_full.notify_waiters();
             if got > 0 {
@@ -431,35 +463,23 @@ impl Ring {
     /// whoever sees it past `from` sees the record); a lost CAS clears the record.
     #[inline]
     fn claim(counter: &AtomicU64, rec: &AtomicU64, from: u64, n: usize) -> bool {
-        rec.store(record(from, n), Relaxed);
+        // Release: whoever reads this record also sees the clearing of the last one
+        // (and what came before it).
+        rec.store(record(from, n), Release);
         let won = counter
             .compare_exchange(from, from + n as u64, Release, Relaxed)
             .is_ok();
         if !won {
-            rec.store(0, Relaxed);
+            rec.store(0, Release);
         }
         won
-    }
-
-    /// Counts a cell word no protocol step can leave where it was seen (at the
-    /// counter `which`, position `pos`); after 1000 of them the pipe is corrupt.
-    #[cold]
-    fn strange(count: &mut u32, w: u64, which: &str, pos: u64) -> Result<(), ValError> {
-        *count += 1;
-        if *count > 1000 {
-            return Err(ValError::Corrupt {
-                what: format!("pipe cell word {w:#x} impossible at {which} {pos}"),
-            });
-        }
-        std::hint::spin_loop();
-        Ok(())
     }
 
     /// Waits (a bounded spin on the counters, not on the cell the receivers are
     /// taking, which would slow them down) until there is room for more than a few
     /// values, so that a full pipe drains in runs rather than value by value.
     /// Bounded: a receiver dead in the middle of a claim costs a sender
-    /// [`ROOM_SPINS`] pauses, then the cell decides.
+    /// [`ROOM_SPINS`] pauses, then the records decide.
     pub(crate) fn wait_for_room(&self) {
         let h = self.head();
         let room = self.cap - self.cap.min(ROOM_SLACK);
@@ -472,13 +492,27 @@ impl Ring {
         }
     }
 
-    /// Whether no live process's record covers the stuck cell (so its claimer is
-    /// dead). Called after the counter was seen past the cell.
-    pub(crate) fn claimer_dead(&self, s: Stuck) -> bool {
-        let sending = phase(s.word) == EMPTY;
+    /// Whether what holds a waiter up belongs to a dead process; if so, moves it on
+    /// (see [`Ring::recover_cells`], [`Ring::recover_record`]). Returns whether
+    /// anything changed.
+    pub(crate) fn unstick(&self, pool: &Pool, s: Stuck) -> bool {
+        match s {
+            Stuck::Cell { pos, word } => self.sender_dead(pos) && self.recover_cells(pos, word),
+            Stuck::Record { user, rec } => {
+                let u = &self.head().users[usize::from(user) % USERS];
+                let t = u.token.load(Acquire);
+                u.recv.load(Acquire) == rec
+                    && (t == 0 || !crate::platform::token_alive(t))
+                    && self.recover_record(pool, user, rec)
+            }
+        }
+    }
+
+    /// Whether no live process's send record covers position `pos` (claimed, not
+    /// filled: so its claimer is dead). Called after `tail` was seen past `pos`.
+    fn sender_dead(&self, pos: u64) -> bool {
         !self.head().users.iter().any(|u| {
-            let r = if sending { &u.send } else { &u.recv };
-            if !covers(r.load(Acquire), s.pos) {
+            if !covers(u.send.load(Acquire), pos) {
                 return false;
             }
             let t = u.token.load(Acquire);
@@ -486,102 +520,94 @@ impl Ring {
         })
     }
 
-    /// Moves on a cell whose claimer died ([`Ring::claimer_dead`]): an unfilled one
-    /// becomes SKIP; an unemptied one becomes the next lap's EMPTY, its value
-    /// released. Returns whether this call changed the cell.
-    fn recover(&self, pool: &Pool, s: Stuck) -> bool {
-        let (cell, w) = (self.cell(s.pos), s.word);
-        let pos = w >> 16; // the masked position: `word` masks again
-        match phase(w) {
-            EMPTY => {
-                let ok = cell
-                    .word
-                    .compare_exchange(w, word(pos, SKIP), SeqCst, Relaxed)
-                    .is_ok();
-                if ok {
-                    self.head().not_empty.notify();
-                }
-                ok
-            }
-            FULL | SKIP => {
-                // Stable while the word stays FULL(pos): read the value first, then
-                // own it by the CAS, then release (a death in between leaks, never
-                // double-frees).
-                let r = (phase(w) == FULL).then(|| pool.read(&cell.slot));
-                let ok = cell
-                    .word
-                    .compare_exchange(w, word(pos + self.cap, EMPTY), SeqCst, Relaxed)
-                    .is_ok();
-                if ok {
-                    if let Some(r) = r {
-                        pool.release(r);
-                    }
-                    self.head().not_full.notify();
-                }
-                ok
-            }
-            _ => false,
-        }
-    }
-
-    /// Recovers the stuck cell `s` (its claimer found dead) and the cells after it
-    /// left the same way by dead claimers (the rest of a dead process's range), so
-    /// that a range costs one wait, not one per cell. Returns whether a cell changed.
-    pub(crate) fn recover_run(&self, pool: &Pool, mut s: Stuck) -> bool {
+    /// Makes position `pos` (its cell saying `w`, its claimer found dead) SKIP, and
+    /// the positions after it left unfilled by dead claimers too (the rest of a dead
+    /// sender's range), so that a range costs one wait, not one per cell. Returns
+    /// whether a cell changed.
+    fn recover_cells(&self, mut pos: u64, mut w: u64) -> bool {
         let h = self.head();
         let mut changed = false;
         for _ in 0..self.cap {
-            changed |= self.recover(pool, s);
-            let pos = s.pos + 1;
-            let w = self.cell(pos).word.load(Acquire);
-            let same = if phase(s.word) == EMPTY {
-                w == word(pos, EMPTY) && h.tail.load(Acquire) > pos
-            } else {
-                (w == word(pos, FULL) || w == word(pos, SKIP)) && h.head.load(Acquire) > pos
-            };
-            s = Stuck { pos, word: w };
-            if !same || !self.claimer_dead(s) {
+            let ok = self
+                .cell(pos)
+                .word
+                .compare_exchange(w, word(pos, SKIP), SeqCst, Relaxed)
+                .is_ok();
+            if ok {
+                h.not_empty.notify();
+            }
+            changed |= ok;
+            pos += 1;
+            w = self.cell(pos).word.load(Acquire);
+            if filled(w, pos) || h.tail.load(Acquire) <= pos || !self.sender_dead(pos) {
                 break;
             }
         }
         changed
     }
 
-    /// Takes a user entry for the process `token`: a free one, else one of a dead
-    /// process (its unfinished claims are then covered by no live record and are
-    /// recovered by whoever waits behind them).
-    pub(crate) fn register(&self, token: u64) -> Option<u16> {
-        let users = &self.head().users;
-        for round in 0..2 {
-            for (i, u) in users.iter().enumerate() {
-                let t = u.token.load(Acquire);
-                if t == 0 {
-                    if u.token.compare_exchange(0, token, AcqRel, Relaxed).is_ok() {
-                        // The entry is ours: clear what a previous owner left.
-                        u.send.store(0, Release);
-                        u.recv.store(0, Release);
-                        return Some(i as u16);
-                    }
-                } else if round == 1 && t != token && !crate::platform::token_alive(t) {
-                    // Free it (a dead owner's records are ignored), then take it on
-                    // the next pass like any free entry.
-                    let _ = u.token.compare_exchange(t, 0, AcqRel, Relaxed);
-                }
-            }
-            if round == 1 {
-                // Entries freed in this pass.
-                for (i, u) in users.iter().enumerate() {
-                    if u.token.load(Acquire) == 0
-                        && u.token.compare_exchange(0, token, AcqRel, Relaxed).is_ok()
-                    {
-                        u.send.store(0, Release);
-                        u.recv.store(0, Release);
-                        return Some(i as u16);
-                    }
+    /// Clears the receive record `r` of the dead user entry `user`. A won record's
+    /// values are released: its claimer never handed them on (they were read into
+    /// its own hands at most, which died with it). Returns whether this call cleared
+    /// the record.
+    fn recover_record(&self, pool: &Pool, user: u16, r: u64) -> bool {
+        let h = self.head();
+        let u = &h.users[usize::from(user) % USERS];
+        let mut vals = Vec::new();
+        if r & WON != 0 {
+            // Stable while the record stands (senders stop below it): read first,
+            // own them by the CAS, then release (a death in between leaks, never
+            // frees twice).
+            let from = unmask(r >> 16, h.head.load(Acquire));
+            for (pos, c) in self.run(from).take(count(r)) {
+                if c.word.load(Acquire) == word(pos, FULL) {
+                    vals.push(pool.read(&c.slot));
                 }
             }
         }
-        None
+        if u.recv.compare_exchange(r, 0, AcqRel, Relaxed).is_err() {
+            return false;
+        }
+        for v in vals {
+            pool.release(v);
+        }
+        h.not_full.notify();
+        true
+    }
+
+    /// Takes a user entry for the process `token`: a free one, else one of a dead
+    /// process (its receive record recovered first; its unfinished send claims are
+    /// then covered by no live record and are recovered by whoever waits behind
+    /// them).
+    pub(crate) fn register(&self, pool: &Pool, token: u64) -> Option<u16> {
+        let h = self.head();
+        let take = |i: usize, u: &User| {
+            if u.token.load(Acquire) != 0
+                || u.token.compare_exchange(0, token, AcqRel, Relaxed).is_err()
+            {
+                return None;
+            }
+            // The entry is ours: clear what a previous owner left.
+            u.send.store(0, Release);
+            u.recv.store(0, Release);
+            h.meta.users_used.fetch_max(i as u64 + 1, AcqRel);
+            Some(i as u16)
+        };
+        if let Some(i) = h.users.iter().enumerate().find_map(|(i, u)| take(i, u)) {
+            return Some(i);
+        }
+        for (i, u) in h.users.iter().enumerate() {
+            let t = u.token.load(Acquire);
+            if t != 0 && t != token && !crate::platform::token_alive(t) {
+                let r = u.recv.load(Acquire);
+                if r != 0 {
+                    self.recover_record(pool, i as u16, r);
+                }
+                // Free it, then take it like any free entry.
+                let _ = u.token.compare_exchange(t, 0, AcqRel, Relaxed);
+            }
+        }
+        h.users.iter().enumerate().find_map(|(i, u)| take(i, u))
     }
 
     /// Gives a user entry back (no claims of it are outstanding).
@@ -591,13 +617,26 @@ impl Ring {
         }
     }
 
-    /// Values currently held by the cells (FULL): what a dying pipe releases and
-    /// what `check` walks.
+    /// Values the pipe holds: those sent and not claimed, and those of won receive
+    /// records (a dead receiver's run, released by its recoverer). What a dying pipe
+    /// releases and what `check` walks.
     pub(crate) fn held(&self, pool: &Pool, f: &mut dyn FnMut(Raw)) {
-        for c in 0..self.cap {
-            let cell = self.cell(c);
-            if phase(cell.word.load(Acquire)) == FULL {
+        let h = self.head();
+        let hd = h.head.load(Acquire);
+        for (_, cell) in self.run(0).take(self.cap as usize) {
+            let w = cell.word.load(Acquire);
+            if phase(w) == FULL && unmask(w >> 16, hd).wrapping_sub(hd) < self.cap {
                 f(pool.read(&cell.slot));
+            }
+        }
+        for u in &h.users {
+            let r = u.recv.load(Acquire);
+            if r & WON != 0 && count(r) != 0 {
+                for (pos, c) in self.run(unmask(r >> 16, hd)).take(count(r)) {
+                    if c.word.load(Acquire) == word(pos, FULL) {
+                        f(pool.read(&c.slot));
+                    }
+                }
             }
         }
     }
@@ -605,19 +644,28 @@ impl Ring {
 
 impl Ring {
     /// Test hook: claims the next position for sending (`write`) or receiving and
-    /// stops there, as a process killed right after its claim would.
-    pub(crate) fn claim_and_stop(&self, me: u16, write: bool) -> bool {
+    /// stops there, as a process killed right after its claim would (a receiver
+    /// after flagging its record won). With `!write && !won_claim`, only writes
+    /// the record of a claim it does not make, as a receiver killed after losing
+    /// its CAS would leave it.
+    pub(crate) fn claim_and_stop(&self, me: u16, write: bool, won_claim: bool) -> bool {
         let h = self.head();
         let u = self.user(me);
-        let (counter, rec, from) = if write {
-            (&h.tail, &u.send, EMPTY)
-        } else {
-            (&h.head, &u.recv, FULL)
-        };
-        let pos = counter.load(Acquire);
-        if self.cell(pos).word.load(Acquire) != word(pos, from) {
+        if write {
+            let pos = h.tail.load(Acquire);
+            return pos < self.limit().0 + self.cap && Self::claim(&h.tail, &u.send, pos, 1);
+        }
+        let pos = h.head.load(Acquire);
+        if !filled(self.cell(pos).word.load(Acquire), pos) {
             return false;
         }
-        Self::claim(counter, rec, pos, 1)
+        if !won_claim {
+            u.recv.store(record(pos, 1), Release);
+            return true;
+        }
+        Self::claim(&h.head, &u.recv, pos, 1) && {
+            u.recv.store(record(pos, 1) | WON, Relaxed);
+            true
+        }
     }
 }
