@@ -96,8 +96,12 @@ fn child_role_entry() {
                 Err(SendError::Closed(_))
             ));
         }
-        "stall-send" | "stall-recv" => {
-            assert!(pipe.__test_claim_and_stop(role == "stall-send"));
+        "stall-send" | "stall-recv" | "stall-stale" => {
+            assert!(if role == "stall-stale" {
+                pipe.__test_stale_record()
+            } else {
+                pipe.__test_claim_and_stop(role == "stall-send")
+            });
             pool.user_word(4)
                 .store(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(60)); // killed here
@@ -436,10 +440,10 @@ fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
     );
     // The dead receiver's cell is in the way of the next lap: a blocked sender
     // recovers it (releasing the string) and goes on.
-    p.send(int(&pool, 8)).unwrap();
     let t = Instant::now();
-    p.send_timeout(int(&pool, 9), 5 * SECS).unwrap();
+    p.send_timeout(int(&pool, 8), 5 * SECS).unwrap();
     assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
+    p.try_send(int(&pool, 9)).unwrap();
     assert_eq!(as_i64(&p.recv().unwrap()), 8);
     assert_eq!(as_i64(&p.recv().unwrap()), 9);
     assert_eq!(
@@ -447,6 +451,37 @@ fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
         base,
         "the half-received string was released"
     );
+}
+
+#[test]
+fn a_receiver_killed_after_losing_its_claim_holds_nothing_back_and_frees_nothing() {
+    let s = Scratch::new("pipe-stalerec");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 2).unwrap();
+    let base = pool.stats().in_use;
+    p.send(pool.share(&Val::Str("y".repeat(1000))).unwrap())
+        .unwrap();
+    p.send(int(&pool, 7)).unwrap();
+    // The child's record names the string's position, but it never claimed it.
+    kill_after_claim(&s, &pool, "stall-stale");
+    let v = p.recv().unwrap();
+    assert_eq!(v.to_val().unwrap(), Val::Str("y".repeat(1000)));
+    assert_eq!(as_i64(&p.recv().unwrap()), 7);
+    // The stale record holds the next lap back until a blocked sender finds its
+    // writer dead and clears it, without releasing what someone else received.
+    let t = Instant::now();
+    p.send_timeout(int(&pool, 8), 5 * SECS).unwrap();
+    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
+    p.try_send(int(&pool, 9)).unwrap();
+    assert_eq!(as_i64(&p.recv().unwrap()), 8);
+    assert_eq!(as_i64(&p.recv().unwrap()), 9);
+    assert_eq!(
+        v.to_val().unwrap(),
+        Val::Str("y".repeat(1000)),
+        "still ours"
+    );
+    drop(v);
+    assert_eq!(pool.stats().in_use, base, "everything freed once");
 }
 
 // --- chaos -----------------------------------------------------------------------

@@ -831,7 +831,7 @@ impl Pipe {
         let pool = self.pool();
         out.reserve(max.min(MAX_BATCH_RESERVE));
         self.pop_until(max, timeout, block, &mut |r| {
-            out.push(ShmVal::from_owned(pool, r));
+            ShmVal::push_owned(out, pool, r);
         })
     }
 }

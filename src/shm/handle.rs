@@ -40,6 +40,28 @@ impl ShmVal {
         }
     }
 
+    /// Appends the value `raw` (whose reference the caller hands over) to `out`.
+    /// Written field by field: building the handle first and moving it in makes the
+    /// compiler reload the raw pair as one 16-byte word from the smaller stores just
+    /// made, which the CPU cannot forward (the load waits for the store buffer to
+    /// drain: a stall per value when receiving runs).
+    #[inline]
+    pub(crate) fn push_owned(out: &mut Vec<ShmVal>, pool: &Pool, raw: Raw) {
+        out.reserve(1);
+        let len = out.len();
+        let pool = raw.is_object().then(|| pool.clone());
+        // SAFETY: `reserve` made room for one more element at `len`; every field is
+        // written (padding needs no value) before the length covers it.
+        unsafe {
+            let dst = out.as_mut_ptr().add(len);
+            std::ptr::addr_of_mut!((*dst).pool).write(pool);
+            std::ptr::addr_of_mut!((*dst).raw.payload).write(raw.payload);
+            std::ptr::addr_of_mut!((*dst).raw.tag).write(raw.tag);
+            std::ptr::addr_of_mut!((*dst).raw.len).write(raw.len);
+            out.set_len(len + 1);
+        }
+    }
+
     /// The pool of a handle known to be an object (the table, list, string and
     /// array handles are made only from objects, and [`ShmVal::from_owned`] keeps
     /// the pool of every object).
