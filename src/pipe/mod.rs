@@ -724,7 +724,7 @@ impl Pipe {
         // In chunks, so that no allocation is needed for the raw words.
         for chunk in values.chunks(raws.len()) {
             for (r, v) in raws.iter_mut().zip(chunk) {
-                *r = v.raw();
+                *r = *v.raw_ref(); // a plain copy: the run is read whole below
             }
             let (n, why) = self.push_until(&raws[..chunk.len()], timeout, block);
             sent += n;
@@ -807,13 +807,19 @@ impl Pipe {
     /// Receives one value (see `pop_until`).
     #[inline]
     fn recv_until(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
-        let mut got = None;
-        self.pop_until(1, timeout, block, &mut |r| got = Some(r))?;
-        let r = got.ok_or_else(|| {
-            RecvError::Broken(PipeError::Val(ValError::Corrupt {
-                what: "pipe receive reported a value it did not hand over".into(),
-            }))
+        // The value as two words (a tag word of `u64::MAX`: none), each stored and
+        // loaded whole (see `Raw::read_fields`).
+        let (mut tag, mut payload) = (u64::MAX, 0);
+        self.pop_until(1, timeout, block, &mut |r| {
+            tag = u64::from(r.tag) | u64::from(r.len) << 8;
+            payload = r.payload;
         })?;
+        if tag == u64::MAX {
+            return Err(RecvError::Broken(PipeError::Val(ValError::Corrupt {
+                what: "pipe receive reported a value it did not hand over".into(),
+            })));
+        }
+        let r = Raw::new(tag as u8, (tag >> 8) as u8, payload);
         Ok(ShmVal::from_owned(self.pool(), r))
     }
 

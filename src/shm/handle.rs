@@ -147,8 +147,10 @@ impl ShmVal {
         self.pool.as_ref().is_none_or(|p| Pool::same(p, pool))
     }
 
+    /// The raw pair (read field by field: see [`Raw::read_fields`]).
+    #[inline]
     pub(crate) fn raw(&self) -> Raw {
-        self.raw
+        Raw::read_fields(&self.raw)
     }
 
     pub(crate) fn raw_ref(&self) -> &Raw {

@@ -29,6 +29,24 @@ impl Raw {
 
     pub(crate) const NONE: Raw = Raw::new(tag::NONE, 0, 0);
 
+    /// A copy of `*r` read field by field. A pair written just before with one
+    /// store per field (as building a handle does) and then copied whole is read
+    /// by one 16-byte load the CPU cannot forward from those stores: the load waits
+    /// for the store buffer to drain, and behind a store to a line another core
+    /// holds that takes hundreds of cycles. Volatile reads keep the loads apart
+    /// (the compiler merges plain ones).
+    #[inline]
+    pub(crate) fn read_fields(r: &Raw) -> Raw {
+        // SAFETY: reads of initialized fields through a valid reference.
+        unsafe {
+            Raw::new(
+                std::ptr::read_volatile(&r.tag),
+                std::ptr::read_volatile(&r.len),
+                std::ptr::read_volatile(&r.payload),
+            )
+        }
+    }
+
     pub(crate) fn is_object(self) -> bool {
         self.tag >= tag::FIRST_OBJECT
     }
