@@ -20,9 +20,9 @@
 //! Waiting spins first (a hand-off through a cache line costs tens of nanoseconds, a
 //! futex wake-up tens of microseconds), then sleeps on a shared futex eventcount.
 //! Deadlines are absolute (`CLOCK_MONOTONIC`). A process killed anywhere in a send or
-//! receive stops nobody: the cell it claimed is recognised by its dead claimer and
-//! moved on by whoever waits behind it (see `ring`), losing at most the one value in
-//! its hands.
+//! receive stops nobody: what it claimed is recognised by its dead claimer and moved
+//! on by whoever waits behind it (see `ring`), losing at most the values of the one
+//! run a dead sender had claimed and not written.
 
 mod broadcast;
 mod ring;
