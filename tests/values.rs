@@ -354,7 +354,21 @@ fn child_role_entry() {
             if i % 3 == 0 {
                 t.remove(format!("{me}-{}", i / 2)).unwrap();
             }
+            if i % 5 == 1 {
+                // Replaces a value in place with one of another type (a slot
+                // overwrite, which a kill must not leave torn).
+                t.insert(format!("{me}-{}", i - 1), REPLACED).unwrap();
+            }
         }
+    }
+    if role == "torn-writer" {
+        let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+        let l = root.get("l").unwrap().unwrap().as_list().unwrap();
+        assert!(t.__test_torn_replace("k7", "a string that replaced an int"));
+        assert!(l.__test_torn_set(1, Val::List(vec![Val::I64(5), Val::I64(6)])));
+        pool.user_word(4)
+            .store(1, std::sync::atomic::Ordering::Release);
+        std::thread::sleep(Duration::from_secs(60)); // killed here
     }
     if role == "mover" {
         // Reorders an OrderedDict without end: to the end (in place) and to the
@@ -519,6 +533,56 @@ fn remove_on_drop_removes_the_pool_once_every_handle_is_gone() {
     );
 }
 
+/// The value the inserter overwrites some of its list values with.
+const REPLACED: &str = "a string in place of a list";
+
+#[test]
+fn a_holder_killed_between_the_two_stores_of_a_slot_leaves_the_new_value_whole() {
+    let s = Scratch::new("torn");
+    let pool = pool(&s, 4 << 20);
+    let root = pool.root().unwrap();
+    let entries: Vec<(Val, Val)> = (0..20)
+        .map(|i| (Val::from(format!("k{i}")), Val::I64(i)))
+        .collect();
+    root.insert("t", Val::Tab(entries.into_iter().collect()))
+        .unwrap();
+    root.insert("l", Val::List(vec![Val::I64(1), Val::I64(2), Val::I64(3)]))
+        .unwrap();
+    let mut c = spawn("child_role_entry", "torn-writer", &[("POOL", s.0.clone())]);
+    let start = std::time::Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "child never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.kill().unwrap();
+    c.wait().unwrap();
+    // The next holders replay the logged writes: the new values, whole.
+    let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+    let l = root.get("l").unwrap().unwrap().as_list().unwrap();
+    assert_eq!(
+        t.get("k7").unwrap().unwrap().to_val().unwrap(),
+        Val::from("a string that replaced an int")
+    );
+    assert_eq!(
+        l.to_val().unwrap(),
+        Val::List(vec![
+            Val::I64(1),
+            Val::List(vec![Val::I64(5), Val::I64(6)]),
+            Val::I64(3)
+        ])
+    );
+    let r = shmval::check_value(root.as_val());
+    assert!(r.is_ok(), "{r:?}");
+    // Both go on working.
+    t.insert("k7", 8).unwrap();
+    l.set(1, 9).unwrap();
+    assert_eq!(t.get("k7").unwrap().unwrap().to_val().unwrap(), Val::I64(8));
+    assert_eq!(l.get(1).unwrap().unwrap().to_val().unwrap(), Val::I64(9));
+}
+
 #[test]
 fn processes_killed_while_growing_a_table_leave_it_whole() {
     let s = Scratch::new("growkill");
@@ -535,7 +599,8 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
         assert_eq!(m.len(), t.len().unwrap(), "after kill {k}");
         for (key, val) in m {
             assert!(
-                key.as_str().is_some() && matches!(val, Val::List(l) if l.len() == 2),
+                key.as_str().is_some()
+                    && (matches!(val, Val::List(l) if l.len() == 2) || *val == Val::from(REPLACED)),
                 "after kill {k}: {key} = {val}"
             );
         }

@@ -400,6 +400,23 @@ impl ShmTab {
         }
     }
 
+    /// Test hook (not API): replaces the value of the present `key` but stops
+    /// between the slot's two stores and keeps the lock, as a holder killed there.
+    #[doc(hidden)]
+    pub fn __test_torn_replace(&self, key: impl Into<Arg>, value: impl Into<Arg>) -> bool {
+        let Ok((_, kv, vr)) = prepare(key, value, self.pool()) else {
+            return false;
+        };
+        let Ok(g) = self.guard() else { return false };
+        match g.find(key_hash(&kv), &kv) {
+            Ok(Some(f)) => {
+                g.overwrite_torn_and_stop(f.num, &f.entry.value, vr);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The value of `key`, if present.
     ///
     /// # Errors
@@ -663,7 +680,7 @@ fn insert_locked(
     if let Some(f) = found {
         let e = f.entry;
         let old = pool.read(&e.value);
-        pool.write(&e.value, vr);
+        g.overwrite(f.num, &e.value, vr);
         return Ok(Some(ShmVal::from_owned(pool, old)));
     }
     let key = match shared_key {

@@ -120,7 +120,15 @@ pub struct ContainerHead {
     pub data: AtomicU64,
     /// Non-zero while an operation is under way (repaired by the next holder).
     pub dirty: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// A slot overwrite in progress: 0 none, else the element (list slot or dict
+    /// entry's value) number + 1. A slot is two words, so a holder killed between
+    /// them would leave a torn value; the next holder writes `redo_tag`/`redo_payload`
+    /// into the slot again (idempotent) and clears this.
+    pub redo_at: AtomicU64,
+    /// The tag word being written (see `redo_at`).
+    pub redo_tag: AtomicU64,
+    /// The payload being written (see `redo_at`).
+    pub redo_payload: AtomicU64,
 }
 
 /// The header of a container's data block; slots (list) or entries (dict) follow.

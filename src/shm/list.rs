@@ -1,8 +1,9 @@
 //! `list` in a pool: a data block of slots; every operation under the list's lock.
 //!
 //! Crash contract: `push` writes the slot, then `len` (the commit); `pop` lowers `len`
-//! (the commit: the value now belongs to the popper), then clears the slot; `set` is
-//! one slot write; growing copies the slots into a new block and switches with one
+//! (the commit: the value now belongs to the popper), then clears the slot; `set` logs
+//! the new value in the head before writing the slot's two words (the next holder
+//! replays the log, see `Guard::overwrite`); growing copies the slots into a new block and switches with one
 //! store of `data`. A holder killed at any point leaves a whole list (at worst the
 //! one value in its hands is leaked).
 
@@ -106,10 +107,27 @@ impl ShmList {
                 });
             }
         };
-        g.begin();
         let old = pool.read(slot);
-        pool.write(slot, vr);
+        g.overwrite(i as u64, slot, vr);
         Ok(ShmVal::from_owned(pool, old))
+    }
+
+    /// Test hook (not API): [`set`](Self::set) stopped between the slot's two
+    /// stores, the lock kept, as by a holder killed there.
+    #[doc(hidden)]
+    pub fn __test_torn_set(&self, i: usize, value: impl Into<Arg>) -> bool {
+        let pool = self.0.obj_pool();
+        let (Ok(vr), Ok(g)) = (value.into().into_raw_in(pool), self.guard()) else {
+            return false;
+        };
+        let Ok(Some(b)) = pool.block(g.head, SLOT) else {
+            return false;
+        };
+        let Ok(slot) = pool.slot_at(b.at(i as u64)) else {
+            return false;
+        };
+        g.overwrite_torn_and_stop(i as u64, slot, vr);
+        true
     }
 
     /// Appends a value (heap values are copied in, shared handles referenced).

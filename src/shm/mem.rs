@@ -47,6 +47,11 @@ impl Raw {
         }
     }
 
+    /// The slot's tag word: tag in the low byte, length in the next.
+    pub(crate) fn tag_word(self) -> u64 {
+        u64::from(self.tag) | u64::from(self.len) << 8
+    }
+
     pub(crate) fn is_object(self) -> bool {
         self.tag >= tag::FIRST_OBJECT
     }
@@ -269,10 +274,11 @@ impl Pool {
         Raw::new(t as u8, (t >> 8) as u8, s.payload.load(Acquire))
     }
 
+    /// Writes a slot nobody else reads yet, or one whose old value a crash cannot
+    /// expose half overwritten (two stores: see `Guard::overwrite` for live slots).
     pub(crate) fn write(&self, s: &Slot, r: Raw) {
         s.payload.store(r.payload, Relaxed);
-        s.tag
-            .store(u64::from(r.tag) | u64::from(r.len) << 8, Release);
+        s.tag.store(r.tag_word(), Release);
     }
 
     fn obj_layout(size: u64) -> Layout {

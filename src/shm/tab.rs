@@ -8,9 +8,11 @@
 //! counts it; growing builds a complete new block (entries, `used`, index) and
 //! switches with one store of `data`; `len` and the index are derived, so the next
 //! holder after a death (or any holder that finds the dirty mark) recounts `len` and
-//! rebuilds the index from the entries.
+//! rebuilds the index from the entries. A removal is one store (the key's tag word
+//! becomes DELETED); overwriting a live value slot, two words, is logged in the head
+//! first and replayed by the next holder ([`Guard::overwrite`]).
 
-use super::layout::{tag, BlockHead, ContainerHead, Entry, BLOCK_HEAD, ENTRY, HDR, SLOT};
+use super::layout::{tag, BlockHead, ContainerHead, Entry, Slot, BLOCK_HEAD, ENTRY, HDR, SLOT};
 use super::mem::{corrupt, Block, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
@@ -19,7 +21,7 @@ use shmval_alloc::{LockState, LOCK_PATIENCE};
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// Tables up to this many entries are searched without an index.
 const LINEAR: u64 = 8;
@@ -146,7 +148,10 @@ impl<'p> Guard<'p> {
                 shmval_alloc::LockError::Reentrant => ValError::Reentrant,
             })?;
         let g = Guard::new(pool, obj, head);
-        if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
+        if state == LockState::Recovered
+            || head.dirty.load(Relaxed) != 0
+            || head.redo_at.load(Relaxed) != 0
+        {
             g.repair()?;
         }
         Ok(g)
@@ -164,6 +169,67 @@ impl<'p> Guard<'p> {
     /// Marks the start of a modification (cleared when the guard drops).
     pub(crate) fn begin(&self) {
         self.head.dirty.store(1, Relaxed);
+    }
+
+    /// Replaces the value in `slot`, element `i` of this container (a list slot or a
+    /// dict entry's value) and live, with `r`. A slot is two words: the new value is
+    /// first logged in the head, so a holder killed between the two stores leaves a
+    /// log the next holder replays (see [`redo`](Self::redo)) instead of a torn
+    /// value. The old value is the caller's from the logged moment on.
+    pub(crate) fn overwrite(&self, i: u64, slot: &Slot, r: Raw) {
+        self.log_overwrite(i, r);
+        self.pool.write(slot, r);
+        self.head.redo_at.store(0, Release);
+    }
+
+    /// The first half of [`overwrite`](Self::overwrite): the log.
+    fn log_overwrite(&self, i: u64, r: Raw) {
+        let h = self.head;
+        self.begin();
+        h.redo_tag.store(r.tag_word(), Relaxed);
+        h.redo_payload.store(r.payload, Relaxed);
+        h.redo_at.store(i + 1, Release); // SYNC POINT: the new value is committed
+    }
+
+    /// Test hook: an [`overwrite`](Self::overwrite) stopped between the slot's two
+    /// stores, its lock left held, as by a holder killed there.
+    pub(crate) fn overwrite_torn_and_stop(self, i: u64, slot: &Slot, r: Raw) {
+        self.log_overwrite(i, r);
+        slot.payload.store(r.payload, Relaxed);
+        std::mem::forget(self);
+    }
+
+    /// Finishes an [`overwrite`](Self::overwrite) its holder did not: writes the
+    /// logged value into the logged element again (idempotent) and clears the log.
+    fn redo(&self) -> Result<(), ValError> {
+        let h = self.head;
+        let at = h.redo_at.load(Acquire);
+        if at == 0 {
+            return Ok(());
+        }
+        let i = at - 1;
+        let missing = || corrupt(format!("slot overwrite logged for missing element {i}"));
+        let slot = match self.obj.tag {
+            tag::LIST => {
+                let b = self.pool.block(h, SLOT)?.ok_or_else(missing)?;
+                if i >= h.len.load(Relaxed).min(b.cap) {
+                    return Err(missing());
+                }
+                self.pool.slot_at(b.at(i))?
+            }
+            _ => {
+                let b = self.block()?.ok_or_else(missing)?;
+                let e = self.pool.entry_in(b, i)?;
+                if i >= Self::used(b) || self.pool.read(&e.key).tag == tag::DELETED {
+                    return Err(missing());
+                }
+                &e.value
+            }
+        };
+        slot.payload.store(h.redo_payload.load(Relaxed), Relaxed);
+        slot.tag.store(h.redo_tag.load(Relaxed), Release);
+        h.redo_at.store(0, Release);
+        Ok(())
     }
 
     /// The dict's current entry block.
@@ -187,6 +253,7 @@ impl<'p> Guard<'p> {
     /// by one store), so recount `len` and rebuild the derived index.
     fn repair(&self) -> Result<(), ValError> {
         let h = self.head;
+        self.redo()?;
         match self.obj.tag {
             tag::LIST => {
                 let cap = self.pool.block(h, SLOT)?.map_or(0, |b| b.cap);
@@ -212,7 +279,7 @@ impl<'p> Guard<'p> {
                         if seen.insert((k.tag, k.len, k.payload)) {
                             len += 1;
                         } else {
-                            Self::empty_entry(self.pool, e);
+                            Self::empty_entry(e);
                         }
                     }
                     self.rebuild_index(b)?;
@@ -453,18 +520,18 @@ impl<'p> Guard<'p> {
         Ok(nb)
     }
 
-    /// Marks an entry deleted (value first, so an entry is never live without a
-    /// value that is its own).
-    fn empty_entry(pool: &Pool, e: &Entry) {
-        pool.write(&e.value, Raw::NONE);
-        pool.write(&e.key, Raw::new(tag::DELETED, 0, 0));
+    /// Marks an entry deleted with one store of its key's tag word (the commit: its
+    /// key and value references are no longer the table's). The stale payloads stay;
+    /// nothing reads a deleted entry's key payload or value.
+    fn empty_entry(e: &Entry) {
+        e.key.tag.store(u64::from(tag::DELETED), Release);
     }
 
     /// Removes a found entry, returning its key and value (the caller now owns them).
     pub(crate) fn remove_at(&self, f: Found<'p>) -> Result<(Raw, Raw), ValError> {
         let e = f.entry;
         let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
-        Self::empty_entry(self.pool, e);
+        Self::empty_entry(e);
         if let (Some(b), Some(bk)) = (self.block()?, f.bucket) {
             if let Some(idx) = self.index(b)? {
                 idx[bk].store(GONE, Relaxed);
@@ -575,7 +642,7 @@ impl<'p> Guard<'p> {
         self.pool.write(&d.key, self.pool.read(&e.key));
         self.pool.write(&d.value, self.pool.read(&e.value));
         b.head.used.store(i + 1, Release); // SYNC POINT: the copy exists from here on
-        Self::empty_entry(self.pool, e);
+        Self::empty_entry(e);
         if let (Some(idx), Some(bk)) = (self.index(b)?, f.bucket) {
             idx[bk].store(bucket_word(hash, i), Relaxed);
         }
