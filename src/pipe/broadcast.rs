@@ -360,11 +360,12 @@ impl Locked<'_> {
         }
         h.subscribed.store(live, Relaxed);
         for p in rel..min {
-            // Empty the slot, then count it released, then drop the reference: a
-            // death in between leaks the one value, never frees it twice.
-            let slot = ch.slot(p);
-            let r = self.pool.read(slot);
-            self.pool.write(slot, Raw::NONE);
+            // Count it released (the commit: the slot is no longer held, and is
+            // never read again before a sender refills it), then drop the
+            // reference: a death in between leaks the one value, never frees it
+            // twice. The slot is not cleared: its two stores could be torn by a
+            // death, and a torn slot below `released` would be read again.
+            let r = self.pool.read(ch.slot(p));
             h.released.store(p + 1, SeqCst); // before `notify_waiters` below
             self.pool.release(r);
         }
