@@ -34,6 +34,10 @@ fn main() {
         pipes::profile();
         return;
     }
+    if args.first().map(String::as_str) == Some("profile-pingpong") {
+        pipes::profile_pingpong();
+        return;
+    }
     if args.first().map(String::as_str) == Some("pipe-child") {
         pipes::child(&args[1..]);
         return;

@@ -558,6 +558,21 @@ pub fn run(r: &mut Report) {
 
 /// `profile-pipe`: send+receive pairs in one process (the code path without
 /// cross-core transfers), for perf/callgrind.
+/// Ping-pong across two processes alone (for `perf record`): raw spin, then the
+/// pipe, alternating, three rounds.
+pub fn profile_pingpong() {
+    let s = Side::create(&format!("shmval-bench-ppprof-{}", std::process::id()));
+    let n = 1_000_000u64;
+    for round in 0..3 {
+        let raw = pingpong_raw(&s, n);
+        let pipe = pingpong_pipe(&s, n, SPIN);
+        println!(
+            "round {round}: pipe {pipe:.1} ns a hop, raw spin {raw:.1} ns ({:.2}x)",
+            pipe / raw
+        );
+    }
+}
+
 pub fn profile() {
     let s = Side::create(&format!("shmval-bench-pprof-{}", std::process::id()));
     let p = s.pipe("one-way");
