@@ -5,7 +5,8 @@ mod common;
 
 use common::{child_done, spawn, wait_ok, Scratch};
 use shmval::{
-    tab, BatchError, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal, Val,
+    tab, BatchError, Broadcast, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal,
+    Val,
 };
 use std::time::{Duration, Instant};
 
@@ -113,6 +114,34 @@ fn child_role_entry() {
         _ => return,
     }
     child_done();
+}
+
+#[test]
+fn looking_for_pipes_in_a_pool_without_any_creates_nothing() {
+    let s = Scratch::new("pipe-none");
+    let pool = pool(&s, 1 << 20);
+    let used = pool.stats().in_use;
+    assert!(matches!(
+        Pipe::open(&pool, "later", Duration::from_millis(5)),
+        Err(PipeError::NotFound { .. })
+    ));
+    assert!(matches!(
+        Broadcast::open(&pool, "later", Duration::ZERO),
+        Err(PipeError::NotFound { .. })
+    ));
+    assert!(Pipe::names(&pool).unwrap().is_empty());
+    assert!(Broadcast::names(&pool).unwrap().is_empty());
+    assert!(!Pipe::remove(&pool, "later").unwrap());
+    assert!(!Broadcast::remove(&pool, "later").unwrap());
+    assert_eq!(
+        pool.stats().in_use,
+        used,
+        "a reader's lookups allocate no directory"
+    );
+    // The first create makes the directory, and the waiting open finds the pipe.
+    Pipe::create(&pool, "later", 4).unwrap();
+    assert!(Pipe::open(&pool, "later", Duration::ZERO).is_ok());
+    assert_eq!(Pipe::names(&pool).unwrap(), ["later"]);
 }
 
 #[test]

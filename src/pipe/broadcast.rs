@@ -531,6 +531,11 @@ impl Pool {
     pub(crate) fn broadcast_directory(&self) -> Result<ShmTab, ValError> {
         self.word_tab(2)
     }
+
+    /// The pool's broadcast directory if any broadcast was ever created.
+    pub(crate) fn broadcast_directory_if_any(&self) -> Result<Option<ShmTab>, ValError> {
+        self.word_tab_if_any(2)
+    }
 }
 
 impl Broadcast {
@@ -566,7 +571,10 @@ impl Broadcast {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or broadcast.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Broadcast, PipeError> {
         check_name(name)?;
-        let obj = super::find(name, wait, || Ok(pool.broadcast_directory()?.get(name)?))?;
+        let obj = super::find(name, wait, || match pool.broadcast_directory_if_any()? {
+            Some(dir) => Ok(dir.get(name)?),
+            None => Ok(None),
+        })?;
         Broadcast::attach(obj, name)
     }
 
@@ -577,7 +585,10 @@ impl Broadcast {
     /// # Errors
     /// A corrupt directory.
     pub fn remove(pool: &Pool, name: &str) -> Result<bool, PipeError> {
-        Ok(pool.broadcast_directory()?.remove(name)?.is_some())
+        match pool.broadcast_directory_if_any()? {
+            Some(dir) => Ok(dir.remove(name)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Names of the pool's broadcasts.
@@ -585,7 +596,10 @@ impl Broadcast {
     /// # Errors
     /// A corrupt directory.
     pub fn names(pool: &Pool) -> Result<Vec<String>, PipeError> {
-        super::names_in(&pool.broadcast_directory()?)
+        match pool.broadcast_directory_if_any()? {
+            Some(dir) => super::names_in(&dir),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Broadcast, PipeError> {

@@ -263,6 +263,11 @@ impl Pool {
     pub(crate) fn pipe_directory(&self) -> Result<ShmTab, ValError> {
         self.word_tab(1)
     }
+
+    /// The pool's pipe directory if any pipe was ever created (creates nothing).
+    pub(crate) fn pipe_directory_if_any(&self) -> Result<Option<ShmTab>, ValError> {
+        self.word_tab_if_any(1)
+    }
 }
 
 impl Pipe {
@@ -293,7 +298,10 @@ impl Pipe {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or pipe.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Pipe, PipeError> {
         check_name(name)?;
-        let obj = find(name, wait, || Ok(pool.pipe_directory()?.get(name)?))?;
+        let obj = find(name, wait, || match pool.pipe_directory_if_any()? {
+            Some(dir) => Ok(dir.get(name)?),
+            None => Ok(None),
+        })?;
         Pipe::attach(obj, name)
     }
 
@@ -304,7 +312,10 @@ impl Pipe {
     /// # Errors
     /// A corrupt directory.
     pub fn remove(pool: &Pool, name: &str) -> Result<bool, PipeError> {
-        Ok(pool.pipe_directory()?.remove(name)?.is_some())
+        match pool.pipe_directory_if_any()? {
+            Some(dir) => Ok(dir.remove(name)?.is_some()),
+            None => Ok(false),
+        }
     }
 
     /// Names of the pool's pipes.
@@ -312,7 +323,10 @@ impl Pipe {
     /// # Errors
     /// A corrupt directory.
     pub fn names(pool: &Pool) -> Result<Vec<String>, PipeError> {
-        names_in(&pool.pipe_directory()?)
+        match pool.pipe_directory_if_any()? {
+            Some(dir) => names_in(&dir),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Pipe, PipeError> {

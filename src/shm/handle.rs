@@ -803,6 +803,20 @@ impl Pool {
                 Err(cur) => off = cur, // another process won; `fresh` is released
             }
         }
+        self.tab_of_word(i, off)
+    }
+
+    /// The table named by user word `i`, if one was made (a lookup that creates
+    /// nothing: opening a pipe must not allocate in a pool it only reads).
+    pub(crate) fn word_tab_if_any(&self, i: usize) -> Result<Option<ShmTab>, ValError> {
+        match self.user_word(i).load(Ordering::Acquire) {
+            0 => Ok(None),
+            off => self.tab_of_word(i, off).map(Some),
+        }
+    }
+
+    /// A handle on the table at `off`, which user word `i` names.
+    fn tab_of_word(&self, i: usize, off: u64) -> Result<ShmTab, ValError> {
         let o = self.obj(off)?;
         if o.tag != tag::TAB {
             return Err(super::mem::corrupt(format!(
