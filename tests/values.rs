@@ -548,17 +548,7 @@ fn a_holder_killed_between_the_two_stores_of_a_slot_leaves_the_new_value_whole()
         .unwrap();
     root.insert("l", Val::List(vec![Val::I64(1), Val::I64(2), Val::I64(3)]))
         .unwrap();
-    let mut c = spawn("child_role_entry", "torn-writer", &[("POOL", s.0.clone())]);
-    let start = std::time::Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "child never stopped"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    c.kill().unwrap();
-    c.wait().unwrap();
+    kill_when_ready(&pool, &s, "torn-writer");
     // The next holders replay the logged writes: the new values, whole.
     let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
     let l = root.get("l").unwrap().unwrap().as_list().unwrap();
@@ -613,6 +603,22 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
     });
 }
 
+/// Starts the child `role`, waits until it says (through user word 4) that it
+/// stopped where it is to be killed, and SIGKILLs it.
+fn kill_when_ready(pool: &Pool, s: &Scratch, role: &str) {
+    let mut c = spawn("child_role_entry", role, &[("POOL", s.0.clone())]);
+    let start = std::time::Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{role} never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
 /// Starts the child `role` again and again and SIGKILLs it at a random moment (up to
 /// `max_us` after it said it runs, through user word 4), calling `after(n)` after kill
 /// `n`. `SHMVAL_CHAOS_KILLS` overrides the number of kills.
@@ -661,17 +667,7 @@ fn a_reader_killed_while_holding_handles_does_not_stop_the_others() {
         tab! { "big" => Val::List((0..1000).map(Val::I64).collect()), "n" => 1 },
     )
     .unwrap();
-    let mut c = spawn("child_role_entry", "holder", &[("POOL", s.0.clone())]);
-    let start = std::time::Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "holder never started"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    c.kill().unwrap();
-    c.wait().unwrap();
+    kill_when_ready(&pool, &s, "holder");
     // Everyone else carries on: the table works, is well formed, and can be removed.
     let t = root.get("data").unwrap().unwrap().as_tab().unwrap();
     t.insert("n", 2).unwrap();
