@@ -479,15 +479,7 @@ fn a_process_killed_holding_a_table_lock_does_not_stop_the_others() {
     root.insert("t", tab! { "a" => 1 }).unwrap();
     let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
     let held = pool.share(&Val::from("kept by the parent")).unwrap();
-    let mut c = spawn("child_role_entry", "tab-locker", &[("POOL", s.0.clone())]);
-    let start = std::time::Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "locker never locked"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut c = start_and_wait(&pool, &s, "tab-locker");
     // A waiter blocks on the live holder, then the holder is killed.
     let t2 = t.clone();
     let waiter = std::thread::spawn(move || {
@@ -606,17 +598,25 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
 /// Starts the child `role`, waits until it says (through user word 4) that it
 /// stopped where it is to be killed, and SIGKILLs it.
 fn kill_when_ready(pool: &Pool, s: &Scratch, role: &str) {
-    let mut c = spawn("child_role_entry", role, &[("POOL", s.0.clone())]);
+    let mut c = start_and_wait(pool, s, role);
+    c.kill().unwrap();
+    c.wait().unwrap();
+}
+
+/// Clears user word 4, starts the child `role` and waits until it sets the word.
+fn start_and_wait(pool: &Pool, s: &Scratch, role: &str) -> std::process::Child {
+    pool.user_word(4)
+        .store(0, std::sync::atomic::Ordering::Release);
+    let c = spawn("child_role_entry", role, &[("POOL", s.0.clone())]);
     let start = std::time::Instant::now();
     while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "{role} never got ready"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_micros(200));
     }
-    c.kill().unwrap();
-    c.wait().unwrap();
+    c
 }
 
 /// Starts the child `role` again and again and SIGKILLs it at a random moment (up to
@@ -636,17 +636,7 @@ fn kill_repeatedly(
         .unwrap_or(kills);
     let mut rng = 0x9E37_79B9u64;
     for n in 0..kills {
-        pool.user_word(4)
-            .store(0, std::sync::atomic::Ordering::Release);
-        let mut c = spawn("child_role_entry", role, &[("POOL", s.0.clone())]);
-        let start = std::time::Instant::now();
-        while pool.user_word(4).load(std::sync::atomic::Ordering::Acquire) == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "{role} {n} never started"
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        let mut c = start_and_wait(pool, s, role);
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
