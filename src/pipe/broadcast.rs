@@ -40,9 +40,9 @@
 //! sender it would block (liveness from its process token), so it never blocks the
 //! sender for long.
 
-use super::{check_name, PipeError, SendError, Spin, DEFAULT_SPIN, STUCK_CHECK};
+use super::{check_name, PipeError, SendError, Spin, BROADCASTS, DEFAULT_SPIN, STUCK_CHECK};
 use crate::shm::layout::{tag, ObjHeader, Slot, HDR};
-use crate::shm::{Raw, ShmTab, ShmVal, ValError};
+use crate::shm::{Raw, ShmVal, ValError};
 use crate::sync::EventCount;
 use crate::Pool;
 use shmval_alloc::{LockError, LockState, RobustLock, LOCK_PATIENCE};
@@ -526,18 +526,6 @@ impl fmt::Debug for Broadcast {
     }
 }
 
-impl Pool {
-    /// The pool's broadcast directory (name → broadcast), created on first use.
-    pub(crate) fn broadcast_directory(&self) -> Result<ShmTab, ValError> {
-        self.word_tab(2)
-    }
-
-    /// The pool's broadcast directory if any broadcast was ever created.
-    pub(crate) fn broadcast_directory_if_any(&self) -> Result<Option<ShmTab>, ValError> {
-        self.word_tab_if_any(2)
-    }
-}
-
 impl Broadcast {
     /// Creates the broadcast `name` with room for `capacity` values not yet received
     /// by every subscriber, and registers it in the pool's broadcast directory.
@@ -556,7 +544,7 @@ impl Broadcast {
         }
         let obj = super::make_named(
             pool,
-            &pool.broadcast_directory()?,
+            &BROADCASTS.made(pool)?,
             name,
             tag::BCAST,
             object_size(capacity),
@@ -571,10 +559,7 @@ impl Broadcast {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or broadcast.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Broadcast, PipeError> {
         check_name(name)?;
-        let obj = super::find(name, wait, || match pool.broadcast_directory_if_any()? {
-            Some(dir) => Ok(dir.get(name)?),
-            None => Ok(None),
-        })?;
+        let obj = super::find(pool, BROADCASTS, name, wait)?;
         Broadcast::attach(obj, name)
     }
 
@@ -585,10 +570,7 @@ impl Broadcast {
     /// # Errors
     /// A corrupt directory.
     pub fn remove(pool: &Pool, name: &str) -> Result<bool, PipeError> {
-        match pool.broadcast_directory_if_any()? {
-            Some(dir) => Ok(dir.remove(name)?.is_some()),
-            None => Ok(false),
-        }
+        BROADCASTS.remove(pool, name)
     }
 
     /// Names of the pool's broadcasts.
@@ -596,10 +578,7 @@ impl Broadcast {
     /// # Errors
     /// A corrupt directory.
     pub fn names(pool: &Pool) -> Result<Vec<String>, PipeError> {
-        match pool.broadcast_directory_if_any()? {
-            Some(dir) => super::names_in(&dir),
-            None => Ok(Vec::new()),
-        }
+        BROADCASTS.names(pool)
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Broadcast, PipeError> {

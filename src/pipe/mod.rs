@@ -258,15 +258,49 @@ fn check_name(name: &str) -> Result<(), PipeError> {
     Ok(())
 }
 
-impl Pool {
-    /// The pool's pipe directory (name → pipe), created on first use.
-    pub(crate) fn pipe_directory(&self) -> Result<ShmTab, ValError> {
-        self.word_tab(1)
+/// A pool-wide name directory: the dict (name → object) at a user word of the pool.
+/// Creators make it on first use; lookups create nothing (a reader must not
+/// allocate in a pool it only reads), and a missing directory is an empty one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Directory(usize);
+
+/// Where pipes are named.
+pub(crate) const PIPES: Directory = Directory(1);
+/// Where broadcasts are named.
+pub(crate) const BROADCASTS: Directory = Directory(2);
+
+impl Directory {
+    /// The directory, made if there is none yet (for creators).
+    pub(crate) fn made(self, pool: &Pool) -> Result<ShmTab, ValError> {
+        pool.word_tab(self.0)
     }
 
-    /// The pool's pipe directory if any pipe was ever created (creates nothing).
-    pub(crate) fn pipe_directory_if_any(&self) -> Result<Option<ShmTab>, ValError> {
-        self.word_tab_if_any(1)
+    fn get(self, pool: &Pool, name: &str) -> Result<Option<ShmVal>, PipeError> {
+        match pool.word_tab_if_any(self.0)? {
+            Some(dir) => Ok(dir.get(name)?),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes `name`; whether it was there.
+    pub(crate) fn remove(self, pool: &Pool, name: &str) -> Result<bool, PipeError> {
+        match pool.word_tab_if_any(self.0)? {
+            Some(dir) => Ok(dir.remove(name)?.is_some()),
+            None => Ok(false),
+        }
+    }
+
+    /// The names in the directory.
+    pub(crate) fn names(self, pool: &Pool) -> Result<Vec<String>, PipeError> {
+        let mut out = Vec::new();
+        if let Some(dir) = pool.word_tab_if_any(self.0)? {
+            for k in dir.keys()? {
+                if let crate::Val::Str(s) = k.to_val()? {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -283,7 +317,7 @@ impl Pipe {
         }
         let obj = make_named(
             pool,
-            &pool.pipe_directory()?,
+            &PIPES.made(pool)?,
             name,
             tag::PIPE,
             ring::object_size(capacity),
@@ -298,10 +332,7 @@ impl Pipe {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or pipe.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Pipe, PipeError> {
         check_name(name)?;
-        let obj = find(name, wait, || match pool.pipe_directory_if_any()? {
-            Some(dir) => Ok(dir.get(name)?),
-            None => Ok(None),
-        })?;
+        let obj = find(pool, PIPES, name, wait)?;
         Pipe::attach(obj, name)
     }
 
@@ -312,10 +343,7 @@ impl Pipe {
     /// # Errors
     /// A corrupt directory.
     pub fn remove(pool: &Pool, name: &str) -> Result<bool, PipeError> {
-        match pool.pipe_directory_if_any()? {
-            Some(dir) => Ok(dir.remove(name)?.is_some()),
-            None => Ok(false),
-        }
+        PIPES.remove(pool, name)
     }
 
     /// Names of the pool's pipes.
@@ -323,10 +351,7 @@ impl Pipe {
     /// # Errors
     /// A corrupt directory.
     pub fn names(pool: &Pool) -> Result<Vec<String>, PipeError> {
-        match pool.pipe_directory_if_any()? {
-            Some(dir) => names_in(&dir),
-            None => Ok(Vec::new()),
-        }
+        PIPES.names(pool)
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Pipe, PipeError> {
@@ -895,17 +920,13 @@ fn spin_ns(spin: Duration) -> u64 {
     spin.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
-/// Looks `name` up with `lookup`, polling (0.2 ms growing to 10 ms naps) until it
+/// Looks `name` up in `dir`, polling (0.2 ms growing to 10 ms naps) until it
 /// appears or `wait` has passed.
-fn find(
-    name: &str,
-    wait: Duration,
-    lookup: impl Fn() -> Result<Option<ShmVal>, PipeError>,
-) -> Result<ShmVal, PipeError> {
+fn find(pool: &Pool, dir: Directory, name: &str, wait: Duration) -> Result<ShmVal, PipeError> {
     let start = Instant::now();
     let mut nap = Duration::from_micros(200);
     loop {
-        if let Some(obj) = lookup()? {
+        if let Some(obj) = dir.get(pool, name)? {
             return Ok(obj);
         }
         let waited = start.elapsed();
@@ -921,16 +942,6 @@ fn find(
 }
 
 /// The names (string keys) of a directory.
-fn names_in(dir: &ShmTab) -> Result<Vec<String>, PipeError> {
-    let mut out = Vec::new();
-    for k in dir.keys()? {
-        if let crate::Val::Str(s) = k.to_val()? {
-            out.push(s);
-        }
-    }
-    Ok(out)
-}
-
 /// When a sleeper must wake: its deadline, or sooner when it waits behind a claimed
 /// cell (to check whether the claimer died: nobody else would wake it).
 fn wake_at(deadline: Option<Instant>, behind_claim: bool) -> Option<Instant> {

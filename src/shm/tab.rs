@@ -148,10 +148,9 @@ impl<'p> Guard<'p> {
                 shmval_alloc::LockError::Reentrant => ValError::Reentrant,
             })?;
         let g = Guard::new(pool, obj, head);
-        if state == LockState::Recovered
-            || head.dirty.load(Relaxed) != 0
-            || head.redo_at.load(Relaxed) != 0
-        {
+        // A logged overwrite is always inside a `dirty` operation (`begin` comes
+        // first, `redo_at` is cleared before the guard drops), so this covers it.
+        if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
             g.repair()?;
         }
         Ok(g)
