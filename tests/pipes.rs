@@ -452,16 +452,35 @@ fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
     }
 }
 
-#[test]
-fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
-    let s = Scratch::new("pipe-deadrecv");
+/// A pipe of 2 cells holding a 1000-character string of `c` and then 7, and a
+/// receiver child `role` killed once it stopped in its claim; also the pool's bytes
+/// in use before the values were sent.
+fn a_string_and_7_then_killed(scratch: &str, role: &str, c: char) -> (Scratch, Pool, Pipe, u64) {
+    let s = Scratch::new(scratch);
     let pool = pool(&s, 1 << 20);
     let p = Pipe::create(&pool, "p", 2).unwrap();
     let base = pool.stats().in_use;
-    p.send(pool.share(&Val::Str("z".repeat(1000))).unwrap())
+    p.send(pool.share(&Val::Str(c.to_string().repeat(1000))).unwrap())
         .unwrap();
     p.send(int(&pool, 7)).unwrap();
-    kill_after_claim(&s, &pool, "stall-recv");
+    kill_after_claim(&s, &pool, role);
+    (s, pool, p, base)
+}
+
+/// A send blocked behind what a dead receiver left gets through within 2 s, and the
+/// pipe then goes on in order.
+fn a_blocked_sender_gets_past_it(pool: &Pool, p: &Pipe) {
+    let t = Instant::now();
+    p.send_timeout(int(pool, 8), 5 * SECS).unwrap();
+    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
+    p.try_send(int(pool, 9)).unwrap();
+    assert_eq!(as_i64(&p.recv().unwrap()), 8);
+    assert_eq!(as_i64(&p.recv().unwrap()), 9);
+}
+
+#[test]
+fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
+    let (_s, pool, p, base) = a_string_and_7_then_killed("pipe-deadrecv", "stall-recv", 'z');
     assert_eq!(
         as_i64(&p.recv().unwrap()),
         7,
@@ -469,12 +488,7 @@ fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
     );
     // The dead receiver's cell is in the way of the next lap: a blocked sender
     // recovers it (releasing the string) and goes on.
-    let t = Instant::now();
-    p.send_timeout(int(&pool, 8), 5 * SECS).unwrap();
-    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
-    p.try_send(int(&pool, 9)).unwrap();
-    assert_eq!(as_i64(&p.recv().unwrap()), 8);
-    assert_eq!(as_i64(&p.recv().unwrap()), 9);
+    a_blocked_sender_gets_past_it(&pool, &p);
     assert_eq!(
         pool.stats().in_use,
         base,
@@ -484,26 +498,14 @@ fn a_receiver_killed_after_claiming_a_value_releases_it_and_frees_the_cell() {
 
 #[test]
 fn a_receiver_killed_after_losing_its_claim_holds_nothing_back_and_frees_nothing() {
-    let s = Scratch::new("pipe-stalerec");
-    let pool = pool(&s, 1 << 20);
-    let p = Pipe::create(&pool, "p", 2).unwrap();
-    let base = pool.stats().in_use;
-    p.send(pool.share(&Val::Str("y".repeat(1000))).unwrap())
-        .unwrap();
-    p.send(int(&pool, 7)).unwrap();
     // The child's record names the string's position, but it never claimed it.
-    kill_after_claim(&s, &pool, "stall-stale");
+    let (_s, pool, p, base) = a_string_and_7_then_killed("pipe-stalerec", "stall-stale", 'y');
     let v = p.recv().unwrap();
     assert_eq!(v.to_val().unwrap(), Val::Str("y".repeat(1000)));
     assert_eq!(as_i64(&p.recv().unwrap()), 7);
     // The stale record holds the next lap back until a blocked sender finds its
     // writer dead and clears it, without releasing what someone else received.
-    let t = Instant::now();
-    p.send_timeout(int(&pool, 8), 5 * SECS).unwrap();
-    assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
-    p.try_send(int(&pool, 9)).unwrap();
-    assert_eq!(as_i64(&p.recv().unwrap()), 8);
-    assert_eq!(as_i64(&p.recv().unwrap()), 9);
+    a_blocked_sender_gets_past_it(&pool, &p);
     assert_eq!(
         v.to_val().unwrap(),
         Val::Str("y".repeat(1000)),
