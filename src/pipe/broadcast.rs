@@ -582,7 +582,7 @@ impl Broadcast {
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Broadcast, PipeError> {
-        if obj.raw().tag != tag::BCAST {
+        if obj.raw().tag() != tag::BCAST {
             return Err(ValError::Corrupt {
                 what: format!(
                     "broadcast directory entry {name:?} is a {}",

@@ -355,7 +355,7 @@ impl Pipe {
     }
 
     fn attach(obj: ShmVal, name: &str) -> Result<Pipe, PipeError> {
-        if obj.raw().tag != tag::PIPE {
+        if obj.raw().tag() != tag::PIPE {
             return Err(ValError::Corrupt {
                 what: format!("directory entry {name:?} is a {}", obj.type_name()),
             }
@@ -850,7 +850,7 @@ impl Pipe {
         // loaded whole (see `Raw::read_fields`).
         let (mut tag, mut payload) = (u64::MAX, 0);
         self.pop_until(1, timeout, block, &mut |r| {
-            tag = u64::from(r.tag) | u64::from(r.len) << 8;
+            tag = r.tag_word();
             payload = r.payload;
         })?;
         if tag == u64::MAX {
@@ -858,7 +858,7 @@ impl Pipe {
                 what: "pipe receive reported a value it did not hand over".into(),
             })));
         }
-        let r = Raw::new(tag as u8, (tag >> 8) as u8, payload);
+        let r = Raw::from_words(tag, payload);
         Ok(ShmVal::from_owned(self.pool(), r))
     }
 

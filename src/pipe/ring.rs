@@ -220,6 +220,9 @@ pub(crate) struct Ring {
     head: NonNull<PipeHead>,
     cells: NonNull<Cell>,
     cap: u64,
+    /// `cap - 1` when `cap` is a power of two (the index of a position is then a
+    /// mask, not a division: tens of cycles a value), else 0.
+    mask: u64,
     /// A limit this handle's senders found (see the module comment): positions
     /// below it are read for good, so a stale value is only too cautious.
     /// Process-local; written under the send turn.
@@ -263,6 +266,7 @@ impl Ring {
             head: NonNull::from(head),
             cells: NonNull::from(cells),
             cap,
+            mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
             lim: AtomicU64::new(0),
         })
     }
@@ -293,7 +297,17 @@ impl Ring {
     #[inline]
     fn cell(&self, pos: u64) -> &Cell {
         // SAFETY: `pos % cap < cap` and `cap` cells were bounds-checked in `attach`.
-        unsafe { &*self.cells.as_ptr().add((pos % self.cap) as usize) }
+        unsafe { &*self.cells.as_ptr().add(self.index(pos)) }
+    }
+
+    /// The cell index of position `pos` (`< cap`).
+    #[inline]
+    fn index(&self, pos: u64) -> usize {
+        (if self.mask != 0 {
+            pos & self.mask
+        } else {
+            pos % self.cap
+        }) as usize
     }
 
     /// The cells of positions `pos, pos + 1, ...` (wrapping around the ring), with
@@ -301,7 +315,7 @@ impl Ring {
     #[inline]
     fn run(&self, pos: u64) -> impl Iterator<Item = (u64, &Cell)> + '_ {
         let cap = self.cap as usize;
-        let mut i = (pos % self.cap) as usize;
+        let mut i = self.index(pos);
         (pos..).map(move |p| {
             // SAFETY: `i < cap`, and `cap` cells were bounds-checked in `attach`.
             let c = unsafe { &*self.cells.as_ptr().add(i) };

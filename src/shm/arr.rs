@@ -123,7 +123,7 @@ impl<T: Elem> Clone for ShmArr<T> {
 impl<T: Elem> ShmArr<T> {
     fn from_val(val: ShmVal) -> Result<Option<ShmArr<T>>, ValError> {
         let r = val.raw();
-        if r.tag != tag::ARR {
+        if r.tag() != tag::ARR {
             return Ok(None);
         }
         let pool = val.obj_pool();

@@ -66,7 +66,7 @@ pub fn check_value(v: &ShmVal) -> CheckReport {
     };
     let mut seen = HashSet::new();
     // (expected tag, offset, depth, slot owner)
-    let mut stack: Vec<(u8, u64, usize, u64)> = vec![(v.raw().tag, root, 0, root)];
+    let mut stack: Vec<(u8, u64, usize, u64)> = vec![(v.raw().tag(), root, 0, root)];
     while let Some((want, off, depth, from)) = stack.pop() {
         let mut problem = |what: String| report.problems.push(Problem { offset: from, what });
         if depth > MAX_DEPTH {
@@ -106,13 +106,13 @@ pub fn check_value(v: &ShmVal) -> CheckReport {
             report.problems.push(Problem { offset: off, what });
         }
         for r in children {
-            let known_object = (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&r.tag);
+            let known_object = (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&r.tag());
             if known_object {
-                stack.push((r.tag, r.payload, depth + 1, off));
-            } else if r.tag > tag::LAST_IMMEDIATE || (r.tag >= tag::STR_INLINE && r.len > 8) {
+                stack.push((r.tag(), r.payload, depth + 1, off));
+            } else if r.tag() > tag::LAST_IMMEDIATE || (r.tag() >= tag::STR_INLINE && r.len() > 8) {
                 report.problems.push(Problem {
                     offset: off,
-                    what: format!("unknown value tag {}", r.tag),
+                    what: format!("unknown value tag {}", r.tag()),
                 });
             }
         }
@@ -217,11 +217,11 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
             for i in 0..used {
                 let e = pool.entry_in(b, i).map_err(|e| e.to_string())?;
                 let k = pool.read(&e.key);
-                if k.tag == tag::DELETED {
+                if k.tag() == tag::DELETED {
                     continue;
                 }
-                if matches!(k.tag, tag::ARR | tag::LIST | tag::TAB | tag::OTAB) {
-                    return Err(format!("dict key of unhashable type (tag {})", k.tag));
+                if matches!(k.tag(), tag::ARR | tag::LIST | tag::TAB | tag::OTAB) {
+                    return Err(format!("dict key of unhashable type (tag {})", k.tag()));
                 }
                 live += 1;
                 out.push(k);

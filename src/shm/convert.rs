@@ -26,10 +26,10 @@ pub(crate) fn le_word(b: &[u8]) -> u64 {
 
 /// The bytes of an inline str/bytes.
 pub(crate) fn inline_bytes(r: &Raw) -> Result<Vec<u8>, ValError> {
-    if r.len > 8 {
-        return Err(corrupt(format!("inline length {}", r.len)));
+    if r.len() > 8 {
+        return Err(corrupt(format!("inline length {}", r.len())));
     }
-    Ok(r.payload.to_le_bytes()[..r.len as usize].to_vec())
+    Ok(r.payload.to_le_bytes()[..r.len() as usize].to_vec())
 }
 
 fn imm(t: u8, payload: u64) -> Raw {
@@ -357,7 +357,7 @@ impl Pool {
 
     /// One value: a leaf converted now, or a container to open.
     fn out_step(&self, r: Raw) -> Result<Out, ValError> {
-        let (t, p) = (r.tag, r.payload);
+        let (t, p) = (r.tag(), r.payload);
         if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t) {
             let o = self.obj(p)?;
             if o.tag != t {
@@ -459,7 +459,7 @@ impl Pool {
 #[inline(always)]
 pub(crate) fn immediate_val(r: Raw) -> Result<Val, ValError> {
     let p = r.payload;
-    Ok(match r.tag {
+    Ok(match r.tag() {
         tag::NONE => Val::None,
         tag::BOOL => Val::Bool(p != 0),
         tag::I8 => Val::I8(p as i8),

@@ -55,9 +55,7 @@ impl ShmVal {
         unsafe {
             let dst = out.as_mut_ptr().add(len);
             std::ptr::addr_of_mut!((*dst).pool).write(pool);
-            std::ptr::addr_of_mut!((*dst).raw.payload).write(raw.payload);
-            std::ptr::addr_of_mut!((*dst).raw.tag).write(raw.tag);
-            std::ptr::addr_of_mut!((*dst).raw.len).write(raw.len);
+            std::ptr::addr_of_mut!((*dst).raw).write(raw);
             out.set_len(len + 1);
         }
     }
@@ -92,7 +90,7 @@ impl ShmVal {
 
     /// The Python type name.
     pub fn type_name(&self) -> &'static str {
-        match self.raw.tag {
+        match self.raw.tag() {
             tag::NONE => "NoneType",
             tag::BOOL => "bool",
             tag::I8..=tag::U64 | tag::BIGINT => "int",
@@ -114,12 +112,12 @@ impl ShmVal {
     /// This value as a table handle, if it is a `dict` or `OrderedDict` (an
     /// `OrderedDict` is a `dict`, as in Python).
     pub fn as_tab(&self) -> Option<ShmTab> {
-        matches!(self.raw.tag, tag::TAB | tag::OTAB).then(|| ShmTab(self.clone()))
+        matches!(self.raw.tag(), tag::TAB | tag::OTAB).then(|| ShmTab(self.clone()))
     }
 
     /// This value as an `OrderedDict` handle, if it is one.
     pub fn as_otab(&self) -> Option<ShmOTab> {
-        (self.raw.tag == tag::OTAB).then(|| ShmOTab(ShmTab(self.clone())))
+        (self.raw.tag() == tag::OTAB).then(|| ShmOTab(ShmTab(self.clone())))
     }
 
     /// The pool this value lives in; `None` for an immediate value (a number, a

@@ -202,7 +202,7 @@ fn grow<'p>(g: &Guard<'p>, cap: u64, len: u64) -> Result<super::mem::Block<'p>, 
 impl ShmVal {
     /// This value as a list handle, if it is a `list`.
     pub fn as_list(&self) -> Option<ShmList> {
-        (self.raw().tag == tag::LIST).then(|| ShmList(self.clone()))
+        (self.raw().tag() == tag::LIST).then(|| ShmList(self.clone()))
     }
 }
 

@@ -14,17 +14,46 @@ use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 /// A value as stored in a slot: `(tag, payload)`. For object tags the payload is an
 /// offset and the pair *owns one reference* wherever it is held by Rust code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Two whole words, like the slot it comes from: the tag word (tag in the low byte,
+/// the length of an inline str/bytes in the next, the rest zero) and the payload. A
+/// pair built and then read back is stored and loaded a word at a time, which the
+/// CPU forwards from store to load (a byte-wise layout made the tag word a 2-byte
+/// load of two 1-byte stores, which it cannot forward: a stall per value).
 pub(crate) struct Raw {
-    pub tag: u8,
-    /// Length of an inline str/bytes (bits 8..16 of the tag word), else 0.
-    pub len: u8,
+    w: u64,
     pub payload: u64,
 }
 
 impl Raw {
     #[inline]
     pub(crate) const fn new(tag: u8, len: u8, payload: u64) -> Raw {
-        Raw { tag, len, payload }
+        Raw {
+            w: tag as u64 | (len as u64) << 8,
+            payload,
+        }
+    }
+
+    /// The pair of a slot's two words (the tag word as stored: bits above 16 are
+    /// dropped, as a reader of the low two bytes would).
+    #[inline]
+    pub(crate) const fn from_words(tag_word: u64, payload: u64) -> Raw {
+        Raw {
+            w: tag_word & 0xFFFF,
+            payload,
+        }
+    }
+
+    /// The value's tag.
+    #[inline]
+    pub(crate) const fn tag(self) -> u8 {
+        self.w as u8
+    }
+
+    /// Length of an inline str/bytes (bits 8..16 of the tag word), else 0.
+    #[inline]
+    pub(crate) const fn len(self) -> u8 {
+        (self.w >> 8) as u8
     }
 
     pub(crate) const NONE: Raw = Raw::new(tag::NONE, 0, 0);
@@ -39,21 +68,22 @@ impl Raw {
     pub(crate) fn read_fields(r: &Raw) -> Raw {
         // SAFETY: reads of initialized fields through a valid reference.
         unsafe {
-            Raw::new(
-                std::ptr::read_volatile(&r.tag),
-                std::ptr::read_volatile(&r.len),
-                std::ptr::read_volatile(&r.payload),
-            )
+            Raw {
+                w: std::ptr::read_volatile(&r.w),
+                payload: std::ptr::read_volatile(&r.payload),
+            }
         }
     }
 
     /// The slot's tag word: tag in the low byte, length in the next.
-    pub(crate) fn tag_word(self) -> u64 {
-        u64::from(self.tag) | u64::from(self.len) << 8
+    #[inline]
+    pub(crate) const fn tag_word(self) -> u64 {
+        self.w
     }
 
-    pub(crate) fn is_object(self) -> bool {
-        self.tag >= tag::FIRST_OBJECT
+    #[inline]
+    pub(crate) const fn is_object(self) -> bool {
+        self.tag() >= tag::FIRST_OBJECT
     }
 }
 
@@ -270,8 +300,7 @@ impl Pool {
     }
 
     pub(crate) fn read(&self, s: &Slot) -> Raw {
-        let t = s.tag.load(Acquire);
-        Raw::new(t as u8, (t >> 8) as u8, s.payload.load(Acquire))
+        Raw::from_words(s.tag.load(Acquire), s.payload.load(Acquire))
     }
 
     /// Writes a slot nobody else reads yet, or one whose old value a crash cannot
@@ -407,7 +436,7 @@ impl Pool {
                 if let Some(b) = self.block(c, ENTRY)? {
                     for i in 0..b.head.used.load(Relaxed).min(b.cap) {
                         let e = self.entry_in(b, i)?;
-                        if self.read(&e.key).tag != tag::DELETED {
+                        if self.read(&e.key).tag() != tag::DELETED {
                             push(&e.key);
                             push(&e.value);
                         }

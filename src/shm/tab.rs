@@ -219,7 +219,7 @@ impl<'p> Guard<'p> {
             _ => {
                 let b = self.block()?.ok_or_else(missing)?;
                 let e = self.pool.entry_in(b, i)?;
-                if i >= Self::used(b) || self.pool.read(&e.key).tag == tag::DELETED {
+                if i >= Self::used(b) || self.pool.read(&e.key).tag() == tag::DELETED {
                     return Err(missing());
                 }
                 &e.value
@@ -272,10 +272,10 @@ impl<'p> Guard<'p> {
                     for i in (0..Self::used(b)).rev() {
                         let e = self.pool.entry_in(b, i)?;
                         let k = self.pool.read(&e.key);
-                        if k.tag == tag::DELETED {
+                        if k.tag() == tag::DELETED {
                             continue;
                         }
-                        if seen.insert((k.tag, k.len, k.payload)) {
+                        if seen.insert((k.tag(), k.len(), k.payload)) {
                             len += 1;
                         } else {
                             Self::empty_entry(e);
@@ -318,7 +318,7 @@ impl<'p> Guard<'p> {
         idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
         for i in 0..Self::used(b) {
             let e = self.pool.entry_in(b, i)?;
-            if self.pool.read(&e.key).tag != tag::DELETED {
+            if self.pool.read(&e.key).tag() != tag::DELETED {
                 Self::index_put(idx, e.hash.load(Relaxed), i)?;
             }
         }
@@ -390,10 +390,10 @@ impl<'p> Guard<'p> {
     }
 
     fn key_eq(&self, stored: Raw, key: &Val) -> Result<bool, ValError> {
-        match (stored.tag, key) {
+        match (stored.tag(), key) {
             (tag::DELETED, _) => Ok(false),
             (tag::STR_INLINE, Val::Str(s)) => Ok(s.len() <= 8
-                && s.len() == stored.len as usize
+                && s.len() == stored.len() as usize
                 && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
             (tag::STR_INLINE, _) => Ok(false),
             // Integer keys (the common case): compare as integers, no Val built.
@@ -497,7 +497,7 @@ impl<'p> Guard<'p> {
             for i in first.into_iter().chain(rest) {
                 let e = self.pool.entry_in(ob, i)?;
                 let k = self.pool.read(&e.key);
-                if k.tag == tag::DELETED {
+                if k.tag() == tag::DELETED {
                     continue;
                 }
                 let d = self.pool.entry_in(nb, n)?;
@@ -549,7 +549,7 @@ impl<'p> Guard<'p> {
     fn end_entry(&self, b: Block<'p>, last: bool) -> Result<Option<u64>, ValError> {
         let used = Self::used(b);
         let live = |i: u64| -> Result<bool, ValError> {
-            Ok(self.pool.read(&self.pool.entry_in(b, i)?.key).tag != tag::DELETED)
+            Ok(self.pool.read(&self.pool.entry_in(b, i)?.key).tag() != tag::DELETED)
         };
         if last {
             for i in (0..used).rev() {
@@ -720,7 +720,7 @@ impl Pool {
                 Err(err) => return fail(&out, err),
             };
             let (k, v) = (self.read(&e.key), self.read(&e.value));
-            if k.tag == tag::DELETED {
+            if k.tag() == tag::DELETED {
                 continue;
             }
             if let Err(err) = self.retain(k) {

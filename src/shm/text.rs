@@ -35,32 +35,32 @@ pub struct ShmBytes(ShmVal);
 impl ShmVal {
     /// This value as a string handle, if it is a `str`.
     pub fn as_str(&self) -> Option<ShmStr> {
-        matches!(self.raw().tag, tag::STR | tag::STR_INLINE).then(|| ShmStr(self.clone()))
+        matches!(self.raw().tag(), tag::STR | tag::STR_INLINE).then(|| ShmStr(self.clone()))
     }
 
     /// This value as a bytes handle, if it is a `bytes`.
     pub fn as_bytes(&self) -> Option<ShmBytes> {
-        matches!(self.raw().tag, tag::BYTES | tag::BYTES_INLINE).then(|| ShmBytes(self.clone()))
+        matches!(self.raw().tag(), tag::BYTES | tag::BYTES_INLINE).then(|| ShmBytes(self.clone()))
     }
 
     /// The bytes of a `str` or `bytes` value, borrowed (see the module doc).
     fn text_bytes(&self, object: u8, inline: u8) -> Result<&[u8], ValError> {
         let r = self.raw_ref();
-        if r.tag == inline {
-            if r.len > 8 {
-                return Err(corrupt(format!("inline length {}", r.len)));
+        if r.tag() == inline {
+            if r.len() > 8 {
+                return Err(corrupt(format!("inline length {}", r.len())));
             }
             // SAFETY: the payload is a u64 of this handle (8 readable bytes, which
             // live as long as `&self`); `len <= 8`.
             return Ok(unsafe {
                 std::slice::from_raw_parts(
                     std::ptr::from_ref(&r.payload).cast::<u8>(),
-                    r.len as usize,
+                    r.len() as usize,
                 )
             });
         }
         let o = self.obj_pool().obj(r.payload)?;
-        if r.tag != object || o.tag != object {
+        if r.tag() != object || o.tag != object {
             return Err(corrupt(format!(
                 "object at {:#x} is tag {}, not {object}",
                 o.off, o.tag
