@@ -48,6 +48,7 @@ fn install_atfork() {
 }
 
 /// The token naming this process (and its incarnation): pid and start time.
+#[inline]
 pub(crate) fn process_token() -> u64 {
     let t = TOKEN.load(Ordering::Relaxed);
     if t != 0 {
@@ -89,6 +90,19 @@ fn register_membarrier() -> Ordering {
     } else {
         Ordering::SeqCst
     }
+}
+
+/// Whether this process is registered for expedited global membarrier (registers
+/// it on first use): what it takes to own a pipe side (see `pipe::ring`).
+#[inline]
+pub(crate) fn membarrier_registered() -> bool {
+    publish_order() == Ordering::Release
+}
+
+/// The calling thread's id (cached; re-read after a fork).
+#[inline]
+pub(crate) fn thread_id() -> u32 {
+    <LinuxPlatform as Platform>::thread_id()
 }
 
 /// The pid inside a process token.

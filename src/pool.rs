@@ -301,6 +301,7 @@ impl Pool {
     }
 
     /// Where the main segment is mapped in this process.
+    #[inline]
     pub fn base(&self) -> NonNull<u8> {
         self.inner.seg.main.ptr()
     }

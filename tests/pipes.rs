@@ -107,6 +107,18 @@ fn child_role_entry() {
                 .store(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(60)); // killed here
         }
+        "owner-stall" => {
+            // Owns the send side (the first send takes it), then stops inside its
+            // second send between filling the cell and counting it: for `STALL_MS`,
+            // or until killed.
+            pipe.send(int(&pool, 1)).unwrap();
+            let ready = || {
+                pool.user_word(4)
+                    .store(1, std::sync::atomic::Ordering::SeqCst)
+            };
+            let stall = Duration::from_millis(num("STALL_MS") as u64);
+            assert!(pipe.__test_owner_send_stalled(int(&pool, 2), stall, ready));
+        }
         "chaos-send" => chaos_sender(&pool, &pipe, num("ID"), false),
         "chaos-send-many" => chaos_sender(&pool, &pipe, num("ID"), true),
         "chaos-recv" => chaos_receiver(&pool, &pipe, false),
@@ -450,6 +462,64 @@ fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
             assert_eq!(as_i64(&p.try_recv().unwrap()), round * 10 + i);
         }
     }
+}
+
+/// Starts a child that owns the send side of pipe "p" and stalls for `stall_ms`
+/// inside its second send (value 2) after filling the cell; returns once it stalls.
+fn owner_stalled(s: &Scratch, pool: &Pool, stall_ms: u64) -> std::process::Child {
+    let env = vec![
+        ("POOL", s.0.clone()),
+        ("PIPE", "p".to_string()),
+        ("STALL_MS", stall_ms.to_string()),
+    ];
+    let kid = spawn("child_role_entry", "owner-stall", &env);
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < 20 * SECS, "child did not stall");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kid
+}
+
+/// Receives everything in `p` now: 1, 2, 3 once each, in order, then nothing.
+fn one_two_three(pool: &Pool, p: &Pipe) {
+    for want in 1..=3 {
+        assert_eq!(as_i64(&p.recv_timeout(5 * SECS).unwrap()), want);
+    }
+    assert!(matches!(p.try_recv(), Err(RecvError::Empty)));
+    // And the pipe goes on, over more than a lap.
+    for i in 0..10 {
+        p.send(int(pool, i)).unwrap();
+        assert_eq!(as_i64(&p.recv().unwrap()), i);
+    }
+}
+
+#[test]
+fn a_sender_taking_over_waits_for_the_owner_in_the_middle_of_a_send() {
+    let s = Scratch::new("pipe-ownerbusy");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    let mut kid = owner_stalled(&s, &pool, 400);
+    // The owner has filled the cell of 2 but not counted it: a sender that did not
+    // wait for it would write 3 over 2.
+    p.send(int(&pool, 3)).unwrap();
+    wait_ok(&mut kid, 30 * SECS, "the stalled owner");
+    one_two_three(&pool, &p);
+}
+
+#[test]
+fn an_owner_killed_in_the_middle_of_a_send_loses_nothing_it_filled() {
+    let s = Scratch::new("pipe-ownerdead");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    let mut kid = owner_stalled(&s, &pool, 60_000);
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    // The dead owner's filled cell is counted in before anyone sends after it.
+    let t = Instant::now();
+    p.send(int(&pool, 3)).unwrap();
+    assert!(t.elapsed() < 5 * SECS, "took over in {:?}", t.elapsed());
+    one_two_three(&pool, &p);
 }
 
 /// A pipe of 2 cells holding a 1000-character string of `c` and then 7, and a

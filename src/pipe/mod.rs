@@ -32,7 +32,7 @@ pub use broadcast::{Broadcast, BroadcastRecvError, Policy, Subscriber, MAX_SUBSC
 use crate::shm::layout::tag;
 use crate::shm::{Raw, ShmTab, ShmVal, ValError};
 use crate::Pool;
-use ring::{Pop, Push, Ring, Stuck};
+use ring::{Dir, Pop, Push, Ring, Stuck};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -78,6 +78,10 @@ pub enum PipeError {
     /// or its entry was reclaimed.
     #[error("not subscribed (a forked child must subscribe again)")]
     Unsubscribed,
+    /// The kernel refused the `membarrier(2)` call that taking a pipe side over
+    /// from the thread that owns it needs (see `docs/PROTOCOLS.md`).
+    #[error("membarrier refused: cannot take the pipe side over from its owner thread")]
+    Barrier,
     /// Pool exhausted, or corrupt shared memory.
     #[error(transparent)]
     Val(#[from] ValError),
@@ -410,6 +414,7 @@ impl Pipe {
     }
 
     /// The pool the pipe lives in.
+    #[inline]
     pub fn pool(&self) -> &Pool {
         self.inner.obj.obj_pool()
     }
@@ -632,14 +637,37 @@ impl Pipe {
         self.inner.ring.unstick(self.pool(), s)
     }
 
-    /// One send attempt under this process's send turn.
+    /// One send attempt: as the send side's owner if this thread owns it, else
+    /// (after settling who does) claiming under this process's send turn.
     #[inline]
-    fn push(&self, vals: &[Raw], me: (u16, u64)) -> Result<Push, ValError> {
-        let _turn = self.inner.send_turn.take(me.1);
-        self.inner.ring.try_push(self.pool(), vals, me.0)
+    fn push(&self, vals: &[Raw], me: (u16, u64)) -> Result<Push, PipeError> {
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        match self.inner.ring.push_owned(self.pool(), vals, own) {
+            Some(p) => Ok(p),
+            None => self.push_settled(vals, me, own),
+        }
     }
 
-    /// One receive attempt under this process's receive turn.
+    #[inline(never)]
+    fn push_settled(&self, vals: &[Raw], me: (u16, u64), own: u64) -> Result<Push, PipeError> {
+        let ring = &self.inner.ring;
+        loop {
+            let can_own = crate::platform::membarrier_registered();
+            if ring
+                .settle(Dir::Send, own, can_own)
+                .map_err(|()| PipeError::Barrier)?
+            {
+                match ring.push_owned(self.pool(), vals, own) {
+                    Some(p) => return Ok(p),
+                    None => continue, // revoked since
+                }
+            }
+            let _turn = self.inner.send_turn.take(me.1);
+            return Ok(ring.try_push(self.pool(), vals, me.0)?);
+        }
+    }
+
+    /// One receive attempt (as [`Pipe::push`]).
     #[inline]
     fn pop(
         &self,
@@ -647,9 +675,26 @@ impl Pipe {
         me: (u16, u64),
         look: bool,
         out: &mut impl FnMut(Raw),
-    ) -> Result<Pop, ValError> {
-        let _turn = self.inner.recv_turn.take(me.1);
-        self.inner.ring.try_pop(self.pool(), max, me.0, look, out)
+    ) -> Result<Pop, PipeError> {
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        if let Some(p) = self.inner.ring.pop_owned(self.pool(), max, own, look, out) {
+            return Ok(p);
+        }
+        let ring = &self.inner.ring;
+        loop {
+            let can_own = crate::platform::membarrier_registered();
+            if ring
+                .settle(Dir::Recv, own, can_own)
+                .map_err(|()| PipeError::Barrier)?
+            {
+                match ring.pop_owned(self.pool(), max, own, look, out) {
+                    Some(p) => return Ok(p),
+                    None => continue,
+                }
+            }
+            let _turn = self.inner.recv_turn.take(me.1);
+            return Ok(ring.try_pop(self.pool(), max, me.0, look, out)?);
+        }
     }
 
     /// Sends `vals` in order, waiting at most `timeout` (`None`: no limit) if
@@ -735,7 +780,16 @@ impl Pipe {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        match self.push_until(&[v.raw()], timeout, block) {
+        let raw = [v.raw()];
+        // The owner's send, inline; anything else goes round `push_until`.
+        if let Ok(me) = self.me() {
+            let own = ring::owner(me.0, crate::platform::thread_id());
+            if let Some(Push::Sent(_)) = self.inner.ring.push_owned(self.pool(), &raw, own) {
+                let _ = v.into_raw(); // the cell owns the reference now
+                return Ok(());
+            }
+        }
+        match self.push_until(&raw, timeout, block) {
             (_, None) => {
                 let _ = v.into_raw(); // the cell owns the reference now
                 Ok(())
@@ -797,7 +851,7 @@ impl Pipe {
     ) -> Result<usize, RecvError> {
         let me = self.me().map_err(RecvError::Broken)?;
         let ring = &self.inner.ring;
-        let broken = |e: ValError| RecvError::Broken(e.into());
+        let broken = RecvError::Broken;
         let mut deadline: Option<Option<Instant>> = None;
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         // Whether an attempt also looks for a sender stuck in the middle of a claim
@@ -849,10 +903,23 @@ impl Pipe {
         // The value as two words (a tag word of `u64::MAX`: none), each stored and
         // loaded whole (see `Raw::read_fields`).
         let (mut tag, mut payload) = (u64::MAX, 0);
-        self.pop_until(1, timeout, block, &mut |r| {
+        let mut take = |r: Raw| {
             tag = r.tag_word();
             payload = r.payload;
-        })?;
+        };
+        // The owner's receive, inline; anything else goes round `pop_until`.
+        let got = self.me().is_ok_and(|me| {
+            let own = ring::owner(me.0, crate::platform::thread_id());
+            matches!(
+                self.inner
+                    .ring
+                    .pop_owned(self.pool(), 1, own, false, &mut take),
+                Some(Pop::Got(_))
+            )
+        });
+        if !got {
+            self.pop_until(1, timeout, block, &mut take)?;
+        }
         if tag == u64::MAX {
             return Err(RecvError::Broken(PipeError::Val(ValError::Corrupt {
                 what: "pipe receive reported a value it did not hand over".into(),
@@ -1013,6 +1080,28 @@ impl Pipe {
     pub fn __test_claim_and_stop(&self, write: bool) -> bool {
         self.me()
             .is_ok_and(|me| self.inner.ring.claim_and_stop(me.0, write, true))
+    }
+
+    /// Test hook (not API): sends `v` as this thread's send side owner but stays
+    /// `stall` between filling its cell and counting it, calling `filled` there.
+    /// Whether it could own the side.
+    #[doc(hidden)]
+    pub fn __test_owner_send_stalled(
+        &self,
+        v: ShmVal,
+        stall: Duration,
+        filled: impl FnOnce(),
+    ) -> bool {
+        let Ok(me) = self.me() else { return false };
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        let ok = self
+            .inner
+            .ring
+            .owner_send_stalled(self.pool(), v.raw(), own, stall, filled);
+        if ok {
+            let _ = v.into_raw(); // the cell owns it
+        }
+        ok
     }
 
     /// Test hook (not API): writes the receive record of a claim of the next value

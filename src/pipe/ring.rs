@@ -38,8 +38,36 @@ use crate::shm::{Raw, ValError};
 use crate::sync::EventCount;
 use crate::Pool;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{compiler_fence, AtomicU64};
+
+/// Which side of a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    Send,
+    Recv,
+}
+
+/// Bias word: nobody owns the side; the next user may take it.
+pub(crate) const FREE: u64 = 0;
+/// Bias word: the side is claimed by compare-and-swap with records, for good.
+pub(crate) const SHARED: u64 = 1;
+/// Low bits of an owner word ([`owner`]).
+const OWNED: u64 = 2;
+/// Low bits of an owner word being revoked.
+const REVOKING: u64 = 3;
+
+/// The bias word naming thread `tid` of user entry `user` as a side's owner.
+#[inline]
+pub(crate) const fn owner(user: u16, tid: u32) -> u64 {
+    ((user as u64) << 32 | tid as u64) << 2 | OWNED
+}
+
+/// The user entry of an owner word.
+#[inline]
+const fn owner_user(b: u64) -> usize {
+    (b >> 34) as usize % USERS
+}
 
 /// Entries of a pipe's user table (processes attached to the pipe at once).
 pub(crate) const USERS: usize = 256;
@@ -49,9 +77,10 @@ pub(crate) const CELL: usize = 64;
 pub(crate) const MAX_CAP: u64 = 1 << 24;
 /// Most positions one claim takes (a record holds the count in 15 bits).
 pub(crate) const MAX_CLAIM: usize = 0x7FFF;
-/// "SVPIPE03" (03: receivers do not write cells, senders read the receive records;
-/// 02: receivers emptied each cell; 01: cells claimed one by one).
-pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE03");
+/// "SVPIPE04" (04: a side may be owned by one thread, see [`Bias`]; 03: receivers
+/// do not write cells, senders read the receive records; 02: receivers emptied each
+/// cell; 01: cells claimed one by one).
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE04");
 
 const POS_MASK: u64 = (1 << 48) - 1;
 /// A sender that found the pipe full waits for this much room (or a quarter of a
@@ -131,10 +160,16 @@ pub(crate) struct PipeHead {
     _p0: [AtomicU64; 6],
     /// Positions claimed by senders (the next position to send).
     pub tail: AtomicU64,
-    _p1: [AtomicU64; 15],
+    /// Who may send without claiming (see [`Bias`]), and whether that owner is in
+    /// the middle of a send.
+    pub send_bias: AtomicU64,
+    pub send_busy: AtomicU64,
+    _p1: [AtomicU64; 13],
     /// Positions claimed by receivers (the next position to receive).
     pub head: AtomicU64,
-    _p2: [AtomicU64; 15],
+    pub recv_bias: AtomicU64,
+    pub recv_busy: AtomicU64,
+    _p2: [AtomicU64; 13],
     /// Receivers sleep here.
     pub not_empty: EventCount,
     _p3: [u32; 31],
@@ -171,7 +206,11 @@ pub(crate) struct Cell {
 pub(crate) const CELLS_OFF: usize = std::mem::size_of::<PipeHead>();
 const _: () = assert!(std::mem::offset_of!(PipeHead, meta) == HDR);
 const _: () = assert!(std::mem::offset_of!(PipeHead, tail) == 128);
+const _: () = assert!(std::mem::offset_of!(PipeHead, send_bias) == 136);
+const _: () = assert!(std::mem::offset_of!(PipeHead, send_busy) == 144);
 const _: () = assert!(std::mem::offset_of!(PipeHead, head) == 256);
+const _: () = assert!(std::mem::offset_of!(PipeHead, recv_bias) == 264);
+const _: () = assert!(std::mem::offset_of!(PipeHead, recv_busy) == 272);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_empty) == 384);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_full) == 512);
 const _: () = assert!(std::mem::offset_of!(PipeHead, users) == 640);
@@ -340,6 +379,244 @@ impl Ring {
         self.head().meta.closed.load(Acquire) != 0
     }
 
+    /// The counter, bias and busy words of side `d`.
+    #[inline]
+    fn side(&self, d: Dir) -> (&AtomicU64, &AtomicU64, &AtomicU64) {
+        let h = self.head();
+        match d {
+            Dir::Send => (&h.tail, &h.send_bias, &h.send_busy),
+            Dir::Recv => (&h.head, &h.recv_bias, &h.recv_busy),
+        }
+    }
+
+    /// Enters an owner's section of the side with words `bias` and `busy`: whether
+    /// `me` owns the side (then leave with `busy := 0`, Release).
+    #[inline]
+    fn enter(bias: &AtomicU64, busy: &AtomicU64, me: u64) -> bool {
+        if bias.load(Relaxed) != me {
+            return false;
+        }
+        busy.store(1, Relaxed);
+        // The asymmetric Dekker pattern: a revoker changes `bias`, then issues a
+        // membarrier (a full barrier on every CPU running a registered process,
+        // owners all are), then reads `busy`. So either this store is seen by the
+        // revoker, or the load below sees its change; the compiler must not swap them.
+        compiler_fence(SeqCst);
+        if bias.load(Relaxed) == me {
+            return true;
+        }
+        busy.store(0, Release);
+        false
+    }
+
+    /// A send by `me`, if it owns the send side (else `None`): as [`Ring::try_push`]
+    /// without a claim. The owner fills the cells, then moves `tail` past them with
+    /// a plain store; no record, no locked instruction.
+    #[inline]
+    pub(crate) fn push_owned(&self, pool: &Pool, vals: &[Raw], me: u64) -> Option<Push> {
+        let h = self.head();
+        if !Self::enter(&h.send_bias, &h.send_busy, me) {
+            return None;
+        }
+        let r = self.push_run(pool, vals);
+        h.send_busy.store(0, Release);
+        if matches!(r, Push::Sent(_)) {
+            h.not_empty.notify_waiters();
+        }
+        Some(r)
+    }
+
+    /// The owner's send, inside its section.
+    #[inline]
+    fn push_run(&self, pool: &Pool, vals: &[Raw]) -> Push {
+        let h = self.head();
+        if self.is_closed() {
+            return Push::Closed;
+        }
+        let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
+        let t = h.tail.load(Relaxed);
+        let mut room = (self.lim.load(Relaxed) + self.cap).saturating_sub(t);
+        if room < want {
+            let (lim, by) = self.limit();
+            if lim > self.lim.load(Relaxed) {
+                self.lim.store(lim, Relaxed);
+            }
+            room = (lim + self.cap).saturating_sub(t);
+            if room == 0 {
+                return Push::Full(by);
+            }
+        }
+        let n = want.min(room) as usize;
+        self.fill(pool, t, &vals[..n]);
+        // Release: whoever sees the new tail sees the cells (and a revoker that
+        // counts filled cells past a dead owner's tail finds the same ones).
+        h.tail.store(t + n as u64, Release);
+        Push::Sent(n)
+    }
+
+    /// Writes `vals` into the cells of positions `t ..` and marks them FULL.
+    #[inline]
+    fn fill(&self, pool: &Pool, t: u64, vals: &[Raw]) {
+        let order = crate::platform::publish_order();
+        for ((pos, cell), &r) in self.run(t).zip(vals) {
+            pool.write(&cell.slot, r);
+            // Ordered before the sleeper check of `notify_waiters`.
+            cell.word.store(word(pos, FULL), order);
+        }
+    }
+
+    /// A receive by `me`, if it owns the receive side (else `None`): as
+    /// [`Ring::try_pop`] without a claim or a record. The owner reads the filled
+    /// cells, then moves `head` past them (Release: after its reads).
+    #[inline]
+    pub(crate) fn pop_owned(
+        &self,
+        pool: &Pool,
+        max: usize,
+        me: u64,
+        look: bool,
+        out: &mut impl FnMut(Raw),
+    ) -> Option<Pop> {
+        let h = self.head();
+        if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
+            return None;
+        }
+        let want = max.clamp(1, MAX_CLAIM).min(self.cap as usize);
+        let mut moved = false;
+        let r = loop {
+            let hd = h.head.load(Relaxed);
+            let n = self
+                .run(hd)
+                .take(want)
+                .take_while(|&(pos, c)| filled(c.word.load(Acquire), pos))
+                .count();
+            if n == 0 {
+                break self.empty(hd, look);
+            }
+            let mut got = 0;
+            for (pos, cell) in self.run(hd).take(n) {
+                if cell.word.load(Relaxed) == word(pos, FULL) {
+                    out(pool.read(&cell.slot));
+                    got += 1;
+                }
+            }
+            h.head.store(hd + n as u64, Release);
+            moved = true;
+            if got > 0 {
+                break Pop::Got(got);
+            }
+        };
+        h.recv_busy.store(0, Release);
+        if moved {
+            h.not_full.notify_waiters();
+        }
+        Some(r)
+    }
+
+    /// What an empty pipe at position `hd` says: closed (when no sender claimed
+    /// `hd` before the close: it still fills it), or empty, with the claimed cell
+    /// if asked to `look`.
+    #[inline]
+    fn empty(&self, hd: u64, look: bool) -> Pop {
+        let closed = self.is_closed();
+        let claimed = (look || closed) && self.head().tail.load(Acquire) > hd;
+        if closed && !claimed {
+            Pop::Closed
+        } else {
+            let w = self.cell(hd).word.load(Acquire);
+            Pop::Empty(claimed.then_some(Stuck::Cell { pos: hd, word: w }))
+        }
+    }
+
+    /// Settles how the caller, owner word `me`, uses side `d`: returns whether `me`
+    /// owns it now (else the side is shared, for good). A free side is taken when
+    /// `can_own` (this process is registered for membarrier), else made shared;
+    /// another thread's ownership is revoked (see [`Ring::revoke`]).
+    /// `Err(())`: the kernel refused the membarrier a revocation needs.
+    #[cold]
+    pub(crate) fn settle(&self, d: Dir, me: u64, can_own: bool) -> Result<bool, ()> {
+        let (_, bias, busy) = self.side(d);
+        loop {
+            let b = bias.load(Acquire);
+            if b == me {
+                return Ok(true);
+            }
+            if b == SHARED {
+                return Ok(false);
+            }
+            if b == FREE {
+                let new = if can_own { me } else { SHARED };
+                if bias.compare_exchange(FREE, new, AcqRel, Relaxed).is_ok() {
+                    if new == me {
+                        // Only owners write it; a dead one may have left it set.
+                        busy.store(0, Release);
+                    }
+                    return Ok(new == me);
+                }
+            } else if b & 3 == OWNED {
+                let _ = bias.compare_exchange(b, b | REVOKING, AcqRel, Relaxed);
+            } else {
+                self.revoke(d, b)?;
+            }
+        }
+    }
+
+    /// Completes the revocation of side `d`'s owner (bias word `b`, REVOKING; any
+    /// number of threads may do this at once). After a membarrier every section the
+    /// owner enters sees `b`; the section it may be in is waited out (`busy` goes
+    /// to 0) unless the owner is dead. A dead sender's cells filled past `tail` are
+    /// counted in; a dead receiver needs nothing (it moves `head` after its reads:
+    /// what it read and did not count is read again). The side becomes free if the
+    /// owner is gone, else shared.
+    #[cold]
+    fn revoke(&self, d: Dir, b: u64) -> Result<(), ()> {
+        let (_, bias, busy) = self.side(d);
+        if !crate::sys::membarrier_global() {
+            return Err(());
+        }
+        let u = &self.head().users[owner_user(b)];
+        let gone = || {
+            let t = u.token.load(Acquire);
+            t == 0 || !crate::platform::token_alive(t)
+        };
+        let mut rounds = 0u32;
+        let dead = loop {
+            if busy.load(Acquire) == 0 {
+                break gone();
+            }
+            if gone() {
+                break true;
+            }
+            // An owner's section is a few hundred instructions: it is out of it at
+            // once unless preempted inside.
+            rounds += 1;
+            if rounds < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        };
+        if dead && d == Dir::Send {
+            self.count_filled();
+        }
+        let _ = bias.compare_exchange(b, if dead { FREE } else { SHARED }, AcqRel, Relaxed);
+        Ok(())
+    }
+
+    /// Moves `tail` past the cells a dead send owner filled without counting them
+    /// (a cell filled at position `tail` can be nothing else: everyone else fills
+    /// only what they claimed). A compare-and-swap each, so concurrent callers agree.
+    fn count_filled(&self) {
+        let h = self.head();
+        loop {
+            let t = h.tail.load(Acquire);
+            if !filled(self.cell(t).word.load(Acquire), t) {
+                return;
+            }
+            let _ = h.tail.compare_exchange(t, t + 1, AcqRel, Relaxed);
+        }
+    }
+
     /// One attempt to put the values of `vals` (not empty) at the tail, as many as
     /// there is room for. On `Sent(n)` the cells own the first `n` references.
     /// The caller holds its process's send turn (see the module comment).
@@ -372,12 +649,7 @@ impl Ring {
             if !Self::claim(&h.tail, rec, t, n) {
                 continue;
             }
-            let order = crate::platform::publish_order();
-            for ((pos, cell), &r) in self.run(t).zip(&vals[..n]) {
-                pool.write(&cell.slot, r);
-                // Ordered before the sleeper check of `notify_waiters`.
-                cell.word.store(word(pos, FULL), order);
-            }
+            self.fill(pool, t, &vals[..n]);
             rec.store(0, Release);
             h.not_empty.notify_waiters();
             return Ok(Push::Sent(n));
@@ -439,15 +711,7 @@ impl Ring {
                 if h.head.load(Acquire) != hd || filled(w, hd) {
                     continue; // raced with another receiver, or a value just came
                 }
-                // Empty. A sender that claimed `hd` before a close still fills it:
-                // report Closed only when nobody did.
-                let closed = self.is_closed();
-                let claimed = (look || closed) && h.tail.load(Acquire) > hd;
-                return Ok(if closed && !claimed {
-                    Pop::Closed
-                } else {
-                    Pop::Empty(claimed.then_some(Stuck::Cell { pos: hd, word: w }))
-                });
+                return Ok(self.empty(hd, look));
             }
             if !Self::claim(&h.head, rec, hd, n) {
                 continue;
@@ -617,6 +881,20 @@ impl Ring {
                 if r != 0 {
                     self.recover_record(pool, i as u16, r);
                 }
+                // A side it owned is revoked while its token still says who it was
+                // (a revoker judges the owner by its entry).
+                for d in [Dir::Send, Dir::Recv] {
+                    let b = self.side(d).1.load(Acquire);
+                    if b & 2 != 0 && owner_user(b) == i {
+                        let _ = self
+                            .side(d)
+                            .1
+                            .compare_exchange(b, b | REVOKING, AcqRel, Relaxed);
+                        if self.revoke(d, b | REVOKING).is_err() {
+                            return None; // entry left to a revoker that can
+                        }
+                    }
+                }
                 // Free it, then take it like any free entry.
                 let _ = u.token.compare_exchange(t, 0, AcqRel, Relaxed);
             }
@@ -624,8 +902,16 @@ impl Ring {
         h.users.iter().enumerate().find_map(|(i, u)| take(i, u))
     }
 
-    /// Gives a user entry back (no claims of it are outstanding).
+    /// Gives a user entry back (no claims of it are outstanding, no section of it
+    /// is open): a side one of its threads owns is freed first.
     pub(crate) fn unregister(&self, i: u16, token: u64) {
+        for d in [Dir::Send, Dir::Recv] {
+            let bias = self.side(d).1;
+            let b = bias.load(Acquire);
+            if b & 3 == OWNED && owner_user(b) == usize::from(i) {
+                let _ = bias.compare_exchange(b, FREE, AcqRel, Relaxed);
+            }
+        }
         if let Some(u) = self.head().users.get(usize::from(i)) {
             let _ = u.token.compare_exchange(token, 0, AcqRel, Relaxed);
         }
@@ -662,9 +948,16 @@ impl Ring {
     /// after flagging its record won). With `!write && !won_claim`, only writes
     /// the record of a claim it does not make, as a receiver killed after losing
     /// its CAS would leave it.
+    /// The side is made shared first (the claims of the shared protocol are what
+    /// these model).
     pub(crate) fn claim_and_stop(&self, me: u16, write: bool, won_claim: bool) -> bool {
         let h = self.head();
         let u = self.user(me);
+        let d = if write { Dir::Send } else { Dir::Recv };
+        let tid = crate::platform::thread_id();
+        if self.settle(d, owner(me, tid), false) != Ok(false) {
+            return false;
+        }
         if write {
             let pos = h.tail.load(Acquire);
             return pos < self.limit().0 + self.cap && Self::claim(&h.tail, &u.send, pos, 1);
@@ -681,5 +974,38 @@ impl Ring {
             u.recv.store(record(pos, 1) | WON, Relaxed);
             true
         }
+    }
+}
+
+impl Ring {
+    /// Test hook: sends `v` as the send side's owner `me` (taking the side if free)
+    /// but stays in the section for `stall` between filling the cell and counting
+    /// it, as an owner preempted (or killed) there would. Whether it owned the side.
+    pub(crate) fn owner_send_stalled(
+        &self,
+        pool: &Pool,
+        v: Raw,
+        me: u64,
+        stall: std::time::Duration,
+        filled_hook: impl FnOnce(),
+    ) -> bool {
+        let h = self.head();
+        if self.settle(Dir::Send, me, true) != Ok(true)
+            || !Self::enter(&h.send_bias, &h.send_busy, me)
+        {
+            return false;
+        }
+        let t = h.tail.load(Relaxed);
+        if t >= self.limit().0 + self.cap {
+            h.send_busy.store(0, Release);
+            return false;
+        }
+        self.fill(pool, t, &[v]);
+        filled_hook();
+        std::thread::sleep(stall);
+        h.tail.store(t + 1, Release);
+        h.send_busy.store(0, Release);
+        h.not_empty.notify_waiters();
+        true
     }
 }

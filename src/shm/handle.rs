@@ -73,6 +73,7 @@ impl ShmVal {
 
     /// Takes the reference out of the handle (the handle's pool clone is dropped
     /// normally; only the reference changes hands).
+    #[inline]
     pub(crate) fn into_raw(mut self) -> Raw {
         std::mem::replace(&mut self.raw, Raw::NONE)
     }
@@ -183,6 +184,7 @@ impl Clone for ShmVal {
 }
 
 impl Drop for ShmVal {
+    #[inline]
     fn drop(&mut self) {
         if let Some(p) = &self.pool {
             p.release(self.raw);
@@ -723,6 +725,7 @@ fn remove_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
 }
 
 impl Pool {
+    #[inline]
     pub(crate) fn same(a: &Pool, b: &Pool) -> bool {
         a.base() == b.base()
     }

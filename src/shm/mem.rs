@@ -299,12 +299,14 @@ impl Pool {
         Ok(unsafe { std::slice::from_raw_parts(p.as_ptr(), len as usize) })
     }
 
+    #[inline]
     pub(crate) fn read(&self, s: &Slot) -> Raw {
         Raw::from_words(s.tag.load(Acquire), s.payload.load(Acquire))
     }
 
     /// Writes a slot nobody else reads yet, or one whose old value a crash cannot
     /// expose half overwritten (two stores: see `Guard::overwrite` for live slots).
+    #[inline]
     pub(crate) fn write(&self, s: &Slot, r: Raw) {
         s.payload.store(r.payload, Relaxed);
         s.tag.store(r.tag_word(), Release);
