@@ -732,7 +732,7 @@ impl Pipe {
                 }
                 Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => stuck,
-                Err(e) => return (done, Some(Stop::Broken(e.into()))),
+                Err(e) => return (done, Some(Stop::Broken(e))),
             };
             if let Some(s) = stuck {
                 if self.unstick(s) {
@@ -761,7 +761,7 @@ impl Pipe {
                     }
                     ec.wait(key, wake_at(deadline, stuck.is_some()));
                 }
-                Err(e) => return (done, Some(Stop::Broken(e.into()))),
+                Err(e) => return (done, Some(Stop::Broken(e))),
             }
             if done == vals.len() {
                 return (done, None);
