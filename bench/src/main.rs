@@ -38,6 +38,10 @@ fn main() {
         pipes::profile_pingpong();
         return;
     }
+    if args.first().map(String::as_str) == Some("profile-oneway") {
+        pipes::profile_oneway();
+        return;
+    }
     if args.first().map(String::as_str) == Some("pipe-child") {
         pipes::child(&args[1..]);
         return;

@@ -573,6 +573,21 @@ pub fn profile_pingpong() {
     }
 }
 
+/// One-way single values across two processes alone (for `perf record`): the raw
+/// ring, then the pipe, alternating, three rounds.
+pub fn profile_oneway() {
+    let s = Side::create(&format!("shmval-bench-owprof-{}", std::process::id()));
+    let n = 5_000_000u64;
+    for round in 0..3 {
+        let raw = oneway_ring(&s, n, true);
+        let pipe = oneway_pipe(&s, n);
+        println!(
+            "round {round}: pipe {pipe:.1} M/s, raw ring {raw:.1} M/s ({:.2}x)",
+            pipe / raw
+        );
+    }
+}
+
 pub fn profile() {
     let s = Side::create(&format!("shmval-bench-pprof-{}", std::process::id()));
     let p = s.pipe("one-way");

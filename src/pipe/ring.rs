@@ -77,7 +77,7 @@ pub(crate) const CELL: usize = 64;
 pub(crate) const MAX_CAP: u64 = 1 << 24;
 /// Most positions one claim takes (a record holds the count in 15 bits).
 pub(crate) const MAX_CLAIM: usize = 0x7FFF;
-/// "SVPIPE04" (04: a side may be owned by one thread, see [`Bias`]; 03: receivers
+/// "SVPIPE04" (04: a side may be owned by one thread, see [`owner`]; 03: receivers
 /// do not write cells, senders read the receive records; 02: receivers emptied each
 /// cell; 01: cells claimed one by one).
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"SVPIPE04");
@@ -160,22 +160,26 @@ pub(crate) struct PipeHead {
     _p0: [AtomicU64; 6],
     /// Positions claimed by senders (the next position to send).
     pub tail: AtomicU64,
-    /// Who may send without claiming (see [`Bias`]), and whether that owner is in
-    /// the middle of a send.
-    pub send_bias: AtomicU64,
-    pub send_busy: AtomicU64,
-    _p1: [AtomicU64; 13],
+    _p1: [AtomicU64; 15],
     /// Positions claimed by receivers (the next position to receive).
     pub head: AtomicU64,
-    pub recv_bias: AtomicU64,
-    pub recv_busy: AtomicU64,
-    _p2: [AtomicU64; 13],
+    _p2: [AtomicU64; 15],
     /// Receivers sleep here.
     pub not_empty: EventCount,
     _p3: [u32; 31],
     /// Senders sleep here.
     pub not_full: EventCount,
     _p4: [u32; 31],
+    /// Who owns the send side ([`FREE`], [`SHARED`], an [`owner`] word, or one
+    /// being revoked), and whether that owner is inside a send: on a line only the
+    /// owner writes (and a revoker, once), apart from `tail`, which receivers read.
+    pub send_bias: AtomicU64,
+    pub send_busy: AtomicU64,
+    _p5: [AtomicU64; 6],
+    /// The same for the receive side.
+    pub recv_bias: AtomicU64,
+    pub recv_busy: AtomicU64,
+    _p6: [AtomicU64; 6],
     pub users: [User; USERS],
 }
 
@@ -206,16 +210,16 @@ pub(crate) struct Cell {
 pub(crate) const CELLS_OFF: usize = std::mem::size_of::<PipeHead>();
 const _: () = assert!(std::mem::offset_of!(PipeHead, meta) == HDR);
 const _: () = assert!(std::mem::offset_of!(PipeHead, tail) == 128);
-const _: () = assert!(std::mem::offset_of!(PipeHead, send_bias) == 136);
-const _: () = assert!(std::mem::offset_of!(PipeHead, send_busy) == 144);
 const _: () = assert!(std::mem::offset_of!(PipeHead, head) == 256);
-const _: () = assert!(std::mem::offset_of!(PipeHead, recv_bias) == 264);
-const _: () = assert!(std::mem::offset_of!(PipeHead, recv_busy) == 272);
+const _: () = assert!(std::mem::offset_of!(PipeHead, send_bias) == 640);
+const _: () = assert!(std::mem::offset_of!(PipeHead, send_busy) == 648);
+const _: () = assert!(std::mem::offset_of!(PipeHead, recv_bias) == 704);
+const _: () = assert!(std::mem::offset_of!(PipeHead, recv_busy) == 712);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_empty) == 384);
 const _: () = assert!(std::mem::offset_of!(PipeHead, not_full) == 512);
-const _: () = assert!(std::mem::offset_of!(PipeHead, users) == 640);
+const _: () = assert!(std::mem::offset_of!(PipeHead, users) == 768);
 const _: () = assert!(std::mem::size_of::<User>() == 64);
-const _: () = assert!(CELLS_OFF == 640 + 64 * USERS && CELLS_OFF % 64 == 0);
+const _: () = assert!(CELLS_OFF == 768 + 64 * USERS && CELLS_OFF % 64 == 0);
 const _: () = assert!(std::mem::size_of::<Cell>() == CELL);
 
 /// Bytes of a pipe object of `cap` cells.

@@ -73,9 +73,20 @@ impl ShmVal {
 
     /// Takes the reference out of the handle (the handle's pool clone is dropped
     /// normally; only the reference changes hands).
+    ///
+    /// The handle is not moved or copied whole: a handle built just before (one
+    /// store per word) and then copied as a 16-byte block is a load the CPU cannot
+    /// forward from those stores, which waits for every store before them to
+    /// complete — in a pipe send, the stores to the cell, whose line the receiver
+    /// holds: one cache-line transfer of stall per value.
     #[inline]
-    pub(crate) fn into_raw(mut self) -> Raw {
-        std::mem::replace(&mut self.raw, Raw::NONE)
+    pub(crate) fn into_raw(self) -> Raw {
+        let r = Raw::read_fields(&self.raw);
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; its pool handle is dropped
+        // here, once, and its reference now belongs to the caller (`r`).
+        unsafe { std::ptr::drop_in_place(&mut me.pool) };
+        r
     }
 
     /// Copies the value out to the heap.
