@@ -119,6 +119,18 @@ fn child_role_entry() {
             let stall = Duration::from_millis(num("STALL_MS") as u64);
             assert!(pipe.__test_owner_send_stalled(int(&pool, 2), stall, ready));
         }
+        "owner-recv-stall" => {
+            // Owns the receive side and stops inside its first receive between
+            // reading the cell and counting it; records what it got in user word 5.
+            let ready = || {
+                pool.user_word(4)
+                    .store(1, std::sync::atomic::Ordering::SeqCst)
+            };
+            let stall = Duration::from_millis(num("STALL_MS") as u64);
+            let v = pipe.__test_owner_recv_stalled(stall, ready).unwrap();
+            pool.user_word(5)
+                .store(as_i64(&v) as u64, std::sync::atomic::Ordering::SeqCst);
+        }
         "chaos-send" => chaos_sender(&pool, &pipe, num("ID"), false),
         "chaos-send-many" => chaos_sender(&pool, &pipe, num("ID"), true),
         "chaos-recv" => chaos_receiver(&pool, &pipe, false),
@@ -520,6 +532,58 @@ fn an_owner_killed_in_the_middle_of_a_send_loses_nothing_it_filled() {
     p.send(int(&pool, 3)).unwrap();
     assert!(t.elapsed() < 5 * SECS, "took over in {:?}", t.elapsed());
     one_two_three(&pool, &p);
+}
+
+/// A pipe holding 1, 2, 3 and a child in `role` stalled for `stall_ms` inside the
+/// receive of 1 as the receive side's owner (returns once it stalls).
+fn recv_owner_stalled(scratch: &str, stall_ms: u64) -> (Scratch, Pool, Pipe, std::process::Child) {
+    let s = Scratch::new(scratch);
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    for i in 1..=3 {
+        p.send(int(&pool, i)).unwrap();
+    }
+    let env = vec![
+        ("POOL", s.0.clone()),
+        ("PIPE", "p".to_string()),
+        ("STALL_MS", stall_ms.to_string()),
+    ];
+    let kid = spawn("child_role_entry", "owner-recv-stall", &env);
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < 20 * SECS, "child did not stall");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (s, pool, p, kid)
+}
+
+#[test]
+fn a_receiver_taking_over_waits_for_the_owner_in_the_middle_of_a_receive() {
+    let (_s, pool, p, mut kid) = recv_owner_stalled("pipe-rownerbusy", 400);
+    // The owner has read 1 but not counted it: a receiver that did not wait for it
+    // would receive 1 too.
+    assert_eq!(as_i64(&p.recv_timeout(5 * SECS).unwrap()), 2);
+    assert_eq!(as_i64(&p.recv_timeout(5 * SECS).unwrap()), 3);
+    wait_ok(&mut kid, 30 * SECS, "the stalled owner");
+    assert_eq!(
+        pool.user_word(5).load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(matches!(p.try_recv(), Err(RecvError::Empty)));
+}
+
+#[test]
+fn a_receiving_owner_killed_before_counting_leaves_the_value_to_the_next() {
+    let (_s, pool, p, mut kid) = recv_owner_stalled("pipe-rownerdead", 60_000);
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    // It read 1 but never counted it (nor handed it on): the next receiver gets it.
+    for want in 1..=3 {
+        assert_eq!(as_i64(&p.recv_timeout(5 * SECS).unwrap()), want);
+    }
+    assert!(matches!(p.try_recv(), Err(RecvError::Empty)));
+    p.send(int(&pool, 4)).unwrap();
+    assert_eq!(as_i64(&p.recv().unwrap()), 4);
 }
 
 /// A pipe of 2 cells holding a 1000-character string of `c` and then 7, and a

@@ -1104,6 +1104,24 @@ impl Pipe {
         ok
     }
 
+    /// Test hook (not API): receives the next value as this thread's receive side
+    /// owner but stays `stall` between reading its cell and counting it, calling
+    /// `ready` there. The value, if it could own the side and one was there.
+    #[doc(hidden)]
+    pub fn __test_owner_recv_stalled(
+        &self,
+        stall: Duration,
+        ready: impl FnOnce(),
+    ) -> Option<ShmVal> {
+        let me = self.me().ok()?;
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        let r = self
+            .inner
+            .ring
+            .owner_recv_stalled(self.pool(), own, stall, ready)?;
+        Some(ShmVal::from_owned(self.pool(), r))
+    }
+
     /// Test hook (not API): writes the receive record of a claim of the next value
     /// without making it, as a receiver killed after losing its CAS leaves it.
     #[doc(hidden)]

@@ -982,6 +982,38 @@ impl Ring {
 }
 
 impl Ring {
+    /// Test hook: receives the next value as the receive side's owner `me` (taking
+    /// the side if free) but stays in the section for `stall` between reading the
+    /// cell and counting it (calling `ready` there), as an owner preempted (or
+    /// killed) there would. The value, if it owned the side and one was there.
+    pub(crate) fn owner_recv_stalled(
+        &self,
+        pool: &Pool,
+        me: u64,
+        stall: std::time::Duration,
+        ready: impl FnOnce(),
+    ) -> Option<Raw> {
+        let h = self.head();
+        if self.settle(Dir::Recv, me, true) != Ok(true)
+            || !Self::enter(&h.recv_bias, &h.recv_busy, me)
+        {
+            return None;
+        }
+        let hd = h.head.load(Relaxed);
+        let c = self.cell(hd);
+        if c.word.load(Acquire) != word(hd, FULL) {
+            h.recv_busy.store(0, Release);
+            return None;
+        }
+        let r = pool.read(&c.slot);
+        ready();
+        std::thread::sleep(stall);
+        h.head.store(hd + 1, Release);
+        h.recv_busy.store(0, Release);
+        h.not_full.notify_waiters();
+        Some(r)
+    }
+
     /// Test hook: sends `v` as the send side's owner `me` (taking the side if free)
     /// but stays in the section for `stall` between filling the cell and counting
     /// it, as an owner preempted (or killed) there would. Whether it owned the side.
