@@ -438,13 +438,7 @@ fn two_senders_and_two_receivers_move_a_million_values_exactly_once_in_order() {
 /// Starts a child in `role` (claim a cell of pipe "p" and stop there), waits until it
 /// has claimed, and SIGKILLs it.
 fn kill_after_claim(s: &Scratch, pool: &Pool, role: &str) {
-    let env = vec![("POOL", s.0.clone()), ("PIPE", "p".to_string())];
-    let mut kid = spawn("child_role_entry", role, &env);
-    let t = Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < 20 * SECS, "child did not claim");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let mut kid = start_stopped(s, pool, role, 0);
     kid.kill().unwrap();
     kid.wait().unwrap();
 }
@@ -479,15 +473,21 @@ fn a_sender_killed_after_claiming_a_cell_does_not_stop_the_receivers() {
 /// Starts a child that owns the send side of pipe "p" and stalls for `stall_ms`
 /// inside its second send (value 2) after filling the cell; returns once it stalls.
 fn owner_stalled(s: &Scratch, pool: &Pool, stall_ms: u64) -> std::process::Child {
+    start_stopped(s, pool, "owner-stall", stall_ms)
+}
+
+/// Starts a child in `role` on pipe "p" (with `STALL_MS`) and returns once it says
+/// (user word 4) that it stopped where its role stops.
+fn start_stopped(s: &Scratch, pool: &Pool, role: &str, stall_ms: u64) -> std::process::Child {
     let env = vec![
         ("POOL", s.0.clone()),
         ("PIPE", "p".to_string()),
         ("STALL_MS", stall_ms.to_string()),
     ];
-    let kid = spawn("child_role_entry", "owner-stall", &env);
+    let kid = spawn("child_role_entry", role, &env);
     let t = Instant::now();
     while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < 20 * SECS, "child did not stall");
+        assert!(t.elapsed() < 20 * SECS, "child {role} did not stop");
         std::thread::sleep(Duration::from_millis(2));
     }
     kid
@@ -543,17 +543,7 @@ fn recv_owner_stalled(scratch: &str, stall_ms: u64) -> (Scratch, Pool, Pipe, std
     for i in 1..=3 {
         p.send(int(&pool, i)).unwrap();
     }
-    let env = vec![
-        ("POOL", s.0.clone()),
-        ("PIPE", "p".to_string()),
-        ("STALL_MS", stall_ms.to_string()),
-    ];
-    let kid = spawn("child_role_entry", "owner-recv-stall", &env);
-    let t = Instant::now();
-    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(t.elapsed() < 20 * SECS, "child did not stall");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let kid = start_stopped(&s, &pool, "owner-recv-stall", stall_ms);
     (s, pool, p, kid)
 }
 

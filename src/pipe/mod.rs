@@ -650,21 +650,15 @@ impl Pipe {
 
     #[inline(never)]
     fn push_settled(&self, vals: &[Raw], me: (u16, u64), own: u64) -> Result<Push, PipeError> {
-        let ring = &self.inner.ring;
-        loop {
-            let can_own = crate::platform::membarrier_registered();
-            if ring
-                .settle(Dir::Send, own, can_own)
-                .map_err(|()| PipeError::Barrier)?
-            {
-                match ring.push_owned(self.pool(), vals, own) {
-                    Some(p) => return Ok(p),
-                    None => continue, // revoked since
-                }
-            }
-            let _turn = self.inner.send_turn.take(me.1);
-            return Ok(ring.try_push(self.pool(), vals, me.0)?);
-        }
+        let (ring, pool) = (&self.inner.ring, self.pool());
+        self.settled(
+            Dir::Send,
+            me,
+            own,
+            &mut (),
+            |_| ring.push_owned(pool, vals, own),
+            |_| ring.try_push(pool, vals, me.0),
+        )
     }
 
     /// One receive attempt (as [`Pipe::push`]).
@@ -676,24 +670,52 @@ impl Pipe {
         look: bool,
         out: &mut impl FnMut(Raw),
     ) -> Result<Pop, PipeError> {
+        let (ring, pool) = (&self.inner.ring, self.pool());
         let own = ring::owner(me.0, crate::platform::thread_id());
-        if let Some(p) = self.inner.ring.pop_owned(self.pool(), max, own, look, out) {
+        if let Some(p) = ring.pop_owned(pool, max, own, look, out) {
             return Ok(p);
         }
-        let ring = &self.inner.ring;
+        self.settled(
+            Dir::Recv,
+            me,
+            own,
+            out,
+            |out| ring.pop_owned(pool, max, own, look, out),
+            |out| ring.try_pop(pool, max, me.0, look, out),
+        )
+    }
+
+    /// An attempt on side `d` after the owner's attempt found this thread (owner word
+    /// `own`) not owning it: settles who does, then tries again as the owner
+    /// (`owned`, with `cx`), or claims (`shared`) under this process's turn.
+    fn settled<C: ?Sized, T>(
+        &self,
+        d: Dir,
+        me: (u16, u64),
+        own: u64,
+        cx: &mut C,
+        mut owned: impl FnMut(&mut C) -> Option<T>,
+        shared: impl FnOnce(&mut C) -> Result<T, ValError>,
+    ) -> Result<T, PipeError> {
         loop {
             let can_own = crate::platform::membarrier_registered();
-            if ring
-                .settle(Dir::Recv, own, can_own)
+            if self
+                .inner
+                .ring
+                .settle(d, own, can_own)
                 .map_err(|()| PipeError::Barrier)?
             {
-                match ring.pop_owned(self.pool(), max, own, look, out) {
-                    Some(p) => return Ok(p),
-                    None => continue,
+                match owned(cx) {
+                    Some(x) => return Ok(x),
+                    None => continue, // revoked since
                 }
             }
-            let _turn = self.inner.recv_turn.take(me.1);
-            return Ok(ring.try_pop(self.pool(), max, me.0, look, out)?);
+            let turn = match d {
+                Dir::Send => &self.inner.send_turn,
+                Dir::Recv => &self.inner.recv_turn,
+            };
+            let _turn = turn.take(me.1);
+            return Ok(shared(cx)?);
         }
     }
 

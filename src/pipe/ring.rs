@@ -439,16 +439,9 @@ impl Ring {
         }
         let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
         let t = h.tail.load(Relaxed);
-        let mut room = (self.lim.load(Relaxed) + self.cap).saturating_sub(t);
-        if room < want {
-            let (lim, by) = self.limit();
-            if lim > self.lim.load(Relaxed) {
-                self.lim.store(lim, Relaxed);
-            }
-            room = (lim + self.cap).saturating_sub(t);
-            if room == 0 {
-                return Push::Full(by);
-            }
+        let (room, by) = self.room(t, want);
+        if room == 0 {
+            return Push::Full(by);
         }
         let n = want.min(room) as usize;
         self.fill(pool, t, &vals[..n]);
@@ -634,20 +627,12 @@ impl Ring {
         let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
         loop {
             let t = h.tail.load(Acquire);
-            // `t >= lim`: a limit is at most a head seen, and tail never falls behind it.
-            let mut room = (self.lim.load(Relaxed) + self.cap).saturating_sub(t);
-            if room < want {
-                let (lim, by) = self.limit();
-                if lim > self.lim.load(Relaxed) {
-                    self.lim.store(lim, Relaxed);
+            let (room, by) = self.room(t, want);
+            if room == 0 {
+                if h.tail.load(Acquire) != t {
+                    continue; // another sender moved on: look again
                 }
-                room = (lim + self.cap).saturating_sub(t);
-                if room == 0 {
-                    if h.tail.load(Acquire) != t {
-                        continue; // another sender moved on: look again
-                    }
-                    return Ok(Push::Full(by));
-                }
+                return Ok(Push::Full(by));
             }
             let n = want.min(room) as usize;
             if !Self::claim(&h.tail, rec, t, n) {
@@ -658,6 +643,23 @@ impl Ring {
             h.not_empty.notify_waiters();
             return Ok(Push::Sent(n));
         }
+    }
+
+    /// Room for sending at position `t`: from the cached limit if it leaves room for
+    /// `want`, else from the limit now (cached for next time), with the receive
+    /// record that set it. `t >= lim`: a limit is at most a head seen, and tail never
+    /// falls behind it.
+    #[inline]
+    fn room(&self, t: u64, want: u64) -> (u64, Option<Stuck>) {
+        let room = (self.lim.load(Relaxed) + self.cap).saturating_sub(t);
+        if room >= want {
+            return (room, None);
+        }
+        let (lim, by) = self.limit();
+        if lim > self.lim.load(Relaxed) {
+            self.lim.store(lim, Relaxed);
+        }
+        ((lim + self.cap).saturating_sub(t), by)
     }
 
     /// The senders' limit now: `head`, or the start of the oldest receive record
