@@ -54,6 +54,12 @@ pub(crate) fn process_token() -> u64 {
     if t != 0 {
         return t;
     }
+    first_process_token()
+}
+
+#[cold]
+#[inline(never)]
+fn first_process_token() -> u64 {
     install_atfork();
     let pid = sys::getpid();
     let start = sys::proc_stat(pid).map_or(0, |(s, _)| s as u32);
@@ -105,6 +111,16 @@ pub(crate) fn thread_id() -> u32 {
     <LinuxPlatform as Platform>::thread_id()
 }
 
+/// Reads the calling thread's id into its cache `c` (first use, or after a fork).
+#[cold]
+#[inline(never)]
+fn first_thread_id(c: &Cell<(u32, u32)>, gen: u32) -> u32 {
+    install_atfork();
+    let tid = sys::gettid();
+    c.set((gen, tid));
+    tid
+}
+
 /// The pid inside a process token.
 pub(crate) fn token_pid(token: u64) -> u32 {
     (token >> 32) as u32
@@ -128,10 +144,7 @@ unsafe impl Platform for LinuxPlatform {
             if g == gen {
                 return tid;
             }
-            install_atfork();
-            let tid = sys::gettid();
-            c.set((gen, tid));
-            tid
+            first_thread_id(c, gen)
         })
     }
 

@@ -48,6 +48,11 @@ pub const MAX_PIPE_NAME: usize = 255;
 /// Default spin phase before a blocking call sleeps (see `docs/PERFORMANCE.md`).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
+/// Rounds (one pause each, ~30 ns here) an owning receiver watches the next cell
+/// before its general wait, and the shortest timeout for which it does so.
+const FAST_SPINS: u32 = 128;
+const FAST_SPIN_MIN: Duration = Duration::from_micros(100);
+
 /// How often a waiter blocked behind a claimed cell checks whether its claimer died.
 const STUCK_CHECK: Duration = Duration::from_millis(5);
 
@@ -488,6 +493,7 @@ impl Pipe {
     ///
     /// # Errors
     /// [`SendError::Timeout`], [`SendError::Closed`], ... (the value comes back).
+    #[inline]
     pub fn send_timeout(
         &self,
         value: impl Into<ShmVal>,
@@ -500,6 +506,7 @@ impl Pipe {
     ///
     /// # Errors
     /// [`SendError::Closed`], ... (the value comes back).
+    #[inline]
     pub fn send(&self, value: impl Into<ShmVal>) -> Result<(), SendError> {
         self.send_until(value.into(), None, true)
     }
@@ -517,6 +524,7 @@ impl Pipe {
     ///
     /// # Errors
     /// [`RecvError::Timeout`], [`RecvError::Closed`].
+    #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ShmVal, RecvError> {
         self.recv_until(Some(timeout), true)
     }
@@ -525,6 +533,7 @@ impl Pipe {
     ///
     /// # Errors
     /// [`RecvError::Closed`].
+    #[inline]
     pub fn recv(&self) -> Result<ShmVal, RecvError> {
         self.recv_until(None, true)
     }
@@ -791,9 +800,28 @@ impl Pipe {
         }
     }
 
-    /// Sends one value (see `push_until`).
-    #[inline]
+    /// Sends one value: the owner's send of one value inline (a few loads and
+    /// stores, no call), anything else (not the owner, full, closed, another pool)
+    /// round [`Pipe::send_slow`].
+    #[inline(always)]
     fn send_until(
+        &self,
+        v: ShmVal,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<(), SendError> {
+        if let Some(own) = self.owner_word() {
+            if v.fits(self.pool()) && self.inner.ring.push_one_owned(v.raw(), own) {
+                v.forget_sent(); // the cell owns the reference now
+                return Ok(());
+            }
+        }
+        self.send_slow(v, timeout, block)
+    }
+
+    /// The general send of one value (see `push_until`).
+    #[inline(never)]
+    fn send_slow(
         &self,
         v: ShmVal,
         timeout: Option<Duration>,
@@ -802,16 +830,7 @@ impl Pipe {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        let raw = [v.raw()];
-        // The owner's send, inline; anything else goes round `push_until`.
-        if let Ok(me) = self.me() {
-            let own = ring::owner(me.0, crate::platform::thread_id());
-            if let Some(Push::Sent(_)) = self.inner.ring.push_owned(self.pool(), &raw, own) {
-                let _ = v.into_raw(); // the cell owns the reference now
-                return Ok(());
-            }
-        }
-        match self.push_until(&raw, timeout, block) {
+        match self.push_until(&[v.raw()], timeout, block) {
             (_, None) => {
                 let _ = v.into_raw(); // the cell owns the reference now
                 Ok(())
@@ -821,6 +840,20 @@ impl Pipe {
             (_, Some(Stop::Closed)) => Err(SendError::Closed(v)),
             (_, Some(Stop::Broken(e))) => Err(SendError::Broken(v, e)),
         }
+    }
+
+    /// The owner word of the calling thread, if this process has its user entry
+    /// (else the general path takes one).
+    #[inline(always)]
+    fn owner_word(&self) -> Option<u64> {
+        (self.inner.me_token.load(Ordering::Acquire) == crate::platform::process_token()).then(
+            || {
+                ring::owner(
+                    self.inner.me_id.load(Ordering::Relaxed) as u16,
+                    crate::platform::thread_id(),
+                )
+            },
+        )
     }
 
     /// Sends the values of `values` in order (see `send_many`).
@@ -919,36 +952,53 @@ impl Pipe {
         }
     }
 
-    /// Receives one value (see `pop_until`).
-    #[inline]
+    /// Receives one value: the owner's receive of one value inline, anything else
+    /// round [`Pipe::recv_slow`].
+    #[inline(always)]
     fn recv_until(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+        if let Some(own) = self.owner_word() {
+            if let Some(r) = self.inner.ring.pop_one_owned(own) {
+                return Ok(ShmVal::from_owned(self.pool(), r));
+            }
+        }
+        self.recv_slow(timeout, block)
+    }
+
+    /// The general receive of one value (see `pop_until`).
+    #[inline(never)]
+    fn recv_slow(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+        // An owner waiting for the next value watches for it on the fast path first
+        // (no clock, no general attempt between looks: a hand-off is seen within a
+        // pause), for a bounded number of rounds; then the general wait.
+        if block
+            && timeout.is_none_or(|t| t >= FAST_SPIN_MIN)
+            && self.inner.spin_ns.load(Ordering::Relaxed) != 0
+        {
+            if let Some(own) = self.owner_word() {
+                for _ in 0..FAST_SPINS {
+                    std::hint::spin_loop();
+                    if let Some(r) = self.inner.ring.pop_one_owned(own) {
+                        return Ok(ShmVal::from_owned(self.pool(), r));
+                    }
+                }
+            }
+        }
         // The value as two words (a tag word of `u64::MAX`: none), each stored and
         // loaded whole (see `Raw::read_fields`).
         let (mut tag, mut payload) = (u64::MAX, 0);
-        let mut take = |r: Raw| {
+        self.pop_until(1, timeout, block, &mut |r: Raw| {
             tag = r.tag_word();
             payload = r.payload;
-        };
-        // The owner's receive, inline; anything else goes round `pop_until`.
-        let got = self.me().is_ok_and(|me| {
-            let own = ring::owner(me.0, crate::platform::thread_id());
-            matches!(
-                self.inner
-                    .ring
-                    .pop_owned(self.pool(), 1, own, false, &mut take),
-                Some(Pop::Got(_))
-            )
-        });
-        if !got {
-            self.pop_until(1, timeout, block, &mut take)?;
-        }
+        })?;
         if tag == u64::MAX {
             return Err(RecvError::Broken(PipeError::Val(ValError::Corrupt {
                 what: "pipe receive reported a value it did not hand over".into(),
             })));
         }
-        let r = Raw::from_words(tag, payload);
-        Ok(ShmVal::from_owned(self.pool(), r))
+        Ok(ShmVal::from_owned(
+            self.pool(),
+            Raw::from_words(tag, payload),
+        ))
     }
 
     /// Receives into `out` (see `recv_many`).

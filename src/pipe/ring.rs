@@ -375,10 +375,12 @@ impl Ring {
         &self.head().users[usize::from(me) % USERS]
     }
 
+    #[inline]
     pub(crate) fn cap(&self) -> u64 {
         self.cap
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.head().meta.closed.load(Acquire) != 0
     }
@@ -428,6 +430,34 @@ impl Ring {
             h.not_empty.notify_waiters();
         }
         Some(r)
+    }
+
+    /// The owner's send of one value, all or nothing, with nothing on the way that
+    /// a plain single-producer ring would not do: `false` (nothing done) unless `me`
+    /// owns the send side, the pipe is open and the limit this handle last saw
+    /// leaves room; the general path ([`Ring::push_owned`]) handles every other case.
+    #[inline(always)]
+    pub(crate) fn push_one_owned(&self, r: Raw, me: u64) -> bool {
+        let h = self.head();
+        if !Self::enter(&h.send_bias, &h.send_busy, me) {
+            return false;
+        }
+        let t = h.tail.load(Relaxed);
+        let ok = !self.is_closed() && t < self.lim.load(Relaxed) + self.cap;
+        if ok {
+            let cell = self.cell(t);
+            cell.slot.payload.store(r.payload, Relaxed);
+            cell.slot.tag.store(r.tag_word(), Relaxed);
+            // Release is enough for the sleeper check below: an owner's process is
+            // registered for membarrier, which every sleeper issues (`EventCount`).
+            cell.word.store(word(t, FULL), Release);
+            h.tail.store(t + 1, Release);
+        }
+        h.send_busy.store(0, Release);
+        if ok {
+            h.not_empty.notify_waiters();
+        }
+        ok
     }
 
     /// The owner's send, inside its section.
@@ -508,6 +538,30 @@ impl Ring {
             h.not_full.notify_waiters();
         }
         Some(r)
+    }
+
+    /// The owner's receive of one value (as [`Ring::push_one_owned`]): `None`
+    /// (nothing done) unless `me` owns the receive side and the cell at `head` holds
+    /// a value; [`Ring::pop_owned`] handles every other case.
+    #[inline(always)]
+    pub(crate) fn pop_one_owned(&self, me: u64) -> Option<Raw> {
+        let h = self.head();
+        if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
+            return None;
+        }
+        let hd = h.head.load(Relaxed);
+        let cell = self.cell(hd);
+        let got = (cell.word.load(Acquire) == word(hd, FULL)).then(|| {
+            let r = Raw::from_words(cell.slot.tag.load(Relaxed), cell.slot.payload.load(Relaxed));
+            // Release: after the reads (a sender may refill the cell once it sees this).
+            h.head.store(hd + 1, Release);
+            r
+        });
+        h.recv_busy.store(0, Release);
+        if got.is_some() {
+            h.not_full.notify_waiters();
+        }
+        got
     }
 
     /// What an empty pipe at position `hd` says: closed (when no sender claimed

@@ -167,6 +167,16 @@ impl ShmVal {
         &self.raw
     }
 
+    /// Gives up the handle after its reference went elsewhere (into a pipe cell):
+    /// drops the pool handle only, as [`ShmVal::into_raw`] without reading the pair.
+    #[inline(always)]
+    pub(crate) fn forget_sent(self) {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; its pool handle is moved out
+        // and dropped here, once.
+        drop(unsafe { std::ptr::read(&me.pool) });
+    }
+
     /// The offset of the object in the pool (`None` for immediate values).
     pub fn offset(&self) -> Option<u64> {
         self.raw.is_object().then_some(self.raw.payload)
