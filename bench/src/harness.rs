@@ -11,8 +11,11 @@ pub struct Row {
     pub median: f64,
     pub min: f64,
     pub max: f64,
-    /// Median of this row divided by the median of the reference row, if any.
-    pub ratio: Option<(f64, String)>,
+    /// Against the reference row, if any: the median, lowest and highest of this
+    /// row's value divided by the reference's in the same repetition (candidates run
+    /// back to back, so each quotient compares like with like on a VM whose speed
+    /// drifts between repetitions), and the reference's name.
+    pub ratio: Option<(f64, f64, f64, String)>,
     pub target: String,
 }
 
@@ -62,7 +65,7 @@ impl Report {
                 samples[i].push(f());
             }
         }
-        let med: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+        let med: Vec<f64> = samples.iter().map(|s| median(&mut s.clone())).collect();
         for (i, (name, _)) in candidates.iter().enumerate() {
             let s = &samples[i];
             self.rows.push(Row {
@@ -72,8 +75,18 @@ impl Report {
                 median: med[i],
                 min: s.iter().cloned().fold(f64::INFINITY, f64::min),
                 max: s.iter().cloned().fold(0.0, f64::max),
-                ratio: (i != reference)
-                    .then(|| (med[i] / med[reference], candidates[reference].0.to_owned())),
+                ratio: (i != reference).then(|| {
+                    let mut q: Vec<f64> = s
+                        .iter()
+                        .zip(&samples[reference])
+                        .map(|(a, b)| a / b)
+                        .collect();
+                    let (lo, hi) = (
+                        q.iter().cloned().fold(f64::INFINITY, f64::min),
+                        q.iter().cloned().fold(0.0, f64::max),
+                    );
+                    (median(&mut q), lo, hi, candidates[reference].0.to_owned())
+                }),
                 target: targets.get(i).copied().unwrap_or("").to_owned(),
             });
         }
@@ -88,10 +101,9 @@ impl Report {
         ));
         s.push_str("| scenario | candidate | median | min – max | ratio | target |\n|---|---|---|---|---|---|\n");
         for r in &self.rows {
-            let ratio = r
-                .ratio
-                .as_ref()
-                .map_or("—".to_owned(), |(x, of)| format!("{x:.2}× {of}"));
+            let ratio = r.ratio.as_ref().map_or("—".to_owned(), |(x, lo, hi, of)| {
+                format!("{x:.2}× {of} ({lo:.2}–{hi:.2})")
+            });
             s.push_str(&format!(
                 "| {} | {} | {} {} | {} – {} | {} | {} |\n",
                 r.scenario,
