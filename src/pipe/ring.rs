@@ -512,22 +512,23 @@ impl Ring {
         let mut moved = false;
         let r = loop {
             let hd = h.head.load(Relaxed);
-            let n = self
-                .run(hd)
-                .take(want)
-                .take_while(|&(pos, c)| filled(c.word.load(Acquire), pos))
-                .count();
+            // One pass: read each FULL cell, step over SKIP ones, stop at the first
+            // that is not filled.
+            let (mut n, mut got) = (0, 0);
+            for (pos, cell) in self.run(hd).take(want) {
+                let w = cell.word.load(Acquire);
+                if w == word(pos, FULL) {
+                    out(pool.read(&cell.slot));
+                    got += 1;
+                } else if w != word(pos, SKIP) {
+                    break;
+                }
+                n += 1;
+            }
             if n == 0 {
                 break self.empty(hd, look);
             }
-            let mut got = 0;
-            for (pos, cell) in self.run(hd).take(n) {
-                if cell.word.load(Relaxed) == word(pos, FULL) {
-                    out(pool.read(&cell.slot));
-                    got += 1;
-                }
-            }
-            h.head.store(hd + n as u64, Release);
+            h.head.store(hd + n, Release);
             moved = true;
             if got > 0 {
                 break Pop::Got(got);
