@@ -33,6 +33,8 @@ fn words(pool: &Pool, off: u64, n: usize) -> &[AtomicU64] {
 /// Words of the raw structures: ping-pong line at 0; ring tail at 16, head at 32,
 /// slots from 64 (8 words each).
 const RAW_WORDS: usize = 64 + 8 * CAP as usize;
+/// Cells of each direction of the raw cell ping-pong.
+const RING: u64 = 512;
 
 struct Side {
     pool: Pool,
@@ -126,6 +128,43 @@ fn pingpong_raw(s: &Side, n: u64) -> f64 {
     let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
     finish(child);
     ns
+}
+
+/// Ping-pong through two raw rings with the pipe's cell protocol (cells 0..512 of
+/// the raw ring one way, 512..1024 back; each side polls the next cell's word): the
+/// physical limit of the pipe's layout, for telling it from the pipe's code.
+fn pingpong_cells(s: &Side, n: u64) -> f64 {
+    let child = s.child("echo-cells", n);
+    let raw = s.raw();
+    let t = Instant::now();
+    for i in 0..n {
+        cell_put(raw, (i % RING) as usize, i);
+        cell_take(raw, 512 + (i % RING) as usize, i);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
+/// Writes value `i` into raw cell `c` (slot, then the word).
+fn cell_put(raw: &[AtomicU64], c: usize, i: u64) {
+    let c = 64 + 8 * c;
+    raw[c + 2].store(7, Ordering::Relaxed);
+    raw[c + 3].store(i, Ordering::Relaxed);
+    raw[c].store(i << 16 | 2, Ordering::Release);
+}
+
+/// Waits for value `i` in raw cell `c` and reads it.
+fn cell_take(raw: &[AtomicU64], c: usize, i: u64) {
+    let c = 64 + 8 * c;
+    while raw[c].load(Ordering::Acquire) != i << 16 | 2 {
+        std::hint::spin_loop();
+    }
+    let (t, v) = (
+        raw[c + 2].load(Ordering::Relaxed),
+        raw[c + 3].load(Ordering::Relaxed),
+    );
+    assert_eq!((t, v), (7, i));
 }
 
 fn pingpong_pipe(s: &Side, n: u64, spin: Duration) -> f64 {
@@ -418,6 +457,14 @@ pub fn child(args: &[String]) {
         "drain-ring" => drain_ring(&s, n, true, ready),
         "drain-ring-plain" => drain_ring(&s, n, false, ready),
         "drain-cells" => drain_cells(&s, n, ready),
+        "echo-cells" => {
+            let raw = s.raw();
+            ready();
+            for i in 0..n {
+                cell_take(raw, (i % RING) as usize, i);
+                cell_put(raw, 512 + (i % RING) as usize, i);
+            }
+        }
         "drain-pipe" => {
             let p = s.pipe("one-way");
             p.set_spin(SPIN);
@@ -488,7 +535,7 @@ pub fn run(r: &mut Report) {
         "ns",
         reps,
         1,
-        &["≤ 2× raw spin, ≤ iceoryx2", "", "", "", ""],
+        &["≤ 2× raw spin, ≤ iceoryx2", "", "", "", "", ""],
         vec![
             (
                 "shmval Pipe (spin mode)",
@@ -497,6 +544,10 @@ pub fn run(r: &mut Report) {
             (
                 "raw shared cache line spin",
                 Box::new(|| pingpong_raw(&s, n_pp)),
+            ),
+            (
+                "raw rings with the pipe's cell layout (its floor)",
+                Box::new(|| pingpong_cells(&s, n_pp)),
             ),
             (
                 "iceoryx2 0.10 publish-subscribe, 64 B (spin)",
@@ -563,6 +614,10 @@ pub fn run(r: &mut Report) {
                     "raw SPSC ring, indices read every value (Boost.Lockfree spsc_queue scheme)",
                     Box::new(|| oneway_ring(&s, n_ow, false)),
                 ),
+                (
+                    "raw ring with the pipe's cell layout (its floor)",
+                    Box::new(|| oneway_cells(&s, n_ow)),
+                ),
             ];
             if let Some(p) = boost_mq.as_ref() {
                 let want = &mq_want;
@@ -609,10 +664,13 @@ pub fn profile_pingpong() {
     let n = 1_000_000u64;
     for round in 0..3 {
         let raw = pingpong_raw(&s, n);
+        let cells = pingpong_cells(&s, n);
         let pipe = pingpong_pipe(&s, n, SPIN);
         println!(
-            "round {round}: pipe {pipe:.1} ns a hop, raw spin {raw:.1} ns ({:.2}x)",
-            pipe / raw
+            "round {round}: pipe {pipe:.1} ns a hop, raw spin {raw:.1} ns ({:.2}x), \
+             raw cells {cells:.1} ns ({:.2}x)",
+            pipe / raw,
+            cells / raw
         );
     }
 }

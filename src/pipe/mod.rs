@@ -975,11 +975,8 @@ impl Pipe {
             && self.inner.spin_ns.load(Ordering::Relaxed) != 0
         {
             if let Some(own) = self.owner_word() {
-                for _ in 0..FAST_SPINS {
-                    std::hint::spin_loop();
-                    if let Some(r) = self.inner.ring.pop_one_owned(own) {
-                        return Ok(ShmVal::from_owned(self.pool(), r));
-                    }
+                if let Some(r) = self.inner.ring.watch_one_owned(own, FAST_SPINS) {
+                    return Ok(ShmVal::from_owned(self.pool(), r));
                 }
             }
         }

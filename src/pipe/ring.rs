@@ -546,13 +546,28 @@ impl Ring {
     /// a value; [`Ring::pop_owned`] handles every other case.
     #[inline(always)]
     pub(crate) fn pop_one_owned(&self, me: u64) -> Option<Raw> {
+        self.watch_one_owned(me, 0)
+    }
+
+    /// [`Ring::pop_one_owned`], looking at the cell again after a pause up to
+    /// `rounds` more times while it is not filled, inside one owner's section (a
+    /// revoker waits those few microseconds out): between looks nothing but the
+    /// cell's word is read, so a hand-off is seen as soon as the line arrives.
+    #[inline(always)]
+    pub(crate) fn watch_one_owned(&self, me: u64, rounds: u32) -> Option<Raw> {
         let h = self.head();
         if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
             return None;
         }
         let hd = h.head.load(Relaxed);
         let cell = self.cell(hd);
-        let got = (cell.word.load(Acquire) == word(hd, FULL)).then(|| {
+        let full = word(hd, FULL);
+        let mut left = rounds;
+        while cell.word.load(Acquire) != full && left > 0 {
+            std::hint::spin_loop();
+            left -= 1;
+        }
+        let got = (cell.word.load(Acquire) == full).then(|| {
             let r = Raw::from_words(cell.slot.tag.load(Relaxed), cell.slot.payload.load(Relaxed));
             // Release: after the reads (a sender may refill the cell once it sees this).
             h.head.store(hd + 1, Release);
