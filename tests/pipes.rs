@@ -117,7 +117,31 @@ fn child_role_entry() {
                     .store(1, std::sync::atomic::Ordering::SeqCst)
             };
             let stall = Duration::from_millis(num("STALL_MS") as u64);
-            assert!(pipe.__test_owner_send_stalled(int(&pool, 2), stall, ready));
+            assert!(pipe.__test_owner_send_stalled(int(&pool, 2), stall, false, ready));
+        }
+        "owner-stall-open" | "shared-stall-open" => {
+            // Sends 1, then sends 2 but stops for `STALL_MS` right after seeing the
+            // pipe open: as the side's owner (before filling), or on the shared
+            // side (before claiming; 1 is sent by another thread, which owns the
+            // side until this thread's send makes it shared). Exits 0 if 2 was
+            // sent (`SENT` = 1) or refused as the test expects.
+            if role == "owner-stall-open" {
+                pipe.send(int(&pool, 1)).unwrap();
+            } else {
+                std::thread::scope(|t| t.spawn(|| pipe.send(int(&pool, 1)).unwrap()).join())
+                    .unwrap();
+            }
+            let ready = || {
+                pool.user_word(4)
+                    .store(1, std::sync::atomic::Ordering::SeqCst)
+            };
+            let stall = Duration::from_millis(num("STALL_MS") as u64);
+            let sent = if role == "owner-stall-open" {
+                pipe.__test_owner_send_stalled(int(&pool, 2), stall, true, ready)
+            } else {
+                pipe.__test_shared_send_stalled(int(&pool, 2), stall, ready)
+            };
+            assert_eq!(sent, num("SENT") == 1, "2 sent");
         }
         "owner-recv-stall" => {
             // Owns the receive side and stops inside its first receive between
@@ -479,11 +503,23 @@ fn owner_stalled(s: &Scratch, pool: &Pool, stall_ms: u64) -> std::process::Child
 /// Starts a child in `role` on pipe "p" (with `STALL_MS`) and returns once it says
 /// (user word 4) that it stopped where its role stops.
 fn start_stopped(s: &Scratch, pool: &Pool, role: &str, stall_ms: u64) -> std::process::Child {
-    let env = vec![
+    start_stopped_with(s, pool, role, stall_ms, &[])
+}
+
+/// [`start_stopped`] with more environment for the child.
+fn start_stopped_with(
+    s: &Scratch,
+    pool: &Pool,
+    role: &str,
+    stall_ms: u64,
+    more: &[(&str, &str)],
+) -> std::process::Child {
+    let mut env = vec![
         ("POOL", s.0.clone()),
         ("PIPE", "p".to_string()),
         ("STALL_MS", stall_ms.to_string()),
     ];
+    env.extend(more.iter().map(|&(k, v)| (k, v.to_string())));
     let kid = spawn("child_role_entry", role, &env);
     let t = Instant::now();
     while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
@@ -532,6 +568,50 @@ fn an_owner_killed_in_the_middle_of_a_send_loses_nothing_it_filled() {
     p.send(int(&pool, 3)).unwrap();
     assert!(t.elapsed() < 5 * SECS, "took over in {:?}", t.elapsed());
     one_two_three(&pool, &p);
+}
+
+/// Closes pipe "p" while a child's send of 2 that saw it open stalls for 400 ms
+/// (`role`), then receives until `Closed`; returns what it received, after checking
+/// that nothing arrives once `Closed` was reported (also after the child is done).
+fn close_during_a_send(scratch: &str, role: &str, sent: bool) -> Vec<i64> {
+    let s = Scratch::new(scratch);
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    let sent = if sent { "1" } else { "0" };
+    let mut kid = start_stopped_with(&s, &pool, role, 400, &[("SENT", sent)]);
+    p.close();
+    let mut got = Vec::new();
+    loop {
+        match p.recv_timeout(5 * SECS) {
+            Ok(v) => got.push(as_i64(&v)),
+            Err(RecvError::Closed) => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    wait_ok(&mut kid, 30 * SECS, "the stalled sender");
+    assert!(
+        matches!(p.try_recv(), Err(RecvError::Closed)),
+        "a value arrived after Closed"
+    );
+    got
+}
+
+#[test]
+fn a_close_waits_for_an_owners_send_that_saw_the_pipe_open() {
+    // The owner looked at `closed` before the close and fills after it: the close
+    // returns once it has, so 2 is received before `Closed` (without the wait, the
+    // receiver reports `Closed` first and 2 lands after it).
+    let got = close_during_a_send("pipe-closeown", "owner-stall-open", true);
+    assert_eq!(got, [1, 2]);
+}
+
+#[test]
+fn a_claiming_sender_that_saw_the_pipe_open_gives_up_after_a_close() {
+    // The shared-side sender looked at `closed` before the close and claims after
+    // it: it finds the pipe closed after its claim and gives the cell up, getting
+    // its value back (without the second look, 2 lands after `Closed`).
+    let got = close_during_a_send("pipe-closeshr", "shared-stall-open", false);
+    assert_eq!(got, [1]);
 }
 
 /// A pipe holding 1, 2, 3 and a child in `role` stalled for `stall_ms` inside the

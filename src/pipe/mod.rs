@@ -464,12 +464,13 @@ impl Pipe {
         self.inner.ring.is_closed()
     }
 
-    /// Closes the pipe for every process: senders get `Closed` from now on (a send
-    /// racing with the close may still land), receivers drain what is left and then
-    /// get `Closed`. Every waiter wakes.
+    /// Closes the pipe for every process: senders get `Closed` from now on,
+    /// receivers drain what is left and then get `Closed`. A send either lands
+    /// before the close (it is received before `Closed`) or gets `Closed`; when this
+    /// returns, none is still landing. Every waiter wakes.
     pub fn close(&self) {
+        self.inner.ring.close();
         let h = self.inner.ring.head();
-        h.meta.closed.store(1, Ordering::SeqCst);
         h.not_empty.notify();
         h.not_full.notify();
     }
@@ -1152,21 +1153,49 @@ impl Pipe {
     }
 
     /// Test hook (not API): sends `v` as this thread's send side owner but stays
-    /// `stall` between filling its cell and counting it, calling `filled` there.
-    /// Whether it could own the side.
+    /// `stall` between filling its cell and counting it (`before_fill`: between its
+    /// look at `closed` and filling), calling `stalled` there. Whether it could own
+    /// the side (and found the pipe open).
     #[doc(hidden)]
     pub fn __test_owner_send_stalled(
         &self,
         v: ShmVal,
         stall: Duration,
-        filled: impl FnOnce(),
+        before_fill: bool,
+        stalled: impl FnOnce(),
     ) -> bool {
         let Ok(me) = self.me() else { return false };
         let own = ring::owner(me.0, crate::platform::thread_id());
+        let ok = self.inner.ring.owner_send_stalled(
+            self.pool(),
+            v.raw(),
+            own,
+            stall,
+            before_fill,
+            stalled,
+        );
+        if ok {
+            let _ = v.into_raw(); // the cell owns it
+        }
+        ok
+    }
+
+    /// Test hook: sends `v` on the shared send side (making it shared), stalling for
+    /// `stall` after the send's first look at `closed` (`stalled` runs there).
+    /// Returns whether it was sent (the value is dropped if not).
+    #[doc(hidden)]
+    pub fn __test_shared_send_stalled(
+        &self,
+        v: ShmVal,
+        stall: Duration,
+        stalled: impl FnOnce(),
+    ) -> bool {
+        let Ok(me) = self.me() else { return false };
         let ok = self
             .inner
             .ring
-            .owner_send_stalled(self.pool(), v.raw(), own, stall, filled);
+            .shared_send_stalled(self.pool(), v.raw(), me.0, stall, stalled)
+            .unwrap_or(false);
         if ok {
             let _ = v.into_raw(); // the cell owns it
         }

@@ -89,6 +89,10 @@ const ROOM_SLACK: u64 = 32;
 /// Pauses [`Ring::wait_for_room`] waits at most (~20 µs here: inside the spin phase,
 /// whose deadline checks it does not replace).
 const ROOM_SPINS: u32 = 1024;
+/// States of `Meta::closed`.
+pub(crate) const OPEN: u64 = 0;
+pub(crate) const CLOSING: u64 = 1;
+pub(crate) const CLOSED: u64 = 2;
 pub(crate) const EMPTY: u64 = 0;
 pub(crate) const FULL: u64 = 2;
 pub(crate) const SKIP: u64 = 4;
@@ -140,7 +144,8 @@ pub(crate) struct Meta {
     pub cap: AtomicU64,
     /// Entries of the user table ([`USERS`]).
     pub users: AtomicU64,
-    /// Non-zero once closed.
+    /// [`OPEN`], [`CLOSING`] (senders refuse; a send that saw the pipe open may
+    /// still be landing) or [`CLOSED`] (none is: receivers may report the end).
     pub closed: AtomicU64,
     /// Creation time (Unix ns).
     pub created_ns: AtomicU64,
@@ -380,9 +385,56 @@ impl Ring {
         self.cap
     }
 
+    /// Whether senders must refuse (closing or closed).
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.head().meta.closed.load(Acquire) != 0
+        self.head().meta.closed.load(Acquire) != OPEN
+    }
+
+    /// Closes the pipe: senders refuse from now on; returns once no send that saw
+    /// the pipe open can still land, and only then lets receivers report the end
+    /// (see [`Ring::finish_close`]).
+    pub(crate) fn close(&self) {
+        let c = &self.head().meta.closed;
+        let _ = c.compare_exchange(OPEN, CLOSING, SeqCst, SeqCst);
+        self.finish_close();
+    }
+
+    /// Completes a close (anyone who finds the pipe closing may: a closer that dies
+    /// half way holds nobody up). A claiming sender looks at `closed` again after its
+    /// claim (both SeqCst) and gives the cells up if it is no longer open, so a
+    /// claim that saw it open is visible to whoever sees CLOSED (and is waited for
+    /// as a claimed cell). An owning sender looks only before filling, so its open
+    /// section is waited out: the asymmetric Dekker of [`Ring::revoke`] — `closed`
+    /// is stored before the membarrier and `busy` read after it, the owner stores
+    /// `busy` before its look at `closed` — then `busy == 0` (Acquire: its cells
+    /// and `tail` are visible) or the owner is dead.
+    #[cold]
+    fn finish_close(&self) {
+        let h = self.head();
+        if h.meta.closed.load(SeqCst) == CLOSED {
+            return;
+        }
+        // Without the barrier (a kernel without it) no process can own a side.
+        let _ = crate::sys::membarrier_global();
+        let mut rounds = 0u32;
+        loop {
+            let b = h.send_bias.load(Acquire);
+            if b & OWNED == 0 || h.send_busy.load(Acquire) == 0 {
+                break;
+            }
+            let t = h.users[owner_user(b)].token.load(Acquire);
+            if t == 0 || !crate::platform::token_alive(t) {
+                break;
+            }
+            rounds += 1;
+            if rounds < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        h.meta.closed.store(CLOSED, SeqCst);
     }
 
     /// The counter, bias and busy words of side `d`.
@@ -585,8 +637,15 @@ impl Ring {
     /// if asked to `look`.
     #[inline]
     fn empty(&self, hd: u64, look: bool) -> Pop {
-        let closed = self.is_closed();
-        let claimed = (look || closed) && self.head().tail.load(Acquire) > hd;
+        let h = self.head();
+        let mut closed = h.meta.closed.load(SeqCst);
+        if closed == CLOSING {
+            self.finish_close();
+            closed = CLOSED;
+        }
+        let closed = closed != OPEN;
+        // SeqCst: ordered after the load that saw CLOSED (see `finish_close`).
+        let claimed = (look || closed) && h.tail.load(SeqCst) > hd;
         if closed && !claimed {
             Pop::Closed
         } else {
@@ -689,10 +748,24 @@ impl Ring {
     /// The caller holds its process's send turn (see the module comment).
     #[inline]
     pub(crate) fn try_push(&self, pool: &Pool, vals: &[Raw], me: u16) -> Result<Push, ValError> {
+        self.try_push_after(pool, vals, me, || ())
+    }
+
+    /// [`Ring::try_push`], calling `looked` after its first look at `closed` (a
+    /// test stalls there).
+    #[inline]
+    fn try_push_after(
+        &self,
+        pool: &Pool,
+        vals: &[Raw],
+        me: u16,
+        looked: impl FnOnce(),
+    ) -> Result<Push, ValError> {
         let h = self.head();
         if self.is_closed() {
             return Ok(Push::Closed);
         }
+        looked();
         let rec = &self.user(me).send;
         let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
         loop {
@@ -707,6 +780,16 @@ impl Ring {
             let n = want.min(room) as usize;
             if !Self::claim(&h.tail, rec, t, n) {
                 continue;
+            }
+            if h.meta.closed.load(SeqCst) != OPEN {
+                // Closed since the look above: the claimed cells are given up
+                // (SKIP), the values stay the caller's (see `finish_close`).
+                for (pos, cell) in self.run(t).take(n) {
+                    cell.word.store(word(pos, SKIP), Release);
+                }
+                rec.store(0, Release);
+                h.not_empty.notify_waiters();
+                return Ok(Push::Closed);
             }
             self.fill(pool, t, &vals[..n]);
             rec.store(0, Release);
@@ -820,8 +903,10 @@ impl Ring {
         // Release: whoever reads this record also sees the clearing of the last one
         // (and what came before it).
         rec.store(record(from, n), Release);
+        // SeqCst: a sender's look at `closed` after its claim must not be ordered
+        // before it (see `finish_close`).
         let won = counter
-            .compare_exchange(from, from + n as u64, Release, Relaxed)
+            .compare_exchange(from, from + n as u64, SeqCst, Relaxed)
             .is_ok();
         if !won {
             rec.store(0, Release);
@@ -1095,7 +1180,8 @@ impl Ring {
         v: Raw,
         me: u64,
         stall: std::time::Duration,
-        filled_hook: impl FnOnce(),
+        before_fill: bool,
+        hook: impl FnOnce(),
     ) -> bool {
         let h = self.head();
         if self.settle(Dir::Send, me, true) != Ok(true)
@@ -1104,16 +1190,48 @@ impl Ring {
             return false;
         }
         let t = h.tail.load(Relaxed);
-        if t >= self.limit().0 + self.cap {
+        if self.is_closed() || t >= self.limit().0 + self.cap {
             h.send_busy.store(0, Release);
             return false;
         }
+        let mut hook = Some(hook);
+        let mut stop = || {
+            if let Some(f) = hook.take() {
+                f();
+            }
+            std::thread::sleep(stall);
+        };
+        if before_fill {
+            stop();
+        }
         self.fill(pool, t, &[v]);
-        filled_hook();
-        std::thread::sleep(stall);
+        if !before_fill {
+            stop();
+        }
         h.tail.store(t + 1, Release);
         h.send_busy.store(0, Release);
         h.not_empty.notify_waiters();
         true
+    }
+
+    /// Test hook: a send on the shared side (made shared first) that stalls for
+    /// `stall` after its first look at `closed`; returns whether it was sent.
+    pub(crate) fn shared_send_stalled(
+        &self,
+        pool: &Pool,
+        v: Raw,
+        me: u16,
+        stall: std::time::Duration,
+        hook: impl FnOnce(),
+    ) -> Result<bool, ValError> {
+        let tid = crate::platform::thread_id();
+        if self.settle(Dir::Send, owner(me, tid), false) != Ok(false) {
+            return Ok(false);
+        }
+        let r = self.try_push_after(pool, &[v], me, || {
+            hook();
+            std::thread::sleep(stall);
+        })?;
+        Ok(matches!(r, Push::Sent(1)))
     }
 }
