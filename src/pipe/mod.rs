@@ -955,10 +955,17 @@ impl Pipe {
 
     /// Receives one value: the owner's receive of one value inline, anything else
     /// round [`Pipe::recv_slow`].
+    /// A blocking owner receive that finds nothing watches the next cell for
+    /// [`FAST_SPINS`] pauses right here (no call between seeing the value and
+    /// returning it) before the general wait.
     #[inline(always)]
     fn recv_until(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
         if let Some(own) = self.owner_word() {
-            if let Some(r) = self.inner.ring.pop_one_owned(own) {
+            let watch = block
+                && timeout.is_none_or(|t| t >= FAST_SPIN_MIN)
+                && self.inner.spin_ns.load(Ordering::Relaxed) != 0;
+            let rounds = if watch { FAST_SPINS } else { 0 };
+            if let Some(r) = self.inner.ring.pop_one_owned(own, rounds) {
                 return Ok(ShmVal::from_owned(self.pool(), r));
             }
         }
@@ -968,19 +975,6 @@ impl Pipe {
     /// The general receive of one value (see `pop_until`).
     #[inline(never)]
     fn recv_slow(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
-        // An owner waiting for the next value watches for it on the fast path first
-        // (no clock, no general attempt between looks: a hand-off is seen within a
-        // pause), for a bounded number of rounds; then the general wait.
-        if block
-            && timeout.is_none_or(|t| t >= FAST_SPIN_MIN)
-            && self.inner.spin_ns.load(Ordering::Relaxed) != 0
-        {
-            if let Some(own) = self.owner_word() {
-                if let Some(r) = self.inner.ring.watch_one_owned(own, FAST_SPINS) {
-                    return Ok(ShmVal::from_owned(self.pool(), r));
-                }
-            }
-        }
         // The value as two words (a tag word of `u64::MAX`: none), each stored and
         // loaded whole (see `Raw::read_fields`).
         let (mut tag, mut payload) = (u64::MAX, 0);

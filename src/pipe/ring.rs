@@ -596,17 +596,12 @@ impl Ring {
     /// The owner's receive of one value (as [`Ring::push_one_owned`]): `None`
     /// (nothing done) unless `me` owns the receive side and the cell at `head` holds
     /// a value; [`Ring::pop_owned`] handles every other case.
+    /// With `rounds` > 0 it looks at the cell again after a pause up to `rounds`
+    /// more times while it is not filled, inside one owner's section (a revoker
+    /// waits those few microseconds out): between looks nothing but the cell's word
+    /// is read, so a hand-off is seen as soon as the line arrives.
     #[inline(always)]
-    pub(crate) fn pop_one_owned(&self, me: u64) -> Option<Raw> {
-        self.watch_one_owned(me, 0)
-    }
-
-    /// [`Ring::pop_one_owned`], looking at the cell again after a pause up to
-    /// `rounds` more times while it is not filled, inside one owner's section (a
-    /// revoker waits those few microseconds out): between looks nothing but the
-    /// cell's word is read, so a hand-off is seen as soon as the line arrives.
-    #[inline(always)]
-    pub(crate) fn watch_one_owned(&self, me: u64, rounds: u32) -> Option<Raw> {
+    pub(crate) fn pop_one_owned(&self, me: u64, rounds: u32) -> Option<Raw> {
         let h = self.head();
         if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
             return None;
