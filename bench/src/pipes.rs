@@ -705,6 +705,11 @@ pub fn profile() {
             std::hint::black_box(&v);
         }
         let pair = t.elapsed().as_nanos() as f64 / n as f64;
+        if std::env::var("SHMVAL_PROFILE_PAIRS_ONLY").is_ok() {
+            // For counting a pair's instructions (callgrind) without the rest.
+            println!("round {round}: send+recv pair {pair:.1} ns");
+            continue;
+        }
         let t = Instant::now();
         for i in 0..n {
             std::hint::black_box(int(&s.pool, i));
