@@ -653,14 +653,12 @@ impl Broadcast {
 
     /// Closes the broadcast for every process: senders get `Closed`, subscribers
     /// receive what is left for them and then get `Closed`. Every waiter wakes.
-    /// Taken under the lock sends and receives take, so a send lands before the
-    /// close or gets `Closed`, never after a subscriber was told `Closed`.
+    /// A send looks at the flag and publishes inside one hold of the channel lock
+    /// and a receive reports `Closed` inside one, so a send lands before the close
+    /// or gets `Closed`, never after a subscriber was told `Closed`.
     pub fn close(&self) {
         let h = self.inner.ch.head();
-        // A broken lock (corrupt header) still lets the close through.
-        let g = self.inner.ch.lock(self.pool()).ok();
         h.meta.closed.store(1, SeqCst);
-        drop(g);
         h.not_empty.notify();
         h.not_full.notify();
     }
