@@ -819,8 +819,15 @@ fn chaos_check(v: &ShmVal, seen: &shmval::ShmTab, errors: &shmval::ShmList) {
 fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothing() {
     let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS").map_or(500, |v| v.parse().unwrap());
     let s = Scratch::new("pipe-chaos");
-    // Room for the receivers' table of every value seen (~500 values a kill).
-    let pool = pool(&s, u64::from(kills.div_ceil(500).max(1)) * (256 << 20));
+    // Room for the receivers' table of every value seen: ~200 values a kill in a
+    // debug build, ~1400 in a release build (~65 live bytes a value, several times
+    // that at the high-water mark of the table's growth).
+    let per_500_kills: u64 = if cfg!(debug_assertions) {
+        256 << 20
+    } else {
+        1 << 30
+    };
+    let pool = pool(&s, u64::from(kills.div_ceil(500).max(1)) * per_500_kills);
     let p = Pipe::create(&pool, "p", 32).unwrap();
     let root = pool.root().unwrap();
     root.insert("seen", pool.new_tab().unwrap()).unwrap();
@@ -881,8 +888,9 @@ fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothin
     let errors = root.get_val("errors").unwrap().unwrap();
     assert_eq!(errors, Val::List(vec![]), "problems seen by the receivers");
     eprintln!(
-        "chaos: {kills} kills, {moved} values moved meanwhile, {} in all",
-        p.received()
+        "chaos: {kills} kills, {moved} values moved meanwhile, {} in all, {} pool bytes in use",
+        p.received(),
+        pool.stats().in_use
     );
     assert!(moved > 0);
 }
