@@ -41,7 +41,7 @@ mod sys;
 pub mod val;
 
 pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenOrCreateError};
-pub use name::{validate_name, MAX_NAME_LEN};
+pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
 pub use pipe::{
     BatchError, Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError,
     Subscriber,

@@ -2,7 +2,7 @@
 //! in one process and in two processes at once on one pool.
 
 use crate::harness::{ns_per_op, Report};
-use shmval::{Pool, PoolOptions};
+use shmval::Pool;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::process::{Command, Stdio};
@@ -131,8 +131,7 @@ fn expected(n: u64) -> u64 {
 
 pub fn run(r: &mut Report) {
     let name = format!("shmval-bench-alloc-{}", std::process::id());
-    let pool = Pool::create_with(&name, 256 << 20, &PoolOptions::new().remove_on_drop(true))
-        .expect("create bench pool");
+    let pool = crate::harness::bench_pool(&name, 256 << 20).expect("create bench pool");
     let ls = sizes();
     let n: u64 = if r.quick { 200_000 } else { 2_000_000 };
     let want = expected(n);
@@ -295,8 +294,7 @@ pub fn worker(args: &[String]) {
 /// `profile`: only the explicit-cache pair loop, for callgrind/perf.
 pub fn profile() {
     let name = format!("shmval-bench-prof-{}", std::process::id());
-    let pool =
-        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let pool = crate::harness::bench_pool(&name, 64 << 20).unwrap();
     let ls = sizes();
     let n = 1_000_000;
     assert_eq!(pairs_cache(&pool, &ls, n), expected(n));

@@ -194,3 +194,60 @@ pub fn run_peer(peer: &std::path::Path, n: u64, want: &str) -> f64 {
     assert_eq!(it.next(), Some(want), "checksum of peer {}", peer.display());
     figure
 }
+
+/// Paths of the shared-memory objects of the pools this run made, for the signal
+/// handler (leaked C strings: the handler may run at any time).
+static ON_SIGNAL: [std::sync::atomic::AtomicPtr<std::ffi::c_char>; 32] =
+    [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; 32];
+
+/// Creates the pool `name` of `size` bytes for a benchmark: removed when dropped,
+/// and when the run is interrupted (see [`remove_on_signal`]).
+pub fn bench_pool(name: &str, size: u64) -> Result<shmval::Pool, shmval::CreateError> {
+    remove_on_signal(name);
+    shmval::Pool::create_with(name, size, &shmval::PoolOptions::new().remove_on_drop(true))
+}
+
+/// Makes sure pool `name` (made with `remove_on_drop`) is also removed when the run
+/// is interrupted (SIGINT, SIGTERM, SIGHUP), which skips every destructor: the
+/// handler unlinks the pool's two objects in /dev/shm (`unlink` is
+/// async-signal-safe), then dies of the signal as it would have.
+pub fn remove_on_signal(name: &str) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    use std::sync::atomic::Ordering::SeqCst;
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    for n in [name.to_owned(), format!("{name}{}", shmval::BOOT_SUFFIX)] {
+        let path = std::ffi::CString::new(format!("/dev/shm/{n}")).expect("pool names have no NUL");
+        let p = path.into_raw();
+        if !ON_SIGNAL.iter().any(|slot| {
+            slot.compare_exchange(std::ptr::null_mut(), p, SeqCst, SeqCst)
+                .is_ok()
+        }) {
+            eprintln!("more pools than the signal handler tracks: {n} is not removed on a signal");
+        }
+    }
+    INSTALL.call_once(|| {
+        let act = SigAction::new(
+            SigHandler::Handler(unlink_and_die),
+            SaFlags::SA_RESETHAND,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            // SAFETY: the handler only calls async-signal-safe functions.
+            unsafe { sigaction(sig, &act) }.expect("install signal handler");
+        }
+    });
+}
+
+extern "C" fn unlink_and_die(sig: nix::libc::c_int) {
+    for slot in &ON_SIGNAL {
+        let p = slot.load(std::sync::atomic::Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: `p` is a leaked, NUL-terminated C string; unlink is
+            // async-signal-safe.
+            unsafe { nix::libc::unlink(p) };
+        }
+    }
+    // SA_RESETHAND restored the default action: die of the signal.
+    // SAFETY: raise is async-signal-safe.
+    unsafe { nix::libc::raise(sig) };
+}

@@ -18,6 +18,14 @@ use harness::{Report, Row};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(
+        args.first().map(String::as_str),
+        Some("pipe-child" | "worker")
+    ) {
+        // The other side of a measurement dies with the run (an interrupted run
+        // must not leave children spinning on a pool that is gone).
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+    }
     if args.first().map(String::as_str) == Some("profile") {
         alloc::profile();
         return;

@@ -6,7 +6,7 @@
 //! The parent spawns this binary as `pipe-child MODE POOL N` for the other side.
 
 use crate::harness::Report;
-use shmval::{tab, Offset, Pipe, Pool, PoolOptions, ShmVal, Val};
+use shmval::{tab, Offset, Pipe, Pool, ShmVal, Val};
 use std::alloc::Layout;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -43,8 +43,7 @@ struct Side {
 
 impl Side {
     fn create(name: &str) -> Side {
-        let pool = Pool::create_with(name, 256 << 20, &PoolOptions::new().remove_on_drop(true))
-            .expect("bench pool");
+        let pool = crate::harness::bench_pool(name, 256 << 20).expect("bench pool");
         // 128-aligned within a 16-aligned block (the base is page aligned).
         let raw = pool
             .alloc(Layout::from_size_align(RAW_WORDS * 8 + 128, 16).unwrap())

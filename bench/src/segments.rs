@@ -50,10 +50,12 @@ fn raw_create(name: &str, size: u64) -> f64 {
 pub fn run(r: &mut Report) {
     let name = format!("shmval-bench-seg-{}", std::process::id());
     let raw = format!("shmval-bench-raw-{}", std::process::id());
+    crate::harness::remove_on_signal(&raw);
     let reps = r.reps(5);
     let size = if r.quick { GIB / 8 } else { GIB };
     let label = if r.quick { "128 MiB" } else { "1 GiB" };
     let n1 = name.clone();
+    crate::harness::remove_on_signal(&n1);
     r.compare(
         &format!("create a {label} pool"),
         "ms",
@@ -75,7 +77,7 @@ pub fn run(r: &mut Report) {
             ),
         ],
     );
-    let keep = Pool::create_with(&name, size, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let keep = crate::harness::bench_pool(&name, size).unwrap();
     r.compare(
         &format!("open a {label} pool"),
         "ms",

@@ -1,7 +1,7 @@
 //! Issue 3 scenarios: the small 4-key Tab, 1M int keys in one shared Tab, bytes per Tab.
 
 use crate::harness::{ns_per_op, Report};
-use shmval::{tab, Pool, PoolOptions, Val};
+use shmval::{tab, Val};
 use std::collections::HashMap;
 use std::hint::black_box;
 
@@ -11,8 +11,7 @@ fn four_key() -> Val {
 
 pub fn run(r: &mut Report) {
     let name = format!("shmval-bench-val-{}", std::process::id());
-    let pool = Pool::create_with(&name, 512 << 20, &PoolOptions::new().remove_on_drop(true))
-        .expect("bench pool");
+    let pool = crate::harness::bench_pool(&name, 512 << 20).expect("bench pool");
     let v = four_key();
     let n: u64 = if r.quick { 20_000 } else { 500_000 };
     let reps = r.reps(11);
@@ -155,8 +154,7 @@ pub fn run(r: &mut Report) {
 /// `profile-values`: 100k shares of the 4-key Tab, for callgrind.
 pub fn profile() {
     let name = format!("shmval-bench-valprof-{}", std::process::id());
-    let pool =
-        Pool::create_with(&name, 64 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let pool = crate::harness::bench_pool(&name, 64 << 20).unwrap();
     let v = four_key();
     for _ in 0..100_000 {
         black_box(pool.share(black_box(&v)).unwrap());
@@ -171,8 +169,7 @@ pub fn profile_tab() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let name = format!("shmval-bench-tabprof-{}", std::process::id());
-    let pool =
-        Pool::create_with(&name, 256 << 20, &PoolOptions::new().remove_on_drop(true)).unwrap();
+    let pool = crate::harness::bench_pool(&name, 256 << 20).unwrap();
     let t = pool.new_tab().unwrap();
     for i in 0..keys {
         t.insert(i, i).unwrap();
