@@ -408,7 +408,9 @@ impl Ring {
     /// section is waited out: the asymmetric Dekker of [`Ring::revoke`] — `closed`
     /// is stored before the membarrier and `busy` read after it, the owner stores
     /// `busy` before its look at `closed` — then `busy == 0` (Acquire: its cells
-    /// and `tail` are visible) or the owner is dead.
+    /// and `tail` are visible) or the owner is dead. An owner that stays inside one
+    /// send for [`shmval_alloc::LOCK_PATIENCE`] (stopped, traced) is not waited for
+    /// longer: the close completes, and that one value may land after it.
     #[cold]
     fn finish_close(&self) {
         let h = self.head();
@@ -417,6 +419,7 @@ impl Ring {
         }
         // Without the barrier (a kernel without it) no process can own a side.
         let _ = crate::sys::membarrier_global();
+        let since = std::time::Instant::now();
         let mut rounds = 0u32;
         loop {
             let b = h.send_bias.load(Acquire);
@@ -425,6 +428,9 @@ impl Ring {
             }
             let t = h.users[owner_user(b)].token.load(Acquire);
             if t == 0 || !crate::platform::token_alive(t) {
+                break;
+            }
+            if since.elapsed() >= shmval_alloc::LOCK_PATIENCE {
                 break;
             }
             rounds += 1;
