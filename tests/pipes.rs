@@ -825,7 +825,7 @@ fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothin
     let per_500_kills: u64 = if cfg!(debug_assertions) {
         256 << 20
     } else {
-        1 << 30
+        512 << 20
     };
     let pool = pool(&s, u64::from(kills.div_ceil(500).max(1)) * per_500_kills);
     let p = Pipe::create(&pool, "p", 32).unwrap();
