@@ -314,10 +314,7 @@ fn oneway_cells(s: &Side, n: u64) -> f64 {
             seen_head = head.load(Ordering::Acquire);
             std::hint::spin_loop();
         }
-        let c = 64 + 8 * (i % CAP) as usize;
-        raw[c + 2].store(7, Ordering::Relaxed);
-        raw[c + 3].store(i, Ordering::Relaxed);
-        raw[c].store(i << 16 | 2, Ordering::Release);
+        cell_put(raw, (i % CAP) as usize, i);
     }
     let end: u64 = finish(child).trim().parse().unwrap();
     n as f64 / ((end - start) as f64 / 1e3)
@@ -329,15 +326,7 @@ fn drain_cells(s: &Side, n: u64, ready: impl Fn()) {
     let head = &raw[32];
     ready();
     for i in 0..n {
-        let c = 64 + 8 * (i % CAP) as usize;
-        while raw[c].load(Ordering::Acquire) != i << 16 | 2 {
-            std::hint::spin_loop();
-        }
-        let (t, v) = (
-            raw[c + 2].load(Ordering::Relaxed),
-            raw[c + 3].load(Ordering::Relaxed),
-        );
-        assert_eq!((t, v), (7, i));
+        cell_take(raw, (i % CAP) as usize, i);
         head.store(i + 1, Ordering::Release);
     }
     println!("{}", mono_ns());
