@@ -127,6 +127,14 @@ pub enum OpenError {
         /// What is wrong.
         what: String,
     },
+    /// Every entry of the pool's attach table belongs to a live process.
+    #[error("pool {name} has {max} attached processes already (the attach table is full)")]
+    TooManyProcesses {
+        /// The name.
+        name: String,
+        /// Entries in the table.
+        max: usize,
+    },
     /// The creator died before the pool became ready.
     #[error("pool {name:?} was never finished: its creator (pid {pid}) died while creating it")]
     CreatorDied {

@@ -30,6 +30,7 @@
 //! ```
 
 mod error;
+mod liveness;
 mod name;
 pub mod pipe;
 mod platform;

@@ -1,8 +1,8 @@
 //! The allocator's [`Platform`] on Linux: thread and process identity, liveness
-//! from `/proc`, shared futexes.
+//! (proven by the kernel's file locks, see `liveness`), shared futexes.
 
 use crate::sys;
-use shmval_alloc::Platform;
+use shmval_alloc::{Platform, THREAD_MASK};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Once;
@@ -18,7 +18,7 @@ thread_local! {
 }
 /// Incremented in the child after `fork`, which invalidates every cached identity.
 static FORK_GEN: AtomicU32 = AtomicU32::new(0);
-/// (pid << 32 | start ticks low 32) of this process; 0 = not computed yet.
+/// This process's token (random, low `THREAD_BITS` zero); 0 = not drawn yet.
 static TOKEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 /// This process's part in the asymmetric barrier: 0 not asked yet, 1 registered for
@@ -26,6 +26,7 @@ static ATFORK: Once = Once::new();
 static MEMBARRIER: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn after_fork_in_child() {
+    crate::liveness::after_fork();
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     TOKEN.store(0, Ordering::Relaxed);
     // A new process (a new mm): register again before publishing lightly.
@@ -43,11 +44,21 @@ pub(crate) fn ensure_fork_handler() {
 fn install_atfork() {
     ATFORK.call_once(|| {
         // SAFETY: registers a child handler that only touches atomics.
-        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        unsafe {
+            libc::pthread_atfork(
+                Some(crate::liveness::before_fork),
+                Some(crate::liveness::after_fork),
+                Some(after_fork_in_child),
+            )
+        };
     });
 }
 
-/// The token naming this process (and its incarnation): pid and start time.
+/// The token naming this process (and its incarnation): 42 random bits above the
+/// low `THREAD_BITS` (zero), drawn from the kernel on first use and again in a
+/// forked child. Not a pid: pids mean nothing outside their PID namespace, and two
+/// containers' processes may both be pid 1. Unique with overwhelming probability
+/// (two of 120 attached processes collide with a chance of about 2^-30).
 #[inline]
 pub(crate) fn process_token() -> u64 {
     let t = TOKEN.load(Ordering::Relaxed);
@@ -61,12 +72,23 @@ pub(crate) fn process_token() -> u64 {
 #[inline(never)]
 fn first_process_token() -> u64 {
     install_atfork();
-    let pid = sys::getpid();
-    let start = sys::proc_stat(pid).map_or(0, |(s, _)| s as u32);
-    // A start time of 0 is "unknown"; keep the token non-zero and pid-bearing.
-    let t = (u64::from(pid) << 32) | u64::from(start.max(1));
+    let t = loop {
+        let t = sys::random_u64() & !THREAD_MASK;
+        if t != 0 {
+            break t;
+        }
+    };
     TOKEN.store(t, Ordering::Relaxed);
+    if fork_generation() > 0 {
+        // A forked child: its parent's attachments must become its own.
+        crate::liveness::reattach_all(t);
+    }
     t
+}
+
+/// The token if this process (incarnation) has drawn one, else 0.
+pub(crate) fn current_token() -> u64 {
+    TOKEN.load(Ordering::Relaxed)
 }
 
 /// The store ordering with which this process publishes a condition a waiter may
@@ -121,20 +143,16 @@ fn first_thread_id(c: &Cell<(u32, u32)>, gen: u32) -> u32 {
     tid
 }
 
-/// The pid inside a process token.
-pub(crate) fn token_pid(token: u64) -> u32 {
-    (token >> 32) as u32
-}
-
-/// Whether the process named by `token` may still run.
+/// Whether the process named by `token` may still run (see `liveness`).
 pub(crate) fn token_alive(token: u64) -> bool {
-    sys::process_alive(token_pid(token), token as u32)
+    crate::liveness::token_alive(token)
 }
 
-// SAFETY: tids are unique among live threads system-wide and below 2^30
-// (PID_MAX_LIMIT is 2^22); the token is per process (pid + start time), recomputed
-// after fork; liveness is "dead" only when /proc says the pid is gone, a zombie, or
-// belongs to a process with a different start time.
+// SAFETY: tids are unique among the live threads of a process (of its PID namespace,
+// which all its threads share) and below PID_MAX_LIMIT = 2^22 = 1 << THREAD_BITS;
+// the token is random per process incarnation (redrawn after fork) with its low
+// THREAD_BITS zero; liveness is "dead" only on the proof described in `liveness`
+// (the entry's file lock, which the kernel drops only when the process is gone).
 unsafe impl Platform for LinuxPlatform {
     #[inline]
     fn thread_id() -> u32 {
@@ -155,11 +173,6 @@ unsafe impl Platform for LinuxPlatform {
 
     fn is_alive(token: u64) -> bool {
         token_alive(token)
-    }
-
-    fn thread_alive(tid: u32) -> bool {
-        // /proc/TID exists for every thread id, hidden from listings.
-        sys::process_alive(tid, 0)
     }
 
     fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {

@@ -3,8 +3,9 @@
 use crate::error::{
     AllocError, CreateError, DestroyError, FreeError, OpenError, OpenOrCreateError,
 };
+use crate::liveness;
 use crate::name::{boot_name, validate_name};
-use crate::platform::{process_token, token_alive, token_pid, LinuxPlatform};
+use crate::platform::{process_token, LinuxPlatform};
 use crate::segment::boot::{self, state, BootHeader};
 use crate::segment::open::{self, header, Segments};
 use crate::sys;
@@ -12,8 +13,8 @@ use shmval_alloc::{Heap, Offset, Stats};
 use std::alloc::Layout;
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -86,6 +87,14 @@ impl PoolOptions {
     }
 }
 
+/// Why a process could not attach to a pool.
+enum Attach {
+    /// Every entry of the attach table belongs to a live process.
+    Full,
+    /// `fcntl` failed.
+    Os(nix::errno::Errno),
+}
+
 /// Ids telling pools apart in this process (for the thread-local caches).
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -93,10 +102,11 @@ struct Inner {
     name: String,
     id: u64,
     seg: Segments,
-    attach: Option<usize>,
     remove_on_drop: bool,
-    /// Cache slots claimed by this process's threads (released when the pool drops).
-    slots: Mutex<Vec<u32>>,
+    /// Cache slots claimed by this process's threads, with the fork generation that
+    /// claimed them (released when the pool drops; a forked child's copy of the list
+    /// names its parent's slots, which it must not release).
+    slots: Mutex<Vec<(u32, u32)>>,
 }
 
 impl Inner {
@@ -108,14 +118,16 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|e| e.into_inner()));
-        for s in slots {
-            // SAFETY: every handle is gone, so no thread of this process can be
-            // using the slot (using it needs a handle).
-            unsafe { self.seg.heap.release_slot(s) };
+        let gen = crate::platform::fork_generation();
+        for (s, g) in slots {
+            if g == gen {
+                // SAFETY: every handle is gone, so no thread of this process can be
+                // using the slot (using it needs a handle).
+                unsafe { self.seg.heap.release_slot(s) };
+            }
         }
-        if let Some(a) = self.attach {
-            self.boot().attached[a].token.store(0, Release);
-        }
+        // Detach: the entry and its liveness lock go (before the mappings do).
+        liveness::unregister(self.id);
         if self.remove_on_drop {
             self.boot().state.store(state::CLOSING, Release);
             let _ = sys::shm_unlink(&self.name);
@@ -173,7 +185,13 @@ impl Pool {
     /// As [`Pool::create`], plus `AddressInUse` for a taken fixed base.
     pub fn create_with(name: &str, size: u64, opts: &PoolOptions) -> Result<Pool, CreateError> {
         let seg = open::create(name, size, opts)?;
-        Ok(Self::from_segments(name, seg, opts))
+        Self::from_segments(name, seg, opts).map_err(|e| match e {
+            Attach::Full => CreateError::Os {
+                op: "attach",
+                errno: nix::errno::Errno::EUSERS,
+            },
+            Attach::Os(errno) => CreateError::Os { op: "fcntl", errno },
+        })
     }
 
     /// Opens an existing pool, waiting up to `timeout` for it to appear and become
@@ -191,7 +209,13 @@ impl Pool {
     /// See [`OpenError`].
     pub fn open_with(name: &str, opts: &PoolOptions) -> Result<Pool, OpenError> {
         let seg = open::open(name, opts)?;
-        Ok(Self::from_segments(name, seg, opts))
+        Self::from_segments(name, seg, opts).map_err(|e| match e {
+            Attach::Full => OpenError::TooManyProcesses {
+                name: name.to_owned(),
+                max: boot::ATTACH_SLOTS,
+            },
+            Attach::Os(errno) => OpenError::Os { op: "fcntl", errno },
+        })
     }
 
     /// Opens the pool if it exists, creates it otherwise (racing creators are
@@ -264,30 +288,29 @@ impl Pool {
                 .exists()
     }
 
-    fn from_segments(name: &str, seg: Segments, opts: &PoolOptions) -> Pool {
-        let b = header(&seg.boot);
+    /// Attaches this process (an entry of the attach table and its liveness lock,
+    /// unless the creator holds one already), registers the attachment, and reclaims
+    /// the cache slots of dead processes.
+    fn from_segments(name: &str, mut seg: Segments, opts: &PoolOptions) -> Result<Pool, Attach> {
         let me = process_token();
-        let mut attach = None;
-        for (i, slot) in b.attached.iter().enumerate() {
-            let t = slot.token.load(Acquire);
-            let free = t == 0 || (t != me && !token_alive(t));
-            if free && slot.token.compare_exchange(t, me, AcqRel, Relaxed).is_ok() {
-                slot.since_ns.store(sys::now_unix_ns(), Relaxed);
-                attach = Some(i);
-                break;
-            }
-        }
-        seg.heap.reclaim_dead();
-        Pool {
-            inner: Arc::new(Inner {
-                name: name.to_owned(),
-                id: NEXT_POOL_ID.fetch_add(1, Relaxed),
-                seg,
-                attach,
-                remove_on_drop: opts.remove_on_drop,
-                slots: Mutex::new(Vec::new()),
-            }),
-        }
+        let entry = match seg.entry.take() {
+            Some(e) => e,
+            None => liveness::claim_entry(header(&seg.boot), &seg.boot_fd, me)
+                .map_err(Attach::Os)?
+                .ok_or(Attach::Full)?,
+        };
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            id: NEXT_POOL_ID.fetch_add(1, Relaxed),
+            seg,
+            remove_on_drop: opts.remove_on_drop,
+            slots: Mutex::new(Vec::new()),
+        });
+        // SAFETY: the boot mapping and descriptor live in `inner`, whose drop
+        // unregisters before they are dropped.
+        unsafe { liveness::register(inner.id, inner.boot(), &inner.seg.boot_fd, Some(entry)) };
+        inner.seg.heap.reclaim_dead();
+        Ok(Pool { inner })
     }
 
     /// The pool's name.
@@ -359,23 +382,23 @@ impl Pool {
     pub fn info(&self) -> PoolInfo {
         let b = self.inner.boot();
         let pid = b.creator_pid.load(Relaxed);
-        let start = b.creator_start.load(Relaxed);
+        let mine = liveness::entry_of(self.inner.id);
+        let entries = liveness::entries(b, &self.inner.seg.boot_fd, mine);
+        let creator = b.creator_token.load(Relaxed);
         PoolInfo {
             name: self.inner.name.clone(),
             size: b.main_size.load(Relaxed),
             creator_pid: pid,
-            creator_alive: token_alive((u64::from(pid) << 32) | start),
+            creator_alive: entries.iter().any(|e| e.alive && e.token == creator),
             created: SystemTime::UNIX_EPOCH + Duration::from_nanos(b.created_ns.load(Relaxed)),
             base_address: b.base_address.load(Relaxed) as usize,
             fixed_base: b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0,
             generation: b.generation.load(Relaxed),
-            attached: b
-                .attached
+            attached: entries.iter().filter(|e| e.alive).map(|e| e.pid).collect(),
+            attached_other_ns: entries
                 .iter()
-                .map(|a| a.token.load(Ordering::Relaxed))
-                .filter(|&t| t != 0 && token_alive(t))
-                .map(token_pid)
-                .collect(),
+                .filter(|e| e.alive && e.pid_ns != sys::pid_namespace() as u32)
+                .count(),
         }
     }
 
@@ -419,7 +442,7 @@ impl Pool {
                 .slots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(slot);
+                .push((slot, gen));
         }
         let entry = ThreadSlot {
             pool: self.inner.id,
@@ -452,7 +475,7 @@ impl Drop for ThreadSlot {
         }
         if let Some(inner) = self.owner.upgrade() {
             let mut slots = inner.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = slots.iter().position(|&s| s == self.slot) {
+            if let Some(i) = slots.iter().position(|&s| s == (self.slot, self.fork_gen)) {
                 slots.swap_remove(i);
                 // SAFETY: this thread claimed the slot and stops using it now.
                 unsafe { inner.seg.heap.release_slot(self.slot) };
@@ -482,7 +505,8 @@ pub struct PoolInfo {
     pub size: u64,
     /// Creator's pid.
     pub creator_pid: u32,
-    /// Whether the creator still runs (pid and start time match).
+    /// Whether the creator is still attached and alive (its liveness lock is held,
+    /// see `docs/PROTOCOLS.md`; true across PID namespaces).
     pub creator_alive: bool,
     /// When it was created.
     pub created: SystemTime,
@@ -492,6 +516,9 @@ pub struct PoolInfo {
     pub fixed_base: bool,
     /// Incarnation id of this pool.
     pub generation: u64,
-    /// Pids of the live attached processes.
+    /// Pids of the live attached processes, each in its own PID namespace (a pid
+    /// from another namespace names some other process here).
     pub attached: Vec<u32>,
+    /// How many of them live in another PID namespace than this process.
+    pub attached_other_ns: usize,
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// First word of a formatted region: "SHMVALHP" little-endian.
 pub const ALLOC_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALHP");
 /// Layout version; bumped on any change of the byte layout.
-pub const ALLOC_VERSION: u32 = 1;
+pub const ALLOC_VERSION: u32 = 2;
 /// Size (and alignment, as an offset from the region base) of one slab.
 pub const SLAB_SIZE: usize = 64 << 10;
 /// Smallest region the allocator formats.

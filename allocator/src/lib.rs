@@ -78,9 +78,9 @@ pub use layout::{
     MIN_REGION, SLAB_SIZE,
 };
 pub use lock::{LockError, LockState, RobustLock};
-pub use platform::Platform;
 #[cfg(not(loom))]
 pub use platform::StdPlatform;
+pub use platform::{Platform, THREAD_BITS, THREAD_MASK};
 #[cfg(not(loom))]
 pub use region::{OwnedRegion, Region};
 #[cfg(not(loom))]

@@ -3,16 +3,14 @@
 //! `pthread_mutex_t` and `parking_lot` keep waiter state in process-local memory or
 //! depend on one libc's layout; this lock is two plain words, so any process that
 //! maps the region can take it, and a holder that dies is detected from its process
-//! token instead of hanging everyone else.
+//! process token instead of hanging everyone else.
 
 use crate::platform::Platform;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Bit of [`RobustLock::word`] set when a thread may be blocked in `Platform::wait`.
-const WAITERS: u32 = 1 << 31;
-/// The thread-id part of the lock word.
-const TID_MASK: u32 = (1 << 30) - 1;
+/// Bit of [`RobustLock::seq`] set when a thread may be asleep in `Platform::wait`.
+const SLEEPER: u32 = 1;
 /// How many times to spin (with backoff) before blocking.
 const SPIN_ROUNDS: u32 = 6;
 /// How long one blocking wait lasts before the holder's liveness is checked again.
@@ -21,24 +19,26 @@ const DEAD_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A robust mutual-exclusion lock in shared memory.
 ///
-/// `word` states:
+/// `owner` is the lock: `0` when free, else the holder's id
+/// ([`Platform::holder_id`]: its process token with its thread id in the low bits),
+/// taken with one compare-and-swap — so the lock and the record of who holds it are
+/// one word, and no holder can die between taking the lock and saying who it is.
+/// Holder ids are unique across processes in any PID namespace (the token is, see
+/// [`Platform`]), so a thread is never told `Reentrant` about another namespace's
+/// thread of the same tid, and a takeover's CAS from the exact dead id can never
+/// displace a live holder.
 ///
-/// | value                 | meaning                                        |
-/// |-----------------------|------------------------------------------------|
-/// | `0`                   | unlocked                                       |
-/// | `tid`                 | held by thread `tid`, nobody waiting           |
-/// | `tid \| WAITERS`      | held by thread `tid`, a waiter may be asleep   |
-///
-/// `owner` holds the holder's process token, written right after acquiring and
-/// cleared right before releasing; `0` while unknown. A waiter that has slept for
-/// [`DEAD_CHECK_INTERVAL`] asks [`Platform::is_alive`] about the token and, if the
-/// holder is gone, takes the lock over with a CAS from the exact word it observed;
-/// the new holder is told so ([`LockState::Recovered`]) and must repair what the
-/// lock protects.
+/// `seq` is only the futex word sleepers wait on: bit 0 says one may
+/// be asleep; an unlock that finds it set clears it by adding one (the word changes,
+/// so a sleeper that had not gone to sleep yet does not) and wakes one sleeper. A
+/// waiter that wakes checks the holder's liveness ([`Platform::is_alive`], every
+/// [`DEAD_CHECK_INTERVAL`]) and, if it is dead, takes the lock over with a CAS from
+/// the exact id it observed; the new holder is told so ([`LockState::Recovered`])
+/// and must repair what the lock protects.
 #[repr(C)]
 #[derive(Debug)]
 pub struct RobustLock {
-    word: AtomicU32,
+    seq: AtomicU32,
     _pad: u32,
     owner: AtomicU64,
 }
@@ -47,6 +47,8 @@ pub struct RobustLock {
 const _: () = assert!(std::mem::size_of::<RobustLock>() == 16);
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::align_of::<RobustLock>() == 8);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(RobustLock, owner) == 8);
 
 /// Why a lock was not acquired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +76,7 @@ impl RobustLock {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         RobustLock {
-            word: AtomicU32::new(0),
+            seq: AtomicU32::new(0),
             _pad: 0,
             owner: AtomicU64::new(0),
         }
@@ -84,7 +86,7 @@ impl RobustLock {
     #[cfg(loom)]
     pub fn new() -> Self {
         RobustLock {
-            word: AtomicU32::new(0),
+            seq: AtomicU32::new(0),
             _pad: 0,
             owner: AtomicU64::new(0),
         }
@@ -115,32 +117,30 @@ impl RobustLock {
         &self,
         patience: Option<Duration>,
     ) -> Result<LockState, LockError> {
-        match self.try_lock::<P>() {
-            Some(state) => Ok(state),
-            None => self.lock_slow::<P>(P::thread_id() & TID_MASK, patience),
+        let me = P::holder_id();
+        if self
+            .owner
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(LockState::Clean);
         }
+        self.lock_slow::<P>(me, patience)
     }
 
     /// Tries once to acquire the lock without waiting.
     #[inline]
     pub fn try_lock<P: Platform>(&self) -> Option<LockState> {
-        let me = P::thread_id() & TID_MASK;
-        debug_assert!(me != 0, "Platform::thread_id must be non-zero");
-        if self
-            .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        self.owner
+            .compare_exchange(0, P::holder_id(), Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-        {
-            self.owner.store(P::process_token(), Ordering::Relaxed);
-            return Some(LockState::Clean);
-        }
-        None
+            .then_some(LockState::Clean)
     }
 
     #[cold]
     fn lock_slow<P: Platform>(
         &self,
-        me: u32,
+        me: u64,
         patience: Option<Duration>,
     ) -> Result<LockState, LockError> {
         #[cfg(not(loom))]
@@ -149,26 +149,23 @@ impl RobustLock {
         let _ = patience;
         let backoff = crossbeam_utils::Backoff::new();
         let mut spins = 0;
-        // The word seen with no token at the previous liveness check, if any.
-        let mut tokenless: Option<u32> = None;
+        let mut slept = false;
         loop {
-            let cur = self.word.load(Ordering::Relaxed);
-            if cur != 0 && cur & TID_MASK == me {
+            let cur = self.owner.load(Ordering::Relaxed);
+            if cur == me {
                 return Err(LockError::Reentrant);
             }
             if cur == 0 {
-                // Coming from the slow path, keep WAITERS set: others may still sleep.
-                let new = if spins > SPIN_ROUNDS {
-                    me | WAITERS
-                } else {
-                    me
-                };
                 if self
-                    .word
-                    .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
+                    .owner
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.owner.store(P::process_token(), Ordering::Relaxed);
+                    if slept {
+                        // Others may still sleep: the unlock that woke us cleared the
+                        // bit, so set it again for our own unlock to wake the next.
+                        self.seq.fetch_or(SLEEPER, Ordering::Relaxed);
+                    }
                     return Ok(LockState::Clean);
                 }
                 continue;
@@ -178,50 +175,27 @@ impl RobustLock {
                 backoff.snooze();
                 continue;
             }
-            // Announce a sleeper, then sleep while the word is unchanged.
-            let with_waiters = cur | WAITERS;
-            if cur & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(cur, with_waiters, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
+            // Announce a sleeper, then sleep unless the holder changed meanwhile. The
+            // SeqCst pair (our RMW then load, the unlock's store then load) is a
+            // Dekker: the unlock sees our bit or we see its release.
+            let key = self.seq.fetch_or(SLEEPER, Ordering::SeqCst) | SLEEPER;
+            if self.owner.load(Ordering::SeqCst) == cur {
+                P::wait(&self.seq, key, DEAD_CHECK_INTERVAL);
             }
-            P::wait(&self.word, with_waiters, DEAD_CHECK_INTERVAL);
-            if self.word.load(Ordering::Relaxed) != with_waiters {
-                continue;
-            }
-            let token = self.owner.load(Ordering::Acquire);
-            // `token == 0` means the holder is between its CAS and its token store, or
-            // releasing, or died right there. Seen twice in a row for the same word,
-            // ask about the thread itself.
-            let dead = if token != 0 {
-                tokenless = None;
-                !P::is_alive(token)
-            } else if tokenless == Some(with_waiters) {
-                !P::thread_alive(with_waiters & TID_MASK)
-            } else {
-                tokenless = Some(with_waiters);
-                false
-            };
-            if dead {
-                // SYNC POINT: take over from the dead holder with a CAS from the exact
-                // word observed, so only one waiter wins and a live new holder (whose
-                // word differs) is never displaced.
+            slept = true;
+            if self.owner.load(Ordering::Acquire) == cur && !P::is_alive(cur) {
+                // SYNC POINT: take over from the dead holder with a CAS from its exact
+                // id, so only one waiter wins and a live new holder (whose id differs:
+                // ids are unique and a dead one never returns) is never displaced.
                 if self
-                    .word
-                    .compare_exchange(
-                        with_waiters,
-                        me | WAITERS,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
+                    .owner
+                    .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.owner.store(P::process_token(), Ordering::Relaxed);
+                    self.seq.fetch_or(SLEEPER, Ordering::Relaxed);
                     return Ok(LockState::Recovered);
                 }
+                continue;
             }
             #[cfg(not(loom))]
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -237,23 +211,40 @@ impl RobustLock {
     /// [`try_lock`](Self::try_lock) and not released since).
     #[inline]
     pub unsafe fn unlock<P: Platform>(&self) {
-        debug_assert_eq!(
-            self.word.load(Ordering::Relaxed) & TID_MASK,
-            P::thread_id() & TID_MASK
-        );
-        self.owner.store(0, Ordering::Relaxed);
-        let prev = self.word.swap(0, Ordering::Release);
-        if prev & WAITERS != 0 {
-            P::wake(&self.word, 1);
+        debug_assert_eq!(self.owner.load(Ordering::Relaxed), P::holder_id());
+        // SeqCst store, then SeqCst load: the other half of the sleepers' Dekker.
+        self.owner.store(0, Ordering::SeqCst);
+        if self.seq.load(Ordering::SeqCst) & SLEEPER != 0 {
+            self.wake_one::<P>();
         }
+    }
+
+    #[cold]
+    fn wake_one<P: Platform>(&self) {
+        // Clear the bit by adding one (the word changes, so a sleeper about to wait
+        // with the old value returns at once), then wake one.
+        let mut s = self.seq.load(Ordering::Relaxed);
+        while s & SLEEPER != 0 {
+            match self.seq.compare_exchange_weak(
+                s,
+                s.wrapping_add(1),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        P::wake(&self.seq, 1);
     }
 
     /// Whether some thread holds the lock right now (a snapshot, for diagnostics).
     pub fn is_locked(&self) -> bool {
-        self.word.load(Ordering::Relaxed) != 0
+        self.owner.load(Ordering::Relaxed) != 0
     }
 
-    /// The process token of the current holder, `0` if unlocked or not yet known.
+    /// The holder's id (its process token with its thread id in the low
+    /// [`THREAD_BITS`](crate::THREAD_BITS)), `0` if unlocked.
     pub fn owner_token(&self) -> u64 {
         self.owner.load(Ordering::Relaxed)
     }

@@ -9,7 +9,7 @@ use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use shmval_alloc::loom_support::{put, settle, take};
-use shmval_alloc::{LockState, Platform, RobustLock};
+use shmval_alloc::{LockState, Platform, RobustLock, THREAD_BITS};
 use std::time::Duration;
 
 /// The batch heads found anywhere, sorted.
@@ -83,7 +83,8 @@ loom::thread_local! {
     static TID: std::cell::Cell<u32> = std::cell::Cell::new(0);
 }
 
-/// Threads model processes: thread `t` has token `t`; token 1 "dies" when DEAD is set.
+/// Threads model processes: thread `t` has token `t << THREAD_BITS`; the process of
+/// thread 1 "dies" when DEAD is set.
 struct LoomPlatform;
 // SAFETY: ids are assigned per loom thread and unique; only token 1 is ever
 // declared dead, after its thread stopped touching the lock.
@@ -92,13 +93,10 @@ unsafe impl Platform for LoomPlatform {
         TID.with(|t| t.get())
     }
     fn process_token() -> u64 {
-        u64::from(Self::thread_id())
+        u64::from(Self::thread_id()) << THREAD_BITS
     }
     fn is_alive(token: u64) -> bool {
-        !(token == 1 && DEAD.load(Ordering::Acquire))
-    }
-    fn thread_alive(tid: u32) -> bool {
-        Self::is_alive(u64::from(tid))
+        !(token >> THREAD_BITS == 1 && DEAD.load(Ordering::Acquire))
     }
     fn wait(_word: &AtomicU32, _expected: u32, _timeout: Duration) {
         thread::yield_now();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "SHMVALBT" little-endian: the first word of every boot segment.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// Version of the boot + main segment layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.
@@ -35,15 +35,30 @@ pub mod flags {
     pub const FIXED_BASE: u32 = 1;
 }
 
-/// One entry of the attached-process table.
+/// Where the liveness lock of attach entry `i` sits in the boot segment's file: one
+/// byte at `LIVE_LOCK_BASE + i` (past the end of the file, where nothing is stored:
+/// locks may cover any range). See `liveness`.
+pub const LIVE_LOCK_BASE: u64 = BOOT_SIZE as u64;
+
+/// One entry of the attached-process table. Written only by the process holding the
+/// entry's liveness lock (see `liveness`).
 #[repr(C)]
 #[derive(Debug)]
 pub struct AttachSlot {
-    /// Process token (pid << 32 | start ticks), 0 = free.
+    /// Process token (random, see `platform::process_token`), 0 = never used. A
+    /// token stays after its process dies; the entry's lock says whether it lives.
     pub token: AtomicU64,
-    /// When it attached, ns since the Unix epoch.
+    /// When it attached, ns since the Unix epoch (also the entry's epoch: it changes
+    /// on every claim).
     pub since_ns: AtomicU64,
+    /// The attacher's pid, in its own PID namespace.
+    pub pid: AtomicU32,
+    /// Low 32 bits of the inode of the attacher's PID namespace (0 unknown).
+    pub pid_ns: AtomicU32,
+    _reserved: AtomicU64,
 }
+
+const _: () = assert!(size_of::<AttachSlot>() == 32);
 
 /// The boot segment's header. Every field is atomic: another process may write the
 /// mutable ones at any time, and nothing read from here is trusted unchecked.
@@ -76,17 +91,20 @@ pub struct BootHeader {
     pub flags: AtomicU32,
     /// Incarnation id: differs between two pools created under the same name.
     pub generation: AtomicU64,
-    _reserved: [AtomicU64; 6],
+    /// The creator's process token (its liveness is that of its attach entry).
+    pub creator_token: AtomicU64,
+    _reserved: [AtomicU64; 5],
     /// Processes attached to the pool.
     pub attached: [AttachSlot; ATTACH_SLOTS],
 }
 
-const _: () = assert!(size_of::<BootHeader>() == 128 + 16 * ATTACH_SLOTS);
+const _: () = assert!(size_of::<BootHeader>() == 128 + 32 * ATTACH_SLOTS);
 const _: () = assert!(size_of::<BootHeader>() <= BOOT_SIZE);
 const _: () = assert!(align_of::<BootHeader>() == 8);
 const _: () = assert!(std::mem::offset_of!(BootHeader, state) == 12);
 const _: () = assert!(std::mem::offset_of!(BootHeader, base_address) == 48);
 const _: () = assert!(std::mem::offset_of!(BootHeader, generation) == 72);
+const _: () = assert!(std::mem::offset_of!(BootHeader, creator_token) == 80);
 const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
 
 /// Hash of everything that shapes a pool's bytes: the boot header's size and
@@ -96,6 +114,7 @@ pub const fn layout_hash() -> u64 {
     let parts = [
         size_of::<BootHeader>() as u64,
         align_of::<BootHeader>() as u64,
+        size_of::<AttachSlot>() as u64,
         size_of::<usize>() as u64,
         ATTACH_SLOTS as u64,
         BOOT_SIZE as u64,

@@ -11,8 +11,9 @@
 
 use super::boot::{self, state, BootHeader, BOOT_MAGIC, BOOT_SIZE};
 use crate::error::{CreateError, LayoutId, OpenError};
+use crate::liveness;
 use crate::name::{boot_name, validate_name};
-use crate::platform::{process_token, token_alive, LinuxPlatform};
+use crate::platform::{process_token, LinuxPlatform};
 use crate::sys::{self, MapError, Mapping};
 use crate::PoolOptions;
 use nix::errno::Errno;
@@ -20,11 +21,15 @@ use shmval_alloc::{FormatError, Heap, Region, MIN_REGION};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
-/// The two mappings of an open pool.
+/// The two mappings of an open pool, the boot segment's descriptor (kept open: it
+/// holds this process's liveness lock, see `liveness`) and, for a creator, the
+/// attach entry it holds already.
 pub(crate) struct Segments {
     pub boot: Mapping,
+    pub boot_fd: std::os::fd::OwnedFd,
     pub main: Mapping,
     pub heap: Heap<LinuxPlatform>,
+    pub entry: Option<usize>,
 }
 
 /// The header of a mapped boot segment.
@@ -97,9 +102,23 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     })?;
     let b = header(&boot_map);
     let token = process_token();
+    // The creator attaches first, so that an opener finding the pool half made can
+    // tell whether its creator lives (its entry's lock).
+    let entry = match liveness::claim_entry(b, &boot_fd, token) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return Err(CreateError::Os {
+                op: "fcntl",
+                errno: Errno::ENOLCK,
+            })
+        }
+        Err(errno) => return Err(CreateError::Os { op: "fcntl", errno }),
+    };
+    b.creator_token.store(token, Relaxed);
     b.creator_pid.store(sys::getpid(), Relaxed);
     b.creator_uid.store(sys::euid(), Relaxed);
-    b.creator_start.store(token & 0xFFFF_FFFF, Relaxed);
+    b.creator_start
+        .store(sys::proc_stat(sys::getpid()).map_or(0, |(s, _)| s), Relaxed);
     b.created_ns.store(sys::now_unix_ns(), Relaxed);
     b.backend.store(boot::backend::POSIX_SHM, Relaxed);
     b.generation.store(
@@ -162,8 +181,10 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     cleanup.0.clear();
     Ok(Segments {
         boot: boot_map,
+        boot_fd,
         main: main_map,
         heap,
+        entry: Some(entry),
     })
 }
 
@@ -300,8 +321,8 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         state::READY => {}
         state::CREATING | 0 => {
             let pid = b.creator_pid.load(Relaxed);
-            let token = (u64::from(pid) << 32) | b.creator_start.load(Relaxed);
-            if pid != 0 && !token_alive(token) {
+            let token = b.creator_token.load(Relaxed);
+            if token != 0 && !liveness::alive_in(b, &boot_fd, token) {
                 return Err(Attempt::Fail(OpenError::CreatorDied {
                     name: name.to_owned(),
                     pid,
@@ -360,7 +381,9 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     )?;
     Ok(Segments {
         boot: boot_map,
+        boot_fd,
         main: main_map,
         heap,
+        entry: None,
     })
 }

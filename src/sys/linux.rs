@@ -210,25 +210,6 @@ pub(crate) fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
 
-/// Whether process `pid` with start time `start` (low 32 bits, 0 = unknown) may
-/// still run. A zombie does not.
-pub(crate) fn process_alive(pid: u32, start_low: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    match proc_stat(pid) {
-        Some((start, zombie)) => !zombie && (start_low == 0 || start as u32 == start_low),
-        // No /proc entry: ask the kernel directly (EPERM still means it exists).
-        // No /proc entry: gone, unless /proc is not mounted at all; then ask the
-        // kernel directly (EPERM still means it exists).
-        None if std::path::Path::new("/proc/self/stat").exists() => false,
-        None => {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None)
-                != Err(Errno::ESRCH)
-        }
-    }
-}
-
 /// Wait on a futex shared between processes (no `FUTEX_PRIVATE_FLAG`).
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
@@ -291,4 +272,90 @@ pub(crate) fn now_unix_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// An open-file-description lock (`F_OFD_SETLK`) on one byte at `at` of `fd`'s file:
+/// `Ok(true)` when taken, `Ok(false)` when another open file description holds it.
+///
+/// OFD locks belong to the description, not to the process: they are released only
+/// when the last descriptor of the description is closed — by the kernel when the
+/// process dies, whatever PID namespace it lives in — and a second description of
+/// the same file, even in the same process, conflicts with them.
+pub(crate) fn ofd_try_lock(fd: &OwnedFd, at: u64) -> Result<bool, Errno> {
+    let fl = one_byte(libc::F_WRLCK, at);
+    match nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Releases an OFD lock taken by [`ofd_try_lock`] through the same description.
+pub(crate) fn ofd_unlock(fd: &OwnedFd, at: u64) {
+    let fl = one_byte(libc::F_UNLCK, at);
+    let _ = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl));
+}
+
+/// Whether another open file description holds a lock on the byte at `at`
+/// (`F_OFD_GETLK`; locks of `fd`'s own description are not reported).
+pub(crate) fn ofd_held(fd: &OwnedFd, at: u64) -> Result<bool, Errno> {
+    let mut fl = one_byte(libc::F_WRLCK, at);
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl))?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+fn one_byte(kind: libc::c_int, at: u64) -> libc::flock {
+    // SAFETY: `flock` is a plain C struct for which all-zero bytes are valid.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = at.min(i64::MAX as u64) as libc::off_t;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required to be 0 for OFD locks
+    fl
+}
+
+/// Replaces the open file description behind `fd` with a new one of the same file
+/// (a forked child's descriptors share their parent's descriptions, and with them
+/// its OFD locks: it needs its own).
+pub(crate) fn reopen_in_place(fd: &OwnedFd) -> Result<(), Errno> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let new = nix::fcntl::open(
+        path.as_str(),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    // SAFETY: `new` is a descriptor we just opened and own; dup3 makes `fd`'s number
+    // refer to its description (closing the old one atomically), then `new` is closed.
+    let r = unsafe { libc::dup3(new, fd.as_raw_fd(), libc::O_CLOEXEC) };
+    let e = Errno::last();
+    // SAFETY: `new` is ours and no longer needed.
+    unsafe { libc::close(new) };
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// 64 random bits from the kernel (`getrandom`; nix has no wrapper).
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: writes at most `len - got` bytes into the rest of `b`.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if r > 0 {
+            got += r as usize;
+        } else if Errno::last() != Errno::EINTR {
+            // No getrandom (a very old kernel): time and addresses, still distinct
+            // enough between processes started apart; documented as a fallback.
+            return now_unix_ns() ^ (u64::from(getpid()) << 40) ^ (&b as *const _ as u64);
+        }
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// The inode of this process's PID namespace (`/proc/self/ns/pid`), 0 if unknown.
+pub(crate) fn pid_namespace() -> u64 {
+    nix::sys::stat::stat("/proc/self/ns/pid").map_or(0, |st| st.st_ino)
 }

@@ -1,0 +1,297 @@
+//! Which processes are attached to a pool, and proof that one is dead — across PID
+//! namespaces (see `docs/PROTOCOLS.md`, "Process identity and liveness").
+//!
+//! A process attached to a pool holds one entry of the boot segment's attach table
+//! *and* an open-file-description lock (`F_OFD_SETLK`) on the byte
+//! `LIVE_LOCK_BASE + entry` of the boot segment's file, through a descriptor it keeps
+//! open while attached. The kernel drops that lock only when the last descriptor of
+//! the description closes: when the process detaches or dies (or execs: the
+//! descriptor is close-on-exec). A lock is kernel state of the file, not of any PID
+//! namespace, so a waiter in one container sees the lock of a holder in another, and
+//! a SIGSTOPped or traced holder keeps its lock (it is alive). So:
+//!
+//! * **alive** — some entry names the token and its lock is held by another
+//!   description (`F_OFD_GETLK`);
+//! * **dead** — every entry naming the token has a free lock and still names it,
+//!   with the same epoch (`since_ns`), after the lock was seen free; or no entry names
+//!   it (it detached, or died and its entry was reused).
+//!
+//! Everything in between (an entry changing under the check, a failing `fcntl`) is
+//! "alive": a process is never declared dead without proof.
+//!
+//! Claiming an entry takes its lock first (non-blocking); whoever gets the lock owns
+//! the entry, so a dead owner's entry is reused without a race, and an entry is only
+//! ever written by its lock holder. Tokens are random (see `platform`), never pids:
+//! a pid means nothing outside its namespace.
+//!
+//! The process keeps a registry of its attachments (pool, boot header, descriptor,
+//! entry); [`token_alive`] asks every one (a token found alive in any pool is alive).
+//! After `fork` the child shares its parent's descriptions — and locks — so its first
+//! [`crate::platform::process_token`] reopens each boot descriptor in place and
+//! claims an entry of its own ([`reattach_all`]).
+
+use crate::platform::process_token;
+use crate::segment::boot::{BootHeader, LIVE_LOCK_BASE};
+use crate::sys;
+use shmval_alloc::THREAD_MASK;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One attachment of this process: the boot header and descriptor of a pool handle
+/// (both owned by the handle, which unregisters before dropping them), and its entry.
+struct Attachment {
+    pool_id: u64,
+    boot: *const BootHeader,
+    fd: *const OwnedFd,
+    entry: Option<usize>,
+}
+
+/// This process's attachments, under a spin lock that `fork` takes in its prepare
+/// handler (so a child never inherits it held by a thread that does not exist
+/// there). Only attach, detach, the liveness checks and the post-fork reattach take
+/// it, none on a fast path.
+struct Registry {
+    busy: AtomicBool,
+    list: std::cell::UnsafeCell<Vec<Attachment>>,
+}
+
+// SAFETY: `list` is only touched with `busy` held (see `with`); the raw pointers in
+// it are valid while registered (the owning handle unregisters before dropping them).
+unsafe impl Sync for Registry {}
+
+static REGISTRY: Registry = Registry {
+    busy: AtomicBool::new(false),
+    list: std::cell::UnsafeCell::new(Vec::new()),
+};
+
+impl Registry {
+    fn acquire(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while self
+            .busy
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            if backoff.is_completed() {
+                std::thread::yield_now();
+            } else {
+                backoff.snooze();
+            }
+        }
+    }
+
+    fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<Attachment>) -> R) -> R {
+        self.acquire();
+        struct Unlock<'a>(&'a Registry);
+        impl Drop for Unlock<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+            }
+        }
+        let _u = Unlock(self);
+        // SAFETY: `busy` is held until `_u` drops, so this is the only reference.
+        f(unsafe { &mut *self.list.get() })
+    }
+}
+
+/// `fork` prepare handler: hold the registry across the fork.
+pub(crate) extern "C" fn before_fork() {
+    REGISTRY.acquire();
+}
+
+/// `fork` parent and child handler: release it again (in the child, the lock and the
+/// list are the forking thread's consistent copy).
+pub(crate) extern "C" fn after_fork() {
+    REGISTRY.release();
+}
+
+fn lock_byte(entry: usize) -> u64 {
+    LIVE_LOCK_BASE + entry as u64
+}
+
+/// Claims a free or dead entry of `boot`'s attach table for `token`, taking its
+/// liveness lock through `fd`. `Ok(None)`: every entry belongs to a live process.
+pub(crate) fn claim_entry(
+    boot: &BootHeader,
+    fd: &OwnedFd,
+    token: u64,
+) -> Result<Option<usize>, nix::errno::Errno> {
+    // Never-used entries first (cheap), then any whose lock is free.
+    for pass in 0..2 {
+        for (i, e) in boot.attached.iter().enumerate() {
+            if pass == 0 && e.token.load(Relaxed) != 0 {
+                continue;
+            }
+            if !sys::ofd_try_lock(fd, lock_byte(i))? {
+                continue;
+            }
+            // SYNC POINT: the lock is ours, so whoever held the entry is gone; the
+            // epoch changes before the token, so a checker that saw the old token
+            // with a free lock sees a change if it looks again.
+            e.since_ns.store(sys::now_unix_ns().max(1), Release);
+            e.pid.store(sys::getpid(), Relaxed);
+            e.pid_ns.store(sys::pid_namespace() as u32, Relaxed);
+            e.token.store(token, Release);
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
+/// Gives up entry `i` (its token is cleared, then its lock released).
+pub(crate) fn release_entry(boot: &BootHeader, fd: &OwnedFd, i: usize) {
+    if let Some(e) = boot.attached.get(i) {
+        e.token.store(0, Release);
+        sys::ofd_unlock(fd, lock_byte(i));
+    }
+}
+
+/// Whether the process named by `token` (thread bits ignored) is attached to the pool
+/// of `boot` and alive, judged through `fd` (a descriptor of its boot segment). The
+/// caller's own entries cannot be judged this way (its description's locks are not
+/// reported to it): ask [`token_alive`], which knows its own token.
+pub(crate) fn alive_in(boot: &BootHeader, fd: &OwnedFd, token: u64) -> bool {
+    let want = token & !THREAD_MASK;
+    if want == 0 {
+        return false;
+    }
+    for (i, e) in boot.attached.iter().enumerate() {
+        let t = e.token.load(Acquire);
+        if t & !THREAD_MASK != want {
+            continue;
+        }
+        let since = e.since_ns.load(Acquire);
+        match sys::ofd_held(fd, lock_byte(i)) {
+            Ok(false) => {}
+            // Held, or we cannot tell: alive.
+            Ok(true) | Err(_) => return true,
+        }
+        if e.token.load(Acquire) != t || e.since_ns.load(Acquire) != since {
+            return true; // the entry changed under us: no proof either way
+        }
+        // This entry's process is gone; another entry may still name it (a process
+        // attached twice through two handles).
+    }
+    false
+}
+
+/// The state of one attach entry, for `Pool::info` and the operator's tools.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryState {
+    pub token: u64,
+    pub pid: u32,
+    pub pid_ns: u32,
+    pub alive: bool,
+}
+
+/// Every used entry of `boot` with whether its process lives (`mine`: the entry
+/// this handle holds, alive by definition).
+pub(crate) fn entries(boot: &BootHeader, fd: &OwnedFd, mine: Option<usize>) -> Vec<EntryState> {
+    boot.attached
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| {
+            let token = e.token.load(Acquire);
+            if token == 0 {
+                return None;
+            }
+            let alive = mine == Some(i) || !matches!(sys::ofd_held(fd, lock_byte(i)), Ok(false));
+            Some(EntryState {
+                token,
+                pid: e.pid.load(Relaxed),
+                pid_ns: e.pid_ns.load(Relaxed),
+                alive,
+            })
+        })
+        .collect()
+}
+
+/// Adds a pool handle's attachment to the registry.
+///
+/// # Safety
+/// `boot` and `fd` stay valid until [`unregister`] is called with `pool_id`.
+pub(crate) unsafe fn register(pool_id: u64, boot: &BootHeader, fd: &OwnedFd, entry: Option<usize>) {
+    REGISTRY.with(|l| {
+        l.push(Attachment {
+            pool_id,
+            boot,
+            fd,
+            entry,
+        })
+    });
+}
+
+/// Removes a pool handle's attachment and gives its entry up (called by the handle
+/// before it drops its boot mapping and descriptor).
+pub(crate) fn unregister(pool_id: u64) {
+    REGISTRY.with(|l| {
+        if let Some(k) = l.iter().position(|a| a.pool_id == pool_id) {
+            let a = l.swap_remove(k);
+            if let Some(i) = a.entry {
+                // SAFETY: registered pointers are valid until this call returns.
+                let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
+                if boot.attached[i].token.load(Relaxed) == process_token_if_known() {
+                    release_entry(boot, fd, i);
+                }
+            }
+        }
+    });
+}
+
+/// The entry a pool handle holds, if any.
+pub(crate) fn entry_of(pool_id: u64) -> Option<usize> {
+    let _ = process_token(); // a forked child reattaches first
+    REGISTRY.with(|l| {
+        l.iter()
+            .find(|a| a.pool_id == pool_id)
+            .and_then(|a| a.entry)
+    })
+}
+
+/// The token this process uses now, without computing one (0 in a forked child
+/// that has not used a pool yet: its parent's entries are not its own).
+fn process_token_if_known() -> u64 {
+    crate::platform::current_token()
+}
+
+/// Whether the process named by `token` may still run, as far as the pools this
+/// process is attached to can tell (see the module's documentation).
+pub(crate) fn token_alive(token: u64) -> bool {
+    let me = process_token();
+    let want = token & !THREAD_MASK;
+    if want == me {
+        return true;
+    }
+    if want == 0 {
+        return false;
+    }
+    REGISTRY.with(|l| {
+        l.iter().any(|a| {
+            // SAFETY: registered pointers are valid while registered.
+            let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
+            alive_in(boot, fd, want)
+        })
+    })
+}
+
+/// In a forked child, on its first use of a pool: give every inherited attachment a
+/// description of its own and an entry for the child's `token`. An attachment that
+/// cannot be renewed (the table is full) is left without an entry; the child's
+/// operations on that pool are then not protected by liveness (documented limit).
+pub(crate) fn reattach_all(token: u64) {
+    REGISTRY.with(|l| {
+        for a in l.iter_mut() {
+            // SAFETY: registered pointers are valid while registered.
+            let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
+            a.entry = None;
+            if sys::reopen_in_place(fd).is_ok() {
+                a.entry = claim_entry(boot, fd, token).ok().flatten();
+            }
+        }
+    });
+}
