@@ -81,6 +81,8 @@ loom::lazy_static! {
 }
 loom::thread_local! {
     static TID: std::cell::Cell<u32> = std::cell::Cell::new(0);
+    /// The "process" of a thread, when it differs from its tid (0: same as the tid).
+    static PROC: std::cell::Cell<u64> = std::cell::Cell::new(0);
 }
 
 /// Threads model processes: thread `t` has token `t << THREAD_BITS`; the process of
@@ -93,7 +95,10 @@ unsafe impl Platform for LoomPlatform {
         TID.with(|t| t.get())
     }
     fn process_token() -> u64 {
-        u64::from(Self::thread_id()) << THREAD_BITS
+        match PROC.with(|p| p.get()) {
+            0 => u64::from(Self::thread_id()) << THREAD_BITS,
+            p => p << THREAD_BITS,
+        }
     }
     fn is_alive(token: u64) -> bool {
         !(token >> THREAD_BITS == 1 && DEAD.load(Ordering::Acquire))
@@ -151,5 +156,34 @@ fn dead_holder_is_recovered() {
         // SAFETY: held by this thread.
         unsafe { lock.unlock::<LoomPlatform>() };
         assert_eq!(lock.lock::<LoomPlatform>(), LockState::Clean);
+    });
+}
+
+/// Two threads with the same thread id in two processes (two PID namespaces, where
+/// both may be tid 1): they exclude each other and neither is told `Reentrant`.
+#[test]
+fn same_tid_in_two_processes_excludes() {
+    loom::model(|| {
+        let lock = Arc::new(RobustLock::new());
+        let counter = Arc::new(loom::cell::UnsafeCell::new(0u32));
+        let hs: Vec<_> = (2..4u64)
+            .map(|process| {
+                let (lock, counter) = (lock.clone(), counter.clone());
+                thread::spawn(move || {
+                    TID.with(|t| t.set(1));
+                    PROC.with(|p| p.set(process));
+                    assert_eq!(lock.lock_within::<LoomPlatform>(None), Ok(LockState::Clean));
+                    // SAFETY: the lock is held.
+                    counter.with_mut(|c| unsafe { *c += 1 });
+                    // SAFETY: held by this thread.
+                    unsafe { lock.unlock::<LoomPlatform>() };
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        // SAFETY: all threads joined.
+        assert_eq!(counter.with(|c| unsafe { *c }), 2);
     });
 }
