@@ -87,12 +87,18 @@ fn word(pool: &Pool, i: usize) -> &AtomicU64 {
 /// nobody else is inside (user word 5), sometimes staying 15 ms (longer than a
 /// waiter's liveness check interval), and counts its turns in user word 6.
 fn lock_loop(pool: &Pool) {
-    assert_eq!(std::process::id(), 1, "each child is pid 1 of its own namespace");
+    assert_eq!(
+        std::process::id(),
+        1,
+        "each child is pid 1 of its own namespace"
+    );
     let root = pool.root().unwrap();
     let until_t = Instant::now() + Duration::from_millis(env("MS").parse().unwrap());
     let mut i = 0u64;
     while Instant::now() < until_t {
-        let g = root.lock().expect("lock (never Reentrant, never a timeout)");
+        let g = root
+            .lock()
+            .expect("lock (never Reentrant, never a timeout)");
         assert_eq!(word(pool, 5).swap(1, SeqCst), 0, "two holders at once");
         if i % 8 == 0 {
             std::thread::sleep(Duration::from_millis(15));
@@ -308,9 +314,17 @@ fn a_cache_slot_of_a_process_killed_in_another_pid_namespace_is_reclaimed() {
     let pool = new_pool(&s);
     let before = pool.heap().slots_in_use();
     run_to_death(&s, &pool, "die-holding-slot");
-    assert_eq!(pool.heap().slots_in_use(), before + 1, "the dead child's slot");
+    assert_eq!(
+        pool.heap().slots_in_use(),
+        before + 1,
+        "the dead child's slot"
+    );
     drop(open(s.name()));
-    assert_eq!(pool.heap().slots_in_use(), before, "reclaimed by the next open");
+    assert_eq!(
+        pool.heap().slots_in_use(),
+        before,
+        "reclaimed by the next open"
+    );
 }
 
 /// A sender SIGKILLed in another namespace after claiming a cell: the receiver
@@ -327,7 +341,9 @@ fn a_pipe_claim_of_a_process_killed_in_another_pid_namespace_is_recovered() {
     run_to_death(&s, &pool, "die-claiming");
     p.send(ShmVal::from(2i64)).unwrap();
     let t = Instant::now();
-    let v = p.recv_timeout(5 * SECS).expect("the value behind the dead claim");
+    let v = p
+        .recv_timeout(5 * SECS)
+        .expect("the value behind the dead claim");
     assert_eq!(v.to_string(), "2");
     assert!(t.elapsed() < 2 * SECS, "recovered in {:?}", t.elapsed());
 }

@@ -957,3 +957,120 @@ proptest::proptest! {
         }
     }
 }
+
+/// Times `f`, checking that it returned within `limit`.
+fn within<T>(limit: Duration, what: &str, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let r = f();
+    assert!(t.elapsed() < limit, "{what} took {:?}", t.elapsed());
+    r
+}
+
+/// How late a timed call may return: its deadline plus this (a nap of the
+/// revocation's poll, a clock read, scheduling on a loaded 2-core machine).
+const LATE: Duration = Duration::from_millis(40);
+
+/// A side's owner stopped (SIGSTOP, a debugger) inside its section: timed calls on
+/// that side return by their deadline, `try_` calls at once, and a receiver that
+/// finds a close waiting for that owner is not held up either.
+#[test]
+fn timed_calls_return_by_their_deadline_while_a_sides_owner_is_stopped_inside_it() {
+    let s = Scratch::new("pipe-stopped");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    let mut kid = owner_stalled(&s, &pool, 60_000);
+    let pid = nix::unistd::Pid::from_raw(kid.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let ms10 = Duration::from_millis(10);
+    for _ in 0..20 {
+        let r = within(ms10 + LATE, "send_timeout(10 ms)", || {
+            p.send_timeout(int(&pool, 9), ms10)
+        });
+        assert!(matches!(r, Err(SendError::Timeout(_))), "{r:?}");
+        let r = within(LATE, "try_send", || p.try_send(int(&pool, 9)));
+        assert!(matches!(r, Err(SendError::Full(_))), "{r:?}");
+    }
+    // 1 was counted before the owner stopped; 2 is filled (readable) but not
+    // counted.
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 1);
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 2);
+    for _ in 0..5 {
+        let r = within(ms10 + LATE, "recv_timeout(10 ms)", || p.recv_timeout(ms10));
+        assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
+    }
+    // A close now waits for the stopped owner (up to 5 s); a receiver meanwhile
+    // keeps its own deadline.
+    std::thread::scope(|t| {
+        t.spawn(|| p.close());
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..5 {
+            let r = within(ms10 + LATE, "recv_timeout(10 ms) while closing", || {
+                p.recv_timeout(ms10)
+            });
+            assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
+            let r = within(LATE, "try_recv while closing", || p.try_recv());
+            assert!(matches!(r, Err(RecvError::Empty)), "{r:?}");
+        }
+        kid.kill().unwrap();
+        kid.wait().unwrap();
+    });
+    // The owner died: the close completed.
+    let r = within(2 * SECS, "recv after the close", || p.recv_timeout(SECS));
+    assert!(matches!(r, Err(RecvError::Closed)), "{r:?}");
+}
+
+/// The receive side's owner stopped inside its section: timed receives return by
+/// their deadline.
+#[test]
+fn timed_receives_return_by_their_deadline_while_the_receiving_owner_is_stopped() {
+    let s = Scratch::new("pipe-stopped-recv");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    p.send(int(&pool, 1)).unwrap();
+    p.send(int(&pool, 2)).unwrap();
+    let mut kid = start_stopped(&s, &pool, "owner-recv-stall", 60_000);
+    let pid = nix::unistd::Pid::from_raw(kid.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let ms10 = Duration::from_millis(10);
+    for _ in 0..20 {
+        let r = within(ms10 + LATE, "recv_timeout(10 ms)", || p.recv_timeout(ms10));
+        assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
+        let r = within(LATE, "try_recv", || p.try_recv());
+        assert!(matches!(r, Err(RecvError::Empty)), "{r:?}");
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    // The dead owner never counted 1: it is read again, then 2.
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 1);
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 2);
+}
+
+/// Ownership and busy words corrupted to name a live process (this one, in a
+/// section it never leaves): timed calls return by their deadline, `try_` calls at
+/// once.
+#[test]
+fn corrupt_ownership_words_naming_a_live_process_hold_no_call_past_its_deadline() {
+    let s = Scratch::new("pipe-corrupt-owner");
+    let pool = pool(&s, 1 << 20);
+    let p = Pipe::create(&pool, "p", 4).unwrap();
+    p.send(int(&pool, 1)).unwrap();
+    // Both sides: owned by a thread of this process that is not the caller, busy.
+    assert!(p.__test_corrupt_sides());
+    let ms10 = Duration::from_millis(10);
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            for _ in 0..10 {
+                let r = within(ms10 + LATE, "send_timeout(10 ms)", || {
+                    p.send_timeout(int(&pool, 9), ms10)
+                });
+                assert!(matches!(r, Err(SendError::Timeout(_))), "{r:?}");
+                let r = within(LATE, "try_send", || p.try_send(int(&pool, 9)));
+                assert!(matches!(r, Err(SendError::Full(_))), "{r:?}");
+                let r = within(ms10 + LATE, "recv_timeout(10 ms)", || p.recv_timeout(ms10));
+                assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
+                let r = within(LATE, "try_recv", || p.try_recv());
+                assert!(matches!(r, Err(RecvError::Empty)), "{r:?}");
+            }
+        });
+    });
+}

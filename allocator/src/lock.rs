@@ -179,8 +179,22 @@ impl RobustLock {
             // SeqCst pair (our RMW then load, the unlock's store then load) is a
             // Dekker: the unlock sees our bit or we see its release.
             let key = self.seq.fetch_or(SLEEPER, Ordering::SeqCst) | SLEEPER;
+            // Sleep until the next liveness check, or the deadline if sooner.
+            #[cfg(not(loom))]
+            let nap = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(LockError::Timeout);
+                    }
+                    left.min(DEAD_CHECK_INTERVAL)
+                }
+                None => DEAD_CHECK_INTERVAL,
+            };
+            #[cfg(loom)]
+            let nap = DEAD_CHECK_INTERVAL;
             if self.owner.load(Ordering::SeqCst) == cur {
-                P::wait(&self.seq, key, DEAD_CHECK_INTERVAL);
+                P::wait(&self.seq, key, nap);
             }
             slept = true;
             if self.owner.load(Ordering::Acquire) == cur && !P::is_alive(cur) {

@@ -84,6 +84,12 @@ pub enum PipeError {
     /// or its entry was reclaimed.
     #[error("not subscribed (a forked child must subscribe again)")]
     Unsubscribed,
+    /// A blocking call without a timeout waited [`shmval_alloc::LOCK_PATIENCE`] for
+    /// the thread owning this pipe side to leave one operation: a process stopped
+    /// (SIGSTOP, a debugger) or traced inside it, or a corrupt ownership word naming
+    /// a live process. A timed call returns its timeout instead.
+    #[error("the pipe side's owner stayed inside one operation for 5 s (stopped or traced?)")]
+    OwnerStuck,
     /// The kernel refused the `membarrier(2)` call that taking a pipe side over
     /// from the thread that owns it needs (see `docs/PROTOCOLS.md`).
     #[error("membarrier refused: cannot take the pipe side over from its owner thread")]
@@ -651,25 +657,34 @@ impl Pipe {
     /// One send attempt: as the send side's owner if this thread owns it, else
     /// (after settling who does) claiming under this process's send turn.
     #[inline]
-    fn push(&self, vals: &[Raw], me: (u16, u64)) -> Result<Push, PipeError> {
+    fn push(&self, vals: &[Raw], me: (u16, u64), dl: &Deadline) -> Result<Push, PipeError> {
         let own = ring::owner(me.0, crate::platform::thread_id());
         match self.inner.ring.push_owned(self.pool(), vals, own) {
             Some(p) => Ok(p),
-            None => self.push_settled(vals, me, own),
+            None => self.push_settled(vals, me, own, dl),
         }
     }
 
     #[inline(never)]
-    fn push_settled(&self, vals: &[Raw], me: (u16, u64), own: u64) -> Result<Push, PipeError> {
+    fn push_settled(
+        &self,
+        vals: &[Raw],
+        me: (u16, u64),
+        own: u64,
+        dl: &Deadline,
+    ) -> Result<Push, PipeError> {
         let (ring, pool) = (&self.inner.ring, self.pool());
-        self.settled(
+        let r = self.settled(
             Dir::Send,
             me,
             own,
+            dl,
             &mut (),
             |_| ring.push_owned(pool, vals, own),
             |_| ring.try_push(pool, vals, me.0),
-        )
+        )?;
+        // The owner stayed inside its section until our limit: no room for us yet.
+        Ok(r.unwrap_or(Push::Full(None)))
     }
 
     /// One receive attempt (as [`Pipe::push`]).
@@ -679,54 +694,76 @@ impl Pipe {
         max: usize,
         me: (u16, u64),
         look: bool,
+        dl: &Deadline,
         out: &mut impl FnMut(Raw),
     ) -> Result<Pop, PipeError> {
         let (ring, pool) = (&self.inner.ring, self.pool());
         let own = ring::owner(me.0, crate::platform::thread_id());
-        if let Some(p) = ring.pop_owned(pool, max, own, look, out) {
-            return Ok(p);
+        let p = match ring.pop_owned(pool, max, own, look, out) {
+            Some(p) => p,
+            None => self
+                .settled(
+                    Dir::Recv,
+                    me,
+                    own,
+                    dl,
+                    out,
+                    |out| ring.pop_owned(pool, max, own, look, out),
+                    |out| ring.try_pop(pool, max, me.0, look, out),
+                )?
+                // The owner stayed inside its section until our limit.
+                .unwrap_or(Pop::Empty(None)),
+        };
+        if let Pop::Closing = p {
+            // Finish the close, waiting for an owner inside a send no longer than
+            // our own limit allows; until then the pipe is not closed for us.
+            return if ring.finish_close(dl.other_process_limit()) {
+                self.pop(max, me, look, dl, out) // closed now: look again
+            } else {
+                Ok(Pop::Empty(None))
+            };
         }
-        self.settled(
-            Dir::Recv,
-            me,
-            own,
-            out,
-            |out| ring.pop_owned(pool, max, own, look, out),
-            |out| ring.try_pop(pool, max, me.0, look, out),
-        )
+        Ok(p)
     }
 
     /// An attempt on side `d` after the owner's attempt found this thread (owner word
     /// `own`) not owning it: settles who does, then tries again as the owner
     /// (`owned`, with `cx`), or claims (`shared`) under this process's turn.
+    /// `Ok(None)`: the side's owner stayed inside its section until the limit `dl`
+    /// allows for waiting on another process (see [`Deadline`]).
+    #[allow(clippy::too_many_arguments)]
     fn settled<C: ?Sized, T>(
         &self,
         d: Dir,
         me: (u16, u64),
         own: u64,
+        dl: &Deadline,
         cx: &mut C,
         mut owned: impl FnMut(&mut C) -> Option<T>,
         shared: impl FnOnce(&mut C) -> Result<T, ValError>,
-    ) -> Result<T, PipeError> {
+    ) -> Result<Option<T>, PipeError> {
         loop {
             let can_own = crate::platform::membarrier_registered();
-            if self
+            match self
                 .inner
                 .ring
-                .settle(d, own, can_own)
+                .settle(d, own, can_own, dl.other_process_limit())
                 .map_err(|()| PipeError::Barrier)?
             {
-                match owned(cx) {
-                    Some(x) => return Ok(x),
+                None if dl.unlimited() => return Err(PipeError::OwnerStuck),
+                None => return Ok(None),
+                Some(true) => match owned(cx) {
+                    Some(x) => return Ok(Some(x)),
                     None => continue, // revoked since
-                }
+                },
+                Some(false) => {}
             }
             let turn = match d {
                 Dir::Send => &self.inner.send_turn,
                 Dir::Recv => &self.inner.recv_turn,
             };
             let _turn = turn.take(me.1);
-            return Ok(shared(cx)?);
+            return Ok(Some(shared(cx)?));
         }
     }
 
@@ -746,10 +783,10 @@ impl Pipe {
         };
         let ring = &self.inner.ring;
         let mut done = 0;
-        let mut deadline: Option<Option<Instant>> = None;
+        let dl = Deadline::new(timeout, block);
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         loop {
-            let stuck = match self.push(&vals[done..], me) {
+            let stuck = match self.push(&vals[done..], me, &dl) {
                 Ok(Push::Sent(n)) => {
                     done += n;
                     if done == vals.len() {
@@ -775,8 +812,7 @@ impl Pipe {
             if !block {
                 return (done, Some(Stop::Full));
             }
-            let deadline = *deadline
-                .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
+            let deadline = dl.at();
             if spin.more(deadline) {
                 if stuck.is_none() {
                     ring.wait_for_room();
@@ -785,7 +821,7 @@ impl Pipe {
             }
             let ec = &ring.head().not_full;
             let key = ec.prepare();
-            match self.push(&vals[done..], me) {
+            match self.push(&vals[done..], me, &dl) {
                 Ok(Push::Sent(n)) => done += n,
                 Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => {
@@ -909,16 +945,17 @@ impl Pipe {
         let me = self.me().map_err(RecvError::Broken)?;
         let ring = &self.inner.ring;
         let broken = RecvError::Broken;
-        let mut deadline: Option<Option<Instant>> = None;
+        let dl = Deadline::new(timeout, block);
         let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
         // Whether an attempt also looks for a sender stuck in the middle of a claim
         // (a read of the senders' counter: not on every spin round).
         let mut look = !block;
         loop {
-            let stuck = match self.pop(max, me, look, out).map_err(broken)? {
+            let stuck = match self.pop(max, me, look, &dl, out).map_err(broken)? {
                 Pop::Got(n) => return Ok(n),
                 Pop::Closed => return Err(RecvError::Closed),
                 Pop::Empty(stuck) => stuck,
+                Pop::Closing => continue, // never: `pop` finishes a close itself
             };
             if let Some(s) = stuck {
                 if self.unstick(s) {
@@ -928,17 +965,17 @@ impl Pipe {
             if !block {
                 return Err(RecvError::Empty);
             }
-            let deadline = *deadline
-                .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
+            let deadline = dl.at();
             if spin.more(deadline) {
                 look = spin.round % 64 == 0;
                 continue;
             }
             let ec = &ring.head().not_empty;
             let key = ec.prepare();
-            match self.pop(max, me, true, out).map_err(broken)? {
+            match self.pop(max, me, true, &dl, out).map_err(broken)? {
                 Pop::Got(n) => return Ok(n),
                 Pop::Closed => return Err(RecvError::Closed),
+                Pop::Closing => continue, // never: `pop` finishes a close itself
                 Pop::Empty(stuck) => {
                     if let Some(s) = stuck {
                         if self.unstick(s) {
@@ -1074,6 +1111,53 @@ fn find(pool: &Pool, dir: Directory, name: &str, wait: Duration) -> Result<ShmVa
 }
 
 /// The names (string keys) of a directory.
+/// The deadline of one blocking (or not) call, fixed at its first failed attempt
+/// (no clock read on the fast path), and how long the call may wait for *another
+/// process* — an owner inside its section, a close to finish: not at all for a
+/// `try_` call, until the deadline for a timed one, [`shmval_alloc::LOCK_PATIENCE`]
+/// (then [`PipeError::OwnerStuck`]) for one without a timeout.
+struct Deadline {
+    timeout: Option<Duration>,
+    block: bool,
+    at: std::cell::Cell<Option<Option<Instant>>>,
+}
+
+impl Deadline {
+    fn new(timeout: Option<Duration>, block: bool) -> Deadline {
+        Deadline {
+            timeout,
+            block,
+            at: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The deadline (`None`: none), fixed on first use.
+    fn at(&self) -> Option<Instant> {
+        if let Some(at) = self.at.get() {
+            return at;
+        }
+        let at = self.timeout.and_then(|t| Instant::now().checked_add(t));
+        self.at.set(Some(at));
+        at
+    }
+
+    /// Until when the call may wait for another process (`None`: not at all).
+    fn other_process_limit(&self) -> Option<Instant> {
+        if !self.block {
+            return None;
+        }
+        Some(
+            self.at()
+                .unwrap_or_else(|| Instant::now() + shmval_alloc::LOCK_PATIENCE),
+        )
+    }
+
+    /// A blocking call without a timeout.
+    fn unlimited(&self) -> bool {
+        self.block && self.timeout.is_none()
+    }
+}
+
 /// When a sleeper must wake: its deadline, or sooner when it waits behind a claimed
 /// cell (to check whether the claimer died: nobody else would wake it).
 fn wake_at(deadline: Option<Instant>, behind_claim: bool) -> Option<Instant> {
@@ -1213,6 +1297,16 @@ impl Pipe {
             .ring
             .owner_recv_stalled(self.pool(), own, stall, ready)?;
         Some(ShmVal::from_owned(self.pool(), r))
+    }
+
+    /// Test hook (not API): makes both sides owned by another thread (tid 1) of
+    /// this process and busy, as corrupt words naming a live process would.
+    #[doc(hidden)]
+    pub fn __test_corrupt_sides(&self) -> bool {
+        self.me().is_ok_and(|me| {
+            self.inner.ring.corrupt_sides(ring::owner(me.0, 1));
+            true
+        })
     }
 
     /// Test hook (not API): writes the receive record of a claim of the next value

@@ -260,6 +260,38 @@ pub(crate) enum Pop {
     /// has not filled it (only looked for when asked).
     Empty(Option<Stuck>),
     Closed,
+    /// The pipe is being closed: the caller finishes the close within its own
+    /// deadline ([`Ring::finish_close`]) and tries again.
+    Closing,
+}
+
+/// Polls `done` until it says so or `until` passes (`None`: one look): spinning a
+/// little, then napping 50 µs between looks (an owner's section is a few hundred
+/// instructions: it is out at once unless preempted or stopped inside). Whether
+/// `done` said so.
+fn wait_until(until: Option<std::time::Instant>, mut done: impl FnMut() -> bool) -> bool {
+    let mut rounds = 0u32;
+    loop {
+        if done() {
+            return true;
+        }
+        let Some(until) = until else { return false };
+        rounds += 1;
+        if rounds < 64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep((until - now).min(std::time::Duration::from_micros(50)));
+    }
+}
+
+/// A limit far enough for the test hooks' settles.
+fn far() -> std::time::Instant {
+    std::time::Instant::now() + shmval_alloc::LOCK_PATIENCE
 }
 
 /// A validated view of a pipe object in a mapped pool.
@@ -397,7 +429,11 @@ impl Ring {
     pub(crate) fn close(&self) {
         let c = &self.head().meta.closed;
         let _ = c.compare_exchange(OPEN, CLOSING, SeqCst, SeqCst);
-        self.finish_close();
+        let until = std::time::Instant::now() + shmval_alloc::LOCK_PATIENCE;
+        if !self.finish_close(Some(until)) {
+            // An owner stopped inside one send for that long: close anyway.
+            self.head().meta.closed.store(CLOSED, SeqCst);
+        }
     }
 
     /// Completes a close (anyone who finds the pipe closing may: a closer that dies
@@ -408,39 +444,31 @@ impl Ring {
     /// section is waited out: the asymmetric Dekker of [`Ring::revoke`] — `closed`
     /// is stored before the membarrier and `busy` read after it, the owner stores
     /// `busy` before its look at `closed` — then `busy == 0` (Acquire: its cells
-    /// and `tail` are visible) or the owner is dead. An owner that stays inside one
-    /// send for [`shmval_alloc::LOCK_PATIENCE`] (stopped, traced) is not waited for
-    /// longer: the close completes, and that one value may land after it.
+    /// and `tail` are visible) or the owner is dead. The wait lasts until `until`
+    /// at most (`None`: not at all); returns whether the close is complete. `close`
+    /// itself waits [`shmval_alloc::LOCK_PATIENCE`] for an owner stopped inside one
+    /// send (stopped, traced), then completes anyway: that one value may land after.
     #[cold]
-    fn finish_close(&self) {
+    pub(crate) fn finish_close(&self, until: Option<std::time::Instant>) -> bool {
         let h = self.head();
         if h.meta.closed.load(SeqCst) == CLOSED {
-            return;
+            return true;
         }
         // Without the barrier (a kernel without it) no process can own a side.
         let _ = crate::sys::membarrier_global();
-        let since = std::time::Instant::now();
-        let mut rounds = 0u32;
-        loop {
+        let owner_out = || {
             let b = h.send_bias.load(Acquire);
             if b & OWNED == 0 || h.send_busy.load(Acquire) == 0 {
-                break;
+                return true;
             }
             let t = h.users[owner_user(b)].token.load(Acquire);
-            if t == 0 || !crate::platform::token_alive(t) {
-                break;
-            }
-            if since.elapsed() >= shmval_alloc::LOCK_PATIENCE {
-                break;
-            }
-            rounds += 1;
-            if rounds < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
-            }
+            t == 0 || !crate::platform::token_alive(t)
+        };
+        if !wait_until(until, owner_out) {
+            return false;
         }
         h.meta.closed.store(CLOSED, SeqCst);
+        true
     }
 
     /// The counter, bias and busy words of side `d`.
@@ -639,10 +667,9 @@ impl Ring {
     #[inline]
     fn empty(&self, hd: u64, look: bool) -> Pop {
         let h = self.head();
-        let mut closed = h.meta.closed.load(SeqCst);
+        let closed = h.meta.closed.load(SeqCst);
         if closed == CLOSING {
-            self.finish_close();
-            closed = CLOSED;
+            return Pop::Closing;
         }
         let closed = closed != OPEN;
         // SeqCst: ordered after the load that saw CLOSED (see `finish_close`).
@@ -658,18 +685,27 @@ impl Ring {
     /// Settles how the caller, owner word `me`, uses side `d`: returns whether `me`
     /// owns it now (else the side is shared, for good). A free side is taken when
     /// `can_own` (this process is registered for membarrier), else made shared;
-    /// another thread's ownership is revoked (see [`Ring::revoke`]).
-    /// `Err(())`: the kernel refused the membarrier a revocation needs.
+    /// another thread's ownership is revoked (see [`Ring::revoke`]), waiting for
+    /// the owner to leave its section until `until` at most (`None`: not at all);
+    /// `Ok(None)`: the owner was still inside then (stopped, traced, or a corrupt
+    /// word naming a live process). `Err(())`: the kernel refused the membarrier a
+    /// revocation needs.
     #[cold]
-    pub(crate) fn settle(&self, d: Dir, me: u64, can_own: bool) -> Result<bool, ()> {
+    pub(crate) fn settle(
+        &self,
+        d: Dir,
+        me: u64,
+        can_own: bool,
+        until: Option<std::time::Instant>,
+    ) -> Result<Option<bool>, ()> {
         let (_, bias, busy) = self.side(d);
         loop {
             let b = bias.load(Acquire);
             if b == me {
-                return Ok(true);
+                return Ok(Some(true));
             }
             if b == SHARED {
-                return Ok(false);
+                return Ok(Some(false));
             }
             if b == FREE {
                 let new = if can_own { me } else { SHARED };
@@ -678,12 +714,12 @@ impl Ring {
                         // Only owners write it; a dead one may have left it set.
                         busy.store(0, Release);
                     }
-                    return Ok(new == me);
+                    return Ok(Some(new == me));
                 }
             } else if b & 3 == OWNED {
                 let _ = bias.compare_exchange(b, b | REVOKING, AcqRel, Relaxed);
-            } else {
-                self.revoke(d, b)?;
+            } else if !self.revoke(d, b, until)? {
+                return Ok(None);
             }
         }
     }
@@ -694,9 +730,11 @@ impl Ring {
     /// to 0) unless the owner is dead. A dead sender's cells filled past `tail` are
     /// counted in; a dead receiver needs nothing (it moves `head` after its reads:
     /// what it read and did not count is read again). The side becomes free if the
-    /// owner is gone, else shared.
+    /// owner is gone, else shared. The wait for a live owner lasts until `until` at
+    /// most (`None`: one look); `Ok(false)` then: the side stays being revoked, and
+    /// the next caller (anyone) goes on with it.
     #[cold]
-    fn revoke(&self, d: Dir, b: u64) -> Result<(), ()> {
+    fn revoke(&self, d: Dir, b: u64, until: Option<std::time::Instant>) -> Result<bool, ()> {
         let (_, bias, busy) = self.side(d);
         if !crate::sys::membarrier_global() {
             return Err(());
@@ -706,28 +744,32 @@ impl Ring {
             let t = u.token.load(Acquire);
             t == 0 || !crate::platform::token_alive(t)
         };
-        let mut rounds = 0u32;
-        let dead = loop {
+        let mut dead = false;
+        let out = wait_until(until, || {
             if busy.load(Acquire) == 0 {
-                break gone();
+                dead = gone();
+                return true;
             }
-            if gone() {
-                break true;
-            }
-            // An owner's section is a few hundred instructions: it is out of it at
-            // once unless preempted inside.
-            rounds += 1;
-            if rounds < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(50));
-            }
-        };
+            dead = gone();
+            dead
+        });
+        if !out {
+            return Ok(false);
+        }
         if dead && d == Dir::Send {
             self.count_filled();
         }
         let _ = bias.compare_exchange(b, if dead { FREE } else { SHARED }, AcqRel, Relaxed);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Test hook: both sides owned by owner word `b`, busy.
+    pub(crate) fn corrupt_sides(&self, b: u64) {
+        for d in [Dir::Send, Dir::Recv] {
+            let (_, bias, busy) = self.side(d);
+            bias.store(b, SeqCst);
+            busy.store(1, SeqCst);
+        }
     }
 
     /// Moves `tail` past the cells a dead send owner filled without counting them
@@ -1052,7 +1094,8 @@ impl Ring {
                             .side(d)
                             .1
                             .compare_exchange(b, b | REVOKING, AcqRel, Relaxed);
-                        if self.revoke(d, b | REVOKING).is_err() {
+                        // The owner is dead: one look completes it.
+                        if self.revoke(d, b | REVOKING, None) != Ok(true) {
                             return None; // entry left to a revoker that can
                         }
                     }
@@ -1117,7 +1160,7 @@ impl Ring {
         let u = self.user(me);
         let d = if write { Dir::Send } else { Dir::Recv };
         let tid = crate::platform::thread_id();
-        if self.settle(d, owner(me, tid), false) != Ok(false) {
+        if self.settle(d, owner(me, tid), false, Some(far())) != Ok(Some(false)) {
             return false;
         }
         if write {
@@ -1152,7 +1195,7 @@ impl Ring {
         ready: impl FnOnce(),
     ) -> Option<Raw> {
         let h = self.head();
-        if self.settle(Dir::Recv, me, true) != Ok(true)
+        if self.settle(Dir::Recv, me, true, Some(far())) != Ok(Some(true))
             || !Self::enter(&h.recv_bias, &h.recv_busy, me)
         {
             return None;
@@ -1185,7 +1228,7 @@ impl Ring {
         hook: impl FnOnce(),
     ) -> bool {
         let h = self.head();
-        if self.settle(Dir::Send, me, true) != Ok(true)
+        if self.settle(Dir::Send, me, true, Some(far())) != Ok(Some(true))
             || !Self::enter(&h.send_bias, &h.send_busy, me)
         {
             return false;
@@ -1226,7 +1269,7 @@ impl Ring {
         hook: impl FnOnce(),
     ) -> Result<bool, ValError> {
         let tid = crate::platform::thread_id();
-        if self.settle(Dir::Send, owner(me, tid), false) != Ok(false) {
+        if self.settle(Dir::Send, owner(me, tid), false, Some(far())) != Ok(Some(false)) {
             return Ok(false);
         }
         let r = self.try_push_after(pool, &[v], me, || {
