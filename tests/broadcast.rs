@@ -420,6 +420,54 @@ fn a_process_killed_holding_the_lock_stops_nobody() {
     assert!(t.elapsed() < 2 * SECS, "took {:?}", t.elapsed());
 }
 
+/// A live process holding the lock (stopped in a debugger, say): timed calls return
+/// by their deadline, `try_` calls at once.
+#[test]
+fn a_live_lock_holder_holds_no_timed_call_past_its_deadline() {
+    let s = Scratch::new("bc-heldlock");
+    let pool = pool(&s, 4 << 20);
+    let b = Broadcast::create(&pool, "b", 4, Policy::Block).unwrap();
+    let sub = b.subscribe().unwrap();
+    b.send(int(&pool, 1)).unwrap();
+    pool.user_word(4).store(0, SeqCst);
+    let mut kid = spawn("child_role_entry", "lock-and-die", &[("POOL", s.0.clone())]);
+    let t = Instant::now();
+    while pool.user_word(4).load(SeqCst) == 0 {
+        assert!(t.elapsed() < 10 * SECS, "child never took the lock");
+        std::thread::sleep(MS);
+    }
+    let late = 40 * MS;
+    for _ in 0..10 {
+        let t = Instant::now();
+        let r = b.send_timeout(int(&pool, 2), 10 * MS);
+        assert!(matches!(r, Err(shmval::SendError::Timeout(_))), "{r:?}");
+        assert!(
+            t.elapsed() < 10 * MS + late,
+            "send_timeout took {:?}",
+            t.elapsed()
+        );
+        let t = Instant::now();
+        let r = b.try_send(int(&pool, 2));
+        assert!(matches!(r, Err(shmval::SendError::Full(_))), "{r:?}");
+        assert!(t.elapsed() < late, "try_send took {:?}", t.elapsed());
+        let t = Instant::now();
+        let r = sub.recv_timeout(10 * MS);
+        assert!(matches!(r, Err(E::Timeout)), "{r:?}");
+        assert!(
+            t.elapsed() < 10 * MS + late,
+            "recv_timeout took {:?}",
+            t.elapsed()
+        );
+        let t = Instant::now();
+        let r = sub.try_recv();
+        assert!(matches!(r, Err(E::Empty)), "{r:?}");
+        assert!(t.elapsed() < late, "try_recv took {:?}", t.elapsed());
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    assert_eq!(got(sub.recv_timeout(5 * SECS)), 1);
+}
+
 #[test]
 fn chaos_senders_and_subscribers_killed_at_random_under_traffic() {
     let kills: usize = std::env::var("SHMVAL_BCAST_KILLS")

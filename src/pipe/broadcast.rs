@@ -280,10 +280,20 @@ impl Chan {
     }
 
     fn lock<'a>(&'a self, pool: &'a Pool) -> Result<Locked<'a>, ValError> {
+        self.lock_within(pool, LOCK_PATIENCE)
+    }
+
+    /// [`Chan::lock`], waiting for a live holder no longer than `patience` (a timed
+    /// call's time left; zero for a `try_` call).
+    fn lock_within<'a>(
+        &'a self,
+        pool: &'a Pool,
+        patience: Duration,
+    ) -> Result<Locked<'a>, ValError> {
         let state = self
             .head()
             .lock
-            .lock_within::<crate::LinuxPlatform>(Some(LOCK_PATIENCE))
+            .lock_within::<crate::LinuxPlatform>(Some(patience))
             .map_err(|e| match e {
                 LockError::Timeout => ValError::LockTimeout,
                 LockError::Reentrant => ValError::Reentrant,
@@ -728,8 +738,8 @@ impl Broadcast {
         true
     }
 
-    fn push(&self, r: Raw, force: bool, reap: bool) -> Result<Push, PipeError> {
-        let g = self.inner.ch.lock(self.pool())?;
+    fn push(&self, r: Raw, force: bool, reap: bool, patience: Duration) -> Result<Push, PipeError> {
+        let g = self.inner.ch.lock_within(self.pool(), patience)?;
         let out = g.push(r, force, reap)?;
         drop(g);
         if let Push::Sent = out {
@@ -759,14 +769,29 @@ impl Broadcast {
         // (user deadline, drop deadline), fixed at the first failed attempt.
         let mut deadlines: Option<(Option<Instant>, Option<Instant>)> = None;
         let mut spin = Spin::new(Duration::from_nanos(self.inner.spin_ns.load(Relaxed)));
+        // How long an attempt may wait for the lock's holder: not at all for a try,
+        // the time left for a timed send (a holder stopped in a debugger must not
+        // keep it past its deadline).
+        let user_deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let patience = || match (block, user_deadline) {
+            (false, _) => Duration::ZERO,
+            (true, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (true, None) => LOCK_PATIENCE,
+        };
         loop {
-            match self.push(r, force, reap) {
+            match self.push(r, force, reap, patience()) {
                 Ok(Push::Sent) => {
                     let _ = v.into_raw(); // the ring owns the reference now
                     return Ok(());
                 }
                 Ok(Push::Closed) => return Err(SendError::Closed(v)),
                 Ok(Push::Full) => reap = false,
+                Err(PipeError::Val(ValError::LockTimeout)) if !block => {
+                    return Err(SendError::Full(v))
+                }
+                Err(PipeError::Val(ValError::LockTimeout)) if user_deadline.is_some() => {
+                    return Err(SendError::Timeout(v))
+                }
                 Err(e) => return Err(SendError::Broken(v, e)),
             }
             if !block {
@@ -774,10 +799,7 @@ impl Broadcast {
             }
             let (deadline, drop_at) = *deadlines.get_or_insert_with(|| {
                 let now = Instant::now();
-                (
-                    timeout.and_then(|t| now.checked_add(t)),
-                    drop_after.and_then(|d| now.checked_add(d)),
-                )
+                (user_deadline, drop_after.and_then(|d| now.checked_add(d)))
             });
             let limit = [deadline, drop_at].into_iter().flatten().min();
             // Wait (without the lock) for room, a deadline, or the next liveness
@@ -904,13 +926,15 @@ impl Subscriber {
             || s.token.load(Relaxed) != self.token
     }
 
-    fn pull(&self) -> Result<Pull, BroadcastRecvError> {
+    /// One locked attempt, waiting for the lock's holder at most `patience`
+    /// (`LockTimeout` then).
+    fn pull(&self, patience: Duration) -> Result<Pull, BroadcastRecvError> {
         if self.token != crate::platform::process_token() {
             return Err(BroadcastRecvError::Broken(PipeError::Unsubscribed));
         }
         let ch = &self.b.inner.ch;
         let g = ch
-            .lock(self.b.pool())
+            .lock_within(self.b.pool(), patience)
             .map_err(|e| BroadcastRecvError::Broken(e.into()))?;
         let out = g
             .pull(self.i, self.token)
@@ -925,6 +949,20 @@ impl Subscriber {
     ) -> Result<ShmVal, BroadcastRecvError> {
         let pool = self.b.pool();
         let mut deadline: Option<Option<Instant>> = None;
+        // As in `Broadcast::send_until`: a try waits for no lock holder, a timed
+        // receive no longer than its deadline.
+        let user_deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let patience = || match (block, user_deadline) {
+            (false, _) => Duration::ZERO,
+            (true, Some(d)) => d.saturating_duration_since(Instant::now()),
+            (true, None) => LOCK_PATIENCE,
+        };
+        let lock_timeout = |e: &BroadcastRecvError| {
+            matches!(
+                e,
+                BroadcastRecvError::Broken(PipeError::Val(ValError::LockTimeout))
+            )
+        };
         let mut spin = Spin::new(if block {
             Duration::from_nanos(self.spin_ns.load(Relaxed))
         } else {
@@ -932,7 +970,14 @@ impl Subscriber {
         });
         loop {
             if self.maybe_ready() {
-                match self.pull()? {
+                let got = match self.pull(patience()) {
+                    Err(e) if lock_timeout(&e) && !block => return Err(BroadcastRecvError::Empty),
+                    Err(e) if lock_timeout(&e) && user_deadline.is_some() => {
+                        return Err(BroadcastRecvError::Timeout)
+                    }
+                    r => r?,
+                };
+                match got {
                     Pull::Got(r) => return Ok(ShmVal::from_owned(pool, r)),
                     Pull::Lagged(n) => return Err(BroadcastRecvError::Lagged(n)),
                     Pull::Closed => return Err(BroadcastRecvError::Closed),
@@ -942,8 +987,7 @@ impl Subscriber {
             if !block {
                 return Err(BroadcastRecvError::Empty);
             }
-            let deadline = *deadline
-                .get_or_insert_with(|| timeout.and_then(|t| Instant::now().checked_add(t)));
+            let deadline = *deadline.get_or_insert(user_deadline);
             if spin.more(deadline) {
                 continue;
             }
