@@ -48,13 +48,14 @@ pub enum CreateError {
         max: u64,
     },
     /// A segment of that name exists already.
-    #[error("shared-memory segment /dev/shm/{segment} already exists")]
+    #[error("shared-memory segment {segment} already exists")]
     AlreadyExists {
         /// The segment found.
         segment: String,
     },
-    /// `/dev/shm` cannot hold the pool.
-    #[error("not enough space in /dev/shm: {requested} bytes requested, {available} available")]
+    /// The shared-memory file system (`/dev/shm` or the pool's directory) cannot
+    /// hold the pool.
+    #[error("not enough space for the pool: {requested} bytes requested, {available} available")]
     NoSpace {
         /// Bytes requested (both segments).
         requested: u64,
@@ -71,8 +72,8 @@ pub enum CreateError {
         /// The conflicting mapping (a `/proc/self/maps` line).
         conflict: String,
     },
-    /// Not allowed to create in `/dev/shm`.
-    #[error("permission denied creating /dev/shm/{segment}")]
+    /// Not allowed to create in the pool's directory.
+    #[error("permission denied creating {segment}")]
     PermissionDenied {
         /// The segment.
         segment: String,
@@ -127,6 +128,18 @@ pub enum OpenError {
         /// What is wrong.
         what: String,
     },
+    /// The pool's main segment is sparse (copied or restored with holes) and the
+    /// file system has no room to fill them: using it could SIGBUS, so it is not
+    /// opened.
+    #[error("pool {name}: {requested} bytes of holes to reserve, {available} available")]
+    NoSpace {
+        /// The name.
+        name: String,
+        /// Bytes that had to be reserved.
+        requested: u64,
+        /// Bytes available.
+        available: u64,
+    },
     /// Every entry of the pool's attach table belongs to a live process.
     #[error("pool {name} has {max} attached processes already (the attach table is full)")]
     TooManyProcesses {
@@ -154,7 +167,7 @@ pub enum OpenError {
         ours: u32,
     },
     /// The operating system refused access.
-    #[error("permission denied opening /dev/shm/{segment}")]
+    #[error("permission denied opening {segment}")]
     PermissionDenied {
         /// The segment.
         segment: String,

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
+    pub(crate) dir: Option<std::path::PathBuf>,
     pub(crate) mode: u32,
     pub(crate) fixed_base: Option<usize>,
     pub(crate) allow_foreign_owner: bool,
@@ -39,6 +40,7 @@ pub struct PoolOptions {
 impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
+            dir: None,
             mode: 0o600,
             fixed_base: None,
             allow_foreign_owner: false,
@@ -52,6 +54,18 @@ impl PoolOptions {
     /// Mode 0600, mapped anywhere, own segments only, kept on drop, no waiting.
     pub fn new() -> Self {
         Self::default()
+    }
+    /// The directory of the pool's two files: a tmpfs (`/dev/shm` by default, or
+    /// `$SHMVAL_DIR` when set), another tmpfs (a container's own, a larger one), a
+    /// hugetlbfs mount. Every process of a pool must name the same directory.
+    pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+    /// The directory that will be used: the one given, else `$SHMVAL_DIR`, else
+    /// `/dev/shm`.
+    pub fn get_dir(&self) -> std::path::PathBuf {
+        self.dir.clone().unwrap_or_else(sys::default_dir)
     }
     /// Permission bits of both segments (applied with `fchmod`, so the umask does not
     /// change them).
@@ -75,7 +89,9 @@ impl PoolOptions {
         self.allow_foreign_owner = yes;
         self
     }
-    /// Unlink both segments when the last handle of this process is dropped.
+    /// Unlink both segments when the last handle of this process is dropped — if
+    /// they are still this pool's: a newer pool made under the same name (after a
+    /// cleaner or a restart replaced ours) is never removed.
     pub fn remove_on_drop(mut self, yes: bool) -> Self {
         self.remove_on_drop = yes;
         self
@@ -129,10 +145,34 @@ impl Drop for Inner {
         // Detach: the entry and its liveness lock go (before the mappings do).
         liveness::unregister(self.id);
         if self.remove_on_drop {
-            self.boot().state.store(state::CLOSING, Release);
-            let _ = sys::shm_unlink(&self.name);
-            let _ = sys::shm_unlink(&boot_name(&self.name));
+            self.remove_own();
         }
+    }
+}
+
+impl Inner {
+    /// Unlinks the pool's files if the names still lead to the files this handle
+    /// mapped (its incarnation); a newer pool made under the same name after ours
+    /// was removed or replaced (a cleaner, a restart) is left alone. Returns whether
+    /// anything of ours was still there.
+    fn remove_own(&self) -> bool {
+        let dir = &self.seg.dir;
+        let [boot_id, main_id] = self.seg.ids;
+        let bname = boot_name(&self.name);
+        let boot_ours = sys::path_id(dir, &bname) == Some(boot_id);
+        let main_ours = sys::path_id(dir, &self.name) == Some(main_id);
+        if boot_ours {
+            self.boot().state.store(state::CLOSING, Release);
+        }
+        // Main first: an opener that finds the boot segment but no main one says
+        // "missing", while one that found neither just waits.
+        if main_ours {
+            let _ = sys::seg_unlink(dir, &self.name);
+        }
+        if boot_ours {
+            let _ = sys::seg_unlink(dir, &bname);
+        }
+        boot_ours || main_ours
     }
 }
 
@@ -246,15 +286,28 @@ impl Pool {
         }
     }
 
-    /// Removes both segments of the pool `name`. Processes that have it open keep
-    /// their mappings until they drop them; new opens no longer find it.
+    /// Removes both files of the pool `name` (in `$SHMVAL_DIR` or `/dev/shm`),
+    /// whichever incarnation they are: the operator's removal by name. Processes
+    /// that have it open keep their mappings until they drop them; new opens no
+    /// longer find it. A process removing *its own* pool should use
+    /// [`Pool::remove`], which leaves a newer pool of the same name alone.
     ///
     /// # Errors
     /// `NotFound` when neither segment exists.
     pub fn destroy(name: &str) -> Result<(), DestroyError> {
+        Self::destroy_with(name, &PoolOptions::default())
+    }
+
+    /// [`Pool::destroy`] in the directory of `opts`.
+    ///
+    /// # Errors
+    /// As [`Pool::destroy`].
+    pub fn destroy_with(name: &str, opts: &PoolOptions) -> Result<(), DestroyError> {
         validate_name(name)?;
+        let dir = opts.get_dir();
+        let dir = dir.as_path();
         let bname = boot_name(name);
-        if let Ok(fd) = sys::shm_open(&bname) {
+        if let Ok(fd) = sys::seg_open(dir, &bname) {
             if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular)
             {
                 if let Ok(m) = sys::Mapping::new(&fd, boot::BOOT_SIZE, None) {
@@ -264,8 +317,8 @@ impl Pool {
                 }
             }
         }
-        let r1 = sys::shm_unlink(name);
-        let r2 = sys::shm_unlink(&bname);
+        let r1 = sys::seg_unlink(dir, name);
+        let r2 = sys::seg_unlink(dir, &bname);
         match (r1, r2) {
             (Err(nix::errno::Errno::ENOENT), Err(nix::errno::Errno::ENOENT)) => {
                 Err(DestroyError::NotFound {
@@ -273,19 +326,31 @@ impl Pool {
                 })
             }
             (Err(e), _) | (_, Err(e)) if e != nix::errno::Errno::ENOENT => Err(DestroyError::Os {
-                op: "shm_unlink",
+                op: "unlink",
                 errno: e,
             }),
             _ => Ok(()),
         }
     }
 
-    /// Whether a pool named `name` exists (its boot segment does).
+    /// Whether a pool named `name` exists (its boot segment does) in `$SHMVAL_DIR`
+    /// or `/dev/shm`.
     pub fn exists(name: &str) -> bool {
-        validate_name(name).is_ok()
-            && std::path::Path::new(sys::SHM_DIR)
-                .join(boot_name(name))
-                .exists()
+        validate_name(name).is_ok() && sys::default_dir().join(boot_name(name)).exists()
+    }
+
+    /// Removes this pool's files, if the names still lead to this incarnation (see
+    /// [`PoolOptions::remove_on_drop`], which does the same when the last handle
+    /// goes). Returns whether they did: `false` when they were removed already or
+    /// replaced by a newer pool of the same name, which is left alone. Processes
+    /// that have the pool open keep using it.
+    pub fn remove(&self) -> bool {
+        self.inner.remove_own()
+    }
+
+    /// The directory of the pool's files.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.inner.seg.dir
     }
 
     /// Attaches this process (an entry of the attach table and its liveness lock,

@@ -76,6 +76,17 @@ fn child_role_entry() {
                 other => panic!("expected AddressInUse, got {other:?}"),
             }
         }
+        "old-incarnation" => {
+            // Creates the pool (removed on drop), then waits until told to go.
+            let pool =
+                Pool::create_with(&name, MB, &PoolOptions::new().remove_on_drop(true)).unwrap();
+            pool.user_word(4).store(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while pool.user_word(5).load(Ordering::SeqCst) == 0 {
+                assert!(t.elapsed() < Duration::from_secs(20), "never told to go");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         r => panic!("unknown role {r}"),
     }
     common::child_done();
@@ -371,7 +382,9 @@ fn foreign_files_in_dev_shm_are_not_pools() {
     // A main segment without a boot segment blocks creation, with a clear error.
     std::fs::write(shm(&s.0), b"stale").unwrap();
     match Pool::create(s.name(), MB) {
-        Err(CreateError::AlreadyExists { segment }) => assert_eq!(segment, s.0),
+        Err(CreateError::AlreadyExists { segment }) => {
+            assert_eq!(segment, format!("/dev/shm/{}", s.0))
+        }
         other => panic!("expected AlreadyExists, got {other:?}"),
     }
     assert!(
@@ -466,4 +479,49 @@ fn a_creator_that_died_mid_creation_is_reported() {
         Err(OpenError::CreatorDied { pid, .. }) => assert_eq!(pid, dead),
         other => panic!("expected CreatorDied, got {other:?}"),
     }
+}
+
+/// A process whose pool was replaced under its name (a cleaner, a restart) exits:
+/// its `remove_on_drop` removes nothing of the newer pool, and `Pool::remove` of an
+/// old incarnation says there was nothing of its own left.
+#[test]
+fn an_old_incarnation_never_removes_a_newer_pool_of_its_name() {
+    if common::role().is_some() {
+        return;
+    }
+    let s = Scratch::new("incarnation");
+    let mut kid = spawn(
+        "child_role_entry",
+        "old-incarnation",
+        &[("POOL", s.0.clone())],
+    );
+    let old = Pool::open(s.name(), Duration::from_secs(10)).unwrap();
+    let t = Instant::now();
+    while old.user_word(4).load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "child not ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Replace it: what a cleaner and a restarted server would do.
+    Pool::destroy(s.name()).unwrap();
+    let new = Pool::create(s.name(), MB).unwrap();
+    let generation = new.info().generation;
+    old.user_word(5).store(1, Ordering::SeqCst);
+    wait_ok(
+        &mut kid,
+        Duration::from_secs(20),
+        "the old incarnation's process",
+    );
+    assert!(
+        Pool::exists(s.name()),
+        "the newer pool's boot segment is there"
+    );
+    let again = Pool::open(s.name(), Duration::ZERO).expect("the newer pool opens");
+    assert_eq!(again.info().generation, generation);
+    assert!(
+        !old.remove(),
+        "nothing of the old incarnation is left to remove"
+    );
+    assert!(Pool::exists(s.name()));
+    assert!(new.remove(), "the current incarnation removes itself");
+    assert!(!Pool::exists(s.name()));
 }

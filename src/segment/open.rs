@@ -18,6 +18,8 @@ use crate::sys::{self, MapError, Mapping};
 use crate::PoolOptions;
 use nix::errno::Errno;
 use shmval_alloc::{FormatError, Heap, Region, MIN_REGION};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,12 @@ use std::time::{Duration, Instant};
 /// holds this process's liveness lock, see `liveness`) and, for a creator, the
 /// attach entry it holds already.
 pub(crate) struct Segments {
+    /// The directory of the two files.
+    pub dir: std::path::PathBuf,
+    /// (device, inode) of the boot and main files this handle mapped: the files at
+    /// the names may be replaced later (a cleaner, a restart), and only these are
+    /// ours to remove.
+    pub ids: [(u64, u64); 2],
     pub boot: Mapping,
     pub boot_fd: std::os::fd::OwnedFd,
     pub main: Mapping,
@@ -40,34 +48,43 @@ pub(crate) fn header(boot: &Mapping) -> &BootHeader {
     unsafe { &*(boot.ptr().as_ptr() as *const BootHeader) }
 }
 
-/// Unlinks the segments it names when dropped, unless disarmed.
-struct Unlinker(Vec<String>);
+/// Unlinks the segments it names (in its directory) when dropped, unless disarmed.
+struct Unlinker<'a>(&'a Path, Vec<String>);
 
-impl Drop for Unlinker {
+impl Drop for Unlinker<'_> {
     fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = sys::shm_unlink(n);
+        for n in &self.1 {
+            let _ = sys::seg_unlink(self.0, n);
         }
     }
 }
 
-fn no_space(requested: u64) -> CreateError {
+fn no_space(dir: &Path, requested: u64) -> CreateError {
     CreateError::NoSpace {
         requested,
-        available: sys::shm_available().unwrap_or(0),
+        available: sys::space_available(dir).unwrap_or(0),
     }
 }
 
-fn create_errno(e: Errno, segment: &str, op: &'static str) -> CreateError {
+fn create_errno(e: Errno, dir: &Path, segment: &str, op: &'static str) -> CreateError {
+    let path = || dir.join(segment).display().to_string();
     match e {
-        Errno::EEXIST => CreateError::AlreadyExists {
-            segment: segment.to_owned(),
-        },
-        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied {
-            segment: segment.to_owned(),
-        },
-        Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(0),
+        Errno::EEXIST => CreateError::AlreadyExists { segment: path() },
+        Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied { segment: path() },
+        Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(dir, 0),
         errno => CreateError::Os { op, errno },
+    }
+}
+
+/// `posix_fallocate` of the whole file (retried on EINTR): every page gets its
+/// storage now, so a full file system is an error here and never a SIGBUS at a
+/// later store.
+fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    loop {
+        match sys::reserve(fd, len) {
+            Err(Errno::EINTR) => continue,
+            r => return r,
+        }
     }
 }
 
@@ -83,7 +100,9 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     }
     let size = size.next_multiple_of(4096);
     let requested = size + BOOT_SIZE as u64;
-    if let Some(available) = sys::shm_available() {
+    let dir = opts.get_dir();
+    let dir = dir.as_path();
+    if let Some(available) = sys::space_available(dir) {
         if requested > available {
             return Err(CreateError::NoSpace {
                 requested,
@@ -92,10 +111,15 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
         }
     }
     let bname = boot_name(name);
-    let boot_fd =
-        sys::shm_create(&bname, opts.mode).map_err(|e| create_errno(e, &bname, "shm_open"))?;
-    let mut cleanup = Unlinker(vec![bname.clone()]);
-    sys::set_len(&boot_fd, BOOT_SIZE as u64).map_err(|e| create_errno(e, &bname, "ftruncate"))?;
+    let boot_fd = sys::seg_create(dir, &bname, opts.mode)
+        .map_err(|e| create_errno(e, dir, &bname, "open"))?;
+    let mut cleanup = Unlinker(dir, vec![bname.clone()]);
+    // Storage for the boot page before its first store (a full tmpfs would SIGBUS
+    // it): reserving sets the size too.
+    reserve(&boot_fd, BOOT_SIZE as u64).map_err(|e| match e {
+        Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(dir, requested),
+        e => create_errno(e, dir, &bname, "posix_fallocate"),
+    })?;
     let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
         MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
         MapError::AddressInUse(_) => unreachable!("no fixed address requested"),
@@ -131,19 +155,16 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     b.state.store(state::CREATING, Release);
 
     let main_fd =
-        sys::shm_create(name, opts.mode).map_err(|e| create_errno(e, name, "shm_open"))?;
-    cleanup.0.push(name.to_owned());
-    loop {
-        match sys::reserve(&main_fd, size) {
-            Ok(()) => break,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => return Err(no_space(requested)),
-            Err(errno) => {
-                return Err(CreateError::Os {
-                    op: "posix_fallocate",
-                    errno,
-                })
-            }
+        sys::seg_create(dir, name, opts.mode).map_err(|e| create_errno(e, dir, name, "open"))?;
+    cleanup.1.push(name.to_owned());
+    match reserve(&main_fd, size) {
+        Ok(()) => {}
+        Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => return Err(no_space(dir, requested)),
+        Err(errno) => {
+            return Err(CreateError::Os {
+                op: "posix_fallocate",
+                errno,
+            })
         }
     }
     let main_map = Mapping::new(&main_fd, size as usize, opts.fixed_base).map_err(|e| match e {
@@ -152,7 +173,7 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             len: size as usize,
             conflict,
         },
-        MapError::Os(Errno::ENOMEM) => no_space(requested),
+        MapError::Os(Errno::ENOMEM) => no_space(dir, requested),
         MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
     })?;
     // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
@@ -178,8 +199,11 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     );
     // SYNC POINT: everything above is visible to an opener that sees READY (Acquire).
     b.state.store(state::READY, Release);
-    cleanup.0.clear();
+    cleanup.1.clear();
+    let id = |fd| sys::file_id(fd).map_err(|errno| CreateError::Os { op: "fstat", errno });
     Ok(Segments {
+        dir: dir.to_owned(),
+        ids: [id(&boot_fd)?, id(&main_fd)?],
         boot: boot_map,
         boot_fd,
         main: main_map,
@@ -276,7 +300,9 @@ fn check_file(
 
 fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     let bname = boot_name(name);
-    let boot_fd = sys::shm_open(&bname).map_err(|e| open_errno(e, name, &bname))?;
+    let dir = opts.get_dir();
+    let dir = dir.as_path();
+    let boot_fd = sys::seg_open(dir, &bname).map_err(|e| open_errno(e, name, &bname))?;
     let info = sys::file_info(&boot_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
     check_file(name, &info, "the boot segment", opts)?;
     if info.size == 0 {
@@ -339,7 +365,7 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     let size = b.main_size.load(Relaxed);
     let base = b.base_address.load(Relaxed);
     let fixed = b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0;
-    let main_fd = sys::shm_open(name).map_err(|e| match e {
+    let main_fd = sys::seg_open(dir, name).map_err(|e| match e {
         Errno::ENOENT => corrupt(name, "the main segment is missing"),
         e => open_errno(e, name, name),
     })?;
@@ -353,6 +379,22 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
                 info.size
             ),
         ));
+    }
+    // A main segment with holes (copied or restored sparse) would take storage at
+    // first store, and SIGBUS if the file system is full then: fill them now, or
+    // refuse.
+    if info.allocated < size {
+        reserve(&main_fd, size).map_err(|e| match e {
+            Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => OpenError::NoSpace {
+                name: name.to_owned(),
+                requested: size - info.allocated,
+                available: sys::space_available(dir).unwrap_or(0),
+            },
+            errno => OpenError::Os {
+                op: "posix_fallocate",
+                errno,
+            },
+        })?;
     }
     let main_map = Mapping::new(&main_fd, size as usize, fixed.then_some(base as usize)).map_err(
         |e| match e {
@@ -379,7 +421,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
             e => corrupt(name, format!("main segment: {e}")),
         },
     )?;
+    let id = |fd| sys::file_id(fd).map_err(|errno| OpenError::Os { op: "fstat", errno });
     Ok(Segments {
+        dir: dir.to_owned(),
+        ids: [id(&boot_fd)?, id(&main_fd)?],
         boot: boot_map,
         boot_fd,
         main: main_map,

@@ -7,47 +7,77 @@ use nix::sys::stat::{fstat, Mode, SFlag};
 use std::ffi::c_void;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
-/// Where POSIX shared memory objects live.
+/// Where POSIX shared memory objects live (`shm_open(3)` opens files here).
 pub(crate) const SHM_DIR: &str = "/dev/shm";
 
-fn shm_path(name: &str) -> String {
-    format!("/{name}")
+/// The environment variable that moves the default directory of pools.
+pub(crate) const DIR_ENV: &str = "SHMVAL_DIR";
+
+/// The directory pools live in unless told otherwise: `$SHMVAL_DIR`, else
+/// `/dev/shm`.
+pub(crate) fn default_dir() -> std::path::PathBuf {
+    match std::env::var_os(DIR_ENV) {
+        Some(d) if !d.is_empty() => d.into(),
+        _ => SHM_DIR.into(),
+    }
 }
 
-/// `shm_open(O_CREAT | O_EXCL | O_RDWR)` with mode 0600, then `fchmod(mode)` so the
-/// umask cannot change the requested mode.
-pub(crate) fn shm_create(name: &str, mode: u32) -> Result<OwnedFd, Errno> {
-    let fd = nix::sys::mman::shm_open(
-        shm_path(name).as_str(),
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+/// Creates `dir/name` (`O_CREAT | O_EXCL | O_NOFOLLOW`, close-on-exec) with mode
+/// 0600, then `fchmod(mode)` so the umask cannot change the requested mode. In
+/// `/dev/shm` this is exactly what `shm_open` does.
+pub(crate) fn seg_create(dir: &Path, name: &str, mode: u32) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::open(
+        &dir.join(name),
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::S_IRUSR | Mode::S_IWUSR,
     )?;
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     nix::sys::stat::fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(mode & 0o777))?;
     Ok(fd)
 }
 
-/// `shm_open(O_RDWR)` of an existing object.
-pub(crate) fn shm_open(name: &str) -> Result<OwnedFd, Errno> {
-    nix::sys::mman::shm_open(
-        shm_path(name).as_str(),
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+/// Opens the existing `dir/name` read-write (never through a symbolic link).
+pub(crate) fn seg_open(dir: &Path, name: &str) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::open(
+        &dir.join(name),
+        OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::empty(),
-    )
+    )?;
+    // SAFETY: as in `seg_create`.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// `shm_unlink`.
-pub(crate) fn shm_unlink(name: &str) -> Result<(), Errno> {
-    nix::sys::mman::shm_unlink(shm_path(name).as_str())
+/// Removes `dir/name`.
+pub(crate) fn seg_unlink(dir: &Path, name: &str) -> Result<(), Errno> {
+    nix::unistd::unlink(&dir.join(name))
+}
+
+/// The (device, inode) of what `dir/name` names now, if anything.
+pub(crate) fn path_id(dir: &Path, name: &str) -> Option<(u64, u64)> {
+    nix::sys::stat::lstat(&dir.join(name))
+        .ok()
+        .map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The (device, inode) of an open file.
+pub(crate) fn file_id(fd: &OwnedFd) -> Result<(u64, u64), Errno> {
+    let st = fstat(fd.as_raw_fd())?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// What `fstat` says about a segment.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FileInfo {
     pub size: u64,
+    /// Bytes of storage allocated to it (`st_blocks * 512`): less than `size` for
+    /// a sparse file, whose holes a store fills — or SIGBUSes on when full.
+    pub allocated: u64,
     pub uid: u32,
     #[allow(dead_code)] // for the operator tool
     pub mode: u32,
@@ -58,14 +88,11 @@ pub(crate) fn file_info(fd: &OwnedFd) -> Result<FileInfo, Errno> {
     let st = fstat(fd.as_raw_fd())?;
     Ok(FileInfo {
         size: st.st_size as u64,
+        allocated: st.st_blocks as u64 * 512,
         uid: st.st_uid,
         mode: st.st_mode & 0o7777,
         regular: SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG,
     })
-}
-
-pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
-    nix::unistd::ftruncate(fd, len as i64)
 }
 
 /// Reserves `len` bytes so later page faults cannot hit a full tmpfs (SIGBUS).
@@ -73,16 +100,16 @@ pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
     nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, len as i64)
 }
 
-/// Bytes available to unprivileged users in the shared-memory file system.
-pub(crate) fn shm_available() -> Option<u64> {
-    let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
+/// Bytes available to unprivileged users in the file system of `dir`.
+pub(crate) fn space_available(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
     Some(st.blocks_available() as u64 * st.fragment_size() as u64)
 }
 
-/// Total size and free bytes of the shared-memory file system.
+/// Total size and free bytes of the file system of `dir`.
 #[allow(dead_code)] // for the operator tool (`shmval info`)
-pub(crate) fn shm_space() -> Option<(u64, u64)> {
-    let st = nix::sys::statvfs::statvfs(SHM_DIR).ok()?;
+pub(crate) fn space(dir: &Path) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
     let f = st.fragment_size() as u64;
     Some((st.blocks() as u64 * f, st.blocks_available() as u64 * f))
 }
