@@ -11,7 +11,7 @@
 mod common;
 
 use common::{now_ns, stop_on_ctrl_c, stopping, Args};
-use shmval::{tab, Arr, CreateError, Pipe, Pool, PoolOptions, SendError, Val};
+use shmval::{tab, Arr, CreateError, OpenError, Pipe, Pool, PoolOptions, SendError, Val};
 use std::error::Error;
 use std::time::{Duration, Instant};
 
@@ -20,27 +20,44 @@ fn main() {
     common::main_of("server", run);
 }
 
-/// Creates the pool; one left by an earlier run whose creator is gone is replaced.
+/// Creates the pool, or takes the one already there: a pool that live processes are
+/// attached to (a middle and a client still running while this server restarts) is
+/// reattached as it is, and the pipeline goes on; one that nobody uses any more (left
+/// by an earlier run) is replaced; one that cannot be opened is left alone, with the
+/// reason.
 fn create_pool(name: &str, size: u64, keep: bool) -> Result<Pool, Box<dyn Error>> {
     let opts = PoolOptions::new().remove_on_drop(!keep);
     match Pool::create_with(name, size, &opts) {
-        Err(CreateError::AlreadyExists { .. }) => {
-            if let Ok(old) = Pool::open(name, Duration::ZERO) {
-                let info = old.info();
-                if info.creator_alive {
-                    return Err(format!(
-                        "pool {name} is in use (creator pid {} runs)",
-                        info.creator_pid
-                    )
-                    .into());
-                }
+        Err(CreateError::AlreadyExists { .. }) => {}
+        other => return Ok(other?),
+    }
+    match Pool::open_with(name, &opts.clone().timeout(Duration::from_secs(2))) {
+        Ok(old) => {
+            // Ourselves included.
+            let others = old.info().attached.len().saturating_sub(1);
+            if others > 0 {
+                eprintln!(
+                    "server: pool {name} is in use by {others} other process(es): reattaching"
+                );
+                return Ok(old);
             }
             eprintln!("server: replacing pool {name} left by an earlier run");
-            Pool::destroy(name)?;
-            Ok(Pool::create_with(name, size, &opts)?)
+            old.remove();
         }
-        other => Ok(other?),
+        Err(OpenError::CreatorDied { .. }) => {
+            eprintln!("server: replacing pool {name} whose creator died making it");
+            Pool::destroy(name)?;
+        }
+        Err(e) => {
+            return Err(format!(
+                "pool {name} exists but cannot be opened ({e}); if nobody uses it, remove it \
+                 (Pool::destroy, or rm {dir}/{name} {dir}/{name}_boot)",
+                dir = opts.get_dir().display()
+            )
+            .into())
+        }
     }
+    Ok(Pool::create_with(name, size, &opts)?)
 }
 
 /// Runs this role with its command-line arguments.
