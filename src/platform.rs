@@ -176,7 +176,7 @@ unsafe impl Platform for LinuxPlatform {
     }
 
     fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-        sys::futex_wait(word, expected, timeout)
+        sys::futex_wait(word, expected, Some(timeout))
     }
 
     fn wake(word: &AtomicU32, n: u32) {

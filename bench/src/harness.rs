@@ -195,6 +195,20 @@ pub fn run_peer(peer: &std::path::Path, n: u64, want: &str) -> f64 {
     figure
 }
 
+/// [`run_peer`] with several arguments.
+pub fn run_peer_args(peer: &std::path::Path, args: &[u64], want: &str) -> f64 {
+    let out = std::process::Command::new(peer)
+        .args(args.iter().map(u64::to_string))
+        .output()
+        .expect("run the peer program");
+    assert!(out.status.success(), "peer {} failed", peer.display());
+    let s = String::from_utf8(out.stdout).expect("peer output");
+    let mut it = s.split_whitespace();
+    let figure: f64 = it.next().and_then(|x| x.parse().ok()).expect("peer figure");
+    assert_eq!(it.next(), Some(want), "checksum of peer {}", peer.display());
+    figure
+}
+
 /// Paths of the shared-memory objects of the pools this run made, for the signal
 /// handler (leaked C strings: the handler may run at any time).
 static ON_SIGNAL: [std::sync::atomic::AtomicPtr<std::ffi::c_char>; 32] =

@@ -54,6 +54,9 @@ impl Side {
         for p in ["ping", "pong", "one-way"] {
             Pipe::create(&pool, p, CAP).unwrap();
         }
+        for cap in [4, 64] {
+            Pipe::create(&pool, &format!("cap{cap}"), cap).unwrap();
+        }
         Side { pool, raw }
     }
 
@@ -113,6 +116,52 @@ fn as_u64(v: &ShmVal) -> u64 {
 }
 
 // --- the parent's halves ----------------------------------------------------------
+
+/// CPU time of the calling thread, ns.
+fn thread_cpu_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Backpressure: a producer blocked on a full pipe of capacity `cap` whose consumer
+/// takes one value per `gap_us` µs; returns the producer's CPU time per message (µs).
+/// With the default spin budget: what a blocked sender burns is what is measured.
+fn backpressure_pipe(s: &Side, n: u64, cap: u64, gap_us: u64) -> f64 {
+    let p = s.pipe(&format!("cap{cap}"));
+    let child = s.child(&format!("slow-drain-{cap}-{gap_us}"), n);
+    let cpu = thread_cpu_ns();
+    for i in 0..n {
+        p.send(i).unwrap();
+    }
+    let cpu = thread_cpu_ns() - cpu;
+    finish(child);
+    cpu as f64 / n as f64 / 1e3
+}
+
+/// One-way throughput through a pipe of capacity `cap` (default spin budget), with
+/// `busy` processes spinning on other work meanwhile (a loaded machine).
+fn oneway_small(s: &Side, n: u64, cap: u64, busy: usize) -> f64 {
+    let hogs: Vec<Child> = (0..busy)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["pipe-child", "busy", s.pool.name(), "0"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let p = s.pipe(&format!("cap{cap}"));
+    let child = s.child(&format!("drain-cap-{cap}"), n);
+    let start = mono_ns();
+    for i in 0..n {
+        p.send(i).unwrap();
+    }
+    let end: u64 = finish(child).trim().parse().unwrap();
+    for mut h in hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    n as f64 / ((end - start) as f64 / 1e3)
+}
 
 fn pingpong_raw(s: &Side, n: u64) -> f64 {
     let child = s.child("echo-raw", n);
@@ -490,6 +539,34 @@ pub fn child(args: &[String]) {
             }
             println!("{}", mono_ns());
         }
+        "busy" => {
+            // A competing process: burns its core until killed.
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        m if m.starts_with("slow-drain-") => {
+            let mut it = m["slow-drain-".len()..].split('-');
+            let cap: u64 = it.next().unwrap().parse().unwrap();
+            let gap = Duration::from_micros(it.next().unwrap().parse().unwrap());
+            let p = s.pipe(&format!("cap{cap}"));
+            ready();
+            for i in 0..n {
+                std::thread::sleep(gap);
+                assert_eq!(as_u64(&p.recv().unwrap()), i);
+            }
+        }
+        m if m.starts_with("drain-cap-") => {
+            let p = s.pipe(&format!("cap{}", &m["drain-cap-".len()..]));
+            ready();
+            for i in 0..n {
+                let v = p.recv().unwrap();
+                debug_assert_eq!(as_u64(&v), i);
+                drop(v);
+            }
+            println!("{}", mono_ns());
+        }
         other => panic!("unknown pipe-child mode {other}"),
     }
 }
@@ -616,6 +693,55 @@ pub fn run(r: &mut Report) {
             }
             c
         },
+    );
+    let n_bp: u64 = if q { 100 } else { 1000 };
+    let bp_want = (n_bp * (n_bp - 1) / 2).to_string();
+    r.compare(
+        "backpressure: producer CPU per message, capacity 4, consumer takes one value per ms",
+        "µs CPU",
+        reps.min(3),
+        0,
+        &["≤ 10 µs (PicklingTools CQ ~4 µs)", ""],
+        {
+            let mut c: Vec<crate::harness::Candidate<'_>> = vec![(
+                "shmval Pipe, send() (default spin budget, adaptive)",
+                Box::new(|| backpressure_pipe(&s, n_bp, 4, 1000)),
+            )];
+            if let Some(p) = boost_mq.as_ref() {
+                let want = &bp_want;
+                c.push((
+                    "Boost message_queue, 8 B (condition variable)",
+                    Box::new(move || crate::harness::run_peer_args(p, &[n_bp, 4, 1000], want)),
+                ));
+            }
+            c
+        },
+    );
+    let n_small: u64 = if q { 20_000 } else { 500_000 };
+    r.compare(
+        "small capacities on a loaded machine: one-way throughput, alone vs a busy third process",
+        "M msg/s",
+        reps,
+        0,
+        &["keeps its rate under load", "", "", ""],
+        vec![
+            (
+                "capacity 4, alone",
+                Box::new(|| oneway_small(&s, n_small, 4, 0)),
+            ),
+            (
+                "capacity 4, one busy process",
+                Box::new(|| oneway_small(&s, n_small, 4, 1)),
+            ),
+            (
+                "capacity 64, alone",
+                Box::new(|| oneway_small(&s, n_small, 64, 0)),
+            ),
+            (
+                "capacity 64, one busy process",
+                Box::new(|| oneway_small(&s, n_small, 64, 1)),
+            ),
+        ],
     );
     let n_tab: u64 = if q { 50_000 } else { 1_000_000 };
     r.compare(

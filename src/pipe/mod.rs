@@ -198,6 +198,10 @@ struct Inner {
     me_id: AtomicU64,
     register: Mutex<()>,
     spin_ns: AtomicU64,
+    /// How long a blocked send and a blocked receive of this handle spin before they
+    /// sleep, learnt from the last waits (see [`Adapt`]).
+    send_adapt: Adapt,
+    recv_adapt: Adapt,
     /// The claimed cell this handle last found itself waiting behind, and since when.
     stuck: Mutex<Option<(Stuck, Instant)>>,
     /// This process's turns to claim and fill (empty) cells under its user entry.
@@ -387,6 +391,8 @@ impl Pipe {
                 me_id: AtomicU64::new(0),
                 register: Mutex::new(()),
                 spin_ns: AtomicU64::new(DEFAULT_SPIN.as_nanos() as u64),
+                send_adapt: Adapt::new(),
+                recv_adapt: Adapt::new(),
                 stuck: Mutex::new(None),
                 send_turn: Turn(AtomicU64::new(0)),
                 recv_turn: Turn(AtomicU64::new(0)),
@@ -628,8 +634,14 @@ impl Pipe {
         self.recv_many_until(out, max, None, true)
     }
 
-    fn spin(&self) -> Duration {
-        Duration::from_nanos(self.inner.spin_ns.load(Ordering::Relaxed))
+    /// How long a blocked call on side `d` spins now: what the side's last waits
+    /// taught ([`Adapt`]), within the budget set by [`Pipe::set_spin`].
+    fn spin_for(&self, d: Dir) -> Duration {
+        let budget = self.inner.spin_ns.load(Ordering::Relaxed);
+        match d {
+            Dir::Send => self.inner.send_adapt.limit(budget),
+            Dir::Recv => self.inner.recv_adapt.limit(budget),
+        }
     }
 
     /// Whether a claimed cell we keep finding in our way belongs to a dead process
@@ -784,7 +796,12 @@ impl Pipe {
         let ring = &self.inner.ring;
         let mut done = 0;
         let dl = Deadline::new(timeout, block);
-        let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
+        let mut spin = Spin::new(if block {
+            self.spin_for(Dir::Send)
+        } else {
+            Duration::ZERO
+        });
+        let mut wait = WaitLog::new(&self.inner.send_adapt);
         loop {
             let stuck = match self.push(&vals[done..], me, &dl) {
                 Ok(Push::Sent(n)) => {
@@ -794,9 +811,10 @@ impl Pipe {
                     }
                     // Room for part of the run only: let the receivers get ahead
                     // instead of chasing them cell by cell (which takes the lines
-                    // they are emptying away from them).
+                    // they are emptying away from them) — within the spin budget.
                     if block {
-                        ring.wait_for_room();
+                        wait.waited();
+                        ring.wait_for_room(|| spin.more(dl.at()));
                     }
                     continue;
                 }
@@ -812,10 +830,11 @@ impl Pipe {
             if !block {
                 return (done, Some(Stop::Full));
             }
+            wait.waited();
             let deadline = dl.at();
             if spin.more(deadline) {
                 if stuck.is_none() {
-                    ring.wait_for_room();
+                    ring.wait_for_room(|| spin.more(deadline));
                 }
                 continue;
             }
@@ -828,6 +847,7 @@ impl Pipe {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return (done, Some(Stop::Timeout));
                     }
+                    wait.slept();
                     ec.wait(key, wake_at(deadline, stuck.is_some()));
                 }
                 Err(e) => return (done, Some(Stop::Broken(e))),
@@ -946,7 +966,12 @@ impl Pipe {
         let ring = &self.inner.ring;
         let broken = RecvError::Broken;
         let dl = Deadline::new(timeout, block);
-        let mut spin = Spin::new(if block { self.spin() } else { Duration::ZERO });
+        let mut spin = Spin::new(if block {
+            self.spin_for(Dir::Recv)
+        } else {
+            Duration::ZERO
+        });
+        let mut wait = WaitLog::new(&self.inner.recv_adapt);
         // Whether an attempt also looks for a sender stuck in the middle of a claim
         // (a read of the senders' counter: not on every spin round).
         let mut look = !block;
@@ -965,6 +990,7 @@ impl Pipe {
             if !block {
                 return Err(RecvError::Empty);
             }
+            wait.waited();
             let deadline = dl.at();
             if spin.more(deadline) {
                 look = spin.round % 64 == 0;
@@ -985,6 +1011,7 @@ impl Pipe {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(RecvError::Timeout);
                     }
+                    wait.slept();
                     ec.wait(key, wake_at(deadline, stuck.is_some()));
                 }
             }
@@ -1111,6 +1138,81 @@ fn find(pool: &Pool, dir: Directory, name: &str, wait: Duration) -> Result<ShmVa
 }
 
 /// The names (string keys) of a directory.
+/// Shortest spin an adaptive side keeps (so that it notices when hand-offs become
+/// fast again), unless the budget itself is shorter.
+const MIN_ADAPT_SPIN_NS: u64 = 100;
+
+/// Adaptive spinning, per handle and side: a blocked call spins at most this long
+/// before it sleeps. A wait that ended while spinning doubles it (up to the budget,
+/// [`Pipe::set_spin`]); one that had to sleep halves it (down to
+/// [`MIN_ADAPT_SPIN_NS`]). A sender held up by a slow consumer (or a receiver by a
+/// slow producer) thus stops burning the budget on every value — one sleep and one
+/// wake-up each — while a fast stream keeps spinning.
+struct Adapt(AtomicU64);
+
+impl Adapt {
+    fn new() -> Adapt {
+        Adapt(AtomicU64::new(u64::MAX))
+    }
+
+    fn limit(&self, budget: u64) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed).min(budget))
+    }
+
+    fn spun_ok(&self) {
+        let a = self.0.load(Ordering::Relaxed);
+        self.0.store(
+            a.saturating_mul(2).max(MIN_ADAPT_SPIN_NS),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn slept(&self) {
+        let a = self
+            .0
+            .load(Ordering::Relaxed)
+            .min(DEFAULT_SPIN.as_nanos() as u64 * 64);
+        self.0
+            .store((a / 2).max(MIN_ADAPT_SPIN_NS), Ordering::Relaxed);
+    }
+}
+
+/// What one call's wait taught its side's [`Adapt`], recorded when the call ends.
+struct WaitLog<'a> {
+    adapt: &'a Adapt,
+    waited: bool,
+    slept: bool,
+}
+
+impl<'a> WaitLog<'a> {
+    fn new(adapt: &'a Adapt) -> WaitLog<'a> {
+        WaitLog {
+            adapt,
+            waited: false,
+            slept: false,
+        }
+    }
+    /// An attempt failed: the call waits.
+    fn waited(&mut self) {
+        self.waited = true;
+    }
+    /// The call goes to sleep (its spin did not see the condition).
+    fn slept(&mut self) {
+        if !self.slept {
+            self.slept = true;
+            self.adapt.slept();
+        }
+    }
+}
+
+impl Drop for WaitLog<'_> {
+    fn drop(&mut self) {
+        if self.waited && !self.slept {
+            self.adapt.spun_ok();
+        }
+    }
+}
+
 /// The deadline of one blocking (or not) call, fixed at its first failed attempt
 /// (no clock read on the fast path), and how long the call may wait for *another
 /// process* — an owner inside its section, a close to finish: not at all for a
@@ -1174,28 +1276,36 @@ struct Spin {
     limit: Duration,
     start: Option<Instant>,
     round: u32,
+    /// Rounds between clock reads: 32 for a long spin, every round for a short one
+    /// (an adaptive spin of a few hundred ns must not run 32 pauses, ~2 µs here).
+    every: u32,
 }
 
 impl Spin {
     fn new(limit: Duration) -> Spin {
+        let every = (limit.as_nanos() / 1000).clamp(1, 32) as u32;
         Spin {
             limit,
             start: None,
             round: 0,
+            every,
         }
     }
 
-    /// Pauses a little and returns whether to try again (false: go to sleep).
+    /// Pauses a little and returns whether to try again (false: go to sleep). Once
+    /// it said false it always does (the clock is read only every few rounds, and a
+    /// caller asking from two loops must not find a round that skips the check).
     #[inline]
     fn more(&mut self, deadline: Option<Instant>) -> bool {
         if self.limit.is_zero() {
             return false;
         }
         self.round += 1;
-        if self.round == 1 || self.round % 32 == 0 {
+        if self.round == 1 || self.round % self.every == 0 {
             let now = Instant::now();
             let start = *self.start.get_or_insert(now);
             if now.duration_since(start) >= self.limit || deadline.is_some_and(|d| now >= d) {
+                self.limit = Duration::ZERO;
                 return false;
             }
             if self.round % 256 == 0 {

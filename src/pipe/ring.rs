@@ -957,20 +957,21 @@ impl Ring {
         won
     }
 
-    /// Waits (a bounded spin on the counters, not on the cell the receivers are
-    /// taking, which would slow them down) until there is room for more than a few
-    /// values, so that a full pipe drains in runs rather than value by value.
-    /// Bounded: a receiver dead in the middle of a claim costs a sender
-    /// [`ROOM_SPINS`] pauses, then the records decide.
-    pub(crate) fn wait_for_room(&self) {
+    /// Waits (a spin on the counters, not on the cell the receivers are taking,
+    /// which would slow them down) until there is room for more than a few values
+    /// (half the ring, at most [`ROOM_SLACK`]), so that a full pipe drains in runs
+    /// rather than value by value — for as long as `more` (the caller's spin budget)
+    /// says. A small ring waits for half of it to be free: for a ring of 32 or fewer
+    /// the old threshold (32 free) could never be met and every blocked send spun
+    /// its full count, ~500 µs.
+    pub(crate) fn wait_for_room(&self, mut more: impl FnMut() -> bool) {
         let h = self.head();
-        let room = self.cap - self.cap.min(ROOM_SLACK);
+        let room = self.cap - ROOM_SLACK.min(self.cap / 2);
         for _ in 0..ROOM_SPINS {
             let (t, hd) = (h.tail.load(Relaxed), h.head.load(Relaxed));
-            if t.saturating_sub(hd) < room || self.is_closed() {
+            if t.saturating_sub(hd) < room || self.is_closed() || !more() {
                 return;
             }
-            std::hint::spin_loop();
         }
     }
 

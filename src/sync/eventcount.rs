@@ -18,7 +18,7 @@
 
 use crate::sys;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SLEEPER: u32 = 1;
 
@@ -71,12 +71,13 @@ impl EventCount {
             }
             let timeout = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(t) if !t.is_zero() => t,
+                    Some(t) if !t.is_zero() => Some(t),
                     _ => return WaitResult::TimedOut,
                 },
-                // Bounded sleeps even without a deadline: a lost futex (never, in
-                // theory) could only cost a second, never hang forever.
-                None => Duration::from_secs(1),
+                // No deadline: no timer either (arming and cancelling one costs a
+                // few µs of CPU a sleep on a VM, as much as the sleep itself). A
+                // notify always changes the word, so no wake-up can be lost.
+                None => None,
             };
             sys::futex_wait(&self.word, key, timeout);
         }
@@ -120,6 +121,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    use std::time::Duration;
 
     #[test]
     fn a_notify_wakes_a_sleeper_and_none_is_lost() {

@@ -237,21 +237,27 @@ pub(crate) fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
 
-/// Wait on a futex shared between processes (no `FUTEX_PRIVATE_FLAG`).
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs().min(i64::MAX as u64) as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
+/// Wait on a futex shared between processes (no `FUTEX_PRIVATE_FLAG`), at most
+/// `timeout` (`None`: until woken — no timer is armed, which on a VM saves the
+/// timer's programming, a few µs of CPU a sleep).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let tsp = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: FUTEX_WAIT reads the 4-byte word at a valid address and sleeps; it
-    // never writes user memory. nix has no futex wrapper, hence libc.
+    // never writes user memory; the timespec (if any) outlives the call. nix has no
+    // futex wrapper, hence libc.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
-            &ts as *const libc::timespec,
+            tsp,
         );
     }
 }
