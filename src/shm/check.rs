@@ -132,11 +132,15 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
             .map(|w| w.load(Relaxed))
             .map_err(|e| e.to_string())
     };
-    let body = o.size - HDR as u64;
+    // Every size below comes from shared memory: checked arithmetic only.
+    let body = o
+        .size
+        .checked_sub(HDR as u64)
+        .ok_or_else(|| format!("object of {} bytes is smaller than its header", o.size))?;
     match o.tag {
         tag::STR | tag::BYTES | tag::BIGINT => {
             let len = word(o.off + 16)?;
-            if len > body - 8 {
+            if len > body.saturating_sub(8) {
                 return Err(format!("length {len} beyond the object's {} bytes", o.size));
             }
             if o.tag == tag::STR
@@ -153,7 +157,7 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
             let len = word(o.off + 24)?;
             if len
                 .checked_mul(kind.size() as u64)
-                .is_none_or(|b| b > body - 16)
+                .is_none_or(|b| b > body.saturating_sub(16))
             {
                 return Err(format!(
                     "array of {len} elements beyond the object's {} bytes",
@@ -163,7 +167,7 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
         }
         tag::TUP => {
             let len = word(o.off + 16)?;
-            if len > (body - 16) / SLOT as u64 {
+            if len > body.saturating_sub(16) / SLOT as u64 {
                 return Err(format!("tuple of {len} beyond the object"));
             }
             for i in 0..len {

@@ -289,6 +289,35 @@ impl Pool {
         Ok(unsafe { &*(b.ptr.as_ptr().add(BLOCK_HEAD + i as usize * ENTRY) as *const Entry) })
     }
 
+    /// `n` 64-bit words at `off` (a dict's index: written by lock holders only, read
+    /// through atomics), checked for size overflow, bounds and 8-byte alignment: an
+    /// offset read from shared memory may be anything.
+    pub(crate) fn words_at(
+        &self,
+        off: u64,
+        n: u64,
+    ) -> Result<&[std::sync::atomic::AtomicU64], ValError> {
+        let p = n
+            .checked_mul(8)
+            .and_then(|bytes| Offset::new(off).and_then(|o| self.resolve(o, bytes as usize)))
+            .filter(|p| {
+                p.as_ptr() as usize % std::mem::align_of::<std::sync::atomic::AtomicU64>() == 0
+            })
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{n} words at {off:#x}: outside the pool or misaligned"
+                ))
+            })?;
+        // SAFETY: in bounds and 8-aligned (checked); AtomicU64 has no invalid bit
+        // patterns and is shared through atomic operations only.
+        Ok(unsafe {
+            std::slice::from_raw_parts(
+                p.as_ptr() as *const std::sync::atomic::AtomicU64,
+                n as usize,
+            )
+        })
+    }
+
     /// `len` bytes at `off` of an immutable, published object.
     pub(crate) fn bytes_at(&self, off: u64, len: u64) -> Result<&[u8], ValError> {
         let p = Offset::new(off)

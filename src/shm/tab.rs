@@ -109,11 +109,16 @@ pub(crate) fn key_hash(k: &Val) -> u64 {
 
 /// Bytes of the index of a table with `cap` entries.
 pub(crate) fn index_bytes(cap: u64) -> u64 {
-    buckets(cap) * 8
+    buckets(cap).saturating_mul(8)
 }
 
 fn buckets(cap: u64) -> u64 {
-    (cap * 2).next_power_of_two().max(16)
+    // Saturating: a capacity read from shared memory may be anything (a block's is
+    // validated against the pool's size, so this never saturates for a real one).
+    cap.saturating_mul(2)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 63)
+        .max(16)
 }
 
 /// A dict entry found by [`Guard::find`]: validated, with its index bucket.
@@ -302,13 +307,7 @@ impl<'p> Guard<'p> {
         if off == 0 {
             return Ok(None);
         }
-        let n = buckets(b.cap);
-        let bytes = self.pool.bytes_at(off, n * 8)?;
-        // SAFETY: `bytes_at` checked the range; u64 atomics over 8-aligned memory
-        // (blocks are 16-aligned) that only lock holders write.
-        Ok(Some(unsafe {
-            std::slice::from_raw_parts(bytes.as_ptr() as *const AtomicU64, n as usize)
-        }))
+        self.pool.words_at(off, buckets(b.cap)).map(Some)
     }
 
     fn rebuild_index(&self, b: Block<'p>) -> Result<(), ValError> {
@@ -452,10 +451,10 @@ impl<'p> Guard<'p> {
     fn grow(&self) -> Result<Block<'p>, ValError> {
         let old = self.block()?;
         let (cap, len) = (old.map_or(0, |b| b.cap), self.head.len.load(Relaxed));
-        let new_cap = if cap > 0 && len * 2 < cap {
+        let new_cap = if cap > 0 && len.saturating_mul(2) < cap {
             cap
         } else {
-            (cap * 2).max(4)
+            cap.saturating_mul(2).max(4)
         };
         self.rebuild(old, new_cap, None)
     }
