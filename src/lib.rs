@@ -55,5 +55,6 @@ pub use shm::{
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use val::{
-    from_pickle, to_pickle, Arr, ArrKind, Complex, Map, PickleError, UnhashableKey, Val,
+    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, Map, PickleError,
+    PickleLimits, UnhashableKey, Val, DEFAULT_PICKLE_BYTES,
 };

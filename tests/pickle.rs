@@ -137,6 +137,78 @@ fn hostile_pickles_are_refused() {
     bomb.push(b'.');
     assert!(matches!(
         from_pickle(&bomb),
-        Err(shmval::PickleError::TooLarge(_))
+        Err(shmval::PickleError::TooLarge(_) | shmval::PickleError::TooBig { .. })
     ));
+}
+
+/// Pickles from outside that used to be read wrong or blow up, each made by the real
+/// Python: memory bounded in bytes, protocol 0 text decoded as the protocol says,
+/// representable-or-Unsupported, `b''` as Python 3 writes it in protocols 0 to 2.
+#[test]
+fn pickles_from_python_are_read_as_python_meant_them() {
+    let out = python(
+        r#"
+import pickle
+x = 'a' * 1000
+for i in range(20): x = [x, x]
+print(pickle.dumps(x, 2).hex())
+print(pickle.dumps('漢字 é \\ x\n\r\0', 0).hex())
+print(pickle.dumps({frozenset([1]): 2}, 2).hex())
+print(pickle.dumps({(1, frozenset([1])): 2}, 4).hex())
+for p in (0, 1, 2, 3): print(pickle.dumps([b'', b'\x00\xffab'], p).hex())
+"#,
+        "",
+    );
+    let lines: Vec<Vec<u8>> = out.lines().map(unhex).collect();
+    // 2^20 references to one 1000-character string in about 1.1 KB: refused by the
+    // byte budget before anything is expanded (it would take over 1 GB; it used to
+    // take 8 GB, counted as 2^21 values, under the value limit).
+    assert!(lines[0].len() < 1200, "{} bytes", lines[0].len());
+    let t = std::time::Instant::now();
+    assert!(
+        matches!(
+            from_pickle(&lines[0]),
+            Err(shmval::PickleError::TooBig { .. })
+        ),
+        "{:?}",
+        from_pickle(&lines[0]).map(|_| "a value")
+    );
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Protocol 0 writes text as raw-unicode-escape (was: '\u6f22\u5b57' as text).
+    assert_eq!(
+        from_pickle(&lines[1]).unwrap(),
+        Val::from("漢字 é \\ x\n\r\0")
+    );
+    // A frozenset key is valid Python that Val cannot hold: Unsupported.
+    for l in &lines[2..4] {
+        assert!(
+            matches!(from_pickle(l), Err(shmval::PickleError::Unsupported(_))),
+            "{:?}",
+            from_pickle(l)
+        );
+    }
+    // b'' in protocols 0-2 is `bytes()`; protocol 3 has an opcode for it.
+    for (p, l) in lines[4..8].iter().enumerate() {
+        assert_eq!(
+            from_pickle(l).unwrap_or_else(|e| panic!("protocol {p}: {e}")),
+            Val::List(vec![
+                Val::Bytes(vec![]),
+                Val::Bytes(vec![0, 255, b'a', b'b'])
+            ]),
+            "protocol {p}"
+        );
+    }
+    // Protocol 0's STRING (a Python 2 str): escapes decoded.
+    assert_eq!(
+        from_pickle(b"S'a\\nb\\x41\\'c\\\\'\np0\n.").unwrap(),
+        Val::from("a\nbA'c\\")
+    );
+    // Byte budget adjustable.
+    let small = shmval::PickleLimits {
+        max_bytes: 4096,
+        ..Default::default()
+    };
+    let list = to_pickle(&Val::List((0..1000).map(Val::I64).collect()), 2).unwrap();
+    assert!(shmval::from_pickle_with(&list, &small).is_err());
+    assert!(shmval::from_pickle_with(&list, &Default::default()).is_ok());
 }

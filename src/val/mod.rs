@@ -9,7 +9,9 @@ mod repr;
 mod serde_impl;
 
 pub use heap::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
-pub use pickle::{from_pickle, to_pickle, PickleError};
+pub use pickle::{
+    from_pickle, from_pickle_with, to_pickle, PickleError, PickleLimits, DEFAULT_PICKLE_BYTES,
+};
 
 /// Builds a [`Val`] from a literal: `val!(None)`, `val!([1, "x", [2.5]])`,
 /// `val!({"a" => 1})`, or any expression convertible with `Val::from`.

@@ -5,7 +5,14 @@
 //! of globals (`complex`, `collections.OrderedDict`, `array.array`,
 //! `array._array_reconstructor`, `_codecs.encode`, `bytearray`, `set`, `frozenset`):
 //! a pickle naming anything else is refused, never executed. Nesting and the size of
-//! the result are bounded. Writing emits plain opcodes (no memo).
+//! the result are bounded — in values (50 million) and in bytes ([`PickleLimits`]:
+//! 256 MiB by default, each value counted with its own heap data and shared
+//! references expanded, checked on the node graph before anything is expanded).
+//! Protocol 0 text (UNICODE) is raw-unicode-escape, STRING is a Python 2 `str` in
+//! repr quotes (escapes decoded; text when UTF-8, else bytes); `bytes()` (how
+//! Python 3 writes `b''` in protocols 0 to 2) reads as empty bytes. Valid Python that
+//! `Val` cannot hold (a frozenset dict key, a class instance) is `Unsupported`;
+//! impossible opcode sequences are `Malformed`. Writing emits plain opcodes (no memo).
 //!
 //! | Val | written as | read back as |
 //! |---|---|---|
@@ -24,13 +31,37 @@ mod arrays;
 mod read;
 mod write;
 
-pub use read::from_pickle;
+pub use read::{from_pickle, from_pickle_with};
 pub use write::to_pickle;
 
 /// Deepest nesting read or written.
 pub(crate) const MAX_DEPTH: usize = 1000;
 /// Most values one pickle may expand to.
 pub(crate) const MAX_VALUES: usize = 50_000_000;
+
+/// Bounds on what reading a pickle may build: a pickle is small, but memoized
+/// references expand (1,000 references to one 1,000-character string are 1 MB of
+/// `Val`s, and a 1.1 KB pickle can reference one 2^20 times).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PickleLimits {
+    /// Bytes the result may take (each value counted with its own heap data,
+    /// shared references expanded). Default: [`DEFAULT_PICKLE_BYTES`] (256 MiB).
+    pub max_bytes: u64,
+    /// Deepest nesting. Default: 1000 (as Python's recursion limit).
+    pub max_depth: usize,
+}
+
+/// The default byte budget of [`from_pickle`]: 256 MiB.
+pub const DEFAULT_PICKLE_BYTES: u64 = 256 << 20;
+
+impl Default for PickleLimits {
+    fn default() -> Self {
+        PickleLimits {
+            max_bytes: DEFAULT_PICKLE_BYTES,
+            max_depth: MAX_DEPTH,
+        }
+    }
+}
 
 /// Why a pickle could not be read or written.
 #[derive(Debug, Error, PartialEq)]
@@ -50,6 +81,13 @@ pub enum PickleError {
     /// The result would exceed the size limit (shared references expanded).
     #[error("pickle expands beyond {0} values")]
     TooLarge(usize),
+    /// The result would take more than the byte budget ([`PickleLimits`]; shared
+    /// references expanded).
+    #[error("pickle expands beyond {budget} bytes")]
+    TooBig {
+        /// The budget.
+        budget: u64,
+    },
     /// Nested deeper than the limit (or cyclic).
     #[error("pickle nested deeper than {0} levels (or cyclic)")]
     TooDeep(usize),

@@ -1,7 +1,7 @@
 //! Reading pickles: a small pickle machine over a node graph.
 
 use super::arrays::{array_from_machine, array_from_vals};
-use super::{PickleError, MAX_DEPTH, MAX_VALUES};
+use super::{PickleError, PickleLimits, MAX_VALUES};
 use crate::val::heap::{Complex, Map, Val};
 use num_bigint::BigInt;
 
@@ -13,6 +13,7 @@ enum Global {
     ArrayReconstructor,
     CodecsEncode,
     Bytearray,
+    Bytes,
     Set,
 }
 
@@ -38,6 +39,11 @@ struct Machine<'a> {
     nodes: Vec<Node>,
     stack: Vec<Item>,
     memo: std::collections::HashMap<u64, usize>,
+    /// Nodes that are Python sets or frozensets (read as lists): a frozenset used
+    /// as a dict key is valid Python that `Val` cannot represent (`Unsupported`),
+    /// unlike a list key, which no Python pickle holds (`Malformed`).
+    sets: std::collections::HashSet<usize>,
+    limits: PickleLimits,
 }
 
 /// Reads a pickle (protocols 0 to 5 for these types) into a [`Val`].
@@ -53,17 +59,153 @@ struct Machine<'a> {
 /// # Ok::<(), shmval::PickleError>(())
 /// ```
 pub fn from_pickle(data: &[u8]) -> Result<Val, PickleError> {
+    from_pickle_with(data, &PickleLimits::default())
+}
+
+/// [`from_pickle`] within the given limits (bytes of the result, nesting).
+///
+/// # Errors
+/// As [`from_pickle`]; `TooBig` when the result would take more than
+/// `limits.max_bytes`.
+///
+/// # Examples
+/// ```
+/// use shmval::{from_pickle_with, PickleError, PickleLimits};
+/// // pickle.dumps(['x' * 1000] * 1000, 2): 1,000 references to one string.
+/// let mut p = b"\x80\x02]q\x00(X\xe8\x03\x00\x00".to_vec();
+/// p.extend(std::iter::repeat(b'x').take(1000));
+/// p.extend(b"q\x01");
+/// for _ in 0..999 { p.extend(b"h\x01"); }
+/// p.extend(b"e.");
+/// let small = PickleLimits { max_bytes: 100_000, ..PickleLimits::default() };
+/// assert!(matches!(from_pickle_with(&p, &small), Err(PickleError::TooBig { .. })));
+/// let v = from_pickle_with(&p, &PickleLimits::default())?;
+/// assert_eq!(v.to_string().len(), 1000 * 1002 + 999 * 2 + 2); // ['xx…', …]
+/// # Ok::<(), PickleError>(())
+/// ```
+pub fn from_pickle_with(data: &[u8], limits: &PickleLimits) -> Result<Val, PickleError> {
     let mut m = Machine {
         data,
         pos: 0,
         nodes: Vec::new(),
         stack: Vec::new(),
         memo: Default::default(),
+        sets: Default::default(),
+        limits: limits.clone(),
     };
     let root = m.run()?;
     m.check_size(root)?;
     let mut budget = MAX_VALUES;
     m.to_val(root, 0, &mut budget)
+}
+
+/// Bytes a value of the result takes besides its children: the `Val` itself and
+/// its own heap data (what `from_pickle` would allocate for it).
+fn own_bytes(n: &Node) -> u64 {
+    const VAL: u64 = std::mem::size_of::<Val>() as u64;
+    match n {
+        Node::Leaf(v) => {
+            VAL + match v {
+                Val::Str(s) => s.len() as u64,
+                Val::Bytes(b) => b.len() as u64,
+                Val::BigInt(b) => b.bits() / 8 + 8,
+                Val::Arr(a) => (a.len() * a.kind().size()) as u64,
+                _ => 0,
+            }
+        }
+        // A dict entry also costs its hash and index slot.
+        Node::Dict(items, _) => VAL + 16 * items.len() as u64,
+        Node::List(_) | Node::Tup(_) | Node::Global(_) => VAL,
+    }
+}
+
+/// Python's `raw-unicode-escape` decoding (the argument of protocol 0's UNICODE):
+/// bytes are Latin-1 characters, except `\uXXXX` and `\UXXXXXXXX` after an odd
+/// number of backslashes.
+fn raw_unicode_escape(b: &[u8]) -> Result<String, PickleError> {
+    let bad = || PickleError::Malformed("UNICODE: bad \\u escape");
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(char::from(b[i]));
+            i += 1;
+            continue;
+        }
+        let run = b[i..].iter().take_while(|&&c| c == b'\\').count();
+        let next = b.get(i + run).copied();
+        if run % 2 == 1 && matches!(next, Some(b'u' | b'U')) {
+            out.extend(std::iter::repeat_n('\\', run - 1));
+            let digits = if next == Some(b'u') { 4 } else { 8 };
+            let start = i + run + 1;
+            let hex = b.get(start..start + digits).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            let code = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
+            out.push(char::from_u32(code).ok_or_else(bad)?);
+            i = start + digits;
+        } else {
+            out.extend(std::iter::repeat_n('\\', run));
+            i += run;
+        }
+    }
+    Ok(out)
+}
+
+/// Python's `escape_decode` (the argument of protocol 0's STRING, a Python 2 `str`
+/// in repr quotes): `\\`, quotes, `\n` and the other C escapes, `\xhh`, octal.
+fn escape_decode(b: &[u8]) -> Result<Vec<u8>, PickleError> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(&e) = b.get(i) else {
+            return Err(PickleError::Malformed("STRING: trailing backslash"));
+        };
+        i += 1;
+        match e {
+            b'\n' => {}
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'a' => out.push(7),
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'x' => {
+                let h = b
+                    .get(i..i + 2)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PickleError::Malformed("STRING: bad \\x escape"))?;
+                out.push(h);
+                i += 2;
+            }
+            b'0'..=b'7' => {
+                let mut v = u32::from(e - b'0');
+                for _ in 0..2 {
+                    match b.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            other => {
+                out.push(b'\\');
+                out.push(other);
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl<'a> Machine<'a> {
@@ -142,6 +284,7 @@ impl<'a> Machine<'a> {
             ("array", "_array_reconstructor") => Global::ArrayReconstructor,
             ("_codecs", "encode") => Global::CodecsEncode,
             ("builtins" | "__builtin__", "bytearray") => Global::Bytearray,
+            ("builtins" | "__builtin__", "bytes") => Global::Bytes,
             ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
             _ => return Err(PickleError::Unsupported(format!("global {module}.{name}"))),
         })
@@ -266,7 +409,7 @@ impl<'a> Machine<'a> {
                 }
                 b'V' => {
                     let l = self.line()?;
-                    self.push_val(Val::Str(Self::text(l)?)); // raw-unicode-escape: ASCII subset
+                    self.push_val(Val::Str(raw_unicode_escape(l)?));
                 }
                 b'B' | b'C' | 0x8e | 0x96 => {
                     let n = match op {
@@ -290,11 +433,18 @@ impl<'a> Machine<'a> {
                     self.push_val(v);
                 }
                 b'S' => {
+                    // A Python 2 `str` in repr quotes: escapes decoded, then text
+                    // when it is UTF-8, bytes otherwise (as SHORT_BINSTRING).
                     let l = self.line()?;
-                    let inner = l
-                        .get(1..l.len().saturating_sub(1))
-                        .ok_or(PickleError::Malformed("STRING"))?;
-                    self.push_val(Val::Str(Self::text(inner)?));
+                    let quoted =
+                        l.len() >= 2 && (l[0] == b'\'' || l[0] == b'"') && l[l.len() - 1] == l[0];
+                    if !quoted {
+                        return Err(PickleError::Malformed("STRING not quoted"));
+                    }
+                    let b = escape_decode(&l[1..l.len() - 1])?;
+                    let v =
+                        String::from_utf8(b).map_or_else(|e| Val::Bytes(e.into_bytes()), Val::Str);
+                    self.push_val(v);
                 }
                 b']' => self.push_node(Node::List(Vec::new())),
                 b'l' => {
@@ -346,7 +496,10 @@ impl<'a> Machine<'a> {
                     let d = self.top()?;
                     self.setitems(d, &items)?;
                 }
-                0x8f => self.push_node(Node::List(Vec::new())), // EMPTY_SET → list
+                0x8f => {
+                    self.push_node(Node::List(Vec::new())); // EMPTY_SET → list
+                    self.sets.insert(self.nodes.len() - 1);
+                }
                 0x90 => {
                     let items = self.pop_mark()?;
                     let s = self.top()?;
@@ -355,6 +508,7 @@ impl<'a> Machine<'a> {
                 0x91 => {
                     let items = self.pop_mark()?;
                     self.push_node(Node::List(items));
+                    self.sets.insert(self.nodes.len() - 1);
                 }
                 b'c' => {
                     let module = Self::text(self.line()?)?;
@@ -375,8 +529,12 @@ impl<'a> Machine<'a> {
                     // REDUCE (callable, args) and NEWOBJ (cls, args) alike.
                     let args = self.pop()?;
                     let f = self.pop()?;
+                    let set = matches!(self.nodes[f], Node::Global(Global::Set));
                     let node = self.call(f, args)?;
                     self.push_node(node);
+                    if set {
+                        self.sets.insert(self.nodes.len() - 1);
+                    }
                 }
                 b'b' => {
                     // BUILD (state): only a None state is meaningful for our types.
@@ -531,6 +689,18 @@ impl<'a> Machine<'a> {
                     }
                 },
             },
+            Global::Bytes => match args.first() {
+                // How Python 3 writes b'' in protocols 0 to 2: `bytes()`.
+                None => Node::Leaf(Val::Bytes(Vec::new())),
+                Some(_) => match arg(0)? {
+                    Val::Bytes(b) => Node::Leaf(Val::Bytes(b.clone())),
+                    _ => {
+                        return Err(PickleError::Unsupported(
+                            "bytes() of a non-bytes value".into(),
+                        ))
+                    }
+                },
+            },
             Global::Set => match args.first() {
                 None => Node::List(Vec::new()),
                 Some(&n) => match &self.nodes[n] {
@@ -547,6 +717,7 @@ impl<'a> Machine<'a> {
         // 0 = unvisited, 1 = on the current path, 2 = size known.
         let mut state = vec![0u8; self.nodes.len()];
         let mut size = vec![0usize; self.nodes.len()];
+        let mut bytes = vec![0u64; self.nodes.len()];
         let children = |n: usize| -> Vec<usize> {
             match &self.nodes[n] {
                 Node::List(v) | Node::Tup(v) => v.clone(),
@@ -563,20 +734,29 @@ impl<'a> Machine<'a> {
                 if total > MAX_VALUES {
                     return Err(PickleError::TooLarge(MAX_VALUES));
                 }
+                let b = children(n).iter().fold(own_bytes(&self.nodes[n]), |a, &c| {
+                    a.saturating_add(bytes[c])
+                });
+                if b > self.limits.max_bytes {
+                    return Err(PickleError::TooBig {
+                        budget: self.limits.max_bytes,
+                    });
+                }
+                bytes[n] = b;
                 size[n] = total;
                 state[n] = 2;
                 continue;
             }
             match state[n] {
                 2 => continue,
-                1 => return Err(PickleError::TooDeep(MAX_DEPTH)), // a cycle
+                1 => return Err(PickleError::TooDeep(self.limits.max_depth)), // a cycle
                 _ => {}
             }
             state[n] = 1;
             stack.push((n, true));
             for c in children(n) {
                 if state[c] == 1 {
-                    return Err(PickleError::TooDeep(MAX_DEPTH));
+                    return Err(PickleError::TooDeep(self.limits.max_depth));
                 }
                 if state[c] == 0 {
                     stack.push((c, false));
@@ -587,8 +767,8 @@ impl<'a> Machine<'a> {
     }
 
     fn to_val(&self, n: usize, depth: usize, budget: &mut usize) -> Result<Val, PickleError> {
-        if depth > MAX_DEPTH {
-            return Err(PickleError::TooDeep(MAX_DEPTH));
+        if depth > self.limits.max_depth {
+            return Err(PickleError::TooDeep(self.limits.max_depth));
         }
         *budget = budget
             .checked_sub(1)
@@ -610,10 +790,17 @@ impl<'a> Machine<'a> {
             Node::Dict(items, ordered) => {
                 let mut m = Map::with_capacity(items.len());
                 for &(k, v) in items {
-                    let k = self.to_val(k, depth + 1, budget)?;
-                    if !k.is_hashable() {
-                        return Err(PickleError::Malformed("unhashable dict key"));
+                    let kv = self.to_val(k, depth + 1, budget)?;
+                    if !kv.is_hashable() {
+                        // A frozenset key (or a tuple holding one) is valid Python;
+                        // a list or dict key is in no pickle Python writes.
+                        return Err(if self.holds_set(k) {
+                            PickleError::Unsupported("a frozenset as a dict key".into())
+                        } else {
+                            PickleError::Malformed("unhashable dict key")
+                        });
                     }
+                    let k = kv;
                     m.insert(k, self.to_val(v, depth + 1, budget)?);
                 }
                 if *ordered {
@@ -626,6 +813,26 @@ impl<'a> Machine<'a> {
                 return Err(PickleError::Unsupported("a bare global as a value".into()))
             }
         })
+    }
+}
+
+impl Machine<'_> {
+    /// Whether node `n` is a set, or a tuple holding one (at any depth).
+    fn holds_set(&self, n: usize) -> bool {
+        let mut todo = vec![n];
+        let mut seen = 0usize;
+        while let Some(n) = todo.pop() {
+            seen += 1;
+            if self.sets.contains(&n) {
+                return true;
+            }
+            if let Node::Tup(items) = &self.nodes[n] {
+                if seen < self.nodes.len() {
+                    todo.extend(items);
+                }
+            }
+        }
+        false
     }
 }
 
