@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{child_done, role, wait_ok, Scratch, CHILD_OK, ROLE};
+use common::{child_done, role, spawn_under, wait_ok, Scratch, CHILD_OK};
 use shmval::{Pipe, Pool, PoolOptions, ShmVal};
 use std::alloc::Layout;
 use std::process::{Child, Command, Stdio};
@@ -48,21 +48,18 @@ macro_rules! require_pid_namespaces {
 /// (`as_init`), or as pid 2 under a shell (a namespace's pid 1 cannot SIGKILL
 /// itself: the kernel ignores signals to init from inside its namespace).
 fn spawn_in_namespace_as(as_init: bool, test: &str, role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"]);
+    let mut prefix = vec![
+        "unshare",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--kill-child",
+        "--",
+    ];
     if !as_init {
-        cmd.args(["sh", "-c", "\"$0\" \"$@\"; exit $?"]);
+        prefix.extend(["sh", "-c", "\"$0\" \"$@\"; exit $?"]);
     }
-    cmd.arg(std::env::current_exe().expect("test binary path"))
-        .args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(ROLE, role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn unshare")
+    spawn_under(&prefix, test, role, env)
 }
 
 fn spawn_in_namespace(test: &str, role: &str, env: &[(&str, String)]) -> Child {

@@ -183,16 +183,7 @@ pub fn peer(name: &str) -> Option<std::path::PathBuf> {
 /// Runs a peer program with `n`; it prints "<figure> <checksum>": checks the
 /// checksum against `want` and returns the figure.
 pub fn run_peer(peer: &std::path::Path, n: u64, want: &str) -> f64 {
-    let out = std::process::Command::new(peer)
-        .arg(n.to_string())
-        .output()
-        .expect("run the peer program");
-    assert!(out.status.success(), "peer {} failed", peer.display());
-    let s = String::from_utf8(out.stdout).expect("peer output");
-    let mut it = s.split_whitespace();
-    let figure: f64 = it.next().and_then(|x| x.parse().ok()).expect("peer figure");
-    assert_eq!(it.next(), Some(want), "checksum of peer {}", peer.display());
-    figure
+    run_peer_args(peer, &[n], want)
 }
 
 /// [`run_peer`] with several arguments.

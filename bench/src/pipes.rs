@@ -505,13 +505,7 @@ pub fn child(args: &[String]) {
         "drain-pipe" => {
             let p = s.pipe("one-way");
             p.set_spin(SPIN);
-            ready();
-            for i in 0..n {
-                let v = p.recv().unwrap();
-                debug_assert_eq!(as_u64(&v), i);
-                drop(v);
-            }
-            println!("{}", mono_ns());
+            drain_one_by_one(&p, n, ready);
         }
         "drain-pipe-many" => {
             let p = s.pipe("one-way");
@@ -559,16 +553,22 @@ pub fn child(args: &[String]) {
         }
         m if m.starts_with("drain-cap-") => {
             let p = s.pipe(&format!("cap{}", &m["drain-cap-".len()..]));
-            ready();
-            for i in 0..n {
-                let v = p.recv().unwrap();
-                debug_assert_eq!(as_u64(&v), i);
-                drop(v);
-            }
-            println!("{}", mono_ns());
+            drain_one_by_one(&p, n, ready);
         }
         other => panic!("unknown pipe-child mode {other}"),
     }
+}
+
+/// Receives `n` values one a call (checking their order in debug builds), then
+/// prints the time it finished.
+fn drain_one_by_one(p: &Pipe, n: u64, ready: impl Fn()) {
+    ready();
+    for i in 0..n {
+        let v = p.recv().unwrap();
+        debug_assert_eq!(as_u64(&v), i);
+        drop(v);
+    }
+    println!("{}", mono_ns());
 }
 
 /// The iceoryx2 peer's files in /dev/shm (its global management segment outlives

@@ -69,7 +69,21 @@ pub fn role() -> Option<String> {
 
 /// Re-runs this test binary's `test` function (exactly) in `role`, with `env`.
 pub fn spawn(test: &str, role: &str, env: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    spawn_under(&[], test, role, env)
+}
+
+/// [`spawn`] under a wrapper command (`prefix`: the program and its arguments, to
+/// which the test binary and its arguments are appended), e.g. `unshare`.
+pub fn spawn_under(prefix: &[&str], test: &str, role: &str, env: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     cmd.args([test, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env(ROLE, role)
         .stdin(Stdio::null())
