@@ -44,6 +44,8 @@ struct Attachment {
     pool_id: u64,
     boot: *const BootHeader,
     fd: *const OwnedFd,
+    /// (device, inode) of the boot file: handles of one pool share one entry.
+    file: (u64, u64),
     entry: Option<usize>,
 }
 
@@ -211,33 +213,74 @@ pub(crate) fn entries(boot: &BootHeader, fd: &OwnedFd, mine: Option<usize>) -> V
         .collect()
 }
 
-/// Adds a pool handle's attachment to the registry.
+/// Attaches a new pool handle of this process and registers it. Handles of one pool
+/// (one boot file) in one process share one entry: a later handle's descriptor is
+/// made to refer to the first one's open file description (`dup3`), which holds the
+/// entry's lock until the last of them closes. Otherwise the handle claims an entry
+/// (`claimed`: the one its creator took already). `Ok(None)`: the table is full.
 ///
 /// # Safety
 /// `boot` and `fd` stay valid until [`unregister`] is called with `pool_id`.
-pub(crate) unsafe fn register(pool_id: u64, boot: &BootHeader, fd: &OwnedFd, entry: Option<usize>) {
+pub(crate) unsafe fn attach(
+    pool_id: u64,
+    boot: &BootHeader,
+    fd: &OwnedFd,
+    file: (u64, u64),
+    token: u64,
+    claimed: Option<usize>,
+) -> Result<Option<usize>, nix::errno::Errno> {
     REGISTRY.with(|l| {
+        let entry = match claimed {
+            Some(e) => e,
+            None => match share_entry(l, fd, file, token) {
+                Some(e) => e,
+                None => match claim_entry(boot, fd, token)? {
+                    Some(e) => e,
+                    None => return Ok(None),
+                },
+            },
+        };
         l.push(Attachment {
             pool_id,
             boot,
             fd,
-            entry,
-        })
-    });
+            file,
+            entry: Some(entry),
+        });
+        Ok(Some(entry))
+    })
 }
 
-/// Removes a pool handle's attachment and gives its entry up (called by the handle
-/// before it drops its boot mapping and descriptor).
+/// The entry of another attachment of the same file whose lock this process holds
+/// (its entry still names `token`), with `fd` now referring to that attachment's
+/// open file description.
+fn share_entry(l: &[Attachment], fd: &OwnedFd, file: (u64, u64), token: u64) -> Option<usize> {
+    l.iter().find_map(|a| {
+        let e = a.entry?;
+        // SAFETY: registered pointers are valid while registered.
+        let (boot, afd) = unsafe { (&*a.boot, &*a.fd) };
+        (a.file == file && boot.attached[e].token.load(Acquire) == token)
+            .then_some(())
+            .and_then(|()| sys::share_description(afd, fd).ok())
+            .map(|()| e)
+    })
+}
+
+/// Removes a pool handle's attachment and gives its entry up if no other handle of
+/// this process shares it (called by the handle before it drops its boot mapping
+/// and descriptor).
 pub(crate) fn unregister(pool_id: u64) {
     REGISTRY.with(|l| {
         if let Some(k) = l.iter().position(|a| a.pool_id == pool_id) {
             let a = l.swap_remove(k);
-            if let Some(i) = a.entry {
-                // SAFETY: registered pointers are valid until this call returns.
-                let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
-                if boot.attached[i].token.load(Relaxed) == process_token_if_known() {
-                    release_entry(boot, fd, i);
-                }
+            let Some(i) = a.entry else { return };
+            if l.iter().any(|b| b.file == a.file && b.entry == Some(i)) {
+                return; // another handle shares the entry and its description
+            }
+            // SAFETY: registered pointers are valid until this call returns.
+            let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
+            if boot.attached[i].token.load(Relaxed) == process_token_if_known() {
+                release_entry(boot, fd, i);
             }
         }
     });
@@ -285,11 +328,17 @@ pub(crate) fn token_alive(token: u64) -> bool {
 /// operations on that pool are then not protected by liveness (documented limit).
 pub(crate) fn reattach_all(token: u64) {
     REGISTRY.with(|l| {
-        for a in l.iter_mut() {
+        for k in 0..l.len() {
+            let (done, rest) = l.split_at_mut(k);
+            let a = &mut rest[0];
             // SAFETY: registered pointers are valid while registered.
             let (boot, fd) = unsafe { (&*a.boot, &*a.fd) };
             a.entry = None;
-            if sys::reopen_in_place(fd).is_ok() {
+            // A handle of a pool renewed already shares its entry; else a new
+            // description and an entry of its own.
+            if let Some(e) = share_entry(done, fd, a.file, token) {
+                a.entry = Some(e);
+            } else if sys::reopen_in_place(fd).is_ok() {
                 a.entry = claim_entry(boot, fd, token).ok().flatten();
             }
         }

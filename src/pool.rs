@@ -118,7 +118,9 @@ struct Inner {
     name: String,
     id: u64,
     seg: Segments,
-    remove_on_drop: bool,
+    /// Set once the handle is attached: a handle that failed to attach removes
+    /// nothing when it drops.
+    remove_on_drop: std::sync::atomic::AtomicBool,
     /// Cache slots claimed by this process's threads, with the fork generation that
     /// claimed them (released when the pool drops; a forked child's copy of the list
     /// names its parent's slots, which it must not release).
@@ -144,7 +146,7 @@ impl Drop for Inner {
         }
         // Detach: the entry and its liveness lock go (before the mappings do).
         liveness::unregister(self.id);
-        if self.remove_on_drop {
+        if self.remove_on_drop.load(Relaxed) {
             self.remove_own();
         }
     }
@@ -358,22 +360,32 @@ impl Pool {
     /// the cache slots of dead processes.
     fn from_segments(name: &str, mut seg: Segments, opts: &PoolOptions) -> Result<Pool, Attach> {
         let me = process_token();
-        let entry = match seg.entry.take() {
-            Some(e) => e,
-            None => liveness::claim_entry(header(&seg.boot), &seg.boot_fd, me)
-                .map_err(Attach::Os)?
-                .ok_or(Attach::Full)?,
-        };
+        let claimed = seg.entry.take();
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             id: NEXT_POOL_ID.fetch_add(1, Relaxed),
             seg,
-            remove_on_drop: opts.remove_on_drop,
+            remove_on_drop: std::sync::atomic::AtomicBool::new(false),
             slots: Mutex::new(Vec::new()),
         });
         // SAFETY: the boot mapping and descriptor live in `inner`, whose drop
         // unregisters before they are dropped.
-        unsafe { liveness::register(inner.id, inner.boot(), &inner.seg.boot_fd, Some(entry)) };
+        let attached = unsafe {
+            liveness::attach(
+                inner.id,
+                inner.boot(),
+                &inner.seg.boot_fd,
+                inner.seg.ids[0],
+                me,
+                claimed,
+            )
+        };
+        match attached {
+            Ok(Some(_)) => inner.remove_on_drop.store(opts.remove_on_drop, Relaxed),
+            // Not registered: the drop finds nothing to give up.
+            Ok(None) => return Err(Attach::Full),
+            Err(errno) => return Err(Attach::Os(errno)),
+        }
         inner.seg.heap.reclaim_dead();
         Ok(Pool { inner })
     }

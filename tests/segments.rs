@@ -76,6 +76,22 @@ fn child_role_entry() {
                 other => panic!("expected AddressInUse, got {other:?}"),
             }
         }
+        "two-handles" => {
+            // Opens the pool twice, drops the first handle, then holds the root
+            // table's lock through the second until told to go.
+            let first = Pool::open(&name, Duration::from_secs(5)).unwrap();
+            let second = Pool::open(&name, Duration::from_secs(5)).unwrap();
+            drop(first);
+            let root = second.root().unwrap();
+            let g = root.lock().unwrap();
+            second.user_word(4).store(1, Ordering::SeqCst);
+            let t = Instant::now();
+            while second.user_word(5).load(Ordering::SeqCst) == 0 {
+                assert!(t.elapsed() < Duration::from_secs(20), "never told to go");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            drop(g);
+        }
         "old-incarnation" => {
             // Creates the pool (removed on drop), then waits until told to go.
             let pool =
@@ -524,4 +540,51 @@ fn an_old_incarnation_never_removes_a_newer_pool_of_its_name() {
     assert!(Pool::exists(s.name()));
     assert!(new.remove(), "the current incarnation removes itself");
     assert!(!Pool::exists(s.name()));
+}
+
+/// The handles of one pool in one process share one attach entry (so a process may
+/// hold more handles than the table has entries), and the entry lives as long as any
+/// of them: a process that dropped its first handle and holds a lock through its
+/// second is still alive to the others (its lock is not taken over).
+#[test]
+fn handles_of_one_process_share_one_entry_that_lives_as_long_as_any() {
+    if common::role().is_some() {
+        return;
+    }
+    let s = Scratch::new("handles");
+    let pool = Pool::create_with(s.name(), MB, &PoolOptions::new()).unwrap();
+    let many: Vec<Pool> = (0..200)
+        .map(|_| Pool::open(s.name(), Duration::ZERO).expect("a handle beyond 120"))
+        .collect();
+    assert_eq!(pool.info().attached, vec![std::process::id()], "one entry");
+    drop(many);
+    let _root = pool.root().unwrap();
+    let mut kid = spawn("child_role_entry", "two-handles", &[("POOL", s.0.clone())]);
+    let t = Instant::now();
+    while pool.user_word(4).load(Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "child not ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(pool.info().attached.len(), 2, "the child is attached once");
+    // The child's lock is held by a live process: not taken over however long we try.
+    let root = pool.root().unwrap();
+    std::thread::scope(|sc| {
+        let taker = sc.spawn(|| root.insert("x", 1i64));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!taker.is_finished(), "the live child's lock was taken over");
+        pool.user_word(5).store(1, Ordering::SeqCst);
+        taker.join().unwrap().unwrap();
+    });
+    wait_ok(
+        &mut kid,
+        Duration::from_secs(20),
+        "the child with two handles",
+    );
+    assert_eq!(
+        pool.info().attached,
+        vec![std::process::id()],
+        "the child detached"
+    );
+    drop(pool);
+    Pool::destroy(s.name()).unwrap();
 }

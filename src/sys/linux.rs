@@ -370,6 +370,21 @@ pub(crate) fn reopen_in_place(fd: &OwnedFd) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Makes `to` refer to `from`'s open file description (`dup3`), closing what `to`
+/// referred to before.
+pub(crate) fn share_description(from: &OwnedFd, to: &OwnedFd) -> Result<(), Errno> {
+    if from.as_raw_fd() == to.as_raw_fd() {
+        return Ok(());
+    }
+    // SAFETY: both descriptors are open and owned by their handles; dup3 replaces
+    // `to`'s number atomically and leaves `from` alone.
+    let r = unsafe { libc::dup3(from.as_raw_fd(), to.as_raw_fd(), libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
+
 /// 64 random bits from the kernel (`getrandom`; nix has no wrapper).
 pub(crate) fn random_u64() -> u64 {
     let mut b = [0u8; 8];
