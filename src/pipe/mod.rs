@@ -488,8 +488,12 @@ impl Pipe {
         h.not_full.notify();
     }
 
-    /// Sets how long this handle's blocking calls spin before sleeping
-    /// ([`DEFAULT_SPIN`]; zero sleeps at once: least CPU, ~30 µs more latency).
+    /// Sets how long this handle's blocking calls spin at most before sleeping
+    /// ([`DEFAULT_SPIN`]; the spin adapts below it: halved after each wait that had
+    /// to sleep, doubled after one that did not). Zero sleeps at once: least CPU,
+    /// ~30 µs more latency a hand-off — and the best throughput on a machine with
+    /// more runnable processes than cores, where a spinning side may hold the core
+    /// its peer needs (see `docs/PERFORMANCE.md`).
     pub fn set_spin(&self, spin: Duration) {
         self.inner.spin_ns.store(spin_ns(spin), Ordering::Relaxed);
     }
