@@ -638,16 +638,6 @@ impl Pipe {
         self.recv_many_until(out, max, None, true)
     }
 
-    /// How long a blocked call on side `d` spins now: what the side's last waits
-    /// taught ([`Adapt`]), within the budget set by [`Pipe::set_spin`].
-    fn spin_for(&self, d: Dir) -> Duration {
-        let budget = self.inner.spin_ns.load(Ordering::Relaxed);
-        match d {
-            Dir::Send => self.inner.send_adapt.limit(budget),
-            Dir::Recv => self.inner.recv_adapt.limit(budget),
-        }
-    }
-
     /// Whether a claimed cell we keep finding in our way belongs to a dead process
     /// (checked once it has been in the way for [`STUCK_CHECK`]); recovers it if so.
     fn unstick(&self, s: Stuck) -> bool {
@@ -800,12 +790,12 @@ impl Pipe {
         let ring = &self.inner.ring;
         let mut done = 0;
         let dl = Deadline::new(timeout, block);
-        let mut spin = Spin::new(if block {
-            self.spin_for(Dir::Send)
+        let budget = if block {
+            self.inner.spin_ns.load(Ordering::Relaxed)
         } else {
-            Duration::ZERO
-        });
-        let mut wait = WaitLog::new(&self.inner.send_adapt);
+            0
+        };
+        let mut wait = WaitLog::new(&self.inner.send_adapt, budget);
         loop {
             let stuck = match self.push(&vals[done..], me, &dl) {
                 Ok(Push::Sent(n)) => {
@@ -818,7 +808,7 @@ impl Pipe {
                     // they are emptying away from them) — within the spin budget.
                     if block {
                         wait.waited();
-                        ring.wait_for_room(|| spin.more(dl.at()));
+                        ring.wait_for_room(|| wait.spin.more(dl.at()));
                     }
                     continue;
                 }
@@ -836,9 +826,9 @@ impl Pipe {
             }
             wait.waited();
             let deadline = dl.at();
-            if spin.more(deadline) {
+            if wait.spin.more(deadline) {
                 if stuck.is_none() {
-                    ring.wait_for_room(|| spin.more(deadline));
+                    ring.wait_for_room(|| wait.spin.more(deadline));
                 }
                 continue;
             }
@@ -970,12 +960,12 @@ impl Pipe {
         let ring = &self.inner.ring;
         let broken = RecvError::Broken;
         let dl = Deadline::new(timeout, block);
-        let mut spin = Spin::new(if block {
-            self.spin_for(Dir::Recv)
+        let budget = if block {
+            self.inner.spin_ns.load(Ordering::Relaxed)
         } else {
-            Duration::ZERO
-        });
-        let mut wait = WaitLog::new(&self.inner.recv_adapt);
+            0
+        };
+        let mut wait = WaitLog::new(&self.inner.recv_adapt, budget);
         // Whether an attempt also looks for a sender stuck in the middle of a claim
         // (a read of the senders' counter: not on every spin round).
         let mut look = !block;
@@ -996,8 +986,8 @@ impl Pipe {
             }
             wait.waited();
             let deadline = dl.at();
-            if spin.more(deadline) {
-                look = spin.round % 64 == 0;
+            if wait.spin.more(deadline) {
+                look = wait.spin.round % 64 == 0;
                 continue;
             }
             let ec = &ring.head().not_empty;
@@ -1179,19 +1169,29 @@ impl Adapt {
         self.0
             .store((a / 2).max(MIN_ADAPT_SPIN_NS), Ordering::Relaxed);
     }
+
+    /// Spinning competed with another process for the core: down to the floor.
+    fn contended(&self) {
+        self.0.store(MIN_ADAPT_SPIN_NS, Ordering::Relaxed);
+    }
 }
 
 /// What one call's wait taught its side's [`Adapt`], recorded when the call ends.
 struct WaitLog<'a> {
     adapt: &'a Adapt,
+    /// The call's spin (at most what `adapt` allows now).
+    spin: Spin,
     waited: bool,
     slept: bool,
 }
 
 impl<'a> WaitLog<'a> {
-    fn new(adapt: &'a Adapt) -> WaitLog<'a> {
+    /// The wait of a call on a side whose spin adapts in `adapt`, within `budget`
+    /// (zero: a call that does not block).
+    fn new(adapt: &'a Adapt, budget: u64) -> WaitLog<'a> {
         WaitLog {
             adapt,
+            spin: Spin::new(adapt.limit(budget)),
             waited: false,
             slept: false,
         }
@@ -1211,7 +1211,9 @@ impl<'a> WaitLog<'a> {
 
 impl Drop for WaitLog<'_> {
     fn drop(&mut self) {
-        if self.waited && !self.slept {
+        if self.spin.contended {
+            self.adapt.contended();
+        } else if self.waited && !self.slept {
             self.adapt.spun_ok();
         }
     }
@@ -1283,7 +1285,14 @@ struct Spin {
     /// Rounds between clock reads: 32 for a long spin, every round for a short one
     /// (an adaptive spin of a few hundred ns must not run 32 pauses, ~2 µs here).
     every: u32,
+    /// A `yield` gave the core away for a while: another process was runnable on
+    /// it — maybe the very one this spin waits for. The spin ends, and its side
+    /// stops spinning until a wait succeeds by spinning again (see [`Adapt`]).
+    contended: bool,
 }
+
+/// A `yield` that takes longer than this ran another process: the core is wanted.
+const CONTENDED_YIELD: Duration = Duration::from_micros(20);
 
 impl Spin {
     fn new(limit: Duration) -> Spin {
@@ -1293,6 +1302,7 @@ impl Spin {
             start: None,
             round: 0,
             every,
+            contended: false,
         }
     }
 
@@ -1314,6 +1324,11 @@ impl Spin {
             }
             if self.round % 256 == 0 {
                 std::thread::yield_now();
+                if now.elapsed() > CONTENDED_YIELD {
+                    self.contended = true;
+                    self.limit = Duration::ZERO;
+                    return false;
+                }
                 return true;
             }
         }
