@@ -229,35 +229,33 @@ fn child_roles() {
     child_done();
 }
 
+/// Runs `role` in a fresh 16 MiB tmpfs of a private mount namespace, or says why it
+/// cannot and returns.
+fn in_small_tmpfs(tag: &str, role: &str) {
+    let mp = MountPoint::new(tag);
+    if let Some(why) = mount_refused(&mp.0) {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let code = run_in_small_tmpfs(&mp.0, "child_roles", role);
+    assert_eq!(code, Some(CHILD_OK), "{role} in the small tmpfs");
+}
+
 /// 100 rounds of 6 creators racing on a nearly full 16 MiB tmpfs: each gets a pool
 /// or `NoSpace`, never a SIGBUS (before: the boot page was sparse, and a creator
 /// whose boot page found the file system full died at its first store).
 #[test]
 fn creators_racing_on_a_full_tmpfs_get_a_pool_or_no_space_never_sigbus() {
-    if role().is_some() {
-        return;
+    if role().is_none() {
+        in_small_tmpfs("fullfs", "race");
     }
-    let mp = MountPoint::new("fullfs");
-    if let Some(why) = mount_refused(&mp.0) {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let code = run_in_small_tmpfs(&mp.0, "child_roles", "race");
-    assert_eq!(code, Some(CHILD_OK), "the race in the small tmpfs");
 }
 
 /// A sparse main segment is reserved at open, or refused with `NoSpace` when the
 /// file system cannot hold it (never opened to SIGBUS later).
 #[test]
 fn a_sparse_main_segment_is_reserved_at_open_or_refused() {
-    if role().is_some() {
-        return;
+    if role().is_none() {
+        in_small_tmpfs("sparse", "sparse");
     }
-    let mp = MountPoint::new("sparse");
-    if let Some(why) = mount_refused(&mp.0) {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let code = run_in_small_tmpfs(&mp.0, "child_roles", "sparse");
-    assert_eq!(code, Some(CHILD_OK), "the sparse pool in the small tmpfs");
 }

@@ -109,18 +109,20 @@ unsafe impl Platform for LoomPlatform {
     fn wake(_word: &AtomicU32, _n: u32) {}
 }
 
-/// Mutual exclusion: two threads increment a plain counter under the lock.
-#[test]
-fn lock_excludes() {
-    loom::model(|| {
+/// Two threads (`ids`: each one's thread id and process, 0 for "its own") increment
+/// a plain counter under the lock, each told it took the lock cleanly.
+fn two_increment(ids: [(u32, u64); 2]) {
+    loom::model(move || {
         let lock = Arc::new(RobustLock::new());
         let counter = Arc::new(loom::cell::UnsafeCell::new(0u32));
-        let hs: Vec<_> = (2..4u32)
-            .map(|id| {
+        let hs: Vec<_> = ids
+            .into_iter()
+            .map(|(tid, process)| {
                 let (lock, counter) = (lock.clone(), counter.clone());
                 thread::spawn(move || {
-                    TID.with(|t| t.set(id));
-                    let _ = lock.lock::<LoomPlatform>();
+                    TID.with(|t| t.set(tid));
+                    PROC.with(|p| p.set(process));
+                    assert_eq!(lock.lock_within::<LoomPlatform>(None), Ok(LockState::Clean));
                     // SAFETY: the lock is held.
                     counter.with_mut(|c| unsafe { *c += 1 });
                     // SAFETY: held by this thread.
@@ -134,6 +136,12 @@ fn lock_excludes() {
         // SAFETY: all threads joined.
         assert_eq!(counter.with(|c| unsafe { *c }), 2);
     });
+}
+
+/// Mutual exclusion: two threads increment a plain counter under the lock.
+#[test]
+fn lock_excludes() {
+    two_increment([(2, 0), (3, 0)]);
 }
 
 /// A holder dies with the lock held: the waiter takes it over and is told so.
@@ -163,27 +171,5 @@ fn dead_holder_is_recovered() {
 /// both may be tid 1): they exclude each other and neither is told `Reentrant`.
 #[test]
 fn same_tid_in_two_processes_excludes() {
-    loom::model(|| {
-        let lock = Arc::new(RobustLock::new());
-        let counter = Arc::new(loom::cell::UnsafeCell::new(0u32));
-        let hs: Vec<_> = (2..4u64)
-            .map(|process| {
-                let (lock, counter) = (lock.clone(), counter.clone());
-                thread::spawn(move || {
-                    TID.with(|t| t.set(1));
-                    PROC.with(|p| p.set(process));
-                    assert_eq!(lock.lock_within::<LoomPlatform>(None), Ok(LockState::Clean));
-                    // SAFETY: the lock is held.
-                    counter.with_mut(|c| unsafe { *c += 1 });
-                    // SAFETY: held by this thread.
-                    unsafe { lock.unlock::<LoomPlatform>() };
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().unwrap();
-        }
-        // SAFETY: all threads joined.
-        assert_eq!(counter.with(|c| unsafe { *c }), 2);
-    });
+    two_increment([(1, 2), (1, 3)]);
 }

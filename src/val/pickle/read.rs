@@ -678,26 +678,15 @@ impl<'a> Machine<'a> {
                     .collect::<Result<Vec<u8>, _>>()?;
                 Node::Leaf(Val::Bytes(b))
             }
-            Global::Bytearray => match args.first() {
+            // `bytes()` is how Python 3 writes b'' in protocols 0 to 2.
+            Global::Bytearray | Global::Bytes => match args.first() {
                 None => Node::Leaf(Val::Bytes(Vec::new())),
                 Some(_) => match arg(0)? {
                     Val::Bytes(b) => Node::Leaf(Val::Bytes(b.clone())),
                     _ => {
-                        return Err(PickleError::Unsupported(
-                            "bytearray from a non-bytes value".into(),
-                        ))
-                    }
-                },
-            },
-            Global::Bytes => match args.first() {
-                // How Python 3 writes b'' in protocols 0 to 2: `bytes()`.
-                None => Node::Leaf(Val::Bytes(Vec::new())),
-                Some(_) => match arg(0)? {
-                    Val::Bytes(b) => Node::Leaf(Val::Bytes(b.clone())),
-                    _ => {
-                        return Err(PickleError::Unsupported(
-                            "bytes() of a non-bytes value".into(),
-                        ))
+                        return Err(PickleError::Unsupported(format!(
+                            "{g:?} from a non-bytes value"
+                        )))
                     }
                 },
             },
