@@ -406,7 +406,16 @@ impl Pool {
         self.inner.seg.main.ptr()
     }
 
-    /// The allocator over the main segment.
+    /// The allocator over the main segment, lent for as long as this handle lives
+    /// (it cannot be copied out of the handle and outlive the mapping):
+    ///
+    /// ```compile_fail
+    /// # let name = format!("doc-heap-{}", std::process::id());
+    /// let pool = shmval::Pool::create_with(&name, 1 << 20, &shmval::PoolOptions::new().remove_on_drop(true)).unwrap();
+    /// let h = *pool.heap(); // error: cannot move out of a shared reference
+    /// drop(pool);
+    /// let _ = h.stats(); // would read unmapped memory
+    /// ```
     pub fn heap(&self) -> &Heap<LinuxPlatform> {
         &self.inner.seg.heap
     }

@@ -30,9 +30,11 @@ impl Offset {
 
 /// A handle on a heap formatted inside a [`Region`].
 ///
-/// Cheap to copy; every process (or thread) builds its own over its own mapping. The
-/// geometry read from the header is validated once, by [`Heap::attach`], and kept in
-/// the handle, so later bounds checks never trust shared memory.
+/// Every process builds its own over its own mapping. The geometry read from the
+/// header is validated once, by [`Heap::attach`], and kept in the handle, so later
+/// bounds checks never trust shared memory. Neither `Copy` nor `Clone`: a handle
+/// points into a mapping it does not own, so whoever owns the mapping owns the one
+/// handle and lends it out by reference (a copy could outlive the mapping).
 pub struct Heap<P: Platform> {
     pub(crate) base: NonNull<u8>,
     pub(crate) len: u64,
@@ -41,13 +43,6 @@ pub struct Heap<P: Platform> {
     pub(crate) nslots: u32,
     _p: PhantomData<fn() -> P>,
 }
-
-impl<P: Platform> Clone for Heap<P> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<P: Platform> Copy for Heap<P> {}
 
 impl<P: Platform> std::fmt::Debug for Heap<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
