@@ -361,6 +361,13 @@ impl From<&str> for Val {
         Val::Str(s.to_owned())
     }
 }
+/// A copy: so that a borrowed heap value can be passed where a value is copied into a
+/// pool (`root.insert("t", &t)`).
+impl From<&Val> for Val {
+    fn from(v: &Val) -> Val {
+        v.clone()
+    }
+}
 impl From<()> for Val {
     fn from(_: ()) -> Val {
         Val::None
