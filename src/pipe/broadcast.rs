@@ -171,6 +171,21 @@ struct BcastHead {
 }
 
 const SLOTS_OFF: usize = std::mem::size_of::<BcastHead>();
+
+/// What shapes a broadcast object's bytes, for the pool's layout hash.
+pub(crate) const LAYOUT_PARTS: [u64; 8] = {
+    use std::mem::{offset_of, size_of};
+    [
+        MAGIC,
+        offset_of!(BcastHead, lock) as u64,
+        offset_of!(BcastHead, tail) as u64,
+        offset_of!(BcastHead, not_empty) as u64,
+        offset_of!(BcastHead, subs) as u64,
+        size_of::<Sub>() as u64,
+        MAX_SUBSCRIBERS as u64,
+        SLOTS_OFF as u64,
+    ]
+};
 const _: () = assert!(std::mem::offset_of!(BcastHead, meta) == HDR);
 const _: () = assert!(std::mem::offset_of!(BcastHead, lock) == 80);
 const _: () = assert!(std::mem::offset_of!(BcastHead, tail) == 96);

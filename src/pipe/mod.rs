@@ -1340,6 +1340,8 @@ impl Spin {
 }
 
 pub(crate) use broadcast::values_held as broadcast_values_held;
+pub(crate) use broadcast::LAYOUT_PARTS as BROADCAST_LAYOUT;
+pub(crate) use ring::LAYOUT_PARTS as PIPE_LAYOUT;
 
 /// What a pipe object holds (for release and `check`).
 pub(crate) fn values_held(

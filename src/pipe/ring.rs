@@ -213,6 +213,25 @@ pub(crate) struct Cell {
 
 /// Offset of the first cell in a pipe object.
 pub(crate) const CELLS_OFF: usize = std::mem::size_of::<PipeHead>();
+
+/// What shapes a pipe object's bytes, for the pool's layout hash.
+pub(crate) const LAYOUT_PARTS: [u64; 12] = {
+    use std::mem::{offset_of, size_of};
+    [
+        MAGIC,
+        size_of::<Meta>() as u64,
+        offset_of!(PipeHead, tail) as u64,
+        offset_of!(PipeHead, head) as u64,
+        offset_of!(PipeHead, not_empty) as u64,
+        offset_of!(PipeHead, send_bias) as u64,
+        offset_of!(PipeHead, recv_bias) as u64,
+        offset_of!(PipeHead, users) as u64,
+        size_of::<User>() as u64,
+        USERS as u64,
+        size_of::<Cell>() as u64,
+        offset_of!(Cell, slot) as u64,
+    ]
+};
 const _: () = assert!(std::mem::offset_of!(PipeHead, meta) == HDR);
 const _: () = assert!(std::mem::offset_of!(PipeHead, tail) == 128);
 const _: () = assert!(std::mem::offset_of!(PipeHead, head) == 256);

@@ -107,11 +107,12 @@ const _: () = assert!(std::mem::offset_of!(BootHeader, generation) == 72);
 const _: () = assert!(std::mem::offset_of!(BootHeader, creator_token) == 80);
 const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
 
-/// Hash of everything that shapes a pool's bytes: the boot header's size and
-/// alignment, the allocator's layout fingerprint, and the pointer width.
+/// Hash of everything that shapes a pool's bytes: the boot header's, the
+/// allocator's (its fingerprint), the values' (`shm::layout`), the pipes' and the
+/// broadcasts' layouts, and the pointer width. A build that changes any of them
+/// refuses pools of another as `Incompatible` instead of misreading them.
 pub const fn layout_hash() -> u64 {
-    let mut h: u64 = shmval_alloc::layout_fingerprint();
-    let parts = [
+    let own = [
         size_of::<BootHeader>() as u64,
         align_of::<BootHeader>() as u64,
         size_of::<AttachSlot>() as u64,
@@ -119,6 +120,15 @@ pub const fn layout_hash() -> u64 {
         ATTACH_SLOTS as u64,
         BOOT_SIZE as u64,
     ];
+    let mut h = shmval_alloc::layout_fingerprint();
+    h = fold(h, &own);
+    h = fold(h, &crate::shm::layout::LAYOUT_PARTS);
+    h = fold(h, &crate::pipe::PIPE_LAYOUT);
+    fold(h, &crate::pipe::BROADCAST_LAYOUT)
+}
+
+/// FNV-style folding of `parts` into `h` (order matters).
+pub(crate) const fn fold(mut h: u64, parts: &[u64]) -> u64 {
     let mut i = 0;
     while i < parts.len() {
         h ^= parts[i];
@@ -126,6 +136,30 @@ pub const fn layout_hash() -> u64 {
         i += 1;
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every part counts: changing any one of a layout's parts changes the hash.
+    #[test]
+    fn every_layout_part_changes_the_hash() {
+        let parts: Vec<&[u64]> = vec![
+            &crate::shm::layout::LAYOUT_PARTS,
+            &crate::pipe::PIPE_LAYOUT,
+            &crate::pipe::BROADCAST_LAYOUT,
+        ];
+        for p in parts {
+            let base = fold(7, p);
+            for i in 0..p.len() {
+                let mut q = p.to_vec();
+                q[i] ^= 8;
+                assert_ne!(fold(7, &q), base, "part {i} of {p:?}");
+            }
+        }
+        assert_ne!(layout_hash(), 0);
+    }
 }
 
 /// Our layout identity.

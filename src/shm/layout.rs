@@ -174,3 +174,28 @@ const _: () = assert!(std::mem::size_of::<Slot>() == SLOT);
 const _: () = assert!(std::mem::size_of::<ObjHeader>() == HDR);
 const _: () = assert!(std::mem::size_of::<ContainerHead>() == CONTAINER);
 const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY);
+
+/// What shapes the bytes of values in a pool, for the pool's layout hash (see
+/// `segment::boot::layout_hash`): a build that changes any of it refuses pools made
+/// by another as `Incompatible`.
+pub(crate) const LAYOUT_PARTS: [u64; 16] = {
+    use std::mem::{align_of, offset_of, size_of};
+    [
+        size_of::<Slot>() as u64,
+        align_of::<Slot>() as u64,
+        size_of::<ObjHeader>() as u64,
+        offset_of!(ObjHeader, alloc_size) as u64,
+        size_of::<ContainerHead>() as u64,
+        offset_of!(ContainerHead, len) as u64,
+        offset_of!(ContainerHead, data) as u64,
+        offset_of!(ContainerHead, redo_at) as u64,
+        size_of::<BlockHead>() as u64,
+        offset_of!(BlockHead, index) as u64,
+        size_of::<Entry>() as u64,
+        offset_of!(Entry, key) as u64,
+        OBJ_MAGIC as u64,
+        tag::LAST_IMMEDIATE as u64,
+        tag::LAST_OBJECT as u64,
+        tag::DELETED as u64,
+    ]
+};
