@@ -138,6 +138,14 @@ pub(crate) const fn fold(mut h: u64, parts: &[u64]) -> u64 {
     h
 }
 
+/// Our layout identity.
+pub const fn layout_id() -> LayoutId {
+    LayoutId {
+        version: LAYOUT_VERSION,
+        hash: layout_hash(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,13 +167,5 @@ mod tests {
             }
         }
         assert_ne!(layout_hash(), 0);
-    }
-}
-
-/// Our layout identity.
-pub const fn layout_id() -> LayoutId {
-    LayoutId {
-        version: LAYOUT_VERSION,
-        hash: layout_hash(),
     }
 }
