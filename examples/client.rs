@@ -22,12 +22,12 @@ fn main() {
 
 /// Runs this role with its command-line arguments.
 pub fn run(argv: Vec<String>) -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(argv);
+    let args = Args::parse("client", argv);
     stop_on_ctrl_c();
-    let wait = common::wait(&args);
-    let pool = Pool::open(&args.pool(), wait)?;
-    let pipe = Pipe::open(&pool, &args.str("cooked", "cooked"), wait)?;
-    let mut latency = Vec::with_capacity(args.num("count", 200_000) as usize);
+    let wait = args.wait();
+    let pool = Pool::open(&args.pool, wait)?;
+    let pipe = Pipe::open(&pool, &args.cooked, wait)?;
+    let mut latency = Vec::with_capacity(args.count as usize);
     let (mut next, mut missing, mut disordered) = (0i64, 0i64, 0u64);
     let mut first: Option<Instant> = None;
     loop {

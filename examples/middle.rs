@@ -20,16 +20,12 @@ fn main() {
 
 /// Runs this role with its command-line arguments.
 pub fn run(argv: Vec<String>) -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(argv);
+    let args = Args::parse("middle", argv);
     stop_on_ctrl_c();
-    let wait = common::wait(&args);
-    let pool = Pool::open(&args.pool(), wait)?;
-    let input = Pipe::open(&pool, &args.str("raw", "raw"), wait)?;
-    let output = match Pipe::create(
-        &pool,
-        &args.str("cooked", "cooked"),
-        args.num("capacity", 1024),
-    ) {
+    let wait = args.wait();
+    let pool = Pool::open(&args.pool, wait)?;
+    let input = Pipe::open(&pool, &args.raw, wait)?;
+    let output = match Pipe::create(&pool, &args.cooked, args.capacity) {
         Err(PipeError::Exists(name)) => Pipe::open(&pool, &name, Duration::ZERO)?,
         other => other?,
     };

@@ -43,25 +43,13 @@ fn main() {
 }
 
 fn launch(argv: Vec<String>) {
-    let args = Args::parse(argv.clone());
-    if args.flag("help") {
-        println!(
-            "pipeline: server -> middle -> client in three processes\n{}",
-            common::USAGE
-        );
-        return;
-    }
+    let args = Args::parse("pipeline", argv.clone());
     // The children get Ctrl-C from the terminal; the launcher only waits for them.
     common::stop_on_ctrl_c();
     let exe = std::env::current_exe().expect("own path");
     println!(
         "pipeline: pool {}, {} values of {} f64, pipes {} -> {} (capacity {})",
-        args.pool(),
-        args.num("count", 200_000),
-        args.num("payload", 8),
-        args.str("raw", "raw"),
-        args.str("cooked", "cooked"),
-        args.num("capacity", 1024)
+        args.pool, args.count, args.payload, args.raw, args.cooked, args.capacity
     );
     let start = Instant::now();
     let mut kids: Vec<_> = ["client", "middle", "server"]
@@ -83,7 +71,7 @@ fn launch(argv: Vec<String>) {
             Err(e) => failed.push(format!("{role} ({e})")),
         }
     }
-    let pool_left = shmval::Pool::exists(&args.pool());
+    let pool_left = shmval::Pool::exists(&args.pool);
     println!(
         "pipeline: {} in {:.2} s; pool {}",
         if failed.is_empty() {

@@ -62,25 +62,16 @@ fn create_pool(name: &str, size: u64, keep: bool) -> Result<Pool, Box<dyn Error>
 
 /// Runs this role with its command-line arguments.
 pub fn run(argv: Vec<String>) -> Result<(), Box<dyn Error>> {
-    let args = Args::parse(argv);
-    if args.flag("help") {
-        println!(
-            "server: creates the pool and sends values\n{}",
-            common::USAGE
-        );
-        return Ok(());
-    }
+    let args = Args::parse("server", argv);
     stop_on_ctrl_c();
-    let pool = create_pool(&args.pool(), args.num("size", 64 << 20), args.flag("keep"))?;
-    let pipe = match Pipe::create(&pool, &args.str("raw", "raw"), args.num("capacity", 1024)) {
+    let pool = create_pool(&args.pool, args.size, args.keep)?;
+    let pipe = match Pipe::create(&pool, &args.raw, args.capacity) {
         Err(shmval::PipeError::Exists(name)) => Pipe::open(&pool, &name, Duration::ZERO)?,
         other => other?,
     };
-    let count = args.num("count", 200_000);
+    let count = args.count;
     let data = Val::Arr(Arr::F64(
-        (0..args.num("payload", 8))
-            .map(|i| i as f64 * 0.5)
-            .collect(),
+        (0..args.payload).map(|i| i as f64 * 0.5).collect(),
     ));
     let start = Instant::now();
     let mut sent = 0u64;
@@ -116,7 +107,7 @@ pub fn run(argv: Vec<String>) -> Result<(), Box<dyn Error>> {
     // Stay until the middle has taken everything (or gave up), so that the pool's
     // name exists as long as someone may still look for it.
     let t = Instant::now();
-    while !pipe.is_empty() && !stopping() && t.elapsed() < common::wait(&args) {
+    while !pipe.is_empty() && !stopping() && t.elapsed() < args.wait() {
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())

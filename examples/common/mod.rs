@@ -2,62 +2,55 @@
 //! examples, Ctrl-C handling, a system-wide clock, percentiles.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// `--key value` and `--flag` arguments with defaults.
-pub struct Args(HashMap<String, String>);
+/// The options every role of the pipeline takes (clap: a misspelled or unknown option
+/// is an error, `--help` lists them).
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    about = "the server -> middle -> client pipeline of shmval (PicklingTools' SHMMain/ServerSide/ClientSide)"
+)]
+pub struct Args {
+    /// Pool name.
+    #[arg(long, default_value = "shmval-pipeline")]
+    pub pool: String,
+    /// Pool size, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub size: u64,
+    /// The server -> middle pipe.
+    #[arg(long, default_value = "raw")]
+    pub raw: String,
+    /// The middle -> client pipe.
+    #[arg(long, default_value = "cooked")]
+    pub cooked: String,
+    /// Values each pipe holds.
+    #[arg(long, default_value = "1024", value_parser = parse_size)]
+    pub capacity: u64,
+    /// Values the server sends.
+    #[arg(long, default_value = "200000", value_parser = parse_size)]
+    pub count: u64,
+    /// f64 elements in each value.
+    #[arg(long, default_value = "8", value_parser = parse_size)]
+    pub payload: u64,
+    /// Seconds to wait for the pool and the pipes.
+    #[arg(long, default_value = "10")]
+    pub wait: u64,
+    /// Leave the pool in /dev/shm at the end.
+    #[arg(long)]
+    pub keep: bool,
+}
 
 impl Args {
-    /// Parses `args` (without the program name).
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Args {
-        let mut map = HashMap::new();
-        let mut it = args.into_iter().peekable();
-        while let Some(a) = it.next() {
-            let Some(key) = a.strip_prefix("--") else {
-                eprintln!("ignoring argument {a:?}");
-                continue;
-            };
-            let value = match it.peek() {
-                Some(v) if !v.starts_with("--") => it.next().unwrap_or_default(),
-                _ => "true".to_string(),
-            };
-            map.insert(key.to_string(), value);
-        }
-        Args(map)
+    /// Parses `args` (without the program name) as role `role`; prints the help or
+    /// the error and exits on `--help` or a bad option.
+    pub fn parse(role: &str, args: impl IntoIterator<Item = String>) -> Args {
+        <Args as clap::Parser>::parse_from(std::iter::once(role.to_string()).chain(args))
     }
 
-    /// The arguments again, for a child process.
-    pub fn to_vec(&self) -> Vec<String> {
-        self.0
-            .iter()
-            .flat_map(|(k, v)| [format!("--{k}"), v.clone()])
-            .collect()
-    }
-
-    pub fn str(&self, key: &str, default: &str) -> String {
-        self.0
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| default.to_string())
-    }
-
-    pub fn num(&self, key: &str, default: u64) -> u64 {
-        self.0.get(key).map_or(default, |v| {
-            parse_size(v).unwrap_or_else(|| {
-                eprintln!("--{key}: not a number: {v:?}");
-                std::process::exit(2)
-            })
-        })
-    }
-
-    pub fn flag(&self, key: &str) -> bool {
-        self.0.get(key).is_some_and(|v| v != "false")
-    }
-
-    pub fn pool(&self) -> String {
-        self.str("pool", "shmval-pipeline")
+    /// How long to wait for the pool and the pipes.
+    pub fn wait(&self) -> Duration {
+        Duration::from_secs(self.wait)
     }
 }
 
@@ -73,7 +66,11 @@ pub fn main_of(role: &str, run: Role) {
 }
 
 /// `123`, `64M`, `1G`, `16k`, `1_000_000`.
-fn parse_size(s: &str) -> Option<u64> {
+fn parse_size(s: &str) -> Result<u64, String> {
+    parse_size_opt(s).ok_or_else(|| format!("not a size: {s:?} (e.g. 1000, 16k, 64M, 1G)"))
+}
+
+fn parse_size_opt(s: &str) -> Option<u64> {
     let s = s.replace('_', "");
     let (num, mul) = match s.chars().last()? {
         'k' | 'K' => (&s[..s.len() - 1], 1u64 << 10),
@@ -83,18 +80,6 @@ fn parse_size(s: &str) -> Option<u64> {
     };
     num.parse::<u64>().ok()?.checked_mul(mul)
 }
-
-pub const USAGE: &str = "\
-options (all optional):
-  --pool NAME        pool name                       (shmval-pipeline)
-  --size BYTES       pool size, e.g. 64M             (64M)
-  --raw PIPE         server -> middle pipe           (raw)
-  --cooked PIPE      middle -> client pipe           (cooked)
-  --capacity N       values each pipe holds          (1024)
-  --count N          values the server sends         (200000)
-  --payload N        f64 elements in each value      (8)
-  --wait SECS        how long to wait for the pool and pipes (10)
-  --keep             leave the pool in /dev/shm at the end";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -127,11 +112,6 @@ pub fn stopping() -> bool {
 pub fn now_ns() -> i64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock");
     t.tv_sec() * 1_000_000_000 + t.tv_nsec()
-}
-
-/// How long to wait for the pool and the pipes.
-pub fn wait(args: &Args) -> Duration {
-    Duration::from_secs(args.num("wait", 10))
 }
 
 /// The `p`-th percentile (0..=100) of sorted samples.
