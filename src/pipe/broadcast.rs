@@ -62,6 +62,27 @@ const MAX_CAP: u64 = 1 << 24;
 const MAGIC: u64 = u64::from_le_bytes(*b"SVBCST01");
 
 /// What a broadcast does when its slowest subscriber is a whole ring behind.
+///
+/// ```
+/// use shmval::{Broadcast, BroadcastRecvError, Policy, Pool, PoolOptions, ShmVal};
+/// # let name = format!("doc-policy-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// // A ring of 2 whose subscriber reads nothing while 3 values are sent.
+/// let b = Broadcast::create(&pool, "ticks", 2, Policy::DropOldest)?;
+/// let slow = b.subscribe()?;
+/// for i in 0..3i64 {
+///     b.send(ShmVal::from(i))?; // never waits: the oldest value is dropped
+/// }
+/// assert!(matches!(slow.recv(), Err(BroadcastRecvError::Lagged(1))));
+/// assert_eq!(slow.recv()?.to_string(), "1");
+/// assert_eq!(slow.recv()?.to_string(), "2");
+/// // With Block, a send waits for the slowest subscriber instead (try_send: Full).
+/// let blocking = Broadcast::create(&pool, "orders", 1, Policy::Block)?;
+/// let _sub = blocking.subscribe()?;
+/// blocking.send(ShmVal::from(1i64))?;
+/// assert!(blocking.try_send(ShmVal::from(2i64)).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
     /// The sender waits until the slowest subscriber has received (or has died, or
@@ -524,6 +545,19 @@ impl Locked<'_> {
 
 /// A handle on a named broadcast: sends, and makes subscribers. Clones share one
 /// handle; every method may be called from any thread.
+///
+/// ```
+/// use shmval::{tab, Broadcast, Policy, Pool, PoolOptions};
+/// use std::time::Duration;
+/// # let name = format!("doc-broadcast-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let prices = Broadcast::create(&pool, "prices", 16, Policy::Block)?;
+/// let sub = prices.subscribe()?; // sees what is sent from now on
+/// prices.send(pool.share(&tab! { "sym" => "ACME", "px" => 101.5 })?)?;
+/// let v = sub.recv_timeout(Duration::from_secs(1))?;
+/// assert_eq!(v.to_string(), "{'sym': 'ACME', 'px': 101.5}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct Broadcast {
     inner: Arc<Inner>,
@@ -860,6 +894,21 @@ impl Broadcast {
 
 /// One subscription: receives every value sent after it was made, in order. Dropping
 /// it unsubscribes (and lets go of what only it still needed).
+///
+/// ```
+/// use shmval::{Broadcast, BroadcastRecvError, Policy, Pool, PoolOptions, ShmVal};
+/// # let name = format!("doc-subscriber-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let b = Broadcast::create(&pool, "events", 8, Policy::Block)?;
+/// b.send(ShmVal::from(0i64))?; // nobody subscribed: nobody sees it
+/// let sub = b.subscribe()?;
+/// b.send(ShmVal::from(1i64))?;
+/// assert_eq!(sub.try_recv()?.to_string(), "1");
+/// assert!(matches!(sub.try_recv(), Err(BroadcastRecvError::Empty)));
+/// b.close();
+/// assert!(matches!(sub.recv(), Err(BroadcastRecvError::Closed)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Subscriber {
     b: Broadcast,
     i: usize,

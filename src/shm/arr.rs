@@ -95,7 +95,23 @@ unsafe impl Elem for Complex<f64> {
     }
 }
 
-/// A handle on a shared numeric array of `T`, read and written in place.
+/// A handle on a shared numeric array of `T`, read and written in place (every
+/// element through an atomic: another process may write it meanwhile).
+///
+/// ```
+/// use shmval::{Pool, PoolOptions};
+/// # let name = format!("doc-arr-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let a = pool.new_arr::<f64>(4)?; // zeros
+/// a.set(1, 2.5)?;
+/// a.write(2, &[3.0, 4.0])?;
+/// assert_eq!(a.to_vec(), vec![0.0, 2.5, 3.0, 4.0]);
+/// // Any handle on the same value sees it in place.
+/// let again = a.as_val().as_arr::<f64>()?.expect("an array of f64");
+/// assert_eq!(again.get(3), Some(4.0));
+/// assert!(a.set(4, 1.0).is_err()); // out of range: an error, not a panic
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ShmArr<T: Elem> {
     val: ShmVal,
     base: *const u8,

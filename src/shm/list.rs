@@ -18,6 +18,21 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// A handle on a shared `list`. Every operation is atomic with respect to other
 /// processes (the list's robust lock).
+///
+/// ```
+/// use shmval::{Pool, PoolOptions, Val};
+/// # let name = format!("doc-list-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let l = pool.new_list()?;
+/// l.push(1i64)?;
+/// l.push("two")?;
+/// l.push(Val::List(vec![Val::F64(3.0)]))?; // copied in
+/// l.set(0, 10i64)?;
+/// assert_eq!(l.len()?, 3);
+/// assert_eq!(l.to_val()?.to_string(), "[10, 'two', [3.0]]");
+/// assert_eq!(l.pop()?.map(|v| v.to_string()).as_deref(), Some("[3.0]"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ShmList(pub(crate) ShmVal);
 

@@ -24,7 +24,18 @@ use std::fmt;
 // `bytes` borrows in place.
 const _: () = assert!(cfg!(target_endian = "little"));
 
-/// A handle on a shared `str`.
+/// A handle on a shared `str`, read in place (published strings never change).
+///
+/// ```
+/// use shmval::{Pool, PoolOptions};
+/// # let name = format!("doc-str-{}", std::process::id());
+/// let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let s = pool.share_str("sensör ☃, a string longer than an inline value")?;
+/// assert_eq!(s.to_str()?, "sensör ☃, a string longer than an inline value");
+/// assert_eq!(s.len()?, 49); // bytes
+/// assert!(s.as_val().as_str().is_some());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct ShmStr(ShmVal);
 

@@ -183,6 +183,20 @@ pub type Map = IndexMap<Val, Val>;
 /// are the same key; `"1"` is not; NaN is never equal to anything (a NaN key can be
 /// inserted but never found again, as with distinct NaN objects in Python). Only
 /// hashable values (scalars, strings, bytes, tuples of hashables) may be keys.
+///
+/// ```
+/// use shmval::{tab, Val};
+/// let mut t = tab! { "a" => 1, "b" => vec![1.5f64, 2.0] };
+/// assert_eq!(t.to_string(), "{'a': 1, 'b': array('d', [1.5, 2.0])}");
+/// // Python's key equality: 1, 1.0 and True are one key.
+/// t.insert(1, "int").unwrap();
+/// t.insert(1.0, "float").unwrap();
+/// t.insert(true, "bool").unwrap();
+/// assert_eq!(t.to_string(), "{'a': 1, 'b': array('d', [1.5, 2.0]), 1: 'bool'}");
+/// assert!(!Val::List(vec![]).is_hashable());
+/// assert_eq!(Val::from(2), Val::F64(2.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub enum Val {
     /// Python `None`.
