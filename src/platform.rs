@@ -31,9 +31,6 @@ extern "C" fn after_fork_in_child() {
     TOKEN.store(0, Ordering::Relaxed);
     // A new process (a new mm): register again before publishing lightly.
     MEMBARRIER.store(0, Ordering::Relaxed);
-    // The child's only thread is the one that forked: its cached cache slot is the
-    // parent's and must not be used here.
-    crate::pool::forget_last_slot();
 }
 
 /// Makes sure the fork handler is installed (it also guards the pool's slot cache).
@@ -43,14 +40,11 @@ pub(crate) fn ensure_fork_handler() {
 
 fn install_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only touches atomics.
-        unsafe {
-            libc::pthread_atfork(
-                Some(crate::liveness::before_fork),
-                Some(crate::liveness::after_fork),
-                Some(after_fork_in_child),
-            )
-        };
+        sys::at_fork(
+            crate::liveness::before_fork,
+            crate::liveness::after_fork,
+            after_fork_in_child,
+        );
     });
 }
 

@@ -504,6 +504,10 @@ impl Pool {
     #[cold]
     fn thread_slot_lookup(&self, id: u64) -> u32 {
         crate::platform::ensure_fork_handler();
+        static FORK: std::sync::Once = std::sync::Once::new();
+        // The child's only thread is the one that forked: its cached slot is the
+        // parent's and must not be used there.
+        FORK.call_once(|| sys::at_fork(nothing, nothing, forget_last_slot));
         let gen = crate::platform::fork_generation();
         let hit = CACHES.try_with(|c| {
             c.borrow()
@@ -577,8 +581,10 @@ thread_local! {
     static LAST: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
 }
 
+extern "C" fn nothing() {}
+
 /// Called in the child after `fork`: the cached slot belongs to the parent.
-pub(crate) fn forget_last_slot() {
+extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
 }
 

@@ -385,6 +385,14 @@ pub(crate) fn share_description(from: &OwnedFd, to: &OwnedFd) -> Result<(), Errn
     Ok(())
 }
 
+/// Registers handlers `fork` runs: `prepare` in the forking thread before, `parent`
+/// and `child` after, in each process. They must only do what is safe in a child of
+/// a multi-threaded process (atomics; no allocation, no locks).
+pub(crate) fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: registers plain function pointers; their contract is stated above.
+    let _ = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
 /// 64 random bits from the kernel (`getrandom`; nix has no wrapper).
 pub(crate) fn random_u64() -> u64 {
     let mut b = [0u8; 8];
