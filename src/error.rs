@@ -1,6 +1,5 @@
 //! Typed errors of pool operations; errno is mapped once, where it is produced.
 
-use nix::errno::Errno;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -33,6 +32,7 @@ pub struct NameError {
 
 /// Why [`Pool::create`](crate::Pool::create) failed. Nothing is left behind.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CreateError {
     /// The name is not a valid pool name.
     #[error(transparent)]
@@ -79,17 +79,19 @@ pub enum CreateError {
         segment: String,
     },
     /// Any other system error.
-    #[error("{op} failed: {errno}")]
+    #[error("{op} failed: {source}")]
     Os {
         /// The failing operation.
         op: &'static str,
-        /// The error.
-        errno: Errno,
+        /// The system's error (`raw_os_error()` has the errno).
+        #[source]
+        source: std::io::Error,
     },
 }
 
 /// Why [`Pool::open`](crate::Pool::open) failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The name is not a valid pool name.
     #[error(transparent)]
@@ -183,17 +185,19 @@ pub enum OpenError {
         conflict: String,
     },
     /// Any other system error.
-    #[error("{op} failed: {errno}")]
+    #[error("{op} failed: {source}")]
     Os {
         /// The failing operation.
         op: &'static str,
-        /// The error.
-        errno: Errno,
+        /// The system's error (`raw_os_error()` has the errno).
+        #[source]
+        source: std::io::Error,
     },
 }
 
 /// Why [`Pool::open_or_create`](crate::Pool::open_or_create) failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum OpenOrCreateError {
     /// Opening failed.
     #[error(transparent)]
@@ -205,6 +209,7 @@ pub enum OpenOrCreateError {
 
 /// Why [`Pool::destroy`](crate::Pool::destroy) failed.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum DestroyError {
     /// The name is not a valid pool name.
     #[error(transparent)]
@@ -216,11 +221,12 @@ pub enum DestroyError {
         name: String,
     },
     /// Any other system error.
-    #[error("{op} failed: {errno}")]
+    #[error("{op} failed: {source}")]
     Os {
         /// The failing operation.
         op: &'static str,
-        /// The error.
-        errno: Errno,
+        /// The system's error (`raw_os_error()` has the errno).
+        #[source]
+        source: std::io::Error,
     },
 }

@@ -230,9 +230,12 @@ impl Pool {
         Self::from_segments(name, seg, opts).map_err(|e| match e {
             Attach::Full => CreateError::Os {
                 op: "attach",
-                errno: nix::errno::Errno::EUSERS,
+                source: nix::errno::Errno::EUSERS.into(),
             },
-            Attach::Os(errno) => CreateError::Os { op: "fcntl", errno },
+            Attach::Os(errno) => CreateError::Os {
+                op: "fcntl",
+                source: errno.into(),
+            },
         })
     }
 
@@ -256,7 +259,10 @@ impl Pool {
                 name: name.to_owned(),
                 max: boot::ATTACH_SLOTS,
             },
-            Attach::Os(errno) => OpenError::Os { op: "fcntl", errno },
+            Attach::Os(errno) => OpenError::Os {
+                op: "fcntl",
+                source: errno.into(),
+            },
         })
     }
 
@@ -329,7 +335,7 @@ impl Pool {
             }
             (Err(e), _) | (_, Err(e)) if e != nix::errno::Errno::ENOENT => Err(DestroyError::Os {
                 op: "unlink",
-                errno: e,
+                source: e.into(),
             }),
             _ => Ok(()),
         }

@@ -118,6 +118,7 @@ impl Policy {
 
 /// A failed receive from a broadcast.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BroadcastRecvError {
     /// Nothing new (`try_recv`).
     #[error("nothing new on the broadcast")]

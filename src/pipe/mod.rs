@@ -59,6 +59,7 @@ const STUCK_CHECK: Duration = Duration::from_millis(5);
 
 /// Why a pipe could not be created, opened or used.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum PipeError {
     /// A pipe of this name exists already.
     #[error("pipe {0:?} exists already")]
@@ -100,6 +101,7 @@ pub enum PipeError {
 }
 
 /// A failed send: the value comes back to the caller.
+#[non_exhaustive]
 pub enum SendError {
     /// The pipe is full (`try_send`).
     Full(ShmVal),
@@ -149,6 +151,7 @@ impl std::error::Error for SendError {}
 /// A failed batch send (`send_many`...). The values not sent stay in the caller's
 /// vector, in order.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum BatchError {
     /// The pipe stayed full until the deadline.
     #[error("pipe full until the deadline")]
@@ -166,6 +169,7 @@ pub enum BatchError {
 
 /// A failed receive.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// Nothing to receive (`try_recv`).
     #[error("pipe empty")]

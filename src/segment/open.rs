@@ -72,7 +72,10 @@ fn create_errno(e: Errno, dir: &Path, segment: &str, op: &'static str) -> Create
         Errno::EEXIST => CreateError::AlreadyExists { segment: path() },
         Errno::EACCES | Errno::EPERM => CreateError::PermissionDenied { segment: path() },
         Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => no_space(dir, 0),
-        errno => CreateError::Os { op, errno },
+        errno => CreateError::Os {
+            op,
+            source: errno.into(),
+        },
     }
 }
 
@@ -121,7 +124,10 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
         e => create_errno(e, dir, &bname, "posix_fallocate"),
     })?;
     let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
-        MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
+        MapError::Os(errno) => CreateError::Os {
+            op: "mmap",
+            source: errno.into(),
+        },
         MapError::AddressInUse(_) => unreachable!("no fixed address requested"),
     })?;
     let b = header(&boot_map);
@@ -133,10 +139,15 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
         Ok(None) => {
             return Err(CreateError::Os {
                 op: "fcntl",
-                errno: Errno::ENOLCK,
+                source: Errno::ENOLCK.into(),
             })
         }
-        Err(errno) => return Err(CreateError::Os { op: "fcntl", errno }),
+        Err(errno) => {
+            return Err(CreateError::Os {
+                op: "fcntl",
+                source: errno.into(),
+            })
+        }
     };
     b.creator_token.store(token, Relaxed);
     b.creator_pid.store(sys::getpid(), Relaxed);
@@ -163,7 +174,7 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
         Err(errno) => {
             return Err(CreateError::Os {
                 op: "posix_fallocate",
-                errno,
+                source: errno.into(),
             })
         }
     }
@@ -174,7 +185,10 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             conflict,
         },
         MapError::Os(Errno::ENOMEM) => no_space(dir, requested),
-        MapError::Os(errno) => CreateError::Os { op: "mmap", errno },
+        MapError::Os(errno) => CreateError::Os {
+            op: "mmap",
+            source: errno.into(),
+        },
     })?;
     // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
     // (both are kept in `Segments`), and nobody else can use it before READY.
@@ -200,7 +214,12 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     // SYNC POINT: everything above is visible to an opener that sees READY (Acquire).
     b.state.store(state::READY, Release);
     cleanup.1.clear();
-    let id = |fd| sys::file_id(fd).map_err(|errno| CreateError::Os { op: "fstat", errno });
+    let id = |fd| {
+        sys::file_id(fd).map_err(|errno| CreateError::Os {
+            op: "fstat",
+            source: errno.into(),
+        })
+    };
     Ok(Segments {
         dir: dir.to_owned(),
         ids: [id(&boot_fd)?, id(&main_fd)?],
@@ -272,7 +291,7 @@ fn open_errno(e: Errno, name: &str, segment: &str) -> Attempt {
             let _ = name;
             Attempt::Fail(OpenError::Os {
                 op: "shm_open",
-                errno,
+                source: errno.into(),
             })
         }
     }
@@ -303,7 +322,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     let dir = opts.get_dir();
     let dir = dir.as_path();
     let boot_fd = sys::seg_open(dir, &bname).map_err(|e| open_errno(e, name, &bname))?;
-    let info = sys::file_info(&boot_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
+    let info = sys::file_info(&boot_fd).map_err(|errno| OpenError::Os {
+        op: "fstat",
+        source: errno.into(),
+    })?;
     check_file(name, &info, "the boot segment", opts)?;
     if info.size == 0 {
         return Err(Attempt::Retry("being created (boot segment empty)"));
@@ -318,7 +340,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         ));
     }
     let boot_map = Mapping::new(&boot_fd, BOOT_SIZE, None).map_err(|e| match e {
-        MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
+        MapError::Os(errno) => OpenError::Os {
+            op: "mmap",
+            source: errno.into(),
+        },
         MapError::AddressInUse(_) => unreachable!("no fixed address requested"),
     })?;
     let b = header(&boot_map);
@@ -369,7 +394,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         Errno::ENOENT => corrupt(name, "the main segment is missing"),
         e => open_errno(e, name, name),
     })?;
-    let info = sys::file_info(&main_fd).map_err(|errno| OpenError::Os { op: "fstat", errno })?;
+    let info = sys::file_info(&main_fd).map_err(|errno| OpenError::Os {
+        op: "fstat",
+        source: errno.into(),
+    })?;
     check_file(name, &info, "the main segment", opts)?;
     if info.size != size || size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
         return Err(corrupt(
@@ -392,7 +420,7 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
             },
             errno => OpenError::Os {
                 op: "posix_fallocate",
-                errno,
+                source: errno.into(),
             },
         })?;
     }
@@ -403,7 +431,10 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
                 addr: base as usize,
                 conflict,
             },
-            MapError::Os(errno) => OpenError::Os { op: "mmap", errno },
+            MapError::Os(errno) => OpenError::Os {
+                op: "mmap",
+                source: errno.into(),
+            },
         },
     )?;
     // SAFETY: `size` bytes mapped, page-aligned, kept alive with the heap in
@@ -421,7 +452,12 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
             e => corrupt(name, format!("main segment: {e}")),
         },
     )?;
-    let id = |fd| sys::file_id(fd).map_err(|errno| OpenError::Os { op: "fstat", errno });
+    let id = |fd| {
+        sys::file_id(fd).map_err(|errno| OpenError::Os {
+            op: "fstat",
+            source: errno.into(),
+        })
+    };
     Ok(Segments {
         dir: dir.to_owned(),
         ids: [id(&boot_fd)?, id(&main_fd)?],

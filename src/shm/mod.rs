@@ -29,6 +29,7 @@ use thiserror::Error;
 
 /// Why an operation on shared values failed. Nothing was changed, and nothing leaked.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ValError {
     /// The pool is full.
     #[error(transparent)]

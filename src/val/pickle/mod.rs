@@ -65,6 +65,7 @@ impl Default for PickleLimits {
 
 /// Why a pickle could not be read or written.
 #[derive(Debug, Error, PartialEq)]
+#[non_exhaustive]
 pub enum PickleError {
     /// The data ended inside an opcode.
     #[error("pickle truncated")]
