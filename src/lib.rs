@@ -1,33 +1,50 @@
-//! shmval: typed, reference-counted values shared between processes through POSIX
-//! shared memory.
+//! shmval: typed, reference-counted values shared between processes on one host,
+//! living *inside* shared memory and moved between processes through named pipes
+//! and broadcasts without being copied — the Rust successor to PicklingTools'
+//! shared-memory layer.
 //!
-//! This layer provides the pool: a named pair of segments (`/dev/shm/NAME_boot`, one
-//! page describing the pool, and `/dev/shm/NAME`, the data) with a crash-safe
-//! multi-process allocator. Everything inside refers to everything else by offset,
-//! so each process may map a pool at a different address.
+//! A **pool** is a named pair of files (`/dev/shm/NAME_boot`, one page describing the
+//! pool, and `/dev/shm/NAME`, the data; `PoolOptions::dir` or `$SHMVAL_DIR` for
+//! another directory). **Values** — dicts, lists, strings, numbers, numeric arrays —
+//! are built in it with [`Pool::share`] (a deep copy of a heap [`Val`]) or in place
+//! ([`ShmTab`], [`ShmList`], [`ShmArr`](shm::ShmArr)), are reference counted across
+//! processes, and refer to each other by offset, so every process may map the pool
+//! at another address. A **pipe** ([`Pipe`]) is a bounded queue of values: sending
+//! moves a reference. A **broadcast** ([`Broadcast`]) gives every subscriber every
+//! value. Processes may crash at any instruction (what they held is recovered, see
+//! `docs/PROTOCOLS.md`), live in other PID namespaces, or write garbage: nothing read
+//! from shared memory is trusted.
 //!
 //! ```
-//! use shmval::{Pool, PoolOptions};
-//! use std::alloc::Layout;
+//! use shmval::{tab, Broadcast, Pipe, Policy, Pool, PoolOptions};
 //! use std::time::Duration;
 //!
-//! let name = format!("doc-lib-{}", std::process::id());
-//! let pool = Pool::create_with(&name, 4 << 20, &PoolOptions::new().remove_on_drop(true))?;
-//! let layout = Layout::array::<u8>(5)?;
-//! let off = pool.alloc(layout)?;
-//! let p = pool.resolve(off, 5).unwrap();
-//! // SAFETY: a fresh 5-byte block of ours.
-//! unsafe { p.as_ptr().copy_from_nonoverlapping(b"hello".as_ptr(), 5) };
-//! pool.user_word(7).store(off.get(), std::sync::atomic::Ordering::Release);
+//! # let name = format!("doc-lib-{}", std::process::id());
+//! // Process 1 creates the pool, a pipe, and shares a table.
+//! let pool = Pool::create_with(&name, 16 << 20, &PoolOptions::new().remove_on_drop(true))?;
+//! let raw = Pipe::create(&pool, "raw", 1024)?;
+//! let reading = pool.share(&tab! { "seq" => 1, "name" => "sensor", "data" => vec![1.5f64; 3] })?;
+//! pool.root()?.insert("latest", &reading)?; // a named value anyone can look up
+//! raw.send_timeout(reading, Duration::from_secs(1))?; // moves a reference, no copy
 //!
-//! // Another process (here: another handle) finds it by offset.
-//! let other = Pool::open(&name, Duration::from_secs(1))?;
-//! let off2 = shmval::Offset::new(other.user_word(7).load(std::sync::atomic::Ordering::Acquire)).unwrap();
-//! let q = other.resolve(off2, 5).unwrap();
-//! // SAFETY: published with Release above and immutable since.
-//! assert_eq!(unsafe { std::slice::from_raw_parts(q.as_ptr(), 5) }, b"hello");
+//! // Process 2 (here: another handle) waits for both, then receives.
+//! let pool2 = Pool::open(&name, Duration::from_secs(5))?;
+//! let raw2 = Pipe::open(&pool2, "raw", Duration::from_secs(5))?;
+//! let v = raw2.recv_timeout(Duration::from_millis(500))?;
+//! assert_eq!(v.to_string(), "{'seq': 1, 'name': 'sensor', 'data': array('d', [1.5, 1.5, 1.5])}");
+//! let latest = pool2.root()?.get("latest")?.expect("shared by process 1");
+//! assert_eq!(latest.to_val()?, v.to_val()?); // the same object, seen twice
+//!
+//! // A broadcast: every subscriber sees every value.
+//! let news = Broadcast::create(&pool, "news", 64, Policy::DropOldest)?;
+//! let sub = news.subscribe()?;
+//! news.send(pool.share(&shmval::Val::from("hello"))?)?;
+//! assert_eq!(sub.recv()?.to_string(), "'hello'");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Below the values sits a crash-safe multi-process allocator ([`Pool::alloc`],
+//! [`Pool::resolve`], offsets valid in every process) for data of your own layout.
 
 mod error;
 mod liveness;
