@@ -149,11 +149,13 @@ impl<T: Elem> ShmArr<T> {
             return Ok(None);
         }
         let len = pool.at::<AtomicU64>(o.off + 24)?.load(Relaxed);
-        let bytes = len
-            .checked_mul(T::KIND.size() as u64)
+        len.checked_mul(T::KIND.size() as u64)
             .filter(|&b| b <= o.size.saturating_sub(32))
             .ok_or_else(|| corrupt("array length"))?;
-        let base = pool.bytes_at(o.off + 32, bytes)?.as_ptr();
+        let base = pool
+            .elems_at(o.off + 32, len, T::KIND.size())?
+            .as_ptr()
+            .cast_const();
         Ok(Some(ShmArr {
             val,
             base,

@@ -3,7 +3,7 @@
 use super::layout::{tag, ContainerHead, HDR, SLOT};
 use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
 use super::tab::{key_hash, Guard};
-use super::ValError;
+use super::{Elem, ValError};
 use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
 use crate::Pool;
 use num_bigint::BigInt;
@@ -398,11 +398,13 @@ impl Pool {
                 let kind = ArrKind::from_u8(self.at::<AtomicU64>(o.off + 16)?.load(Relaxed) as u8)
                     .ok_or_else(|| corrupt("array kind"))?;
                 let len = self.at::<AtomicU64>(o.off + 24)?.load(Relaxed);
-                let bytes = len
-                    .checked_mul(kind.size() as u64)
+                len.checked_mul(kind.size() as u64)
                     .filter(|b| *b <= o.size.saturating_sub(32))
                     .ok_or_else(|| corrupt("array length"))?;
-                arr_from_bytes(kind, self.bytes_at(o.off + 32, bytes)?)?
+                let p = self.elems_at(o.off + 32, len, kind.size())?;
+                // SAFETY: `elems_at` checked that `len` elements of this kind lie in
+                // the pool at an alignment their atomics accept.
+                unsafe { arr_from_atomics(kind, p.as_ptr(), len as usize) }
             }
             tag::TUP => {
                 // Immutable and kept alive by whoever holds the tuple: no snapshot.
@@ -608,35 +610,34 @@ enum Out {
     Frame(OutFrame),
 }
 
-fn arr_from_bytes(kind: ArrKind, b: &[u8]) -> Result<Val, ValError> {
-    macro_rules! read {
-        ($t:ty, $n:expr, $f:expr) => {
-            b.chunks_exact($n)
-                .map(|c| $f(<[u8; $n]>::try_from(c).expect("chunk size")))
-                .collect::<Vec<$t>>()
-        };
+/// Copies `len` elements of `kind` at `p` out, each through its atomic (another
+/// process may be writing them: a plain read would be a data race).
+///
+/// # Safety
+/// `len` elements of `kind` lie at `p` inside a live mapping, aligned for the
+/// atomics [`Elem::load`] uses.
+unsafe fn arr_from_atomics(kind: ArrKind, p: *const u8, len: usize) -> Val {
+    fn read<T: Elem>(p: *const u8, len: usize) -> Vec<T> {
+        (0..len)
+            // SAFETY: element `i < len` lies in the range the caller vouched for.
+            .map(|i| unsafe { T::load(p.add(i * std::mem::size_of::<T>())) })
+            .collect()
     }
-    Ok(Val::Arr(match kind {
-        ArrKind::Bool => Arr::Bool(b.iter().map(|&x| x != 0).collect()),
-        ArrKind::I8 => Arr::I8(b.iter().map(|&x| x as i8).collect()),
-        ArrKind::U8 => Arr::U8(b.to_vec()),
-        ArrKind::I16 => Arr::I16(read!(i16, 2, i16::from_le_bytes)),
-        ArrKind::U16 => Arr::U16(read!(u16, 2, u16::from_le_bytes)),
-        ArrKind::I32 => Arr::I32(read!(i32, 4, i32::from_le_bytes)),
-        ArrKind::U32 => Arr::U32(read!(u32, 4, u32::from_le_bytes)),
-        ArrKind::F32 => Arr::F32(read!(f32, 4, f32::from_le_bytes)),
-        ArrKind::I64 => Arr::I64(read!(i64, 8, i64::from_le_bytes)),
-        ArrKind::U64 => Arr::U64(read!(u64, 8, u64::from_le_bytes)),
-        ArrKind::F64 => Arr::F64(read!(f64, 8, f64::from_le_bytes)),
-        ArrKind::C32 => Arr::C32(read!(Complex<f32>, 8, |x: [u8; 8]| Complex::new(
-            f32::from_le_bytes([x[0], x[1], x[2], x[3]]),
-            f32::from_le_bytes([x[4], x[5], x[6], x[7]])
-        ))),
-        ArrKind::C64 => Arr::C64(read!(Complex<f64>, 16, |x: [u8; 16]| Complex::new(
-            f64::from_le_bytes(x[..8].try_into().expect("8 bytes")),
-            f64::from_le_bytes(x[8..].try_into().expect("8 bytes"))
-        ))),
-    }))
+    Val::Arr(match kind {
+        ArrKind::Bool => Arr::Bool(read(p, len)),
+        ArrKind::I8 => Arr::I8(read(p, len)),
+        ArrKind::U8 => Arr::U8(read(p, len)),
+        ArrKind::I16 => Arr::I16(read(p, len)),
+        ArrKind::U16 => Arr::U16(read(p, len)),
+        ArrKind::I32 => Arr::I32(read(p, len)),
+        ArrKind::U32 => Arr::U32(read(p, len)),
+        ArrKind::F32 => Arr::F32(read(p, len)),
+        ArrKind::I64 => Arr::I64(read(p, len)),
+        ArrKind::U64 => Arr::U64(read(p, len)),
+        ArrKind::F64 => Arr::F64(read(p, len)),
+        ArrKind::C32 => Arr::C32(read(p, len)),
+        ArrKind::C64 => Arr::C64(read(p, len)),
+    })
 }
 
 #[cfg(test)]

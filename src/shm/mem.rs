@@ -318,7 +318,25 @@ impl Pool {
         })
     }
 
-    /// `len` bytes at `off` of an immutable, published object.
+    /// Where the `n` elements of `elem` bytes (a power of two up to 8, or 16 for
+    /// complex doubles, each read as atomics of up to 8 bytes) at `off` are, checked
+    /// for size overflow, bounds and alignment — a pointer, never a reference: array
+    /// elements may be written by another process at any time (`ShmArr::set`), so
+    /// they are only ever accessed through atomics.
+    pub(crate) fn elems_at(&self, off: u64, n: u64, elem: usize) -> Result<NonNull<u8>, ValError> {
+        let align = elem.min(8);
+        n.checked_mul(elem as u64)
+            .and_then(|bytes| Offset::new(off).and_then(|o| self.resolve(o, bytes as usize)))
+            .filter(|p| p.as_ptr() as usize % align == 0)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "{n} elements at {off:#x}: outside the pool or misaligned"
+                ))
+            })
+    }
+
+    /// `len` bytes at `off` of an immutable, published object (strings, bytes, big
+    /// integers: never written again once published).
     pub(crate) fn bytes_at(&self, off: u64, len: u64) -> Result<&[u8], ValError> {
         let p = Offset::new(off)
             .and_then(|o| self.resolve(o, len as usize))
