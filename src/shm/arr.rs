@@ -6,7 +6,7 @@
 //! not atomic as a whole; hold a containing table's `lock()` for that.
 
 use super::handle::ShmVal;
-use super::layout::{tag, HDR};
+use super::layout::{tag, ArrHead, ARR_ELEMS};
 use super::mem::{corrupt, Raw};
 use super::ValError;
 use crate::val::{ArrKind, Complex};
@@ -144,16 +144,16 @@ impl<T: Elem> ShmArr<T> {
         }
         let pool = val.obj_pool();
         let o = pool.obj(r.payload)?;
-        let kind = pool.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
-        if ArrKind::from_u8(kind as u8) != Some(T::KIND) {
+        let h = pool.at::<ArrHead>(o.off)?;
+        if ArrKind::from_u8(h.kind.load(Relaxed) as u8) != Some(T::KIND) {
             return Ok(None);
         }
-        let len = pool.at::<AtomicU64>(o.off + 24)?.load(Relaxed);
+        let len = h.len.load(Relaxed);
         len.checked_mul(T::KIND.size() as u64)
-            .filter(|&b| b <= o.size.saturating_sub(32))
+            .filter(|&b| b <= o.size.saturating_sub(ARR_ELEMS as u64))
             .ok_or_else(|| corrupt("array length"))?;
         let base = pool
-            .elems_at(o.off + 32, len, T::KIND.size())?
+            .elems_at(o.off + ARR_ELEMS as u64, len, T::KIND.size())?
             .as_ptr()
             .cast_const();
         Ok(Some(ShmArr {
@@ -284,10 +284,10 @@ impl Pool {
                 align: 16,
             },
         ))?;
-        let o = self.alloc_obj(tag::ARR, HDR + 16 + bytes)?;
-        self.at::<AtomicU64>(o.off + 16)?
-            .store(T::KIND as u64, Relaxed);
-        self.at::<AtomicU64>(o.off + 24)?.store(len as u64, Relaxed);
+        let o = self.alloc_obj(tag::ARR, ARR_ELEMS + bytes)?;
+        let h = self.at::<ArrHead>(o.off)?;
+        h.kind.store(T::KIND as u64, Relaxed);
+        h.len.store(len as u64, Relaxed);
         let val = ShmVal::from_owned(self, Raw::new(tag::ARR, 0, o.off));
         Ok(ShmArr::from_val(val)?.expect("just made an array of T"))
     }

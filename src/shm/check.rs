@@ -2,11 +2,12 @@
 //! is well formed, or say where it is not.
 
 use super::handle::ShmVal;
-use super::layout::{tag, HDR, SLOT};
+use super::layout::{tag, ArrHead, TextHead, TupHead, HDR, SLOT, TEXT_BYTES, TUP_SLOTS};
 use super::mem::{Obj, Raw, MAX_DEPTH};
 use super::tab::Guard;
 use crate::Pool;
 use std::collections::HashSet;
+use std::mem::offset_of;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -139,22 +140,26 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
         .ok_or_else(|| format!("object of {} bytes is smaller than its header", o.size))?;
     match o.tag {
         tag::STR | tag::BYTES | tag::BIGINT => {
-            let len = word(o.off + 16)?;
+            let len = word(o.off + offset_of!(TextHead, len) as u64)?;
             if len > body.saturating_sub(8) {
                 return Err(format!("length {len} beyond the object's {} bytes", o.size));
             }
             if o.tag == tag::STR
-                && std::str::from_utf8(pool.bytes_at(o.off + 24, len).map_err(|e| e.to_string())?)
-                    .is_err()
+                && std::str::from_utf8(
+                    pool.bytes_at(o.off + TEXT_BYTES as u64, len)
+                        .map_err(|e| e.to_string())?,
+                )
+                .is_err()
             {
                 return Err("str is not UTF-8".into());
             }
         }
         tag::C64 => {}
         tag::ARR => {
-            let kind = crate::val::ArrKind::from_u8(word(o.off + 16)? as u8)
-                .ok_or("unknown array element kind")?;
-            let len = word(o.off + 24)?;
+            let kind =
+                crate::val::ArrKind::from_u8(word(o.off + offset_of!(ArrHead, kind) as u64)? as u8)
+                    .ok_or("unknown array element kind")?;
+            let len = word(o.off + offset_of!(ArrHead, len) as u64)?;
             if len
                 .checked_mul(kind.size() as u64)
                 .is_none_or(|b| b > body.saturating_sub(16))
@@ -166,14 +171,14 @@ fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
             }
         }
         tag::TUP => {
-            let len = word(o.off + 16)?;
+            let len = word(o.off + offset_of!(TupHead, len) as u64)?;
             if len > body.saturating_sub(16) / SLOT as u64 {
                 return Err(format!("tuple of {len} beyond the object"));
             }
             for i in 0..len {
                 out.push(
                     pool.read(
-                        pool.slot_at(o.off + 32 + i * SLOT as u64)
+                        pool.slot_at(o.off + TUP_SLOTS as u64 + i * SLOT as u64)
                             .map_err(|e| e.to_string())?,
                     ),
                 );

@@ -1,13 +1,15 @@
 //! Heap `Val` → pool (`share`, all or nothing) and pool → heap `Val` (`to_val`).
 
-use super::layout::{tag, ContainerHead, HDR, SLOT};
+use super::layout::{
+    tag, ArrHead, C64Obj, ContainerHead, TextHead, TupHead, ARR_ELEMS, HDR, SLOT, TEXT_BYTES,
+    TUP_SLOTS,
+};
 use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
 use super::tab::{key_hash, Guard};
 use super::{Elem, ValError};
 use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
 use crate::Pool;
 use num_bigint::BigInt;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// A str/bytes of at most 8 bytes, inline in the slot.
@@ -70,9 +72,10 @@ impl Pool {
 
     fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
         let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
-        self.at::<AtomicU64>(o.off + 16)?
+        self.at::<TextHead>(o.off)?
+            .len
             .store(bytes.len() as u64, Relaxed);
-        self.copy_in(o.off + 24, bytes)?;
+        self.copy_in(o.off + TEXT_BYTES as u64, bytes)?;
         Ok(imm(t, o.off))
     }
 
@@ -181,20 +184,18 @@ impl Pool {
             Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le())?,
             Val::Complex64(c) => {
                 let o = self.alloc_obj(tag::C64, HDR + 16)?;
-                self.at::<AtomicU64>(o.off + 16)?
-                    .store(c.re.to_bits(), Relaxed);
-                self.at::<AtomicU64>(o.off + 24)?
-                    .store(c.im.to_bits(), Relaxed);
+                let h = self.at::<C64Obj>(o.off)?;
+                h.re.store(c.re.to_bits(), Relaxed);
+                h.im.store(c.im.to_bits(), Relaxed);
                 imm(tag::C64, o.off)
             }
             Val::Arr(a) => {
                 let bytes = arr_bytes(a);
-                let o = self.alloc_obj_zeroed(tag::ARR, HDR + 16 + bytes.len(), HDR)?;
-                self.at::<AtomicU64>(o.off + 16)?
-                    .store(a.kind() as u64, Relaxed);
-                self.at::<AtomicU64>(o.off + 24)?
-                    .store(a.len() as u64, Relaxed);
-                self.copy_in(o.off + 32, bytes)?;
+                let o = self.alloc_obj_zeroed(tag::ARR, ARR_ELEMS + bytes.len(), HDR)?;
+                let h = self.at::<ArrHead>(o.off)?;
+                h.kind.store(a.kind() as u64, Relaxed);
+                h.len.store(a.len() as u64, Relaxed);
+                self.copy_in(o.off + ARR_ELEMS as u64, bytes)?;
                 imm(tag::ARR, o.off)
             }
             Val::Tup(items) => return Ok(In::Frame(InFrame::new(tag::TUP, Src::Seq(items)))),
@@ -212,13 +213,13 @@ impl Pool {
         match f.kind {
             tag::TUP => {
                 let o = self
-                    .alloc_obj(tag::TUP, HDR + 16 + n * SLOT)
+                    .alloc_obj(tag::TUP, TUP_SLOTS + n * SLOT)
                     .inspect_err(|_| self.release_all(&kids))?;
                 let raw = imm(tag::TUP, o.off);
                 let fill = || -> Result<(), ValError> {
-                    self.at::<AtomicU64>(o.off + 16)?.store(n as u64, Relaxed);
+                    self.at::<TupHead>(o.off)?.len.store(n as u64, Relaxed);
                     for (i, k) in kids.iter().enumerate() {
-                        self.put(o.off + 32 + (i * SLOT) as u64, *k)?;
+                        self.put(o.off + (TUP_SLOTS + i * SLOT) as u64, *k)?;
                     }
                     Ok(())
                 };
@@ -372,14 +373,14 @@ impl Pool {
     }
 
     pub(crate) fn bytes_of(&self, o: Obj) -> Result<&[u8], ValError> {
-        let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
-        if len > o.size.saturating_sub(24) {
+        let len = self.at::<TextHead>(o.off)?.len.load(Relaxed);
+        if len > o.size.saturating_sub(TEXT_BYTES as u64) {
             return Err(corrupt(format!(
                 "object at {:#x}: length {len} beyond its {} bytes",
                 o.off, o.size
             )));
         }
-        self.bytes_at(o.off + 24, len)
+        self.bytes_at(o.off + TEXT_BYTES as u64, len)
     }
 
     fn object_step(&self, o: Obj) -> Result<Out, ValError> {
@@ -390,30 +391,36 @@ impl Pool {
             ),
             tag::BYTES => Val::Bytes(self.bytes_of(o)?.to_vec()),
             tag::BIGINT => Val::BigInt(BigInt::from_signed_bytes_le(self.bytes_of(o)?)),
-            tag::C64 => Val::Complex64(Complex::new(
-                f64::from_bits(self.at::<AtomicU64>(o.off + 16)?.load(Relaxed)),
-                f64::from_bits(self.at::<AtomicU64>(o.off + 24)?.load(Relaxed)),
-            )),
+            tag::C64 => {
+                let h = self.at::<C64Obj>(o.off)?;
+                Val::Complex64(Complex::new(
+                    f64::from_bits(h.re.load(Relaxed)),
+                    f64::from_bits(h.im.load(Relaxed)),
+                ))
+            }
             tag::ARR => {
-                let kind = ArrKind::from_u8(self.at::<AtomicU64>(o.off + 16)?.load(Relaxed) as u8)
+                let h = self.at::<ArrHead>(o.off)?;
+                let kind = ArrKind::from_u8(h.kind.load(Relaxed) as u8)
                     .ok_or_else(|| corrupt("array kind"))?;
-                let len = self.at::<AtomicU64>(o.off + 24)?.load(Relaxed);
+                let len = h.len.load(Relaxed);
                 len.checked_mul(kind.size() as u64)
-                    .filter(|b| *b <= o.size.saturating_sub(32))
+                    .filter(|b| *b <= o.size.saturating_sub(ARR_ELEMS as u64))
                     .ok_or_else(|| corrupt("array length"))?;
-                let p = self.elems_at(o.off + 32, len, kind.size())?;
+                let p = self.elems_at(o.off + ARR_ELEMS as u64, len, kind.size())?;
                 // SAFETY: `elems_at` checked that `len` elements of this kind lie in
                 // the pool at an alignment their atomics accept.
                 unsafe { arr_from_atomics(kind, p.as_ptr(), len as usize) }
             }
             tag::TUP => {
                 // Immutable and kept alive by whoever holds the tuple: no snapshot.
-                let len = self.at::<AtomicU64>(o.off + 16)?.load(Relaxed);
-                if len > o.size.saturating_sub(32) / SLOT as u64 {
+                let len = self.at::<TupHead>(o.off)?.len.load(Relaxed);
+                if len > o.size.saturating_sub(TUP_SLOTS as u64) / SLOT as u64 {
                     return Err(corrupt("tuple length"));
                 }
                 let items = (0..len)
-                    .map(|i| Ok(self.read(self.slot_at(o.off + 32 + i * SLOT as u64)?)))
+                    .map(|i| {
+                        Ok(self.read(self.slot_at(o.off + (TUP_SLOTS as u64) + i * SLOT as u64)?))
+                    })
                     .collect::<Result<Vec<Raw>, ValError>>()?;
                 return Ok(Out::Frame(OutFrame::new(tag::TUP, items, false)));
             }

@@ -161,6 +161,64 @@ pub struct Entry {
     pub value: Slot,
 }
 
+/// A string, bytes or big integer: the header, the byte length, then the bytes at
+/// [`TEXT_BYTES`] (immutable once published).
+#[repr(C)]
+#[derive(Debug)]
+pub struct TextHead {
+    /// The object header.
+    pub obj: ObjHeader,
+    /// Bytes that follow.
+    pub len: AtomicU64,
+}
+/// Offset of a text object's bytes.
+pub const TEXT_BYTES: usize = std::mem::size_of::<TextHead>();
+const _: () = assert!(TEXT_BYTES == 24 && std::mem::offset_of!(TextHead, len) == 16);
+
+/// A complex double.
+#[repr(C)]
+#[derive(Debug)]
+pub struct C64Obj {
+    /// The object header.
+    pub obj: ObjHeader,
+    /// Bits of the real part.
+    pub re: AtomicU64,
+    /// Bits of the imaginary part.
+    pub im: AtomicU64,
+}
+const _: () = assert!(std::mem::size_of::<C64Obj>() == 32);
+
+/// A numeric array: the header, the element kind, the length, then the elements at
+/// [`ARR_ELEMS`] (written in place through atomics: `ShmArr::set`).
+#[repr(C)]
+#[derive(Debug)]
+pub struct ArrHead {
+    /// The object header.
+    pub obj: ObjHeader,
+    /// `ArrKind` of the elements.
+    pub kind: AtomicU64,
+    /// Elements that follow.
+    pub len: AtomicU64,
+}
+/// Offset of an array's elements.
+pub const ARR_ELEMS: usize = std::mem::size_of::<ArrHead>();
+const _: () = assert!(ARR_ELEMS == 32 && std::mem::offset_of!(ArrHead, len) == 24);
+
+/// A tuple: the header, the length, then the slots at [`TUP_SLOTS`] (immutable once
+/// published).
+#[repr(C)]
+#[derive(Debug)]
+pub struct TupHead {
+    /// The object header.
+    pub obj: ObjHeader,
+    /// Slots that follow.
+    pub len: AtomicU64,
+    _pad: AtomicU64,
+}
+/// Offset of a tuple's slots.
+pub const TUP_SLOTS: usize = std::mem::size_of::<TupHead>();
+const _: () = assert!(TUP_SLOTS == 32 && std::mem::offset_of!(TupHead, len) == 16);
+
 /// Bytes of a slot.
 pub const SLOT: usize = 16;
 /// Bytes of an object header.
@@ -178,7 +236,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY);
 /// What shapes the bytes of values in a pool, for the pool's layout hash (see
 /// `segment::boot::layout_hash`): a build that changes any of it refuses pools made
 /// by another as `Incompatible`.
-pub(crate) const LAYOUT_PARTS: [u64; 16] = {
+pub(crate) const LAYOUT_PARTS: [u64; 19] = {
     use std::mem::{align_of, offset_of, size_of};
     [
         size_of::<Slot>() as u64,
@@ -197,5 +255,8 @@ pub(crate) const LAYOUT_PARTS: [u64; 16] = {
         tag::LAST_IMMEDIATE as u64,
         tag::LAST_OBJECT as u64,
         tag::DELETED as u64,
+        TEXT_BYTES as u64,
+        ARR_ELEMS as u64,
+        TUP_SLOTS as u64,
     ]
 };

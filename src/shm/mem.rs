@@ -1,8 +1,8 @@
 //! Validated access to objects in a pool, allocation, reference counting.
 
 use super::layout::{
-    tag, BlockHead, ContainerHead, Entry, ObjHeader, Slot, BLOCK_HEAD, CONTAINER, ENTRY, HDR,
-    OBJ_MAGIC, SLOT,
+    tag, BlockHead, ContainerHead, Entry, ObjHeader, Slot, TupHead, BLOCK_HEAD, CONTAINER, ENTRY,
+    HDR, OBJ_MAGIC, SLOT, TUP_SLOTS,
 };
 use super::ValError;
 use crate::Pool;
@@ -464,11 +464,10 @@ impl Pool {
         };
         match o.tag {
             tag::TUP => {
-                let len = self
-                    .at::<std::sync::atomic::AtomicU64>(o.off + HDR as u64)?
-                    .load(Relaxed);
-                for i in 0..len.min((o.size - 32) / SLOT as u64) {
-                    push(self.slot_at(o.off + 32 + i * SLOT as u64)?);
+                let len = self.at::<TupHead>(o.off)?.len.load(Relaxed);
+                let room = o.size.saturating_sub(TUP_SLOTS as u64) / SLOT as u64;
+                for i in 0..len.min(room) {
+                    push(self.slot_at(o.off + TUP_SLOTS as u64 + i * SLOT as u64)?);
                 }
             }
             tag::LIST => {

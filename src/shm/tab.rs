@@ -12,7 +12,9 @@
 //! becomes DELETED); overwriting a live value slot, two words, is logged in the head
 //! first and replayed by the next holder ([`Guard::overwrite`]).
 
-use super::layout::{tag, BlockHead, ContainerHead, Entry, Slot, BLOCK_HEAD, ENTRY, HDR, SLOT};
+use super::layout::{
+    tag, BlockHead, ContainerHead, Entry, Slot, TextHead, BLOCK_HEAD, ENTRY, HDR, SLOT, TEXT_BYTES,
+};
 use super::mem::{corrupt, Block, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
@@ -406,11 +408,9 @@ impl<'p> Guard<'p> {
             }
             (tag::STR, Val::Str(s)) => {
                 let o = self.pool.obj(stored.payload)?;
-                let len = self
-                    .pool
-                    .at::<std::sync::atomic::AtomicU64>(o.off + 16)?
-                    .load(Relaxed);
-                Ok(len == s.len() as u64 && self.pool.bytes_at(o.off + 24, len)? == s.as_bytes())
+                let len = self.pool.at::<TextHead>(o.off)?.len.load(Relaxed);
+                Ok(len == s.len() as u64
+                    && self.pool.bytes_at(o.off + TEXT_BYTES as u64, len)? == s.as_bytes())
             }
             (tag::STR, _) | (_, Val::Str(_)) => Ok(false),
             _ => Ok(self.pool.to_val_raw(stored, 1)? == *key),
