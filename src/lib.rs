@@ -52,13 +52,20 @@ mod name;
 pub mod pipe;
 mod platform;
 mod pool;
-pub mod segment;
+mod segment;
 pub mod shm;
 pub mod sync;
 mod sys;
 pub mod val;
 
 pub use error::{CreateError, DestroyError, LayoutId, NameError, OpenError, OpenOrCreateError};
+
+/// The layout identity (version and hash of every shared layout) this build writes
+/// into the pools it creates and requires of the pools it opens; a pool of another
+/// is refused with [`OpenError::Incompatible`].
+pub fn layout_id() -> LayoutId {
+    segment::boot::layout_id()
+}
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
 pub use pipe::{
     BatchError, Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError,

@@ -422,7 +422,7 @@ fn patch_boot(name: &str, offset: u64, bytes: &[u8]) {
 fn wrong_version_or_layout_hash_is_incompatible() {
     let s = Scratch::new("compat");
     let _p = Pool::create(s.name(), MB).unwrap();
-    let id = shmval::segment::boot::layout_id();
+    let id = shmval::layout_id();
     patch_boot(s.name(), 8, &(id.version + 1).to_le_bytes());
     match Pool::open(s.name(), Duration::ZERO) {
         Err(OpenError::Incompatible {

@@ -11,7 +11,7 @@ mod arr;
 mod check;
 mod convert;
 mod handle;
-pub mod layout;
+pub(crate) mod layout;
 mod list;
 mod mem;
 mod tab;
