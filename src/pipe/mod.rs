@@ -25,9 +25,13 @@
 //! run a dead sender had claimed and not written.
 
 mod broadcast;
+mod error;
 mod ring;
+mod wait;
 
 pub use broadcast::{Broadcast, BroadcastRecvError, Policy, Subscriber, MAX_SUBSCRIBERS};
+pub use error::{BatchError, PipeError, RecvError, SendError};
+use wait::{wake_at, Adapt, Deadline, Spin, Turn, WaitLog};
 
 use crate::shm::layout::tag;
 use crate::shm::{Raw, ShmTab, ShmVal, ValError};
@@ -37,7 +41,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 
 /// Processes that may use one pipe at once.
 pub const MAX_PIPE_USERS: usize = ring::USERS;
@@ -56,134 +59,6 @@ const FAST_SPIN_MIN: Duration = Duration::from_millis(1);
 
 /// How often a waiter blocked behind a claimed cell checks whether its claimer died.
 const STUCK_CHECK: Duration = Duration::from_millis(5);
-
-/// Why a pipe could not be created, opened or used.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum PipeError {
-    /// A pipe of this name exists already.
-    #[error("pipe {0:?} exists already")]
-    Exists(String),
-    /// No pipe of this name (after waiting as long as asked).
-    #[error("no pipe {name:?} in the pool (waited {waited:?})")]
-    NotFound {
-        /// The name looked for.
-        name: String,
-        /// How long the call waited for it to appear.
-        waited: Duration,
-    },
-    /// An empty name, one longer than [`MAX_PIPE_NAME`] bytes, or one with a NUL.
-    #[error("invalid pipe name {0:?} (1..={MAX_PIPE_NAME} bytes, no NUL)")]
-    Name(String),
-    /// A capacity of 0 or beyond 2^24.
-    #[error("invalid pipe capacity {0} (1..=16777216)")]
-    Capacity(u64),
-    /// More than [`MAX_PIPE_USERS`] live processes use the pipe.
-    #[error("pipe {0:?} has no free user entry ({MAX_PIPE_USERS} live processes use it)")]
-    TooManyUsers(String),
-    /// The subscription is gone: used from a forked child (subscribe again there),
-    /// or its entry was reclaimed.
-    #[error("not subscribed (a forked child must subscribe again)")]
-    Unsubscribed,
-    /// A blocking call without a timeout waited [`shmval_alloc::LOCK_PATIENCE`] for
-    /// the thread owning this pipe side to leave one operation: a process stopped
-    /// (SIGSTOP, a debugger) or traced inside it, or a corrupt ownership word naming
-    /// a live process. A timed call returns its timeout instead.
-    #[error("the pipe side's owner stayed inside one operation for 5 s (stopped or traced?)")]
-    OwnerStuck,
-    /// The kernel refused the `membarrier(2)` call that taking a pipe side over
-    /// from the thread that owns it needs (see `docs/PROTOCOLS.md`).
-    #[error("membarrier refused: cannot take the pipe side over from its owner thread")]
-    Barrier,
-    /// Pool exhausted, or corrupt shared memory.
-    #[error(transparent)]
-    Val(#[from] ValError),
-}
-
-/// A failed send: the value comes back to the caller.
-#[non_exhaustive]
-pub enum SendError {
-    /// The pipe is full (`try_send`).
-    Full(ShmVal),
-    /// The pipe stayed full until the deadline.
-    Timeout(ShmVal),
-    /// The pipe is closed.
-    Closed(ShmVal),
-    /// The value lives in another pool (a pipe moves references, it never copies).
-    WrongPool(ShmVal),
-    /// The pipe is broken (corrupt shared memory, no user entry).
-    Broken(ShmVal, PipeError),
-}
-
-impl SendError {
-    /// The value that was not sent.
-    pub fn into_value(self) -> ShmVal {
-        match self {
-            SendError::Full(v)
-            | SendError::Timeout(v)
-            | SendError::Closed(v)
-            | SendError::WrongPool(v)
-            | SendError::Broken(v, _) => v,
-        }
-    }
-}
-
-impl fmt::Debug for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SendError({self})")
-    }
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::Full(_) => f.write_str("pipe full"),
-            SendError::Timeout(_) => f.write_str("pipe full until the deadline"),
-            SendError::Closed(_) => f.write_str("pipe closed"),
-            SendError::WrongPool(_) => f.write_str("value lives in another pool"),
-            SendError::Broken(_, e) => write!(f, "pipe broken: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// A failed batch send (`send_many`...). The values not sent stay in the caller's
-/// vector, in order.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum BatchError {
-    /// The pipe stayed full until the deadline.
-    #[error("pipe full until the deadline")]
-    Timeout,
-    /// The pipe is closed.
-    #[error("pipe closed")]
-    Closed,
-    /// The value at this index lives in another pool (nothing was sent).
-    #[error("value {0} lives in another pool")]
-    WrongPool(usize),
-    /// The pipe is broken (corrupt shared memory, no user entry).
-    #[error("pipe broken: {0}")]
-    Broken(PipeError),
-}
-
-/// A failed receive.
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum RecvError {
-    /// Nothing to receive (`try_recv`).
-    #[error("pipe empty")]
-    Empty,
-    /// Nothing arrived before the deadline.
-    #[error("nothing received before the deadline")]
-    Timeout,
-    /// The pipe is closed and drained.
-    #[error("pipe closed")]
-    Closed,
-    /// The pipe is broken (corrupt shared memory, no user entry).
-    #[error("pipe broken: {0}")]
-    Broken(PipeError),
-}
 
 /// A handle on a named pipe. Clones share one registration; every method may be
 /// called from any thread.
@@ -211,47 +86,6 @@ struct Inner {
     /// This process's turns to claim and fill (empty) cells under its user entry.
     send_turn: Turn,
     recv_turn: Turn,
-}
-
-/// A process-local turn: the threads of one process share its user entry and its
-/// records, so they claim one at a time. The word holds the holder's process token:
-/// a turn copied into a forked child while a parent's thread held it is taken over.
-struct Turn(AtomicU64);
-
-impl Turn {
-    #[inline]
-    fn take(&self, token: u64) -> TurnGuard<'_> {
-        loop {
-            match self
-                .0
-                .compare_exchange(0, token, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => return TurnGuard(&self.0),
-                Err(t) if t != token => {
-                    // Held in the parent when this process was forked.
-                    if self
-                        .0
-                        .compare_exchange(t, token, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return TurnGuard(&self.0);
-                    }
-                }
-                // Another thread of this process claims: it never waits while
-                // holding the turn.
-                Err(_) => std::thread::yield_now(),
-            }
-        }
-    }
-}
-
-struct TurnGuard<'a>(&'a AtomicU64);
-
-impl Drop for TurnGuard<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
-    }
 }
 
 impl Drop for Inner {
@@ -1132,214 +966,6 @@ fn find(pool: &Pool, dir: Directory, name: &str, wait: Duration) -> Result<ShmVa
         }
         std::thread::sleep(nap.min(wait - waited));
         nap = (nap * 2).min(Duration::from_millis(10));
-    }
-}
-
-/// The names (string keys) of a directory.
-/// Shortest spin an adaptive side keeps (so that it notices when hand-offs become
-/// fast again), unless the budget itself is shorter.
-const MIN_ADAPT_SPIN_NS: u64 = 100;
-
-/// Adaptive spinning, per handle and side: a blocked call spins at most this long
-/// before it sleeps. A wait that ended while spinning doubles it (up to the budget,
-/// [`Pipe::set_spin`]); one that had to sleep halves it (down to
-/// [`MIN_ADAPT_SPIN_NS`]). A sender held up by a slow consumer (or a receiver by a
-/// slow producer) thus stops burning the budget on every value — one sleep and one
-/// wake-up each — while a fast stream keeps spinning.
-struct Adapt(AtomicU64);
-
-impl Adapt {
-    fn new() -> Adapt {
-        Adapt(AtomicU64::new(u64::MAX))
-    }
-
-    fn limit(&self, budget: u64) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::Relaxed).min(budget))
-    }
-
-    fn spun_ok(&self) {
-        let a = self.0.load(Ordering::Relaxed);
-        self.0.store(
-            a.saturating_mul(2).max(MIN_ADAPT_SPIN_NS),
-            Ordering::Relaxed,
-        );
-    }
-
-    fn slept(&self) {
-        let a = self
-            .0
-            .load(Ordering::Relaxed)
-            .min(DEFAULT_SPIN.as_nanos() as u64 * 64);
-        self.0
-            .store((a / 2).max(MIN_ADAPT_SPIN_NS), Ordering::Relaxed);
-    }
-
-    /// Spinning competed with another process for the core: down to the floor.
-    fn contended(&self) {
-        self.0.store(MIN_ADAPT_SPIN_NS, Ordering::Relaxed);
-    }
-}
-
-/// What one call's wait taught its side's [`Adapt`], recorded when the call ends.
-struct WaitLog<'a> {
-    adapt: &'a Adapt,
-    /// The call's spin (at most what `adapt` allows now).
-    spin: Spin,
-    waited: bool,
-    slept: bool,
-}
-
-impl<'a> WaitLog<'a> {
-    /// The wait of a call on a side whose spin adapts in `adapt`, within `budget`
-    /// (zero: a call that does not block).
-    fn new(adapt: &'a Adapt, budget: u64) -> WaitLog<'a> {
-        WaitLog {
-            adapt,
-            spin: Spin::new(adapt.limit(budget)),
-            waited: false,
-            slept: false,
-        }
-    }
-    /// An attempt failed: the call waits.
-    fn waited(&mut self) {
-        self.waited = true;
-    }
-    /// The call goes to sleep (its spin did not see the condition).
-    fn slept(&mut self) {
-        if !self.slept {
-            self.slept = true;
-            self.adapt.slept();
-        }
-    }
-}
-
-impl Drop for WaitLog<'_> {
-    fn drop(&mut self) {
-        if self.spin.contended {
-            self.adapt.contended();
-        } else if self.waited && !self.slept {
-            self.adapt.spun_ok();
-        }
-    }
-}
-
-/// The deadline of one blocking (or not) call, fixed at its first failed attempt
-/// (no clock read on the fast path), and how long the call may wait for *another
-/// process* — an owner inside its section, a close to finish: not at all for a
-/// `try_` call, until the deadline for a timed one, [`shmval_alloc::LOCK_PATIENCE`]
-/// (then [`PipeError::OwnerStuck`]) for one without a timeout.
-struct Deadline {
-    timeout: Option<Duration>,
-    block: bool,
-    at: std::cell::Cell<Option<Option<Instant>>>,
-}
-
-impl Deadline {
-    fn new(timeout: Option<Duration>, block: bool) -> Deadline {
-        Deadline {
-            timeout,
-            block,
-            at: std::cell::Cell::new(None),
-        }
-    }
-
-    /// The deadline (`None`: none), fixed on first use.
-    fn at(&self) -> Option<Instant> {
-        if let Some(at) = self.at.get() {
-            return at;
-        }
-        let at = self.timeout.and_then(|t| Instant::now().checked_add(t));
-        self.at.set(Some(at));
-        at
-    }
-
-    /// Until when the call may wait for another process (`None`: not at all).
-    fn other_process_limit(&self) -> Option<Instant> {
-        if !self.block {
-            return None;
-        }
-        Some(
-            self.at()
-                .unwrap_or_else(|| Instant::now() + shmval_alloc::LOCK_PATIENCE),
-        )
-    }
-
-    /// A blocking call without a timeout.
-    fn unlimited(&self) -> bool {
-        self.block && self.timeout.is_none()
-    }
-}
-
-/// When a sleeper must wake: its deadline, or sooner when it waits behind a claimed
-/// cell (to check whether the claimer died: nobody else would wake it).
-fn wake_at(deadline: Option<Instant>, behind_claim: bool) -> Option<Instant> {
-    if !behind_claim {
-        return deadline;
-    }
-    let check = Instant::now() + STUCK_CHECK;
-    Some(deadline.map_or(check, |d| d.min(check)))
-}
-
-/// The spin phase of a blocking call: busy-wait with a growing pause, yielding the
-/// CPU now and then, until `limit` has passed (or the deadline).
-struct Spin {
-    limit: Duration,
-    start: Option<Instant>,
-    round: u32,
-    /// Rounds between clock reads: 32 for a long spin, every round for a short one
-    /// (an adaptive spin of a few hundred ns must not run 32 pauses, ~2 µs here).
-    every: u32,
-    /// A `yield` gave the core away for a while: another process was runnable on
-    /// it — maybe the very one this spin waits for. The spin ends, and its side
-    /// stops spinning until a wait succeeds by spinning again (see [`Adapt`]).
-    contended: bool,
-}
-
-/// A `yield` that takes longer than this ran another process: the core is wanted.
-const CONTENDED_YIELD: Duration = Duration::from_micros(20);
-
-impl Spin {
-    fn new(limit: Duration) -> Spin {
-        let every = (limit.as_nanos() / 1000).clamp(1, 32) as u32;
-        Spin {
-            limit,
-            start: None,
-            round: 0,
-            every,
-            contended: false,
-        }
-    }
-
-    /// Pauses a little and returns whether to try again (false: go to sleep). Once
-    /// it said false it always does (the clock is read only every few rounds, and a
-    /// caller asking from two loops must not find a round that skips the check).
-    #[inline]
-    fn more(&mut self, deadline: Option<Instant>) -> bool {
-        if self.limit.is_zero() {
-            return false;
-        }
-        self.round += 1;
-        if self.round == 1 || self.round % self.every == 0 {
-            let now = Instant::now();
-            let start = *self.start.get_or_insert(now);
-            if now.duration_since(start) >= self.limit || deadline.is_some_and(|d| now >= d) {
-                self.limit = Duration::ZERO;
-                return false;
-            }
-            if self.round % 256 == 0 {
-                std::thread::yield_now();
-                if now.elapsed() > CONTENDED_YIELD {
-                    self.contended = true;
-                    self.limit = Duration::ZERO;
-                    return false;
-                }
-                return true;
-            }
-        }
-        // One pause per round: a longer backoff delays noticing the hand-off (on
-        // this AMD machine a PAUSE is ~65 cycles), and waiting is the only work here.
-        std::hint::spin_loop();
-        true
     }
 }
 
