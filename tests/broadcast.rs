@@ -499,18 +499,27 @@ fn chaos_senders_and_subscribers_killed_at_random_under_traffic() {
     for _ in 0..kills {
         std::thread::sleep(Duration::from_micros(next() % 8000));
         let r = next() as usize;
-        let (kid, fresh) = if r % 3 == 0 {
-            (&mut senders[r / 3 % 2], sender(r / 3 % 2))
+        let kid = if r % 3 == 0 {
+            &mut senders[r / 3 % 2]
         } else {
-            let env = &env;
-            (
-                &mut subs[r / 3 % 3],
-                spawn("child_role_entry", "chaos-sub", env),
-            )
+            &mut subs[r / 3 % 3]
         };
+        // A chaos child ends only when killed (or at the close): one that ended by
+        // itself failed (a subscriber that saw a value out of order panics).
+        assert!(
+            kid.try_wait().unwrap().is_none(),
+            "a chaos child ended by itself"
+        );
         kid.kill().unwrap();
         kid.wait().unwrap();
-        *kid = fresh;
+        // The replacement starts only now: a sender of the same slot running beside
+        // the one being killed could send a later number before the old one's
+        // earlier one landed.
+        *kid = if r % 3 == 0 {
+            sender(r / 3 % 2)
+        } else {
+            spawn("child_role_entry", "chaos-sub", &env)
+        };
         // Keep the watching subscriber from blocking the senders.
         while let Ok(v) = watch.try_recv() {
             let _ = num(&v);
