@@ -199,8 +199,9 @@ pub(super) struct Spin {
     limit: Duration,
     start: Option<Instant>,
     pub(super) round: u32,
-    /// Rounds between clock reads: 32 for a long spin, every round for a short one
-    /// (an adaptive spin of a few hundred ns must not run 32 pauses, ~2 µs here).
+    /// Rounds between clock reads (a power of two): 32 for a long spin, every round
+    /// for a short one (an adaptive spin of a few hundred ns must not run 32 pauses,
+    /// ~2 µs here).
     every: u32,
     /// A `yield` gave the core away for a while: another process was runnable on
     /// it — maybe the very one this spin waits for. The spin ends, and its side
@@ -213,7 +214,7 @@ pub(super) const CONTENDED_YIELD: Duration = Duration::from_micros(20);
 
 impl Spin {
     pub(super) fn new(limit: Duration) -> Spin {
-        let every = (limit.as_nanos() / 1000).clamp(1, 32) as u32;
+        let every = ((limit.as_nanos() / 1000).clamp(1, 32) as u32).next_power_of_two();
         Spin {
             limit,
             start: None,
@@ -239,7 +240,9 @@ impl Spin {
                 self.limit = Duration::ZERO;
                 return false;
             }
-            if self.round % 256 == 0 {
+            // A yield every 1024 rounds (~40 µs here): a waiter that calls this in
+            // an inner loop (the wait for room) must not turn into a yield loop.
+            if self.round % 1024 == 0 {
                 std::thread::yield_now();
                 if now.elapsed() > CONTENDED_YIELD {
                     self.contended = true;
