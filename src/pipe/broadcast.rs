@@ -194,6 +194,10 @@ struct BcastHead {
 
 const SLOTS_OFF: usize = std::mem::size_of::<BcastHead>();
 
+// SAFETY: #[repr(C)], made of atomic integers (the lock is two, an eventcount one)
+// and padding (`_p1`, `_p2`: plain u32 never read or written after zeroing).
+unsafe impl crate::shm::layout::InShared for BcastHead {}
+
 /// What shapes a broadcast object's bytes, for the pool's layout hash.
 pub(crate) const LAYOUT_PARTS: [u64; 8] = {
     use std::mem::{offset_of, size_of};

@@ -211,6 +211,12 @@ pub(crate) struct Cell {
     _pad2: [AtomicU64; 4],
 }
 
+// SAFETY: #[repr(C)], made of atomic integers (the eventcounts are one atomic each)
+// and padding (`_p3`, `_p4`: plain u32 never read or written after zeroing).
+unsafe impl crate::shm::layout::InShared for PipeHead {}
+// SAFETY: #[repr(C)], atomics only.
+unsafe impl crate::shm::layout::InShared for Cell {}
+
 /// Offset of the first cell in a pipe object.
 pub(crate) const CELLS_OFF: usize = std::mem::size_of::<PipeHead>();
 

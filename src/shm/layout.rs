@@ -83,6 +83,22 @@ pub mod tag {
 /// "SV" marker in the high half of an object's kind word.
 pub const OBJ_MAGIC: u32 = 0x5356 << 16;
 
+/// Types that may be viewed in place in shared memory that other processes write at
+/// the same time: what `Pool::at` hands out references to.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types made of atomic integers (fields, arrays or
+/// structs of them; plain padding that is never read is allowed), holding no pointer
+/// or reference: then any bytes are a valid value, every access is atomic, and a
+/// shared reference to one in a mapping that outlives it is sound whatever other
+/// processes do.
+pub(crate) unsafe trait InShared {}
+
+// SAFETY: atomic integers.
+unsafe impl InShared for AtomicU64 {}
+// SAFETY: atomic integers.
+unsafe impl InShared for AtomicU32 {}
+
 /// A value slot.
 #[repr(C)]
 #[derive(Debug)]
@@ -260,3 +276,23 @@ pub(crate) const LAYOUT_PARTS: [u64; 19] = {
         TUP_SLOTS as u64,
     ]
 };
+
+// SAFETY: each is #[repr(C)] and made of atomic integers only (the lock of a
+// container head is two atomics too).
+unsafe impl InShared for Slot {}
+// SAFETY: as above.
+unsafe impl InShared for ObjHeader {}
+// SAFETY: as above.
+unsafe impl InShared for ContainerHead {}
+// SAFETY: as above.
+unsafe impl InShared for BlockHead {}
+// SAFETY: as above.
+unsafe impl InShared for Entry {}
+// SAFETY: as above.
+unsafe impl InShared for TextHead {}
+// SAFETY: as above.
+unsafe impl InShared for C64Obj {}
+// SAFETY: as above.
+unsafe impl InShared for ArrHead {}
+// SAFETY: as above.
+unsafe impl InShared for TupHead {}

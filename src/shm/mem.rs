@@ -1,8 +1,8 @@
 //! Validated access to objects in a pool, allocation, reference counting.
 
 use super::layout::{
-    tag, BlockHead, ContainerHead, Entry, ObjHeader, Slot, TupHead, BLOCK_HEAD, CONTAINER, ENTRY,
-    HDR, OBJ_MAGIC, SLOT, TUP_SLOTS,
+    tag, BlockHead, ContainerHead, Entry, InShared, ObjHeader, Slot, TupHead, BLOCK_HEAD,
+    CONTAINER, ENTRY, HDR, OBJ_MAGIC, SLOT, TUP_SLOTS,
 };
 use super::ValError;
 use crate::Pool;
@@ -191,14 +191,15 @@ impl Pool {
         self.at::<ObjHeader>(off)
     }
 
-    /// A reference to a `T` (made of atomics) at `off`, bounds- and alignment-checked.
-    pub(crate) fn at<T>(&self, off: u64) -> Result<&T, ValError> {
+    /// A reference to a `T` (made of atomics: [`InShared`]) at `off`, bounds- and
+    /// alignment-checked.
+    pub(crate) fn at<T: InShared>(&self, off: u64) -> Result<&T, ValError> {
         let p = Offset::new(off)
             .and_then(|o| self.resolve(o, std::mem::size_of::<T>()))
             .filter(|p| p.as_ptr() as usize % std::mem::align_of::<T>() == 0)
             .ok_or_else(|| corrupt(format!("offset {off:#x} outside the pool")))?;
-        // SAFETY: in bounds and aligned (checked); every `T` used here is made of
-        // atomics only, so any bytes are a valid value and sharing is sound.
+        // SAFETY: in bounds and aligned (checked); `T: InShared` is made of atomics
+        // only, so any bytes are a valid value and sharing is sound.
         Ok(unsafe { &*(p.as_ptr() as *const T) })
     }
 
