@@ -412,7 +412,21 @@ impl Pool {
         self.inner.seg.main.ptr()
     }
 
-    /// The allocator over the main segment, lent for as long as this handle lives
+    /// Allocator cache slots claimed now (one per thread that allocated from this
+    /// pool, in any process; slot 0, the shared one, not counted).
+    pub fn slots_in_use(&self) -> u32 {
+        self.inner.seg.heap.slots_in_use()
+    }
+
+    /// Reclaims the allocator cache slots of processes that died (their cached
+    /// blocks go back to the pool); every open does it, and so does a thread that
+    /// finds no free slot. Returns how many were reclaimed.
+    pub fn reclaim_dead(&self) -> usize {
+        self.inner.seg.heap.reclaim_dead()
+    }
+
+    /// Internal (the benchmark and tests reach the allocator through it): the
+    /// allocator over the main segment, lent for as long as this handle lives
     /// (it cannot be copied out of the handle and outlive the mapping):
     ///
     /// ```compile_fail
@@ -422,6 +436,7 @@ impl Pool {
     /// drop(pool);
     /// let _ = h.stats(); // would read unmapped memory
     /// ```
+    #[doc(hidden)]
     pub fn heap(&self) -> &Heap<LinuxPlatform> {
         &self.inner.seg.heap
     }

@@ -219,11 +219,7 @@ fn processes_allocate_and_free_concurrently_without_overlap_or_loss() {
     assert_eq!(st.large_blocks, 0);
     assert_eq!(st.leaked, 0);
     assert!(st.classes.iter().all(|c| c.in_use == 0), "{:?}", st.classes);
-    assert_eq!(
-        pool.heap().reclaim_dead(),
-        0,
-        "children released their slots"
-    );
+    assert_eq!(pool.reclaim_dead(), 0, "children released their slots");
 }
 
 #[test]
@@ -359,7 +355,7 @@ fn processes_sigkilled_inside_alloc_and_free_leave_the_pool_consistent() {
         pool.user_word(6).load(Ordering::Acquire) > 1000,
         "the survivor kept working"
     );
-    pool.heap().reclaim_dead();
+    pool.reclaim_dead();
     let st = pool.stats();
     assert_eq!(st.leaked, 0);
     // Each kill may leak the one block in flight and skew a counter by one block.

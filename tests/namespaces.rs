@@ -309,19 +309,11 @@ fn a_cache_slot_of_a_process_killed_in_another_pid_namespace_is_reclaimed() {
     require_pid_namespaces!();
     let s = Scratch::new("ns-deadslot");
     let pool = new_pool(&s);
-    let before = pool.heap().slots_in_use();
+    let before = pool.slots_in_use();
     run_to_death(&s, &pool, "die-holding-slot");
-    assert_eq!(
-        pool.heap().slots_in_use(),
-        before + 1,
-        "the dead child's slot"
-    );
+    assert_eq!(pool.slots_in_use(), before + 1, "the dead child's slot");
     drop(open(s.name()));
-    assert_eq!(
-        pool.heap().slots_in_use(),
-        before,
-        "reclaimed by the next open"
-    );
+    assert_eq!(pool.slots_in_use(), before, "reclaimed by the next open");
 }
 
 /// A sender SIGKILLed in another namespace after claiming a cell: the receiver

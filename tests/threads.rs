@@ -54,7 +54,7 @@ fn threads_give_their_slots_back_when_they_exit() {
                 let p = pool.clone();
                 std::thread::spawn(move || {
                     churn(&p, 20_000);
-                    assert!(p.heap().slots_in_use() >= 1);
+                    assert!(p.slots_in_use() >= 1);
                 })
             })
             .collect();
@@ -62,7 +62,7 @@ fn threads_give_their_slots_back_when_they_exit() {
             h.join().unwrap();
         }
         assert_eq!(
-            pool.heap().slots_in_use(),
+            pool.slots_in_use(),
             0,
             "every exited thread released its slot"
         );
@@ -102,7 +102,7 @@ fn more_threads_than_slots_share_slot_zero() {
         h.join().unwrap();
     }
     assert!(pool.stats().slabs <= 31);
-    assert_eq!(pool.heap().slots_in_use(), 0);
+    assert_eq!(pool.slots_in_use(), 0);
     assert_eq!(pool.stats().in_use, 0);
 }
 
@@ -113,14 +113,14 @@ fn child_role_entry() {
     assert_eq!(role, "forker");
     let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
     churn(&pool, 1000); // this thread now owns a slot
-    let before = pool.heap().slots_in_use();
+    let before = pool.slots_in_use();
     // SAFETY: the child only allocates, frees and exits.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0);
     if pid == 0 {
         churn(&pool, 20_000);
         // The child claimed a slot of its own instead of writing the parent's.
-        let ok = pool.heap().slots_in_use() == before + 1;
+        let ok = pool.slots_in_use() == before + 1;
         // SAFETY: leave the child without running the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
@@ -133,8 +133,8 @@ fn child_role_entry() {
     );
     churn(&pool, 20_000);
     // The dead child's slot is reclaimed; the parent's own slot still works.
-    assert_eq!(pool.heap().reclaim_dead(), 1);
-    assert_eq!(pool.heap().slots_in_use(), before);
+    assert_eq!(pool.reclaim_dead(), 1);
+    assert_eq!(pool.slots_in_use(), before);
     drop(pool);
     common::child_done();
 }
