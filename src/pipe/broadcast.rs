@@ -40,6 +40,7 @@
 //! sender it would block (liveness from its process token), so it never blocks the
 //! sender for long.
 
+use super::wait::Deadline;
 use super::{check_name, PipeError, SendError, Spin, BROADCASTS, DEFAULT_SPIN, STUCK_CHECK};
 use crate::shm::layout::{tag, ObjHeader, Slot, HDR};
 use crate::shm::{Raw, ShmVal, ValError};
@@ -823,17 +824,10 @@ impl Broadcast {
         // (user deadline, drop deadline), fixed at the first failed attempt.
         let mut deadlines: Option<(Option<Instant>, Option<Instant>)> = None;
         let mut spin = Spin::new(Duration::from_nanos(self.inner.spin_ns.load(Relaxed)));
-        // How long an attempt may wait for the lock's holder: not at all for a try,
-        // the time left for a timed send (a holder stopped in a debugger must not
-        // keep it past its deadline).
-        let user_deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let patience = || match (block, user_deadline) {
-            (false, _) => Duration::ZERO,
-            (true, Some(d)) => d.saturating_duration_since(Instant::now()),
-            (true, None) => LOCK_PATIENCE,
-        };
+        // A lock holder stopped in a debugger keeps no attempt past its deadline.
+        let dl = Deadline::new(timeout, block);
         loop {
-            match self.push(r, force, reap, patience()) {
+            match self.push(r, force, reap, dl.lock_patience()) {
                 Ok(Push::Sent) => {
                     let _ = v.into_raw(); // the ring owns the reference now
                     return Ok(());
@@ -843,7 +837,7 @@ impl Broadcast {
                 Err(PipeError::Val(ValError::LockTimeout)) if !block => {
                     return Err(SendError::Full(v))
                 }
-                Err(PipeError::Val(ValError::LockTimeout)) if user_deadline.is_some() => {
+                Err(PipeError::Val(ValError::LockTimeout)) if timeout.is_some() => {
                     return Err(SendError::Timeout(v))
                 }
                 Err(e) => return Err(SendError::Broken(v, e)),
@@ -853,7 +847,7 @@ impl Broadcast {
             }
             let (deadline, drop_at) = *deadlines.get_or_insert_with(|| {
                 let now = Instant::now();
-                (user_deadline, drop_after.and_then(|d| now.checked_add(d)))
+                (dl.at(), drop_after.and_then(|d| now.checked_add(d)))
             });
             let limit = [deadline, drop_at].into_iter().flatten().min();
             // Wait (without the lock) for room, a deadline, or the next liveness
@@ -1018,14 +1012,8 @@ impl Subscriber {
     ) -> Result<ShmVal, BroadcastRecvError> {
         let pool = self.b.pool();
         let mut deadline: Option<Option<Instant>> = None;
-        // As in `Broadcast::send_until`: a try waits for no lock holder, a timed
-        // receive no longer than its deadline.
-        let user_deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let patience = || match (block, user_deadline) {
-            (false, _) => Duration::ZERO,
-            (true, Some(d)) => d.saturating_duration_since(Instant::now()),
-            (true, None) => LOCK_PATIENCE,
-        };
+        // As in `Broadcast::send_until`.
+        let dl = Deadline::new(timeout, block);
         let lock_timeout = |e: &BroadcastRecvError| {
             matches!(
                 e,
@@ -1039,9 +1027,9 @@ impl Subscriber {
         });
         loop {
             if self.maybe_ready() {
-                let got = match self.pull(patience()) {
+                let got = match self.pull(dl.lock_patience()) {
                     Err(e) if lock_timeout(&e) && !block => return Err(BroadcastRecvError::Empty),
-                    Err(e) if lock_timeout(&e) && user_deadline.is_some() => {
+                    Err(e) if lock_timeout(&e) && timeout.is_some() => {
                         return Err(BroadcastRecvError::Timeout)
                     }
                     r => r?,
@@ -1056,7 +1044,7 @@ impl Subscriber {
             if !block {
                 return Err(BroadcastRecvError::Empty);
             }
-            let deadline = *deadline.get_or_insert(user_deadline);
+            let deadline = *deadline.get_or_insert_with(|| dl.at());
             if spin.more(deadline) {
                 continue;
             }

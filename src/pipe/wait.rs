@@ -177,6 +177,21 @@ impl Deadline {
         )
     }
 
+    /// How long an attempt may wait for a lock's holder (another process): not at
+    /// all for a `try_` call, the time left for a timed one (its whole timeout while
+    /// the deadline is not fixed yet: no clock read on the fast path),
+    /// [`shmval_alloc::LOCK_PATIENCE`] without a timeout.
+    pub(super) fn lock_patience(&self) -> Duration {
+        match (self.block, self.timeout, self.at.get()) {
+            (false, _, _) => Duration::ZERO,
+            (true, None, _) => shmval_alloc::LOCK_PATIENCE,
+            (true, Some(t), None) => t,
+            (true, Some(_), Some(at)) => at.map_or(Duration::ZERO, |d| {
+                d.saturating_duration_since(Instant::now())
+            }),
+        }
+    }
+
     /// A blocking call without a timeout.
     pub(super) fn unlimited(&self) -> bool {
         self.block && self.timeout.is_none()
