@@ -492,6 +492,7 @@ impl Pool {
         let mine = liveness::entry_of(self.inner.id);
         let entries = liveness::entries(b, &self.inner.seg.boot_fd, mine);
         let creator = b.creator_token.load(Relaxed);
+        let our_ns = sys::pid_namespace() as u32;
         PoolInfo {
             name: self.inner.name.clone(),
             size: b.main_size.load(Relaxed),
@@ -504,7 +505,7 @@ impl Pool {
             attached: entries.iter().filter(|e| e.alive).map(|e| e.pid).collect(),
             attached_other_ns: entries
                 .iter()
-                .filter(|e| e.alive && e.pid_ns != sys::pid_namespace() as u32)
+                .filter(|e| e.alive && e.pid_ns != our_ns)
                 .count(),
         }
     }
