@@ -146,7 +146,7 @@ pub(crate) fn claim_entry(
 }
 
 /// Gives up entry `i` (its token is cleared, then its lock released).
-pub(crate) fn release_entry(boot: &BootHeader, fd: &OwnedFd, i: usize) {
+fn release_entry(boot: &BootHeader, fd: &OwnedFd, i: usize) {
     if let Some(e) = boot.attached.get(i) {
         e.token.store(0, Release);
         sys::ofd_unlock(fd, lock_byte(i));
