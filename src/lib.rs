@@ -46,7 +46,32 @@
 //! Below the values sits a crash-safe multi-process allocator ([`Pool::alloc`],
 //! [`Pool::resolve`], offsets valid in every process) for data of your own layout.
 
+/// A fail point named `$name` (see `shmval::fail`, feature `failpoints`): no code
+/// at all without the feature.
+macro_rules! fail_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        {
+            let _ = shmval_alloc::fail::fires($name);
+        }
+    };
+}
+
+/// Whether the fail point `$name` fired (it takes another branch then); `false`
+/// without the `failpoints` feature.
+macro_rules! fail_fires {
+    ($name:literal) => {{
+        #[cfg(feature = "failpoints")]
+        let fired = shmval_alloc::fail::fires($name);
+        #[cfg(not(feature = "failpoints"))]
+        let fired = false;
+        fired
+    }};
+}
+
 mod error;
+#[cfg(feature = "failpoints")]
+pub use shmval_alloc::fail;
 mod liveness;
 mod name;
 pub mod pipe;

@@ -4,9 +4,10 @@
 mod common;
 
 use common::{spawn, wait_ok, Scratch};
-use shmval::{AllocError, Offset, Pool, PoolOptions};
+use shmval::{fail, AllocError, Offset, Pool, PoolOptions};
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MB: u64 = 1 << 20;
@@ -177,9 +178,16 @@ fn child_role_entry() {
             }
         }
         "lock-holder" => {
-            pool.heap().__test_hold_large_lock_and_wreck_index();
-            pool.user_word(4).store(1, Ordering::Release);
-            std::thread::sleep(Duration::from_secs(60));
+            // Stops inside a large allocation, holding the lock, its block taken
+            // out of the index and not yet marked allocated; killed there.
+            let p2 = pool.clone();
+            let stop = move || {
+                p2.user_word(4).store(1, Ordering::Release);
+                std::thread::sleep(Duration::from_secs(60));
+            };
+            fail::set_for_thread("alloc.large.unlinked", fail::Action::Call(Arc::new(stop)));
+            let _ = pool.alloc(Layout::from_size_align(100_000, 64).unwrap());
+            unreachable!("killed holding the lock");
         }
         r => panic!("unknown role {r}"),
     }

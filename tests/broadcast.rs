@@ -7,10 +7,11 @@ mod common;
 use common::{child_done, spawn, wait_ok, Scratch};
 use proptest::prelude::*;
 use shmval::{
-    Broadcast, BroadcastRecvError as E, PipeError, Policy, Pool, PoolOptions, SendError, ShmVal,
-    Subscriber, Val,
+    fail, Broadcast, BroadcastRecvError as E, PipeError, Policy, Pool, PoolOptions, SendError,
+    ShmVal, Subscriber, Val,
 };
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECS: Duration = Duration::from_secs(1);
@@ -95,9 +96,15 @@ fn child_role_entry() {
             std::thread::sleep(60 * SECS);
         }
         "lock-and-die" => {
-            b.__test_lock_and_stop();
-            pool.user_word(4).store(1, SeqCst);
-            std::thread::sleep(60 * SECS);
+            // Stops holding the lock (the subscribe takes it); killed there.
+            let p2 = pool.clone();
+            let stop = move || {
+                p2.user_word(4).store(1, SeqCst);
+                std::thread::sleep(60 * SECS);
+            };
+            fail::set_for_thread("broadcast.locked", fail::Action::Call(Arc::new(stop)));
+            let _ = b.subscribe();
+            unreachable!("killed holding the lock");
         }
         "chaos-sub" => {
             // Each sender slot's values in increasing order (a sender killed may

@@ -9,11 +9,12 @@
 mod common;
 
 use common::{child_done, role, spawn_under, wait_ok, Scratch, CHILD_OK};
-use shmval::{Pipe, Pool, PoolOptions, ShmVal};
+use shmval::{fail, Pipe, Pool, PoolOptions, ShmVal};
 use std::alloc::Layout;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECS: Duration = Duration::from_secs(1);
@@ -180,10 +181,20 @@ fn child_roles() {
         }
         "die-claiming" => {
             let pipe = Pipe::open(&pool, "p", SECS).unwrap();
-            assert!(pipe.__test_claim_and_stop(true));
-            word(&pool, 4).store(1, SeqCst);
-            // SAFETY: as above.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            // Dies in a send on the shared side, right after its claim.
+            fail::set_for_thread("pipe.never_own", fail::Action::On);
+            let p2 = pool.clone();
+            let die = move || {
+                word(&p2, 4).store(1, SeqCst);
+                // SAFETY: as above.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            };
+            fail::set_for_thread(
+                "pipe.send.shared.claimed",
+                fail::Action::Call(Arc::new(die)),
+            );
+            let _ = pipe.send(pool.share(&shmval::Val::I64(1)).unwrap());
+            unreachable!("killed inside the send");
         }
         other => panic!("unknown role {other}"),
     }

@@ -4,10 +4,13 @@
 mod common;
 
 use common::{child_done, spawn, wait_ok, Scratch};
+use shmval::fail::{self, Action};
 use shmval::{
     tab, BatchError, Broadcast, Pipe, PipeError, Pool, PoolOptions, RecvError, SendError, ShmVal,
     Val,
 };
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECS: Duration = Duration::from_secs(1);
@@ -22,6 +25,27 @@ fn int(pool: &Pool, i: i64) -> ShmVal {
 
 fn as_i64(v: &ShmVal) -> i64 {
     v.to_val().unwrap().as_i64().unwrap()
+}
+
+/// A fail point action: says "stopped" in user word 4, then never returns (the test
+/// kills the process there).
+fn stop_here(pool: &Pool) -> Action {
+    let pool = pool.clone();
+    Action::Call(Arc::new(move || {
+        pool.user_word(4).store(1, SeqCst);
+        loop {
+            std::thread::sleep(60 * SECS);
+        }
+    }))
+}
+
+/// A fail point action: says "stopped" in user word 4, then stays `ms` there.
+fn stall(pool: &Pool, ms: i64) -> Action {
+    let pool = pool.clone();
+    Action::Call(Arc::new(move || {
+        pool.user_word(4).store(1, SeqCst);
+        std::thread::sleep(Duration::from_millis(ms as u64));
+    }))
 }
 
 /// Entry point of the re-spawned child processes (a no-op in a normal run).
@@ -98,26 +122,30 @@ fn child_role_entry() {
             ));
         }
         "stall-send" | "stall-recv" | "stall-stale" => {
-            assert!(if role == "stall-stale" {
-                pipe.__test_stale_record()
+            // On the shared side: stops in a send right after its claim, in a
+            // receive right after its claim won, or in a receive that wrote the
+            // record of a claim it never made (as one killed after losing its CAS).
+            let point = match role.as_str() {
+                "stall-send" => "pipe.send.shared.claimed",
+                "stall-recv" => "pipe.recv.shared.claimed",
+                _ => "pipe.claim.recorded",
+            };
+            fail::set_for_thread("pipe.never_own", Action::On);
+            fail::set_for_thread(point, stop_here(&pool));
+            if role == "stall-send" {
+                let _ = pipe.send(int(&pool, 1));
             } else {
-                pipe.__test_claim_and_stop(role == "stall-send")
-            });
-            pool.user_word(4)
-                .store(1, std::sync::atomic::Ordering::SeqCst);
-            std::thread::sleep(Duration::from_secs(60)); // killed here
+                let _ = pipe.recv();
+            }
+            unreachable!("stopped inside");
         }
         "owner-stall" => {
             // Owns the send side (the first send takes it), then stops inside its
             // second send between filling the cell and counting it: for `STALL_MS`,
             // or until killed.
             pipe.send(int(&pool, 1)).unwrap();
-            let ready = || {
-                pool.user_word(4)
-                    .store(1, std::sync::atomic::Ordering::SeqCst)
-            };
-            let stall = Duration::from_millis(num("STALL_MS") as u64);
-            assert!(pipe.__test_owner_send_stalled(int(&pool, 2), stall, false, ready));
+            fail::set_for_thread("pipe.send.owned.filled", stall(&pool, num("STALL_MS")));
+            pipe.send(int(&pool, 2)).unwrap();
         }
         "owner-stall-open" | "shared-stall-open" => {
             // Sends 1, then sends 2 but stops for `STALL_MS` right after seeing the
@@ -125,23 +153,20 @@ fn child_role_entry() {
             // side (before claiming; 1 is sent by another thread, which owns the
             // side until this thread's send makes it shared). Exits 0 if 2 was
             // sent (`SENT` = 1) or refused as the test expects.
-            if role == "owner-stall-open" {
+            let point = if role == "owner-stall-open" {
                 pipe.send(int(&pool, 1)).unwrap();
+                "pipe.send.owned.looked"
             } else {
                 std::thread::scope(|t| t.spawn(|| pipe.send(int(&pool, 1)).unwrap()).join())
                     .unwrap();
+                "pipe.send.shared.looked"
+            };
+            fail::set_for_thread(point, stall(&pool, num("STALL_MS")));
+            match pipe.send(int(&pool, 2)) {
+                Ok(()) => assert_eq!(num("SENT"), 1, "2 sent"),
+                Err(SendError::Closed(_)) => assert_eq!(num("SENT"), 0, "2 refused"),
+                Err(e) => panic!("send: {e}"),
             }
-            let ready = || {
-                pool.user_word(4)
-                    .store(1, std::sync::atomic::Ordering::SeqCst)
-            };
-            let stall = Duration::from_millis(num("STALL_MS") as u64);
-            let sent = if role == "owner-stall-open" {
-                pipe.__test_owner_send_stalled(int(&pool, 2), stall, true, ready)
-            } else {
-                pipe.__test_shared_send_stalled(int(&pool, 2), stall, ready)
-            };
-            assert_eq!(sent, num("SENT") == 1, "2 sent");
         }
         "slow-drain" => {
             // Takes one value every millisecond, `N` of them, checking the order.
@@ -153,12 +178,8 @@ fn child_role_entry() {
         "owner-recv-stall" => {
             // Owns the receive side and stops inside its first receive between
             // reading the cell and counting it; records what it got in user word 5.
-            let ready = || {
-                pool.user_word(4)
-                    .store(1, std::sync::atomic::Ordering::SeqCst)
-            };
-            let stall = Duration::from_millis(num("STALL_MS") as u64);
-            let v = pipe.__test_owner_recv_stalled(stall, ready).unwrap();
+            fail::set_for_thread("pipe.recv.owned.read", stall(&pool, num("STALL_MS")));
+            let v = pipe.recv().unwrap();
             pool.user_word(5)
                 .store(as_i64(&v) as u64, std::sync::atomic::Ordering::SeqCst);
         }
@@ -1052,34 +1073,63 @@ fn timed_receives_return_by_their_deadline_while_the_receiving_owner_is_stopped(
     assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 2);
 }
 
-/// Ownership and busy words corrupted to name a live process (this one, in a
-/// section it never leaves): timed calls return by their deadline, `try_` calls at
-/// once.
+/// Both sides' owners stuck inside their sections (another thread of this process
+/// each, as a debugger or corrupt words naming a live process would leave them):
+/// timed calls of everyone else return by their deadline, `try_` calls at once.
 #[test]
-fn corrupt_ownership_words_naming_a_live_process_hold_no_call_past_its_deadline() {
-    let s = Scratch::new("pipe-corrupt-owner");
+fn owners_stuck_in_their_sections_hold_no_call_past_its_deadline() {
+    let s = Scratch::new("pipe-stuck-owners");
     let pool = pool(&s, 1 << 20);
     let p = Pipe::create(&pool, "p", 4).unwrap();
-    p.send(int(&pool, 1)).unwrap();
-    // Both sides: owned by a thread of this process that is not the caller, busy.
-    assert!(p.__test_corrupt_sides());
+    let (stuck, go) = (
+        Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
+    let hold = {
+        let (stuck, go) = (stuck.clone(), go.clone());
+        Action::Call(Arc::new(move || {
+            stuck.fetch_add(1, SeqCst);
+            while !go.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }))
+    };
     let ms10 = Duration::from_millis(10);
     std::thread::scope(|t| {
+        // The send side's owner, stopped inside its second send (after filling).
         t.spawn(|| {
-            for _ in 0..10 {
-                let r = within(ms10 + LATE, "send_timeout(10 ms)", || {
-                    p.send_timeout(int(&pool, 9), ms10)
-                });
-                assert!(matches!(r, Err(SendError::Timeout(_))), "{r:?}");
-                let r = within(LATE, "try_send", || p.try_send(int(&pool, 9)));
-                assert!(matches!(r, Err(SendError::Full(_))), "{r:?}");
-                let r = within(ms10 + LATE, "recv_timeout(10 ms)", || p.recv_timeout(ms10));
-                assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
-                let r = within(LATE, "try_recv", || p.try_recv());
-                assert!(matches!(r, Err(RecvError::Empty)), "{r:?}");
-            }
+            p.send(int(&pool, 1)).unwrap();
+            fail::set_for_thread("pipe.send.owned.filled", hold.clone());
+            p.send(int(&pool, 2)).unwrap();
         });
+        while stuck.load(SeqCst) < 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The receive side's owner, stopped inside its first receive (after reading).
+        let recv = t.spawn(|| {
+            fail::set_for_thread("pipe.recv.owned.read", hold.clone());
+            as_i64(&p.recv().unwrap())
+        });
+        while stuck.load(SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..10 {
+            let r = within(ms10 + LATE, "send_timeout(10 ms)", || {
+                p.send_timeout(int(&pool, 9), ms10)
+            });
+            assert!(matches!(r, Err(SendError::Timeout(_))), "{r:?}");
+            let r = within(LATE, "try_send", || p.try_send(int(&pool, 9)));
+            assert!(matches!(r, Err(SendError::Full(_))), "{r:?}");
+            let r = within(ms10 + LATE, "recv_timeout(10 ms)", || p.recv_timeout(ms10));
+            assert!(matches!(r, Err(RecvError::Timeout)), "{r:?}");
+            let r = within(LATE, "try_recv", || p.try_recv());
+            assert!(matches!(r, Err(RecvError::Empty)), "{r:?}");
+        }
+        go.store(true, SeqCst);
+        assert_eq!(recv.join().unwrap(), 1);
     });
+    // Both owners left their sections: the pipe goes on (2 is next).
+    assert_eq!(as_i64(&p.recv_timeout(SECS).unwrap()), 2);
 }
 
 /// CPU time of the calling thread.

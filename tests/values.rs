@@ -5,7 +5,7 @@ mod common;
 
 use common::{spawn, wait_ok, Scratch};
 use proptest::prelude::*;
-use shmval::{tab, Arr, Complex, Pool, PoolOptions, ShmVal, Val, ValError};
+use shmval::{fail, tab, Arr, Complex, Pool, PoolOptions, ShmVal, Val, ValError};
 use std::time::Duration;
 
 fn pool(s: &Scratch, size: u64) -> Pool {
@@ -364,8 +364,35 @@ fn child_role_entry() {
     if role == "torn-writer" {
         let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
         let l = root.get("l").unwrap().unwrap().as_list().unwrap();
-        assert!(t.__test_torn_replace("k7", "a string that replaced an int"));
-        assert!(l.__test_torn_set(1, Val::List(vec![Val::I64(5), Val::I64(6)])));
+        // A replace in the table and a set in the list, each stopped by a thread
+        // of its own between the slot's two stores (its lock held), as by a
+        // holder killed there.
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = {
+            let stopped = stopped.clone();
+            fail::Action::Call(std::sync::Arc::new(move || {
+                stopped.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_secs(60)); // killed here
+            }))
+        };
+        let wait_for = |n| {
+            let t = std::time::Instant::now();
+            while stopped.load(std::sync::atomic::Ordering::SeqCst) < n {
+                assert!(t.elapsed() < Duration::from_secs(30), "not stopped inside");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let s1 = stop.clone();
+        std::thread::spawn(move || {
+            fail::set_for_thread("shm.overwrite.torn", s1);
+            t.insert("k7", "a string that replaced an int").unwrap();
+        });
+        wait_for(1);
+        std::thread::spawn(move || {
+            fail::set_for_thread("shm.overwrite.torn", stop);
+            l.set(1, Val::List(vec![Val::I64(5), Val::I64(6)])).unwrap();
+        });
+        wait_for(2);
         pool.user_word(4)
             .store(1, std::sync::atomic::Ordering::Release);
         std::thread::sleep(Duration::from_secs(60)); // killed here

@@ -17,8 +17,8 @@
 //! * Every offset read from the region is bounds-checked; a corrupted region yields
 //!   [`AllocError::Corrupt`], never undefined behaviour.
 //!
-//! See `docs/ALLOCATOR.md` in the repository for the byte layout and the crash
-//! contract (which words are written in which order).
+//! See `docs/LAYOUT.md` (byte layout) and `docs/PROTOCOLS.md` (the crash contract:
+//! which words are written in which order) in the repository.
 //!
 //! # Examples
 //! ```
@@ -38,6 +38,19 @@
 //! ```
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+/// A fail point named `$name` (see [`fail`]): no code at all without the
+/// `failpoints` feature.
+macro_rules! fail_point {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        {
+            let _ = $crate::fail::fires($name);
+        }
+    };
+}
+
+#[cfg(feature = "failpoints")]
+pub mod fail;
 mod sync;
 
 #[cfg_attr(loom, allow(dead_code))]

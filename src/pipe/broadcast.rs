@@ -341,6 +341,7 @@ impl Chan {
                 LockError::Reentrant => ValError::Reentrant,
             })?;
         let g = Locked { ch: self, pool };
+        fail_point!("broadcast.locked");
         if state == LockState::Recovered {
             // The last holder died: whatever it left is consistent by construction
             // (see the module doc); releasing what nobody needs any more is all.
@@ -1057,17 +1058,6 @@ impl Subscriber {
                 return Err(BroadcastRecvError::Timeout);
             }
             ec.wait(key, deadline);
-        }
-    }
-}
-
-impl Broadcast {
-    /// Test hook (not API): takes the broadcast's lock and never gives it back, as a
-    /// process killed while holding it would.
-    #[doc(hidden)]
-    pub fn __test_lock_and_stop(&self) {
-        if let Ok(g) = self.inner.ch.lock(self.pool()) {
-            std::mem::forget(g);
         }
     }
 }

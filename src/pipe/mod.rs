@@ -587,7 +587,10 @@ impl Pipe {
         shared: impl FnOnce(&mut C) -> Result<T, ValError>,
     ) -> Result<Option<T>, PipeError> {
         loop {
-            let can_own = crate::platform::membarrier_registered();
+            // A test makes its side shared (the claims of the shared protocol are
+            // what it stops inside).
+            let can_own =
+                crate::platform::membarrier_registered() && !fail_fires!("pipe.never_own");
             match self
                 .inner
                 .ring
@@ -981,100 +984,4 @@ pub(crate) fn values_held(
 ) -> Result<(), ValError> {
     Ring::attach(pool, o.off)?.held(pool, f);
     Ok(())
-}
-
-impl Pipe {
-    /// Test hook (not API): claims the next cell for writing (or reading) and leaves
-    /// it claimed, as a process killed right after its claim would.
-    #[doc(hidden)]
-    pub fn __test_claim_and_stop(&self, write: bool) -> bool {
-        self.me()
-            .is_ok_and(|me| self.inner.ring.claim_and_stop(me.0, write, true))
-    }
-
-    /// Test hook (not API): sends `v` as this thread's send side owner but stays
-    /// `stall` between filling its cell and counting it (`before_fill`: between its
-    /// look at `closed` and filling), calling `stalled` there. Whether it could own
-    /// the side (and found the pipe open).
-    #[doc(hidden)]
-    pub fn __test_owner_send_stalled(
-        &self,
-        v: ShmVal,
-        stall: Duration,
-        before_fill: bool,
-        stalled: impl FnOnce(),
-    ) -> bool {
-        let Ok(me) = self.me() else { return false };
-        let own = ring::owner(me.0, crate::platform::thread_id());
-        let ok = self.inner.ring.owner_send_stalled(
-            self.pool(),
-            v.raw(),
-            own,
-            stall,
-            before_fill,
-            stalled,
-        );
-        if ok {
-            let _ = v.into_raw(); // the cell owns it
-        }
-        ok
-    }
-
-    /// Test hook: sends `v` on the shared send side (making it shared), stalling for
-    /// `stall` after the send's first look at `closed` (`stalled` runs there).
-    /// Returns whether it was sent (the value is dropped if not).
-    #[doc(hidden)]
-    pub fn __test_shared_send_stalled(
-        &self,
-        v: ShmVal,
-        stall: Duration,
-        stalled: impl FnOnce(),
-    ) -> bool {
-        let Ok(me) = self.me() else { return false };
-        let ok = self
-            .inner
-            .ring
-            .shared_send_stalled(self.pool(), v.raw(), me.0, stall, stalled)
-            .unwrap_or(false);
-        if ok {
-            let _ = v.into_raw(); // the cell owns it
-        }
-        ok
-    }
-
-    /// Test hook (not API): receives the next value as this thread's receive side
-    /// owner but stays `stall` between reading its cell and counting it, calling
-    /// `ready` there. The value, if it could own the side and one was there.
-    #[doc(hidden)]
-    pub fn __test_owner_recv_stalled(
-        &self,
-        stall: Duration,
-        ready: impl FnOnce(),
-    ) -> Option<ShmVal> {
-        let me = self.me().ok()?;
-        let own = ring::owner(me.0, crate::platform::thread_id());
-        let r = self
-            .inner
-            .ring
-            .owner_recv_stalled(self.pool(), own, stall, ready)?;
-        Some(ShmVal::from_owned(self.pool(), r))
-    }
-
-    /// Test hook (not API): makes both sides owned by another thread (tid 1) of
-    /// this process and busy, as corrupt words naming a live process would.
-    #[doc(hidden)]
-    pub fn __test_corrupt_sides(&self) -> bool {
-        self.me().is_ok_and(|me| {
-            self.inner.ring.corrupt_sides(ring::owner(me.0, 1));
-            true
-        })
-    }
-
-    /// Test hook (not API): writes the receive record of a claim of the next value
-    /// without making it, as a receiver killed after losing its CAS leaves it.
-    #[doc(hidden)]
-    pub fn __test_stale_record(&self) -> bool {
-        self.me()
-            .is_ok_and(|me| self.inner.ring.claim_and_stop(me.0, false, false))
-    }
 }

@@ -314,11 +314,6 @@ fn wait_until(until: Option<std::time::Instant>, mut done: impl FnMut() -> bool)
     }
 }
 
-/// A limit far enough for the test hooks' settles.
-fn far() -> std::time::Instant {
-    std::time::Instant::now() + shmval_alloc::LOCK_PATIENCE
-}
-
 /// A validated view of a pipe object in a mapped pool.
 #[derive(Debug)]
 pub(crate) struct Ring {
@@ -556,12 +551,14 @@ impl Ring {
         let t = h.tail.load(Relaxed);
         let ok = !self.is_closed() && t < self.lim.load(Relaxed) + self.cap;
         if ok {
+            fail_point!("pipe.send.owned.looked");
             let cell = self.cell(t);
             cell.slot.payload.store(r.payload, Relaxed);
             cell.slot.tag.store(r.tag_word(), Relaxed);
             // Release is enough for the sleeper check below: an owner's process is
             // registered for membarrier, which every sleeper issues (`EventCount`).
             cell.word.store(word(t, FULL), Release);
+            fail_point!("pipe.send.owned.filled");
             h.tail.store(t + 1, Release);
         }
         h.send_busy.store(0, Release);
@@ -585,7 +582,9 @@ impl Ring {
             return Push::Full(by);
         }
         let n = want.min(room) as usize;
+        fail_point!("pipe.send.owned.looked");
         self.fill(pool, t, &vals[..n]);
+        fail_point!("pipe.send.owned.filled");
         // Release: whoever sees the new tail sees the cells (and a revoker that
         // counts filled cells past a dead owner's tail finds the same ones).
         h.tail.store(t + n as u64, Release);
@@ -639,6 +638,7 @@ impl Ring {
             if n == 0 {
                 break self.empty(hd, look);
             }
+            fail_point!("pipe.recv.owned.read");
             h.head.store(hd + n, Release);
             moved = true;
             if got > 0 {
@@ -675,6 +675,7 @@ impl Ring {
         }
         let got = (cell.word.load(Acquire) == full).then(|| {
             let r = Raw::from_words(cell.slot.tag.load(Relaxed), cell.slot.payload.load(Relaxed));
+            fail_point!("pipe.recv.owned.read");
             // Release: after the reads (a sender may refill the cell once it sees this).
             h.head.store(hd + 1, Release);
             r
@@ -788,15 +789,6 @@ impl Ring {
         Ok(true)
     }
 
-    /// Test hook: both sides owned by owner word `b`, busy.
-    pub(crate) fn corrupt_sides(&self, b: u64) {
-        for d in [Dir::Send, Dir::Recv] {
-            let (_, bias, busy) = self.side(d);
-            bias.store(b, SeqCst);
-            busy.store(1, SeqCst);
-        }
-    }
-
     /// Moves `tail` past the cells a dead send owner filled without counting them
     /// (a cell filled at position `tail` can be nothing else: everyone else fills
     /// only what they claimed). A compare-and-swap each, so concurrent callers agree.
@@ -816,24 +808,11 @@ impl Ring {
     /// The caller holds its process's send turn (see the module comment).
     #[inline]
     pub(crate) fn try_push(&self, pool: &Pool, vals: &[Raw], me: u16) -> Result<Push, ValError> {
-        self.try_push_after(pool, vals, me, || ())
-    }
-
-    /// [`Ring::try_push`], calling `looked` after its first look at `closed` (a
-    /// test stalls there).
-    #[inline]
-    fn try_push_after(
-        &self,
-        pool: &Pool,
-        vals: &[Raw],
-        me: u16,
-        looked: impl FnOnce(),
-    ) -> Result<Push, ValError> {
         let h = self.head();
         if self.is_closed() {
             return Ok(Push::Closed);
         }
-        looked();
+        fail_point!("pipe.send.shared.looked");
         let rec = &self.user(me).send;
         let want = vals.len().min(MAX_CLAIM).min(self.cap as usize) as u64;
         loop {
@@ -849,6 +828,7 @@ impl Ring {
             if !Self::claim(&h.tail, rec, t, n) {
                 continue;
             }
+            fail_point!("pipe.send.shared.claimed");
             if h.meta.closed.load(SeqCst) != OPEN {
                 // Closed since the look above: the claimed cells are given up
                 // (SKIP), the values stay the caller's (see `finish_close`).
@@ -945,6 +925,7 @@ impl Ring {
             }
             // Won: a recoverer may release the run if this process dies now.
             rec.store(record(hd, n) | WON, Relaxed);
+            fail_point!("pipe.recv.shared.claimed");
             let mut got = 0;
             for (pos, cell) in self.run(hd).take(n) {
                 // Filled as seen before the claim (Acquire); nobody writes it until
@@ -971,6 +952,8 @@ impl Ring {
         // Release: whoever reads this record also sees the clearing of the last one
         // (and what came before it).
         rec.store(record(from, n), Release);
+        // A claimer killed here leaves a record of a claim it never made.
+        fail_point!("pipe.claim.recorded");
         // SeqCst: a sender's look at `closed` after its claim must not be ordered
         // before it (see `finish_close`).
         let won = counter
@@ -1170,138 +1153,5 @@ impl Ring {
                 }
             }
         }
-    }
-}
-
-impl Ring {
-    /// Test hook: claims the next position for sending (`write`) or receiving and
-    /// stops there, as a process killed right after its claim would (a receiver
-    /// after flagging its record won). With `!write && !won_claim`, only writes
-    /// the record of a claim it does not make, as a receiver killed after losing
-    /// its CAS would leave it.
-    /// The side is made shared first (the claims of the shared protocol are what
-    /// these model).
-    pub(crate) fn claim_and_stop(&self, me: u16, write: bool, won_claim: bool) -> bool {
-        let h = self.head();
-        let u = self.user(me);
-        let d = if write { Dir::Send } else { Dir::Recv };
-        let tid = crate::platform::thread_id();
-        if self.settle(d, owner(me, tid), false, Some(far())) != Ok(Some(false)) {
-            return false;
-        }
-        if write {
-            let pos = h.tail.load(Acquire);
-            return pos < self.limit().0 + self.cap && Self::claim(&h.tail, &u.send, pos, 1);
-        }
-        let pos = h.head.load(Acquire);
-        if !filled(self.cell(pos).word.load(Acquire), pos) {
-            return false;
-        }
-        if !won_claim {
-            u.recv.store(record(pos, 1), Release);
-            return true;
-        }
-        Self::claim(&h.head, &u.recv, pos, 1) && {
-            u.recv.store(record(pos, 1) | WON, Relaxed);
-            true
-        }
-    }
-}
-
-impl Ring {
-    /// Test hook: receives the next value as the receive side's owner `me` (taking
-    /// the side if free) but stays in the section for `stall` between reading the
-    /// cell and counting it (calling `ready` there), as an owner preempted (or
-    /// killed) there would. The value, if it owned the side and one was there.
-    pub(crate) fn owner_recv_stalled(
-        &self,
-        pool: &Pool,
-        me: u64,
-        stall: std::time::Duration,
-        ready: impl FnOnce(),
-    ) -> Option<Raw> {
-        let h = self.head();
-        if self.settle(Dir::Recv, me, true, Some(far())) != Ok(Some(true))
-            || !Self::enter(&h.recv_bias, &h.recv_busy, me)
-        {
-            return None;
-        }
-        let hd = h.head.load(Relaxed);
-        let c = self.cell(hd);
-        if c.word.load(Acquire) != word(hd, FULL) {
-            h.recv_busy.store(0, Release);
-            return None;
-        }
-        let r = pool.read(&c.slot);
-        ready();
-        std::thread::sleep(stall);
-        h.head.store(hd + 1, Release);
-        h.recv_busy.store(0, Release);
-        h.not_full.notify_waiters();
-        Some(r)
-    }
-
-    /// Test hook: sends `v` as the send side's owner `me` (taking the side if free)
-    /// but stays in the section for `stall` between filling the cell and counting
-    /// it, as an owner preempted (or killed) there would. Whether it owned the side.
-    pub(crate) fn owner_send_stalled(
-        &self,
-        pool: &Pool,
-        v: Raw,
-        me: u64,
-        stall: std::time::Duration,
-        before_fill: bool,
-        hook: impl FnOnce(),
-    ) -> bool {
-        let h = self.head();
-        if self.settle(Dir::Send, me, true, Some(far())) != Ok(Some(true))
-            || !Self::enter(&h.send_bias, &h.send_busy, me)
-        {
-            return false;
-        }
-        let t = h.tail.load(Relaxed);
-        if self.is_closed() || t >= self.limit().0 + self.cap {
-            h.send_busy.store(0, Release);
-            return false;
-        }
-        let mut hook = Some(hook);
-        let mut stop = || {
-            if let Some(f) = hook.take() {
-                f();
-            }
-            std::thread::sleep(stall);
-        };
-        if before_fill {
-            stop();
-        }
-        self.fill(pool, t, &[v]);
-        if !before_fill {
-            stop();
-        }
-        h.tail.store(t + 1, Release);
-        h.send_busy.store(0, Release);
-        h.not_empty.notify_waiters();
-        true
-    }
-
-    /// Test hook: a send on the shared side (made shared first) that stalls for
-    /// `stall` after its first look at `closed`; returns whether it was sent.
-    pub(crate) fn shared_send_stalled(
-        &self,
-        pool: &Pool,
-        v: Raw,
-        me: u16,
-        stall: std::time::Duration,
-        hook: impl FnOnce(),
-    ) -> Result<bool, ValError> {
-        let tid = crate::platform::thread_id();
-        if self.settle(Dir::Send, owner(me, tid), false, Some(far())) != Ok(Some(false)) {
-            return Ok(false);
-        }
-        let r = self.try_push_after(pool, &[v], me, || {
-            hook();
-            std::thread::sleep(stall);
-        })?;
-        Ok(matches!(r, Push::Sent(1)))
     }
 }

@@ -421,23 +421,6 @@ impl ShmTab {
         }
     }
 
-    /// Test hook (not API): replaces the value of the present `key` but stops
-    /// between the slot's two stores and keeps the lock, as a holder killed there.
-    #[doc(hidden)]
-    pub fn __test_torn_replace(&self, key: impl Into<Arg>, value: impl Into<Arg>) -> bool {
-        let Ok((_, kv, vr)) = prepare(key, value, self.pool()) else {
-            return false;
-        };
-        let Ok(g) = self.guard() else { return false };
-        match g.find(key_hash(&kv), &kv) {
-            Ok(Some(f)) => {
-                g.overwrite_torn_and_stop(f.num, &f.entry.value, vr);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// The value of `key`, if present.
     ///
     /// # Errors

@@ -127,24 +127,6 @@ impl ShmList {
         Ok(ShmVal::from_owned(pool, old))
     }
 
-    /// Test hook (not API): [`set`](Self::set) stopped between the slot's two
-    /// stores, the lock kept, as by a holder killed there.
-    #[doc(hidden)]
-    pub fn __test_torn_set(&self, i: usize, value: impl Into<Arg>) -> bool {
-        let pool = self.0.obj_pool();
-        let (Ok(vr), Ok(g)) = (value.into().into_raw_in(pool), self.guard()) else {
-            return false;
-        };
-        let Ok(Some(b)) = pool.block(g.head, SLOT) else {
-            return false;
-        };
-        let Ok(slot) = pool.slot_at(b.at(i as u64)) else {
-            return false;
-        };
-        g.overwrite_torn_and_stop(i as u64, slot, vr);
-        true
-    }
-
     /// Appends a value (heap values are copied in, shared handles referenced).
     ///
     /// # Errors

@@ -184,7 +184,10 @@ impl<'p> Guard<'p> {
     /// value. The old value is the caller's from the logged moment on.
     pub(crate) fn overwrite(&self, i: u64, slot: &Slot, r: Raw) {
         self.log_overwrite(i, r);
-        self.pool.write(slot, r);
+        // As `Pool::write`, with a fail point between the two stores.
+        slot.payload.store(r.payload, Relaxed);
+        fail_point!("shm.overwrite.torn");
+        slot.tag.store(r.tag_word(), Release);
         self.head.redo_at.store(0, Release);
     }
 
@@ -195,14 +198,6 @@ impl<'p> Guard<'p> {
         h.redo_tag.store(r.tag_word(), Relaxed);
         h.redo_payload.store(r.payload, Relaxed);
         h.redo_at.store(i + 1, Release); // SYNC POINT: the new value is committed
-    }
-
-    /// Test hook: an [`overwrite`](Self::overwrite) stopped between the slot's two
-    /// stores, its lock left held, as by a holder killed there.
-    pub(crate) fn overwrite_torn_and_stop(self, i: u64, slot: &Slot, r: Raw) {
-        self.log_overwrite(i, r);
-        slot.payload.store(r.payload, Relaxed);
-        std::mem::forget(self);
     }
 
     /// Finishes an [`overwrite`](Self::overwrite) its holder did not: writes the
