@@ -525,7 +525,7 @@ impl Pipe {
             dl,
             &mut (),
             |_| ring.push_owned(pool, vals, own),
-            |_| ring.try_push(pool, vals, me.0),
+            |_| Ok(ring.try_push(pool, vals, me.0)),
         )?;
         // The owner stayed inside its section until our limit: no room for us yet.
         Ok(r.unwrap_or(Push::Full(None)))
@@ -553,7 +553,7 @@ impl Pipe {
                     dl,
                     out,
                     |out| ring.pop_owned(pool, max, own, look, out),
-                    |out| ring.try_pop(pool, max, me.0, look, out),
+                    |out| Ok(ring.try_pop(pool, max, me.0, look, out)),
                 )?
                 // The owner stayed inside its section until our limit.
                 .unwrap_or(Pop::Empty(None)),

@@ -273,3 +273,30 @@ impl Spin {
         true
     }
 }
+
+/// Polls `done` until it says so or `until` passes (`None`: one look): spinning a
+/// little, then napping 50 µs between looks (an owner's section is a few hundred
+/// instructions: it is out at once unless preempted or stopped inside). Whether
+/// `done` said so.
+pub(crate) fn wait_until(
+    until: Option<std::time::Instant>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let mut rounds = 0u32;
+    loop {
+        if done() {
+            return true;
+        }
+        let Some(until) = until else { return false };
+        rounds += 1;
+        if rounds < 64 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return false;
+        }
+        std::thread::sleep((until - now).min(std::time::Duration::from_micros(50)));
+    }
+}

@@ -1,0 +1,42 @@
+//! Everything the ring's protocol code (`layout`, `view`, `owned`, `shared`, `close`,
+//! `recovery`) uses from outside the ring: atomics, the pool's slots and values, the
+//! eventcount, liveness, the barriers, waiting. The loom model (`tests/loom_ring.rs`)
+//! compiles those same files against its own version of this module (loom atomics,
+//! a model pool, `membarrier` as a SeqCst fence), so the code it checks is the code
+//! that runs.
+
+pub(crate) use crate::shm::layout::{ObjHeader, Slot};
+pub(crate) use crate::shm::Raw;
+pub(crate) use crate::sync::EventCount;
+pub(crate) use crate::Pool;
+pub(crate) use shmval_alloc::LOCK_PATIENCE;
+pub(crate) use std::sync::atomic::AtomicU64;
+
+pub(crate) use super::super::wait::wait_until;
+
+/// Whether the process of token `t` is alive (see `liveness`).
+#[inline]
+pub(crate) fn token_alive(t: u64) -> bool {
+    crate::platform::token_alive(t)
+}
+
+/// A full barrier on every CPU running a thread of a registered process (false: the
+/// kernel refused it).
+#[inline]
+pub(crate) fn membarrier_global() -> bool {
+    crate::sys::membarrier_global()
+}
+
+/// The order an owner publishes a cell with (Release when this process is registered
+/// for membarrier, else SeqCst).
+#[inline]
+pub(crate) fn publish_order() -> std::sync::atomic::Ordering {
+    crate::platform::publish_order()
+}
+
+/// The owner's side of the asymmetric Dekker: only the compiler may not reorder
+/// across it (a revoker's membarrier makes it a full barrier when it matters).
+#[inline(always)]
+pub(crate) fn section_fence() {
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
