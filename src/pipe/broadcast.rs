@@ -40,8 +40,10 @@
 //! sender it would block (liveness from its process token), so it never blocks the
 //! sender for long.
 
+use super::directory::{check_name, find, make_named, BROADCASTS};
 use super::wait::Deadline;
-use super::{check_name, PipeError, SendError, Spin, BROADCASTS, DEFAULT_SPIN, STUCK_CHECK};
+use super::wait::{Spin, STUCK_CHECK};
+use super::{PipeError, SendError, DEFAULT_SPIN};
 use crate::shm::layout::{tag, ObjHeader, Slot, HDR};
 use crate::shm::{Raw, ShmVal, ValError};
 use crate::sync::EventCount;
@@ -608,7 +610,7 @@ impl Broadcast {
         if capacity == 0 || capacity > MAX_CAP {
             return Err(PipeError::Capacity(capacity));
         }
-        let obj = super::make_named(
+        let obj = make_named(
             pool,
             &BROADCASTS.made(pool)?,
             name,
@@ -625,7 +627,7 @@ impl Broadcast {
     /// [`PipeError::NotFound`] after `wait`; a corrupt directory or broadcast.
     pub fn open(pool: &Pool, name: &str, wait: Duration) -> Result<Broadcast, PipeError> {
         check_name(name)?;
-        let obj = super::find(pool, BROADCASTS, name, wait)?;
+        let obj = find(pool, BROADCASTS, name, wait)?;
         Broadcast::attach(obj, name)
     }
 

@@ -3,7 +3,10 @@
 //! process ([`Deadline`]), when a sleeper wakes ([`wake_at`]), and the process-local
 //! turn the threads of one process take to claim ([`Turn`]).
 
-use super::{DEFAULT_SPIN, STUCK_CHECK};
+use super::DEFAULT_SPIN;
+
+/// How often a waiter blocked behind a claimed cell checks whether its claimer died.
+pub(super) const STUCK_CHECK: Duration = Duration::from_millis(5);
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,469 @@
+//! How a send or a receive proceeds: one attempt as the side's owner or by claim,
+//! settling who owns a side, and the waiting loops (spin, then sleep on the
+//! eventcount) up to the caller's deadline.
+
+use super::error::{BatchError, PipeError, RecvError, SendError};
+use super::handle::Pipe;
+use super::ring::{self, Dir, Pop, Push, Stuck};
+use super::wait::{wake_at, Deadline, WaitLog, STUCK_CHECK};
+use crate::shm::{Raw, ShmVal, ValError};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Rounds (one pause each, ~30 ns here) an owning receiver watches the next cell
+/// before its general wait, and the shortest timeout for which it does so (the
+/// deadline is fixed after the watch: a few µs late at most, well under 1% of it).
+const FAST_SPINS: u32 = 128;
+const FAST_SPIN_MIN: Duration = Duration::from_millis(1);
+
+impl Pipe {
+    /// Whether a claimed cell we keep finding in our way belongs to a dead process
+    /// (checked once it has been in the way for [`STUCK_CHECK`]); recovers it if so.
+    pub(super) fn unstick(&self, s: Stuck) -> bool {
+        let now = Instant::now();
+        {
+            let mut st = self.inner.stuck.lock().unwrap_or_else(|e| e.into_inner());
+            match *st {
+                Some((prev, since)) if prev == s => {
+                    if now.duration_since(since) < STUCK_CHECK {
+                        return false;
+                    }
+                }
+                _ => {
+                    *st = Some((s, now));
+                    return false;
+                }
+            }
+            *st = None;
+        }
+        self.inner.ring.unstick(self.pool(), s)
+    }
+
+    /// One send attempt: as the send side's owner if this thread owns it, else
+    /// (after settling who does) claiming under this process's send turn.
+    #[inline]
+    fn push(&self, vals: &[Raw], me: (u16, u64), dl: &Deadline) -> Result<Push, PipeError> {
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        match self.inner.ring.push_owned(self.pool(), vals, own) {
+            Some(p) => Ok(p),
+            None => self.push_settled(vals, me, own, dl),
+        }
+    }
+
+    #[inline(never)]
+    fn push_settled(
+        &self,
+        vals: &[Raw],
+        me: (u16, u64),
+        own: u64,
+        dl: &Deadline,
+    ) -> Result<Push, PipeError> {
+        let (ring, pool) = (&self.inner.ring, self.pool());
+        let r = self.settled(
+            Dir::Send,
+            me,
+            own,
+            dl,
+            &mut (),
+            |_| ring.push_owned(pool, vals, own),
+            |_| Ok(ring.try_push(pool, vals, me.0)),
+        )?;
+        // The owner stayed inside its section until our limit: no room for us yet.
+        Ok(r.unwrap_or(Push::Full(None)))
+    }
+
+    /// One receive attempt (as [`Pipe::push`]).
+    #[inline]
+    fn pop(
+        &self,
+        max: usize,
+        me: (u16, u64),
+        look: bool,
+        dl: &Deadline,
+        out: &mut impl FnMut(Raw),
+    ) -> Result<Pop, PipeError> {
+        let (ring, pool) = (&self.inner.ring, self.pool());
+        let own = ring::owner(me.0, crate::platform::thread_id());
+        let p = match ring.pop_owned(pool, max, own, look, out) {
+            Some(p) => p,
+            None => self
+                .settled(
+                    Dir::Recv,
+                    me,
+                    own,
+                    dl,
+                    out,
+                    |out| ring.pop_owned(pool, max, own, look, out),
+                    |out| Ok(ring.try_pop(pool, max, me.0, look, out)),
+                )?
+                // The owner stayed inside its section until our limit.
+                .unwrap_or(Pop::Empty(None)),
+        };
+        if let Pop::Closing = p {
+            // Finish the close, waiting for an owner inside a send no longer than
+            // our own limit allows; until then the pipe is not closed for us.
+            return if ring.finish_close(dl.other_process_limit()) {
+                self.pop(max, me, look, dl, out) // closed now: look again
+            } else {
+                Ok(Pop::Empty(None))
+            };
+        }
+        Ok(p)
+    }
+
+    /// An attempt on side `d` after the owner's attempt found this thread (owner word
+    /// `own`) not owning it: settles who does, then tries again as the owner
+    /// (`owned`, with `cx`), or claims (`shared`) under this process's turn.
+    /// `Ok(None)`: the side's owner stayed inside its section until the limit `dl`
+    /// allows for waiting on another process (see [`Deadline`]).
+    #[allow(clippy::too_many_arguments)]
+    fn settled<C: ?Sized, T>(
+        &self,
+        d: Dir,
+        me: (u16, u64),
+        own: u64,
+        dl: &Deadline,
+        cx: &mut C,
+        mut owned: impl FnMut(&mut C) -> Option<T>,
+        shared: impl FnOnce(&mut C) -> Result<T, ValError>,
+    ) -> Result<Option<T>, PipeError> {
+        loop {
+            // A test makes its side shared (the claims of the shared protocol are
+            // what it stops inside).
+            let can_own =
+                crate::platform::membarrier_registered() && !fail_fires!("pipe.never_own");
+            match self
+                .inner
+                .ring
+                .settle(d, own, can_own, dl.other_process_limit())
+                .map_err(|()| PipeError::Barrier)?
+            {
+                None if dl.unlimited() => return Err(PipeError::OwnerStuck),
+                None => return Ok(None),
+                Some(true) => match owned(cx) {
+                    Some(x) => return Ok(Some(x)),
+                    None => continue, // revoked since
+                },
+                Some(false) => {}
+            }
+            let turn = match d {
+                Dir::Send => &self.inner.send_turn,
+                Dir::Recv => &self.inner.recv_turn,
+            };
+            let _turn = turn.take(me.1);
+            return Ok(Some(shared(cx)?));
+        }
+    }
+
+    /// Sends `vals` in order, waiting at most `timeout` (`None`: no limit) if
+    /// `block`. Returns how many went in (the cells own their references) and, if
+    /// not all, why not. The deadline is fixed at the first failed attempt (no
+    /// clock read on the fast path).
+    fn push_until(
+        &self,
+        vals: &[Raw],
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> (usize, Option<Stop>) {
+        let me = match self.me() {
+            Ok(me) => me,
+            Err(e) => return (0, Some(Stop::Broken(e))),
+        };
+        let ring = &self.inner.ring;
+        let mut done = 0;
+        let dl = Deadline::new(timeout, block);
+        let budget = if block {
+            self.inner.spin_ns.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut wait = WaitLog::new(&self.inner.send_adapt, budget);
+        loop {
+            let stuck = match self.push(&vals[done..], me, &dl) {
+                Ok(Push::Sent(n)) => {
+                    done += n;
+                    if done == vals.len() {
+                        return (done, None);
+                    }
+                    // Room for part of the run only: let the receivers get ahead
+                    // instead of chasing them cell by cell (which takes the lines
+                    // they are emptying away from them) — within the spin budget.
+                    if block {
+                        wait.waited();
+                        ring.wait_for_room(|| wait.spin.more(dl.at()));
+                    }
+                    continue;
+                }
+                Ok(Push::Closed) => return (done, Some(Stop::Closed)),
+                Ok(Push::Full(stuck)) => stuck,
+                Err(e) => return (done, Some(Stop::Broken(e))),
+            };
+            if let Some(s) = stuck {
+                if self.unstick(s) {
+                    continue;
+                }
+            }
+            if !block {
+                return (done, Some(Stop::Full));
+            }
+            wait.waited();
+            let deadline = dl.at();
+            if wait.spin.more(deadline) {
+                if stuck.is_none() {
+                    ring.wait_for_room(|| wait.spin.more(deadline));
+                }
+                continue;
+            }
+            let ec = &ring.head().not_full;
+            let key = ec.prepare();
+            match self.push(&vals[done..], me, &dl) {
+                Ok(Push::Sent(n)) => done += n,
+                Ok(Push::Closed) => return (done, Some(Stop::Closed)),
+                Ok(Push::Full(stuck)) => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return (done, Some(Stop::Timeout));
+                    }
+                    wait.slept();
+                    ec.wait(key, wake_at(deadline, stuck.is_some()));
+                }
+                Err(e) => return (done, Some(Stop::Broken(e))),
+            }
+            if done == vals.len() {
+                return (done, None);
+            }
+        }
+    }
+
+    /// Sends one value: the owner's send of one value inline (a few loads and
+    /// stores, no call), anything else (not the owner, full, closed, another pool)
+    /// round [`Pipe::send_slow`].
+    #[inline(always)]
+    pub(super) fn send_until(
+        &self,
+        v: ShmVal,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<(), SendError> {
+        if let Some(own) = self.owner_word() {
+            if v.fits(self.pool()) && self.inner.ring.push_one_owned(v.raw(), own) {
+                v.forget_sent(); // the cell owns the reference now
+                return Ok(());
+            }
+        }
+        self.send_slow(v, timeout, block)
+    }
+
+    /// The general send of one value (see `push_until`).
+    #[inline(never)]
+    fn send_slow(
+        &self,
+        v: ShmVal,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<(), SendError> {
+        if !v.fits(self.pool()) {
+            return Err(SendError::WrongPool(v));
+        }
+        match self.push_until(&[v.raw()], timeout, block) {
+            (_, None) => {
+                let _ = v.into_raw(); // the cell owns the reference now
+                Ok(())
+            }
+            (_, Some(Stop::Full)) => Err(SendError::Full(v)),
+            (_, Some(Stop::Timeout)) => Err(SendError::Timeout(v)),
+            (_, Some(Stop::Closed)) => Err(SendError::Closed(v)),
+            (_, Some(Stop::Broken(e))) => Err(SendError::Broken(v, e)),
+        }
+    }
+
+    /// The owner word of the calling thread, if this process has its user entry
+    /// (else the general path takes one).
+    #[inline(always)]
+    fn owner_word(&self) -> Option<u64> {
+        (self.inner.me_token.load(Ordering::Acquire) == crate::platform::process_token()).then(
+            || {
+                ring::owner(
+                    self.inner.me_id.load(Ordering::Relaxed) as u16,
+                    crate::platform::thread_id(),
+                )
+            },
+        )
+    }
+
+    /// Sends the values of `values` in order (see `send_many`).
+    pub(super) fn send_many_until(
+        &self,
+        values: &mut Vec<ShmVal>,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<usize, BatchError> {
+        if let Some(i) = values.iter().position(|v| !v.fits(self.pool())) {
+            return Err(BatchError::WrongPool(i));
+        }
+        let mut raws = [Raw::new(0, 0, 0); 64];
+        let mut sent = 0;
+        let mut stop = None;
+        // In chunks, so that no allocation is needed for the raw words.
+        for chunk in values.chunks(raws.len()) {
+            for (r, v) in raws.iter_mut().zip(chunk) {
+                *r = *v.raw_ref(); // a plain copy: the run is read whole below
+            }
+            let (n, why) = self.push_until(&raws[..chunk.len()], timeout, block);
+            sent += n;
+            if why.is_some() {
+                stop = why;
+                break;
+            }
+        }
+        // The cells own the references of the values sent.
+        for v in values.drain(..sent) {
+            let _ = v.into_raw();
+        }
+        match stop {
+            None => Ok(sent),
+            Some(Stop::Full) if !block => Ok(sent),
+            Some(Stop::Full | Stop::Timeout) => Err(BatchError::Timeout),
+            Some(Stop::Closed) => Err(BatchError::Closed),
+            Some(Stop::Broken(e)) => Err(BatchError::Broken(e)),
+        }
+    }
+
+    /// Receives up to `max` values (at least one unless it fails), handing each to
+    /// `out`, waiting at most `timeout` (`None`: no limit) if `block`; the deadline
+    /// is fixed at the first failed attempt.
+    fn pop_until(
+        &self,
+        max: usize,
+        timeout: Option<Duration>,
+        block: bool,
+        out: &mut impl FnMut(Raw),
+    ) -> Result<usize, RecvError> {
+        let me = self.me().map_err(RecvError::Broken)?;
+        let ring = &self.inner.ring;
+        let broken = RecvError::Broken;
+        let dl = Deadline::new(timeout, block);
+        let budget = if block {
+            self.inner.spin_ns.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let mut wait = WaitLog::new(&self.inner.recv_adapt, budget);
+        // Whether an attempt also looks for a sender stuck in the middle of a claim
+        // (a read of the senders' counter: not on every spin round).
+        let mut look = !block;
+        loop {
+            let stuck = match self.pop(max, me, look, &dl, out).map_err(broken)? {
+                Pop::Got(n) => return Ok(n),
+                Pop::Closed => return Err(RecvError::Closed),
+                Pop::Empty(stuck) => stuck,
+                Pop::Closing => continue, // never: `pop` finishes a close itself
+            };
+            if let Some(s) = stuck {
+                if self.unstick(s) {
+                    continue;
+                }
+            }
+            if !block {
+                return Err(RecvError::Empty);
+            }
+            wait.waited();
+            let deadline = dl.at();
+            if wait.spin.more(deadline) {
+                look = wait.spin.round % 64 == 0;
+                continue;
+            }
+            let ec = &ring.head().not_empty;
+            let key = ec.prepare();
+            match self.pop(max, me, true, &dl, out).map_err(broken)? {
+                Pop::Got(n) => return Ok(n),
+                Pop::Closed => return Err(RecvError::Closed),
+                Pop::Closing => continue, // never: `pop` finishes a close itself
+                Pop::Empty(stuck) => {
+                    if let Some(s) = stuck {
+                        if self.unstick(s) {
+                            continue;
+                        }
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(RecvError::Timeout);
+                    }
+                    wait.slept();
+                    ec.wait(key, wake_at(deadline, stuck.is_some()));
+                }
+            }
+        }
+    }
+
+    /// Receives one value: the owner's receive of one value inline, anything else
+    /// round [`Pipe::recv_slow`].
+    /// A blocking owner receive that finds nothing watches the next cell for
+    /// [`FAST_SPINS`] pauses right here (no call between seeing the value and
+    /// returning it) before the general wait.
+    #[inline(always)]
+    pub(super) fn recv_until(
+        &self,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<ShmVal, RecvError> {
+        if let Some(own) = self.owner_word() {
+            let watch = block
+                && timeout.is_none_or(|t| t >= FAST_SPIN_MIN)
+                && self.inner.spin_ns.load(Ordering::Relaxed) != 0;
+            let rounds = if watch { FAST_SPINS } else { 0 };
+            if let Some(r) = self.inner.ring.pop_one_owned(own, rounds) {
+                return Ok(ShmVal::from_owned(self.pool(), r));
+            }
+        }
+        self.recv_slow(timeout, block)
+    }
+
+    /// The general receive of one value (see `pop_until`).
+    #[inline(never)]
+    fn recv_slow(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+        // The value as two words (a tag word of `u64::MAX`: none), each stored and
+        // loaded whole (see `Raw::read_fields`).
+        let (mut tag, mut payload) = (u64::MAX, 0);
+        self.pop_until(1, timeout, block, &mut |r: Raw| {
+            tag = r.tag_word();
+            payload = r.payload;
+        })?;
+        if tag == u64::MAX {
+            return Err(RecvError::Broken(PipeError::Val(ValError::Corrupt {
+                what: "pipe receive reported a value it did not hand over".into(),
+            })));
+        }
+        Ok(ShmVal::from_owned(
+            self.pool(),
+            Raw::from_words(tag, payload),
+        ))
+    }
+
+    /// Receives into `out` (see `recv_many`).
+    pub(super) fn recv_many_until(
+        &self,
+        out: &mut Vec<ShmVal>,
+        max: usize,
+        timeout: Option<Duration>,
+        block: bool,
+    ) -> Result<usize, RecvError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let pool = self.pool();
+        out.reserve(max.min(MAX_BATCH_RESERVE));
+        self.pop_until(max, timeout, block, &mut |r| {
+            ShmVal::push_owned(out, pool, r);
+        })
+    }
+}
+
+/// Why a send stopped short.
+enum Stop {
+    Full,
+    Timeout,
+    Closed,
+    Broken(PipeError),
+}
+
+/// Most room `recv_many` reserves in its output ahead of time.
+const MAX_BATCH_RESERVE: usize = 1024;
