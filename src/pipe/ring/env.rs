@@ -1,6 +1,6 @@
 //! Everything the ring's protocol code (`layout`, `view`, `owned`, `shared`, `close`,
 //! `recovery`) uses from outside the ring: atomics, the pool's slots and values, the
-//! eventcount, liveness, the barriers, waiting. The loom model (`tests/loom_ring.rs`)
+//! eventcount, liveness, the barriers, waiting. The loom model (`models/tests/ring.rs`)
 //! compiles those same files against its own version of this module (loom atomics,
 //! a model pool, `membarrier` as a SeqCst fence), so the code it checks is the code
 //! that runs.
@@ -33,6 +33,13 @@ pub(crate) fn membarrier_global() -> bool {
 pub(crate) fn publish_order() -> std::sync::atomic::Ordering {
     crate::platform::publish_order()
 }
+
+/// A point where the ring's reasoning rests on the single total order of SeqCst
+/// accesses (the one before it and the one after it, both SeqCst): nothing here.
+/// The loom model, which treats SeqCst accesses as AcqRel (loom's README, "Unsupported
+/// features"), puts a SeqCst fence here, which gives it that order.
+#[inline(always)]
+pub(crate) fn sc_order() {}
 
 /// The owner's side of the asymmetric Dekker: only the compiler may not reorder
 /// across it (a revoker's membarrier makes it a full barrier when it matters).

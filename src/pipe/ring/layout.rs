@@ -25,7 +25,11 @@ pub(super) const fn owner_user(b: u64) -> usize {
 }
 
 /// Entries of a pipe's user table (processes attached to the pipe at once).
+#[cfg(not(loom))]
 pub(crate) const USERS: usize = 256;
+/// A few entries in the loom model (each is eight more atomics to explore).
+#[cfg(loom)]
+pub(crate) const USERS: usize = 4;
 /// Bytes of a cell (a cache line: neighbouring cells never share one).
 pub(crate) const CELL: usize = 64;
 /// Largest capacity of a pipe.
@@ -93,6 +97,7 @@ pub(super) fn unmask(p48: u64, near: u64) -> u64 {
 /// Fixed fields of a pipe after its object header.
 #[repr(C)]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct Meta {
     pub magic: AtomicU64,
     pub cap: AtomicU64,
@@ -113,6 +118,7 @@ pub(crate) struct Meta {
 /// on lines of their own, the user table; `cap` cells follow at [`CELLS_OFF`].
 #[repr(C)]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct PipeHead {
     pub obj: ObjHeader,
     pub meta: Meta,
@@ -145,6 +151,7 @@ pub(crate) struct PipeHead {
 /// A user entry (a line of its own: its records are written at every claim).
 #[repr(C)]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct User {
     /// Process token (0 = free).
     pub token: AtomicU64,
@@ -158,6 +165,7 @@ pub(crate) struct User {
 /// A cell: its state word and the value slot.
 #[repr(C)]
 #[derive(Debug)]
+#[cfg_attr(loom, derive(Default))]
 pub(crate) struct Cell {
     pub word: AtomicU64,
     _pad: AtomicU64,

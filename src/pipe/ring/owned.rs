@@ -206,6 +206,7 @@ impl Ring {
         }
         let closed = closed != OPEN;
         // SeqCst: ordered after the load that saw CLOSED (see `finish_close`).
+        env::sc_order();
         let claimed = (look || closed) && h.tail.load(SeqCst) > hd;
         if closed && !claimed {
             Pop::Closed

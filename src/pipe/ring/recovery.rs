@@ -26,7 +26,12 @@ impl Ring {
     /// anything changed.
     pub(crate) fn unstick(&self, pool: &Pool, s: Stuck) -> bool {
         match s {
-            Stuck::Cell { pos, word } => self.sender_dead(pos) && self.recover_cells(pos, word),
+            // A cell seen filled is no dead claim: it was read after the counter,
+            // and the value may have landed in between (the receiver's next look
+            // takes it). Turning it to SKIP would lose that value.
+            Stuck::Cell { pos, word } => {
+                !filled(word, pos) && self.sender_dead(pos) && self.recover_cells(pos, word)
+            }
             Stuck::Record { user, rec } => {
                 let u = &self.head().users[usize::from(user) % USERS];
                 let t = u.token.load(Acquire);

@@ -1,7 +1,7 @@
 //! The shared side: claims of position ranges by compare-and-swap, with records,
 //! under each process's turn; and the senders' limit (the oldest receive record).
 
-use super::env::{AtomicU64, Pool, Raw};
+use super::env::{self, AtomicU64, Pool, Raw};
 use super::layout::*;
 use super::view::{Pop, Push, Ring, Stuck};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
@@ -33,6 +33,7 @@ impl Ring {
                 continue;
             }
             fail_point!("pipe.send.shared.claimed");
+            env::sc_order();
             if h.meta.closed.load(SeqCst) != OPEN {
                 // Closed since the look above: the claimed cells are given up
                 // (SKIP), the values stay the caller's (see `finish_close`).
