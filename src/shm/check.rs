@@ -1,10 +1,10 @@
 //! Containment checking: prove that a shared value lies entirely inside its pool and
 //! is well formed, or say where it is not.
 
+use super::guard::Guard;
 use super::handle::ShmVal;
 use super::layout::{tag, ArrHead, TextHead, TupHead, HDR, SLOT, TEXT_BYTES, TUP_SLOTS};
 use super::mem::{Obj, Raw, MAX_DEPTH};
-use super::tab::Guard;
 use crate::Pool;
 use std::collections::HashSet;
 use std::mem::offset_of;

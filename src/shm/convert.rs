@@ -1,11 +1,12 @@
 //! Heap `Val` → pool (`share`, all or nothing) and pool → heap `Val` (`to_val`).
 
+use super::guard::Guard;
+use super::hash::key_hash;
 use super::layout::{
-    tag, ArrHead, C64Obj, ContainerHead, TextHead, TupHead, ARR_ELEMS, HDR, SLOT, TEXT_BYTES,
-    TUP_SLOTS,
+    le_word, tag, ArrHead, C64Obj, ContainerHead, TextHead, TupHead, ARR_ELEMS, HDR, SLOT,
+    TEXT_BYTES, TUP_SLOTS,
 };
 use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
-use super::tab::{key_hash, Guard};
 use super::{Elem, ValError};
 use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
 use crate::Pool;
@@ -16,14 +17,6 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 fn inline(t: u8, b: &[u8]) -> Raw {
     debug_assert!(b.len() <= 8);
     Raw::new(t, b.len() as u8, le_word(b))
-}
-
-/// The zero-padded little-endian word of at most 8 bytes, built without a `memcpy`
-/// call (a call for a few bytes cost a fifth of building a small table).
-#[inline]
-pub(crate) fn le_word(b: &[u8]) -> u64 {
-    debug_assert!(b.len() <= 8);
-    b.iter().rev().fold(0u64, |w, &x| w << 8 | u64::from(x))
 }
 
 /// The bytes of an inline str/bytes.
@@ -645,21 +638,4 @@ unsafe fn arr_from_atomics(kind: ArrKind, p: *const u8, len: usize) -> Val {
         ArrKind::C32 => Arr::C32(read(p, len)),
         ArrKind::C64 => Arr::C64(read(p, len)),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::le_word;
-
-    /// `le_word` is the zero-padded little-endian word: stored inline values and the
-    /// key hashes (kept in pools) depend on it not changing.
-    #[test]
-    fn le_word_is_the_zero_padded_little_endian_word() {
-        let bytes: Vec<u8> = (1..=8u32).map(|i| (i * 37 + 5) as u8).collect();
-        for n in 0..=8 {
-            let mut p = [0u8; 8];
-            p[..n].copy_from_slice(&bytes[..n]);
-            assert_eq!(le_word(&bytes[..n]), u64::from_le_bytes(p), "{n} bytes");
-        }
-    }
 }

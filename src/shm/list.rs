@@ -7,10 +7,10 @@
 //! store of `data`. A holder killed at any point leaves a whole list (at worst the
 //! one value in its hands is leaked).
 
+use super::guard::Guard;
 use super::handle::{Arg, ShmVal};
 use super::layout::{tag, SLOT};
 use super::mem::{Obj, Raw};
-use super::tab::Guard;
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;

@@ -263,7 +263,7 @@ impl Pool {
     pub(crate) fn free_data_block(&self, owner: Obj, b: Block<'_>) {
         let index = b.head.index.load(Relaxed);
         if b.elem == ENTRY as u64 && index != 0 {
-            self.free_block(index, super::tab::index_bytes(b.cap));
+            self.free_block(index, super::dict::index_bytes(b.cap));
         }
         let embedded =
             b.off == Self::embedded_block(owner) && owner.size > (HDR + CONTAINER) as u64;

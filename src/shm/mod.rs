@@ -10,7 +10,10 @@
 mod arr;
 mod check;
 mod convert;
+mod dict;
+mod guard;
 mod handle;
+mod hash;
 pub(crate) mod layout;
 mod list;
 mod mem;
@@ -19,9 +22,10 @@ mod text;
 
 pub use arr::{Elem, ShmArr};
 pub use check::{check_value, is_shm, CheckReport, Problem};
-pub use handle::{Arg, ShmOTab, ShmTab, ShmVal, TabLock};
+pub use handle::{Arg, ShmVal};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
+pub use tab::{ShmOTab, ShmTab, TabLock};
 pub use text::{ShmBytes, ShmStr};
 
 use crate::error::AllocError;

@@ -1,842 +1,467 @@
-//! `dict`/`OrderedDict` in a pool: entries in insertion order (like CPython's compact
-//! dict) plus, above 8 entries, an open-addressing index of `u64` buckets, each an
-//! entry number and the high half of that entry's hash (so a probe that does not
-//! match is rejected without touching the entry: one cache miss fewer per probe).
-//!
-//! Every operation holds the container's robust lock. Crash repair: an operation
-//! marks the container dirty; an entry is fully written before the block's `used`
-//! counts it; growing builds a complete new block (entries, `used`, index) and
-//! switches with one store of `data`; `len` and the index are derived, so the next
-//! holder after a death (or any holder that finds the dirty mark) recounts `len` and
-//! rebuilds the index from the entries. A removal is one store (the key's tag word
-//! becomes DELETED); overwriting a live value slot, two words, is logged in the head
-//! first and replayed by the next holder ([`Guard::overwrite`]).
+//! `ShmTab` and `ShmOTab`, handles on a shared dict and OrderedDict, and `TabLock`,
+//! several operations under one hold of its lock (the dict itself is in `dict`).
 
-use super::layout::{
-    tag, BlockHead, ContainerHead, Entry, Slot, TextHead, BLOCK_HEAD, ENTRY, HDR, SLOT, TEXT_BYTES,
-};
-use super::mem::{corrupt, Block, Obj, Raw};
+use super::guard::Guard;
+use super::handle::{Arg, ShmVal};
+use super::hash::key_hash;
+use super::mem::{Obj, Raw};
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;
-use shmval_alloc::{LockState, LOCK_PATIENCE};
-use std::cell::Cell;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::fmt;
+use std::sync::atomic::Ordering;
 
-/// Tables up to this many entries are searched without an index.
-const LINEAR: u64 = 8;
-/// Bucket words: low half 0 (empty), `u32::MAX` (deleted) or entry number + 1; high
-/// half the high half of the entry's hash.
-const EMPTY: u64 = 0;
-const GONE: u64 = u32::MAX as u64;
-const NUM: u64 = u32::MAX as u64;
+/// A handle on a shared `dict` (or `OrderedDict`). Every operation is atomic with
+/// respect to other processes (the table's robust lock).
+#[derive(Clone)]
+pub struct ShmTab(pub(super) ShmVal);
 
-/// The bucket word naming entry `i` of hash `hash`.
-fn bucket_word(hash: u64, i: u64) -> u64 {
-    (hash & !NUM) | (i + 1)
-}
-
-/// A deterministic hasher (the same in every process; std's is randomly keyed).
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            self.add(super::convert::le_word(rest) ^ (rest.len() as u64) << 59);
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn write_i128(&mut self, i: i128) {
-        self.add(i as u64);
-        self.add((i >> 64) as u64);
-    }
-    fn finish(&self) -> u64 {
-        // Final avalanche so the low bits (bucket numbers) depend on every input bit.
-        let mut x = self.0;
-        x ^= x >> 32;
-        x = x.wrapping_mul(0xd6e8_feb8_6659_fd93);
-        x ^ (x >> 32)
+impl fmt::Display for ShmTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
-impl Fx {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+impl fmt::Debug for ShmTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmTab({self})")
     }
 }
 
-/// The hash of a key, equal for keys equal under Python semantics, in every process.
-pub(crate) fn key_hash(k: &Val) -> u64 {
-    let mut h = Fx(0);
-    // Fast paths for the common int and str keys: exactly what `Val::hash` feeds the
-    // hasher (an int: tag 0, then the value as i128; a str: tag 3, then the str),
-    // without its numeric classification.
-    let int = match k {
-        Val::I64(x) => Some(i128::from(*x)),
-        Val::I32(x) => Some(i128::from(*x)),
-        Val::U64(x) => Some(i128::from(*x)),
-        Val::U32(x) => Some(i128::from(*x)),
-        Val::Str(s) => {
-            h.write_u8(3);
-            s.hash(&mut h);
-            return h.finish();
-        }
-        _ => None,
-    };
-    match int {
-        Some(i) => {
-            h.write_u8(0);
-            h.write_i128(i);
-        }
-        None => k.hash(&mut h),
-    }
-    h.finish()
-}
-
-/// Bytes of the index of a table with `cap` entries.
-pub(crate) fn index_bytes(cap: u64) -> u64 {
-    buckets(cap).saturating_mul(8)
-}
-
-fn buckets(cap: u64) -> u64 {
-    // Saturating: a capacity read from shared memory may be anything (a block's is
-    // validated against the pool's size, so this never saturates for a real one).
-    cap.saturating_mul(2)
-        .checked_next_power_of_two()
-        .unwrap_or(1 << 63)
-        .max(16)
-}
-
-/// A dict entry found by [`Guard::find`]: validated, with its index bucket.
-pub(crate) struct Found<'p> {
-    pub bucket: Option<usize>,
-    pub entry: &'p Entry,
-    /// The entry's number in the data block.
-    pub num: u64,
-}
-
-/// The validated data block of a dict and its index.
-type Cached<'p> = (Block<'p>, Option<&'p [AtomicU64]>);
-
-/// A container's lock, held; repairs a table or list whose last holder died.
-pub(crate) struct Guard<'p> {
-    pub pool: &'p Pool,
-    pub obj: Obj,
-    pub head: &'p ContainerHead,
-    /// The dict's data block and index, validated once per guard: only the holder
-    /// switches blocks, and [`rebuild`](Self::rebuild) forgets them when it does.
-    cache: Cell<Option<Cached<'p>>>,
-}
-
-impl<'p> Guard<'p> {
-    pub(crate) fn lock(pool: &'p Pool, obj: Obj) -> Result<Guard<'p>, ValError> {
-        let head = pool.container(obj)?;
-        let state = head
-            .lock
-            .lock_within::<crate::LinuxPlatform>(Some(LOCK_PATIENCE))
-            .map_err(|e| match e {
-                shmval_alloc::LockError::Timeout => ValError::LockTimeout,
-                shmval_alloc::LockError::Reentrant => ValError::Reentrant,
-            })?;
-        let g = Guard::new(pool, obj, head);
-        // A logged overwrite is always inside a `dirty` operation (`begin` comes
-        // first, `redo_at` is cleared before the guard drops), so this covers it.
-        if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
-            g.repair()?;
-        }
-        Ok(g)
+impl ShmTab {
+    fn obj(&self) -> Result<Obj, ValError> {
+        self.pool().obj(self.0.raw().payload)
     }
 
-    fn new(pool: &'p Pool, obj: Obj, head: &'p ContainerHead) -> Guard<'p> {
-        Guard {
-            pool,
-            obj,
-            head,
-            cache: Cell::new(None),
-        }
+    fn pool(&self) -> &Pool {
+        self.0.obj_pool()
     }
 
-    /// Marks the start of a modification (cleared when the guard drops).
-    pub(crate) fn begin(&self) {
-        self.head.dirty.store(1, Relaxed);
+    /// The table as a plain value handle.
+    pub fn as_val(&self) -> &ShmVal {
+        &self.0
     }
 
-    /// Replaces the value in `slot`, element `i` of this container (a list slot or a
-    /// dict entry's value) and live, with `r`. A slot is two words: the new value is
-    /// first logged in the head, so a holder killed between the two stores leaves a
-    /// log the next holder replays (see [`redo`](Self::redo)) instead of a torn
-    /// value. The old value is the caller's from the logged moment on.
-    pub(crate) fn overwrite(&self, i: u64, slot: &Slot, r: Raw) {
-        self.log_overwrite(i, r);
-        // As `Pool::write`, with a fail point between the two stores.
-        slot.payload.store(r.payload, Relaxed);
-        fail_point!("shm.overwrite.torn");
-        slot.tag.store(r.tag_word(), Release);
-        self.head.redo_at.store(0, Release);
-    }
-
-    /// The first half of [`overwrite`](Self::overwrite): the log.
-    fn log_overwrite(&self, i: u64, r: Raw) {
-        let h = self.head;
-        self.begin();
-        h.redo_tag.store(r.tag_word(), Relaxed);
-        h.redo_payload.store(r.payload, Relaxed);
-        h.redo_at.store(i + 1, Release); // SYNC POINT: the new value is committed
-    }
-
-    /// Finishes an [`overwrite`](Self::overwrite) its holder did not: writes the
-    /// logged value into the logged element again (idempotent) and clears the log.
-    fn redo(&self) -> Result<(), ValError> {
-        let h = self.head;
-        let at = h.redo_at.load(Acquire);
-        if at == 0 {
-            return Ok(());
-        }
-        let i = at - 1;
-        let missing = || corrupt(format!("slot overwrite logged for missing element {i}"));
-        let slot = match self.obj.tag {
-            tag::LIST => {
-                let b = self.pool.block(h, SLOT)?.ok_or_else(missing)?;
-                if i >= h.len.load(Relaxed).min(b.cap) {
-                    return Err(missing());
-                }
-                self.pool.slot_at(b.at(i))?
-            }
-            _ => {
-                let b = self.block()?.ok_or_else(missing)?;
-                let e = self.pool.entry_in(b, i)?;
-                if i >= Self::used(b) || self.pool.read(&e.key).tag() == tag::DELETED {
-                    return Err(missing());
-                }
-                &e.value
-            }
-        };
-        slot.payload.store(h.redo_payload.load(Relaxed), Relaxed);
-        slot.tag.store(h.redo_tag.load(Relaxed), Release);
-        h.redo_at.store(0, Release);
-        Ok(())
-    }
-
-    /// The dict's current entry block.
-    pub(crate) fn block(&self) -> Result<Option<Block<'p>>, ValError> {
-        if let Some((b, _)) = self.cache.get() {
-            return Ok(Some(b));
-        }
-        let b = self.pool.block(self.head, ENTRY)?;
-        if let Some(b) = b {
-            self.cache.set(Some((b, self.index_of(b)?)));
-        }
-        Ok(b)
-    }
-
-    /// Entries written in `b` (live and deleted).
-    fn used(b: Block<'_>) -> u64 {
-        b.head.used.load(Relaxed).min(b.cap)
-    }
-
-    /// After a holder died (or left `dirty`): the data block is whole (it is switched
-    /// by one store), so recount `len` and rebuild the derived index.
-    fn repair(&self) -> Result<(), ValError> {
-        let h = self.head;
-        self.redo()?;
-        match self.obj.tag {
-            tag::LIST => {
-                let cap = self.pool.block(h, SLOT)?.map_or(0, |b| b.cap);
-                if h.len.load(Relaxed) > cap {
-                    h.len.store(cap, Relaxed);
-                }
-            }
-            _ => {
-                let mut len = 0;
-                if let Some(b) = self.block()? {
-                    // A `move_to_end` cut short leaves its source entry live next to
-                    // the copy: two entries holding the very same key slot (which no
-                    // two distinct keys can share). The later one is the moved entry;
-                    // the earlier is emptied without a release (one reference, held by
-                    // the copy).
-                    let mut seen = std::collections::HashSet::new();
-                    for i in (0..Self::used(b)).rev() {
-                        let e = self.pool.entry_in(b, i)?;
-                        let k = self.pool.read(&e.key);
-                        if k.tag() == tag::DELETED {
-                            continue;
-                        }
-                        if seen.insert((k.tag(), k.len(), k.payload)) {
-                            len += 1;
-                        } else {
-                            Self::empty_entry(e);
-                        }
-                    }
-                    self.rebuild_index(b)?;
-                }
-                h.len.store(len, Relaxed);
-            }
-        }
-        h.dirty.store(0, Relaxed);
-        Ok(())
-    }
-
-    fn index(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU64]>, ValError> {
-        match self.cache.get() {
-            Some((c, idx)) if c.off == b.off => Ok(idx),
-            _ => self.index_of(b),
-        }
-    }
-
-    fn index_of(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU64]>, ValError> {
-        let off = b.head.index.load(Relaxed);
-        if off == 0 {
-            return Ok(None);
-        }
-        self.pool.words_at(off, buckets(b.cap)).map(Some)
-    }
-
-    fn rebuild_index(&self, b: Block<'p>) -> Result<(), ValError> {
-        let Some(idx) = self.index(b)? else {
-            return Ok(());
-        };
-        idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
-        for i in 0..Self::used(b) {
-            let e = self.pool.entry_in(b, i)?;
-            if self.pool.read(&e.key).tag() != tag::DELETED {
-                Self::index_put(idx, e.hash.load(Relaxed), i)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn index_put(idx: &[AtomicU64], hash: u64, i: u64) -> Result<(), ValError> {
-        let mask = idx.len() - 1;
-        let mut b = hash as usize & mask;
-        for _ in 0..idx.len() {
-            let v = idx[b].load(Relaxed) & NUM;
-            if v == EMPTY || v == GONE {
-                idx[b].store(bucket_word(hash, i), Relaxed);
-                return Ok(());
-            }
-            b = (b + 1) & mask;
-        }
-        Err(corrupt("dict index full"))
-    }
-
-    /// The entry holding `key` (validated once, here), its number and index bucket.
-    pub(crate) fn find(&self, hash: u64, key: &Val) -> Result<Option<Found<'p>>, ValError> {
-        let Some(b) = self.block()? else {
-            return Ok(None);
-        };
-        let used = Self::used(b);
-        let matches = |i: u64, bucket: Option<usize>| -> Result<Option<Found<'p>>, ValError> {
-            let e = self.pool.entry_in(b, i)?;
-            if e.hash.load(Relaxed) != hash || !self.key_eq(self.pool.read(&e.key), key)? {
-                return Ok(None);
-            }
-            Ok(Some(Found {
-                bucket,
-                entry: e,
-                num: i,
-            }))
-        };
-        match self.index(b)? {
-            None => {
-                for i in 0..used {
-                    if let Some(f) = matches(i, None)? {
-                        return Ok(Some(f));
-                    }
-                }
-                Ok(None)
-            }
-            Some(idx) => {
-                let mask = idx.len() - 1;
-                let mut bucket = hash as usize & mask;
-                for _ in 0..idx.len() {
-                    let w = idx[bucket].load(Relaxed);
-                    match w & NUM {
-                        EMPTY => return Ok(None),
-                        GONE => {}
-                        // Another hash: not this key, and its entry stays untouched.
-                        _ if (w ^ hash) & !NUM != 0 => {}
-                        v if v - 1 < used => {
-                            if let Some(f) = matches(v - 1, Some(bucket))? {
-                                return Ok(Some(f));
-                            }
-                        }
-                        _ => return Err(corrupt("dict index names a missing entry")),
-                    }
-                    bucket = (bucket + 1) & mask;
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    fn key_eq(&self, stored: Raw, key: &Val) -> Result<bool, ValError> {
-        match (stored.tag(), key) {
-            (tag::DELETED, _) => Ok(false),
-            (tag::STR_INLINE, Val::Str(s)) => Ok(s.len() <= 8
-                && s.len() == stored.len() as usize
-                && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
-            (tag::STR_INLINE, _) => Ok(false),
-            // Integer keys (the common case): compare as integers, no Val built.
-            (t @ tag::I8..=tag::U64, k) if k.as_i64().is_some() && !matches!(k, Val::Bool(_)) => {
-                let stored = if t == tag::U64 {
-                    i128::from(stored.payload)
-                } else {
-                    i128::from(stored.payload as i64)
-                };
-                Ok(k.as_i64().map(i128::from) == Some(stored))
-            }
-            (tag::STR, Val::Str(s)) => {
-                let o = self.pool.obj(stored.payload)?;
-                let len = self.pool.at::<TextHead>(o.off)?.len.load(Relaxed);
-                Ok(len == s.len() as u64
-                    && self.pool.bytes_at(o.off + TEXT_BYTES as u64, len)? == s.as_bytes())
-            }
-            (tag::STR, _) | (_, Val::Str(_)) => Ok(false),
-            _ => Ok(self.pool.to_val_raw(stored, 1)? == *key),
-        }
-    }
-
-    /// Appends a new entry (the key is known to be absent), growing if needed. Takes
-    /// over the references `k` and `v` only on success.
-    pub(crate) fn append(&self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let b = match self.block()? {
-            Some(b) if Self::used(b) < b.cap => b,
-            _ => self.grow()?,
-        };
-        self.append_in(b, hash, k, v)
-    }
-
-    /// [`append`](Self::append) into the current data block `b`, which has room.
-    fn append_in(&self, b: Block<'p>, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let i = Self::used(b);
-        let e = self.pool.entry_in(b, i)?;
-        e.hash.store(hash, Relaxed);
-        self.pool.write(&e.key, k);
-        self.pool.write(&e.value, v);
-        b.head.used.store(i + 1, Release); // the entry exists from here on
-        if let Some(idx) = self.index(b)? {
-            Self::index_put(idx, hash, i)?;
-        }
-        self.head
-            .len
-            .store(self.head.len.load(Relaxed) + 1, Relaxed);
-        Ok(())
-    }
-
-    /// Copies the live entries into a new block (twice as large unless half the old
-    /// one is deleted entries) with its own index, then switches to it with one
-    /// store of `data`: a holder killed before the switch leaves the old table whole,
-    /// after it the new one.
-    fn grow(&self) -> Result<Block<'p>, ValError> {
-        let old = self.block()?;
-        let (cap, len) = (old.map_or(0, |b| b.cap), self.head.len.load(Relaxed));
-        let new_cap = if cap > 0 && len.saturating_mul(2) < cap {
-            cap
-        } else {
-            cap.saturating_mul(2).max(4)
-        };
-        self.rebuild(old, new_cap, None)
-    }
-
-    /// Copies the live entries of `old` into a new block of `new_cap` entries (entry
-    /// `first` of `old`, if given, before all others) and switches to it with one
-    /// store of `data`.
-    fn rebuild(
-        &self,
-        old: Option<Block<'p>>,
-        new_cap: u64,
-        first: Option<u64>,
-    ) -> Result<Block<'p>, ValError> {
-        if new_cap >= NUM {
-            // Entry numbers are 32-bit in the index (a dict of 4G entries would
-            // need 200 GB of entries anyway).
-            return Err(shmval_alloc::AllocError::Exhausted {
-                size: usize::MAX,
-                align: 16,
-            }
-            .into());
-        }
-        let data = self.pool.new_data_block(new_cap, ENTRY)?;
-        let pool: &'p Pool = self.pool;
-        if new_cap > LINEAR {
-            match pool.alloc_block(index_bytes(new_cap)) {
-                Ok(idx) => pool.block_at(data, ENTRY)?.head.index.store(idx, Relaxed),
-                Err(e) => {
-                    self.pool
-                        .free_block(data, Block::bytes(new_cap, ENTRY as u64));
-                    return Err(e);
-                }
-            }
-        }
-        let nb = pool.block_at(data, ENTRY)?;
-        let mut n = 0;
-        if let Some(ob) = old {
-            let rest = (0..Self::used(ob)).filter(|&i| Some(i) != first);
-            for i in first.into_iter().chain(rest) {
-                let e = self.pool.entry_in(ob, i)?;
-                let k = self.pool.read(&e.key);
-                if k.tag() == tag::DELETED {
-                    continue;
-                }
-                let d = self.pool.entry_in(nb, n)?;
-                d.hash.store(e.hash.load(Relaxed), Relaxed);
-                self.pool.write(&d.key, k);
-                self.pool.write(&d.value, self.pool.read(&e.value));
-                n += 1;
-            }
-        }
-        nb.head.used.store(n, Relaxed);
-        self.rebuild_index(nb)?;
-        // SYNC POINT: one store switches the whole table.
-        self.head.data.store(data, Release);
-        self.cache.set(None);
-        self.head.len.store(n, Relaxed);
-        if let Some(ob) = old {
-            self.pool.free_data_block(self.obj, ob);
-        }
-        Ok(nb)
-    }
-
-    /// Marks an entry deleted with one store of its key's tag word (the commit: its
-    /// key and value references are no longer the table's). The stale payloads stay;
-    /// nothing reads a deleted entry's key payload or value.
-    fn empty_entry(e: &Entry) {
-        e.key.tag.store(u64::from(tag::DELETED), Release);
-    }
-
-    /// Removes a found entry, returning its key and value (the caller now owns them).
-    pub(crate) fn remove_at(&self, f: Found<'p>) -> Result<(Raw, Raw), ValError> {
-        let e = f.entry;
-        let (k, v) = (self.pool.read(&e.key), self.pool.read(&e.value));
-        Self::empty_entry(e);
-        if let (Some(b), Some(bk)) = (self.block()?, f.bucket) {
-            if let Some(idx) = self.index(b)? {
-                idx[bk].store(GONE, Relaxed);
-            }
-        }
-        self.head
-            .len
-            .store(self.head.len.load(Relaxed).saturating_sub(1), Relaxed);
-        Ok((k, v))
-    }
-}
-
-/// Order changes (`popitem`, `move_to_end`).
-impl<'p> Guard<'p> {
-    /// The number of the last (or first) live entry.
-    fn end_entry(&self, b: Block<'p>, last: bool) -> Result<Option<u64>, ValError> {
-        let used = Self::used(b);
-        let live = |i: u64| -> Result<bool, ValError> {
-            Ok(self.pool.read(&self.pool.entry_in(b, i)?.key).tag() != tag::DELETED)
-        };
-        if last {
-            for i in (0..used).rev() {
-                if live(i)? {
-                    return Ok(Some(i));
-                }
-            }
-        } else {
-            for i in 0..used {
-                if live(i)? {
-                    return Ok(Some(i));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// The index bucket that names entry `i` (whose hash is `hash`).
-    fn bucket_of(&self, b: Block<'p>, hash: u64, i: u64) -> Result<Option<usize>, ValError> {
-        let Some(idx) = self.index(b)? else {
-            return Ok(None);
-        };
-        let mask = idx.len() - 1;
-        let mut bucket = hash as usize & mask;
-        for _ in 0..idx.len() {
-            match idx[bucket].load(Relaxed) & NUM {
-                EMPTY => break,
-                v if v == i + 1 => return Ok(Some(bucket)),
-                _ => bucket = (bucket + 1) & mask,
-            }
-        }
-        Err(corrupt("dict index does not name a live entry"))
-    }
-
-    /// Removes the last (or first) entry, returning its key and value (owned by the
-    /// caller). Deleted entries at the end are dropped from `used`, so popping from
-    /// the end again and again stays O(1).
-    pub(crate) fn pop_end(&self, last: bool) -> Result<Option<(Raw, Raw)>, ValError> {
-        let Some(b) = self.block()? else {
-            return Ok(None);
-        };
-        let Some(i) = self.end_entry(b, last)? else {
-            return Ok(None);
-        };
-        self.begin();
-        let entry = self.pool.entry_in(b, i)?;
-        let bucket = self.bucket_of(b, entry.hash.load(Relaxed), i)?;
-        let kv = self.remove_at(Found {
-            bucket,
-            entry,
-            num: i,
-        })?;
-        if last {
-            let keep = self.end_entry(b, true)?.map_or(0, |j| j + 1);
-            b.head.used.store(keep, Release);
-        }
-        Ok(Some(kv))
-    }
-
-    /// Moves the entry of `key` to the end (or the front). `false` if it is absent.
+    /// Copies the table out to the heap.
     ///
-    /// To the end: the entry is copied to the next free place and published there
-    /// before its old place is emptied (a holder killed in between leaves two entries
-    /// with the same key slot, which repair resolves); the references do not move.
-    /// To the front: the entries are copied into a new block, the moved one first,
-    /// and switched with one store (O(n), like a compaction).
-    pub(crate) fn move_to_end(&self, hash: u64, key: &Val, last: bool) -> Result<bool, ValError> {
-        self.begin();
-        let Some(f) = self.find(hash, key)? else {
-            return Ok(false);
+    /// # Errors
+    /// As [`ShmVal::to_val`].
+    pub fn to_val(&self) -> Result<Val, ValError> {
+        self.0.to_val()
+    }
+
+    fn guard(&self) -> Result<Guard<'_>, ValError> {
+        Guard::lock(self.pool(), self.obj()?)
+    }
+
+    /// Locks the table for a multi-step transaction: other processes' operations on
+    /// it wait until the guard drops. If the holder dies, the next locker repairs the
+    /// table and goes on.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{Pool, PoolOptions, Val};
+    /// # let pool = Pool::create_with(&format!("doc-lock-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let t = pool.new_tab()?;
+    /// {
+    ///     let tx = t.lock()?;
+    ///     let n = tx.get("n")?.map_or(Ok(Val::I64(0)), |v| v.to_val())?;
+    ///     tx.insert("n", if let Val::I64(n) = n { n + 1 } else { 1 })?;
+    /// }
+    /// assert_eq!(t.get("n")?.unwrap().to_string(), "1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lock(&self) -> Result<TabLock<'_>, ValError> {
+        Ok(TabLock { g: self.guard()? })
+    }
+
+    /// Number of entries.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn len(&self) -> Result<usize, ValError> {
+        self.lock()?.len()
+    }
+
+    /// Whether the table is empty.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool, ValError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Inserts `key → value` (heap values are copied in, shared handles referenced),
+    /// returning the previous value of an equal key. As in Python, an existing key
+    /// keeps its original form (`1` stays `1` when `1.0` is inserted).
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], [`ValError::Alloc`] (the table is unchanged), ...
+    ///
+    /// # Examples
+    /// ```
+    /// # use shmval::{tab, Pool, PoolOptions};
+    /// # let pool = Pool::create_with(&format!("doc-insert-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let root = pool.root()?;
+    /// let heap = tab! { "a" => 1 };
+    /// root.insert("copy", heap.clone())?;        // a heap value: copied into the pool
+    /// let shared = pool.share(&heap)?;
+    /// root.insert("ref", &shared)?;              // a shared handle: stored by reference
+    /// assert_eq!(root.get("ref")?.unwrap().offset(), shared.offset(), "the same object");
+    /// assert_ne!(root.get("copy")?.unwrap().offset(), shared.offset());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn insert(
+        &self,
+        key: impl Into<Arg>,
+        value: impl Into<Arg>,
+    ) -> Result<Option<ShmVal>, ValError> {
+        // Copy heap values in before taking the lock (allocation outside the lock).
+        let (key, kv, vr) = prepare(key, value, self.pool())?;
+        match self.guard() {
+            Ok(g) => insert_locked(&g, key, kv, vr),
+            Err(e) => {
+                self.pool().release(vr);
+                Err(e)
+            }
+        }
+    }
+
+    /// The value of `key`, if present.
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
+    pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        let kv = key.into().into_key_val()?;
+        get_locked(&self.guard()?, &kv)
+    }
+
+    /// The value of `key` copied out to the heap (no handle is made: the cheapest read).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get), or a corrupt value.
+    pub fn get_val(&self, key: impl Into<Arg>) -> Result<Option<Val>, ValError> {
+        let kv = key.into().into_key_val()?;
+        let g = self.guard()?;
+        let pool = g.pool;
+        let Some(found) = g.find(key_hash(&kv), &kv)? else {
+            return Ok(None);
         };
-        let b = self
-            .block()?
-            .ok_or_else(|| corrupt("dict entry without a block"))?;
-        if self.end_entry(b, last)? == Some(f.num) {
-            return Ok(true);
+        let v = pool.read(&found.entry.value);
+        if !v.is_object() {
+            return Ok(Some(pool.to_val_raw(v, 0)?));
         }
-        if !last {
-            self.rebuild(Some(b), b.cap, Some(f.num))?;
-            return Ok(true);
-        }
-        if Self::used(b) == b.cap {
-            self.grow()?;
-            return self.move_to_end(hash, key, last); // the table has room now
-        }
-        let (e, i) = (f.entry, Self::used(b));
-        let d = self.pool.entry_in(b, i)?;
-        d.hash.store(hash, Relaxed);
-        self.pool.write(&d.key, self.pool.read(&e.key));
-        self.pool.write(&d.value, self.pool.read(&e.value));
-        b.head.used.store(i + 1, Release); // SYNC POINT: the copy exists from here on
-        Self::empty_entry(e);
-        if let (Some(idx), Some(bk)) = (self.index(b)?, f.bucket) {
-            idx[bk].store(bucket_word(hash, i), Relaxed);
-        }
-        Ok(true)
+        // An object: keep it alive past the lock, copy it out, let it go.
+        pool.retain(v)?;
+        drop(g);
+        let out = pool.to_val_raw(v, 0);
+        pool.release(v);
+        out.map(Some)
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
+        let kv = key.into().into_key_val()?;
+        Ok(self.guard()?.find(key_hash(&kv), &kv)?.is_some())
+    }
+
+    /// Removes `key`, returning its value.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        let kv = key.into().into_key_val()?;
+        remove_locked(&self.guard()?, &kv)
+    }
+
+    /// A snapshot of the entries, in insertion order.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn entries(&self) -> Result<Vec<(ShmVal, ShmVal)>, ValError> {
+        let pool = self.pool();
+        Ok(pool
+            .tab_snapshot(self.obj()?)?
+            .into_iter()
+            .map(|(k, v)| (ShmVal::from_owned(pool, k), ShmVal::from_owned(pool, v)))
+            .collect())
+    }
+
+    /// A snapshot of the keys, in insertion order.
+    ///
+    /// # Errors
+    /// As [`entries`](Self::entries).
+    pub fn keys(&self) -> Result<Vec<ShmVal>, ValError> {
+        Ok(self.entries()?.into_iter().map(|(k, _)| k).collect())
+    }
+
+    /// Removes and returns the last inserted entry (Python's `dict.popitem()`);
+    /// `None` when the table is empty.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn popitem(&self) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        self.lock()?.popitem_end(true)
     }
 }
 
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        self.head.dirty.store(0, Release);
-        // SAFETY: a Guard exists only while this thread holds the lock.
-        unsafe { self.head.lock.unlock::<crate::LinuxPlatform>() };
+/// A handle on a shared `OrderedDict`: every [`ShmTab`] operation (through `Deref`;
+/// an `OrderedDict` is a `dict`), plus the order changes of Python's
+/// `collections.OrderedDict`. Made by [`Pool::new_otab`], by sharing a
+/// [`Val::OTab`], or from a value with [`ShmVal::as_otab`].
+///
+/// # Examples
+/// ```
+/// # use shmval::{Pool, PoolOptions};
+/// # let pool = Pool::create_with(&format!("doc-otab-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+/// let lru = pool.new_otab()?;
+/// for k in ["a", "b", "c"] {
+///     lru.insert(k, 0)?;
+/// }
+/// lru.move_to_end("a", true)?; // "a" was used: now the most recent
+/// let (oldest, _) = lru.popitem(false)?.unwrap();
+/// assert_eq!(oldest.to_string(), "'b'");
+/// assert_eq!(lru.to_string(), "OrderedDict([('c', 0), ('a', 0)])");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct ShmOTab(pub(super) ShmTab);
+
+impl std::ops::Deref for ShmOTab {
+    type Target = ShmTab;
+    fn deref(&self) -> &ShmTab {
+        &self.0
     }
 }
 
-impl Pool {
-    /// A new, empty table object with room for `cap` entries. A small table (at
-    /// most [`LINEAR`] entries, no index) gets its first data block inside its own
-    /// allocation: one allocation and one free instead of two.
-    pub(crate) fn new_tab_obj(&self, t: u8, cap: u64) -> Result<Obj, ValError> {
-        if (1..=LINEAR).contains(&cap) {
-            let head = HDR + std::mem::size_of::<ContainerHead>();
-            let o = self.alloc_obj_zeroed(
-                t,
-                head + Block::bytes(cap, ENTRY as u64) as usize,
-                head + BLOCK_HEAD, // the block head's used and index: 0
-            )?;
-            let data = Self::embedded_block(o);
-            self.at::<BlockHead>(data)?.cap.store(cap, Relaxed);
-            self.container(o)?.data.store(data, Release);
-            return Ok(o);
-        }
-        let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
-        let raw = Raw::new(t, 0, o.off);
-        if cap > 0 {
-            let data = self
-                .new_data_block(cap, ENTRY)
-                .inspect_err(|_| self.release(raw))?;
-            if cap > LINEAR {
-                match self.alloc_block(index_bytes(cap)) {
-                    Ok(idx) => self.block_at(data, ENTRY)?.head.index.store(idx, Relaxed),
-                    Err(e) => {
-                        self.free_block(data, Block::bytes(cap, ENTRY as u64));
-                        self.release(raw);
-                        return Err(e);
-                    }
-                }
-            }
-            self.container(o)?.data.store(data, Release);
-        }
-        Ok(o)
-    }
-
-    /// A table this thread just made, which nobody else can see yet, to fill.
-    pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
-        let g = std::mem::ManuallyDrop::new(Guard::new(self, o, self.container(o)?));
-        let block = self.block(g.head, ENTRY)?;
-        Ok(PrivateTab { g, block })
-    }
-
-    /// Every live `(key, value)`, each retained, read under the lock.
-    pub(crate) fn tab_snapshot(&self, o: Obj) -> Result<Vec<(Raw, Raw)>, ValError> {
-        let g = Guard::lock(self, o)?;
-        let Some(b) = g.block()? else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<(Raw, Raw)> =
-            Vec::with_capacity(g.head.len.load(Relaxed).min(b.cap) as usize);
-        let fail = |out: &Vec<(Raw, Raw)>, e| {
-            out.iter().for_each(|(k, v)| self.release_all(&[*k, *v]));
-            Err(e)
-        };
-        for i in 0..Guard::used(b) {
-            let e = match self.entry_in(b, i) {
-                Ok(e) => e,
-                Err(err) => return fail(&out, err),
-            };
-            let (k, v) = (self.read(&e.key), self.read(&e.value));
-            if k.tag() == tag::DELETED {
-                continue;
-            }
-            if let Err(err) = self.retain(k) {
-                return fail(&out, err);
-            }
-            if let Err(err) = self.retain(v) {
-                self.release(k);
-                return fail(&out, err);
-            }
-            out.push((k, v));
-        }
-        Ok(out)
+impl fmt::Display for ShmOTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
-/// Appending to a table nobody else can see yet: no lock (the guard is never
-/// dropped, so never unlocks), and the data block is validated once, not per entry.
-pub(crate) struct PrivateTab<'p> {
-    g: std::mem::ManuallyDrop<Guard<'p>>,
-    block: Option<Block<'p>>,
-}
-
-impl PrivateTab<'_> {
-    /// Appends an entry whose key is not in the table (the caller's map has unique
-    /// keys); the table owns `k` and `v` on success.
-    pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        match self.block {
-            Some(b) if Guard::used(b) < b.cap => self.g.append_in(b, hash, k, v),
-            _ => {
-                self.g.append(hash, k, v)?;
-                self.block = self.g.block()?;
-                Ok(())
-            }
-        }
+impl fmt::Debug for ShmOTab {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ShmOTab({self})")
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{key_hash, Fx, Guard};
-    use crate::{Pool, PoolOptions, Val};
-    use std::hash::{Hash, Hasher};
-    use std::sync::atomic::Ordering::{Relaxed, Release};
-
-    /// A `move_to_end` cut short after publishing the copy (the holder died) leaves
-    /// the key in two entries; the next holder's repair keeps the moved one, and no
-    /// reference is lost or released twice.
-    #[test]
-    fn repair_finishes_a_move_cut_short() {
-        for n in [3i64, 20] {
-            // 20 entries: with an index; 3: without.
-            let name = format!("shmval-unit-move-{}-{n}", std::process::id());
-            let pool = Pool::create_with(&name, 1 << 20, &PoolOptions::new().remove_on_drop(true))
-                .unwrap();
-            let base = pool.stats().in_use;
-            let t = pool.new_otab().unwrap();
-            for k in 0..n {
-                t.insert(k, Val::List(vec![Val::I64(k)])).unwrap();
-            }
-            let obj = pool.obj(t.as_val().offset().unwrap()).unwrap();
-            {
-                let g = Guard::lock(&pool, obj).unwrap();
-                g.begin();
-                let key = Val::I64(1);
-                let f = g.find(key_hash(&key), &key).unwrap().unwrap();
-                let b = g.block().unwrap().unwrap();
-                // Room for the copy (grow made the capacity a power of two ≥ n + 1).
-                let i = Guard::used(b);
-                assert!(i < b.cap);
-                let d = pool.entry_in(b, i).unwrap();
-                d.hash.store(f.entry.hash.load(Relaxed), Relaxed);
-                pool.write(&d.key, pool.read(&f.entry.key));
-                pool.write(&d.value, pool.read(&f.entry.value));
-                b.head.used.store(i + 1, Release);
-                // ... and here the holder "dies": the guard is forgotten with the
-                // mark still set, as a recovered lock would find it.
-                std::mem::forget(g);
-                // SAFETY: this thread holds the lock (the forgotten guard took it).
-                unsafe {
-                    pool.container(obj)
-                        .unwrap()
-                        .lock
-                        .unlock::<crate::LinuxPlatform>()
-                };
-            }
-            assert_eq!(t.len().unwrap() as i64, n, "repair recounts");
-            let keys: Vec<String> = t.keys().unwrap().iter().map(|k| k.to_string()).collect();
-            let mut want: Vec<String> = (0..n).filter(|&k| k != 1).map(|k| k.to_string()).collect();
-            want.push("1".into());
-            assert_eq!(keys, want, "the moved copy is kept, at the end");
-            assert_eq!(t.get_val(1).unwrap(), Some(Val::List(vec![Val::I64(1)])));
-            assert!(t.remove(1).unwrap().is_some());
-            assert!(t.get_val(1).unwrap().is_none(), "no stale second entry");
-            drop(t);
-            assert_eq!(pool.stats().in_use, base, "every reference released once");
-        }
+impl ShmOTab {
+    /// The table as a `dict` handle.
+    pub fn as_tab(&self) -> &ShmTab {
+        &self.0
     }
 
-    /// The int and str fast paths of `key_hash` give what `Val::hash` gives (stored hashes of
-    /// existing pools, and `1 == 1.0 == True` as keys, depend on it).
-    #[test]
-    fn int_keys_hash_as_the_generic_path_does() {
-        let generic = |v: &Val| {
-            let mut h = Fx(0);
-            v.hash(&mut h);
-            h.finish()
-        };
-        for x in [0i64, 1, -1, 7, i64::MIN, i64::MAX, 1 << 40] {
-            for v in [
-                Val::I64(x),
-                Val::I32(x as i32),
-                Val::U64(x as u64),
-                Val::U32(x as u32),
-            ] {
-                assert_eq!(key_hash(&v), generic(&v), "{v:?}");
-            }
+    /// Moves `key`'s entry to the end (`last`) or the front; `false` if the key is
+    /// absent (Python raises `KeyError`). To the end is O(1); to the front copies the
+    /// entries (O(n)).
+    ///
+    /// # Errors
+    /// [`ValError::Unhashable`], [`ValError::Alloc`] (the table is unchanged), a
+    /// corrupt table, a lock timeout.
+    pub fn move_to_end(&self, key: impl Into<Arg>, last: bool) -> Result<bool, ValError> {
+        self.lock()?.move_to_end(key, last)
+    }
+
+    /// Removes and returns the last (`last`) or the first entry; `None` when empty.
+    ///
+    /// # Errors
+    /// A corrupt table or a lock timeout.
+    pub fn popitem(&self, last: bool) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        self.lock()?.popitem_end(last)
+    }
+}
+
+/// A locked table (see [`ShmTab::lock`]): its operations run without re-locking.
+pub struct TabLock<'t> {
+    g: Guard<'t>,
+}
+
+impl TabLock<'_> {
+    /// Number of entries.
+    ///
+    /// # Errors
+    /// Never today; kept for symmetry with the unlocked calls.
+    pub fn len(&self) -> Result<usize, ValError> {
+        Ok(self.g.head.len.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Whether the table is empty.
+    ///
+    /// # Errors
+    /// As [`len`](Self::len).
+    pub fn is_empty(&self) -> Result<bool, ValError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// See [`ShmTab::get`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::get`].
+    pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        get_locked(&self.g, &key.into().into_key_val()?)
+    }
+
+    /// See [`ShmTab::insert`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::insert`].
+    pub fn insert(
+        &self,
+        key: impl Into<Arg>,
+        value: impl Into<Arg>,
+    ) -> Result<Option<ShmVal>, ValError> {
+        let (key, kv, vr) = prepare(key, value, self.g.pool)?;
+        insert_locked(&self.g, key, kv, vr)
+    }
+
+    /// See [`ShmTab::remove`].
+    ///
+    /// # Errors
+    /// As [`ShmTab::remove`].
+    pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
+        remove_locked(&self.g, &key.into().into_key_val()?)
+    }
+
+    /// Removes and returns the last (`last`) or the first entry; see
+    /// [`ShmOTab::popitem`] (a `dict` may use it too).
+    ///
+    /// # Errors
+    /// As [`ShmOTab::popitem`].
+    pub fn popitem_end(&self, last: bool) -> Result<Option<(ShmVal, ShmVal)>, ValError> {
+        let pool = self.g.pool;
+        Ok(self
+            .g
+            .pop_end(last)?
+            .map(|(k, v)| (ShmVal::from_owned(pool, k), ShmVal::from_owned(pool, v))))
+    }
+
+    /// See [`ShmOTab::move_to_end`] (a `dict` may use it too).
+    ///
+    /// # Errors
+    /// As [`ShmOTab::move_to_end`].
+    pub fn move_to_end(&self, key: impl Into<Arg>, last: bool) -> Result<bool, ValError> {
+        let kv = key.into().into_key_val()?;
+        self.g.move_to_end(key_hash(&kv), &kv, last)
+    }
+}
+
+/// The key's shared handle (if it came as one) and its heap form (for hashing,
+/// comparing, and copying in a heap key), and the value as an owned reference.
+fn prepare(
+    key: impl Into<Arg>,
+    value: impl Into<Arg>,
+    pool: &Pool,
+) -> Result<(Option<ShmVal>, Val, Raw), ValError> {
+    let (shared, kv) = match key.into() {
+        Arg::Heap(v) => (None, v),
+        Arg::Shared(s) => {
+            let v = s.to_val()?;
+            (Some(s), v)
         }
-        for s in ["", "a", "sensor", "exactly8", "a longer key of many bytes"] {
-            let v = Val::from(s);
-            assert_eq!(key_hash(&v), generic(&v), "{v:?}");
+    };
+    if !kv.is_hashable() {
+        return Err(ValError::Unhashable(kv.type_name()));
+    }
+    let vr = value.into().into_raw(pool)?;
+    Ok((shared, kv, vr))
+}
+
+/// Inserts under a held lock; takes over `vr` (released on failure).
+fn insert_locked(
+    g: &Guard<'_>,
+    shared_key: Option<ShmVal>,
+    kv: Val,
+    vr: Raw,
+) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    let hash = key_hash(&kv);
+    g.begin();
+    let found = match g.find(hash, &kv) {
+        Ok(f) => f,
+        Err(e) => {
+            pool.release(vr);
+            return Err(e);
         }
-        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::F64(1.0)));
-        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::Bool(true)));
+    };
+    if let Some(f) = found {
+        let e = f.entry;
+        let old = pool.read(&e.value);
+        g.overwrite(f.num, &e.value, vr);
+        return Ok(Some(ShmVal::from_owned(pool, old)));
+    }
+    let key = match shared_key {
+        Some(s) => Arg::Shared(s),
+        None => Arg::Heap(kv),
+    };
+    let kr = match key.into_raw(pool) {
+        Ok(k) => k,
+        Err(e) => {
+            pool.release(vr);
+            return Err(e);
+        }
+    };
+    if let Err(e) = g.append(hash, kr, vr) {
+        pool.release_all(&[kr, vr]);
+        return Err(e);
+    }
+    Ok(None)
+}
+
+fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    match g.find(key_hash(kv), kv)? {
+        Some(f) => {
+            let v = pool.read(&f.entry.value);
+            pool.retain(v)?;
+            Ok(Some(ShmVal::from_owned(pool, v)))
+        }
+        None => Ok(None),
+    }
+}
+
+fn remove_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    g.begin();
+    let Some(found) = g.find(key_hash(kv), kv)? else {
+        return Ok(None);
+    };
+    let (k, v) = g.remove_at(found)?;
+    pool.release(k);
+    Ok(Some(ShmVal::from_owned(pool, v)))
+}
+
+impl From<ShmTab> for ShmVal {
+    fn from(t: ShmTab) -> ShmVal {
+        t.0
+    }
+}
+
+impl From<ShmOTab> for ShmVal {
+    fn from(t: ShmOTab) -> ShmVal {
+        t.0 .0
+    }
+}
+
+impl From<ShmOTab> for Arg {
+    fn from(v: ShmOTab) -> Arg {
+        Arg::Shared(v.0 .0)
+    }
+}
+impl From<&ShmOTab> for Arg {
+    fn from(v: &ShmOTab) -> Arg {
+        Arg::Shared(v.0 .0.clone())
+    }
+}
+
+impl From<super::ShmList> for ShmVal {
+    fn from(l: super::ShmList) -> ShmVal {
+        l.0
     }
 }

@@ -1,0 +1,161 @@
+//! The container guard shared by lists and dicts: a container's robust lock, held;
+//! the modification mark and the logged two-word slot overwrite, and the repair
+//! the next holder does after a holder died.
+
+use super::dict::Cached;
+use super::layout::{tag, ContainerHead, Slot, SLOT};
+use super::mem::{corrupt, Obj, Raw};
+use super::ValError;
+use crate::Pool;
+use shmval_alloc::{LockState, LOCK_PATIENCE};
+use std::cell::Cell;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+/// A container's lock, held; repairs a table or list whose last holder died.
+pub(crate) struct Guard<'p> {
+    pub pool: &'p Pool,
+    pub obj: Obj,
+    pub head: &'p ContainerHead,
+    /// The dict's data block and index, validated once per guard: only the holder
+    /// switches blocks, and [`rebuild`](Self::rebuild) forgets them when it does.
+    pub(super) cache: Cell<Option<Cached<'p>>>,
+}
+
+impl<'p> Guard<'p> {
+    pub(crate) fn lock(pool: &'p Pool, obj: Obj) -> Result<Guard<'p>, ValError> {
+        let head = pool.container(obj)?;
+        let state = head
+            .lock
+            .lock_within::<crate::LinuxPlatform>(Some(LOCK_PATIENCE))
+            .map_err(|e| match e {
+                shmval_alloc::LockError::Timeout => ValError::LockTimeout,
+                shmval_alloc::LockError::Reentrant => ValError::Reentrant,
+            })?;
+        let g = Guard::new(pool, obj, head);
+        // A logged overwrite is always inside a `dirty` operation (`begin` comes
+        // first, `redo_at` is cleared before the guard drops), so this covers it.
+        if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
+            g.repair()?;
+        }
+        Ok(g)
+    }
+
+    pub(super) fn new(pool: &'p Pool, obj: Obj, head: &'p ContainerHead) -> Guard<'p> {
+        Guard {
+            pool,
+            obj,
+            head,
+            cache: Cell::new(None),
+        }
+    }
+
+    /// Marks the start of a modification (cleared when the guard drops).
+    pub(crate) fn begin(&self) {
+        self.head.dirty.store(1, Relaxed);
+    }
+
+    /// Replaces the value in `slot`, element `i` of this container (a list slot or a
+    /// dict entry's value) and live, with `r`. A slot is two words: the new value is
+    /// first logged in the head, so a holder killed between the two stores leaves a
+    /// log the next holder replays (see [`redo`](Self::redo)) instead of a torn
+    /// value. The old value is the caller's from the logged moment on.
+    pub(crate) fn overwrite(&self, i: u64, slot: &Slot, r: Raw) {
+        self.log_overwrite(i, r);
+        // As `Pool::write`, with a fail point between the two stores.
+        slot.payload.store(r.payload, Relaxed);
+        fail_point!("shm.overwrite.torn");
+        slot.tag.store(r.tag_word(), Release);
+        self.head.redo_at.store(0, Release);
+    }
+
+    /// The first half of [`overwrite`](Self::overwrite): the log.
+    pub(super) fn log_overwrite(&self, i: u64, r: Raw) {
+        let h = self.head;
+        self.begin();
+        h.redo_tag.store(r.tag_word(), Relaxed);
+        h.redo_payload.store(r.payload, Relaxed);
+        h.redo_at.store(i + 1, Release); // SYNC POINT: the new value is committed
+    }
+
+    /// Finishes an [`overwrite`](Self::overwrite) its holder did not: writes the
+    /// logged value into the logged element again (idempotent) and clears the log.
+    pub(super) fn redo(&self) -> Result<(), ValError> {
+        let h = self.head;
+        let at = h.redo_at.load(Acquire);
+        if at == 0 {
+            return Ok(());
+        }
+        let i = at - 1;
+        let missing = || corrupt(format!("slot overwrite logged for missing element {i}"));
+        let slot = match self.obj.tag {
+            tag::LIST => {
+                let b = self.pool.block(h, SLOT)?.ok_or_else(missing)?;
+                if i >= h.len.load(Relaxed).min(b.cap) {
+                    return Err(missing());
+                }
+                self.pool.slot_at(b.at(i))?
+            }
+            _ => {
+                let b = self.block()?.ok_or_else(missing)?;
+                let e = self.pool.entry_in(b, i)?;
+                if i >= Self::used(b) || self.pool.read(&e.key).tag() == tag::DELETED {
+                    return Err(missing());
+                }
+                &e.value
+            }
+        };
+        slot.payload.store(h.redo_payload.load(Relaxed), Relaxed);
+        slot.tag.store(h.redo_tag.load(Relaxed), Release);
+        h.redo_at.store(0, Release);
+        Ok(())
+    }
+
+    /// The dict's current entry block.
+    pub(super) fn repair(&self) -> Result<(), ValError> {
+        let h = self.head;
+        self.redo()?;
+        match self.obj.tag {
+            tag::LIST => {
+                let cap = self.pool.block(h, SLOT)?.map_or(0, |b| b.cap);
+                if h.len.load(Relaxed) > cap {
+                    h.len.store(cap, Relaxed);
+                }
+            }
+            _ => {
+                let mut len = 0;
+                if let Some(b) = self.block()? {
+                    // A `move_to_end` cut short leaves its source entry live next to
+                    // the copy: two entries holding the very same key slot (which no
+                    // two distinct keys can share). The later one is the moved entry;
+                    // the earlier is emptied without a release (one reference, held by
+                    // the copy).
+                    let mut seen = std::collections::HashSet::new();
+                    for i in (0..Self::used(b)).rev() {
+                        let e = self.pool.entry_in(b, i)?;
+                        let k = self.pool.read(&e.key);
+                        if k.tag() == tag::DELETED {
+                            continue;
+                        }
+                        if seen.insert((k.tag(), k.len(), k.payload)) {
+                            len += 1;
+                        } else {
+                            Self::empty_entry(e);
+                        }
+                    }
+                    self.rebuild_index(b)?;
+                }
+                h.len.store(len, Relaxed);
+            }
+        }
+        h.dirty.store(0, Relaxed);
+        Ok(())
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        self.head.dirty.store(0, Release);
+        // SAFETY: a Guard exists only while this thread holds the lock.
+        unsafe { self.head.lock.unlock::<crate::LinuxPlatform>() };
+    }
+}

@@ -1,0 +1,110 @@
+//! Hashing of dict keys (the same for every process and build: it is stored in the
+//! index).
+
+use crate::val::Val;
+use std::hash::{Hash, Hasher};
+
+/// A deterministic hasher (the same in every process; std's is randomly keyed).
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            self.add(super::layout::le_word(rest) ^ (rest.len() as u64) << 59);
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn write_i128(&mut self, i: i128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
+    fn finish(&self) -> u64 {
+        // Final avalanche so the low bits (bucket numbers) depend on every input bit.
+        let mut x = self.0;
+        x ^= x >> 32;
+        x = x.wrapping_mul(0xd6e8_feb8_6659_fd93);
+        x ^ (x >> 32)
+    }
+}
+
+impl Fx {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// The hash of a key, equal for keys equal under Python semantics, in every process.
+pub(crate) fn key_hash(k: &Val) -> u64 {
+    let mut h = Fx(0);
+    // Fast paths for the common int and str keys: exactly what `Val::hash` feeds the
+    // hasher (an int: tag 0, then the value as i128; a str: tag 3, then the str),
+    // without its numeric classification.
+    let int = match k {
+        Val::I64(x) => Some(i128::from(*x)),
+        Val::I32(x) => Some(i128::from(*x)),
+        Val::U64(x) => Some(i128::from(*x)),
+        Val::U32(x) => Some(i128::from(*x)),
+        Val::Str(s) => {
+            h.write_u8(3);
+            s.hash(&mut h);
+            return h.finish();
+        }
+        _ => None,
+    };
+    match int {
+        Some(i) => {
+            h.write_u8(0);
+            h.write_i128(i);
+        }
+        None => k.hash(&mut h),
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key_hash, Fx};
+    use crate::val::Val;
+    use std::hash::{Hash, Hasher};
+
+    /// The int and str fast paths of `key_hash` give what `Val::hash` gives (stored hashes of
+    /// existing pools, and `1 == 1.0 == True` as keys, depend on it).
+    #[test]
+    fn int_keys_hash_as_the_generic_path_does() {
+        let generic = |v: &Val| {
+            let mut h = Fx(0);
+            v.hash(&mut h);
+            h.finish()
+        };
+        for x in [0i64, 1, -1, 7, i64::MIN, i64::MAX, 1 << 40] {
+            for v in [
+                Val::I64(x),
+                Val::I32(x as i32),
+                Val::U64(x as u64),
+                Val::U32(x as u32),
+            ] {
+                assert_eq!(key_hash(&v), generic(&v), "{v:?}");
+            }
+        }
+        for s in ["", "a", "sensor", "exactly8", "a longer key of many bytes"] {
+            let v = Val::from(s);
+            assert_eq!(key_hash(&v), generic(&v), "{v:?}");
+        }
+        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::F64(1.0)));
+        assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::Bool(true)));
+    }
+}
