@@ -28,6 +28,8 @@
 use thiserror::Error;
 
 mod arrays;
+mod build;
+mod escape;
 mod read;
 mod write;
 

@@ -1,12 +1,13 @@
 //! Reading pickles: a small pickle machine over a node graph.
 
-use super::arrays::{array_from_machine, array_from_vals};
+use super::build::int_val;
+use super::escape::{escape_decode, raw_unicode_escape};
 use super::{PickleError, PickleLimits, MAX_VALUES};
-use crate::val::heap::{Complex, Map, Val};
+use crate::val::heap::Val;
 use num_bigint::BigInt;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Global {
+pub(super) enum Global {
     Complex,
     OrderedDict,
     Array,
@@ -19,7 +20,7 @@ enum Global {
 
 /// A node of the object graph being unpickled.
 #[derive(Debug, Clone)]
-enum Node {
+pub(super) enum Node {
     Leaf(Val),
     List(Vec<usize>),
     Tup(Vec<usize>),
@@ -28,22 +29,22 @@ enum Node {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Item {
+pub(super) enum Item {
     Mark,
     Node(usize),
 }
 
-struct Machine<'a> {
-    data: &'a [u8],
-    pos: usize,
-    nodes: Vec<Node>,
-    stack: Vec<Item>,
-    memo: std::collections::HashMap<u64, usize>,
+pub(super) struct Machine<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
+    pub(super) nodes: Vec<Node>,
+    pub(super) stack: Vec<Item>,
+    pub(super) memo: std::collections::HashMap<u64, usize>,
     /// Nodes that are Python sets or frozensets (read as lists): a frozenset used
     /// as a dict key is valid Python that `Val` cannot represent (`Unsupported`),
     /// unlike a list key, which no Python pickle holds (`Malformed`).
-    sets: std::collections::HashSet<usize>,
-    limits: PickleLimits,
+    pub(super) sets: std::collections::HashSet<usize>,
+    pub(super) limits: PickleLimits,
 }
 
 /// Reads a pickle (protocols 0 to 5 for these types) into a [`Val`].
@@ -99,117 +100,8 @@ pub fn from_pickle_with(data: &[u8], limits: &PickleLimits) -> Result<Val, Pickl
     m.to_val(root, 0, &mut budget)
 }
 
-/// Bytes a value of the result takes besides its children: the `Val` itself and
-/// its own heap data (what `from_pickle` would allocate for it).
-fn own_bytes(n: &Node) -> u64 {
-    const VAL: u64 = std::mem::size_of::<Val>() as u64;
-    match n {
-        Node::Leaf(v) => {
-            VAL + match v {
-                Val::Str(s) => s.len() as u64,
-                Val::Bytes(b) => b.len() as u64,
-                Val::BigInt(b) => b.bits() / 8 + 8,
-                Val::Arr(a) => (a.len() * a.kind().size()) as u64,
-                _ => 0,
-            }
-        }
-        // A dict entry also costs its hash and index slot.
-        Node::Dict(items, _) => VAL + 16 * items.len() as u64,
-        Node::List(_) | Node::Tup(_) | Node::Global(_) => VAL,
-    }
-}
-
-/// Python's `raw-unicode-escape` decoding (the argument of protocol 0's UNICODE):
-/// bytes are Latin-1 characters, except `\uXXXX` and `\UXXXXXXXX` after an odd
-/// number of backslashes.
-fn raw_unicode_escape(b: &[u8]) -> Result<String, PickleError> {
-    let bad = || PickleError::Malformed("UNICODE: bad \\u escape");
-    let mut out = String::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' {
-            out.push(char::from(b[i]));
-            i += 1;
-            continue;
-        }
-        let run = b[i..].iter().take_while(|&&c| c == b'\\').count();
-        let next = b.get(i + run).copied();
-        if run % 2 == 1 && matches!(next, Some(b'u' | b'U')) {
-            out.extend(std::iter::repeat_n('\\', run - 1));
-            let digits = if next == Some(b'u') { 4 } else { 8 };
-            let start = i + run + 1;
-            let hex = b.get(start..start + digits).ok_or_else(bad)?;
-            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-            let code = u32::from_str_radix(hex, 16).map_err(|_| bad())?;
-            out.push(char::from_u32(code).ok_or_else(bad)?);
-            i = start + digits;
-        } else {
-            out.extend(std::iter::repeat_n('\\', run));
-            i += run;
-        }
-    }
-    Ok(out)
-}
-
-/// Python's `escape_decode` (the argument of protocol 0's STRING, a Python 2 `str`
-/// in repr quotes): `\\`, quotes, `\n` and the other C escapes, `\xhh`, octal.
-fn escape_decode(b: &[u8]) -> Result<Vec<u8>, PickleError> {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        i += 1;
-        if c != b'\\' {
-            out.push(c);
-            continue;
-        }
-        let Some(&e) = b.get(i) else {
-            return Err(PickleError::Malformed("STRING: trailing backslash"));
-        };
-        i += 1;
-        match e {
-            b'\n' => {}
-            b'\\' | b'\'' | b'"' => out.push(e),
-            b'a' => out.push(7),
-            b'b' => out.push(8),
-            b'f' => out.push(12),
-            b'n' => out.push(b'\n'),
-            b'r' => out.push(b'\r'),
-            b't' => out.push(b'\t'),
-            b'v' => out.push(11),
-            b'x' => {
-                let h = b
-                    .get(i..i + 2)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(PickleError::Malformed("STRING: bad \\x escape"))?;
-                out.push(h);
-                i += 2;
-            }
-            b'0'..=b'7' => {
-                let mut v = u32::from(e - b'0');
-                for _ in 0..2 {
-                    match b.get(i) {
-                        Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            i += 1;
-                        }
-                        _ => break,
-                    }
-                }
-                out.push(v as u8);
-            }
-            other => {
-                out.push(b'\\');
-                out.push(other);
-            }
-        }
-    }
-    Ok(out)
-}
-
 impl<'a> Machine<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], PickleError> {
         let end = self
             .pos
             .checked_add(n)
@@ -219,14 +111,14 @@ impl<'a> Machine<'a> {
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, PickleError> {
+    pub(super) fn u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.take(1)?[0])
     }
-    fn le(&mut self, n: usize) -> Result<u64, PickleError> {
+    pub(super) fn le(&mut self, n: usize) -> Result<u64, PickleError> {
         let b = self.take(n)?;
         Ok(b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
     }
-    fn line(&mut self) -> Result<&'a [u8], PickleError> {
+    pub(super) fn line(&mut self) -> Result<&'a [u8], PickleError> {
         let rest = &self.data[self.pos..];
         let n = rest
             .iter()
@@ -236,28 +128,28 @@ impl<'a> Machine<'a> {
         self.pos += n + 1;
         Ok(l)
     }
-    fn push_val(&mut self, v: Val) {
+    pub(super) fn push_val(&mut self, v: Val) {
         self.push_node(Node::Leaf(v));
     }
-    fn push_node(&mut self, n: Node) {
+    pub(super) fn push_node(&mut self, n: Node) {
         self.nodes.push(n);
         self.stack.push(Item::Node(self.nodes.len() - 1));
     }
-    fn pop(&mut self) -> Result<usize, PickleError> {
+    pub(super) fn pop(&mut self) -> Result<usize, PickleError> {
         match self.stack.pop() {
             Some(Item::Node(n)) => Ok(n),
             Some(Item::Mark) => Err(PickleError::Malformed("mark where a value was expected")),
             None => Err(PickleError::Malformed("stack underflow")),
         }
     }
-    fn top(&self) -> Result<usize, PickleError> {
+    pub(super) fn top(&self) -> Result<usize, PickleError> {
         match self.stack.last() {
             Some(Item::Node(n)) => Ok(*n),
             _ => Err(PickleError::Malformed("no value on the stack")),
         }
     }
     /// The items above the topmost mark (the mark is removed).
-    fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
+    pub(super) fn pop_mark(&mut self) -> Result<Vec<usize>, PickleError> {
         let k = self
             .stack
             .iter()
@@ -273,10 +165,10 @@ impl<'a> Machine<'a> {
             })
             .collect()
     }
-    fn text(b: &[u8]) -> Result<String, PickleError> {
+    pub(super) fn text(b: &[u8]) -> Result<String, PickleError> {
         String::from_utf8(b.to_vec()).map_err(|_| PickleError::Malformed("string is not UTF-8"))
     }
-    fn global(module: &str, name: &str) -> Result<Global, PickleError> {
+    pub(super) fn global(module: &str, name: &str) -> Result<Global, PickleError> {
         Ok(match (module, name) {
             ("builtins" | "__builtin__", "complex") => Global::Complex,
             ("collections", "OrderedDict") => Global::OrderedDict,
@@ -289,14 +181,14 @@ impl<'a> Machine<'a> {
             _ => return Err(PickleError::Unsupported(format!("global {module}.{name}"))),
         })
     }
-    fn append(&mut self, list: usize, items: &[usize]) -> Result<(), PickleError> {
+    pub(super) fn append(&mut self, list: usize, items: &[usize]) -> Result<(), PickleError> {
         match &mut self.nodes[list] {
             Node::List(v) => v.extend_from_slice(items),
             _ => return Err(PickleError::Malformed("append to a non-list")),
         }
         Ok(())
     }
-    fn setitems(&mut self, dict: usize, items: &[usize]) -> Result<(), PickleError> {
+    pub(super) fn setitems(&mut self, dict: usize, items: &[usize]) -> Result<(), PickleError> {
         if items.len() % 2 != 0 {
             return Err(PickleError::Malformed("odd number of dict items"));
         }
@@ -306,14 +198,14 @@ impl<'a> Machine<'a> {
         }
         Ok(())
     }
-    fn leaf(&self, n: usize) -> Result<&Val, PickleError> {
+    pub(super) fn leaf(&self, n: usize) -> Result<&Val, PickleError> {
         match &self.nodes[n] {
             Node::Leaf(v) => Ok(v),
             _ => Err(PickleError::Malformed("argument is not a scalar")),
         }
     }
 
-    fn run(&mut self) -> Result<usize, PickleError> {
+    pub(super) fn run(&mut self) -> Result<usize, PickleError> {
         loop {
             let op = self.u8()?;
             match op {
@@ -590,241 +482,4 @@ impl<'a> Machine<'a> {
             }
         }
     }
-
-    fn call(&mut self, f: usize, args: usize) -> Result<Node, PickleError> {
-        let Node::Global(g) = self.nodes[f] else {
-            return Err(PickleError::Malformed("REDUCE on a non-callable"));
-        };
-        let Node::Tup(args) = self.nodes[args].clone() else {
-            return Err(PickleError::Malformed("REDUCE arguments are not a tuple"));
-        };
-        let arg = |i: usize| -> Result<&Val, PickleError> {
-            args.get(i)
-                .ok_or(PickleError::Malformed("missing argument"))
-                .and_then(|&n| self.leaf(n))
-        };
-        Ok(match g {
-            Global::Complex => {
-                let re = args.first().map_or(Ok(0.0), |_| {
-                    arg(0)?
-                        .as_f64()
-                        .ok_or(PickleError::Malformed("complex real part"))
-                })?;
-                let im = args.get(1).map_or(Ok(0.0), |_| {
-                    arg(1)?
-                        .as_f64()
-                        .ok_or(PickleError::Malformed("complex imaginary part"))
-                })?;
-                Node::Leaf(Val::Complex64(Complex::new(re, im)))
-            }
-            Global::OrderedDict => {
-                let mut items = Vec::new();
-                if let Some(&n) = args.first() {
-                    // OrderedDict([(k, v), ...])
-                    let Node::List(pairs) = self.nodes[n].clone() else {
-                        return Err(PickleError::Malformed("OrderedDict argument"));
-                    };
-                    for p in pairs {
-                        let Node::Tup(kv) = &self.nodes[p] else {
-                            return Err(PickleError::Malformed("OrderedDict item"));
-                        };
-                        if kv.len() != 2 {
-                            return Err(PickleError::Malformed("OrderedDict item"));
-                        }
-                        items.push((kv[0], kv[1]));
-                    }
-                }
-                Node::Dict(items, true)
-            }
-            Global::Array => {
-                let Val::Str(code) = arg(0)? else {
-                    return Err(PickleError::Malformed("array type code"));
-                };
-                let code = code.clone();
-                let items = args.get(1).ok_or(PickleError::Malformed("array items"))?;
-                let vals: Vec<Val> = match &self.nodes[*items] {
-                    Node::List(v) => v
-                        .iter()
-                        .map(|&n| self.leaf(n).cloned())
-                        .collect::<Result<_, _>>()?,
-                    _ => return Err(PickleError::Malformed("array items")),
-                };
-                Node::Leaf(Val::Arr(array_from_vals(&code, &vals)?))
-            }
-            Global::ArrayReconstructor => {
-                let Val::Str(code) = arg(1)? else {
-                    return Err(PickleError::Malformed("array type code"));
-                };
-                let code = code.clone();
-                let fmt = arg(2)?
-                    .as_i64()
-                    .ok_or(PickleError::Malformed("array format"))?;
-                let Val::Bytes(b) = arg(3)? else {
-                    return Err(PickleError::Malformed("array bytes"));
-                };
-                Node::Leaf(Val::Arr(array_from_machine(&code, fmt, b)?))
-            }
-            Global::CodecsEncode => {
-                let Val::Str(s) = arg(0)? else {
-                    return Err(PickleError::Malformed("_codecs.encode text"));
-                };
-                // latin-1: each char is one byte.
-                let b = s
-                    .chars()
-                    .map(|c| {
-                        u8::try_from(u32::from(c))
-                            .map_err(|_| PickleError::Malformed("non-latin-1 bytes"))
-                    })
-                    .collect::<Result<Vec<u8>, _>>()?;
-                Node::Leaf(Val::Bytes(b))
-            }
-            // `bytes()` is how Python 3 writes b'' in protocols 0 to 2.
-            Global::Bytearray | Global::Bytes => match args.first() {
-                None => Node::Leaf(Val::Bytes(Vec::new())),
-                Some(_) => match arg(0)? {
-                    Val::Bytes(b) => Node::Leaf(Val::Bytes(b.clone())),
-                    _ => {
-                        return Err(PickleError::Unsupported(format!(
-                            "{g:?} from a non-bytes value"
-                        )))
-                    }
-                },
-            },
-            Global::Set => match args.first() {
-                None => Node::List(Vec::new()),
-                Some(&n) => match &self.nodes[n] {
-                    Node::List(v) => Node::List(v.clone()),
-                    _ => return Err(PickleError::Malformed("set argument")),
-                },
-            },
-        })
-    }
-
-    /// Refuses a graph whose expansion into a tree (shared nodes copied) would exceed
-    /// the size limit, or that is cyclic — in time proportional to the node count.
-    fn check_size(&self, root: usize) -> Result<(), PickleError> {
-        // 0 = unvisited, 1 = on the current path, 2 = size known.
-        let mut state = vec![0u8; self.nodes.len()];
-        let mut size = vec![0usize; self.nodes.len()];
-        let mut bytes = vec![0u64; self.nodes.len()];
-        let children = |n: usize| -> Vec<usize> {
-            match &self.nodes[n] {
-                Node::List(v) | Node::Tup(v) => v.clone(),
-                Node::Dict(v, _) => v.iter().flat_map(|&(k, x)| [k, x]).collect(),
-                _ => Vec::new(),
-            }
-        };
-        let mut stack = vec![(root, false)];
-        while let Some((n, done)) = stack.pop() {
-            if done {
-                let total = children(n)
-                    .iter()
-                    .fold(1usize, |a, &c| a.saturating_add(size[c]));
-                if total > MAX_VALUES {
-                    return Err(PickleError::TooLarge(MAX_VALUES));
-                }
-                let b = children(n).iter().fold(own_bytes(&self.nodes[n]), |a, &c| {
-                    a.saturating_add(bytes[c])
-                });
-                if b > self.limits.max_bytes {
-                    return Err(PickleError::TooBig {
-                        budget: self.limits.max_bytes,
-                    });
-                }
-                bytes[n] = b;
-                size[n] = total;
-                state[n] = 2;
-                continue;
-            }
-            match state[n] {
-                2 => continue,
-                1 => return Err(PickleError::TooDeep(self.limits.max_depth)), // a cycle
-                _ => {}
-            }
-            state[n] = 1;
-            stack.push((n, true));
-            for c in children(n) {
-                if state[c] == 1 {
-                    return Err(PickleError::TooDeep(self.limits.max_depth));
-                }
-                if state[c] == 0 {
-                    stack.push((c, false));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn to_val(&self, n: usize, depth: usize, budget: &mut usize) -> Result<Val, PickleError> {
-        if depth > self.limits.max_depth {
-            return Err(PickleError::TooDeep(self.limits.max_depth));
-        }
-        *budget = budget
-            .checked_sub(1)
-            .ok_or(PickleError::TooLarge(MAX_VALUES))?;
-        Ok(match &self.nodes[n] {
-            Node::Leaf(v) => v.clone(),
-            Node::List(items) => Val::List(
-                items
-                    .iter()
-                    .map(|&i| self.to_val(i, depth + 1, budget))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::Tup(items) => Val::Tup(
-                items
-                    .iter()
-                    .map(|&i| self.to_val(i, depth + 1, budget))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::Dict(items, ordered) => {
-                let mut m = Map::with_capacity(items.len());
-                for &(k, v) in items {
-                    let kv = self.to_val(k, depth + 1, budget)?;
-                    if !kv.is_hashable() {
-                        // A frozenset key (or a tuple holding one) is valid Python;
-                        // a list or dict key is in no pickle Python writes.
-                        return Err(if self.holds_set(k) {
-                            PickleError::Unsupported("a frozenset as a dict key".into())
-                        } else {
-                            PickleError::Malformed("unhashable dict key")
-                        });
-                    }
-                    let k = kv;
-                    m.insert(k, self.to_val(v, depth + 1, budget)?);
-                }
-                if *ordered {
-                    Val::OTab(m)
-                } else {
-                    Val::Tab(m)
-                }
-            }
-            Node::Global(_) => {
-                return Err(PickleError::Unsupported("a bare global as a value".into()))
-            }
-        })
-    }
-}
-
-impl Machine<'_> {
-    /// Whether node `n` is a set, or a tuple holding one (at any depth).
-    fn holds_set(&self, n: usize) -> bool {
-        let mut todo = vec![n];
-        let mut seen = 0usize;
-        while let Some(n) = todo.pop() {
-            seen += 1;
-            if self.sets.contains(&n) {
-                return true;
-            }
-            if let Node::Tup(items) = &self.nodes[n] {
-                if seen < self.nodes.len() {
-                    todo.extend(items);
-                }
-            }
-        }
-        false
-    }
-}
-
-fn int_val(b: BigInt) -> Val {
-    i64::try_from(&b).map_or(Val::BigInt(b), Val::I64)
 }
