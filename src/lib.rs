@@ -74,12 +74,20 @@ mod error;
 pub use shmval_alloc::fail;
 mod liveness;
 mod name;
+mod options;
 pub mod pipe;
 mod platform;
 mod pool;
 mod segment;
 pub mod shm;
-pub mod sync;
+mod sync;
+/// Internals the cross-process tests drive directly (the futex eventcount); only
+/// with the `failpoints` feature, which `cargo test` turns on. Not API.
+#[cfg(feature = "failpoints")]
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::sync::{EventCount, WaitResult};
+}
 mod sys;
 pub mod val;
 
@@ -92,12 +100,13 @@ pub fn layout_id() -> LayoutId {
     segment::boot::layout_id()
 }
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
+pub use options::PoolOptions;
 pub use pipe::{
     BatchError, Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError,
     Subscriber,
 };
 pub use platform::LinuxPlatform;
-pub use pool::{Pool, PoolInfo, PoolOptions};
+pub use pool::{Pool, PoolInfo};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Problem, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab,
     ShmVal, TabLock, ValError,

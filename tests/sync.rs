@@ -4,7 +4,7 @@
 mod common;
 
 use common::{spawn, wait_ok, Scratch};
-use shmval::sync::{EventCount, WaitResult};
+use shmval::test_support::{EventCount, WaitResult};
 use shmval::{Offset, Pool, PoolOptions};
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicU64, Ordering};

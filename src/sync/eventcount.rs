@@ -42,6 +42,8 @@ pub enum WaitResult {
 
 impl EventCount {
     /// A fresh eventcount.
+    // Used by the cross-process tests (`test_support`).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub const fn new() -> Self {
         EventCount {
             word: AtomicU32::new(0),
@@ -111,6 +113,8 @@ impl EventCount {
     }
 
     /// Events so far (wrapping), for diagnostics.
+    // Used by the cross-process tests (`test_support`).
+    #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
     pub fn events(&self) -> u32 {
         self.word.load(Ordering::Relaxed) >> 1
     }

@@ -2,4 +2,6 @@
 
 mod eventcount;
 
-pub use eventcount::{EventCount, WaitResult};
+pub use eventcount::EventCount;
+#[cfg(feature = "failpoints")]
+pub use eventcount::WaitResult;

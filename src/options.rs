@@ -1,0 +1,90 @@
+//! `PoolOptions`: how to create or open a pool (used by `pool` and by the
+//! create/open handshake in `segment`, which therefore need not know `Pool`).
+
+use crate::sys;
+use std::time::Duration;
+
+/// How to create or open a pool.
+///
+/// # Examples
+/// ```
+/// use shmval::PoolOptions;
+/// use std::time::Duration;
+/// let o = PoolOptions::new().mode(0o640).timeout(Duration::from_secs(2)).remove_on_drop(true);
+/// assert_eq!(o.get_mode(), 0o640);
+/// ```
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub(crate) dir: Option<std::path::PathBuf>,
+    pub(crate) mode: u32,
+    pub(crate) fixed_base: Option<usize>,
+    pub(crate) allow_foreign_owner: bool,
+    pub(crate) remove_on_drop: bool,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            dir: None,
+            mode: 0o600,
+            fixed_base: None,
+            allow_foreign_owner: false,
+            remove_on_drop: false,
+            timeout: Duration::ZERO,
+        }
+    }
+}
+
+impl PoolOptions {
+    /// Mode 0600, mapped anywhere, own segments only, kept on drop, no waiting.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// The directory of the pool's two files: a tmpfs (`/dev/shm` by default, or
+    /// `$SHMVAL_DIR` when set), another tmpfs (a container's own, a larger one), a
+    /// hugetlbfs mount. Every process of a pool must name the same directory.
+    pub fn dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+    /// The directory that will be used: the one given, else `$SHMVAL_DIR`, else
+    /// `/dev/shm`.
+    pub fn get_dir(&self) -> std::path::PathBuf {
+        self.dir.clone().unwrap_or_else(sys::default_dir)
+    }
+    /// Permission bits of both segments (applied with `fchmod`, so the umask does not
+    /// change them).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+    /// The mode that will be used.
+    pub fn get_mode(&self) -> u32 {
+        self.mode
+    }
+    /// Map the main segment at `addr` in the creator and in every opener
+    /// (`MAP_FIXED_NOREPLACE`: a taken range is an error, nothing is overwritten).
+    /// Correctness never depends on it; it helps debuggers and C code.
+    pub fn fixed_base(mut self, addr: usize) -> Self {
+        self.fixed_base = Some(addr);
+        self
+    }
+    /// Open segments owned by another user (refused by default).
+    pub fn allow_foreign_owner(mut self, yes: bool) -> Self {
+        self.allow_foreign_owner = yes;
+        self
+    }
+    /// Unlink both segments when the last handle of this process is dropped — if
+    /// they are still this pool's: a newer pool made under the same name (after a
+    /// cleaner or a restart replaced ours) is never removed.
+    pub fn remove_on_drop(mut self, yes: bool) -> Self {
+        self.remove_on_drop = yes;
+        self
+    }
+    /// How long `open` waits for the pool to appear and become ready.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
