@@ -6,6 +6,7 @@ use super::error::{BatchError, PipeError, RecvError, SendError};
 use super::ring::{self, Ring, Stuck};
 use super::wait::{Adapt, Turn};
 use super::{spin_ns, DEFAULT_SPIN};
+use crate::pipe::wait::Wait;
 use crate::shm::layout::tag;
 use crate::shm::{ShmVal, ValError};
 use crate::Pool;
@@ -243,7 +244,7 @@ impl Pipe {
     /// [`SendError::Full`], [`SendError::Closed`], ... (the value comes back).
     #[inline]
     pub fn try_send(&self, value: impl Into<ShmVal>) -> Result<(), SendError> {
-        self.send_until(value.into(), Some(Duration::ZERO), false)
+        self.send_until(value.into(), Wait::Never)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
@@ -256,7 +257,7 @@ impl Pipe {
         value: impl Into<ShmVal>,
         timeout: Duration,
     ) -> Result<(), SendError> {
-        self.send_until(value.into(), Some(timeout), true)
+        self.send_until(value.into(), Wait::For(timeout))
     }
 
     /// Sends `value`, waiting as long as it takes for room.
@@ -265,7 +266,7 @@ impl Pipe {
     /// [`SendError::Closed`], ... (the value comes back).
     #[inline]
     pub fn send(&self, value: impl Into<ShmVal>) -> Result<(), SendError> {
-        self.send_until(value.into(), None, true)
+        self.send_until(value.into(), Wait::Forever)
     }
 
     /// Receives a value if one is there now.
@@ -274,7 +275,7 @@ impl Pipe {
     /// [`RecvError::Empty`], [`RecvError::Closed`].
     #[inline]
     pub fn try_recv(&self) -> Result<ShmVal, RecvError> {
-        self.recv_until(Some(Duration::ZERO), false)
+        self.recv_until(Wait::Never)
     }
 
     /// Receives a value, waiting at most `timeout`.
@@ -283,7 +284,7 @@ impl Pipe {
     /// [`RecvError::Timeout`], [`RecvError::Closed`].
     #[inline]
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ShmVal, RecvError> {
-        self.recv_until(Some(timeout), true)
+        self.recv_until(Wait::For(timeout))
     }
 
     /// Receives a value, waiting as long as it takes.
@@ -292,7 +293,7 @@ impl Pipe {
     /// [`RecvError::Closed`].
     #[inline]
     pub fn recv(&self) -> Result<ShmVal, RecvError> {
-        self.recv_until(None, true)
+        self.recv_until(Wait::Forever)
     }
 
     /// Sends as many values from the front of `values` as there is room for now,
@@ -304,7 +305,7 @@ impl Pipe {
     /// [`BatchError::Closed`], [`BatchError::WrongPool`], [`BatchError::Broken`]; the
     /// values not sent stay in `values`.
     pub fn try_send_many(&self, values: &mut Vec<ShmVal>) -> Result<usize, BatchError> {
-        self.send_many_until(values, Some(Duration::ZERO), false)
+        self.send_many_until(values, Wait::Never)
     }
 
     /// Sends every value of `values` in order, waiting for room as needed at most
@@ -318,7 +319,7 @@ impl Pipe {
         values: &mut Vec<ShmVal>,
         timeout: Duration,
     ) -> Result<usize, BatchError> {
-        self.send_many_until(values, Some(timeout), true)
+        self.send_many_until(values, Wait::For(timeout))
     }
 
     /// Sends every value of `values` in order, waiting as long as it takes; on
@@ -342,7 +343,7 @@ impl Pipe {
     /// # Errors
     /// [`BatchError::Closed`], ...; the values not sent stay in `values`.
     pub fn send_many(&self, values: &mut Vec<ShmVal>) -> Result<usize, BatchError> {
-        self.send_many_until(values, None, true)
+        self.send_many_until(values, Wait::Forever)
     }
 
     /// Appends to `out` up to `max` values that are in the pipe now, in order;
@@ -351,7 +352,7 @@ impl Pipe {
     /// # Errors
     /// [`RecvError::Empty`] when there is none, [`RecvError::Closed`].
     pub fn try_recv_many(&self, out: &mut Vec<ShmVal>, max: usize) -> Result<usize, RecvError> {
-        self.recv_many_until(out, max, Some(Duration::ZERO), false)
+        self.recv_many_until(out, max, Wait::Never)
     }
 
     /// Waits at most `timeout` for a value, then appends to `out` up to `max` of
@@ -365,7 +366,7 @@ impl Pipe {
         max: usize,
         timeout: Duration,
     ) -> Result<usize, RecvError> {
-        self.recv_many_until(out, max, Some(timeout), true)
+        self.recv_many_until(out, max, Wait::For(timeout))
     }
 
     /// Waits for a value, then appends to `out` up to `max` of the values there,
@@ -374,6 +375,6 @@ impl Pipe {
     /// # Errors
     /// [`RecvError::Closed`].
     pub fn recv_many(&self, out: &mut Vec<ShmVal>, max: usize) -> Result<usize, RecvError> {
-        self.recv_many_until(out, max, None, true)
+        self.recv_many_until(out, max, Wait::Forever)
     }
 }

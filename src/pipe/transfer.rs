@@ -6,6 +6,7 @@ use super::error::{BatchError, PipeError, RecvError, SendError};
 use super::handle::Pipe;
 use super::ring::{self, Dir, Pop, Push, Stuck};
 use super::wait::{wake_at, Deadline, WaitLog, STUCK_CHECK};
+use crate::pipe::wait::Wait;
 use crate::shm::{Raw, ShmVal, ValError};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -159,20 +160,15 @@ impl Pipe {
     /// `block`. Returns how many went in (the cells own their references) and, if
     /// not all, why not. The deadline is fixed at the first failed attempt (no
     /// clock read on the fast path).
-    fn push_until(
-        &self,
-        vals: &[Raw],
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> (usize, Option<Stop>) {
+    fn push_until(&self, vals: &[Raw], how: Wait) -> (usize, Option<Stop>) {
         let me = match self.me() {
             Ok(me) => me,
             Err(e) => return (0, Some(Stop::Broken(e))),
         };
         let ring = &self.inner.ring;
         let mut done = 0;
-        let dl = Deadline::new(timeout, block);
-        let budget = if block {
+        let dl = Deadline::new(how);
+        let budget = if how.blocks() {
             self.inner.spin_ns.load(Ordering::Relaxed)
         } else {
             0
@@ -188,7 +184,7 @@ impl Pipe {
                     // Room for part of the run only: let the receivers get ahead
                     // instead of chasing them cell by cell (which takes the lines
                     // they are emptying away from them) — within the spin budget.
-                    if block {
+                    if how.blocks() {
                         wait.waited();
                         ring.wait_for_room(|| wait.spin.more(dl.at()));
                     }
@@ -203,7 +199,7 @@ impl Pipe {
                     continue;
                 }
             }
-            if !block {
+            if !how.blocks() {
                 return (done, Some(Stop::Full));
             }
             wait.waited();
@@ -238,33 +234,23 @@ impl Pipe {
     /// stores, no call), anything else (not the owner, full, closed, another pool)
     /// round [`Pipe::send_slow`].
     #[inline(always)]
-    pub(super) fn send_until(
-        &self,
-        v: ShmVal,
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> Result<(), SendError> {
+    pub(super) fn send_until(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         if let Some(own) = self.owner_word() {
             if v.fits(self.pool()) && self.inner.ring.push_one_owned(v.raw(), own) {
                 v.forget_sent(); // the cell owns the reference now
                 return Ok(());
             }
         }
-        self.send_slow(v, timeout, block)
+        self.send_slow(v, how)
     }
 
     /// The general send of one value (see `push_until`).
     #[inline(never)]
-    fn send_slow(
-        &self,
-        v: ShmVal,
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> Result<(), SendError> {
+    fn send_slow(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        match self.push_until(&[v.raw()], timeout, block) {
+        match self.push_until(&[v.raw()], how) {
             (_, None) => {
                 let _ = v.into_raw(); // the cell owns the reference now
                 Ok(())
@@ -294,8 +280,7 @@ impl Pipe {
     pub(super) fn send_many_until(
         &self,
         values: &mut Vec<ShmVal>,
-        timeout: Option<Duration>,
-        block: bool,
+        how: Wait,
     ) -> Result<usize, BatchError> {
         if let Some(i) = values.iter().position(|v| !v.fits(self.pool())) {
             return Err(BatchError::WrongPool(i));
@@ -308,7 +293,7 @@ impl Pipe {
             for (r, v) in raws.iter_mut().zip(chunk) {
                 *r = *v.raw_ref(); // a plain copy: the run is read whole below
             }
-            let (n, why) = self.push_until(&raws[..chunk.len()], timeout, block);
+            let (n, why) = self.push_until(&raws[..chunk.len()], how);
             sent += n;
             if why.is_some() {
                 stop = why;
@@ -321,7 +306,7 @@ impl Pipe {
         }
         match stop {
             None => Ok(sent),
-            Some(Stop::Full) if !block => Ok(sent),
+            Some(Stop::Full) if !how.blocks() => Ok(sent),
             Some(Stop::Full | Stop::Timeout) => Err(BatchError::Timeout),
             Some(Stop::Closed) => Err(BatchError::Closed),
             Some(Stop::Broken(e)) => Err(BatchError::Broken(e)),
@@ -334,15 +319,14 @@ impl Pipe {
     fn pop_until(
         &self,
         max: usize,
-        timeout: Option<Duration>,
-        block: bool,
+        how: Wait,
         out: &mut impl FnMut(Raw),
     ) -> Result<usize, RecvError> {
         let me = self.me().map_err(RecvError::Broken)?;
         let ring = &self.inner.ring;
         let broken = RecvError::Broken;
-        let dl = Deadline::new(timeout, block);
-        let budget = if block {
+        let dl = Deadline::new(how);
+        let budget = if how.blocks() {
             self.inner.spin_ns.load(Ordering::Relaxed)
         } else {
             0
@@ -350,7 +334,7 @@ impl Pipe {
         let mut wait = WaitLog::new(&self.inner.recv_adapt, budget);
         // Whether an attempt also looks for a sender stuck in the middle of a claim
         // (a read of the senders' counter: not on every spin round).
-        let mut look = !block;
+        let mut look = !how.blocks();
         loop {
             let stuck = match self.pop(max, me, look, &dl, out).map_err(broken)? {
                 Pop::Got(n) => return Ok(n),
@@ -363,7 +347,7 @@ impl Pipe {
                     continue;
                 }
             }
-            if !block {
+            if !how.blocks() {
                 return Err(RecvError::Empty);
             }
             wait.waited();
@@ -400,30 +384,26 @@ impl Pipe {
     /// [`FAST_SPINS`] pauses right here (no call between seeing the value and
     /// returning it) before the general wait.
     #[inline(always)]
-    pub(super) fn recv_until(
-        &self,
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> Result<ShmVal, RecvError> {
+    pub(super) fn recv_until(&self, how: Wait) -> Result<ShmVal, RecvError> {
         if let Some(own) = self.owner_word() {
-            let watch = block
-                && timeout.is_none_or(|t| t >= FAST_SPIN_MIN)
+            let watch = how.blocks()
+                && how.timeout().is_none_or(|t| t >= FAST_SPIN_MIN)
                 && self.inner.spin_ns.load(Ordering::Relaxed) != 0;
             let rounds = if watch { FAST_SPINS } else { 0 };
             if let Some(r) = self.inner.ring.pop_one_owned(own, rounds) {
                 return Ok(ShmVal::from_owned(self.pool(), r));
             }
         }
-        self.recv_slow(timeout, block)
+        self.recv_slow(how)
     }
 
     /// The general receive of one value (see `pop_until`).
     #[inline(never)]
-    fn recv_slow(&self, timeout: Option<Duration>, block: bool) -> Result<ShmVal, RecvError> {
+    fn recv_slow(&self, how: Wait) -> Result<ShmVal, RecvError> {
         // The value as two words (a tag word of `u64::MAX`: none), each stored and
         // loaded whole (see `Raw::read_fields`).
         let (mut tag, mut payload) = (u64::MAX, 0);
-        self.pop_until(1, timeout, block, &mut |r: Raw| {
+        self.pop_until(1, how, &mut |r: Raw| {
             tag = r.tag_word();
             payload = r.payload;
         })?;
@@ -443,15 +423,14 @@ impl Pipe {
         &self,
         out: &mut Vec<ShmVal>,
         max: usize,
-        timeout: Option<Duration>,
-        block: bool,
+        how: Wait,
     ) -> Result<usize, RecvError> {
         if max == 0 {
             return Ok(0);
         }
         let pool = self.pool();
         out.reserve(max.min(MAX_BATCH_RESERVE));
-        self.pop_until(max, timeout, block, &mut |r| {
+        self.pop_until(max, how, &mut |r| {
             ShmVal::push_owned(out, pool, r);
         })
     }

@@ -138,6 +138,36 @@ impl Drop for WaitLog<'_> {
     }
 }
 
+/// How long a call may wait: the `try_`, `_timeout` and plain forms of every send
+/// and receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// One look (`try_`).
+    Never,
+    /// Up to this long.
+    For(Duration),
+    /// As long as it takes.
+    Forever,
+}
+
+impl Wait {
+    /// Whether the call waits at all.
+    #[inline]
+    pub(crate) fn blocks(self) -> bool {
+        self != Wait::Never
+    }
+
+    /// The call's timeout (`None`: none).
+    #[inline]
+    pub(crate) fn timeout(self) -> Option<Duration> {
+        match self {
+            Wait::Never => Some(Duration::ZERO),
+            Wait::For(d) => Some(d),
+            Wait::Forever => None,
+        }
+    }
+}
+
 /// The deadline of one blocking (or not) call, fixed at its first failed attempt
 /// (no clock read on the fast path), and how long the call may wait for *another
 /// process* — an owner inside its section, a close to finish: not at all for a
@@ -151,10 +181,10 @@ pub(super) struct Deadline {
 }
 
 impl Deadline {
-    pub(super) fn new(timeout: Option<Duration>, block: bool) -> Deadline {
+    pub(super) fn new(wait: Wait) -> Deadline {
         Deadline {
-            timeout,
-            block,
+            timeout: wait.timeout(),
+            block: wait.blocks(),
             at: std::cell::Cell::new(None),
         }
     }

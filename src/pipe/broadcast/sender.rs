@@ -4,6 +4,7 @@ use super::chan::*;
 use super::layout::*;
 use super::*;
 use crate::pipe::directory::{check_name, find, make_named, BROADCASTS};
+use crate::pipe::wait::Wait;
 use crate::pipe::wait::{Deadline, Spin, STUCK_CHECK};
 use crate::pipe::{PipeError, SendError, DEFAULT_SPIN};
 use crate::shm::layout::tag;
@@ -227,7 +228,7 @@ impl Broadcast {
     /// # Errors
     /// [`SendError::Full`], [`SendError::Closed`], ... (the value comes back).
     pub fn try_send(&self, value: impl Into<ShmVal>) -> Result<(), SendError> {
-        self.send_until(value.into(), Some(Duration::ZERO), false)
+        self.send_until(value.into(), Wait::Never)
     }
 
     /// Sends `value`, waiting at most `timeout` for room.
@@ -239,7 +240,7 @@ impl Broadcast {
         value: impl Into<ShmVal>,
         timeout: Duration,
     ) -> Result<(), SendError> {
-        self.send_until(value.into(), Some(timeout), true)
+        self.send_until(value.into(), Wait::For(timeout))
     }
 
     /// Sends `value` to every subscriber, waiting for room as the policy says.
@@ -247,7 +248,7 @@ impl Broadcast {
     /// # Errors
     /// [`SendError::Closed`], ... (the value comes back).
     pub fn send(&self, value: impl Into<ShmVal>) -> Result<(), SendError> {
-        self.send_until(value.into(), None, true)
+        self.send_until(value.into(), Wait::Forever)
     }
 
     /// Whether it is time to check the slowest subscribers' liveness again.
@@ -277,12 +278,7 @@ impl Broadcast {
         Ok(out)
     }
 
-    pub(super) fn send_until(
-        &self,
-        v: ShmVal,
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> Result<(), SendError> {
+    pub(super) fn send_until(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
@@ -299,7 +295,7 @@ impl Broadcast {
         let mut deadlines: Option<(Option<Instant>, Option<Instant>)> = None;
         let mut spin = Spin::new(Duration::from_nanos(self.inner.spin_ns.load(Relaxed)));
         // A lock holder stopped in a debugger keeps no attempt past its deadline.
-        let dl = Deadline::new(timeout, block);
+        let dl = Deadline::new(how);
         loop {
             match self.push(r, force, reap, dl.lock_patience()) {
                 Ok(Push::Sent) => {
@@ -308,15 +304,15 @@ impl Broadcast {
                 }
                 Ok(Push::Closed) => return Err(SendError::Closed(v)),
                 Ok(Push::Full) => reap = false,
-                Err(PipeError::Val(ValError::LockTimeout)) if !block => {
+                Err(PipeError::Val(ValError::LockTimeout)) if !how.blocks() => {
                     return Err(SendError::Full(v))
                 }
-                Err(PipeError::Val(ValError::LockTimeout)) if timeout.is_some() => {
+                Err(PipeError::Val(ValError::LockTimeout)) if how.timeout().is_some() => {
                     return Err(SendError::Timeout(v))
                 }
                 Err(e) => return Err(SendError::Broken(v, e)),
             }
-            if !block {
+            if !how.blocks() {
                 return Err(SendError::Full(v));
             }
             let (deadline, drop_at) = *deadlines.get_or_insert_with(|| {

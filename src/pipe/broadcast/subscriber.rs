@@ -2,6 +2,7 @@
 
 use super::chan::*;
 use super::*;
+use crate::pipe::wait::Wait;
 use crate::pipe::wait::{Deadline, Spin};
 use crate::pipe::PipeError;
 use crate::shm::{ShmVal, ValError};
@@ -79,7 +80,7 @@ impl Subscriber {
     /// # Errors
     /// [`BroadcastRecvError::Empty`], `Lagged`, `Closed`.
     pub fn try_recv(&self) -> Result<ShmVal, BroadcastRecvError> {
-        self.recv_until(Some(Duration::ZERO), false)
+        self.recv_until(Wait::Never)
     }
 
     /// Receives the next value, waiting at most `timeout`.
@@ -87,7 +88,7 @@ impl Subscriber {
     /// # Errors
     /// [`BroadcastRecvError::Timeout`], `Lagged`, `Closed`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<ShmVal, BroadcastRecvError> {
-        self.recv_until(Some(timeout), true)
+        self.recv_until(Wait::For(timeout))
     }
 
     /// Receives the next value, waiting as long as it takes.
@@ -95,7 +96,7 @@ impl Subscriber {
     /// # Errors
     /// [`BroadcastRecvError::Lagged`], `Closed`.
     pub fn recv(&self) -> Result<ShmVal, BroadcastRecvError> {
-        self.recv_until(None, true)
+        self.recv_until(Wait::Forever)
     }
 
     /// Whether a locked attempt could find something (read without the lock).
@@ -124,22 +125,18 @@ impl Subscriber {
         Ok(out)
     }
 
-    pub(super) fn recv_until(
-        &self,
-        timeout: Option<Duration>,
-        block: bool,
-    ) -> Result<ShmVal, BroadcastRecvError> {
+    pub(super) fn recv_until(&self, how: Wait) -> Result<ShmVal, BroadcastRecvError> {
         let pool = self.b.pool();
         let mut deadline: Option<Option<Instant>> = None;
         // As in `Broadcast::send_until`.
-        let dl = Deadline::new(timeout, block);
+        let dl = Deadline::new(how);
         let lock_timeout = |e: &BroadcastRecvError| {
             matches!(
                 e,
                 BroadcastRecvError::Broken(PipeError::Val(ValError::LockTimeout))
             )
         };
-        let mut spin = Spin::new(if block {
+        let mut spin = Spin::new(if how.blocks() {
             Duration::from_nanos(self.spin_ns.load(Relaxed))
         } else {
             Duration::ZERO
@@ -147,8 +144,10 @@ impl Subscriber {
         loop {
             if self.maybe_ready() {
                 let got = match self.pull(dl.lock_patience()) {
-                    Err(e) if lock_timeout(&e) && !block => return Err(BroadcastRecvError::Empty),
-                    Err(e) if lock_timeout(&e) && timeout.is_some() => {
+                    Err(e) if lock_timeout(&e) && !how.blocks() => {
+                        return Err(BroadcastRecvError::Empty)
+                    }
+                    Err(e) if lock_timeout(&e) && how.timeout().is_some() => {
                         return Err(BroadcastRecvError::Timeout)
                     }
                     r => r?,
@@ -160,7 +159,7 @@ impl Subscriber {
                     Pull::Empty => {}
                 }
             }
-            if !block {
+            if !how.blocks() {
                 return Err(BroadcastRecvError::Empty);
             }
             let deadline = *deadline.get_or_insert_with(|| dl.at());
