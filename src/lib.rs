@@ -102,8 +102,8 @@ pub fn layout_id() -> LayoutId {
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
 pub use options::PoolOptions;
 pub use pipe::{
-    BatchError, Broadcast, BroadcastRecvError, Pipe, PipeError, Policy, RecvError, SendError,
-    Subscriber,
+    BatchError, Broadcast, BroadcastRecvError, Fault, Pipe, PipeError, Policy, RecvError,
+    SendError, Subscriber,
 };
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo};

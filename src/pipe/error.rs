@@ -7,7 +7,8 @@ use thiserror::Error;
 
 use super::{MAX_PIPE_NAME, MAX_PIPE_USERS};
 
-/// Why a pipe could not be created, opened or used.
+/// Why a pipe or broadcast could not be created, opened, removed, listed or
+/// subscribed to.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum PipeError {
@@ -31,6 +32,21 @@ pub enum PipeError {
     /// More than [`MAX_PIPE_USERS`] live processes use the pipe.
     #[error("pipe {0:?} has no free user entry ({MAX_PIPE_USERS} live processes use it)")]
     TooManyUsers(String),
+    /// Pool exhausted, or corrupt shared memory.
+    #[error(transparent)]
+    Val(#[from] ValError),
+}
+
+/// Why a send or a receive could not proceed at all (not a full or empty pipe, a
+/// timeout or a close: those are the calls' own outcomes). The pipe or broadcast is
+/// unusable for this process as it stands.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Fault {
+    /// This process's first use needed a user entry of the pipe, and more than
+    /// [`MAX_PIPE_USERS`] live processes use it.
+    #[error("pipe {0:?} has no free user entry ({MAX_PIPE_USERS} live processes use it)")]
+    TooManyUsers(String),
     /// The subscription is gone: used from a forked child (subscribe again there),
     /// or its entry was reclaimed.
     #[error("not subscribed (a forked child must subscribe again)")]
@@ -45,7 +61,7 @@ pub enum PipeError {
     /// from the thread that owns it needs (see `docs/PROTOCOLS.md`).
     #[error("membarrier refused: cannot take the pipe side over from its owner thread")]
     Barrier,
-    /// Pool exhausted, or corrupt shared memory.
+    /// Corrupt shared memory (or a pool exhausted while recovering).
     #[error(transparent)]
     Val(#[from] ValError),
 }
@@ -62,7 +78,7 @@ pub enum SendError {
     /// The value lives in another pool (a pipe moves references, it never copies).
     WrongPool(ShmVal),
     /// The pipe is broken (corrupt shared memory, no user entry).
-    Broken(ShmVal, PipeError),
+    Broken(ShmVal, Fault),
 }
 
 impl SendError {
@@ -114,7 +130,7 @@ pub enum BatchError {
     WrongPool(usize),
     /// The pipe is broken (corrupt shared memory, no user entry).
     #[error("pipe broken: {0}")]
-    Broken(PipeError),
+    Broken(Fault),
 }
 
 /// A failed receive.
@@ -132,5 +148,5 @@ pub enum RecvError {
     Closed,
     /// The pipe is broken (corrupt shared memory, no user entry).
     #[error("pipe broken: {0}")]
-    Broken(PipeError),
+    Broken(Fault),
 }

@@ -2,7 +2,7 @@
 //! receive calls (how they proceed is in `transfer`).
 
 use super::directory::{check_name, find, make_named, PIPES};
-use super::error::{BatchError, PipeError, RecvError, SendError};
+use super::error::{BatchError, Fault, PipeError, RecvError, SendError};
 use super::ring::{self, Ring, Stuck};
 use super::wait::{Adapt, Turn};
 use super::{spin_ns, DEFAULT_SPIN};
@@ -143,7 +143,7 @@ impl Pipe {
     /// This process's user index in the pipe (taken on first use, again after fork)
     /// and its process token.
     #[inline]
-    pub(super) fn me(&self) -> Result<(u16, u64), PipeError> {
+    pub(super) fn me(&self) -> Result<(u16, u64), Fault> {
         let token = crate::platform::process_token();
         if self.inner.me_token.load(Ordering::Acquire) == token {
             return Ok((self.inner.me_id.load(Ordering::Relaxed) as u16, token));
@@ -152,7 +152,7 @@ impl Pipe {
     }
 
     #[cold]
-    fn register(&self, token: u64) -> Result<u16, PipeError> {
+    fn register(&self, token: u64) -> Result<u16, Fault> {
         let _g = self
             .inner
             .register
@@ -165,7 +165,7 @@ impl Pipe {
             .inner
             .ring
             .register(self.pool(), token)
-            .ok_or_else(|| PipeError::TooManyUsers(self.inner.name.clone()))?;
+            .ok_or_else(|| Fault::TooManyUsers(self.inner.name.clone()))?;
         self.inner.me_id.store(u64::from(id), Ordering::Relaxed);
         self.inner.me_token.store(token, Ordering::Release);
         Ok(id)

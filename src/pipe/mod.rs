@@ -33,7 +33,7 @@ mod transfer;
 mod wait;
 
 pub use broadcast::{Broadcast, BroadcastRecvError, Policy, Subscriber, MAX_SUBSCRIBERS};
-pub use error::{BatchError, PipeError, RecvError, SendError};
+pub use error::{BatchError, Fault, PipeError, RecvError, SendError};
 pub use handle::Pipe;
 
 use crate::shm::{Raw, ValError};

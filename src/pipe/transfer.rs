@@ -2,7 +2,7 @@
 //! settling who owns a side, and the waiting loops (spin, then sleep on the
 //! eventcount) up to the caller's deadline.
 
-use super::error::{BatchError, PipeError, RecvError, SendError};
+use super::error::{BatchError, Fault, RecvError, SendError};
 use super::handle::Pipe;
 use super::ring::{self, Dir, Pop, Push, Stuck};
 use super::wait::{wake_at, Deadline, WaitLog, STUCK_CHECK};
@@ -43,7 +43,7 @@ impl Pipe {
     /// One send attempt: as the send side's owner if this thread owns it, else
     /// (after settling who does) claiming under this process's send turn.
     #[inline]
-    fn push(&self, vals: &[Raw], me: (u16, u64), dl: &Deadline) -> Result<Push, PipeError> {
+    fn push(&self, vals: &[Raw], me: (u16, u64), dl: &Deadline) -> Result<Push, Fault> {
         let own = ring::owner(me.0, crate::platform::thread_id());
         match self.inner.ring.push_owned(self.pool(), vals, own) {
             Some(p) => Ok(p),
@@ -58,7 +58,7 @@ impl Pipe {
         me: (u16, u64),
         own: u64,
         dl: &Deadline,
-    ) -> Result<Push, PipeError> {
+    ) -> Result<Push, Fault> {
         let (ring, pool) = (&self.inner.ring, self.pool());
         let r = self.settled(
             Dir::Send,
@@ -82,7 +82,7 @@ impl Pipe {
         look: bool,
         dl: &Deadline,
         out: &mut impl FnMut(Raw),
-    ) -> Result<Pop, PipeError> {
+    ) -> Result<Pop, Fault> {
         let (ring, pool) = (&self.inner.ring, self.pool());
         let own = ring::owner(me.0, crate::platform::thread_id());
         let p = match ring.pop_owned(pool, max, own, look, out) {
@@ -127,7 +127,7 @@ impl Pipe {
         cx: &mut C,
         mut owned: impl FnMut(&mut C) -> Option<T>,
         shared: impl FnOnce(&mut C) -> Result<T, ValError>,
-    ) -> Result<Option<T>, PipeError> {
+    ) -> Result<Option<T>, Fault> {
         loop {
             // A test makes its side shared (the claims of the shared protocol are
             // what it stops inside).
@@ -137,9 +137,9 @@ impl Pipe {
                 .inner
                 .ring
                 .settle(d, own, can_own, dl.other_process_limit())
-                .map_err(|()| PipeError::Barrier)?
+                .map_err(|()| Fault::Barrier)?
             {
-                None if dl.unlimited() => return Err(PipeError::OwnerStuck),
+                None if dl.unlimited() => return Err(Fault::OwnerStuck),
                 None => return Ok(None),
                 Some(true) => match owned(cx) {
                     Some(x) => return Ok(Some(x)),
@@ -408,7 +408,7 @@ impl Pipe {
             payload = r.payload;
         })?;
         if tag == u64::MAX {
-            return Err(RecvError::Broken(PipeError::Val(ValError::Corrupt {
+            return Err(RecvError::Broken(Fault::Val(ValError::Corrupt {
                 what: "pipe receive reported a value it did not hand over".into(),
             })));
         }
@@ -441,7 +441,7 @@ enum Stop {
     Full,
     Timeout,
     Closed,
-    Broken(PipeError),
+    Broken(Fault),
 }
 
 /// Most room `recv_many` reserves in its output ahead of time.

@@ -172,7 +172,7 @@ impl Wait {
 /// (no clock read on the fast path), and how long the call may wait for *another
 /// process* — an owner inside its section, a close to finish: not at all for a
 /// `try_` call, until the deadline for a timed one, [`shmval_alloc::LOCK_PATIENCE`]
-/// (then [`PipeError::OwnerStuck`](super::PipeError::OwnerStuck)) for one without a
+/// (then [`Fault::OwnerStuck`](super::Fault::OwnerStuck)) for one without a
 /// timeout.
 pub(super) struct Deadline {
     timeout: Option<Duration>,

@@ -3,7 +3,7 @@
 
 use super::layout::*;
 use super::*;
-use crate::pipe::PipeError;
+use crate::pipe::Fault;
 use crate::shm::layout::{tag, Slot};
 use crate::shm::{Raw, ValError};
 use crate::Pool;
@@ -264,11 +264,11 @@ impl Locked<'_> {
     }
 
     /// One receive attempt by subscriber `i` of process `token`.
-    pub(super) fn pull(&self, i: usize, token: u64) -> Result<Pull, PipeError> {
+    pub(super) fn pull(&self, i: usize, token: u64) -> Result<Pull, Fault> {
         let h = self.ch.head();
         let s = &h.subs[i];
         if s.token.load(Relaxed) != token {
-            return Err(PipeError::Unsubscribed);
+            return Err(Fault::Unsubscribed);
         }
         let missed = s.missed.load(Relaxed);
         if missed != 0 {

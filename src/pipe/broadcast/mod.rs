@@ -49,7 +49,7 @@ pub(crate) use layout::LAYOUT_PARTS;
 pub use sender::Broadcast;
 pub use subscriber::Subscriber;
 
-use crate::pipe::PipeError;
+use crate::pipe::Fault;
 use crate::shm::{Raw, ValError};
 use crate::Pool;
 use chan::Chan;
@@ -138,7 +138,7 @@ pub enum BroadcastRecvError {
     /// The broadcast is broken (corrupt shared memory), or the subscription is not
     /// this process's (a forked child must subscribe again).
     #[error("broadcast broken: {0}")]
-    Broken(PipeError),
+    Broken(Fault),
 }
 
 /// What a broadcast object holds (for release and `check`).

@@ -6,7 +6,7 @@ use super::*;
 use crate::pipe::directory::{check_name, find, make_named, BROADCASTS};
 use crate::pipe::wait::Wait;
 use crate::pipe::wait::{Deadline, Spin, STUCK_CHECK};
-use crate::pipe::{PipeError, SendError, DEFAULT_SPIN};
+use crate::pipe::{Fault, PipeError, SendError, DEFAULT_SPIN};
 use crate::shm::layout::tag;
 use crate::shm::{Raw, ShmVal, ValError};
 use crate::Pool;
@@ -268,7 +268,7 @@ impl Broadcast {
         force: bool,
         reap: bool,
         patience: Duration,
-    ) -> Result<Push, PipeError> {
+    ) -> Result<Push, Fault> {
         let g = self.inner.ch.lock_within(self.pool(), patience)?;
         let out = g.push(r, force, reap)?;
         drop(g);
@@ -304,10 +304,10 @@ impl Broadcast {
                 }
                 Ok(Push::Closed) => return Err(SendError::Closed(v)),
                 Ok(Push::Full) => reap = false,
-                Err(PipeError::Val(ValError::LockTimeout)) if !how.blocks() => {
+                Err(Fault::Val(ValError::LockTimeout)) if !how.blocks() => {
                     return Err(SendError::Full(v))
                 }
-                Err(PipeError::Val(ValError::LockTimeout)) if how.timeout().is_some() => {
+                Err(Fault::Val(ValError::LockTimeout)) if how.timeout().is_some() => {
                     return Err(SendError::Timeout(v))
                 }
                 Err(e) => return Err(SendError::Broken(v, e)),

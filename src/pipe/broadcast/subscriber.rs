@@ -4,7 +4,7 @@ use super::chan::*;
 use super::*;
 use crate::pipe::wait::Wait;
 use crate::pipe::wait::{Deadline, Spin};
-use crate::pipe::PipeError;
+use crate::pipe::Fault;
 use crate::shm::{ShmVal, ValError};
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -113,7 +113,7 @@ impl Subscriber {
     /// (`LockTimeout` then).
     pub(super) fn pull(&self, patience: Duration) -> Result<Pull, BroadcastRecvError> {
         if self.token != crate::platform::process_token() {
-            return Err(BroadcastRecvError::Broken(PipeError::Unsubscribed));
+            return Err(BroadcastRecvError::Broken(Fault::Unsubscribed));
         }
         let ch = &self.b.inner.ch;
         let g = ch
@@ -133,7 +133,7 @@ impl Subscriber {
         let lock_timeout = |e: &BroadcastRecvError| {
             matches!(
                 e,
-                BroadcastRecvError::Broken(PipeError::Val(ValError::LockTimeout))
+                BroadcastRecvError::Broken(Fault::Val(ValError::LockTimeout))
             )
         };
         let mut spin = Spin::new(if how.blocks() {
