@@ -28,6 +28,9 @@ pub(crate) mod env {
 
     pub(crate) const LOCK_PATIENCE: Duration = Duration::from_secs(5);
 
+    /// The model's boxes outlive the view (the `Model` holds both).
+    pub(crate) type Keep = ();
+
     #[derive(Debug, Default)]
     pub(crate) struct ObjHeader;
 
@@ -194,7 +197,7 @@ mod checks {
             }
             // SAFETY: both boxes live as long as the model that holds the view.
             let ring =
-                unsafe { Ring::from_raw(NonNull::from(&*head), NonNull::from(&cells[0]), cap) };
+                unsafe { Ring::from_raw((), NonNull::from(&*head), NonNull::from(&cells[0]), cap) };
             Arc::new(Model {
                 ring,
                 pool: Pool::default(),

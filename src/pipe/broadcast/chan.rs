@@ -15,6 +15,8 @@ use std::time::Duration;
 /// A validated view of a broadcast object in a mapped pool.
 #[derive(Debug)]
 pub(super) struct Chan {
+    /// Keeps the mapping `head` and `slots` point into alive as long as the view.
+    _keep: Pool,
     pub(super) off: u64,
     pub(super) head: NonNull<BcastHead>,
     pub(super) slots: NonNull<Slot>,
@@ -23,7 +25,7 @@ pub(super) struct Chan {
 }
 
 // SAFETY: the pointers name shared memory made of atomics only, kept mapped by the
-// pool handle stored next to every `Chan` (see `Inner`).
+// pool handle the `Chan` holds (`_keep`).
 unsafe impl Send for Chan {}
 // SAFETY: as above: every access is atomic.
 unsafe impl Sync for Chan {}
@@ -71,6 +73,7 @@ impl Chan {
             .ok_or_else(|| corrupt(off, "unknown policy"))?;
         let slots = pool.at::<Slot>(off + SLOTS_OFF as u64)?;
         Ok(Chan {
+            _keep: pool.clone(),
             off,
             head: NonNull::from(head),
             slots: NonNull::from(slots),
@@ -94,7 +97,7 @@ impl Chan {
 
     #[inline]
     pub(super) fn head(&self) -> &BcastHead {
-        // SAFETY: validated in `attach`; mapped while the owning pool handle lives.
+        // SAFETY: validated in `attach`; mapped while `_keep`, a field, lives.
         unsafe { self.head.as_ref() }
     }
 

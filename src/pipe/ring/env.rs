@@ -9,6 +9,8 @@ pub(crate) use crate::shm::layout::{ObjHeader, Slot};
 pub(crate) use crate::shm::Raw;
 pub(crate) use crate::sync::EventCount;
 pub(crate) use crate::Pool;
+/// What keeps the memory a `Ring` points into mapped: a handle on its pool.
+pub(crate) type Keep = crate::Pool;
 pub(crate) use shmval_alloc::LOCK_PATIENCE;
 pub(crate) use std::sync::atomic::AtomicU64;
 

@@ -124,9 +124,9 @@ impl Ring {
         // The whole object was bounds-checked by `obj`; the cells start 64-aligned
         // within it (objects are 16-aligned, cells need 8).
         let cells = pool.at::<Cell>(off + CELLS_OFF as u64)?;
-        // SAFETY: both validated above (the whole object is within the mapping,
-        // which the pool handle stored next to every `Ring` keeps); atomics only.
-        Ok(unsafe { Ring::from_raw(NonNull::from(head), NonNull::from(cells), cap) })
+        // SAFETY: both validated above: within the mapping, which the pool handle
+        // the `Ring` keeps keeps mapped; atomics only.
+        Ok(unsafe { Ring::from_raw(pool.clone(), NonNull::from(head), NonNull::from(cells), cap) })
     }
 
     /// Writes the initial state of a fresh, zeroed pipe object.

@@ -1,7 +1,7 @@
 //! A validated view of a pipe object (`Ring`), its accessors, and what one attempt
 //! of a send or receive can come to.
 
-use super::env::AtomicU64;
+use super::env::{AtomicU64, Keep};
 use super::layout::*;
 use std::ptr::NonNull;
 
@@ -48,6 +48,8 @@ pub(crate) enum Pop {
 /// A validated view of a pipe object in a mapped pool.
 #[derive(Debug)]
 pub(crate) struct Ring {
+    /// Keeps the mapping `head` and `cells` point into alive as long as the view.
+    _keep: Keep,
     pub(super) head: NonNull<PipeHead>,
     pub(super) cells: NonNull<Cell>,
     pub(super) cap: u64,
@@ -61,19 +63,26 @@ pub(crate) struct Ring {
 }
 
 // SAFETY: the pointers name shared memory made of atomics only, kept mapped by the
-// pool handle every `Ring` is stored next to (see `Inner`); any thread may use them.
+// pool handle the `Ring` holds (`_keep`); any thread may use them.
 unsafe impl Send for Ring {}
 // SAFETY: as above: every access is atomic.
 unsafe impl Sync for Ring {}
 
 impl Ring {
-    /// A view of the pipe head at `head` with `cap` cells at `cells`.
+    /// A view of the pipe head at `head` with `cap` cells at `cells`, in the
+    /// memory `keep` keeps mapped.
     ///
     /// # Safety
-    /// `head` and `cap` cells at `cells` stay valid (mapped, initialised) while the
-    /// view lives; they are only ever accessed through atomics.
-    pub(crate) unsafe fn from_raw(head: NonNull<PipeHead>, cells: NonNull<Cell>, cap: u64) -> Ring {
+    /// `head` and `cap` cells at `cells` lie in that memory (initialised, aligned);
+    /// they are only ever accessed through atomics.
+    pub(crate) unsafe fn from_raw(
+        keep: Keep,
+        head: NonNull<PipeHead>,
+        cells: NonNull<Cell>,
+        cap: u64,
+    ) -> Ring {
         Ring {
+            _keep: keep,
             head,
             cells,
             cap,
@@ -84,13 +93,13 @@ impl Ring {
 
     #[inline]
     pub(crate) fn head(&self) -> &PipeHead {
-        // SAFETY: validated in `attach`; mapped while the owning pool handle lives.
+        // SAFETY: valid per `from_raw`; mapped while `_keep`, a field, lives.
         unsafe { self.head.as_ref() }
     }
 
     #[inline]
     pub(super) fn cell(&self, pos: u64) -> &Cell {
-        // SAFETY: `pos % cap < cap` and `cap` cells were bounds-checked in `attach`.
+        // SAFETY: `pos % cap < cap` and `cap` cells were valid per `from_raw`.
         unsafe { &*self.cells.as_ptr().add(self.index(pos)) }
     }
 
@@ -111,7 +120,7 @@ impl Ring {
         let cap = self.cap as usize;
         let mut i = self.index(pos);
         (pos..).map(move |p| {
-            // SAFETY: `i < cap`, and `cap` cells were bounds-checked in `attach`.
+            // SAFETY: `i < cap`, and `cap` cells were valid per `from_raw`.
             let c = unsafe { &*self.cells.as_ptr().add(i) };
             i += 1;
             if i == cap {
