@@ -389,6 +389,33 @@ impl Pool {
         self.inner.seg.heap.resolve(off, len)
     }
 
+    /// Checks every value reachable from the pool's roots (the root table, the pipe
+    /// and broadcast directories, the values pipes and broadcasts hold): each object
+    /// validated as [`check_value`](crate::check_value) does, and each reference count
+    /// compared with the references found. A count below them is a problem; a count
+    /// above them is an object held elsewhere ([`PoolCheck::held`](crate::PoolCheck)):
+    /// by handles of live processes, this one's included, or leaked by a dead one.
+    /// Reads only (the containers' locks are taken one at a time); other processes
+    /// may go on working, which the counts then reflect as they were seen.
+    ///
+    /// ```
+    /// use shmval::{tab, Pool, PoolOptions};
+    /// # let name = format!("doc-check-{}", std::process::id());
+    /// let pool = Pool::create_with(&name, 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let t = pool.share(&tab! { "a" => vec![1.0f64, 2.0] })?;
+    /// pool.root()?.insert("t", &t)?; // the root holds one reference, `t` another
+    /// let r = pool.check();
+    /// assert!(r.is_ok(), "{r:?}");
+    /// assert_eq!(r.objects, 3); // the root, the dict, the array
+    /// assert_eq!((r.held.len(), r.held[0].kind, r.held[0].count, r.held[0].found), (1, "dict", 2, 1));
+    /// drop(t);
+    /// assert!(pool.check().held.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self) -> crate::PoolCheck {
+        crate::shm::check_pool(self)
+    }
+
     /// Allocator statistics.
     pub fn stats(&self) -> Stats {
         self.inner.seg.heap.stats()

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// One thing wrong with a shared value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// Offset of the object (or slot owner) where it was found.
     pub offset: u64,
@@ -127,7 +127,7 @@ pub fn is_shm(v: &ShmVal) -> bool {
 }
 
 /// Checks one object's own fields and collects the slots it holds.
-fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
+pub(super) fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), String> {
     let word = |off: u64| {
         pool.at::<AtomicU64>(off)
             .map(|w| w.load(Relaxed))

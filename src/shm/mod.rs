@@ -17,6 +17,7 @@ mod hash;
 pub(crate) mod layout;
 mod list;
 mod mem;
+mod pool_check;
 mod tab;
 mod text;
 
@@ -25,6 +26,8 @@ pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmVal};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
+pub(crate) use pool_check::check_pool;
+pub use pool_check::{Held, PoolCheck};
 pub use tab::{ShmOTab, ShmTab, TabLock};
 pub use text::{ShmBytes, ShmStr};
 

@@ -1,0 +1,227 @@
+//! The `shmval` tool against real pools: `check` of a healthy pool, of a corrupt
+//! count, of references a SIGKILLed process leaked, of no pool at all; exit codes and
+//! `--json`.
+
+mod common;
+
+use common::{child_done, spawn, Scratch};
+use shmval::{tab, Broadcast, Offset, Pipe, Policy, Pool, PoolOptions, Val};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+fn shmval(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmval"))
+        .args(args)
+        .output()
+        .expect("run shmval")
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// A pool with a table in the root, a pipe holding a value, a broadcast holding one
+/// (for its subscriber); the handles on the pipe, broadcast and subscriber.
+fn populated(s: &Scratch) -> (Pool, Pipe, Broadcast, shmval::Subscriber) {
+    let pool = Pool::create_with(s.name(), 4 << 20, &PoolOptions::new()).unwrap();
+    let t = pool
+        .share(&tab! { "name" => "sensor", "data" => vec![1.5f64; 4], "tags" => Val::List(vec![Val::from("a long enough string")]) })
+        .unwrap();
+    pool.root().unwrap().insert("t", &t).unwrap();
+    let p = Pipe::create(&pool, "p", 8).unwrap();
+    p.send(
+        pool.share(&Val::from("a value in flight in the pipe"))
+            .unwrap(),
+    )
+    .unwrap();
+    let b = Broadcast::create(&pool, "b", 4, Policy::DropOldest).unwrap();
+    let sub = b.subscribe().unwrap(); // keeps the value in the ring until it drops
+    b.send(
+        pool.share(&Val::from("a value in flight in the broadcast"))
+            .unwrap(),
+    )
+    .unwrap();
+    (pool, p, b, sub)
+}
+
+/// Entry point of the re-spawned child processes (a no-op in a normal run).
+#[test]
+fn child_role_entry() {
+    let Some(role) = common::role() else { return };
+    assert_eq!(role, "hold-and-die");
+    let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
+    // Two handles on the table the parent shared, and a list of its own in the root,
+    // of which it keeps a second handle too.
+    let t = pool.root().unwrap().get("t").unwrap().unwrap();
+    let t2 = t.clone();
+    pool.root()
+        .unwrap()
+        .insert("mine", Val::List(vec![Val::I64(1)]))
+        .unwrap();
+    let l = pool.root().unwrap().get("mine").unwrap().unwrap();
+    pool.user_word(4).store(1, SeqCst);
+    std::thread::sleep(Duration::from_secs(60)); // killed here
+    drop((t, t2, l));
+    child_done();
+}
+
+#[test]
+fn a_healthy_pool_checks_clean_with_values_in_flight() {
+    let s = Scratch::new("cli-clean");
+    let (pool, p, b, sub) = populated(&s);
+    let o = shmval(&["check", s.name()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.trim_end().ends_with("clean"), "{text}");
+    let o = shmval(&["check", s.name(), "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0);
+    // Root, the table, its array, its list, the list's string; the two directories,
+    // the pipe and the broadcast; the value in each.
+    assert_eq!(v["objects"], 11, "{v}");
+    assert_eq!(v["attached"], 2, "this test and the tool");
+    // This process's handles on the pipe and the broadcast hold one reference each
+    // beyond the directories'.
+    let held: Vec<_> = v["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["kind"].as_str().unwrap(),
+                h["count"].as_u64().unwrap(),
+                h["found"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(held.len(), 2, "{v}");
+    assert!(
+        held.contains(&("pipe", 2, 1)) && held.contains(&("broadcast", 2, 1)),
+        "{v}"
+    );
+    assert_eq!(
+        v["leaks"].as_array().unwrap().len(),
+        0,
+        "others are attached: {v}"
+    );
+    drop((sub, b, p));
+    let v = json(&shmval(&["check", s.name(), "--json"]));
+    assert_eq!(
+        (v["held"].as_array().unwrap().len(), v["objects"].as_u64()),
+        (0, Some(10)),
+        "the broadcast's value went with its last subscriber: {v}"
+    );
+    drop(pool);
+}
+
+#[test]
+fn a_count_below_its_references_is_a_problem() {
+    let s = Scratch::new("cli-count");
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    let t = pool.share(&tab! { "k" => vec![1i64, 2, 3] }).unwrap();
+    pool.root().unwrap().insert("t", &t).unwrap();
+    pool.root().unwrap().insert("again", &t).unwrap();
+    let off = t.offset().unwrap();
+    drop(t); // count 2: the two root entries
+    let count = pool.resolve(Offset::new(off + 4).unwrap(), 4).unwrap();
+    // SAFETY: the object header's refcount word (docs/LAYOUT.md), aligned, in the pool;
+    // nobody else uses this pool.
+    let count = unsafe { &*(count.as_ptr() as *const AtomicU32) };
+    assert_eq!(count.load(SeqCst), 2);
+    count.store(1, SeqCst);
+    let o = shmval(&["check", s.name(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    let p = &v["problems"][0];
+    assert_eq!(p["offset"], off);
+    assert!(
+        p["what"]
+            .as_str()
+            .unwrap()
+            .contains("reference count 1, 2 references found"),
+        "{v}"
+    );
+    count.store(2, SeqCst); // as it was, so that dropping the pool frees it whole
+    assert_eq!(shmval(&["check", s.name()]).status.code(), Some(0));
+}
+
+#[test]
+fn references_a_killed_process_held_are_reported_as_leaks() {
+    let s = Scratch::new("cli-leak");
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    let t = pool.share(&tab! { "seq" => 7 }).unwrap();
+    pool.root().unwrap().insert("t", &t).unwrap();
+    drop(t);
+    let mut kid = spawn("child_role_entry", "hold-and-die", &[("POOL", s.0.clone())]);
+    let start = Instant::now();
+    while pool.user_word(4).load(SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "child never got ready"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    // While this process is attached, the excess counts may be its handles: held.
+    let v = json(&shmval(&["check", s.name(), "--json"]));
+    assert_eq!(v["held"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["leaks"].as_array().unwrap().len(), 0, "{v}");
+    drop(pool); // detach: the tool is alone now
+    let o = shmval(&["check", s.name(), "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "leaks are problems when nobody holds them"
+    );
+    let v = json(&o);
+    let mut leaks: Vec<_> = v["leaks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["kind"].as_str().unwrap().to_string(),
+                h["count"].as_u64().unwrap(),
+                h["found"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    leaks.sort();
+    assert_eq!(
+        leaks,
+        [("dict".to_string(), 3, 1), ("list".to_string(), 2, 1)],
+        "the table's two handles and the list's one, left by the dead child: {v}"
+    );
+    assert!(v["problems"].as_array().unwrap().is_empty());
+    let text = String::from_utf8_lossy(&shmval(&["check", s.name()]).stdout).to_string();
+    assert!(
+        text.contains("LEAKED") && text.contains("0 problem(s), 2 leak(s)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_such_pool_cannot_be_checked() {
+    let o = shmval(&["check", "shmval-test-no-such-pool-anywhere"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot open"));
+    let o = shmval(&["check"]);
+    assert_eq!(o.status.code(), Some(2), "clap's usage error");
+    let o = shmval(&["chekc", "x"]);
+    assert_eq!(o.status.code(), Some(2), "a misspelled command");
+}
