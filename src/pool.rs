@@ -389,7 +389,9 @@ impl Pool {
         self.inner.seg.heap.resolve(off, len)
     }
 
-    /// Checks every value reachable from the pool's roots (the root table, the pipe
+    /// Checks the allocator's large-block heap (the blocks tile the arena, slab
+    /// headers, the free bins, the counters: [`Heap::verify_large`]) and every value
+    /// reachable from the pool's roots (the root table, the pipe
     /// and broadcast directories, the values pipes and broadcasts hold): each object
     /// validated as [`check_value`](crate::check_value) does, and each reference count
     /// compared with the references found. A count below them is a problem; a count

@@ -216,6 +216,36 @@ fn references_a_killed_process_held_are_reported_as_leaks() {
 }
 
 #[test]
+fn a_damaged_allocator_is_a_problem() {
+    let s = Scratch::new("cli-alloc");
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    let l = std::alloc::Layout::from_size_align(10_000, 16).unwrap();
+    let off = pool.alloc(l).unwrap();
+    // The pool's base from a block's address; `large_used` is at offset 168 of the
+    // allocator header (docs/LAYOUT.md).
+    let base = pool.resolve(off, 1).unwrap().as_ptr() as usize - off.get() as usize;
+    // SAFETY: the allocator header's aligned `large_used` word inside the mapping;
+    // only this test uses the pool.
+    let used = unsafe { &*((base + 168) as *const std::sync::atomic::AtomicU64) };
+    let was = used.load(SeqCst);
+    used.store(was + 4096, SeqCst);
+    let o = shmval(&["check", s.name(), "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert!(
+        v["problems"][0]["what"]
+            .as_str()
+            .unwrap()
+            .starts_with("allocator: large_used says"),
+        "{v}"
+    );
+    used.store(was, SeqCst);
+    assert_eq!(shmval(&["check", s.name()]).status.code(), Some(0));
+    // SAFETY: allocated above with `l`.
+    unsafe { pool.free(off, l) }.unwrap();
+}
+
+#[test]
 fn no_such_pool_cannot_be_checked() {
     let o = shmval(&["check", "shmval-test-no-such-pool-anywhere"]);
     assert_eq!(o.status.code(), Some(2));

@@ -1,4 +1,5 @@
-//! `Pool::check`: every value reachable from the pool's roots (the root table, the
+//! `Pool::check`: the allocator's large-block heap (tiling, slab headers, bins,
+//! counters), then every value reachable from the pool's roots (the root table, the
 //! pipe and broadcast directories, and what pipes and broadcasts hold), each object
 //! validated as [`check_value`](super::check_value) does, and reference counts
 //! compared with the references found.
@@ -98,6 +99,19 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         attached: pool.info().attached.len(),
         ..PoolCheck::default()
     };
+    // The allocator's large-block heap: the tiling, the slabs' headers, the bins.
+    match pool.heap().verify_large() {
+        Ok(found) => r
+            .problems
+            .extend(found.into_iter().map(|(offset, what)| Problem {
+                offset,
+                what: format!("allocator: {what}"),
+            })),
+        Err(e) => r.problems.push(Problem {
+            offset: 0,
+            what: format!("allocator not checked: {e}"),
+        }),
+    }
     // References found to each object, and the objects still to visit (expected
     // tag, offset, depth, where the reference was).
     let mut found: HashMap<u64, (u8, u64)> = HashMap::new();
