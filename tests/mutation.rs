@@ -2,7 +2,7 @@
 //! undefined behaviour: a pool holding nested values, a pipe with values in flight
 //! and the allocator's metadata is mutated one word at a time (a flipped bit, zero,
 //! all ones, a random word, an offset into the pool — aligned or not), and a round
-//! of operations runs over it each time. Every result must be a value or a typed
+//! of operations (`Pool::check` first) runs over it each time. Every result must be a value or a typed
 //! error. The pool's bytes are restored between mutations. `SHMVAL_MUTATIONS` sets
 //! how many (2,000 by default).
 
@@ -56,6 +56,9 @@ fn nested() -> Val {
 /// One round of operations over the (maybe corrupt) pool: each returns a value or
 /// a typed error; none may panic or hang.
 fn exercise(pool: &Pool, pipe: &Pipe) {
+    // The pool-wide check reads everything (allocator, every object, counts) first.
+    let r = pool.check();
+    let _ = (r.is_ok(), r.leaks().len());
     let Ok(root) = pool.root() else { return };
     let _ = root.to_val();
     let _ = check_value(&ShmVal::from(root.clone()));

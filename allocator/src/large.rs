@@ -214,7 +214,7 @@ impl<P: Platform> Large<'_, P> {
     /// block and that its size keeps it inside the arena.
     fn valid(&self, b: u64) -> Result<u64, AllocError> {
         let (start, end) = (self.heap.arena_start, self.heap.arena_end);
-        if b < start || b % 16 != 0 || b + MIN_BLOCK > end {
+        if b < start || b % 16 != 0 || b.checked_add(MIN_BLOCK).is_none_or(|e| e > end) {
             return Err(CORRUPT);
         }
         let v = self.get(b)?;
@@ -672,6 +672,17 @@ mod tests {
         g.set(hdr, size);
         drop(g);
         assert_eq!(heap.verify_large().unwrap(), vec![], "sound again");
+        // A bin head at the end of the address space: reported, no overflow (a panic
+        // in debug builds before `valid` checked its addition).
+        let bins = &heap.header().bins;
+        let head = (0..bins.len())
+            .find(|&i| bins[i].load(std::sync::atomic::Ordering::Relaxed) != 0)
+            .unwrap();
+        let was = bins[head].swap(!15, std::sync::atomic::Ordering::Relaxed);
+        let p = heap.verify_large().unwrap();
+        assert!(p.iter().any(|(_, w)| w.contains("malformed")), "{p:?}");
+        bins[head].store(was, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(heap.verify_large().unwrap(), vec![]);
     }
     use crate::layout::NBINS;
 

@@ -118,15 +118,19 @@ impl Ring {
     #[inline]
     pub(super) fn run(&self, pos: u64) -> impl Iterator<Item = (u64, &Cell)> + '_ {
         let cap = self.cap as usize;
-        let mut i = self.index(pos);
-        (pos..).map(move |p| {
+        let (mut i, mut p) = (self.index(pos), pos);
+        // Positions wrap (a corrupt counter may say anything: `pos..` would
+        // overflow, a panic in debug builds).
+        std::iter::repeat_with(move || {
             // SAFETY: `i < cap`, and `cap` cells were valid per `from_raw`.
             let c = unsafe { &*self.cells.as_ptr().add(i) };
+            let at = p;
+            p = p.wrapping_add(1);
             i += 1;
             if i == cap {
                 i = 0;
             }
-            (p, c)
+            (at, c)
         })
     }
 
