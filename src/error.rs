@@ -150,6 +150,13 @@ pub enum OpenError {
         /// Entries in the table.
         max: usize,
     },
+    /// A repair (`shmval repair`, `Pool::repair`) has the pool to itself; try again
+    /// when it is done.
+    #[error("pool {name:?} is being repaired: try again when the repair is done")]
+    Repairing {
+        /// The name.
+        name: String,
+    },
     /// The creator died before the pool became ready.
     #[error("pool {name:?} was never finished: its creator (pid {pid}) died while creating it")]
     CreatorDied {

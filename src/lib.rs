@@ -108,8 +108,8 @@ pub use pipe::{
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo};
 pub use shm::{
-    check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, ShmBytes, ShmList, ShmOTab,
-    ShmStr, ShmTab, ShmVal, TabLock, ValError,
+    check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, RepairError, RepairReport,
+    ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, ValError,
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use val::{

@@ -31,7 +31,7 @@
 //! claims an entry of its own ([`reattach_all`]).
 
 use crate::platform::process_token;
-use crate::segment::boot::{BootHeader, LIVE_LOCK_BASE};
+use crate::segment::boot::{BootHeader, LIVE_LOCK_BASE, REPAIR_LOCK};
 use crate::sys;
 use shmval_alloc::THREAD_MASK;
 use std::os::fd::OwnedFd;
@@ -117,7 +117,8 @@ fn lock_byte(entry: usize) -> u64 {
 }
 
 /// Claims a free or dead entry of `boot`'s attach table for `token`, taking its
-/// liveness lock through `fd`. `Ok(None)`: every entry belongs to a live process.
+/// liveness lock and the repair lock (shared) through `fd`. `Ok(None)`: every entry
+/// belongs to a live process; `Err(EBUSY)`: a repair has the pool to itself.
 pub(crate) fn claim_entry(
     boot: &BootHeader,
     fd: &OwnedFd,
@@ -131,6 +132,12 @@ pub(crate) fn claim_entry(
             }
             if !sys::ofd_try_lock(fd, lock_byte(i))? {
                 continue;
+            }
+            // Attached processes hold the repair lock shared; a repair holds it
+            // exclusive and has the pool to itself meanwhile.
+            if !sys::ofd_try_lock_shared(fd, REPAIR_LOCK)? {
+                sys::ofd_unlock(fd, lock_byte(i));
+                return Err(nix::errno::Errno::EBUSY);
             }
             // SYNC POINT: the lock is ours, so whoever held the entry is gone; the
             // epoch changes before the token, so a checker that saw the old token
@@ -150,6 +157,7 @@ fn release_entry(boot: &BootHeader, fd: &OwnedFd, i: usize) {
     if let Some(e) = boot.attached.get(i) {
         e.token.store(0, Release);
         sys::ofd_unlock(fd, lock_byte(i));
+        sys::ofd_unlock(fd, REPAIR_LOCK);
     }
 }
 

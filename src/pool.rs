@@ -175,6 +175,9 @@ impl Pool {
                 name: name.to_owned(),
                 max: boot::ATTACH_SLOTS,
             },
+            Attach::Os(nix::errno::Errno::EBUSY) => OpenError::Repairing {
+                name: name.to_owned(),
+            },
             Attach::Os(errno) => OpenError::Os {
                 op: "fcntl",
                 source: errno.into(),
@@ -416,6 +419,67 @@ impl Pool {
     /// ```
     pub fn check(&self) -> crate::PoolCheck {
         crate::shm::check_pool(self)
+    }
+
+    /// Repairs reference counts: every object reachable from the roots whose count is
+    /// above the references found in the pool gets the count it should have (the
+    /// excess was held by processes that died), after the dead threads' cache slots
+    /// are reclaimed; then checks again. Runs only when no other process is attached:
+    /// it takes the pool's repair lock exclusive (attached processes hold it shared;
+    /// openers are refused with [`OpenError::Repairing`] meanwhile). Objects no root
+    /// reaches that a dead process held stay allocated (the reference ledger of the
+    /// recovery work will reclaim them); their bytes show in [`Stats::in_use`].
+    ///
+    /// # Safety
+    /// No handle of this process may refer into the pool: no `ShmVal`, `ShmTab`,
+    /// `ShmList`, `ShmArr`, `ShmStr`, `Pipe`, `Broadcast`, `Subscriber`… of it, in
+    /// any thread (their references would be counted as leaks and taken away, and
+    /// their drops would then free objects still referenced). The `shmval repair`
+    /// tool holds none.
+    ///
+    /// # Errors
+    /// [`RepairError::Attached`] while other processes are attached; a failed lock
+    /// call.
+    pub unsafe fn repair(&self) -> Result<crate::RepairReport, crate::RepairError> {
+        let fd = &self.inner.seg.boot_fd;
+        let locked =
+            sys::ofd_try_lock(fd, boot::REPAIR_LOCK).map_err(|e| crate::RepairError::Os {
+                op: "fcntl",
+                source: e.into(),
+            })?;
+        if !locked {
+            let mut others = self.info().attached;
+            others.retain(|&p| p != sys::getpid());
+            return Err(crate::RepairError::Attached { pids: others });
+        }
+        fail_point!("pool.repair.locked");
+        let reclaimed_slots = self.reclaim_dead();
+        let before = self.check();
+        let mut fixed = Vec::new();
+        for h in &before.held {
+            let Ok(head) = self.header_at(h.offset) else {
+                continue;
+            };
+            let (Ok(count), Ok(found)) = (u32::try_from(h.count), u32::try_from(h.found)) else {
+                continue;
+            };
+            // The count as checked (nobody else is attached: nothing moves it).
+            if head
+                .refcount
+                .compare_exchange(count, found, Relaxed, Relaxed)
+                .is_ok()
+            {
+                fixed.push(h.clone());
+            }
+        }
+        let after = self.check();
+        // Back to shared: openers may attach again.
+        let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
+        Ok(crate::RepairReport {
+            reclaimed_slots,
+            fixed,
+            after,
+        })
     }
 
     /// Allocator statistics.

@@ -55,6 +55,26 @@ fn populated(s: &Scratch) -> (Pool, Pipe, Broadcast, shmval::Subscriber) {
 #[test]
 fn child_role_entry() {
     let Some(role) = common::role() else { return };
+    if role == "repairer" {
+        // Repairs, stopping inside with the repair lock held until told to go on.
+        let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
+        let marker = std::env::var("MARKER").unwrap();
+        shmval::fail::set(
+            "pool.repair.locked",
+            shmval::fail::Action::Call(std::sync::Arc::new(move || {
+                std::fs::write(&marker, b"locked").unwrap();
+                let go = format!("{marker}.go");
+                let t = Instant::now();
+                while !std::path::Path::new(&go).exists() && t.elapsed() < Duration::from_secs(30) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })),
+        );
+        // SAFETY: this process holds no handle into the pool.
+        unsafe { pool.repair() }.unwrap();
+        drop(pool);
+        child_done();
+    }
     assert_eq!(role, "hold-and-die");
     let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
     // Two handles on the table the parent shared, and a list of its own in the root,
@@ -213,6 +233,73 @@ fn references_a_killed_process_held_are_reported_as_leaks() {
         text.contains("LEAKED") && text.contains("0 problem(s), 2 leak(s)"),
         "{text}"
     );
+    // Repair: the counts come down to the references found, the check is clean.
+    let o = shmval(&["repair", s.name(), "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["fixed"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["after"]["held"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(shmval(&["check", s.name()]).status.code(), Some(0));
+    // And what the dead child held goes when the root lets go of it.
+    let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+    let before = pool.stats().in_use;
+    let root = pool.root().unwrap();
+    root.remove("t").unwrap();
+    root.remove("mine").unwrap();
+    drop(root);
+    let after = pool.stats().in_use;
+    assert!(
+        after < before,
+        "the table and the list were freed ({before} -> {after})"
+    );
+    assert!(pool.check().held.is_empty());
+    // A repair while another process is attached is refused.
+    let o = shmval(&["repair", s.name()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("attached"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn openers_are_refused_while_a_repair_runs() {
+    let s = Scratch::new("cli-repairing");
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    pool.root().unwrap().insert("k", 1).unwrap();
+    drop(pool);
+    let marker = format!("/tmp/{}-marker", s.name());
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(format!("{marker}.go"));
+    let mut kid = spawn(
+        "child_role_entry",
+        "repairer",
+        &[("POOL", s.0.clone()), ("MARKER", marker.clone())],
+    );
+    let t = Instant::now();
+    while !std::path::Path::new(&marker).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the repair never locked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let r = Pool::open(s.name(), Duration::ZERO);
+    assert!(
+        matches!(r, Err(shmval::OpenError::Repairing { .. })),
+        "{r:?}"
+    );
+    std::fs::write(format!("{marker}.go"), b"go").unwrap();
+    common::wait_ok(&mut kid, Duration::from_secs(30), "repairer");
+    let pool = Pool::open(s.name(), Duration::ZERO).expect("open once the repair is done");
+    assert!(pool.check().is_ok());
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(format!("{marker}.go"));
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! shmval check NAME [--json] [--dir DIR]
+//! shmval repair NAME [--json] [--dir DIR]
 //! ```
 //!
-//! Exit codes: 0 clean, 1 problems found, 2 could not run (no such pool, not a
-//! shmval pool, an incompatible layout, no permission).
+//! Exit codes: 0 clean (after the repair, for `repair`), 1 problems found (left), 2
+//! could not run (no such pool, not a shmval pool, an incompatible layout, no
+//! permission, other processes attached to a pool to repair).
 
 use clap::{Parser, Subcommand};
 use shmval::{Pool, PoolOptions};
@@ -39,25 +41,88 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Repair a pool no other process is attached to: reference counts above the
+    /// references found (held by dead processes) are lowered to them, the dead
+    /// threads' cache slots given back; then the check again. Openers are refused
+    /// meanwhile. Exit 0 clean afterwards, 1 problems left, 2 could not run (other
+    /// processes attached, no such pool).
+    Repair {
+        /// The pool's name.
+        name: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The directory of the pool's files (default: `$SHMVAL_DIR`, else /dev/shm).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Check { name, json, dir } => check(&name, json, dir),
+        Cmd::Repair { name, json, dir } => repair(&name, json, dir),
     }
 }
 
-fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
+fn open(what: &str, name: &str, dir: Option<PathBuf>) -> Option<Pool> {
     let mut opts = PoolOptions::new();
     if let Some(d) = dir {
         opts = opts.dir(d);
     }
-    let pool = match Pool::open_with(name, &opts) {
-        Ok(p) => p,
+    Pool::open_with(name, &opts)
+        .inspect_err(|e| eprintln!("shmval {what}: cannot open pool {name:?}: {e}"))
+        .ok()
+}
+
+fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
+    let Some(pool) = open("repair", name, dir) else {
+        return ExitCode::from(2);
+    };
+    // SAFETY: this process holds no handle into the pool, only the `Pool`.
+    let r = match unsafe { pool.repair() } {
+        Ok(r) => r,
         Err(e) => {
-            eprintln!("shmval check: cannot open pool {name:?}: {e}");
+            eprintln!("shmval repair: {name}: {e}");
             return ExitCode::from(2);
         }
+    };
+    let clean = r.after.is_ok() && r.after.leaks().is_empty();
+    if json {
+        let mut v = serde_json::to_value(&r).expect("a report serialises");
+        v["name"] = name.into();
+        v["clean"] = clean.into();
+        println!("{v}");
+    } else {
+        println!(
+            "pool {name}: {} dead cache slot(s) given back, {} count(s) fixed",
+            r.reclaimed_slots,
+            r.fixed.len()
+        );
+        for h in &r.fixed {
+            println!(
+                "  {} at {:#x}: count {} -> {}",
+                h.kind, h.offset, h.count, h.found
+            );
+        }
+        for p in &r.after.problems {
+            println!("  PROBLEM left at {:#x}: {}", p.offset, p.what);
+        }
+        println!(
+            "{}",
+            if clean {
+                "clean".to_string()
+            } else {
+                format!("{} problem(s) left", r.after.problems.len())
+            }
+        );
+    }
+    ExitCode::from(if clean { 0 } else { 1 })
+}
+
+fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
+    let Some(pool) = open("check", name, dir) else {
+        return ExitCode::from(2);
     };
     let r = pool.check();
     let leaks = r.leaks();

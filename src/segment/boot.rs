@@ -6,8 +6,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// "SHMVALBT" little-endian: the first word of every boot segment.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
-/// Version of the boot + main segment layout.
-pub const LAYOUT_VERSION: u32 = 3;
+/// Version of the boot + main segment layout and of the attach protocol (4: attached
+/// processes hold the repair lock shared, see [`REPAIR_LOCK`]; a build without it
+/// must not attach beside one that repairs).
+pub const LAYOUT_VERSION: u32 = 4;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.
@@ -39,6 +41,12 @@ pub mod flags {
 /// byte at `LIVE_LOCK_BASE + i` (past the end of the file, where nothing is stored:
 /// locks may cover any range). See `liveness`.
 pub const LIVE_LOCK_BASE: u64 = BOOT_SIZE as u64;
+
+/// The repair lock: every attached process holds a shared lock on this byte of the
+/// boot segment's file for as long as it is attached (taken with its attach entry);
+/// `Pool::repair` takes it exclusive, so it runs only when no other process is
+/// attached, and openers are refused meanwhile. Past every entry's lock byte.
+pub const REPAIR_LOCK: u64 = LIVE_LOCK_BASE + 1024;
 
 /// One entry of the attached-process table. Written only by the process holding the
 /// entry's liveness lock (see `liveness`).

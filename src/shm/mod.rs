@@ -27,7 +27,7 @@ pub use handle::{Arg, ShmVal};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
 pub(crate) use pool_check::check_pool;
-pub use pool_check::{Held, PoolCheck};
+pub use pool_check::{Held, PoolCheck, RepairError, RepairReport};
 pub use tab::{ShmOTab, ShmTab, TabLock};
 pub use text::{ShmBytes, ShmStr};
 

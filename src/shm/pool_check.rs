@@ -75,6 +75,39 @@ impl PoolCheck {
     }
 }
 
+/// What [`Pool::repair`] did.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// Cache slots of dead threads given back first.
+    pub reclaimed_slots: usize,
+    /// Objects whose count was lowered to the references found (the excess was held
+    /// by dead processes): as they were before.
+    pub fixed: Vec<Held>,
+    /// The check after the repair.
+    pub after: PoolCheck,
+}
+
+/// Why [`Pool::repair`] did not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepairError {
+    /// Other live processes are attached (their pids, each in its own PID namespace).
+    #[error("other processes are attached (pids {pids:?}): a repair needs the pool to itself")]
+    Attached {
+        /// Their pids.
+        pids: Vec<u32>,
+    },
+    /// The operating system refused a call.
+    #[error("{op} failed: {source}")]
+    Os {
+        /// The call.
+        op: &'static str,
+        /// Its error.
+        source: std::io::Error,
+    },
+}
+
 /// The type name of an object tag.
 fn kind(t: u8) -> &'static str {
     match t {

@@ -323,6 +323,18 @@ pub(crate) fn ofd_try_lock(fd: &OwnedFd, at: u64) -> Result<bool, Errno> {
     }
 }
 
+/// Takes a shared OFD lock on the byte at `at` through `fd`'s open file description,
+/// without waiting (`Ok(false)`: another description holds it exclusive). Taking it
+/// on a description that holds it exclusive turns that lock shared.
+pub(crate) fn ofd_try_lock_shared(fd: &OwnedFd, at: u64) -> Result<bool, Errno> {
+    let fl = one_byte(libc::F_RDLCK, at);
+    match nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Releases an OFD lock taken by [`ofd_try_lock`] through the same description.
 pub(crate) fn ofd_unlock(fd: &OwnedFd, at: u64) {
     let fl = one_byte(libc::F_UNLCK, at);
