@@ -424,7 +424,9 @@ impl Pool {
     /// Repairs reference counts: every object reachable from the roots whose count is
     /// above the references found in the pool gets the count it should have (the
     /// excess was held by processes that died), after the dead threads' cache slots
-    /// are reclaimed; then checks again. Runs only when no other process is attached:
+    /// are reclaimed; then gives every slab whose blocks are all free back to the
+    /// arena (so a pool filled once with one size serves others again); then checks
+    /// again. Runs only when no other process is attached:
     /// it takes the pool's repair lock exclusive (attached processes hold it shared;
     /// openers are refused with [`OpenError::Repairing`] meanwhile). Objects no root
     /// reaches that a dead process held stay allocated (the reference ledger of the
@@ -472,11 +474,14 @@ impl Pool {
                 fixed.push(h.clone());
             }
         }
+        // SAFETY: alone (the repair lock), and the caller holds nothing (our contract).
+        let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
         let after = self.check();
         // Back to shared: openers may attach again.
         let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
         Ok(crate::RepairReport {
             reclaimed_slots,
+            slabs_returned,
             fixed,
             after,
         })

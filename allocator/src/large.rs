@@ -118,6 +118,26 @@ impl<P: Platform> Heap<P> {
         Ok(b)
     }
 
+    /// Gives the slab at `b` (of `class`, every block free and in no list) back to
+    /// the large heap; its magic word is cleared first, so a stale block offset into
+    /// it no longer passes `check_block`.
+    pub(crate) fn large_free_slab(&self, b: u64, class: usize) -> Result<(), AllocError> {
+        let g = self.large()?;
+        let v = g.valid(b)?;
+        let size = v & !B_FLAGS;
+        if v & B_FLAGS != B_ALLOC | B_SLAB
+            || size != SLAB_SIZE as u64
+            || g.get(b + 16)? != SLAB_MAGIC as u64 | (class as u64) << 32
+        {
+            return Err(CORRUPT);
+        }
+        g.set(b + 16, 0);
+        g.free(b, size)?;
+        let h = self.header();
+        h.slabs[class].store(h.slabs[class].load(Relaxed).saturating_sub(1), Relaxed);
+        Ok(())
+    }
+
     pub(crate) fn large_free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
         let invalid = FreeError::Invalid {
             offset: off.get(),

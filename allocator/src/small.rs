@@ -16,7 +16,7 @@
 //!   is leaked.
 
 use crate::class::CLASS_SIZES;
-use crate::depot::{self, LEN_MASK};
+use crate::depot::{self, CLAIM_SHIFT, LEN_MASK};
 use crate::error::{AllocError, FreeError};
 use crate::heap::{Heap, Offset};
 use crate::layout::*;
@@ -246,6 +246,97 @@ impl<P: Platform> Heap<P> {
         for c in 0..CLASS_SIZES.len() {
             depot::settle(self.depot(c), &self.slot(slot).classes[c].list, slot);
         }
+    }
+
+    /// Gives every slab whose blocks are all free back to the large heap (offline:
+    /// see the safety contract), so that space a size class no longer uses serves
+    /// other sizes. Dead threads' cache slots are reclaimed first; a slab counts as
+    /// empty when all its blocks are in free lists (the depot's batches and every
+    /// cache slot's lists). Returns how many slabs went back.
+    ///
+    /// Crash safety: an affected list (a depot entry or a slot's list word) is
+    /// emptied first (its blocks then belong to nobody), relinked without the empty
+    /// slabs' blocks and stored again, and only then are those slabs freed: a death
+    /// anywhere leaks blocks, never hands one out twice.
+    ///
+    /// # Safety
+    /// No other thread or process uses the heap meanwhile (`Pool::repair` holds the
+    /// pool's repair lock exclusive, and its caller holds nothing).
+    pub unsafe fn return_empty_slabs(&self) -> usize {
+        self.reclaim_dead();
+        let mut returned = 0;
+        for class in 0..CLASS_SIZES.len() {
+            returned += self.return_empty_slabs_of(class);
+        }
+        returned
+    }
+
+    fn return_empty_slabs_of(&self, class: usize) -> usize {
+        // Every free list of the class: the depot's published batches and the slots'
+        // lists, all `(len << 32) | head_unit` words.
+        let lists = self
+            .depot(class)
+            .iter()
+            .chain((1..self.nslots).map(|s| &self.slot(s).classes[class].list));
+        let mut chains: Vec<(&AtomicU64, Vec<u64>)> = Vec::new();
+        let mut per_slab: std::collections::HashMap<u64, u64> = Default::default();
+        let mut seen = std::collections::HashSet::new();
+        for word in lists {
+            let e = word.load(Ordering::Acquire);
+            if e == 0 || e >> CLAIM_SHIFT != 0 {
+                continue;
+            }
+            let len = (e >> 32) & LEN_MASK;
+            let mut off = (e & 0xFFFF_FFFF) << 4;
+            let mut blocks = Vec::with_capacity(len as usize);
+            for _ in 0..len {
+                // A malformed list: the class is left alone.
+                if !self.check_block(class, off) || !seen.insert(off) {
+                    return 0;
+                }
+                blocks.push(off);
+                *per_slab.entry(off & !(SLAB_SIZE as u64 - 1)).or_default() += 1;
+                off = u64::from(self.link(off).load(Ordering::Relaxed)) << 4;
+            }
+            chains.push((word, blocks));
+        }
+        let slab_of = |b: &u64| b & !(SLAB_SIZE as u64 - 1);
+        let empty: std::collections::HashSet<u64> = per_slab
+            .into_iter()
+            .filter(|&(_, n)| n == nblocks(class))
+            .map(|(slab, _)| slab)
+            .collect();
+        if empty.is_empty() {
+            return 0;
+        }
+        for (word, blocks) in chains {
+            if !blocks.iter().any(|b| empty.contains(&slab_of(b))) {
+                continue;
+            }
+            // SYNC POINT: the list belongs to nobody from here (a death leaks it).
+            word.store(0, Ordering::Release);
+            fail_point!("alloc.slabs.unlisted");
+            let keep: Vec<u64> = blocks
+                .into_iter()
+                .filter(|b| !empty.contains(&slab_of(b)))
+                .collect();
+            for w in keep.windows(2) {
+                self.link(w[0]).store(unit(w[1]), Ordering::Relaxed);
+            }
+            if let Some(&first) = keep.first() {
+                word.store(
+                    ((keep.len() as u64) << 32) | u64::from(unit(first)),
+                    Ordering::Release,
+                );
+            }
+        }
+        let mut n = 0;
+        for slab in empty {
+            if self.large_free_slab(slab, class).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Takes a new slab for `class` from the large heap, links all its blocks, keeps

@@ -95,9 +95,11 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
         println!("{v}");
     } else {
         println!(
-            "pool {name}: {} dead cache slot(s) given back, {} count(s) fixed",
+            "pool {name}: {} dead cache slot(s) given back, {} count(s) fixed, {} empty \
+             slab(s) back to the arena",
             r.reclaimed_slots,
-            r.fixed.len()
+            r.fixed.len(),
+            r.slabs_returned
         );
         for h in &r.fixed {
             println!(

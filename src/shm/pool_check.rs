@@ -81,6 +81,8 @@ impl PoolCheck {
 pub struct RepairReport {
     /// Cache slots of dead threads given back first.
     pub reclaimed_slots: usize,
+    /// Slabs whose blocks were all free, given back to the arena.
+    pub slabs_returned: usize,
     /// Objects whose count was lowered to the references found (the excess was held
     /// by dead processes): as they were before.
     pub fixed: Vec<Held>,
