@@ -552,6 +552,8 @@ fn chaos_senders_and_subscribers_killed_at_random_under_traffic() {
     for k in senders.iter_mut().chain(subs.iter_mut()) {
         wait_ok(k, 60 * SECS, "chaos child");
     }
+    let r = pool.check();
+    assert!(r.is_ok(), "after the chaos: {:?}", r.problems);
 }
 
 #[derive(Debug, Clone)]

@@ -603,6 +603,8 @@ fn processes_killed_while_growing_a_table_leave_it_whole() {
         // Whole after every kill: consistent counts, every value readable.
         let r = shmval::check_value(t.as_val());
         assert!(r.is_ok(), "after kill {k}: {r:?}");
+        let pr = pool.check();
+        assert!(pr.is_ok(), "after kill {k}: {:?}", pr.problems);
         let v = t.to_val().unwrap();
         let Val::Tab(m) = &v else { panic!() };
         assert_eq!(m.len(), t.len().unwrap(), "after kill {k}");
@@ -930,6 +932,8 @@ fn processes_killed_while_reordering_an_ordered_dict_leave_it_whole() {
         // Every key exactly once, with its own value, found by lookup.
         let r = shmval::check_value(t.as_val());
         assert!(r.is_ok(), "after kill {n}: {r:?}");
+        let pr = pool.check();
+        assert!(pr.is_ok(), "after kill {n}: {:?}", pr.problems);
         let keys: Vec<String> = t.keys().unwrap().iter().map(|k| k.to_string()).collect();
         assert_eq!(t.len().unwrap(), 40, "after kill {n}: {keys:?}");
         let mut sorted = keys.clone();
