@@ -66,59 +66,91 @@ pub fn check_value(v: &ShmVal) -> CheckReport {
         return report;
     };
     let mut seen = HashSet::new();
-    // (expected tag, offset, depth, slot owner)
-    let mut stack: Vec<(u8, u64, usize, u64)> = vec![(v.raw().tag(), root, 0, root)];
+    let mut stack: Vec<Visit> = vec![(v.raw().tag(), root, 0, root)];
     while let Some((want, off, depth, from)) = stack.pop() {
-        let mut problem = |what: String| report.problems.push(Problem { offset: from, what });
         if depth > MAX_DEPTH {
-            problem(format!("nesting deeper than {MAX_DEPTH}"));
+            report.problems.push(Problem {
+                offset: from,
+                what: format!("nesting deeper than {MAX_DEPTH}"),
+            });
             continue;
         }
         if !seen.insert(off) {
             report.cycles += 1;
             continue;
         }
-        let o = match pool.obj(off) {
-            Ok(o) => o,
-            Err(e) => {
-                problem(e.to_string());
-                continue;
-            }
-        };
-        if o.tag != want {
-            problem(format!(
-                "slot says tag {want}, object at {off:#x} has tag {}",
-                o.tag
-            ));
+        let Some(o) = visit(
+            pool,
+            (want, off, depth, from),
+            &mut report.problems,
+            &mut stack,
+        ) else {
             continue;
-        }
+        };
         match pool.header_at(off).map(|h| h.refcount.load(Relaxed)) {
-            Ok(0) => problem(format!(
-                "object at {off:#x} has reference count 0 (freed or corrupt)"
-            )),
+            Ok(0) => report.problems.push(Problem {
+                offset: from,
+                what: format!("object at {off:#x} has reference count 0 (freed or corrupt)"),
+            }),
             Ok(_) => {}
-            Err(e) => problem(e.to_string()),
+            Err(e) => report.problems.push(Problem {
+                offset: from,
+                what: e.to_string(),
+            }),
         }
         report.objects += 1;
         report.bytes += o.size;
         report.max_depth = report.max_depth.max(depth);
-        let mut children = Vec::new();
-        if let Err(what) = inspect(pool, o, &mut children) {
-            report.problems.push(Problem { offset: off, what });
-        }
-        for r in children {
-            let known_object = (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&r.tag());
-            if known_object {
-                stack.push((r.tag(), r.payload, depth + 1, off));
-            } else if r.tag() > tag::LAST_IMMEDIATE || (r.tag() >= tag::STR_INLINE && r.len() > 8) {
-                report.problems.push(Problem {
-                    offset: off,
-                    what: format!("unknown value tag {}", r.tag()),
-                });
-            }
-        }
     }
     report
+}
+
+/// A reference to visit: (expected tag, offset, depth, offset of the object holding
+/// the reference).
+pub(super) type Visit = (u8, u64, usize, u64);
+
+/// Validates the object `v` names (in bounds, an object header, the tag its slot
+/// says) and its own fields, and pushes the objects it refers to onto `stack`; the
+/// object, unless it could not be read.
+pub(super) fn visit(
+    pool: &Pool,
+    v: Visit,
+    problems: &mut Vec<Problem>,
+    stack: &mut Vec<Visit>,
+) -> Option<Obj> {
+    let (want, off, depth, from) = v;
+    let o = match pool.obj(off) {
+        Ok(o) => o,
+        Err(e) => {
+            problems.push(Problem {
+                offset: from,
+                what: e.to_string(),
+            });
+            return None;
+        }
+    };
+    if o.tag != want {
+        problems.push(Problem {
+            offset: from,
+            what: format!("slot says tag {want}, object at {off:#x} has tag {}", o.tag),
+        });
+        return None;
+    }
+    let mut children = Vec::new();
+    if let Err(what) = inspect(pool, o, &mut children) {
+        problems.push(Problem { offset: off, what });
+    }
+    for r in children {
+        if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&r.tag()) {
+            stack.push((r.tag(), r.payload, depth + 1, off));
+        } else if r.tag() > tag::LAST_IMMEDIATE || (r.tag() >= tag::STR_INLINE && r.len() > 8) {
+            problems.push(Problem {
+                offset: off,
+                what: format!("unknown value tag {}", r.tag()),
+            });
+        }
+    }
+    Some(o)
 }
 
 /// Whether every part of `v` lies inside its pool and is well formed.

@@ -102,23 +102,7 @@ impl ShmVal {
 
     /// The Python type name.
     pub fn type_name(&self) -> &'static str {
-        match self.raw.tag() {
-            tag::NONE => "NoneType",
-            tag::BOOL => "bool",
-            tag::I8..=tag::U64 | tag::BIGINT => "int",
-            tag::F32 | tag::F64 => "float",
-            tag::C32 | tag::C64 => "complex",
-            tag::STR | tag::STR_INLINE => "str",
-            tag::BYTES | tag::BYTES_INLINE => "bytes",
-            tag::ARR => "array",
-            tag::TUP => "tuple",
-            tag::LIST => "list",
-            tag::TAB => "dict",
-            tag::OTAB => "OrderedDict",
-            tag::PIPE => "pipe",
-            tag::BCAST => "broadcast",
-            _ => "?",
-        }
+        super::layout::tag_name(self.raw.tag())
     }
 
     /// This value as a table handle, if it is a `dict` or `OrderedDict` (an

@@ -297,6 +297,27 @@ unsafe impl InShared for ArrHead {}
 // SAFETY: as above.
 unsafe impl InShared for TupHead {}
 
+/// The Python type name of values of tag `t` (`"?"` for a tag no value has).
+pub(crate) fn tag_name(t: u8) -> &'static str {
+    match t {
+        tag::NONE => "NoneType",
+        tag::BOOL => "bool",
+        tag::I8..=tag::U64 | tag::BIGINT => "int",
+        tag::F32 | tag::F64 => "float",
+        tag::C32 | tag::C64 => "complex",
+        tag::STR | tag::STR_INLINE => "str",
+        tag::BYTES | tag::BYTES_INLINE => "bytes",
+        tag::ARR => "array",
+        tag::TUP => "tuple",
+        tag::LIST => "list",
+        tag::TAB => "dict",
+        tag::OTAB => "OrderedDict",
+        tag::PIPE => "pipe",
+        tag::BCAST => "broadcast",
+        _ => "?",
+    }
+}
+
 /// The zero-padded little-endian word of at most 8 bytes, built without a `memcpy`
 /// call (a call for a few bytes cost a fifth of building a small table).
 #[inline]

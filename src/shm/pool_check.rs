@@ -9,7 +9,7 @@
 //! (a leak, until the recovery issue's ledger reclaims it). A count below them is
 //! corruption: a release would free the object while it is still referenced.
 
-use super::check::inspect;
+use super::check::{visit, Visit};
 use super::layout::tag;
 use super::mem::MAX_DEPTH;
 use super::Problem;
@@ -110,24 +110,6 @@ pub enum RepairError {
     },
 }
 
-/// The type name of an object tag.
-fn kind(t: u8) -> &'static str {
-    match t {
-        tag::STR => "str",
-        tag::BYTES => "bytes",
-        tag::BIGINT => "int",
-        tag::C64 => "complex",
-        tag::ARR => "array",
-        tag::TUP => "tuple",
-        tag::LIST => "list",
-        tag::TAB => "dict",
-        tag::OTAB => "OrderedDict",
-        tag::PIPE => "pipe",
-        tag::BCAST => "broadcast",
-        _ => "object",
-    }
-}
-
 pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     let mut r = PoolCheck {
         in_use: pool.stats().in_use,
@@ -150,7 +132,7 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     // References found to each object, and the objects still to visit (expected
     // tag, offset, depth, where the reference was).
     let mut found: HashMap<u64, (u8, u64)> = HashMap::new();
-    let mut stack: Vec<(u8, u64, usize, u64)> = Vec::new();
+    let mut stack: Vec<Visit> = Vec::new();
     for w in ROOT_WORDS {
         match pool.user_word(w).load(Acquire) {
             0 => {}
@@ -158,9 +140,11 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         }
     }
     while let Some((want, off, depth, from)) = stack.pop() {
-        let mut problem = |what: String| r.problems.push(Problem { offset: from, what });
         if depth > MAX_DEPTH {
-            problem(format!("nesting deeper than {MAX_DEPTH}"));
+            r.problems.push(Problem {
+                offset: from,
+                what: format!("nesting deeper than {MAX_DEPTH}"),
+            });
             continue;
         }
         let e = found.entry(off).or_insert((want, 0));
@@ -168,36 +152,11 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         if e.1 > 1 {
             continue; // visited: only its reference is counted
         }
-        let o = match pool.obj(off) {
-            Ok(o) => o,
-            Err(e) => {
-                problem(e.to_string());
-                continue;
-            }
-        };
-        if o.tag != want {
-            problem(format!(
-                "slot says tag {want}, object at {off:#x} has tag {}",
-                o.tag
-            ));
+        let Some(o) = visit(pool, (want, off, depth, from), &mut r.problems, &mut stack) else {
             continue;
-        }
+        };
         r.objects += 1;
         r.object_bytes += o.size;
-        let mut children = Vec::new();
-        if let Err(what) = inspect(pool, o, &mut children) {
-            r.problems.push(Problem { offset: off, what });
-        }
-        for c in children {
-            if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&c.tag()) {
-                stack.push((c.tag(), c.payload, depth + 1, off));
-            } else if c.tag() > tag::LAST_IMMEDIATE || (c.tag() >= tag::STR_INLINE && c.len() > 8) {
-                r.problems.push(Problem {
-                    offset: off,
-                    what: format!("unknown value tag {}", c.tag()),
-                });
-            }
-        }
     }
     let mut offs: Vec<_> = found.into_iter().collect();
     offs.sort_unstable_by_key(|&(off, _)| off);
@@ -210,13 +169,13 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
                 what: format!(
                     "{} with reference count {count}, {refs} references found (a release \
                      would free it while referenced)",
-                    kind(t)
+                    super::layout::tag_name(t)
                 ),
             });
         } else if count > refs {
             r.held.push(Held {
                 offset: off,
-                kind: kind(t),
+                kind: super::layout::tag_name(t),
                 count,
                 found: refs,
             });
