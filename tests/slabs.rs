@@ -66,3 +66,74 @@ fn empty_slabs_go_back_to_the_arena_on_repair() {
         r.slabs_returned
     );
 }
+
+/// Entry point of the re-spawned child processes (a no-op in a normal run).
+#[test]
+fn child_role_entry() {
+    let Some(role) = common::role() else { return };
+    assert_eq!(role, "repair-and-die");
+    // Alone on the pool: fill it with small strings, free them, repair; the fail
+    // point `alloc.slabs.unlisted` (SHMVAL_FAILPOINTS=…=N@abort) kills this process
+    // between emptying a free list and storing it again.
+    let pool = Pool::open(
+        &std::env::var("POOL").unwrap(),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let small = Val::from("a string of some forty characters, or so");
+    let mut held = Vec::new();
+    while let Ok(v) = pool.share(&small) {
+        held.push(v);
+    }
+    drop(held);
+    // SAFETY: this process holds no handle into the pool, and is alone.
+    let _ = unsafe { pool.repair() };
+    common::child_done();
+}
+
+#[test]
+fn a_repair_killed_while_giving_slabs_back_leaks_and_never_hands_a_block_out_twice() {
+    for skip in [0, 3] {
+        let s = Scratch::new("slabs-die");
+        drop(Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap());
+        let mut kid = common::spawn(
+            "child_role_entry",
+            "repair-and-die",
+            &[
+                ("POOL", s.0.clone()),
+                (
+                    "SHMVAL_FAILPOINTS",
+                    format!("alloc.slabs.unlisted={skip}@abort"),
+                ),
+            ],
+        );
+        let st = kid.wait().unwrap();
+        assert!(st.code().is_none(), "killed at the point ({st:?})");
+        let pool = Pool::open(s.name(), std::time::Duration::ZERO).unwrap();
+        let r = pool.check();
+        assert!(r.is_ok(), "{:?}", r.problems);
+        // A second repair finishes the job for the slabs whose blocks are all still
+        // listed; the blocks of the list the dead repairer held are leaked.
+        // SAFETY: this process holds no handle into the pool, and is alone.
+        let r = unsafe { pool.repair() }.unwrap();
+        assert!(r.after.is_ok(), "{:?}", r.after.problems);
+        // Every block handed out is handed out once: distinct strings all read back.
+        let mut held = Vec::new();
+        for i in 0.. {
+            match pool.share(&Val::from(format!("distinct string number {i:08}"))) {
+                Ok(v) => held.push(v),
+                Err(_) => break,
+            }
+        }
+        assert!(held.len() > 1000, "{} strings", held.len());
+        for (i, v) in held.iter().enumerate() {
+            assert_eq!(
+                v.to_val().unwrap(),
+                Val::from(format!("distinct string number {i:08}")),
+                "block {i} handed out twice"
+            );
+        }
+        drop(held);
+        assert!(pool.check().is_ok());
+    }
+}
