@@ -408,8 +408,30 @@ impl<P: Platform> Heap<P> {
             return self.alloc(layout);
         }
         match class_for(layout.size(), layout.align()) {
+            // A small allocation that finds the pool short gives empty slabs back in
+            // its slow path (`small_alloc_slow`).
             Some(c) => self.small_alloc(slot, c),
-            None => self.large_alloc(layout),
+            // SAFETY: forwarded: `slot` is the calling thread's.
+            None => unsafe { self.large_alloc_in(slot, layout) },
+        }
+    }
+
+    /// A large allocation; if the pool is short, this slot's lists, unclaimed
+    /// slots' lists and the depot give back every slab whose blocks are all free,
+    /// and it is tried once more (out of line: the small path stays as small as it
+    /// was).
+    ///
+    /// # Safety
+    /// As [`Heap::alloc_in`].
+    #[inline(never)]
+    unsafe fn large_alloc_in(&self, slot: u32, layout: Layout) -> Result<Offset, AllocError> {
+        match self.large_alloc(layout) {
+            Err(AllocError::Exhausted { .. }) => {
+                // SAFETY: forwarded.
+                unsafe { self.give_back(slot) };
+                self.large_alloc(layout)
+            }
+            r => r,
         }
     }
 

@@ -154,10 +154,29 @@ impl<P: Platform> Heap<P> {
         Ok(Offset::new(off).expect("check_block proved off >= arena_start > 0"))
     }
 
+    /// [`Heap::give_back`] for `slot`, which the small paths are only called with
+    /// by the thread that claimed it (or with slot 0, which callers exclude).
+    #[cold]
+    fn give_back_mine(&self, slot: u32) -> usize {
+        // SAFETY: `small_alloc`'s callers pass the calling thread's slot.
+        unsafe { self.give_back(slot) }
+    }
+
     #[cold]
     fn small_alloc_slow(&self, slot: u32, class: usize) -> Result<Offset, AllocError> {
         if !self.refill(slot, class) {
-            self.carve(slot, class)?;
+            match self.carve(slot, class) {
+                Ok(()) => {}
+                // The pool ran short: empty slabs of every class go back to the arena
+                // (and this class's free blocks in the depot come to this slot), then
+                // one more try. Slot 0 (shared, under a lock) does not.
+                Err(AllocError::Exhausted { .. }) if slot != 0 && self.give_back_mine(slot) > 0 => {
+                    if self.slot(slot).classes[class].list.load(Ordering::Relaxed) >> 32 == 0 {
+                        self.carve(slot, class)?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         self.small_alloc(slot, class)
     }
@@ -269,6 +288,127 @@ impl<P: Platform> Heap<P> {
             returned += self.return_empty_slabs_of(class);
         }
         returned
+    }
+
+    /// Online, by the owner of `slot` when an allocation found the pool exhausted:
+    /// takes every published depot batch of each class (a CAS to 0: from there the
+    /// batch is this thread's alone; a death leaks it) and the lists of unclaimed
+    /// slots (each claimed for the moment), and counts, over those and this slot's
+    /// own lists, the free blocks of each slab; a slab all of whose
+    /// blocks are in this thread's hands is empty for certain (every block of a slab
+    /// is allocated, in one list or batch, or here), so it goes back to the large
+    /// heap. The other blocks become this slot's list. Returns how many slabs went
+    /// back.
+    ///
+    /// # Safety
+    /// `slot` was claimed by the calling thread.
+    #[cold]
+    pub(crate) unsafe fn give_back(&self, slot: u32) -> usize {
+        let mut returned = 0;
+        for class in 0..CLASS_SIZES.len() {
+            returned += self.give_back_class(slot, class);
+        }
+        returned
+    }
+
+    fn give_back_class(&self, slot: u32, class: usize) -> usize {
+        let list = &self.slot(slot).classes[class].list;
+        let mut mine: Vec<u64> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // Walks the chain `(len << 32) | head` into `mine`; false if malformed.
+        let mut walk = |e: u64, mine: &mut Vec<u64>| -> bool {
+            let mut off = (e & 0xFFFF_FFFF) << 4;
+            for _ in 0..((e >> 32) & LEN_MASK) {
+                if !self.check_block(class, off) || !seen.insert(off) {
+                    return false;
+                }
+                mine.push(off);
+                off = u64::from(self.link(off).load(Ordering::Relaxed)) << 4;
+            }
+            true
+        };
+        // This slot's own list first (nobody else writes it), taken out of the list
+        // word before anything is relinked (a death leaks, never hands out twice).
+        let own = list.load(Ordering::Relaxed);
+        if own >> 32 != 0 && !walk(own, &mut mine) {
+            return 0; // malformed: left as it is
+        }
+        list.store(0, Ordering::Release);
+        // The lists unclaimed slots kept (a thread that ended with the depot full):
+        // each slot claimed for the moment, its list taken the same way.
+        let me = P::process_token();
+        for s in (1..self.nslots).filter(|&s| s != slot) {
+            let owner = &self.slot(s).owner;
+            if owner.load(Ordering::Relaxed) != 0
+                || owner
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let theirs = &self.slot(s).classes[class].list;
+            let e = theirs.load(Ordering::Relaxed);
+            if e >> 32 != 0 {
+                theirs.store(0, Ordering::Release);
+                let at = mine.len();
+                if !walk(e, &mut mine) {
+                    mine.truncate(at);
+                    theirs.store(e, Ordering::Release);
+                }
+            }
+            owner.store(0, Ordering::Release);
+        }
+        for entry in self.depot(class) {
+            let e = entry.load(Ordering::Acquire);
+            if e == 0 || e >> CLAIM_SHIFT != 0 {
+                continue;
+            }
+            // SYNC POINT: the batch is ours alone from here (a death leaks it).
+            if entry
+                .compare_exchange(e, 0, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let at = mine.len();
+            if !walk(e, &mut mine) {
+                // Malformed: put it back untouched, and stop looking.
+                mine.truncate(at);
+                let _ = entry.compare_exchange(0, e, Ordering::Release, Ordering::Relaxed);
+                break;
+            }
+        }
+        let slab_of = |b: &u64| b & !(SLAB_SIZE as u64 - 1);
+        let mut per_slab: std::collections::HashMap<u64, u64> = Default::default();
+        for b in &mine {
+            *per_slab.entry(slab_of(b)).or_default() += 1;
+        }
+        let empty: std::collections::HashSet<u64> = per_slab
+            .into_iter()
+            .filter(|&(_, n)| n == nblocks(class))
+            .map(|(slab, _)| slab)
+            .collect();
+        let keep: Vec<u64> = mine
+            .into_iter()
+            .filter(|b| !empty.contains(&slab_of(b)))
+            .collect();
+        for w in keep.windows(2) {
+            self.link(w[0]).store(unit(w[1]), Ordering::Relaxed);
+        }
+        fail_point!("alloc.give_back.relinked");
+        if let Some(&first) = keep.first() {
+            list.store(
+                ((keep.len() as u64) << 32) | u64::from(unit(first)),
+                Ordering::Release,
+            );
+        }
+        let mut n = 0;
+        for slab in empty {
+            if self.large_free_slab(slab, class).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     fn return_empty_slabs_of(&self, class: usize) -> usize {
