@@ -105,6 +105,27 @@ fn empty_slabs_go_back_to_the_arena_on_repair() {
 #[test]
 fn child_role_entry() {
     let Some(role) = common::role() else { return };
+    if role == "give-back-and-die" {
+        // Fills the pool with small strings from another thread, frees them, then
+        // runs short on a large string: the online give-back runs, and the fail point
+        // `alloc.give_back.relinked` (SHMVAL_FAILPOINTS) kills this process inside it.
+        let pool = Pool::open(
+            &std::env::var("POOL").unwrap(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let small = Val::from("a string of some forty characters, or so");
+                let mut held = Vec::new();
+                while let Ok(v) = pool.share(&small) {
+                    held.push(v);
+                }
+            });
+        });
+        let _ = big_strings_that_fit(&pool);
+        common::child_done();
+    }
     assert_eq!(role, "repair-and-die");
     // Alone on the pool: fill it with small strings, free them, repair; the fail
     // point `alloc.slabs.unlisted` (SHMVAL_FAILPOINTS=…=N@abort) kills this process
@@ -160,6 +181,51 @@ fn a_repair_killed_while_giving_slabs_back_leaks_and_never_hands_a_block_out_twi
             }
         }
         assert!(held.len() > 1000, "{} strings", held.len());
+        for (i, v) in held.iter().enumerate() {
+            assert_eq!(
+                v.to_val().unwrap(),
+                Val::from(format!("distinct string number {i:08}")),
+                "block {i} handed out twice"
+            );
+        }
+        drop(held);
+        assert!(pool.check().is_ok());
+    }
+}
+
+#[test]
+fn a_thread_killed_while_giving_slabs_back_online_leaks_and_never_hands_a_block_out_twice() {
+    // The filler's own last (failing) allocation gives back once: 28 classes, 28
+    // hits of the point. Then the large strings' first give-back: at its first
+    // class (nothing taken: nothing leaks), or at the 64-byte class (its blocks are
+    // in the dying thread's hands: they leak, with their slabs).
+    for (skip, leaks) in [(28, false), (31, true)] {
+        let s = Scratch::new("slabs-gb-die");
+        let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+        let mut kid = common::spawn(
+            "child_role_entry",
+            "give-back-and-die",
+            &[
+                ("POOL", s.0.clone()),
+                (
+                    "SHMVAL_FAILPOINTS",
+                    format!("alloc.give_back.relinked={skip}@abort"),
+                ),
+            ],
+        );
+        let st = kid.wait().unwrap();
+        assert!(st.code().is_none(), "killed at the point ({st:?})");
+        let r = pool.check();
+        assert!(r.is_ok(), "{:?}", r.problems);
+        // This process goes on: every block it is handed out is handed out once.
+        let mut held = Vec::new();
+        for i in 0.. {
+            match pool.share(&Val::from(format!("distinct string number {i:08}"))) {
+                Ok(v) => held.push(v),
+                Err(_) => break,
+            }
+        }
+        assert!(leaks || held.len() > 100, "{} strings", held.len());
         for (i, v) in held.iter().enumerate() {
             assert_eq!(
                 v.to_val().unwrap(),

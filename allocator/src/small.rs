@@ -291,7 +291,7 @@ impl<P: Platform> Heap<P> {
     }
 
     /// Online, by the owner of `slot` when an allocation found the pool exhausted:
-    /// takes every published depot batch of each class (a CAS to 0: from there the
+    /// reclaims dead processes' cache slots, then takes every published depot batch of each class (a CAS to 0: from there the
     /// batch is this thread's alone; a death leaks it) and the lists of unclaimed
     /// slots (each claimed for the moment), and counts, over those and this slot's
     /// own lists, the free blocks of each slab; a slab all of whose
@@ -304,6 +304,9 @@ impl<P: Platform> Heap<P> {
     /// `slot` was claimed by the calling thread.
     #[cold]
     pub(crate) unsafe fn give_back(&self, slot: u32) -> usize {
+        // Dead processes' slots first: their lists become unclaimed ones (or go to
+        // the depot), which this walk takes.
+        self.reclaim_dead();
         let mut returned = 0;
         for class in 0..CLASS_SIZES.len() {
             returned += self.give_back_class(slot, class);
