@@ -18,6 +18,20 @@ fn big_strings_that_fit(pool: &Pool) -> usize {
     held.len()
 }
 
+/// Fills the pool with distinct strings and reads every one back (a block handed
+/// out twice would show another's text); how many fit (all dropped afterwards).
+fn distinct_strings_fit(pool: &Pool) -> usize {
+    let text = |i: usize| Val::from(format!("distinct string number {i:08}"));
+    let mut held = Vec::new();
+    while let Ok(v) = pool.share(&text(held.len())) {
+        held.push(v);
+    }
+    for (i, v) in held.iter().enumerate() {
+        assert_eq!(v.to_val().unwrap(), text(i), "block {i} handed out twice");
+    }
+    held.len()
+}
+
 #[test]
 fn a_pool_that_runs_short_gives_its_empty_slabs_back_online() {
     let fresh = {
@@ -173,22 +187,8 @@ fn a_repair_killed_while_giving_slabs_back_leaks_and_never_hands_a_block_out_twi
         let r = unsafe { pool.repair() }.unwrap();
         assert!(r.after.is_ok(), "{:?}", r.after.problems);
         // Every block handed out is handed out once: distinct strings all read back.
-        let mut held = Vec::new();
-        for i in 0.. {
-            match pool.share(&Val::from(format!("distinct string number {i:08}"))) {
-                Ok(v) => held.push(v),
-                Err(_) => break,
-            }
-        }
-        assert!(held.len() > 1000, "{} strings", held.len());
-        for (i, v) in held.iter().enumerate() {
-            assert_eq!(
-                v.to_val().unwrap(),
-                Val::from(format!("distinct string number {i:08}")),
-                "block {i} handed out twice"
-            );
-        }
-        drop(held);
+        let n = distinct_strings_fit(&pool);
+        assert!(n > 1000, "{n} strings");
         assert!(pool.check().is_ok());
     }
 }
@@ -218,22 +218,8 @@ fn a_thread_killed_while_giving_slabs_back_online_leaks_and_never_hands_a_block_
         let r = pool.check();
         assert!(r.is_ok(), "{:?}", r.problems);
         // This process goes on: every block it is handed out is handed out once.
-        let mut held = Vec::new();
-        for i in 0.. {
-            match pool.share(&Val::from(format!("distinct string number {i:08}"))) {
-                Ok(v) => held.push(v),
-                Err(_) => break,
-            }
-        }
-        assert!(leaks || held.len() > 100, "{} strings", held.len());
-        for (i, v) in held.iter().enumerate() {
-            assert_eq!(
-                v.to_val().unwrap(),
-                Val::from(format!("distinct string number {i:08}")),
-                "block {i} handed out twice"
-            );
-        }
-        drop(held);
+        let n = distinct_strings_fit(&pool);
+        assert!(leaks || n > 100, "{n} strings");
         assert!(pool.check().is_ok());
     }
 }

@@ -75,6 +75,12 @@ fn flush_at(class: usize) -> u32 {
     (2 * BATCH[class]) as u32
 }
 
+/// The slab a block lies in.
+#[inline]
+fn slab_of(off: u64) -> u64 {
+    off & !(SLAB_SIZE as u64 - 1)
+}
+
 #[inline]
 fn unit(off: u64) -> u32 {
     (off >> 4) as u32
@@ -314,22 +320,74 @@ impl<P: Platform> Heap<P> {
         returned
     }
 
+    /// Appends the blocks of the chain `(len << 32) | head` of `class` to `out`;
+    /// false (and `out` as it was) when a block is malformed or already in `seen`.
+    fn walk_chain(
+        &self,
+        class: usize,
+        e: u64,
+        seen: &mut std::collections::HashSet<u64>,
+        out: &mut Vec<u64>,
+    ) -> bool {
+        let at = out.len();
+        let mut off = (e & 0xFFFF_FFFF) << 4;
+        for _ in 0..((e >> 32) & LEN_MASK) {
+            if !self.check_block(class, off) || !seen.insert(off) {
+                out.truncate(at);
+                return false;
+            }
+            out.push(off);
+            off = u64::from(self.link(off).load(Ordering::Relaxed)) << 4;
+        }
+        true
+    }
+
+    /// The slabs all of whose blocks of `class` are among `blocks`.
+    fn all_free_slabs<'b>(
+        class: usize,
+        blocks: impl Iterator<Item = &'b u64>,
+    ) -> std::collections::HashSet<u64> {
+        let mut per_slab: std::collections::HashMap<u64, u64> = Default::default();
+        for b in blocks {
+            *per_slab.entry(slab_of(*b)).or_default() += 1;
+        }
+        per_slab
+            .into_iter()
+            .filter(|&(_, n)| n == nblocks(class))
+            .map(|(slab, _)| slab)
+            .collect()
+    }
+
+    /// Links `keep` (blocks no one else holds) into one chain.
+    fn relink(&self, keep: &[u64]) {
+        for w in keep.windows(2) {
+            self.link(w[0]).store(unit(w[1]), Ordering::Relaxed);
+        }
+    }
+
+    /// Stores the chain `relink` made of `keep` in `word` (left 0 when empty).
+    fn publish_chain(&self, word: &AtomicU64, keep: &[u64]) {
+        if let Some(&first) = keep.first() {
+            word.store(
+                ((keep.len() as u64) << 32) | u64::from(unit(first)),
+                Ordering::Release,
+            );
+        }
+    }
+
+    /// Frees each slab of `empty` (of `class`) to the large heap; how many went.
+    fn free_slabs(&self, empty: std::collections::HashSet<u64>, class: usize) -> usize {
+        empty
+            .into_iter()
+            .filter(|&slab| self.large_free_slab(slab, class).is_ok())
+            .count()
+    }
+
     fn give_back_class(&self, slot: u32, class: usize) -> usize {
         let list = &self.slot(slot).classes[class].list;
         let mut mine: Vec<u64> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        // Walks the chain `(len << 32) | head` into `mine`; false if malformed.
-        let mut walk = |e: u64, mine: &mut Vec<u64>| -> bool {
-            let mut off = (e & 0xFFFF_FFFF) << 4;
-            for _ in 0..((e >> 32) & LEN_MASK) {
-                if !self.check_block(class, off) || !seen.insert(off) {
-                    return false;
-                }
-                mine.push(off);
-                off = u64::from(self.link(off).load(Ordering::Relaxed)) << 4;
-            }
-            true
-        };
+        let mut walk = |e: u64, mine: &mut Vec<u64>| self.walk_chain(class, e, &mut seen, mine);
         // This slot's own list first (nobody else writes it), taken out of the list
         // word before anything is relinked (a death leaks, never hands out twice).
         let own = list.load(Ordering::Relaxed);
@@ -353,9 +411,7 @@ impl<P: Platform> Heap<P> {
             let e = theirs.load(Ordering::Relaxed);
             if e >> 32 != 0 {
                 theirs.store(0, Ordering::Release);
-                let at = mine.len();
                 if !walk(e, &mut mine) {
-                    mine.truncate(at);
                     theirs.store(e, Ordering::Release);
                 }
             }
@@ -373,45 +429,22 @@ impl<P: Platform> Heap<P> {
             {
                 continue;
             }
-            let at = mine.len();
             if !walk(e, &mut mine) {
                 // Malformed: put it back untouched, and stop looking.
-                mine.truncate(at);
                 let _ = entry.compare_exchange(0, e, Ordering::Release, Ordering::Relaxed);
                 break;
             }
         }
-        let slab_of = |b: &u64| b & !(SLAB_SIZE as u64 - 1);
-        let mut per_slab: std::collections::HashMap<u64, u64> = Default::default();
-        for b in &mine {
-            *per_slab.entry(slab_of(b)).or_default() += 1;
-        }
-        let empty: std::collections::HashSet<u64> = per_slab
-            .into_iter()
-            .filter(|&(_, n)| n == nblocks(class))
-            .map(|(slab, _)| slab)
-            .collect();
+        let empty = Self::all_free_slabs(class, mine.iter());
         let keep: Vec<u64> = mine
             .into_iter()
-            .filter(|b| !empty.contains(&slab_of(b)))
+            .filter(|b| !empty.contains(&slab_of(*b)))
             .collect();
-        for w in keep.windows(2) {
-            self.link(w[0]).store(unit(w[1]), Ordering::Relaxed);
-        }
+        self.relink(&keep);
+        // Linked, not yet stored: the blocks are this thread's alone (a death leaks).
         fail_point!("alloc.give_back.relinked");
-        if let Some(&first) = keep.first() {
-            list.store(
-                ((keep.len() as u64) << 32) | u64::from(unit(first)),
-                Ordering::Release,
-            );
-        }
-        let mut n = 0;
-        for slab in empty {
-            if self.large_free_slab(slab, class).is_ok() {
-                n += 1;
-            }
-        }
-        n
+        self.publish_chain(list, &keep);
+        self.free_slabs(empty, class)
     }
 
     fn return_empty_slabs_of(&self, class: usize) -> usize {
@@ -422,38 +455,24 @@ impl<P: Platform> Heap<P> {
             .iter()
             .chain((1..self.nslots).map(|s| &self.slot(s).classes[class].list));
         let mut chains: Vec<(&AtomicU64, Vec<u64>)> = Vec::new();
-        let mut per_slab: std::collections::HashMap<u64, u64> = Default::default();
         let mut seen = std::collections::HashSet::new();
         for word in lists {
             let e = word.load(Ordering::Acquire);
             if e == 0 || e >> CLAIM_SHIFT != 0 {
                 continue;
             }
-            let len = (e >> 32) & LEN_MASK;
-            let mut off = (e & 0xFFFF_FFFF) << 4;
-            let mut blocks = Vec::with_capacity(len as usize);
-            for _ in 0..len {
-                // A malformed list: the class is left alone.
-                if !self.check_block(class, off) || !seen.insert(off) {
-                    return 0;
-                }
-                blocks.push(off);
-                *per_slab.entry(off & !(SLAB_SIZE as u64 - 1)).or_default() += 1;
-                off = u64::from(self.link(off).load(Ordering::Relaxed)) << 4;
+            let mut blocks = Vec::new();
+            if !self.walk_chain(class, e, &mut seen, &mut blocks) {
+                return 0; // a malformed list: the class is left alone
             }
             chains.push((word, blocks));
         }
-        let slab_of = |b: &u64| b & !(SLAB_SIZE as u64 - 1);
-        let empty: std::collections::HashSet<u64> = per_slab
-            .into_iter()
-            .filter(|&(_, n)| n == nblocks(class))
-            .map(|(slab, _)| slab)
-            .collect();
+        let empty = Self::all_free_slabs(class, chains.iter().flat_map(|(_, b)| b));
         if empty.is_empty() {
             return 0;
         }
         for (word, blocks) in chains {
-            if !blocks.iter().any(|b| empty.contains(&slab_of(b))) {
+            if !blocks.iter().any(|b| empty.contains(&slab_of(*b))) {
                 continue;
             }
             // SYNC POINT: the list belongs to nobody from here (a death leaks it).
@@ -461,25 +480,12 @@ impl<P: Platform> Heap<P> {
             fail_point!("alloc.slabs.unlisted");
             let keep: Vec<u64> = blocks
                 .into_iter()
-                .filter(|b| !empty.contains(&slab_of(b)))
+                .filter(|b| !empty.contains(&slab_of(*b)))
                 .collect();
-            for w in keep.windows(2) {
-                self.link(w[0]).store(unit(w[1]), Ordering::Relaxed);
-            }
-            if let Some(&first) = keep.first() {
-                word.store(
-                    ((keep.len() as u64) << 32) | u64::from(unit(first)),
-                    Ordering::Release,
-                );
-            }
+            self.relink(&keep);
+            self.publish_chain(word, &keep);
         }
-        let mut n = 0;
-        for slab in empty {
-            if self.large_free_slab(slab, class).is_ok() {
-                n += 1;
-            }
-        }
-        n
+        self.free_slabs(empty, class)
     }
 
     /// Takes a new slab for `class` from the large heap, links all its blocks, keeps
