@@ -160,24 +160,25 @@ fn child_role_entry() {
     common::child_done();
 }
 
+/// Runs child `role` on `s`'s pool, killed (abort) at fail point `point` after
+/// `skip` hits of it; fails unless it died there.
+fn die_at(s: &Scratch, role: &str, point: &str, skip: u32) {
+    let spec = format!("{point}={skip}@abort");
+    let mut kid = common::spawn(
+        "child_role_entry",
+        role,
+        &[("POOL", s.0.clone()), ("SHMVAL_FAILPOINTS", spec)],
+    );
+    let st = kid.wait().unwrap();
+    assert!(st.code().is_none(), "killed at {point} ({st:?})");
+}
+
 #[test]
 fn a_repair_killed_while_giving_slabs_back_leaks_and_never_hands_a_block_out_twice() {
     for skip in [0, 3] {
         let s = Scratch::new("slabs-die");
         drop(Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap());
-        let mut kid = common::spawn(
-            "child_role_entry",
-            "repair-and-die",
-            &[
-                ("POOL", s.0.clone()),
-                (
-                    "SHMVAL_FAILPOINTS",
-                    format!("alloc.slabs.unlisted={skip}@abort"),
-                ),
-            ],
-        );
-        let st = kid.wait().unwrap();
-        assert!(st.code().is_none(), "killed at the point ({st:?})");
+        die_at(&s, "repair-and-die", "alloc.slabs.unlisted", skip);
         let pool = Pool::open(s.name(), std::time::Duration::ZERO).unwrap();
         let r = pool.check();
         assert!(r.is_ok(), "{:?}", r.problems);
@@ -202,19 +203,7 @@ fn a_thread_killed_while_giving_slabs_back_online_leaks_and_never_hands_a_block_
     for (skip, leaks) in [(28, false), (31, true)] {
         let s = Scratch::new("slabs-gb-die");
         let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
-        let mut kid = common::spawn(
-            "child_role_entry",
-            "give-back-and-die",
-            &[
-                ("POOL", s.0.clone()),
-                (
-                    "SHMVAL_FAILPOINTS",
-                    format!("alloc.give_back.relinked={skip}@abort"),
-                ),
-            ],
-        );
-        let st = kid.wait().unwrap();
-        assert!(st.code().is_none(), "killed at the point ({st:?})");
+        die_at(&s, "give-back-and-die", "alloc.give_back.relinked", skip);
         let r = pool.check();
         assert!(r.is_ok(), "{:?}", r.problems);
         // This process goes on: every block it is handed out is handed out once.
