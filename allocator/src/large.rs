@@ -384,6 +384,11 @@ impl<P: Platform> Large<'_, P> {
             size = needed;
         } else {
             self.set(b, size | flags);
+            if front > 0 {
+                // The block after now follows the inner block, not the old whole one
+                // (a stale previous-size field stops a later free from coalescing).
+                self.fix_prev_size(b, size);
+            }
         }
         let h = self.heap.header();
         let used = h.large_used.load(Relaxed).wrapping_add(size);
