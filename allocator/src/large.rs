@@ -709,6 +709,43 @@ mod tests {
         bins[head].store(was, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(heap.verify_large().unwrap(), vec![]);
     }
+
+    /// A slab cut from a free block with front padding and nothing left behind: the
+    /// block after it must learn its new neighbour's size (it kept the old whole
+    /// block's, and `verify` found "previous-size" after a later chaos run).
+    #[test]
+    fn a_slab_that_uses_the_rest_of_a_padded_block_fixes_its_neighbours_previous_size() {
+        use crate::layout::{MIN_BLOCK, SLAB_SIZE};
+        let mut region = OwnedRegion::new(4 << 20);
+        // SAFETY: the buffer outlives the heap and nothing else uses it.
+        let heap = unsafe { Heap::<StdPlatform>::format(region.region()) }.unwrap();
+        let slab = SLAB_SIZE as u64;
+        let b0 = heap.arena_start;
+        // A free block at `q` (not slab aligned) of exactly front + slab bytes, between
+        // two allocated blocks. A layout of n bytes takes a block of n + 16.
+        let block = |n: u64| Layout::from_size_align((n - 16) as usize, 16).unwrap();
+        let x = 4096;
+        let q = b0 + x;
+        let mut front = q.next_multiple_of(slab) - q;
+        if front < MIN_BLOCK {
+            front += slab;
+        }
+        let a = heap.large_alloc(block(x)).unwrap();
+        assert_eq!(a.get(), b0 + 16);
+        let f = heap.large_alloc(block(front + slab)).unwrap();
+        assert_eq!(f.get(), q + 16);
+        let c = heap.large_alloc(block(4096)).unwrap();
+        assert_eq!(c.get(), q + front + slab + 16);
+        heap.large_free(f, block(front + slab)).unwrap();
+        assert_eq!(heap.verify_large().unwrap(), vec![], "before the slab");
+        let s = heap.large_alloc_slab(0).unwrap();
+        assert_eq!(s, q + front, "the slab came from the padded block");
+        assert_eq!(heap.verify_large().unwrap(), vec![], "after the slab");
+        heap.large_free_slab(s, 0).unwrap();
+        heap.large_free(c, block(4096)).unwrap();
+        heap.large_free(a, block(x)).unwrap();
+        assert_eq!(heap.verify_large().unwrap(), vec![], "all freed again");
+    }
     use crate::layout::NBINS;
 
     #[test]
