@@ -70,6 +70,7 @@ macro_rules! fail_fires {
 }
 
 mod error;
+mod ledger;
 #[cfg(feature = "failpoints")]
 pub use shmval_alloc::fail;
 mod liveness;
@@ -106,7 +107,7 @@ pub use pipe::{
     SendError, Subscriber,
 };
 pub use platform::LinuxPlatform;
-pub use pool::{Pool, PoolInfo};
+pub use pool::{Pool, PoolInfo, Reclaimed};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, RepairError, RepairReport,
     ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, ValError,

@@ -221,6 +221,25 @@ pub(crate) fn entries(boot: &BootHeader, fd: &OwnedFd, mine: Option<usize>) -> V
         .collect()
 }
 
+/// Whether the process holding entry `i` lives (`mine`: the entry this process
+/// holds, alive by definition; a failing check counts as alive).
+pub(crate) fn entry_alive(fd: &OwnedFd, i: usize, mine: Option<usize>) -> bool {
+    mine == Some(i) || !matches!(sys::ofd_held(fd, lock_byte(i)), Ok(false))
+}
+
+/// Runs `f` holding the lock of entry `i` — so its process is gone, and nobody
+/// claims the entry meanwhile — if the lock is free; returns whether it ran. Never
+/// for an entry this process holds (its own description's lock would be taken and
+/// then given up): the caller skips entries naming its token.
+pub(crate) fn with_entry_lock(fd: &OwnedFd, i: usize, f: impl FnOnce()) -> bool {
+    if !matches!(sys::ofd_try_lock(fd, lock_byte(i)), Ok(true)) {
+        return false;
+    }
+    f();
+    sys::ofd_unlock(fd, lock_byte(i));
+    true
+}
+
 /// Attaches a new pool handle of this process and registers it. Handles of one pool
 /// (one boot file) in one process share one entry: a later handle's descriptor is
 /// made to refer to the first one's open file description (`dup3`), which holds the

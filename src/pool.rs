@@ -41,6 +41,8 @@ struct Inner {
     /// claimed them (released when the pool drops; a forked child's copy of the list
     /// names its parent's slots, which it must not release).
     slots: Mutex<Vec<(u32, u32)>>,
+    /// This process's view of its reference ledger in the pool.
+    ledger: crate::ledger::Ledger,
 }
 
 impl Inner {
@@ -292,6 +294,7 @@ impl Pool {
             seg,
             remove_on_drop: std::sync::atomic::AtomicBool::new(false),
             slots: Mutex::new(Vec::new()),
+            ledger: crate::ledger::Ledger::new(),
         });
         // SAFETY: the boot mapping and descriptor live in `inner`, whose drop
         // unregisters before they are dropped.
@@ -311,8 +314,25 @@ impl Pool {
             Ok(None) => return Err(Attach::Full),
             Err(errno) => return Err(Attach::Os(errno)),
         }
-        inner.seg.heap.reclaim_dead();
-        Ok(Pool { inner })
+        let pool = Pool { inner };
+        pool.reclaim_dead();
+        Ok(pool)
+    }
+
+    pub(crate) fn ledger_cache(&self) -> &crate::ledger::Ledger {
+        &self.inner.ledger
+    }
+
+    pub(crate) fn pool_id(&self) -> u64 {
+        self.inner.id
+    }
+
+    pub(crate) fn boot_header(&self) -> &BootHeader {
+        self.inner.boot()
+    }
+
+    pub(crate) fn boot_fd(&self) -> &std::os::fd::OwnedFd {
+        &self.inner.seg.boot_fd
     }
 
     /// The pool's name.
@@ -337,11 +357,21 @@ impl Pool {
         self.inner.seg.heap.slots_in_use()
     }
 
-    /// Reclaims the allocator cache slots of processes that died (their cached
-    /// blocks go back to the pool); every open does it, and so does a thread that
-    /// finds no free slot. Returns how many were reclaimed.
-    pub fn reclaim_dead(&self) -> usize {
-        self.inner.seg.heap.reclaim_dead()
+    /// Gives back what processes that are gone still held: the references their
+    /// handles held (replaying their reference ledgers, see `docs/PROTOCOLS.md`),
+    /// then the allocator cache slots of dead ones (their cached blocks go back to
+    /// the pool). Online: the other processes go on working. Every open does it; a
+    /// thread that finds no free slot reclaims slots. Idempotent, and safe when
+    /// several processes do it at once (each ledger is replayed by one of them).
+    pub fn reclaim_dead(&self) -> crate::Reclaimed {
+        let refs = self.ledgers_reclaim();
+        crate::Reclaimed {
+            slots: self.inner.seg.heap.reclaim_dead(),
+            ledgers: refs.ledgers,
+            references: refs.references,
+            objects: refs.objects,
+            untracked: refs.untracked,
+        }
     }
 
     /// Internal (the benchmark and tests reach the allocator through it): the
@@ -421,16 +451,18 @@ impl Pool {
         crate::shm::check_pool(self)
     }
 
-    /// Repairs reference counts: every object reachable from the roots whose count is
-    /// above the references found in the pool gets the count it should have (the
-    /// excess was held by processes that died), after the dead threads' cache slots
-    /// are reclaimed; then gives every slab whose blocks are all free back to the
-    /// arena (so a pool filled once with one size serves others again); then checks
-    /// again. Runs only when no other process is attached:
-    /// it takes the pool's repair lock exclusive (attached processes hold it shared;
-    /// openers are refused with [`OpenError::Repairing`] meanwhile). Objects no root
-    /// reaches that a dead process held stay allocated (the reference ledger of the
-    /// recovery work will reclaim them); their bytes show in [`Stats::in_use`].
+    /// Repairs reference counts. First what processes that are gone held comes back
+    /// ([`Pool::reclaim_dead`]: their reference ledgers replayed, their cache slots
+    /// reclaimed); then every object reachable from the roots whose count is still
+    /// above the references found in the pool plus those this process's handles
+    /// hold gets that count (the excess was leaked without a ledger word: a death
+    /// between taking a reference and counting it); then every slab whose blocks are
+    /// all free goes back to the arena (so a pool filled once with one size serves
+    /// others again); then it checks again. Runs only when no other process is
+    /// attached: it takes the pool's repair lock exclusive (attached processes hold
+    /// it shared; openers are refused with [`OpenError::Repairing`] meanwhile).
+    /// Objects no root and no ledger reaches stay allocated (a sweep is planned);
+    /// their bytes show in [`Stats::in_use`].
     ///
     /// # Safety
     /// No handle of this process may refer into the pool: no `ShmVal`, `ShmTab`,
@@ -455,14 +487,18 @@ impl Pool {
             return Err(crate::RepairError::Attached { pids: others });
         }
         fail_point!("pool.repair.locked");
-        let reclaimed_slots = self.reclaim_dead();
+        let reclaimed = self.reclaim_dead();
         let before = self.check();
         let mut fixed = Vec::new();
         for h in &before.held {
             let Ok(head) = self.header_at(h.offset) else {
                 continue;
             };
-            let (Ok(count), Ok(found)) = (u32::try_from(h.count), u32::try_from(h.found)) else {
+            // What the pool and this process's handles hold stays (nobody else is
+            // attached, and the dead ones' ledgers were replayed above).
+            let (Ok(count), Ok(found)) =
+                (u32::try_from(h.count), u32::try_from(h.found + h.handles))
+            else {
                 continue;
             };
             // The count as checked (nobody else is attached: nothing moves it).
@@ -480,16 +516,20 @@ impl Pool {
         // Back to shared: openers may attach again.
         let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
         Ok(crate::RepairReport {
-            reclaimed_slots,
+            reclaimed,
             slabs_returned,
             fixed,
             after,
         })
     }
 
-    /// Allocator statistics.
+    /// Allocator statistics. `in_use` leaves out the processes' reference ledgers
+    /// (in `bookkeeping`): bytes of values and of your own allocations only.
     pub fn stats(&self) -> Stats {
-        self.inner.seg.heap.stats()
+        let mut s = self.inner.seg.heap.stats();
+        s.bookkeeping = self.ledger_bytes();
+        s.in_use = s.in_use.saturating_sub(s.bookkeeping);
+        s
     }
 
     /// One of the 8 words of the pool header reserved for the layers above the
@@ -622,6 +662,23 @@ extern "C" fn nothing() {}
 /// Called in the child after `fork`: the cached slot belongs to the parent.
 extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
+}
+
+/// What [`Pool::reclaim_dead`] gave back.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Reclaimed {
+    /// Allocator cache slots of dead threads (their cached blocks are the pool's
+    /// again).
+    pub slots: usize,
+    /// Reference ledgers of processes that are gone, replayed.
+    pub ledgers: u64,
+    /// References their handles held, given back.
+    pub references: u64,
+    /// Distinct objects those references were to.
+    pub objects: u64,
+    /// References they counted without a ledger word (the pool was too full to grow
+    /// the ledger): not known, so leaked; `Pool::check` reports them.
+    pub untracked: u64,
 }
 
 /// A snapshot of a pool's boot record.

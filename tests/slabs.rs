@@ -18,6 +18,22 @@ fn big_strings_that_fit(pool: &Pool) -> usize {
     held.len()
 }
 
+/// Fills the pool with 64-byte blocks, then frees them all (raw blocks, not values:
+/// holding thousands of value handles at once would also grow this process's
+/// reference ledger, which keeps its size while the process stays attached).
+fn fill_with_small_blocks_and_free_them(pool: &Pool) {
+    let l = std::alloc::Layout::from_size_align(64, 16).unwrap();
+    let mut held = Vec::new();
+    while let Ok(o) = pool.alloc(l) {
+        held.push(o);
+    }
+    assert!(held.len() > 10_000, "{} small blocks", held.len());
+    for o in held {
+        // SAFETY: allocated above with `l`, freed once, never used.
+        unsafe { pool.free(o, l) }.unwrap();
+    }
+}
+
 /// Fills the pool with distinct strings and reads every one back (a block handed
 /// out twice would show another's text); how many fit (all dropped afterwards).
 fn distinct_strings_fit(pool: &Pool) -> usize {
@@ -41,20 +57,13 @@ fn a_pool_that_runs_short_gives_its_empty_slabs_back_online() {
     };
     let s = Scratch::new("slabs-online");
     let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
-    // Another thread fills the pool with small strings and frees them all (its
+    // Another thread fills the pool with small blocks and frees them all (its
     // cache and the depot hold the blocks), while this one holds a table.
     let t = pool
         .share(&shmval::tab! { "kept" => "a table that stays" })
         .unwrap();
     std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let small = Val::from("a string of some forty characters, or so");
-            let mut held = Vec::new();
-            while let Ok(v) = pool.share(&small) {
-                held.push(v);
-            }
-            assert!(held.len() > 5000, "{} small strings", held.len());
-        });
+        sc.spawn(|| fill_with_small_blocks_and_free_them(&pool));
     });
     // This thread's first large allocation runs short, gives the empty slabs back
     // (those whose blocks are all in the depot) and goes on: no repair needed.
@@ -84,18 +93,11 @@ fn empty_slabs_go_back_to_the_arena_on_repair() {
     let s = Scratch::new("slabs");
     let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
     let base = pool.stats().in_use;
-    // Another thread fills it with small strings (one size class) and frees them
+    // Another thread fills it with small blocks (one size class) and frees them
     // all: its cache keeps part of the blocks, beyond the reach of an allocation
     // running short in this thread; a repair reaches every list.
     std::thread::scope(|sc| {
-        sc.spawn(|| {
-            let small = Val::from("a string of some forty characters, or so");
-            let mut held = Vec::new();
-            while let Ok(v) = pool.share(&small) {
-                held.push(v);
-            }
-            assert!(held.len() > 5000, "{} small strings", held.len());
-        });
+        sc.spawn(|| fill_with_small_blocks_and_free_them(&pool));
     });
     assert_eq!(pool.stats().in_use, base, "all freed");
     // SAFETY: this process holds no handle into the pool, and is alone.

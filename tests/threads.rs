@@ -133,7 +133,7 @@ fn child_role_entry() {
     );
     churn(&pool, 20_000);
     // The dead child's slot is reclaimed; the parent's own slot still works.
-    assert_eq!(pool.reclaim_dead(), 1);
+    assert_eq!(pool.reclaim_dead().slots, 1);
     assert_eq!(pool.slots_in_use(), before);
     drop(pool);
     common::child_done();

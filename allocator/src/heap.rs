@@ -435,6 +435,16 @@ impl<P: Platform> Heap<P> {
         }
     }
 
+    /// The bytes [`crate::Stats::in_use`] counts for the block at `off` allocated with
+    /// `layout` (its size class, or a large block's payload); 0 if `off` is not
+    /// such a block.
+    pub fn accounted(&self, off: Offset, layout: Layout) -> u64 {
+        match class_for(layout.size(), layout.align()) {
+            Some(c) => u64::from(crate::class::CLASS_SIZES[c]),
+            None => self.large_accounted(off),
+        }
+    }
+
     /// Frees through cache slot `slot`.
     ///
     /// # Safety

@@ -166,6 +166,20 @@ impl<P: Platform> Heap<P> {
         Ok(())
     }
 
+    /// The payload bytes of the allocated large block whose payload starts at `off`
+    /// (0 if there is none), read without the lock: a size as `stats` counts it.
+    pub(crate) fn large_accounted(&self, off: Offset) -> u64 {
+        let g = Large { heap: self };
+        let v = off
+            .get()
+            .checked_sub(BLOCK_HDR)
+            .and_then(|b| g.valid(b).ok())
+            .filter(|v| v & B_FLAGS == B_ALLOC)
+            .map_or(0, |v| (v & !B_FLAGS) - BLOCK_HDR);
+        std::mem::forget(g); // the lock was never taken
+        v
+    }
+
     /// A snapshot of the heap's statistics (takes the large-heap lock briefly).
     pub fn stats(&self) -> Stats {
         let h = self.header();
@@ -200,6 +214,7 @@ impl<P: Platform> Heap<P> {
             total: self.len,
             arena,
             in_use: small_in_use.saturating_add(large_in_use),
+            bookkeeping: 0,
             free: arena.saturating_sub(large_used).saturating_add(small_free),
             high_water: h.high_water.load(Relaxed),
             largest_free,

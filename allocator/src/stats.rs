@@ -11,8 +11,13 @@ pub struct Stats {
     pub total: u64,
     /// Bytes of the arena (region minus allocator metadata).
     pub arena: u64,
-    /// Bytes handed out to callers (rounded to class or block size).
+    /// Bytes handed out to callers (rounded to class or block size), less
+    /// [`Stats::bookkeeping`].
     pub in_use: u64,
+    /// Bytes handed out that the layer above keeps for its own bookkeeping and
+    /// leaves out of `in_use` (shmval: the attached processes' reference ledgers);
+    /// 0 from the allocator itself.
+    pub bookkeeping: u64,
     /// Bytes available: free large blocks plus free small blocks in slabs.
     pub free: u64,
     /// Peak of `arena_used`.

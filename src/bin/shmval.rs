@@ -95,9 +95,11 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
         println!("{v}");
     } else {
         println!(
-            "pool {name}: {} dead cache slot(s) given back, {} count(s) fixed, {} empty \
-             slab(s) back to the arena",
-            r.reclaimed_slots,
+            "pool {name}: {} reference(s) of {} process(es) that are gone given back, {} dead \
+             cache slot(s) given back, {} count(s) fixed, {} empty slab(s) back to the arena",
+            r.reclaimed.references,
+            r.reclaimed.ledgers,
+            r.reclaimed.slots,
             r.fixed.len(),
             r.slabs_returned
         );
@@ -132,7 +134,7 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
     if json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         v["name"] = name.into();
-        v["leaks"] = serde_json::to_value(leaks).expect("a report serialises");
+        v["leaks"] = serde_json::to_value(&leaks).expect("a report serialises");
         v["clean"] = clean.into();
         println!("{v}");
     } else {
@@ -141,15 +143,29 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
              process(es) including this one",
             r.objects, r.object_bytes, r.in_use, r.attached
         );
-        for h in &r.held {
-            let why = if leaks.is_empty() {
-                "held by live processes, or leaked"
-            } else {
-                "LEAKED: no live process holds it"
-            };
+        if r.handles > 0 {
             println!(
-                "  {} at {:#x}: count {}, {} reference(s) found in the pool ({why})",
-                h.kind, h.offset, h.count, h.found
+                "  {} reference(s) held by handles of live processes",
+                r.handles
+            );
+        }
+        for h in r.held.iter().filter(|h| h.unaccounted() > 0) {
+            println!(
+                "  {} at {:#x}: count {}, {} reference(s) found in the pool, {} held by \
+                 live handles: {} LEAKED",
+                h.kind,
+                h.offset,
+                h.count,
+                h.found,
+                h.handles,
+                h.unaccounted()
+            );
+        }
+        if r.untracked > 0 {
+            println!(
+                "  {} reference(s) held by live processes without a ledger word: leaks \
+                 cannot be told from them",
+                r.untracked
             );
         }
         for p in &r.problems {

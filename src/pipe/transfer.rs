@@ -236,9 +236,12 @@ impl Pipe {
     #[inline(always)]
     pub(super) fn send_until(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         if let Some(own) = self.owner_word() {
-            if v.fits(self.pool()) && self.inner.ring.push_one_owned(v.raw(), own) {
-                v.forget_sent(); // the cell owns the reference now
-                return Ok(());
+            if v.fits(self.pool()) && v.unledger().is_ok() {
+                if self.inner.ring.push_one_owned(v.raw(), own) {
+                    v.forget_sent(); // the cell owns the reference now
+                    return Ok(());
+                }
+                v.reledger();
             }
         }
         self.send_slow(v, how)
@@ -250,15 +253,22 @@ impl Pipe {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        match self.push_until(&[v.raw()], how) {
-            (_, None) => {
-                let _ = v.into_raw(); // the cell owns the reference now
+        if let Err(e) = v.unledger() {
+            return Err(SendError::Broken(v, e.into()));
+        }
+        let stop = self.push_until(&[v.raw()], how).1;
+        if stop.is_some() {
+            v.reledger();
+        }
+        match stop {
+            None => {
+                v.forget_sent(); // the cell owns the reference now
                 Ok(())
             }
-            (_, Some(Stop::Full)) => Err(SendError::Full(v)),
-            (_, Some(Stop::Timeout)) => Err(SendError::Timeout(v)),
-            (_, Some(Stop::Closed)) => Err(SendError::Closed(v)),
-            (_, Some(Stop::Broken(e))) => Err(SendError::Broken(v, e)),
+            Some(Stop::Full) => Err(SendError::Full(v)),
+            Some(Stop::Timeout) => Err(SendError::Timeout(v)),
+            Some(Stop::Closed) => Err(SendError::Closed(v)),
+            Some(Stop::Broken(e)) => Err(SendError::Broken(v, e)),
         }
     }
 
@@ -285,6 +295,13 @@ impl Pipe {
         if let Some(i) = values.iter().position(|v| !v.fits(self.pool())) {
             return Err(BatchError::WrongPool(i));
         }
+        // Out of the ledger before any is published (the unsent go back after).
+        for (i, v) in values.iter().enumerate() {
+            if let Err(e) = v.unledger() {
+                values[..i].iter().for_each(ShmVal::reledger);
+                return Err(BatchError::Broken(e.into()));
+            }
+        }
         let mut raws = [Raw::new(0, 0, 0); 64];
         let mut sent = 0;
         let mut stop = None;
@@ -302,8 +319,9 @@ impl Pipe {
         }
         // The cells own the references of the values sent.
         for v in values.drain(..sent) {
-            let _ = v.into_raw();
+            v.forget_sent();
         }
+        values.iter().for_each(ShmVal::reledger);
         match stop {
             None => Ok(sent),
             Some(Stop::Full) if !how.blocks() => Ok(sent),

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// Version of the boot + main segment layout and of the attach protocol (4: attached
 /// processes hold the repair lock shared, see [`REPAIR_LOCK`]; a build without it
-/// must not attach beside one that repairs).
-pub const LAYOUT_VERSION: u32 = 4;
+/// must not attach beside one that repairs. 5: each attach entry names its process's
+/// reference ledger, which whoever finds the process dead replays: a build that
+/// keeps none would have its handles' references released under it).
+pub const LAYOUT_VERSION: u32 = 5;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.
@@ -63,7 +65,10 @@ pub struct AttachSlot {
     pub pid: AtomicU32,
     /// Low 32 bits of the inode of the attacher's PID namespace (0 unknown).
     pub pid_ns: AtomicU32,
-    _reserved: AtomicU64,
+    /// Offset in the main segment of the reference ledger of the process that holds
+    /// (or last held) the entry, 0 none (see `ledger`). Stays after a detach or a
+    /// death until someone holding the entry's lock replays and frees it.
+    pub ledger: AtomicU64,
 }
 
 const _: () = assert!(size_of::<AttachSlot>() == 32);

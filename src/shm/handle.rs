@@ -34,8 +34,12 @@ impl ShmVal {
     /// Wraps a raw value whose reference the caller hands over.
     #[inline]
     pub(crate) fn from_owned(pool: &Pool, raw: Raw) -> ShmVal {
+        if !raw.is_object() {
+            return ShmVal { pool: None, raw };
+        }
+        pool.ledger_add(raw.payload); // after the reference was taken
         ShmVal {
-            pool: raw.is_object().then(|| pool.clone()),
+            pool: Some(pool.clone()),
             raw,
         }
     }
@@ -49,7 +53,10 @@ impl ShmVal {
     pub(crate) fn push_owned(out: &mut Vec<ShmVal>, pool: &Pool, raw: Raw) {
         out.reserve(1);
         let len = out.len();
-        let pool = raw.is_object().then(|| pool.clone());
+        let pool = raw.is_object().then(|| {
+            pool.ledger_add(raw.payload); // after the reference was taken
+            pool.clone()
+        });
         // SAFETY: `reserve` made room for one more element at `len`; every field is
         // written (padding needs no value) before the length covers it.
         unsafe {
@@ -79,9 +86,19 @@ impl ShmVal {
     /// forward from those stores, which waits for every store before them to
     /// complete — in a pipe send, the stores to the cell, whose line the receiver
     /// holds: one cache-line transfer of stall per value.
+    ///
+    /// The reference leaves the process's ledger first (see `ledger`): a handle
+    /// whose reference is in no ledger of this process (one inherited over `fork`)
+    /// takes one, so that the raw value always carries a reference. `Raw::NONE` if
+    /// that fails (the object was damaged since).
     #[inline]
     pub(crate) fn into_raw(self) -> Raw {
-        let r = Raw::read_fields(&self.raw);
+        let mut r = Raw::read_fields(&self.raw);
+        if let Some(p) = &self.pool {
+            if r.is_object() && !p.ledger_take(r.payload) && p.retain(r).is_err() {
+                r = Raw::NONE;
+            }
+        }
         let mut me = std::mem::ManuallyDrop::new(self);
         // SAFETY: `me` is never used or dropped again; its pool handle is dropped
         // here, once, and its reference now belongs to the caller (`r`).
@@ -151,8 +168,36 @@ impl ShmVal {
         &self.raw
     }
 
-    /// Gives up the handle after its reference went elsewhere (into a pipe cell):
-    /// drops the pool handle only, as [`ShmVal::into_raw`] without reading the pair.
+    /// Before a send: takes the handle's reference out of the process's ledger (a
+    /// handle holding none in this process takes one), so that the cell owns it
+    /// from the moment it is published. Then [`ShmVal::forget_sent`] once sent, or
+    /// [`ShmVal::reledger`] if not.
+    ///
+    /// # Errors
+    /// The object was damaged since the handle was made (no reference to send).
+    #[inline]
+    pub(crate) fn unledger(&self) -> Result<(), ValError> {
+        match &self.pool {
+            Some(p) if self.raw.is_object() && !p.ledger_take(self.raw.payload) => {
+                p.retain(self.raw)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After a failed send: the handle's reference is its own again.
+    #[cold]
+    pub(crate) fn reledger(&self) {
+        if let Some(p) = &self.pool {
+            if self.raw.is_object() {
+                p.ledger_add(self.raw.payload);
+            }
+        }
+    }
+
+    /// Gives up the handle after its reference went elsewhere (into a pipe cell,
+    /// after [`ShmVal::unledger`]): drops the pool handle only, as
+    /// [`ShmVal::into_raw`] without reading the pair or the ledger.
     #[inline(always)]
     pub(crate) fn forget_sent(self) {
         let me = std::mem::ManuallyDrop::new(self);
@@ -178,7 +223,12 @@ impl Clone for ShmVal {
             };
         };
         let raw = match pool.retain(self.raw) {
-            Ok(()) => self.raw,
+            Ok(()) => {
+                if self.raw.is_object() {
+                    pool.ledger_add(self.raw.payload);
+                }
+                self.raw
+            }
             Err(_) => Raw::NONE,
         };
         ShmVal {
@@ -192,7 +242,11 @@ impl Drop for ShmVal {
     #[inline]
     fn drop(&mut self) {
         if let Some(p) = &self.pool {
-            p.release(self.raw);
+            // The ledger first; a reference this process's handles do not hold
+            // (inherited over `fork`: the parent's) is not given back.
+            if self.raw.is_object() && p.ledger_take(self.raw.payload) {
+                p.release(self.raw);
+            }
         }
     }
 }
@@ -314,10 +368,7 @@ impl Pool {
             return Ok(ShmVal { pool: None, raw }); // no object, nothing can fail
         }
         // Not an immediate: an object, which keeps its pool.
-        Ok(ShmVal {
-            pool: Some(self.clone()),
-            raw: self.share_raw(v, 0)?,
-        })
+        Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
     }
 
     /// A new, empty shared `dict`.

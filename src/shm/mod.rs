@@ -16,7 +16,7 @@ mod handle;
 mod hash;
 pub(crate) mod layout;
 mod list;
-mod mem;
+pub(crate) mod mem;
 mod pool_check;
 mod tab;
 mod text;

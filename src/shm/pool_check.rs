@@ -5,9 +5,10 @@
 //! compared with the references found.
 //!
 //! A count above the references found is an object someone else holds: a handle of
-//! a live process (or of this one), or a reference a dead process never gave back
-//! (a leak, until the recovery issue's ledger reclaims it). A count below them is
-//! corruption: a release would free the object while it is still referenced.
+//! a live process (or of this one: both counted in their reference ledgers), or a
+//! reference a process that is gone never gave back (in its ledger until someone
+//! replays it, or nowhere: a leak). A count below them is corruption: a release
+//! would free the object while it is still referenced.
 
 use super::check::{visit, Visit};
 use super::layout::tag;
@@ -33,6 +34,20 @@ pub struct Held {
     pub count: u64,
     /// References to it found in the pool.
     pub found: u64,
+    /// References handles of live processes hold (their reference ledgers).
+    pub handles: u64,
+    /// References the ledgers of processes that are gone still count
+    /// ([`Pool::reclaim_dead`], which every open runs, gives them back).
+    pub dead: u64,
+}
+
+impl Held {
+    /// References nobody alive accounts for: leaked (by a dead process, before its
+    /// ledger is replayed, or without a ledger word), or — beside running processes —
+    /// one a handle is being made or dropped with at the moment of the check.
+    pub fn unaccounted(&self) -> u64 {
+        self.count.saturating_sub(self.found + self.handles)
+    }
 }
 
 /// What [`Pool::check`] found.
@@ -52,6 +67,14 @@ pub struct PoolCheck {
     /// Objects whose count is above the references found: held by handles of live
     /// processes (this one's included), or leaked by dead ones.
     pub held: Vec<Held>,
+    /// References held by handles of live processes, in all (their ledgers).
+    pub handles: u64,
+    /// Reference ledgers of processes that are gone, not replayed yet.
+    pub dead_ledgers: usize,
+    /// References counted without a ledger word by live processes (their pool was
+    /// too full to grow a ledger): such a process's holdings cannot be told from
+    /// leaks.
+    pub untracked: u64,
     /// Everything malformed: objects, counts below the references found.
     pub problems: Vec<Problem>,
 }
@@ -62,16 +85,16 @@ impl PoolCheck {
         self.problems.is_empty()
     }
 
-    /// The objects held elsewhere when no other live process is attached: for a
-    /// caller that holds no handle itself (the `shmval` tool), references nobody
-    /// alive holds, i.e. leaked by dead processes. Empty while others are attached
-    /// (their handles cannot be told from leaks without the reference ledger).
-    pub fn leaks(&self) -> &[Held] {
-        if self.attached <= 1 {
-            &self.held
-        } else {
-            &[]
-        }
+    /// The objects with references nobody alive accounts for: neither found in the
+    /// pool nor held by a live process's handles ([`Held::unaccounted`]). Exact when
+    /// nothing runs beside the check; beside running processes a handle being made
+    /// or dropped at that moment may show as one.
+    pub fn leaks(&self) -> Vec<Held> {
+        self.held
+            .iter()
+            .filter(|h| h.unaccounted() > 0)
+            .cloned()
+            .collect()
     }
 }
 
@@ -79,8 +102,9 @@ impl PoolCheck {
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
 pub struct RepairReport {
-    /// Cache slots of dead threads given back first.
-    pub reclaimed_slots: usize,
+    /// What processes that are gone held, given back first (their references and
+    /// allocator cache slots).
+    pub reclaimed: crate::Reclaimed,
     /// Slabs whose blocks were all free, given back to the arena.
     pub slabs_returned: usize,
     /// Objects whose count was lowered to the references found (the excess was held
@@ -139,6 +163,39 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             off => stack.push((tag::TAB, off, 0, 0)),
         }
     }
+    // What handles hold (the reference ledgers): (live, dead) references by object.
+    // Those objects are roots too (a table only a handle holds is checked whole);
+    // their visit is not a reference found in the pool.
+    let mut ledgered: HashMap<u64, (u64, u64)> = HashMap::new();
+    for l in pool.ledgers_read() {
+        if l.alive {
+            r.untracked += l.unledgered;
+        } else {
+            r.dead_ledgers += 1;
+        }
+        for (off, n) in l.counts {
+            let e = ledgered.entry(off).or_default();
+            if l.alive {
+                e.0 += n;
+                r.handles += n;
+            } else {
+                e.1 += n;
+            }
+        }
+    }
+    let mut ledger_roots = Vec::new();
+    for &off in ledgered.keys() {
+        match pool.obj(off) {
+            Ok(o) => {
+                stack.push((o.tag, off, 0, 0));
+                ledger_roots.push(off);
+            }
+            Err(e) => r.problems.push(Problem {
+                offset: off,
+                what: format!("a reference ledger counts references to a non-object: {e}"),
+            }),
+        }
+    }
     while let Some((want, off, depth, from)) = stack.pop() {
         if depth > MAX_DEPTH {
             r.problems.push(Problem {
@@ -158,11 +215,17 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         r.objects += 1;
         r.object_bytes += o.size;
     }
+    for off in ledger_roots {
+        if let Some(e) = found.get_mut(&off) {
+            e.1 -= 1; // visited as a root, not a reference in the pool
+        }
+    }
     let mut offs: Vec<_> = found.into_iter().collect();
     offs.sort_unstable_by_key(|&(off, _)| off);
     for (off, (t, refs)) in offs {
         let Ok(h) = pool.header_at(off) else { continue }; // reported above
         let count = u64::from(h.refcount.load(Relaxed));
+        let (handles, dead) = ledgered.get(&off).copied().unwrap_or_default();
         if count < refs {
             r.problems.push(Problem {
                 offset: off,
@@ -172,12 +235,26 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
                     super::layout::tag_name(t)
                 ),
             });
+        } else if count < refs + handles + dead && r.attached <= 1 {
+            // Alone, nothing moves the counts: a ledger counting more than the
+            // object has would release it while referenced when replayed.
+            r.problems.push(Problem {
+                offset: off,
+                what: format!(
+                    "{} with reference count {count}: {refs} references found, {} held \
+                     by handles (reference ledgers)",
+                    super::layout::tag_name(t),
+                    handles + dead
+                ),
+            });
         } else if count > refs {
             r.held.push(Held {
                 offset: off,
                 kind: super::layout::tag_name(t),
                 count,
                 found: refs,
+                handles,
+                dead,
             });
         }
     }

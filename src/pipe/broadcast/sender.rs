@@ -282,6 +282,18 @@ impl Broadcast {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
+        // Out of the ledger before the ring can hold it (back in if not sent).
+        if let Err(e) = v.unledger() {
+            return Err(SendError::Broken(v, e.into()));
+        }
+        let r = self.send_unledgered(v, how);
+        if let Err(e) = &r {
+            e.value().reledger();
+        }
+        r
+    }
+
+    fn send_unledgered(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         let ch = &self.inner.ch;
         let r = v.raw();
         let drop_after = match ch.policy {
@@ -299,7 +311,7 @@ impl Broadcast {
         loop {
             match self.push(r, force, reap, dl.lock_patience()) {
                 Ok(Push::Sent) => {
-                    let _ = v.into_raw(); // the ring owns the reference now
+                    v.forget_sent(); // the ring owns the reference now
                     return Ok(());
                 }
                 Ok(Push::Closed) => return Err(SendError::Closed(v)),
