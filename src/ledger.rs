@@ -30,6 +30,7 @@
 
 use crate::liveness;
 use crate::platform::process_token;
+use crate::segment::boot::AttachSlot;
 use crate::shm::mem::Raw;
 use crate::Pool;
 use shmval_alloc::Offset;
@@ -62,6 +63,10 @@ pub(crate) struct LedgerHead {
     owner: AtomicU64,
     /// References taken that no word could hold (given back on trust).
     unledgered: AtomicU64,
+    /// Token of the process replaying the ledger (0 none): a replayer holds the
+    /// entry's lock, so one found here by another lock holder is gone, and its
+    /// replay is taken over; threads of one process replay it once.
+    replayer: AtomicU64,
     /// Offset of each table, 0 not made yet (they are made in order).
     tables: [AtomicU64; LEVELS],
 }
@@ -327,11 +332,17 @@ impl Pool {
             if cur != 0 {
                 match self.ledger_head(cur) {
                     Some(h) if h.owner.load(Acquire) == me => break Some(h),
-                    _ => {}
+                    // A stale ledger of the entry's previous holder (we hold the
+                    // entry's lock, so it is gone): given back first — or by another
+                    // thread of ours, which we wait for.
+                    _ => {
+                        if self.ledger_retire(slot, cur, me).is_none() {
+                            std::thread::yield_now();
+                        }
+                        continue;
+                    }
                 }
             }
-            // Ours to replace: a stale ledger of the entry's previous holder (we hold
-            // the entry's lock, so it is gone), or none yet.
             let new = match fresh {
                 Some(n) => n,
                 None => match self.ledger_new(me) {
@@ -341,13 +352,10 @@ impl Pool {
             };
             if slot
                 .ledger
-                .compare_exchange(cur, new, AcqRel, Acquire)
+                .compare_exchange(0, new, AcqRel, Acquire)
                 .is_ok()
             {
                 fresh = None;
-                if cur != 0 {
-                    self.ledger_replay(cur);
-                }
                 break self.ledger_head(new);
             }
         };
@@ -355,6 +363,34 @@ impl Pool {
             self.ledger_free(n); // another thread of ours set one up first
         }
         result
+    }
+
+    /// Replays and frees the ledger `off` that `slot` names, the caller holding the
+    /// slot's lock (its owner is gone). `None`: another thread of this process is
+    /// at it. The word keeps naming the ledger until the replay is done, so a
+    /// replayer that dies midway leaves the rest to the next one.
+    fn ledger_retire(&self, slot: &AttachSlot, off: u64, me: u64) -> Option<Replayed> {
+        let mut r = Replayed::default();
+        if let Some(h) = self.ledger_head(off) {
+            let was = h.replayer.load(Acquire);
+            if was == me
+                || h.replayer
+                    .compare_exchange(was, me, AcqRel, Acquire)
+                    .is_err()
+            {
+                return None;
+            }
+            r = self.ledger_replay(h);
+        }
+        // Unnamed, then freed: a death in between leaks the blocks, no more.
+        if slot
+            .ledger
+            .compare_exchange(off, 0, AcqRel, Acquire)
+            .is_ok()
+        {
+            self.ledger_free(off);
+        }
+        Some(r)
     }
 
     fn ledger_head(&self, off: u64) -> Option<&LedgerHead> {
@@ -405,15 +441,11 @@ impl Pool {
         }
     }
 
-    /// Gives back every reference the ledger at `off` counts (each word swapped to
-    /// 0 first: a replay that dies midway leaks the references of one word at
-    /// most, and the next one goes on with the rest), then frees it. The caller
-    /// took the ledger out of its entry's word, holding the entry's lock.
-    pub(crate) fn ledger_replay(&self, off: u64) -> Replayed {
+    /// Gives back every reference the ledger `h` counts (each word swapped to 0
+    /// first: a replay that dies midway leaks the references of one word at most,
+    /// and the next one goes on with the rest).
+    fn ledger_replay(&self, h: &LedgerHead) -> Replayed {
         let mut r = Replayed::default();
-        let Some(h) = self.ledger_head(off) else {
-            return r;
-        };
         for k in 0..LEVELS {
             let Some(t) = Offset::new(h.tables[k].load(Acquire))
                 .and_then(|o| self.resolve(o, table_layout(k).size()))
@@ -445,7 +477,6 @@ impl Pool {
         }
         r.untracked = h.unledgered.swap(0, AcqRel);
         r.ledgers = 1;
-        self.ledger_free(off);
         r
     }
 
@@ -465,9 +496,13 @@ impl Pool {
                 if slot.token.load(Acquire) == me {
                     return;
                 }
-                let off = slot.ledger.swap(0, AcqRel);
+                let off = slot.ledger.load(Acquire);
                 if off != 0 {
-                    total.add(self.ledger_replay(off));
+                    // Another thread of ours at it (the lock is the description's,
+                    // shared by our threads): it finishes.
+                    if let Some(r) = self.ledger_retire(slot, off, me) {
+                        total.add(r);
+                    }
                 }
             });
         }

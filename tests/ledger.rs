@@ -1,0 +1,244 @@
+//! The reference ledger: what a process's handles held comes back when it dies (a
+//! pipeline's middle killed again and again leaves nothing behind), a replay killed
+//! midway is finished by the next one without giving anything back twice, and a
+//! forked child dropping handles it inherited gives back nothing of its parent's.
+
+mod common;
+
+use common::{spawn, wait_ok, Scratch};
+use shmval::{tab, Pipe, Pool, PoolOptions, ShmVal};
+use std::time::{Duration, Instant};
+
+const SECS: Duration = Duration::from_secs(1);
+
+fn message(pool: &Pool, i: i64) -> ShmVal {
+    pool.share(&tab! { "seq" => i, "payload" => "a string long enough to be an object", "data" => vec![1.0f64; 8] })
+        .unwrap()
+}
+
+#[test]
+fn child_role_entry() {
+    let Some(role) = common::role() else { return };
+    let pool = Pool::open(&std::env::var("POOL").unwrap(), 5 * SECS).unwrap();
+    match role.as_str() {
+        // Receives from `in`, keeps the last 16 values it received, forwards each.
+        "middle" => {
+            let (rx, tx) = (
+                Pipe::open(&pool, "in", 5 * SECS).unwrap(),
+                Pipe::open(&pool, "out", 5 * SECS).unwrap(),
+            );
+            let mut kept = std::collections::VecDeque::new();
+            while let Ok(v) = rx.recv() {
+                kept.push_back(v.clone());
+                if kept.len() > 16 {
+                    kept.pop_front();
+                }
+                if tx.send(v).is_err() {
+                    break;
+                }
+            }
+        }
+        // Opened with the fail point `ledger.replay.swapped` armed (by the
+        // environment): its open replays the dead holder's ledger and ends the
+        // process after taking one word.
+        "replayer" => panic!("the replay at open was to end this process"),
+        "holder" => {
+            // Values nothing in the pool refers to: only these handles hold them.
+            let held: Vec<ShmVal> = (0..40).map(|i| message(&pool, i)).collect();
+            pool.user_word(4)
+                .store(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(60)); // killed here
+            drop(held);
+        }
+        other => panic!("unknown role {other}"),
+    }
+    common::child_done();
+}
+
+fn pool(s: &Scratch, size: u64) -> Pool {
+    Pool::create_with(s.name(), size, &PoolOptions::new().remove_on_drop(true)).unwrap()
+}
+
+#[test]
+fn a_pipeline_middle_killed_again_and_again_leaves_nothing_behind() {
+    let kills: u32 = std::env::var("SHMVAL_CHAOS_KILLS").map_or(40, |v| v.parse().unwrap());
+    let s = Scratch::new("ledger-middle");
+    let pool = pool(&s, 64 << 20);
+    let (tx, rx) = (
+        Pipe::create(&pool, "in", 64).unwrap(),
+        Pipe::create(&pool, "out", 64).unwrap(),
+    );
+    let base = pool.stats().in_use;
+    let env = [("POOL", s.0.clone())];
+    let mut middle = spawn("child_role_entry", "middle", &env);
+    let (mut sent, mut got, mut seq) = (0u64, 0u64, 0i64);
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..kills {
+        // Traffic until the middle forwarded something, then for 1–20 ms more: it
+        // dies busy, holding values.
+        let (at_spawn, spawned) = (got, Instant::now());
+        let mut until = None;
+        loop {
+            seq += 1;
+            if tx.try_send(message(&pool, seq)).is_ok() {
+                sent += 1;
+            }
+            while let Ok(v) = rx.try_recv() {
+                drop(v);
+                got += 1;
+            }
+            let now = Instant::now();
+            if until.is_none() && (got > at_spawn || now - spawned > 10 * SECS) {
+                until = Some(now + Duration::from_micros(1000 + (rng >> 40) % 19_000));
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+            }
+            if until.is_some_and(|u| now >= u) {
+                break;
+            }
+        }
+        middle.kill().unwrap();
+        middle.wait().unwrap();
+        middle = spawn("child_role_entry", "middle", &env);
+    }
+    tx.close();
+    // The last middle forwards what is left and ends when `in` is empty.
+    let t = Instant::now();
+    loop {
+        while let Ok(v) = rx.try_recv() {
+            drop(v);
+            got += 1;
+        }
+        if middle.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(t.elapsed() < 30 * SECS, "the last middle did not end");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    wait_ok(&mut middle, 30 * SECS, "middle");
+    while let Ok(v) = rx.try_recv() {
+        drop(v);
+        got += 1;
+    }
+    // The last middle detached cleanly; the dead ones' ledgers were replayed by
+    // each next middle's open (and by this call, for any left).
+    pool.reclaim_dead();
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert_eq!(c.dead_ledgers, 0);
+    let left = pool.stats().in_use - base;
+    let per_value = {
+        let before = pool.stats().in_use;
+        let v = message(&pool, 0);
+        let after = pool.stats().in_use;
+        drop(v);
+        after - before
+    };
+    eprintln!(
+        "pipeline middle killed {kills} times (each holding handles on up to 17 values): \
+         {sent} values sent, {got} received, {left} bytes left in use ({per_value} bytes a \
+         value)"
+    );
+    // A death between raising a count and ledgering it leaks that one reference:
+    // far fewer than the values the middles held.
+    assert!(
+        left <= u64::from(kills) * per_value / 4,
+        "{left} bytes left after {kills} kills ({per_value} bytes a value)"
+    );
+}
+
+#[test]
+fn a_replay_killed_midway_is_finished_by_the_next_without_giving_anything_back_twice() {
+    let s = Scratch::new("ledger-replay");
+    let pool = pool(&s, 16 << 20);
+    let base = pool.stats().in_use;
+    let env = [("POOL", s.0.clone())];
+    let mut holder = spawn("child_role_entry", "holder", &env);
+    let t = Instant::now();
+    while pool.user_word(4).load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(t.elapsed() < 30 * SECS, "holder never got ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(pool.check().dead_ledgers, 1);
+    // Each replayer dies right after taking one word out of the dead ledger, whose
+    // references it never gives back (leaked: at most one word's a death).
+    let armed = [
+        ("POOL", s.0.clone()),
+        (
+            "SHMVAL_FAILPOINTS",
+            "ledger.replay.swapped=abort".to_string(),
+        ),
+    ];
+    let mut replayers = 0;
+    for _ in 0..3 {
+        let st = spawn("child_role_entry", "replayer", &armed)
+            .wait()
+            .unwrap();
+        assert!(!st.success(), "the replayer died at the fail point");
+        replayers += 1;
+    }
+    let mid = pool.check();
+    assert!(mid.is_ok(), "{:?}", mid.problems);
+    assert_eq!(mid.dead_ledgers, 1, "not finished yet");
+    let r = pool.reclaim_dead();
+    assert_eq!(r.ledgers, 1);
+    assert_eq!(
+        r.references,
+        40 - replayers,
+        "the rest of the 40 handles, each once"
+    );
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert_eq!(c.dead_ledgers, 0);
+    // What the dead replayers took out of the ledger and never gave back stays
+    // (one value each); everything else is free again.
+    let per_value = {
+        let before = pool.stats().in_use;
+        let v = message(&pool, 0);
+        let after = pool.stats().in_use;
+        drop(v);
+        after - before
+    };
+    assert_eq!(pool.stats().in_use - base, replayers * per_value);
+}
+
+#[test]
+fn a_forked_child_dropping_inherited_handles_gives_back_nothing_of_its_parents() {
+    let s = Scratch::new("ledger-fork");
+    let pool = pool(&s, 16 << 20);
+    let v = message(&pool, 1);
+    pool.root().unwrap().insert("v", &v).unwrap();
+    let v2 = v.clone();
+    let off = v.offset().unwrap();
+    // SAFETY: the child only drops handles, makes and drops its own, and exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // Its own handle: taken and given back in the child's ledger.
+        let mine = pool.root().unwrap().get("v").unwrap().unwrap();
+        drop(mine);
+        // The parent's: counted in the parent's ledger; nothing to give back here.
+        drop(v2);
+        drop(v);
+        // SAFETY: leave without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    let h = c.held.iter().find(|h| h.offset == off).expect("held");
+    assert_eq!(
+        (h.count, h.found, h.handles),
+        (3, 1, 2),
+        "the root's reference and this process's two handles, all still there"
+    );
+    assert!(c.leaks().is_empty(), "{:?}", c.leaks());
+    drop((v, v2));
+    assert!(pool.check().held.is_empty());
+}
