@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 const SECS: Duration = Duration::from_secs(1);
 
 /// The points, and whether the child must use the shared protocol to reach them.
-const POINTS: [(&str, bool); 10] = [
+const POINTS: [(&str, bool); 11] = [
     ("alloc.large.unlinked", false),
+    ("ledger.add", false),
     ("pipe.send.owned.looked", false),
     ("pipe.send.owned.filled", false),
     ("pipe.recv.owned.read", false),
