@@ -197,10 +197,24 @@ impl Pool {
 
     #[cold]
     fn ledger_table_slow(&self, head: &LedgerHead, k: usize) -> Option<&[Line]> {
+        let t = self.ledger_lines(head, k)?;
+        self.ledger_cache().tables[k].store(t.as_ptr().cast_mut(), Release);
+        Some(t)
+    }
+
+    /// Table `k` of the ledger `head`, if it names one inside the mapping and
+    /// aligned (a damaged head may name anything).
+    fn ledger_lines(&self, head: &LedgerHead, k: usize) -> Option<&[Line]> {
         let off = head.tables[k].load(Acquire);
+        if off % 64 != 0 {
+            return None;
+        }
         let p = self.resolve(Offset::new(off)?, table_layout(k).size())?;
-        self.ledger_cache().tables[k].store(p.as_ptr().cast(), Release);
-        // SAFETY: resolved inside the mapping with the table's size; 64-aligned.
+        if p.as_ptr() as usize % 64 != 0 {
+            return None; // a mapping is page-aligned: cannot happen, but cheap
+        }
+        // SAFETY: inside the mapping for the table's size, 64-aligned; lines are
+        // atomics, valid for any bits.
         Some(unsafe { std::slice::from_raw_parts(p.as_ptr().cast(), (BASE_LINES << k) as usize) })
     }
 
@@ -447,14 +461,8 @@ impl Pool {
     fn ledger_replay(&self, h: &LedgerHead) -> Replayed {
         let mut r = Replayed::default();
         for k in 0..LEVELS {
-            let Some(t) = Offset::new(h.tables[k].load(Acquire))
-                .and_then(|o| self.resolve(o, table_layout(k).size()))
-            else {
+            let Some(lines) = self.ledger_lines(h, k) else {
                 continue;
-            };
-            // SAFETY: resolved inside the mapping with the table's size.
-            let lines: &[Line] = unsafe {
-                std::slice::from_raw_parts(t.as_ptr().cast(), (BASE_LINES << k) as usize)
             };
             for w in lines.iter().flat_map(|l| &l.0) {
                 if w.load(Relaxed) & COUNT_MAX == 0 {
@@ -526,14 +534,8 @@ impl Pool {
                 && liveness::entry_alive(self.boot_fd(), i, mine);
             let mut counts = std::collections::HashMap::new();
             for k in 0..LEVELS {
-                let Some(t) = Offset::new(h.tables[k].load(Acquire))
-                    .and_then(|o| self.resolve(o, table_layout(k).size()))
-                else {
+                let Some(lines) = self.ledger_lines(h, k) else {
                     continue;
-                };
-                // SAFETY: resolved inside the mapping with the table's size.
-                let lines: &[Line] = unsafe {
-                    std::slice::from_raw_parts(t.as_ptr().cast(), (BASE_LINES << k) as usize)
                 };
                 for w in lines.iter().flat_map(|l| &l.0) {
                     let v = w.load(Relaxed);

@@ -50,6 +50,16 @@ fn child_role_entry() {
             std::thread::sleep(Duration::from_secs(60)); // killed here
             drop(held);
         }
+        // A table only this process holds, its value replaced (an immediate by an
+        // object) and the process killed between the slot's two stores.
+        "torn-writer" => {
+            let t = pool.new_tab().unwrap();
+            t.insert("a", 5).unwrap();
+            let v = message(&pool, 2);
+            shmval::fail::set("shm.overwrite.torn", shmval::fail::Action::Abort);
+            t.insert("a", v).unwrap();
+            panic!("the fail point was to end this process");
+        }
         other => panic!("unknown role {other}"),
     }
     common::child_done();
@@ -241,4 +251,25 @@ fn a_forked_child_dropping_inherited_handles_gives_back_nothing_of_its_parents()
     assert!(c.leaks().is_empty(), "{:?}", c.leaks());
     drop((v, v2));
     assert!(pool.check().held.is_empty());
+}
+
+#[test]
+fn a_table_torn_by_its_dying_holder_is_repaired_before_its_replay_frees_it() {
+    let s = Scratch::new("ledger-torn");
+    let pool = pool(&s, 16 << 20);
+    let base = pool.stats().in_use;
+    let st = spawn("child_role_entry", "torn-writer", &[("POOL", s.0.clone())])
+        .wait()
+        .unwrap();
+    assert!(!st.success(), "the writer died at the fail point");
+    let r = pool.reclaim_dead();
+    assert_eq!(r.references, 1, "the table's one handle");
+    // The logged overwrite is finished first, so the new value (in the slot's
+    // payload, under the old immediate's tag) is released with the table.
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "the table and the value it held are freed"
+    );
+    assert!(pool.check().is_ok());
 }

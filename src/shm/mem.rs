@@ -457,6 +457,14 @@ impl Pool {
 
     /// Pushes the object children of a dying object and frees its data blocks.
     fn push_children(&self, o: Obj, stack: &mut Stack) -> Result<(), ValError> {
+        // A container whose last holder died mid-change (its handle's reference is
+        // being given back by a ledger replay): finish or undo that change first, as
+        // the next lock holder would, so that no torn slot is released.
+        if matches!(o.tag, tag::LIST | tag::TAB | tag::OTAB)
+            && self.container(o)?.dirty.load(Relaxed) != 0
+        {
+            drop(super::guard::Guard::lock(self, o)?);
+        }
         let mut push = |s: &Slot| {
             let r = self.read(s);
             if r.is_object() {
