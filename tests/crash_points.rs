@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 const SECS: Duration = Duration::from_secs(1);
 
 /// The points, and whether the child must use the shared protocol to reach them.
-const POINTS: [(&str, bool); 11] = [
+const POINTS: [(&str, bool); 13] = [
     ("alloc.large.unlinked", false),
     ("ledger.add", false),
+    ("shm.growth.logged", false),
+    ("shm.growth.switched", false),
     ("pipe.send.owned.looked", false),
     ("pipe.send.owned.filled", false),
     ("pipe.recv.owned.read", false),
@@ -60,6 +62,11 @@ fn child_role_entry() {
     t.insert("k", "replaced by the child").unwrap();
     let l = root.get("l").unwrap().unwrap().as_list().unwrap();
     l.set(0, Val::from("set by the child")).unwrap();
+    // Both grow (their data blocks switched for bigger ones, several times).
+    for i in 0..20 {
+        t.insert(i, "grown by the child, an object").unwrap();
+        l.push(i).unwrap();
+    }
     let _sub = b.subscribe().unwrap();
     b.send(int(&pool, 9)).unwrap();
     drop((t, l));

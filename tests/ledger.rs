@@ -60,6 +60,22 @@ fn child_role_entry() {
             t.insert("a", v).unwrap();
             panic!("the fail point was to end this process");
         }
+        // Grows the shared table and the shared list until the growth fail point named
+        // by `POINT` ends the process.
+        "grower" => {
+            let point = std::env::var("POINT").unwrap();
+            let root = pool.root().unwrap();
+            let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+            let l = root.get("l").unwrap().unwrap();
+            let l = l.as_list().unwrap();
+            // Past the first growths: the ninth (a table of some 100 entries).
+            shmval::fail::set_after(&point, 8, shmval::fail::Action::Abort);
+            for i in 0..100_000i64 {
+                t.insert(i, "a value long enough to be an object").unwrap();
+                l.push("another value long enough to be an object").unwrap();
+            }
+            panic!("{point} never fired");
+        }
         other => panic!("unknown role {other}"),
     }
     common::child_done();
@@ -272,4 +288,53 @@ fn a_table_torn_by_its_dying_holder_is_repaired_before_its_replay_frees_it() {
         "the table and the value it held are freed"
     );
     assert!(pool.check().is_ok());
+}
+
+#[test]
+fn a_table_or_list_growing_when_its_writer_dies_leaks_no_block() {
+    for point in ["shm.growth.logged", "shm.growth.switched"] {
+        let s = Scratch::new("ledger-grow");
+        let pool = pool(&s, 64 << 20);
+        let root = pool.root().unwrap();
+        // The root's own data block, made now: the baseline is a root with room.
+        root.insert("t", 0).unwrap();
+        root.insert("l", 0).unwrap();
+        root.remove("t").unwrap();
+        root.remove("l").unwrap();
+        let base = pool.stats().in_use;
+        root.insert("t", pool.new_tab().unwrap()).unwrap();
+        root.insert("l", shmval::Val::List(vec![])).unwrap();
+        let st = spawn(
+            "child_role_entry",
+            "grower",
+            &[("POOL", s.0.clone()), ("POINT", point.to_string())],
+        )
+        .wait()
+        .unwrap();
+        assert!(!st.success(), "the grower died at {point}");
+        pool.reclaim_dead(); // its handles on the root, the table and the list
+                             // The next holder of each lock finishes or undoes the growth; then both go.
+        let t = root.get("t").unwrap().unwrap().as_tab().unwrap();
+        let n = t.len().unwrap();
+        assert!(n > 8, "{n} entries");
+        for i in 0..n as i64 {
+            assert!(
+                t.get(i).unwrap().is_some(),
+                "entry {i} of {n} after {point}"
+            );
+        }
+        let l = root.get("l").unwrap().unwrap();
+        let _ = l.as_list().unwrap().len().unwrap();
+        drop((t, l));
+        assert!(pool.check().is_ok());
+        root.remove("t").unwrap();
+        root.remove("l").unwrap();
+        // What is left: the value the dying insert had made and not yet stored (one
+        // reference, ~64 bytes), never a data block (over a kilobyte here).
+        let left = pool.stats().in_use - base;
+        assert!(
+            left <= 64,
+            "a killed growth at {point} left {left} bytes behind"
+        );
+    }
 }

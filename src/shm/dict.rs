@@ -279,6 +279,8 @@ impl<'p> Guard<'p> {
             }
         }
         let nb = pool.block_at(data, ENTRY)?;
+        self.log_growth(&nb, old.map_or(0, |b| b.off));
+        fail_point!("shm.growth.logged");
         let mut n = 0;
         if let Some(ob) = old {
             let rest = (0..Self::used(ob)).filter(|&i| Some(i) != first);
@@ -301,9 +303,7 @@ impl<'p> Guard<'p> {
         self.head.data.store(data, Release);
         self.cache.set(None);
         self.head.len.store(n, Relaxed);
-        if let Some(ob) = old {
-            self.pool.free_data_block(self.obj, ob);
-        }
+        self.finish_growth(&nb);
         Ok(nb)
     }
 

@@ -11,6 +11,9 @@ use shmval_alloc::{LockState, LOCK_PATIENCE};
 use std::cell::Cell;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
+/// `redo_at` while a new data block is switched in.
+const GROWING: u64 = u64::MAX;
+
 /// A container's lock, held; repairs a table or list whose last holder died.
 pub(crate) struct Guard<'p> {
     pub pool: &'p Pool,
@@ -77,13 +80,65 @@ impl<'p> Guard<'p> {
         h.redo_at.store(i + 1, Release); // SYNC POINT: the new value is committed
     }
 
+    /// Logs that the data block `new` (this holder's alone, not yet `data`) is
+    /// about to replace `old` (0: none): a holder killed while copying into it or
+    /// switching leaves a log from which the next holder frees whichever block is
+    /// no longer the container's (without it, one of the two leaked: for a big dict
+    /// megabytes).
+    pub(crate) fn log_growth(&self, new: &super::mem::Block<'_>, old: u64) {
+        self.begin();
+        new.head.replaces.store(old, Relaxed);
+        self.head.redo_payload.store(new.off, Relaxed);
+        self.head.redo_at.store(GROWING, Release); // SYNC POINT: the growth is logged
+    }
+
+    /// After the switch (`data` names `new`): frees the block it replaced and clears
+    /// the log. The block is unnamed before it is freed (a death in between leaks
+    /// it; freed twice, never).
+    pub(crate) fn finish_growth(&self, new: &super::mem::Block<'_>) {
+        fail_point!("shm.growth.switched");
+        let old = new.head.replaces.swap(0, Relaxed);
+        if old != 0 {
+            if let Ok(ob) = self.pool.block_at(old, new.elem as usize) {
+                self.pool.free_data_block(self.obj, ob);
+            }
+        }
+        self.head.redo_at.store(0, Release);
+    }
+
+    /// Ends a growth its holder did not: after the switch, the old block goes;
+    /// before it, the new one.
+    fn redo_growth(&self) -> Result<(), ValError> {
+        let h = self.head;
+        let b = h.redo_payload.load(Relaxed);
+        let elem = if self.obj.tag == tag::LIST {
+            SLOT
+        } else {
+            super::layout::ENTRY
+        };
+        let nb = self.pool.block_at(b, elem)?;
+        if h.data.load(Acquire) == b {
+            self.finish_growth(&nb);
+        } else {
+            // Not switched: the new block was the dead holder's alone. Unlogged
+            // first, then freed.
+            h.redo_at.store(0, Release);
+            self.pool.free_data_block(self.obj, nb);
+        }
+        Ok(())
+    }
+
     /// Finishes an [`overwrite`](Self::overwrite) its holder did not: writes the
-    /// logged value into the logged element again (idempotent) and clears the log.
+    /// logged value into the logged element again (idempotent) and clears the log;
+    /// or ends a logged growth ([`log_growth`](Self::log_growth)).
     pub(super) fn redo(&self) -> Result<(), ValError> {
         let h = self.head;
         let at = h.redo_at.load(Acquire);
         if at == 0 {
             return Ok(());
+        }
+        if at == GROWING {
+            return self.redo_growth();
         }
         let i = at - 1;
         let missing = || corrupt(format!("slot overwrite logged for missing element {i}"));

@@ -137,7 +137,8 @@ pub struct ContainerHead {
     /// Non-zero while an operation is under way (repaired by the next holder).
     pub dirty: AtomicU64,
     /// A slot overwrite in progress: 0 none, else the element (list slot or dict
-    /// entry's value) number + 1. A slot is two words, so a holder killed between
+    /// entry's value) number + 1; `u64::MAX` while a new data block is switched in
+    /// (its offset in `redo_payload`; see `Guard::log_growth`). A slot is two words, so a holder killed between
     /// them would leave a torn value; the next holder writes `redo_tag`/`redo_payload`
     /// into the slot again (idempotent) and clears this.
     pub redo_at: AtomicU64,
@@ -157,7 +158,9 @@ pub struct BlockHead {
     pub used: AtomicU64,
     /// Dict: offset of the hash index (`u32` per bucket), 0 for small tables.
     pub index: AtomicU64,
-    _reserved: AtomicU64,
+    /// While this block is being switched in (a growth logged in the container's
+    /// head): the block it replaces, freed once the switch is done (0 none).
+    pub replaces: AtomicU64,
 }
 
 /// Bytes of a data block's header.
@@ -252,7 +255,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY);
 /// What shapes the bytes of values in a pool, for the pool's layout hash (see
 /// `segment::boot::layout_hash`): a build that changes any of it refuses pools made
 /// by another as `Incompatible`.
-pub(crate) const LAYOUT_PARTS: [u64; 19] = {
+pub(crate) const LAYOUT_PARTS: [u64; 20] = {
     use std::mem::{align_of, offset_of, size_of};
     [
         size_of::<Slot>() as u64,
@@ -265,6 +268,7 @@ pub(crate) const LAYOUT_PARTS: [u64; 19] = {
         offset_of!(ContainerHead, redo_at) as u64,
         size_of::<BlockHead>() as u64,
         offset_of!(BlockHead, index) as u64,
+        offset_of!(BlockHead, replaces) as u64,
         size_of::<Entry>() as u64,
         offset_of!(Entry, key) as u64,
         OBJ_MAGIC as u64,

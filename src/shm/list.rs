@@ -183,6 +183,8 @@ fn grow<'p>(g: &Guard<'p>, cap: u64, len: u64) -> Result<super::mem::Block<'p>, 
     let new_cap = (cap * 2).max(4);
     let data = pool.new_data_block(new_cap, SLOT)?;
     let nb = pool.block_at(data, SLOT)?;
+    g.log_growth(&nb, old.as_ref().map_or(0, |b| b.off));
+    fail_point!("shm.growth.logged");
     if let Some(ob) = old {
         for i in 0..len.min(ob.cap) {
             pool.write(pool.slot_at(nb.at(i))?, pool.read(pool.slot_at(ob.at(i))?));
@@ -190,9 +192,7 @@ fn grow<'p>(g: &Guard<'p>, cap: u64, len: u64) -> Result<super::mem::Block<'p>, 
     }
     // SYNC POINT: one store switches the whole list.
     g.head.data.store(data, Release);
-    if let Some(ob) = old {
-        pool.free_data_block(g.obj, ob);
-    }
+    g.finish_growth(&nb);
     Ok(nb)
 }
 
