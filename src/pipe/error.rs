@@ -82,17 +82,6 @@ pub enum SendError {
 }
 
 impl SendError {
-    /// The value that was not sent, borrowed.
-    pub(crate) fn value(&self) -> &ShmVal {
-        match self {
-            SendError::Full(v)
-            | SendError::Timeout(v)
-            | SendError::Closed(v)
-            | SendError::WrongPool(v)
-            | SendError::Broken(v, _) => v,
-        }
-    }
-
     /// The value that was not sent.
     pub fn into_value(self) -> ShmVal {
         match self {

@@ -156,11 +156,31 @@ impl Pipe {
         }
     }
 
+    /// One attempt to publish `vals[from..]`, their references handed over around it
+    /// (see [`Handover`]).
+    #[inline]
+    fn handed(
+        &self,
+        h: &mut dyn Handover,
+        from: usize,
+        push: impl FnOnce() -> Result<Push, Fault>,
+    ) -> Result<Push, Fault> {
+        h.before(from).map_err(Fault::Val)?;
+        let r = push();
+        h.after(from, if let Ok(Push::Sent(n)) = r { n } else { 0 });
+        r
+    }
+
     /// Sends `vals` in order, waiting at most `timeout` (`None`: no limit) if
     /// `block`. Returns how many went in (the cells own their references) and, if
     /// not all, why not. The deadline is fixed at the first failed attempt (no
     /// clock read on the fast path).
-    fn push_until(&self, vals: &[Raw], how: Wait) -> (usize, Option<Stop>) {
+    fn push_until(
+        &self,
+        vals: &[Raw],
+        how: Wait,
+        handover: &mut dyn Handover,
+    ) -> (usize, Option<Stop>) {
         let me = match self.me() {
             Ok(me) => me,
             Err(e) => return (0, Some(Stop::Broken(e))),
@@ -175,7 +195,7 @@ impl Pipe {
         };
         let mut wait = WaitLog::new(&self.inner.send_adapt, budget);
         loop {
-            let stuck = match self.push(&vals[done..], me, &dl) {
+            let stuck = match self.handed(handover, done, || self.push(&vals[done..], me, &dl)) {
                 Ok(Push::Sent(n)) => {
                     done += n;
                     if done == vals.len() {
@@ -212,7 +232,7 @@ impl Pipe {
             }
             let ec = &ring.head().not_full;
             let key = ec.prepare();
-            match self.push(&vals[done..], me, &dl) {
+            match self.handed(handover, done, || self.push(&vals[done..], me, &dl)) {
                 Ok(Push::Sent(n)) => done += n,
                 Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => {
@@ -253,13 +273,9 @@ impl Pipe {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        if let Err(e) = v.unledger() {
-            return Err(SendError::Broken(v, e.into()));
-        }
-        let stop = self.push_until(&[v.raw()], how).1;
-        if stop.is_some() {
-            v.reledger();
-        }
+        let stop = self
+            .push_until(&[v.raw()], how, &mut Values(std::slice::from_ref(&v)))
+            .1;
         match stop {
             None => {
                 v.forget_sent(); // the cell owns the reference now
@@ -295,13 +311,6 @@ impl Pipe {
         if let Some(i) = values.iter().position(|v| !v.fits(self.pool())) {
             return Err(BatchError::WrongPool(i));
         }
-        // Out of the ledger before any is published (the unsent go back after).
-        for (i, v) in values.iter().enumerate() {
-            if let Err(e) = v.unledger() {
-                values[..i].iter().for_each(ShmVal::reledger);
-                return Err(BatchError::Broken(e.into()));
-            }
-        }
         let mut raws = [Raw::new(0, 0, 0); 64];
         let mut sent = 0;
         let mut stop = None;
@@ -310,7 +319,7 @@ impl Pipe {
             for (r, v) in raws.iter_mut().zip(chunk) {
                 *r = *v.raw_ref(); // a plain copy: the run is read whole below
             }
-            let (n, why) = self.push_until(&raws[..chunk.len()], how);
+            let (n, why) = self.push_until(&raws[..chunk.len()], how, &mut Values(chunk));
             sent += n;
             if why.is_some() {
                 stop = why;
@@ -321,7 +330,6 @@ impl Pipe {
         for v in values.drain(..sent) {
             v.forget_sent();
         }
-        values.iter().for_each(ShmVal::reledger);
         match stop {
             None => Ok(sent),
             Some(Stop::Full) if !how.blocks() => Ok(sent),
@@ -464,3 +472,36 @@ enum Stop {
 
 /// Most room `recv_many` reserves in its output ahead of time.
 const MAX_BATCH_RESERVE: usize = 1024;
+
+/// How the references of the values a send attempt may publish leave the sending
+/// process's ledger: just before each attempt, and back after it for those that did
+/// not go (a value waiting for room stays in the ledger, so a sender killed while it
+/// waits leaks nothing; see `ledger`).
+pub(super) trait Handover {
+    /// Before an attempt to publish values `from..`.
+    ///
+    /// # Errors
+    /// A value's object was damaged since its handle was made.
+    fn before(&mut self, from: usize) -> Result<(), ValError>;
+    /// After it: `sent` of them went, from `from` on.
+    fn after(&mut self, from: usize, sent: usize);
+}
+
+/// The handles being sent.
+struct Values<'a>(&'a [ShmVal]);
+
+impl Handover for Values<'_> {
+    fn before(&mut self, from: usize) -> Result<(), ValError> {
+        for (i, v) in self.0[from..].iter().enumerate() {
+            if let Err(e) = v.unledger() {
+                self.0[from..from + i].iter().for_each(ShmVal::reledger);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn after(&mut self, from: usize, sent: usize) {
+        self.0[from + sent..].iter().for_each(ShmVal::reledger);
+    }
+}

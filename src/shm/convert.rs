@@ -63,13 +63,45 @@ impl Pool {
         Ok(())
     }
 
-    fn new_bytes_obj(&self, t: u8, bytes: &[u8]) -> Result<Raw, ValError> {
+    fn new_bytes_obj(&self, t: u8, bytes: &[u8], ledger: bool) -> Result<Raw, ValError> {
         let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
+        if ledger {
+            self.ledger_add(o.off); // before the copy: a death during it leaks nothing
+        }
         self.at::<TextHead>(o.off)?
             .len
             .store(bytes.len() as u64, Relaxed);
         self.copy_in(o.off + TEXT_BYTES as u64, bytes)?;
         Ok(imm(t, o.off))
+    }
+
+    /// [`share_raw`](Self::share_raw) for a new handle: the object's reference is
+    /// in this process's ledger on return — counted as soon as the object exists for
+    /// a leaf or a dict of leaves (the copy and the filling come after), at the end
+    /// for nested values (a death while building one leaks what was built).
+    pub(crate) fn share_raw_ledgered(&self, v: &Val) -> Result<Raw, ValError> {
+        if let Some(r) = immediate(v) {
+            return Ok(r);
+        }
+        if is_leaf(v) {
+            return match self.in_step_with(v, true)? {
+                In::Raw(r) => Ok(r),
+                In::Frame(_) => unreachable!("checked to be a leaf"),
+            };
+        }
+        if let Val::Tab(m) | Val::OTab(m) = v {
+            if m.iter().all(|(k, x)| is_leaf(k) && is_leaf(x)) {
+                let t = if matches!(v, Val::Tab(_)) {
+                    tag::TAB
+                } else {
+                    tag::OTAB
+                };
+                return self.share_flat_map(t, m, true);
+            }
+        }
+        let r = self.share_raw(v, 0)?;
+        self.ledger_add(r.payload);
+        Ok(r)
     }
 
     /// Copies `v` into the pool with an explicit stack (no recursion; nesting up to
@@ -95,6 +127,7 @@ impl Pool {
                         tag::OTAB
                     },
                     m,
+                    false,
                 );
             }
         }
@@ -143,11 +176,22 @@ impl Pool {
     }
 
     /// A dict whose keys and values are all leaves, built directly.
-    fn share_flat_map(&self, t: u8, m: &Map) -> Result<Raw, ValError> {
+    fn share_flat_map(&self, t: u8, m: &Map, ledger: bool) -> Result<Raw, ValError> {
         let o = self.new_tab_obj(t, m.len() as u64)?;
         let raw = imm(t, o.off);
+        if ledger {
+            // At once: each entry is whole before `used` counts it, so a death while
+            // filling leaves a table whose replay releases what it holds.
+            self.ledger_add(o.off);
+        }
+        let release = |rs: &[Raw]| {
+            if ledger {
+                let _ = self.ledger_take(o.off);
+            }
+            self.release_all(rs);
+        };
         // A private table (not yet visible to anyone): no lock needed.
-        let mut tab = self.private_tab(o).inspect_err(|_| self.release(raw))?;
+        let mut tab = self.private_tab(o).inspect_err(|_| release(&[raw]))?;
         for (k, x) in m {
             let leaf = |v: &Val| -> Result<Raw, ValError> {
                 if let Some(r) = immediate(v) {
@@ -158,25 +202,35 @@ impl Pool {
                     In::Frame(_) => unreachable!("checked to be a leaf"),
                 }
             };
-            let kr = leaf(k).inspect_err(|_| self.release(raw))?;
-            let vr = leaf(x).inspect_err(|_| self.release_all(&[kr, raw]))?;
+            let kr = leaf(k).inspect_err(|_| release(&[raw]))?;
+            let vr = leaf(x).inspect_err(|_| release(&[kr, raw]))?;
             tab.append(key_hash(k), kr, vr)
-                .inspect_err(|_| self.release_all(&[kr, vr, raw]))?;
+                .inspect_err(|_| release(&[kr, vr, raw]))?;
         }
         Ok(raw)
     }
 
     /// One heap value: a leaf copied in now, or a container to open.
     fn in_step<'v>(&self, v: &'v Val) -> Result<In<'v>, ValError> {
+        self.in_step_with(v, false)
+    }
+
+    /// [`in_step`](Self::in_step); `ledger`: a leaf's reference goes into this
+    /// process's ledger as soon as the object exists (for a new handle: a big array
+    /// or string is copied in after that, so a death during the copy leaks nothing).
+    fn in_step_with<'v>(&self, v: &'v Val, ledger: bool) -> Result<In<'v>, ValError> {
         if let Some(r) = immediate(v) {
             return Ok(In::Raw(r));
         }
         Ok(In::Raw(match v {
-            Val::Str(s) => self.new_bytes_obj(tag::STR, s.as_bytes())?,
-            Val::Bytes(b) => self.new_bytes_obj(tag::BYTES, b)?,
-            Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le())?,
+            Val::Str(s) => self.new_bytes_obj(tag::STR, s.as_bytes(), ledger)?,
+            Val::Bytes(b) => self.new_bytes_obj(tag::BYTES, b, ledger)?,
+            Val::BigInt(b) => self.new_bytes_obj(tag::BIGINT, &b.to_signed_bytes_le(), ledger)?,
             Val::Complex64(c) => {
                 let o = self.alloc_obj(tag::C64, HDR + 16)?;
+                if ledger {
+                    self.ledger_add(o.off);
+                }
                 let h = self.at::<C64Obj>(o.off)?;
                 h.re.store(c.re.to_bits(), Relaxed);
                 h.im.store(c.im.to_bits(), Relaxed);
@@ -185,6 +239,9 @@ impl Pool {
             Val::Arr(a) => {
                 let bytes = arr_bytes(a);
                 let o = self.alloc_obj_zeroed(tag::ARR, ARR_ELEMS + bytes.len(), HDR)?;
+                if ledger {
+                    self.ledger_add(o.off); // before the copy (see above)
+                }
                 let h = self.at::<ArrHead>(o.off)?;
                 h.kind.store(a.kind() as u64, Relaxed);
                 h.len.store(a.len() as u64, Relaxed);

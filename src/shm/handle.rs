@@ -367,8 +367,13 @@ impl Pool {
         if let Some(raw) = super::convert::immediate(v) {
             return Ok(ShmVal { pool: None, raw }); // no object, nothing can fail
         }
-        // Not an immediate: an object, which keeps its pool.
-        Ok(ShmVal::from_owned(self, self.share_raw(v, 0)?))
+        // Not an immediate: an object, which keeps its pool (its reference is in the
+        // ledger already).
+        let raw = self.share_raw_ledgered(v)?;
+        Ok(ShmVal {
+            pool: Some(self.clone()),
+            raw,
+        })
     }
 
     /// A new, empty shared `dict`.

@@ -282,18 +282,12 @@ impl Broadcast {
         if !v.fits(self.pool()) {
             return Err(SendError::WrongPool(v));
         }
-        // Out of the ledger before the ring can hold it (back in if not sent).
-        if let Err(e) = v.unledger() {
-            return Err(SendError::Broken(v, e.into()));
-        }
-        let r = self.send_unledgered(v, how);
-        if let Err(e) = &r {
-            e.value().reledger();
-        }
-        r
+        self.send_handed(v, how)
     }
 
-    fn send_unledgered(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
+    /// Sends `v`, its reference out of the ledger for each attempt only (back in
+    /// after one that did not send it: see `transfer::Handover`).
+    fn send_handed(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         let ch = &self.inner.ch;
         let r = v.raw();
         let drop_after = match ch.policy {
@@ -309,7 +303,14 @@ impl Broadcast {
         // A lock holder stopped in a debugger keeps no attempt past its deadline.
         let dl = Deadline::new(how);
         loop {
-            match self.push(r, force, reap, dl.lock_patience()) {
+            if let Err(e) = v.unledger() {
+                return Err(SendError::Broken(v, e.into()));
+            }
+            let attempt = self.push(r, force, reap, dl.lock_patience());
+            if !matches!(attempt, Ok(Push::Sent)) {
+                v.reledger();
+            }
+            match attempt {
                 Ok(Push::Sent) => {
                     v.forget_sent(); // the ring owns the reference now
                     return Ok(());
