@@ -76,6 +76,15 @@ fn child_role_entry() {
             }
             panic!("{point} never fired");
         }
+        // Receives a run as the receive side's owner and dies after reading the
+        // cells, before moving `head` (the values are still the pipe's).
+        "batch-reader" => {
+            let p = Pipe::open(&pool, "p", 5 * SECS).unwrap();
+            shmval::fail::set("pipe.recv.owned.read", shmval::fail::Action::Abort);
+            let mut got = Vec::new();
+            let _ = p.recv_many_timeout(&mut got, 10, 5 * SECS);
+            panic!("the fail point was to end this process");
+        }
         other => panic!("unknown role {other}"),
     }
     common::child_done();
@@ -337,4 +346,33 @@ fn a_table_or_list_growing_when_its_writer_dies_leaks_no_block() {
             "a killed growth at {point} left {left} bytes behind"
         );
     }
+}
+
+#[test]
+fn values_a_dying_receiver_read_but_did_not_take_are_not_given_back_by_its_replay() {
+    let s = Scratch::new("ledger-batch");
+    let pool = pool(&s, 16 << 20);
+    let p = Pipe::create(&pool, "p", 16).unwrap();
+    let base = pool.stats().in_use;
+    for i in 0..3 {
+        p.send(message(&pool, i)).unwrap();
+    }
+    let st = spawn("child_role_entry", "batch-reader", &[("POOL", s.0.clone())])
+        .wait()
+        .unwrap();
+    assert!(!st.success(), "the reader died at the fail point");
+    // Its ledger must not count the three values: the pipe still holds them.
+    pool.reclaim_dead();
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    for i in 0..3 {
+        let v = p.recv_timeout(5 * SECS).unwrap();
+        assert_eq!(v.to_val().unwrap(), message(&pool, i).to_val().unwrap());
+    }
+    assert!(pool.check().is_ok());
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "each value freed once, by its receiver"
+    );
 }

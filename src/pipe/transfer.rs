@@ -42,12 +42,24 @@ impl Pipe {
 
     /// One send attempt: as the send side's owner if this thread owns it, else
     /// (after settling who does) claiming under this process's send turn.
+    ///
+    /// `h` hands the references of `vals` (values `from..` of the send) over around
+    /// each call into the ring only, never around a wait for another process to
+    /// settle ownership: a sender killed while it waits leaks nothing.
     #[inline]
-    fn push(&self, vals: &[Raw], me: (u16, u64), dl: &Deadline) -> Result<Push, Fault> {
+    fn push(
+        &self,
+        vals: &[Raw],
+        me: (u16, u64),
+        dl: &Deadline,
+        h: &mut dyn Handover,
+        from: usize,
+    ) -> Result<Push, Fault> {
         let own = ring::owner(me.0, crate::platform::thread_id());
-        match self.inner.ring.push_owned(self.pool(), vals, own) {
+        let (ring, pool) = (&self.inner.ring, self.pool());
+        match handed(h, from, || ring.push_owned(pool, vals, own))? {
             Some(p) => Ok(p),
-            None => self.push_settled(vals, me, own, dl),
+            None => self.push_settled(vals, me, own, dl, h, from),
         }
     }
 
@@ -58,6 +70,8 @@ impl Pipe {
         me: (u16, u64),
         own: u64,
         dl: &Deadline,
+        h: &mut dyn Handover,
+        from: usize,
     ) -> Result<Push, Fault> {
         let (ring, pool) = (&self.inner.ring, self.pool());
         let r = self.settled(
@@ -65,12 +79,20 @@ impl Pipe {
             me,
             own,
             dl,
-            &mut (),
-            |_| ring.push_owned(pool, vals, own),
-            |_| Ok(ring.try_push(pool, vals, me.0)),
+            h,
+            // A hand-over that fails (a damaged value) ends the attempt, not `None`
+            // (which would settle again, and again).
+            |h| handed(h, from, || ring.push_owned(pool, vals, own)).transpose(),
+            |h| {
+                Ok(handed(h, from, || Some(ring.try_push(pool, vals, me.0)))
+                    .map(|p| p.expect("tried")))
+            },
         )?;
-        // The owner stayed inside its section until our limit: no room for us yet.
-        Ok(r.unwrap_or(Push::Full(None)))
+        match r {
+            Some(p) => p.map_err(Fault::Val),
+            // The owner stayed inside its section until our limit: no room for us yet.
+            None => Ok(Push::Full(None)),
+        }
     }
 
     /// One receive attempt (as [`Pipe::push`]).
@@ -156,21 +178,6 @@ impl Pipe {
         }
     }
 
-    /// One attempt to publish `vals[from..]`, their references handed over around it
-    /// (see [`Handover`]).
-    #[inline]
-    fn handed(
-        &self,
-        h: &mut dyn Handover,
-        from: usize,
-        push: impl FnOnce() -> Result<Push, Fault>,
-    ) -> Result<Push, Fault> {
-        h.before(from).map_err(Fault::Val)?;
-        let r = push();
-        h.after(from, if let Ok(Push::Sent(n)) = r { n } else { 0 });
-        r
-    }
-
     /// Sends `vals` in order, waiting at most `timeout` (`None`: no limit) if
     /// `block`. Returns how many went in (the cells own their references) and, if
     /// not all, why not. The deadline is fixed at the first failed attempt (no
@@ -195,7 +202,7 @@ impl Pipe {
         };
         let mut wait = WaitLog::new(&self.inner.send_adapt, budget);
         loop {
-            let stuck = match self.handed(handover, done, || self.push(&vals[done..], me, &dl)) {
+            let stuck = match self.push(&vals[done..], me, &dl, handover, done) {
                 Ok(Push::Sent(n)) => {
                     done += n;
                     if done == vals.len() {
@@ -232,7 +239,7 @@ impl Pipe {
             }
             let ec = &ring.head().not_full;
             let key = ec.prepare();
-            match self.handed(handover, done, || self.push(&vals[done..], me, &dl)) {
+            match self.push(&vals[done..], me, &dl, handover, done) {
                 Ok(Push::Sent(n)) => done += n,
                 Ok(Push::Closed) => return (done, Some(Stop::Closed)),
                 Ok(Push::Full(stuck)) => {
@@ -456,9 +463,13 @@ impl Pipe {
         }
         let pool = self.pool();
         out.reserve(max.min(MAX_BATCH_RESERVE));
-        self.pop_until(max, how, &mut |r| {
-            ShmVal::push_owned(out, pool, r);
-        })
+        let start = out.len();
+        // Into the ledger once the receive has committed (see `push_unledgered`).
+        let r = self.pop_until(max, how, &mut |r| {
+            ShmVal::push_unledgered(out, pool, r);
+        });
+        ShmVal::ledger_all(&out[start..]);
+        r
     }
 }
 
@@ -485,6 +496,20 @@ pub(super) trait Handover {
     fn before(&mut self, from: usize) -> Result<(), ValError>;
     /// After it: `sent` of them went, from `from` on.
     fn after(&mut self, from: usize, sent: usize);
+}
+
+/// One call into the ring that may publish values `from..`, their references handed
+/// over around it (`None`: it did not try: this thread does not own the side).
+#[inline]
+fn handed(
+    h: &mut dyn Handover,
+    from: usize,
+    push: impl FnOnce() -> Option<Push>,
+) -> Result<Option<Push>, ValError> {
+    h.before(from)?;
+    let r = push();
+    h.after(from, if let Some(Push::Sent(n)) = r { n } else { 0 });
+    Ok(r)
 }
 
 /// The handles being sent.

@@ -44,19 +44,20 @@ impl ShmVal {
         }
     }
 
-    /// Appends the value `raw` (whose reference the caller hands over) to `out`.
+    /// Appends the value `raw` (whose reference the caller hands over) to `out`,
+    /// *not yet* counted in this process's ledger: a pipe hands values over before
+    /// its receive commits (moves `head`), so the caller counts them with
+    /// [`ShmVal::ledger_all`] once the receive has returned (counting them before
+    /// would let a death in between give back references the pipe still holds).
     /// Written field by field: building the handle first and moving it in makes the
     /// compiler reload the raw pair as one 16-byte word from the smaller stores just
     /// made, which the CPU cannot forward (the load waits for the store buffer to
     /// drain: a stall per value when receiving runs).
     #[inline]
-    pub(crate) fn push_owned(out: &mut Vec<ShmVal>, pool: &Pool, raw: Raw) {
+    pub(crate) fn push_unledgered(out: &mut Vec<ShmVal>, pool: &Pool, raw: Raw) {
         out.reserve(1);
         let len = out.len();
-        let pool = raw.is_object().then(|| {
-            pool.ledger_add(raw.payload); // after the reference was taken
-            pool.clone()
-        });
+        let pool = raw.is_object().then(|| pool.clone());
         // SAFETY: `reserve` made room for one more element at `len`; every field is
         // written (padding needs no value) before the length covers it.
         unsafe {
@@ -64,6 +65,18 @@ impl ShmVal {
             std::ptr::addr_of_mut!((*dst).pool).write(pool);
             std::ptr::addr_of_mut!((*dst).raw).write(raw);
             out.set_len(len + 1);
+        }
+    }
+
+    /// Counts the references of `vals` (appended by [`ShmVal::push_unledgered`]) in
+    /// this process's ledger, after the receive that took them returned.
+    pub(crate) fn ledger_all(vals: &[ShmVal]) {
+        for v in vals {
+            if let Some(p) = &v.pool {
+                if v.raw.is_object() {
+                    p.ledger_add(v.raw.payload);
+                }
+            }
         }
     }
 
