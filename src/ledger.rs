@@ -69,9 +69,43 @@ pub(crate) struct LedgerHead {
     replayer: AtomicU64,
     /// Offset of each table, 0 not made yet (they are made in order).
     tables: [AtomicU64; LEVELS],
+    /// Offset of the batch receipts ([`Batches`]), 0 not made yet.
+    batches: AtomicU64,
 }
 
-const HEAD_SIZE: usize = 128;
+const HEAD_SIZE: usize = 144;
+
+/// Receipts of runs being received, one per receiving thread at a time.
+pub(crate) const BATCH_SLOTS: usize = 8;
+/// Values a receipt holds: a run received with one is at most this long.
+pub(crate) const BATCH_KEYS: usize = 64;
+
+/// A receipt: the objects of a run being received, noted as each value is read
+/// (before the receive commits: they are still the pipe's), then marked committed
+/// once it has, then folded into the tables key by key (each key cleared before it
+/// is counted). A replay gives back the keys of a committed receipt, ignores an
+/// uncommitted one: the run's references enter the ledger with one store, so a
+/// death leaks at most one of them instead of the rest of the run.
+#[repr(C)]
+pub(crate) struct BatchSlot {
+    /// The receiving thread (0: free).
+    owner: AtomicU64,
+    /// 1 once the receive has committed, until the fold is done.
+    committed: AtomicU64,
+    keys: [AtomicU64; BATCH_KEYS],
+}
+
+#[repr(C)]
+struct Batches {
+    slots: [BatchSlot; BATCH_SLOTS],
+}
+
+// SAFETY: atomics only, no padding, valid for any bits.
+unsafe impl crate::shm::layout::InShared for Batches {}
+
+fn batches_layout() -> Layout {
+    Layout::new::<Batches>().align_to(16).expect("small")
+}
 const _: () = assert!(std::mem::size_of::<LedgerHead>() <= HEAD_SIZE);
 
 /// One line of a table.
@@ -227,6 +261,12 @@ impl Pool {
         let View::Ready(head) = self.ledger_view() else {
             return;
         };
+        self.ledger_add_in(head, off);
+    }
+
+    /// [`Pool::ledger_add`] into the ledger `head` (this process's, set up).
+    #[inline]
+    fn ledger_add_in(&self, head: &LedgerHead, off: u64) {
         let key = off >> KEY_SHIFT;
         if key < KEY_LIMIT {
             if let Some(t) = self.ledger_table(head, 0) {
@@ -442,6 +482,10 @@ impl Pool {
             return;
         };
         h.magic.store(0, Release);
+        if let Some(o) = Offset::new(h.batches.swap(0, AcqRel)) {
+            // SAFETY: allocated by `ledger_batch` with this layout; as below.
+            let _ = unsafe { self.free(o, batches_layout()) };
+        }
         for (k, t) in h.tables.iter().enumerate() {
             if let Some(o) = Offset::new(t.swap(0, AcqRel)) {
                 // SAFETY: allocated by `ledger_new`/`ledger_grow` with this layout;
@@ -481,6 +525,28 @@ impl Pool {
                 }
                 r.objects += 1;
                 r.references += n;
+            }
+        }
+        if let Some(b) = self.ledger_batches(h) {
+            for slot in &b.slots {
+                if slot.committed.load(Acquire) == 0 {
+                    continue; // not committed: the run is still the pipe's
+                }
+                for k in &slot.keys {
+                    let off = k.swap(0, AcqRel);
+                    if off == 0 {
+                        continue;
+                    }
+                    match self.obj(off) {
+                        Ok(o) => {
+                            self.release(Raw::new(o.tag, 0, off));
+                            r.objects += 1;
+                            r.references += 1;
+                        }
+                        Err(_) => r.skipped += 1,
+                    }
+                }
+                slot.committed.store(0, Release);
             }
         }
         r.untracked = h.unledgered.swap(0, AcqRel);
@@ -545,6 +611,16 @@ impl Pool {
                     }
                 }
             }
+            if let Some(b) = self.ledger_batches(h) {
+                for slot in b.slots.iter().filter(|s| s.committed.load(Acquire) != 0) {
+                    for k in &slot.keys {
+                        let off = k.load(Relaxed);
+                        if off != 0 {
+                            *counts.entry(off).or_insert(0u64) += 1;
+                        }
+                    }
+                }
+            }
             out.push(LedgerRead {
                 alive,
                 counts,
@@ -568,6 +644,7 @@ impl Pool {
             };
             let at = |o: u64, l: Layout| Offset::new(o).map_or(0, |o| heap.accounted(o, l));
             n += at(off, head_layout());
+            n += at(h.batches.load(Acquire), batches_layout());
             for (k, t) in h.tables.iter().enumerate() {
                 n += at(t.load(Acquire), table_layout(k));
             }
@@ -606,5 +683,98 @@ impl Replayed {
         self.references += o.references;
         self.untracked += o.untracked;
         self.skipped += o.skipped;
+    }
+}
+
+impl Pool {
+    fn ledger_batches(&self, h: &LedgerHead) -> Option<&Batches> {
+        let off = h.batches.load(Acquire);
+        (off != 0).then(|| self.at::<Batches>(off).ok()).flatten()
+    }
+
+    /// A receipt for a run this thread is about to receive (see [`BatchSlot`]);
+    /// `None` when this process keeps no ledger, or no receipt is free or can be
+    /// made (the caller then counts the run after it commits, as before).
+    pub(crate) fn ledger_batch(&self) -> Option<Receipt<'_>> {
+        let View::Ready(head) = self.ledger_view() else {
+            return None;
+        };
+        let b = match self.ledger_batches(head) {
+            Some(b) => b,
+            None => {
+                let off = self.alloc(batches_layout()).ok()?;
+                let size = batches_layout().size();
+                let p = self.resolve(off, size)?;
+                // SAFETY: a fresh block of `size` bytes, ours alone until published.
+                unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size) };
+                if head
+                    .batches
+                    .compare_exchange(0, off.get(), AcqRel, Acquire)
+                    .is_err()
+                {
+                    // SAFETY: just allocated with this layout, never published.
+                    let _ = unsafe { self.free(off, batches_layout()) };
+                }
+                self.ledger_batches(head)?
+            }
+        };
+        let me = u64::from(crate::platform::thread_id()).max(1);
+        let slot = b.slots.iter().find(|s| {
+            s.owner.load(Relaxed) == 0 && s.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok()
+        })?;
+        Some(Receipt {
+            pool: self,
+            head,
+            slot,
+            n: 0,
+        })
+    }
+}
+
+/// A claimed receipt (see [`Pool::ledger_batch`]).
+pub(crate) struct Receipt<'p> {
+    pool: &'p Pool,
+    head: &'p LedgerHead,
+    slot: &'p BatchSlot,
+    n: usize,
+}
+
+impl Receipt<'_> {
+    /// Notes an object read (not yet taken); false when the receipt is full.
+    #[inline]
+    pub(crate) fn note(&mut self, off: u64) -> bool {
+        let Some(k) = self.slot.keys.get(self.n) else {
+            return false;
+        };
+        k.store(off, Relaxed);
+        self.n += 1;
+        true
+    }
+
+    /// The receive committed: the noted objects are this process's. Marked with one
+    /// store, then counted in the tables one by one (each key cleared first: a death
+    /// in between leaks that one reference).
+    #[inline]
+    pub(crate) fn commit(&mut self) {
+        if self.n == 0 {
+            return;
+        }
+        self.slot.committed.store(1, Release);
+        for k in &self.slot.keys[..self.n] {
+            let off = k.swap(0, Relaxed);
+            self.pool.ledger_add_in(self.head, off);
+        }
+        self.slot.committed.store(0, Release);
+        self.n = 0;
+    }
+}
+
+impl Drop for Receipt<'_> {
+    fn drop(&mut self) {
+        // Noted and never committed (the receive did not happen): the pipe's still.
+        for k in &self.slot.keys[..self.n] {
+            k.store(0, Relaxed);
+        }
+        self.slot.owner.store(0, Release);
     }
 }

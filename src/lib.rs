@@ -110,7 +110,7 @@ pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, Reclaimed};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, RepairError, RepairReport,
-    ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, ValError,
+    ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable, ValError,
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use val::{

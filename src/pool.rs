@@ -461,8 +461,9 @@ impl Pool {
     /// others again); then it checks again. Runs only when no other process is
     /// attached: it takes the pool's repair lock exclusive (attached processes hold
     /// it shared; openers are refused with [`OpenError::Repairing`] meanwhile).
-    /// Objects no root and no ledger reaches stay allocated (a sweep is planned);
-    /// their bytes show in [`Stats::in_use`].
+    /// Objects no root and no ledger reaches are then freed (a sweep: what a death
+    /// between two instructions leaked); blocks that hold no object are never
+    /// touched (they may be your own [`Pool::alloc`] data).
     ///
     /// # Safety
     /// No handle of this process may refer into the pool: no `ShmVal`, `ShmTab`,
@@ -510,6 +511,8 @@ impl Pool {
                 fixed.push(h.clone());
             }
         }
+        // What nothing refers to: no root reaches it, no process holds it.
+        let (swept, swept_bytes) = crate::shm::sweep(self);
         // SAFETY: alone (the repair lock), and the caller holds nothing (our contract).
         let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
         let after = self.check();
@@ -519,6 +522,8 @@ impl Pool {
             reclaimed,
             slabs_returned,
             fixed,
+            swept,
+            swept_bytes,
             after,
         })
     }

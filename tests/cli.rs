@@ -82,6 +82,13 @@ fn child_role_entry() {
         let _t = root.get("t"); // the count is raised, then the process ends
         unreachable!("the fail point ends the process");
     }
+    if role == "build-and-die" {
+        let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
+        shmval::fail::set("ledger.add", shmval::fail::Action::Abort);
+        // Made (count 1), not yet counted as this process's: nothing refers to it.
+        let _t = pool.share(&tab! { "built" => "by a process that died", "n" => vec![1i64, 2] });
+        unreachable!("the fail point ends the process");
+    }
     assert_eq!(role, "hold-and-die");
     let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
     // Two handles on the table the parent shared, and a list of its own in the root,
@@ -370,4 +377,55 @@ fn no_such_pool_cannot_be_checked() {
     assert_eq!(o.status.code(), Some(2), "clap's usage error");
     let o = shmval(&["chekc", "x"]);
     assert_eq!(o.status.code(), Some(2), "a misspelled command");
+}
+
+#[test]
+fn an_object_nothing_refers_to_is_reported_and_swept_by_repair() {
+    let s = Scratch::new("cli-sweep");
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    let base = pool.stats().in_use;
+    let st = spawn(
+        "child_role_entry",
+        "build-and-die",
+        &[("POOL", s.0.clone())],
+    )
+    .wait()
+    .unwrap();
+    assert!(!st.success(), "the child died at the fail point");
+    assert!(pool.stats().in_use > base, "the dict it made stays");
+    let o = shmval(&["check", s.name(), "--json"]);
+    assert_eq!(o.status.code(), Some(1), "an unreachable object is a leak");
+    let v = json(&o);
+    let u = v["unreachable"].as_array().unwrap();
+    assert_eq!(
+        u.len(),
+        1,
+        "the dict (its string and list are inside it): {v}"
+    );
+    assert_eq!(
+        (u[0]["kind"].as_str(), u[0]["count"].as_u64()),
+        (Some("dict"), Some(1))
+    );
+    drop(pool);
+    let o = shmval(&["repair", s.name(), "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v = json(&o);
+    assert_eq!(v["swept"], 1, "{v}");
+    assert_eq!(
+        v["after"]["unreachable"].as_array().unwrap().len(),
+        0,
+        "{v}"
+    );
+    let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "the dict and what it held are freed"
+    );
+    assert_eq!(shmval(&["check", s.name()]).status.code(), Some(0));
 }

@@ -535,6 +535,36 @@ impl<P: Platform> Heap<P> {
     }
 }
 
+impl<P: Platform> Heap<P> {
+    /// The allocated blocks of the large heap, under its lock: `(block, size,
+    /// slab class)` — the class for a slab, `None` for a block handed out whole
+    /// (its payload starts at `block + 16`). `None` when the tiling is malformed.
+    pub(crate) fn large_blocks(&self) -> Option<Vec<(u64, u64, Option<usize>)>> {
+        let g = self.large().ok()?;
+        let mut out = Vec::new();
+        let mut b = self.arena_start;
+        while b < self.arena_end {
+            let v = g.valid(b).ok()?;
+            let size = v & !B_FLAGS;
+            if size == 0 {
+                return None;
+            }
+            if v & B_ALLOC != 0 {
+                let class = (v & B_SLAB != 0).then(|| {
+                    let meta = g.get(b + 16).unwrap_or(0);
+                    (meta >> 32) as usize
+                });
+                if class.is_some_and(|c| c >= crate::class::NUM_CLASSES) {
+                    return None;
+                }
+                out.push((b, size, class));
+            }
+            b += size;
+        }
+        Some(out)
+    }
+}
+
 impl<P: Platform> Large<'_, P> {
     fn verify(&self) -> Vec<(u64, String)> {
         let h = self.heap.header();

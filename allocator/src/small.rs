@@ -320,6 +320,85 @@ impl<P: Platform> Heap<P> {
         returned
     }
 
+    /// Bytes handed out, counted from the blocks themselves instead of the cache
+    /// slots' counters: per class, the blocks of its slabs less those found free in
+    /// every list (the depot's batches, every slot's list); plus the large blocks'
+    /// payload. A process killed inside an allocation or a free skews the counters
+    /// [`Stats::in_use`](crate::Stats) sums by one block each, not this. Exact only
+    /// while nothing else allocates or frees (it reads lists others may be
+    /// changing; it changes nothing). `None` when a list is malformed.
+    pub fn census(&self) -> Option<u64> {
+        let mut total = self.header().large_user.load(Ordering::Relaxed);
+        let mut seen = std::collections::HashSet::new();
+        for (class, &size) in CLASS_SIZES.iter().enumerate() {
+            let mut free = Vec::new();
+            if !self.free_in_lists(class, &mut seen, &mut free) {
+                return None;
+            }
+            let blocks = self.header().slabs[class]
+                .load(Ordering::Relaxed)
+                .saturating_mul(nblocks(class));
+            total += blocks.saturating_sub(free.len() as u64) * u64::from(size);
+        }
+        Some(total)
+    }
+
+    /// Appends to `out` the blocks of `class` in every free list (the depot's
+    /// published batches, every slot's list; batches being moved are skipped);
+    /// false when a list is malformed or lists a block twice.
+    fn free_in_lists(
+        &self,
+        class: usize,
+        seen: &mut std::collections::HashSet<u64>,
+        out: &mut Vec<u64>,
+    ) -> bool {
+        let lists = self
+            .depot(class)
+            .iter()
+            .chain((0..self.nslots).map(|s| &self.slot(s).classes[class].list));
+        for word in lists {
+            let e = word.load(Ordering::Acquire);
+            if e != 0 && e >> CLAIM_SHIFT == 0 && !self.walk_chain(class, e, seen, out) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every block handed out and not given back: `(offset, size)`, the offset as
+    /// the allocation returned it — small blocks (the blocks of each slab that no
+    /// free list holds) and large ones (their payload). The ground a sweep stands
+    /// on. Exact only while nothing else allocates or frees (as [`Heap::census`]);
+    /// `None` when a list or the tiling is malformed.
+    pub fn allocated_blocks(&self) -> Option<Vec<(u64, u64)>> {
+        let mut free = std::collections::HashSet::new();
+        for class in 0..CLASS_SIZES.len() {
+            if !self.free_in_lists(class, &mut free, &mut Vec::new()) {
+                return None;
+            }
+        }
+        let mut out = Vec::new();
+        for (b, size, class) in self.large_blocks()? {
+            match class {
+                Some(c) => {
+                    let bs = u64::from(CLASS_SIZES[c]);
+                    let first = b + SLAB_FIRST;
+                    for k in 0..nblocks(c) {
+                        let off = first + k * bs;
+                        if !free.contains(&off) {
+                            out.push((off, bs));
+                        }
+                    }
+                }
+                None => out.push((
+                    b + crate::layout::BLOCK_HDR,
+                    size - crate::layout::BLOCK_HDR,
+                )),
+            }
+        }
+        Some(out)
+    }
+
     /// Appends the blocks of the chain `(len << 32) | head` of `class` to `out`;
     /// false (and `out` as it was) when a block is malformed or already in `seen`.
     fn walk_chain(

@@ -87,7 +87,7 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let clean = r.after.is_ok() && r.after.leaks().is_empty();
+    let clean = r.after.is_ok() && r.after.leaks().is_empty() && r.after.unreachable.is_empty();
     if json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         v["name"] = name.into();
@@ -96,11 +96,14 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
     } else {
         println!(
             "pool {name}: {} reference(s) of {} process(es) that are gone given back, {} dead \
-             cache slot(s) given back, {} count(s) fixed, {} empty slab(s) back to the arena",
+             cache slot(s) given back, {} count(s) fixed, {} object(s) nothing referred to \
+             freed ({} bytes), {} empty slab(s) back to the arena",
             r.reclaimed.references,
             r.reclaimed.ledgers,
             r.reclaimed.slots,
             r.fixed.len(),
+            r.swept,
+            r.swept_bytes,
             r.slabs_returned
         );
         for h in &r.fixed {
@@ -130,7 +133,7 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
     };
     let r = pool.check();
     let leaks = r.leaks();
-    let clean = r.is_ok() && leaks.is_empty();
+    let clean = r.is_ok() && leaks.is_empty() && r.unreachable.is_empty();
     if json {
         let mut v = serde_json::to_value(&r).expect("a report serialises");
         v["name"] = name.into();
@@ -161,6 +164,14 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
                 h.unaccounted()
             );
         }
+        if !r.unreachable.is_empty() {
+            println!(
+                "  {} object(s) nothing refers to, {} bytes: LEAKED (`shmval repair` frees \
+                 them)",
+                r.unreachable.len(),
+                r.unreachable_bytes
+            );
+        }
         if r.untracked > 0 {
             println!(
                 "  {} reference(s) held by live processes without a ledger word: leaks \
@@ -176,7 +187,11 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
             if clean {
                 "clean".to_string()
             } else {
-                format!("{} problem(s), {} leak(s)", r.problems.len(), leaks.len())
+                format!(
+                    "{} problem(s), {} leak(s)",
+                    r.problems.len(),
+                    leaks.len() + r.unreachable.len()
+                )
             }
         );
     }

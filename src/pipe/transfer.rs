@@ -103,7 +103,7 @@ impl Pipe {
         me: (u16, u64),
         look: bool,
         dl: &Deadline,
-        out: &mut impl FnMut(Raw),
+        out: &mut impl ring::Take,
     ) -> Result<Pop, Fault> {
         let (ring, pool) = (&self.inner.ring, self.pool());
         let own = ring::owner(me.0, crate::platform::thread_id());
@@ -353,7 +353,7 @@ impl Pipe {
         &self,
         max: usize,
         how: Wait,
-        out: &mut impl FnMut(Raw),
+        out: &mut impl ring::Take,
     ) -> Result<usize, RecvError> {
         let me = self.me().map_err(RecvError::Broken)?;
         let ring = &self.inner.ring;
@@ -423,8 +423,13 @@ impl Pipe {
                 && how.timeout().is_none_or(|t| t >= FAST_SPIN_MIN)
                 && self.inner.spin_ns.load(Ordering::Relaxed) != 0;
             let rounds = if watch { FAST_SPINS } else { 0 };
-            if let Some(r) = self.inner.ring.pop_one_owned(own, rounds) {
-                return Ok(ShmVal::from_owned(self.pool(), r));
+            let pool = self.pool();
+            if let Some(r) = self.inner.ring.pop_one_owned(own, rounds, |r| {
+                if r.is_object() {
+                    pool.ledger_add(r.payload); // taken: before any sender is woken
+                }
+            }) {
+                return Ok(ShmVal::from_ledgered(pool, r));
             }
         }
         self.recv_slow(how)
@@ -435,19 +440,20 @@ impl Pipe {
     fn recv_slow(&self, how: Wait) -> Result<ShmVal, RecvError> {
         // The value as two words (a tag word of `u64::MAX`: none), each stored and
         // loaded whole (see `Raw::read_fields`).
-        let (mut tag, mut payload) = (u64::MAX, 0);
-        self.pop_until(1, how, &mut |r: Raw| {
-            tag = r.tag_word();
-            payload = r.payload;
-        })?;
-        if tag == u64::MAX {
+        let mut one = One {
+            pool: self.pool(),
+            tag: u64::MAX,
+            payload: 0,
+        };
+        self.pop_until(1, how, &mut one)?;
+        if one.tag == u64::MAX {
             return Err(RecvError::Broken(Fault::Val(ValError::Corrupt {
                 what: "pipe receive reported a value it did not hand over".into(),
             })));
         }
-        Ok(ShmVal::from_owned(
+        Ok(ShmVal::from_ledgered(
             self.pool(),
-            Raw::from_words(tag, payload),
+            Raw::from_words(one.tag, one.payload),
         ))
     }
 
@@ -464,12 +470,25 @@ impl Pipe {
         let pool = self.pool();
         out.reserve(max.min(MAX_BATCH_RESERVE));
         let start = out.len();
-        // Into the ledger once the receive has committed (see `push_unledgered`).
-        let r = self.pop_until(max, how, &mut |r| {
-            ShmVal::push_unledgered(out, pool, r);
-        });
-        ShmVal::ledger_all(&out[start..]);
-        r
+        // A receipt makes the run's references this process's with one store once the
+        // receive commits (a run is at most a receipt long then); without one, they
+        // are counted after it commits.
+        let receipt = pool.ledger_batch();
+        let max = if receipt.is_some() {
+            max.min(crate::ledger::BATCH_KEYS)
+        } else {
+            max
+        };
+        self.pop_until(
+            max,
+            how,
+            &mut Many {
+                out,
+                pool,
+                start,
+                receipt,
+            },
+        )
     }
 }
 
@@ -528,5 +547,56 @@ impl Handover for Values<'_> {
 
     fn after(&mut self, from: usize, sent: usize) {
         self.0[from + sent..].iter().for_each(ShmVal::reledger);
+    }
+}
+
+/// A receive of one value: its two words (a tag word of `u64::MAX`: none), each
+/// stored and loaded whole (see `Raw::read_fields`), counted in the ledger once taken.
+struct One<'a> {
+    pool: &'a crate::Pool,
+    tag: u64,
+    payload: u64,
+}
+
+impl ring::Take for One<'_> {
+    fn put(&mut self, r: Raw) {
+        self.tag = r.tag_word();
+        self.payload = r.payload;
+    }
+
+    fn taken(&mut self) {
+        let r = Raw::from_words(self.tag, self.payload);
+        if self.tag != u64::MAX && r.is_object() {
+            self.pool.ledger_add(r.payload);
+        }
+    }
+}
+
+/// A receive into a vector: handles appended as read, counted in the ledger once
+/// taken (not before: values read are still the pipe's until the receive commits).
+struct Many<'a> {
+    out: &'a mut Vec<ShmVal>,
+    pool: &'a crate::Pool,
+    /// The first value not yet counted.
+    start: usize,
+    receipt: Option<crate::ledger::Receipt<'a>>,
+}
+
+impl ring::Take for Many<'_> {
+    fn put(&mut self, r: Raw) {
+        ShmVal::push_unledgered(self.out, self.pool, r);
+        if let Some(rc) = &mut self.receipt {
+            if r.is_object() && !rc.note(r.payload) {
+                self.receipt = None; // cannot happen: the run is a receipt long
+            }
+        }
+    }
+
+    fn taken(&mut self) {
+        match &mut self.receipt {
+            Some(rc) => rc.commit(),
+            None => ShmVal::ledger_all(&self.out[self.start..]),
+        }
+        self.start = self.out.len();
     }
 }

@@ -65,12 +65,14 @@ impl Pool {
 
     fn new_bytes_obj(&self, t: u8, bytes: &[u8], ledger: bool) -> Result<Raw, ValError> {
         let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
-        if ledger {
-            self.ledger_add(o.off); // before the copy: a death during it leaks nothing
-        }
         self.at::<TextHead>(o.off)?
             .len
             .store(bytes.len() as u64, Relaxed);
+        if ledger {
+            // Its header whole, its bytes not copied yet: a death during the copy
+            // leaks nothing.
+            self.ledger_add(o.off);
+        }
         self.copy_in(o.off + TEXT_BYTES as u64, bytes)?;
         Ok(imm(t, o.off))
     }
@@ -239,12 +241,12 @@ impl Pool {
             Val::Arr(a) => {
                 let bytes = arr_bytes(a);
                 let o = self.alloc_obj_zeroed(tag::ARR, ARR_ELEMS + bytes.len(), HDR)?;
-                if ledger {
-                    self.ledger_add(o.off); // before the copy (see above)
-                }
                 let h = self.at::<ArrHead>(o.off)?;
                 h.kind.store(a.kind() as u64, Relaxed);
                 h.len.store(a.len() as u64, Relaxed);
+                if ledger {
+                    self.ledger_add(o.off); // before the copy (see above)
+                }
                 self.copy_in(o.off + ARR_ELEMS as u64, bytes)?;
                 imm(tag::ARR, o.off)
             }

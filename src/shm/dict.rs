@@ -202,6 +202,15 @@ impl<'p> Guard<'p> {
 
     /// Appends a new entry (the key is known to be absent), growing if needed. Takes
     /// over the references `k` and `v` only on success.
+    /// Makes room for one more entry (a growth if the block is full), so that an
+    /// `append` after it does not grow.
+    pub(crate) fn reserve_one(&self) -> Result<(), ValError> {
+        match self.block()? {
+            Some(b) if Self::used(b) < b.cap => Ok(()),
+            _ => self.grow().map(|_| ()),
+        }
+    }
+
     pub(crate) fn append(&self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
         let b = match self.block()? {
             Some(b) if Self::used(b) < b.cap => b,
@@ -268,18 +277,23 @@ impl<'p> Guard<'p> {
         }
         let data = self.pool.new_data_block(new_cap, ENTRY)?;
         let pool: &'p Pool = self.pool;
+        let nb = pool.block_at(data, ENTRY)?;
+        // Logged at once, before the index is made and zeroed (a big table's index
+        // is a big block: its zeroing must not be a window where a death leaks both).
+        self.log_growth(&nb, old.map_or(0, |b| b.off));
         if new_cap > LINEAR {
-            match pool.alloc_block(index_bytes(new_cap)) {
-                Ok(idx) => pool.block_at(data, ENTRY)?.head.index.store(idx, Relaxed),
+            match pool.alloc_raw_block(index_bytes(new_cap)) {
+                Ok(idx) => {
+                    nb.head.index.store(idx, Relaxed); // named by the logged block
+                    pool.zero_block(idx, index_bytes(new_cap))?;
+                }
                 Err(e) => {
-                    self.pool
-                        .free_block(data, Block::bytes(new_cap, ENTRY as u64));
+                    self.unlog_growth();
+                    pool.free_data_block(self.obj, nb);
                     return Err(e);
                 }
             }
         }
-        let nb = pool.block_at(data, ENTRY)?;
-        self.log_growth(&nb, old.map_or(0, |b| b.off));
         fail_point!("shm.growth.logged");
         let mut n = 0;
         if let Some(ob) = old {

@@ -92,6 +92,12 @@ impl<'p> Guard<'p> {
         self.head.redo_at.store(GROWING, Release); // SYNC POINT: the growth is logged
     }
 
+    /// Drops the log of a growth given up before its switch (the caller then frees
+    /// the new block: unlogged first, so a death in between leaks it, no more).
+    pub(crate) fn unlog_growth(&self) {
+        self.head.redo_at.store(0, Release);
+    }
+
     /// After the switch (`data` names `new`): frees the block it replaced and clears
     /// the log. The block is unnamed before it is freed (a death in between leaks
     /// it; freed twice, never).

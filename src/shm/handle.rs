@@ -44,11 +44,21 @@ impl ShmVal {
         }
     }
 
+    /// Wraps a raw value whose reference the caller hands over and has counted in
+    /// this process's ledger already.
+    #[inline]
+    pub(crate) fn from_ledgered(pool: &Pool, raw: Raw) -> ShmVal {
+        ShmVal {
+            pool: raw.is_object().then(|| pool.clone()),
+            raw,
+        }
+    }
+
     /// Appends the value `raw` (whose reference the caller hands over) to `out`,
     /// *not yet* counted in this process's ledger: a pipe hands values over before
     /// its receive commits (moves `head`), so the caller counts them with
-    /// [`ShmVal::ledger_all`] once the receive has returned (counting them before
-    /// would let a death in between give back references the pipe still holds).
+    /// [`ShmVal::ledger_all`] once it has (counting them before would let a death
+    /// in between give back references the pipe still holds).
     /// Written field by field: building the handle first and moving it in makes the
     /// compiler reload the raw pair as one 16-byte word from the smaller stores just
     /// made, which the CPU cannot forward (the load waits for the store buffer to
@@ -69,7 +79,7 @@ impl ShmVal {
     }
 
     /// Counts the references of `vals` (appended by [`ShmVal::push_unledgered`]) in
-    /// this process's ledger, after the receive that took them returned.
+    /// this process's ledger, once the receive that took them has committed.
     pub(crate) fn ledger_all(vals: &[ShmVal]) {
         for v in vals {
             if let Some(p) = &v.pool {
@@ -337,18 +347,15 @@ impl Arg {
         Ok(v)
     }
 
-    /// The value as an owned raw reference in `pool`.
-    pub(crate) fn into_raw_in(self, pool: &Pool) -> Result<Raw, ValError> {
-        self.into_raw(pool)
-    }
-
-    /// The value as an owned raw reference in `pool`.
-    pub(super) fn into_raw(self, pool: &Pool) -> Result<Raw, ValError> {
+    /// The value as a handle in `pool` (a heap value copied in, counted in this
+    /// process's ledger; a handle of another pool copied too): to be turned into a
+    /// raw reference ([`ShmVal::into_raw`]) right before it is stored, so that a
+    /// death while the store waits for a lock or a growth leaks nothing.
+    pub(crate) fn into_val_in(self, pool: &Pool) -> Result<ShmVal, ValError> {
         match self {
-            Arg::Heap(v) => pool.share_raw(&v, 0),
-            Arg::Shared(s) if s.fits(pool) => Ok(s.into_raw()),
-            // A value of another pool is copied in.
-            Arg::Shared(s) => pool.share_raw(&s.to_val()?, 0),
+            Arg::Heap(v) => pool.share(&v),
+            Arg::Shared(s) if s.fits(pool) => Ok(s),
+            Arg::Shared(s) => pool.share(&s.to_val()?),
         }
     }
 }

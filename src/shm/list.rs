@@ -108,14 +108,13 @@ impl ShmList {
     /// [`ValError::Index`] past the end; allocation for a heap value.
     pub fn set(&self, i: usize, value: impl Into<Arg>) -> Result<ShmVal, ValError> {
         let pool = self.0.obj_pool();
-        let vr = value.into().into_raw_in(pool)?;
-        let g = self.guard().inspect_err(|_| pool.release(vr))?;
+        let v = value.into().into_val_in(pool)?;
+        let g = self.guard()?;
         let len = g.head.len.load(Relaxed);
         let slot = match pool.block(g.head, SLOT)? {
             Some(b) if (i as u64) < len.min(b.cap) => pool.slot_at(b.at(i as u64))?,
             _ => {
                 drop(g);
-                pool.release(vr);
                 return Err(ValError::Index {
                     index: i,
                     len: len as usize,
@@ -123,7 +122,7 @@ impl ShmList {
             }
         };
         let old = pool.read(slot);
-        g.overwrite(i as u64, slot, vr);
+        g.overwrite(i as u64, slot, v.into_raw()); // out of the ledger, into the slot
         Ok(ShmVal::from_owned(pool, old))
     }
 
@@ -133,22 +132,16 @@ impl ShmList {
     /// [`ValError::Alloc`] (the list is unchanged).
     pub fn push(&self, value: impl Into<Arg>) -> Result<(), ValError> {
         let pool = self.0.obj_pool();
-        let vr = value.into().into_raw_in(pool)?;
-        let g = self.guard().inspect_err(|_| pool.release(vr))?;
+        let v = value.into().into_val_in(pool)?;
+        let g = self.guard()?;
         g.begin();
         let len = g.head.len.load(Relaxed);
         let b = match pool.block(g.head, SLOT)? {
             Some(b) if len < b.cap => b,
-            old => match grow(&g, old.map_or(0, |b| b.cap), len) {
-                Ok(b) => b,
-                Err(e) => {
-                    drop(g);
-                    pool.release(vr);
-                    return Err(e);
-                }
-            },
+            old => grow(&g, old.map_or(0, |b| b.cap), len)?,
         };
-        pool.write(pool.slot_at(b.at(len))?, vr);
+        let slot = pool.slot_at(b.at(len))?;
+        pool.write(slot, v.into_raw()); // out of the ledger, into the slot
         g.head.len.store(len + 1, Release); // commit
         Ok(())
     }

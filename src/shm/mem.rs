@@ -399,6 +399,16 @@ impl Pool {
             .get())
     }
 
+    /// Zeroes `size` bytes of the block at `off` (the caller's alone).
+    pub(crate) fn zero_block(&self, off: u64, size: u64) -> Result<(), ValError> {
+        let p = Offset::new(off)
+            .and_then(|o| self.resolve(o, size as usize))
+            .ok_or_else(|| corrupt("fresh block"))?;
+        // SAFETY: `size` bytes inside the mapping, the caller's alone.
+        unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size as usize) };
+        Ok(())
+    }
+
     /// A raw block (not an object: container data), zeroed.
     pub(crate) fn alloc_block(&self, size: u64) -> Result<u64, ValError> {
         let off = self
@@ -465,10 +475,21 @@ impl Pool {
         {
             drop(super::guard::Guard::lock(self, o)?);
         }
+        self.each_child(o, true, &mut |off| stack.push(off))
+    }
+
+    /// Calls `f` with the offset of each object `o` holds a reference to (a value
+    /// held twice, twice); `free_data`: then frees its data blocks (a dying object).
+    pub(crate) fn each_child(
+        &self,
+        o: Obj,
+        free_data: bool,
+        f: &mut dyn FnMut(u64),
+    ) -> Result<(), ValError> {
         let mut push = |s: &Slot| {
             let r = self.read(s);
             if r.is_object() {
-                stack.push(r.payload);
+                f(r.payload);
             }
         };
         match o.tag {
@@ -485,7 +506,9 @@ impl Pool {
                     for i in 0..c.len.load(Relaxed).min(b.cap) {
                         push(self.slot_at(b.at(i))?);
                     }
-                    self.free_data_block(o, b);
+                    if free_data {
+                        self.free_data_block(o, b);
+                    }
                 }
             }
             tag::TAB | tag::OTAB => {
@@ -498,17 +521,19 @@ impl Pool {
                             push(&e.value);
                         }
                     }
-                    self.free_data_block(o, b);
+                    if free_data {
+                        self.free_data_block(o, b);
+                    }
                 }
             }
             tag::PIPE => crate::pipe::values_held(self, o, &mut |r| {
                 if r.is_object() {
-                    stack.push(r.payload);
+                    f(r.payload);
                 }
             })?,
             tag::BCAST => crate::pipe::broadcast_values_held(self, o, &mut |r| {
                 if r.is_object() {
-                    stack.push(r.payload);
+                    f(r.payload);
                 }
             })?,
             _ => {}

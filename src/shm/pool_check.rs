@@ -50,6 +50,21 @@ impl Held {
     }
 }
 
+/// An object allocated in the pool that nothing refers to: no root reaches it and
+/// no live or dead process's ledger counts it (leaked by a death between two
+/// instructions — or, beside running processes, one being built at that moment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreachable {
+    /// Offset of the object.
+    pub offset: u64,
+    /// Its type.
+    pub kind: &'static str,
+    /// Its reference count.
+    pub count: u64,
+    /// Bytes of its allocation (its data blocks not counted).
+    pub bytes: u64,
+}
+
 /// What [`Pool::check`] found.
 #[derive(Debug, Clone, Default, Serialize)]
 #[non_exhaustive]
@@ -71,6 +86,11 @@ pub struct PoolCheck {
     pub handles: u64,
     /// Reference ledgers of processes that are gone, not replayed yet.
     pub dead_ledgers: usize,
+    /// Objects nothing refers to (see [`Unreachable`]), and their bytes in all:
+    /// exact when nothing runs beside the check. `Pool::repair` frees them.
+    pub unreachable: Vec<Unreachable>,
+    /// Bytes of [`PoolCheck::unreachable`].
+    pub unreachable_bytes: u64,
     /// References counted without a ledger word by live processes (their pool was
     /// too full to grow a ledger): such a process's holdings cannot be told from
     /// leaks.
@@ -110,6 +130,10 @@ pub struct RepairReport {
     /// Objects whose count was lowered to the references found (the excess was held
     /// by dead processes): as they were before.
     pub fixed: Vec<Held>,
+    /// Objects nothing referred to, freed (with what only they held).
+    pub swept: usize,
+    /// Their bytes.
+    pub swept_bytes: u64,
     /// The check after the repair.
     pub after: PoolCheck,
 }
@@ -183,8 +207,10 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             }
         }
     }
+    // Live processes' holdings are walked; what only a dead process held is not
+    // (it may be half built: it is given back, not read, by the replay).
     let mut ledger_roots = Vec::new();
-    for &off in ledgered.keys() {
+    for (&off, _) in ledgered.iter().filter(|(_, &(live, _))| live > 0) {
         match pool.obj(off) {
             Ok(o) => {
                 stack.push((o.tag, off, 0, 0));
@@ -218,6 +244,24 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     for off in ledger_roots {
         if let Some(e) = found.get_mut(&off) {
             e.1 -= 1; // visited as a root, not a reference in the pool
+        }
+    }
+    // Every block handed out that holds an object nothing reached.
+    if let Some(blocks) = pool.heap().allocated_blocks() {
+        for (off, _) in blocks {
+            if found.contains_key(&off) || ledgered.contains_key(&off) {
+                continue; // reached, or held by a process (a dead one's is given back)
+            }
+            let (Ok(o), Ok(h)) = (pool.obj(off), pool.header_at(off)) else {
+                continue; // not an object: a data block, an index, a ledger, yours
+            };
+            r.unreachable_bytes += o.size;
+            r.unreachable.push(Unreachable {
+                offset: off,
+                kind: super::layout::tag_name(o.tag),
+                count: u64::from(h.refcount.load(Relaxed)),
+                bytes: o.size,
+            });
         }
     }
     let mut offs: Vec<_> = found.into_iter().collect();
@@ -259,4 +303,54 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         }
     }
     r
+}
+
+/// Frees the objects nothing refers to ([`PoolCheck::unreachable`]), the caller
+/// being alone on the pool (the repair lock): each one no other unreachable object
+/// holds is given one reference and released (freeing what it alone holds); one
+/// whose count is 0 (its release died midway) is freed without reading what it
+/// held, which a later round finds unreachable in turn. Returns (objects, bytes).
+pub(crate) fn sweep(pool: &Pool) -> (usize, u64) {
+    use std::collections::HashSet;
+    let (mut n, mut bytes) = (0, 0);
+    for _round in 0..64 {
+        let c = check_pool(pool);
+        if c.unreachable.is_empty() {
+            break;
+        }
+        let all: HashSet<u64> = c.unreachable.iter().map(|u| u.offset).collect();
+        let mut held = HashSet::new();
+        for u in c.unreachable.iter().filter(|u| u.count > 0) {
+            if let Ok(o) = pool.obj(u.offset) {
+                let _ = pool.each_child(o, false, &mut |x| {
+                    if all.contains(&x) && x != u.offset {
+                        held.insert(x);
+                    }
+                });
+            }
+        }
+        let mut tops: Vec<&Unreachable> = c
+            .unreachable
+            .iter()
+            .filter(|u| !held.contains(&u.offset))
+            .collect();
+        if tops.is_empty() {
+            tops.push(&c.unreachable[0]); // a cycle: break it anywhere
+        }
+        for u in tops {
+            let (Ok(o), Ok(h)) = (pool.obj(u.offset), pool.header_at(u.offset)) else {
+                continue;
+            };
+            if h.refcount.load(Relaxed) == 0 {
+                h.kind.store(0, std::sync::atomic::Ordering::Release);
+                pool.free_block(u.offset, o.size);
+            } else {
+                h.refcount.store(1, Relaxed);
+                pool.release(super::mem::Raw::new(o.tag, 0, u.offset));
+            }
+            n += 1;
+            bytes += u.bytes;
+        }
+    }
+    (n, bytes)
 }

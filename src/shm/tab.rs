@@ -4,7 +4,7 @@
 use super::guard::Guard;
 use super::handle::{Arg, ShmVal};
 use super::hash::key_hash;
-use super::mem::{Obj, Raw};
+use super::mem::Obj;
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;
@@ -120,14 +120,8 @@ impl ShmTab {
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
         // Copy heap values in before taking the lock (allocation outside the lock).
-        let (key, kv, vr) = prepare(key, value, self.pool())?;
-        match self.guard() {
-            Ok(g) => insert_locked(&g, key, kv, vr),
-            Err(e) => {
-                self.pool().release(vr);
-                Err(e)
-            }
-        }
+        let (key, kv, v) = prepare(key, value, self.pool())?;
+        insert_locked(&self.guard()?, key, kv, v)
     }
 
     /// The value of `key`, if present.
@@ -317,8 +311,8 @@ impl TabLock<'_> {
         key: impl Into<Arg>,
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
-        let (key, kv, vr) = prepare(key, value, self.g.pool)?;
-        insert_locked(&self.g, key, kv, vr)
+        let (key, kv, v) = prepare(key, value, self.g.pool)?;
+        insert_locked(&self.g, key, kv, v)
     }
 
     /// See [`ShmTab::remove`].
@@ -353,12 +347,13 @@ impl TabLock<'_> {
 }
 
 /// The key's shared handle (if it came as one) and its heap form (for hashing,
-/// comparing, and copying in a heap key), and the value as an owned reference.
+/// comparing, and copying in a heap key), and the value as a handle (see
+/// [`Arg::into_val_in`]).
 fn prepare(
     key: impl Into<Arg>,
     value: impl Into<Arg>,
     pool: &Pool,
-) -> Result<(Option<ShmVal>, Val, Raw), ValError> {
+) -> Result<(Option<ShmVal>, Val, ShmVal), ValError> {
     let (shared, kv) = match key.into() {
         Arg::Heap(v) => (None, v),
         Arg::Shared(s) => {
@@ -369,44 +364,35 @@ fn prepare(
     if !kv.is_hashable() {
         return Err(ValError::Unhashable(kv.type_name()));
     }
-    let vr = value.into().into_raw(pool)?;
-    Ok((shared, kv, vr))
+    let v = value.into().into_val_in(pool)?;
+    Ok((shared, kv, v))
 }
 
-/// Inserts under a held lock; takes over `vr` (released on failure).
+/// Inserts under a held lock; `v` leaves the ledger right before its slot is
+/// written (dropped, as any handle, on failure).
 fn insert_locked(
     g: &Guard<'_>,
     shared_key: Option<ShmVal>,
     kv: Val,
-    vr: Raw,
+    v: ShmVal,
 ) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
     let hash = key_hash(&kv);
     g.begin();
-    let found = match g.find(hash, &kv) {
-        Ok(f) => f,
-        Err(e) => {
-            pool.release(vr);
-            return Err(e);
-        }
-    };
-    if let Some(f) = found {
+    if let Some(f) = g.find(hash, &kv)? {
         let e = f.entry;
         let old = pool.read(&e.value);
-        g.overwrite(f.num, &e.value, vr);
+        g.overwrite(f.num, &e.value, v.into_raw());
         return Ok(Some(ShmVal::from_owned(pool, old)));
     }
     let key = match shared_key {
         Some(s) => Arg::Shared(s),
         None => Arg::Heap(kv),
     };
-    let kr = match key.into_raw(pool) {
-        Ok(k) => k,
-        Err(e) => {
-            pool.release(vr);
-            return Err(e);
-        }
-    };
+    let k = key.into_val_in(pool)?;
+    // Room first (a growth copies the table): then both leave the ledger and land.
+    g.reserve_one()?;
+    let (kr, vr) = (k.into_raw(), v.into_raw());
     if let Err(e) = g.append(hash, kr, vr) {
         pool.release_all(&[kr, vr]);
         return Err(e);

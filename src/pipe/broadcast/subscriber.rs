@@ -153,7 +153,7 @@ impl Subscriber {
                     r => r?,
                 };
                 match got {
-                    Pull::Got(r) => return Ok(ShmVal::from_owned(pool, r)),
+                    Pull::Got(r) => return Ok(ShmVal::from_ledgered(pool, r)),
                     Pull::Lagged(n) => return Err(BroadcastRecvError::Lagged(n)),
                     Pull::Closed => return Err(BroadcastRecvError::Closed),
                     Pull::Empty => {}

@@ -42,7 +42,7 @@ mod shared;
 mod view;
 
 pub(crate) use layout::{owner, MAX_CAP, USERS};
-pub(crate) use view::{Dir, Pop, Push, Ring, Stuck};
+pub(crate) use view::{Dir, Pop, Push, Ring, Stuck, Take};
 
 use crate::shm::layout::HDR;
 use crate::shm::ValError;

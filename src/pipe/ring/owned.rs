@@ -4,7 +4,7 @@
 
 use super::env::{self, AtomicU64, Pool, Raw};
 use super::layout::*;
-use super::view::{Dir, Pop, Push, Ring, Stuck};
+use super::view::{Dir, Pop, Push, Ring, Stuck, Take};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 impl Ring {
@@ -119,7 +119,7 @@ impl Ring {
         max: usize,
         me: u64,
         look: bool,
-        out: &mut impl FnMut(Raw),
+        out: &mut impl Take,
     ) -> Option<Pop> {
         let h = self.head();
         if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
@@ -135,7 +135,7 @@ impl Ring {
             for (pos, cell) in self.run(hd).take(want) {
                 let w = cell.word.load(Acquire);
                 if w == word(pos, FULL) {
-                    out(pool.read(&cell.slot));
+                    out.put(pool.read(&cell.slot));
                     got += 1;
                 } else if w != word(pos, SKIP) {
                     break;
@@ -147,6 +147,9 @@ impl Ring {
             }
             fail_point!("pipe.recv.owned.read");
             h.head.store(hd + n, Release);
+            if got > 0 {
+                out.taken();
+            }
             moved = true;
             if got > 0 {
                 break Pop::Got(got);
@@ -161,13 +164,19 @@ impl Ring {
 
     /// The owner's receive of one value (as [`Ring::push_one_owned`]): `None`
     /// (nothing done) unless `me` owns the receive side and the cell at `head` holds
-    /// a value; [`Ring::pop_owned`] handles every other case.
+    /// a value; [`Ring::pop_owned`] handles every other case. `taken` gets the value
+    /// once it is the receiver's, before any sender is woken.
     /// With `rounds` > 0 it looks at the cell again after a pause up to `rounds`
     /// more times while it is not filled, inside one owner's section (a revoker
     /// waits those few microseconds out): between looks nothing but the cell's word
     /// is read, so a hand-off is seen as soon as the line arrives.
     #[inline(always)]
-    pub(crate) fn pop_one_owned(&self, me: u64, rounds: u32) -> Option<Raw> {
+    pub(crate) fn pop_one_owned(
+        &self,
+        me: u64,
+        rounds: u32,
+        taken: impl FnOnce(Raw),
+    ) -> Option<Raw> {
         let h = self.head();
         if !Self::enter(&h.recv_bias, &h.recv_busy, me) {
             return None;
@@ -185,6 +194,7 @@ impl Ring {
             fail_point!("pipe.recv.owned.read");
             // Release: after the reads (a sender may refill the cell once it sees this).
             h.head.store(hd + 1, Release);
+            taken(r); // the receiver's now (see `Take::taken`)
             r
         });
         h.recv_busy.store(0, Release);

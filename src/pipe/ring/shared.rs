@@ -3,7 +3,7 @@
 
 use super::env::{self, AtomicU64, Pool, Raw};
 use super::layout::*;
-use super::view::{Pop, Push, Ring, Stuck};
+use super::view::{Pop, Push, Ring, Stuck, Take};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 impl Ring {
@@ -106,7 +106,7 @@ impl Ring {
         max: usize,
         me: u16,
         look: bool,
-        out: &mut impl FnMut(Raw),
+        out: &mut impl Take,
     ) -> Pop {
         let h = self.head();
         let rec = &self.user(me).recv;
@@ -136,12 +136,15 @@ impl Ring {
                 // Filled as seen before the claim (Acquire); nobody writes it until
                 // the record is cleared.
                 if cell.word.load(Relaxed) == word(pos, FULL) {
-                    out(pool.read(&cell.slot));
+                    out.put(pool.read(&cell.slot));
                     got += 1;
                 }
             }
             // The cells are free for the senders' next lap.
             rec.store(0, Release);
+            if got > 0 {
+                out.taken();
+            }
             h.not_full.notify_waiters();
             if got > 0 {
                 return Pop::Got(got);

@@ -154,3 +154,21 @@ impl Ring {
         }
     }
 }
+
+/// Where a receive hands the values it reads: [`Take::put`] for each, then
+/// [`Take::taken`] once the receive has committed (`head` moved, or the claim's
+/// record cleared: from there the values are the receiver's) and before it wakes
+/// any sender (a system call, long enough for a death there to matter to a caller
+/// that counts what it holds: the reference ledger).
+pub(crate) trait Take {
+    /// A value read (not yet the receiver's).
+    fn put(&mut self, r: super::env::Raw);
+    /// The values put are the receiver's now.
+    fn taken(&mut self) {}
+}
+
+impl<F: FnMut(super::env::Raw)> Take for F {
+    fn put(&mut self, r: super::env::Raw) {
+        self(r);
+    }
+}
