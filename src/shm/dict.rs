@@ -202,12 +202,12 @@ impl<'p> Guard<'p> {
 
     /// Appends a new entry (the key is known to be absent), growing if needed. Takes
     /// over the references `k` and `v` only on success.
-    /// Makes room for one more entry (a growth if the block is full), so that an
-    /// `append` after it does not grow.
-    pub(crate) fn reserve_one(&self) -> Result<(), ValError> {
+    /// The data block with room for one more entry (grown if it was full), for an
+    /// [`append_in`](Self::append_in) after it.
+    pub(crate) fn room_for_one(&self) -> Result<Block<'p>, ValError> {
         match self.block()? {
-            Some(b) if Self::used(b) < b.cap => Ok(()),
-            _ => self.grow().map(|_| ()),
+            Some(b) if Self::used(b) < b.cap => Ok(b),
+            _ => self.grow(),
         }
     }
 
@@ -220,7 +220,7 @@ impl<'p> Guard<'p> {
     }
 
     /// [`append`](Self::append) into the current data block `b`, which has room.
-    pub(super) fn append_in(
+    pub(crate) fn append_in(
         &self,
         b: Block<'p>,
         hash: u64,

@@ -114,8 +114,17 @@ impl ShmVal {
     /// whose reference is in no ledger of this process (one inherited over `fork`)
     /// takes one, so that the raw value always carries a reference. `Raw::NONE` if
     /// that fails (the object was damaged since).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn into_raw(self) -> Raw {
+        if self.pool.is_none() {
+            // An immediate: no pool handle to drop, no ledger.
+            return Raw::read_fields(&std::mem::ManuallyDrop::new(self).raw);
+        }
+        self.into_raw_object()
+    }
+
+    #[inline(never)]
+    fn into_raw_object(self) -> Raw {
         let mut r = Raw::read_fields(&self.raw);
         if let Some(p) = &self.pool {
             if r.is_object() && !p.ledger_take(r.payload) && p.retain(r).is_err() {

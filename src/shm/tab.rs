@@ -391,9 +391,9 @@ fn insert_locked(
     };
     let k = key.into_val_in(pool)?;
     // Room first (a growth copies the table): then both leave the ledger and land.
-    g.reserve_one()?;
+    let b = g.room_for_one()?;
     let (kr, vr) = (k.into_raw(), v.into_raw());
-    if let Err(e) = g.append(hash, kr, vr) {
+    if let Err(e) = g.append_in(b, hash, kr, vr) {
         pool.release_all(&[kr, vr]);
         return Err(e);
     }
