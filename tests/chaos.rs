@@ -60,22 +60,16 @@ fn torn(v: &ShmVal) -> Option<String> {
 
 fn key(v: &ShmVal) -> i64 {
     let t = v.as_tab().unwrap();
-    let id = t
-        .get("id")
-        .unwrap()
-        .unwrap()
-        .to_val()
-        .unwrap()
-        .as_i64()
-        .unwrap();
-    let seq = t
-        .get("seq")
-        .unwrap()
-        .unwrap()
-        .to_val()
-        .unwrap()
-        .as_i64()
-        .unwrap();
+    let field = |k: &str| {
+        t.get(k)
+            .unwrap()
+            .unwrap()
+            .to_val()
+            .unwrap()
+            .as_i64()
+            .unwrap()
+    };
+    let (id, seq) = (field("id"), field("seq"));
     id * 1_000_000_000 + seq
 }
 
@@ -339,13 +333,7 @@ fn every_role_killed_at_random_loses_duplicates_tears_and_hangs_nothing() {
         |v| v.split(',').map(str::to_string).collect(),
     );
     let mut kids: Vec<_> = set.iter().map(|r| start(r)).collect();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rand = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rand = common::xorshift(0x9E37_79B9_7F4A_7C15);
     let only: Option<Vec<String>> = std::env::var("SHMVAL_CHAOS_ROLES")
         .ok()
         .map(|v| v.split(',').map(str::to_string).collect());

@@ -196,10 +196,7 @@ fn a_count_below_its_references_is_a_problem() {
 #[test]
 fn references_a_killed_process_held_come_back_at_the_next_open() {
     let s = Scratch::new("cli-dead");
-    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
-    let t = pool.share(&tab! { "seq" => 7 }).unwrap();
-    pool.root().unwrap().insert("t", &t).unwrap();
-    drop(t);
+    let pool = pool_with_a_table(&s);
     let mut kid = spawn("child_role_entry", "hold-and-die", &[("POOL", s.0.clone())]);
     wait_ready(&pool);
     kid.kill().unwrap();
@@ -234,6 +231,26 @@ fn references_a_killed_process_held_come_back_at_the_next_open() {
     assert!(pool.check().held.is_empty());
 }
 
+/// `shmval repair NAME --json`, which must succeed: its report.
+fn repaired(s: &Scratch) -> serde_json::Value {
+    let o = shmval(&["repair", s.name(), "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    json(&o)
+}
+
+/// A pool of `s` whose root holds a table `t` (the root's is its only reference).
+fn pool_with_a_table(s: &Scratch) -> Pool {
+    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
+    let t = pool.share(&tab! { "seq" => 7 }).unwrap();
+    pool.root().unwrap().insert("t", &t).unwrap();
+    pool
+}
+
 fn wait_ready(pool: &Pool) {
     let start = Instant::now();
     while pool.user_word(4).load(SeqCst) == 0 {
@@ -248,10 +265,7 @@ fn wait_ready(pool: &Pool) {
 #[test]
 fn a_reference_taken_but_not_yet_ledgered_is_a_leak_that_repair_fixes() {
     let s = Scratch::new("cli-leak");
-    let pool = Pool::create_with(s.name(), 1 << 20, &PoolOptions::new()).unwrap();
-    let t = pool.share(&tab! { "seq" => 7 }).unwrap();
-    pool.root().unwrap().insert("t", &t).unwrap();
-    drop(t);
+    let pool = pool_with_a_table(&s);
     // The child dies between raising the table's count and ledgering it.
     let mut kid = spawn("child_role_entry", "leak-and-die", &[("POOL", s.0.clone())]);
     let st = kid.wait().unwrap();
@@ -287,14 +301,7 @@ fn a_reference_taken_but_not_yet_ledgered_is_a_leak_that_repair_fixes() {
     );
     drop(pool);
     // Alone, the repair lowers the count to the references found.
-    let o = shmval(&["repair", s.name(), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = json(&o);
+    let v = repaired(&s);
     assert_eq!(v["fixed"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["after"]["held"].as_array().unwrap().len(), 0, "{v}");
     assert_eq!(shmval(&["check", s.name()]).status.code(), Some(0));
@@ -407,14 +414,7 @@ fn an_object_nothing_refers_to_is_reported_and_swept_by_repair() {
         (Some("dict"), Some(1))
     );
     drop(pool);
-    let o = shmval(&["repair", s.name(), "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v = json(&o);
+    let v = repaired(&s);
     assert_eq!(v["swept"], 1, "{v}");
     assert_eq!(
         v["after"]["unreachable"].as_array().unwrap().len(),

@@ -97,6 +97,15 @@ fn child_role_entry() {
     common::child_done();
 }
 
+/// Bytes in use that one message takes.
+fn value_bytes(pool: &Pool) -> u64 {
+    let before = pool.stats().in_use;
+    let v = message(pool, 0);
+    let after = pool.stats().in_use;
+    drop(v);
+    after - before
+}
+
 fn pool(s: &Scratch, size: u64) -> Pool {
     Pool::create_with(s.name(), size, &PoolOptions::new().remove_on_drop(true)).unwrap()
 }
@@ -170,13 +179,7 @@ fn a_pipeline_middle_killed_again_and_again_leaves_nothing_behind() {
     assert!(c.is_ok(), "{:?}", c.problems);
     assert_eq!(c.dead_ledgers, 0);
     let left = pool.stats().in_use - base;
-    let per_value = {
-        let before = pool.stats().in_use;
-        let v = message(&pool, 0);
-        let after = pool.stats().in_use;
-        drop(v);
-        after - before
-    };
+    let per_value = value_bytes(&pool);
     eprintln!(
         "pipeline middle killed {kills} times (each holding handles on up to 17 values): \
          {sent} values sent, {got} received, {left} bytes left in use ({per_value} bytes a \
@@ -237,13 +240,7 @@ fn a_replay_killed_midway_is_finished_by_the_next_without_giving_anything_back_t
     assert_eq!(c.dead_ledgers, 0);
     // What the dead replayers took out of the ledger and never gave back stays
     // (one value each); everything else is free again.
-    let per_value = {
-        let before = pool.stats().in_use;
-        let v = message(&pool, 0);
-        let after = pool.stats().in_use;
-        drop(v);
-        after - before
-    };
+    let per_value = value_bytes(&pool);
     assert_eq!(pool.stats().in_use - base, replayers * per_value);
 }
 

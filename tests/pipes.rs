@@ -879,13 +879,7 @@ fn random_kills_of_senders_and_receivers_under_traffic_lose_and_duplicate_nothin
     .iter()
     .map(|r| spawn_role(r))
     .collect();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rand = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rand = common::xorshift(0x9E37_79B9_7F4A_7C15);
     let start_received = p.received();
     for _ in 0..kills {
         std::thread::sleep(Duration::from_micros(500 + rand() % 8000));

@@ -112,6 +112,18 @@ pub fn wait_ok(child: &mut Child, limit: Duration, what: &str) {
     }
 }
 
+/// A xorshift generator seeded with `seed` (non-zero): the chaos tests' repeatable
+/// randomness.
+#[allow(dead_code)] // not every test binary draws numbers
+pub fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}
+
 /// Names in /dev/shm that start with `prefix`.
 pub fn leftovers(prefix: &str) -> Vec<String> {
     std::fs::read_dir("/dev/shm")
