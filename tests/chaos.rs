@@ -470,16 +470,20 @@ fn every_role_killed_at_random_loses_duplicates_tears_and_hangs_nothing() {
     let after_repair = census(&pool).saturating_sub(base_census);
     eprintln!(
         "chaos, after `repair`: {} objects nothing referred to freed ({} bytes), {} counts \
-         fixed, {after_repair} bytes left beyond the baseline",
+         fixed, {after_repair} bytes left beyond the baseline; the allocator dropped {} \
+         free blocks it had no list for",
         r.swept,
         r.swept_bytes,
-        r.fixed.len()
+        r.fixed.len(),
+        pool.stats().leaked
     );
     // Blocks that hold no object: a death inside the allocator (the one block in
-    // flight), or a batch of free blocks still under a dead process's depot claim
-    // (seen once, 32 KB: counted as in use by the census, not by the counters).
+    // flight), or — most of it — a slab a dying process had carved and not yet
+    // published (its blocks in no list: counted by the census, not by the counters;
+    // PROTOCOLS "Small blocks"). Seen: 0.4–35 KB for 1,000 kills, 66 KB for 3,000,
+    // 457 KB for 10,000.
     assert!(
-        after_repair <= 64 << 10,
+        after_repair <= (64 << 10) + u64::from(kills) * 64,
         "{after_repair} bytes left after the repair ({left} before)"
     );
 }

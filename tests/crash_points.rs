@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 const SECS: Duration = Duration::from_secs(1);
 
 /// The points, and whether the child must use the shared protocol to reach them.
-const POINTS: [(&str, bool); 13] = [
+const POINTS: [(&str, bool); 14] = [
     ("alloc.large.unlinked", false),
+    ("shm.release.zero", false),
     ("ledger.add", false),
     ("shm.growth.logged", false),
     ("shm.growth.switched", false),

@@ -459,6 +459,9 @@ impl Pool {
                 }
                 continue;
             }
+            // Torn: the count is 0, the object not yet freed (a sweep frees it;
+            // what it held is then unreachable in turn).
+            fail_point!("shm.release.zero");
             let _ = self.push_children(o, &mut stack);
             h.kind.store(0, Release); // a stale offset can never pass `obj` again
             self.free_block(off, o.size);
