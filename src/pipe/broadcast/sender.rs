@@ -8,7 +8,7 @@ use crate::pipe::wait::Wait;
 use crate::pipe::wait::{Deadline, Spin, STUCK_CHECK};
 use crate::pipe::{Fault, PipeError, SendError, DEFAULT_SPIN};
 use crate::shm::layout::tag;
-use crate::shm::{Raw, ShmVal, ValError};
+use crate::shm::{ShmVal, ValError};
 use crate::Pool;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
@@ -262,15 +262,23 @@ impl Broadcast {
         true
     }
 
+    /// One send attempt: the lock, then `v`'s reference handed over (out of the
+    /// ledger) for the push only — not while waiting for the lock — and back if it
+    /// did not go.
     pub(super) fn push(
         &self,
-        r: Raw,
+        v: &ShmVal,
         force: bool,
         reap: bool,
         patience: Duration,
     ) -> Result<Push, Fault> {
         let g = self.inner.ch.lock_within(self.pool(), patience)?;
-        let out = g.push(r, force, reap)?;
+        v.unledger()?;
+        let out = g.push(v.raw(), force, reap);
+        if !matches!(out, Ok(Push::Sent)) {
+            v.reledger();
+        }
+        let out = out?;
         drop(g);
         if let Push::Sent = out {
             self.inner.ch.head().not_empty.notify_waiters();
@@ -289,7 +297,6 @@ impl Broadcast {
     /// after one that did not send it: see `transfer::Handover`).
     fn send_handed(&self, v: ShmVal, how: Wait) -> Result<(), SendError> {
         let ch = &self.inner.ch;
-        let r = v.raw();
         let drop_after = match ch.policy {
             Policy::Block => None,
             Policy::DropOldest => Some(Duration::ZERO),
@@ -303,14 +310,7 @@ impl Broadcast {
         // A lock holder stopped in a debugger keeps no attempt past its deadline.
         let dl = Deadline::new(how);
         loop {
-            if let Err(e) = v.unledger() {
-                return Err(SendError::Broken(v, e.into()));
-            }
-            let attempt = self.push(r, force, reap, dl.lock_patience());
-            if !matches!(attempt, Ok(Push::Sent)) {
-                v.reledger();
-            }
-            match attempt {
+            match self.push(&v, force, reap, dl.lock_patience()) {
                 Ok(Push::Sent) => {
                     v.forget_sent(); // the ring owns the reference now
                     return Ok(());
