@@ -386,6 +386,7 @@ impl<P: Platform> Heap<P> {
                 .compare_exchange(t, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
+                self.finish_carve(s);
                 self.resolve_claims(s);
                 self.flush_slot(s);
                 owner.store(0, Ordering::Release);

@@ -125,7 +125,14 @@ pub struct ClassLocal {
 pub struct Slot {
     /// Process token of the owner, 0 when free.
     pub owner: AtomicU64,
-    _pad: [AtomicU64; 7],
+    /// The slab this slot is carving: `slab | (class + 1)` (slabs are 64 KiB
+    /// aligned), 0 none. Set before its blocks are linked, cleared once they are all
+    /// in lists; a reclaimer of a dead slot finishes the carve (see `small::carve`).
+    pub carving: AtomicU64,
+    /// While carving: the blocks `0..carve_kept` of the slab are this slot's alone
+    /// (the others are published, or leaked by a death while publishing one batch).
+    pub carve_kept: AtomicU64,
+    _pad: [AtomicU64; 5],
     /// Per-class free lists and counters.
     pub classes: [ClassLocal; NUM_CLASSES],
 }

@@ -573,18 +573,27 @@ impl<P: Platform> Heap<P> {
     /// (A list's count bounds every walk, so a batch is just `(first, len)` of the
     /// chain; the link after its last block is never followed.)
     #[cold]
+    ///
+    /// Logged (slots other than the shared one): `carving` names the slab before its
+    /// blocks are linked and `carve_kept` says how many leading blocks are still the
+    /// slot's alone; before each batch goes to the depot `carve_kept` drops to its
+    /// start (a death between the two leaks that one batch, never hands it out twice),
+    /// and after the rest is stored as the slot's list the log is cleared. A
+    /// reclaimer of a dead slot finishes a logged carve ([`Heap::finish_carve`]).
     fn carve(&self, slot: u32, class: usize) -> Result<(), AllocError> {
         let slab = self.large_alloc_slab(class)?;
         let size = u64::from(CLASS_SIZES[class]);
         let n = nblocks(class);
         let first = slab + SLAB_FIRST;
-        for k in 0..n {
-            let off = first + k * size;
-            let next = if k + 1 < n { unit(off + size) } else { 0 };
-            self.word32(off)
-                .ok_or(AllocError::Corrupt("slab outside region"))?
-                .store(next, Ordering::Relaxed);
+        let log = slot != 0;
+        let sl = self.slot(slot);
+        if log {
+            sl.carve_kept.store(n, Ordering::Relaxed);
+            sl.carving
+                .store(slab | (class as u64 + 1), Ordering::Release);
         }
+        self.link_run(first, size, n)?;
+        fail_point!("alloc.carve.linked");
         // Publish batches from the last one down; whatever the depot cannot take
         // stays contiguous with batch 0 and goes into the slot's list.
         let b = BATCH[class];
@@ -593,6 +602,9 @@ impl<P: Platform> Heap<P> {
         'publish: while kept > b {
             let start = (kept - 1) / b * b;
             let batch = ((kept - start) << 32) | u64::from(unit(first + start * size));
+            if log {
+                sl.carve_kept.store(start, Ordering::Release); // before it can be taken
+            }
             for entry in depot {
                 if entry.load(Ordering::Relaxed) == 0
                     && entry
@@ -603,11 +615,58 @@ impl<P: Platform> Heap<P> {
                     continue 'publish;
                 }
             }
+            if log {
+                sl.carve_kept.store(kept, Ordering::Release); // not published after all
+            }
             break;
         }
-        self.slot(slot).classes[class]
+        sl.classes[class]
             .list
             .store((kept << 32) | u64::from(unit(first)), Ordering::Release);
+        fail_point!("alloc.carve.listed");
+        if log {
+            sl.carving.store(0, Ordering::Release);
+        }
         Ok(())
+    }
+
+    /// Links the `n` blocks of `size` bytes from `first` into one chain.
+    fn link_run(&self, first: u64, size: u64, n: u64) -> Result<(), AllocError> {
+        for k in 0..n {
+            let off = first + k * size;
+            let next = if k + 1 < n { unit(off + size) } else { 0 };
+            self.word32(off)
+                .ok_or(AllocError::Corrupt("slab outside region"))?
+                .store(next, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Finishes the carve a dead `slot` (won by the caller) had logged: the blocks
+    /// still its alone become its list (linked again: the death may have come while
+    /// linking), unless that list was stored already; then the log is cleared.
+    pub(crate) fn finish_carve(&self, slot: u32) {
+        let sl = self.slot(slot);
+        let c = sl.carving.load(Ordering::Acquire);
+        if c == 0 {
+            return;
+        }
+        let (slab, class) = (c & !0xFFFF, (c & 0xFFFF) as usize);
+        if class == 0 || class > CLASS_SIZES.len() {
+            sl.carving.store(0, Ordering::Release); // not a log this build wrote
+            return;
+        }
+        let class = class - 1;
+        let (size, first) = (u64::from(CLASS_SIZES[class]), slab + SLAB_FIRST);
+        let kept = sl.carve_kept.load(Ordering::Acquire).min(nblocks(class));
+        let list = &sl.classes[class].list;
+        let stored = (kept << 32) | u64::from(unit(first));
+        // The carve runs on an empty list: one naming anything else is the stored
+        // rest (taken from since? not by a dead slot) or nothing of ours.
+        if kept > 0 && list.load(Ordering::Acquire) == 0 && self.link_run(first, size, kept).is_ok()
+        {
+            list.store(stored, Ordering::Release);
+        }
+        sl.carving.store(0, Ordering::Release);
     }
 }
