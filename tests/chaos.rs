@@ -80,7 +80,10 @@ struct Ctx {
 
 impl Ctx {
     fn problem(&self, what: String) {
-        let _ = self.errors.push(what.as_str());
+        // Loudly if it cannot even be recorded (a full pool): the process fails.
+        if let Err(e) = self.errors.push(what.as_str()) {
+            panic!("{what} (and it could not be recorded: {e})");
+        }
     }
 
     /// Runs a timed call and records it as a hang if it returned late.
