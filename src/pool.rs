@@ -473,7 +473,7 @@ impl Pool {
     /// tool holds none.
     ///
     /// # Errors
-    /// [`RepairError::Attached`] while other processes are attached; a failed lock
+    /// [`RepairError::Attached`](crate::RepairError::Attached) while other processes are attached; a failed lock
     /// call.
     pub unsafe fn repair(&self) -> Result<crate::RepairReport, crate::RepairError> {
         let fd = &self.inner.seg.boot_fd;

@@ -32,7 +32,7 @@ const DEAD_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 /// be asleep; an unlock that finds it set clears it by adding one (the word changes,
 /// so a sleeper that had not gone to sleep yet does not) and wakes one sleeper. A
 /// waiter that wakes checks the holder's liveness ([`Platform::is_alive`], every
-/// [`DEAD_CHECK_INTERVAL`]) and, if it is dead, takes the lock over with a CAS from
+/// `DEAD_CHECK_INTERVAL`) and, if it is dead, takes the lock over with a CAS from
 /// the exact id it observed; the new holder is told so ([`LockState::Recovered`])
 /// and must repair what the lock protects.
 #[repr(C)]
@@ -95,7 +95,7 @@ impl RobustLock {
     /// Acquires the lock, blocking while another live thread holds it.
     ///
     /// Never waits forever on a dead holder: one that died is detected within about
-    /// [`DEAD_CHECK_INTERVAL`] after a waiter blocks.
+    /// `DEAD_CHECK_INTERVAL` after a waiter blocks.
     #[inline]
     pub fn lock<P: Platform>(&self) -> LockState {
         match self.lock_within::<P>(None) {

@@ -180,7 +180,7 @@ pub fn peer(name: &str) -> Option<std::path::PathBuf> {
     p.exists().then_some(p)
 }
 
-/// Runs a peer program with `n`; it prints "<figure> <checksum>": checks the
+/// Runs a peer program with `n`; it prints "`<figure> <checksum>`": checks the
 /// checksum against `want` and returns the figure.
 pub fn run_peer(peer: &std::path::Path, n: u64, want: &str) -> f64 {
     run_peer_args(peer, &[n], want)
