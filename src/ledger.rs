@@ -264,6 +264,15 @@ impl Pool {
         self.ledger_add_in(head, off);
     }
 
+    /// [`Pool::ledger_add`] for a raw value: nothing for an immediate (it holds no
+    /// reference).
+    #[inline]
+    pub(crate) fn ledger_add_raw(&self, r: Raw) {
+        if r.is_object() {
+            self.ledger_add(r.payload);
+        }
+    }
+
     /// [`Pool::ledger_add`] into the ledger `head` (this process's, set up).
     #[inline]
     fn ledger_add_in(&self, head: &LedgerHead, off: u64) {

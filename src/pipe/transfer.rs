@@ -424,11 +424,12 @@ impl Pipe {
                 && self.inner.spin_ns.load(Ordering::Relaxed) != 0;
             let rounds = if watch { FAST_SPINS } else { 0 };
             let pool = self.pool();
-            if let Some(r) = self.inner.ring.pop_one_owned(own, rounds, |r| {
-                if r.is_object() {
-                    pool.ledger_add(r.payload); // taken: before any sender is woken
-                }
-            }) {
+            // Counted once taken, before any sender is woken.
+            if let Some(r) = self
+                .inner
+                .ring
+                .pop_one_owned(own, rounds, |r| pool.ledger_add_raw(r))
+            {
                 return Ok(ShmVal::from_ledgered(pool, r));
             }
         }
@@ -565,9 +566,9 @@ impl ring::Take for One<'_> {
     }
 
     fn taken(&mut self) {
-        let r = Raw::from_words(self.tag, self.payload);
-        if self.tag != u64::MAX && r.is_object() {
-            self.pool.ledger_add(r.payload);
+        if self.tag != u64::MAX {
+            self.pool
+                .ledger_add_raw(Raw::from_words(self.tag, self.payload));
         }
     }
 }

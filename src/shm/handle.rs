@@ -83,9 +83,7 @@ impl ShmVal {
     pub(crate) fn ledger_all(vals: &[ShmVal]) {
         for v in vals {
             if let Some(p) = &v.pool {
-                if v.raw.is_object() {
-                    p.ledger_add(v.raw.payload);
-                }
+                p.ledger_add_raw(v.raw);
             }
         }
     }
@@ -221,9 +219,7 @@ impl ShmVal {
     #[cold]
     pub(crate) fn reledger(&self) {
         if let Some(p) = &self.pool {
-            if self.raw.is_object() {
-                p.ledger_add(self.raw.payload);
-            }
+            p.ledger_add_raw(self.raw);
         }
     }
 
@@ -256,9 +252,7 @@ impl Clone for ShmVal {
         };
         let raw = match pool.retain(self.raw) {
             Ok(()) => {
-                if self.raw.is_object() {
-                    pool.ledger_add(self.raw.payload);
-                }
+                pool.ledger_add_raw(self.raw);
                 self.raw
             }
             Err(_) => Raw::NONE,

@@ -296,11 +296,9 @@ impl Locked<'_> {
         }
         let r = self.pool.read(self.ch.slot(c));
         self.pool.retain(r)?; // ours before the cursor moves past it
-        if r.is_object() {
-            // Counted at once (a new reference, no hand-over): the settling below
-            // may wake senders, a system call a death must not fall into uncounted.
-            self.pool.ledger_add(r.payload);
-        }
+                              // Counted at once (a new reference, no hand-over): the settling below may
+                              // wake senders, a system call a death must not fall into uncounted.
+        self.pool.ledger_add_raw(r);
         s.cursor.store(c + 1, Relaxed);
         if c == rel {
             self.settle()?; // we may have been the slowest
