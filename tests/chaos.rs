@@ -481,10 +481,12 @@ fn every_role_killed_at_random_loses_duplicates_tears_and_hangs_nothing() {
         pool.stats().leaked
     );
     // Blocks that hold no object: a death inside the allocator (the one block in
-    // flight), or between allocating a slab and logging its carve. Seen: 880 bytes
-    // for 3,000 kills, 1,248 for 10,000 (before the carve log: 457 KB, in slabs).
+    // flight), or between allocating a slab and logging its carve (a whole slab,
+    // 64 KiB: a few instructions, wider in a debug build — one debug run of 1,000
+    // kills went past 32 KiB). Seen: 880 bytes for 3,000 release kills, 1,248 for
+    // 10,000 (before the carve log: 457 KB, in slabs).
     assert!(
-        after_repair <= (16 << 10) + u64::from(kills) * 16,
+        after_repair <= (64 << 10) + u64::from(kills) * 16,
         "{after_repair} bytes left after the repair ({left} before)"
     );
 }
