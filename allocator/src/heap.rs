@@ -393,6 +393,11 @@ impl<P: Platform> Heap<P> {
                 n += 1;
             }
         }
+        // A holder that died inside a large-heap operation (taking a slab, say):
+        // the next lock holder rebuilds and gives back what it was taking; now.
+        if self.header().large_dirty.load(Ordering::Acquire) != 0 {
+            drop(self.large());
+        }
         n
     }
 

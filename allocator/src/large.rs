@@ -104,7 +104,17 @@ impl<P: Platform> Heap<P> {
         Ok(Offset::new(b + BLOCK_HDR).expect("b >= arena_start"))
     }
 
-    pub(crate) fn large_alloc_slab(&self, class: usize) -> Result<u64, AllocError> {
+    /// Takes a slab for `class` from the large heap. For a cache slot other than the
+    /// shared one (`log`), the carve is logged in the slot (`carving`, `carve_kept`)
+    /// before the lock is let go, the slab named in `slab_pending` until then: a
+    /// death at any instruction leaves the slab either logged (the slot's reclaimer
+    /// finishes the carve) or pending, unlogged or without its magic (the next lock
+    /// holder's rebuild gives it back).
+    pub(crate) fn large_alloc_slab(
+        &self,
+        class: usize,
+        log: Option<u32>,
+    ) -> Result<u64, AllocError> {
         let g = self.large()?;
         let b =
             g.alloc(SLAB_SIZE as u64, SLAB_SIZE as u64, true)?
@@ -112,9 +122,19 @@ impl<P: Platform> Heap<P> {
                     size: SLAB_SIZE,
                     align: SLAB_SIZE,
                 })?;
-        g.set(b + 16, SLAB_MAGIC as u64 | (class as u64) << 32);
         let h = self.header();
+        h.slab_pending.store(b, Relaxed);
+        g.set(b + 16, SLAB_MAGIC as u64 | (class as u64) << 32);
         h.slabs[class].store(h.slabs[class].load(Relaxed).wrapping_add(1), Relaxed);
+        fail_point!("alloc.slab.taken");
+        if let Some(slot) = log {
+            let sl = self.slot(slot);
+            sl.carve_kept.store(crate::small::nblocks(class), Relaxed);
+            sl.carving
+                .store(b | (class as u64 + 1), std::sync::atomic::Ordering::Release);
+        }
+        fail_point!("alloc.slab.logged");
+        h.slab_pending.store(0, Relaxed);
         Ok(b)
     }
 
@@ -460,6 +480,23 @@ impl<P: Platform> Large<'_, P> {
         for w in h.bins.iter().chain(h.bitmap.iter()) {
             w.store(0, Relaxed);
         }
+        // Slabs the holder that died was taking or giving back go back first (so
+        // the pass below merges them with free neighbours).
+        let pending = h.slab_pending.swap(0, Relaxed);
+        let mut slabs = [0u64; crate::class::NUM_CLASSES];
+        let mut b = self.heap.arena_start;
+        while b < self.heap.arena_end {
+            let v = self.valid(b)?;
+            if v & B_SLAB != 0 && v & B_ALLOC != 0 {
+                if self.orphan_slab(b, pending)? {
+                    self.set(b + 16, 0);
+                    self.set(b, v & !B_FLAGS);
+                } else if let Some(class) = self.slab_class(b)? {
+                    slabs[class] += 1;
+                }
+            }
+            b += v & !B_FLAGS;
+        }
         let (mut used, mut user, mut count) = (0u64, 0u64, 0u64);
         let mut b = self.heap.arena_start;
         let mut prev = 0;
@@ -494,7 +531,38 @@ impl<P: Platform> Large<'_, P> {
         h.large_used.store(used, Relaxed);
         h.large_user.store(user, Relaxed);
         h.large_count.store(count, Relaxed);
+        for (w, n) in h.slabs.iter().zip(slabs) {
+            w.store(n, Relaxed);
+        }
         Ok(())
+    }
+
+    /// The class of the slab at `b` (an allocated slab tile), by its magic word.
+    fn slab_class(&self, b: u64) -> Result<Option<usize>, AllocError> {
+        let meta = self.get(b + 16)?;
+        let class = (meta >> 32) as usize;
+        Ok((meta as u32 == SLAB_MAGIC && class < crate::class::NUM_CLASSES).then_some(class))
+    }
+
+    /// Whether the allocated slab tile at `b` is one the last holder died taking or
+    /// giving back: without its magic (not yet or no longer a slab), or the pending
+    /// one that no slot's carve log names.
+    fn orphan_slab(&self, b: u64, pending: u64) -> Result<bool, AllocError> {
+        let Some(class) = self.slab_class(b)? else {
+            return Ok(true);
+        };
+        if b != pending {
+            return Ok(false);
+        }
+        let named = b | (class as u64 + 1);
+        let logged = (1..self.heap.nslots).any(|s| {
+            self.heap
+                .slot(s)
+                .carving
+                .load(std::sync::atomic::Ordering::Acquire)
+                == named
+        });
+        Ok(!logged)
     }
 
     fn largest_free(&self) -> u64 {
@@ -783,7 +851,7 @@ mod tests {
         assert_eq!(c.get(), q + front + slab + 16);
         heap.large_free(f, block(front + slab)).unwrap();
         assert_eq!(heap.verify_large().unwrap(), vec![], "before the slab");
-        let s = heap.large_alloc_slab(0).unwrap();
+        let s = heap.large_alloc_slab(0, None).unwrap();
         assert_eq!(s, q + front, "the slab came from the padded block");
         assert_eq!(heap.verify_large().unwrap(), vec![], "after the slab");
         heap.large_free_slab(s, 0).unwrap();

@@ -72,7 +72,11 @@ pub struct Header {
     pub arena_end: AtomicU64,
     /// [`layout_fingerprint`] of the formatting code.
     pub fingerprint: AtomicU64,
-    _reserved: [AtomicU64; 2],
+    /// The slab being taken from the large heap, under its lock, until the carve
+    /// that takes it is logged in its slot (0 none): a holder that dies in between
+    /// leaves it here, and the rebuild after that death gives it back.
+    pub slab_pending: AtomicU64,
+    _reserved: [AtomicU64; 1],
     /// Words for the embedding layer.
     pub user: [AtomicU64; USER_WORDS],
     /// Protects the large-block heap (bins, block headers, large stats).

@@ -574,24 +574,20 @@ impl<P: Platform> Heap<P> {
     /// chain; the link after its last block is never followed.)
     #[cold]
     ///
-    /// Logged (slots other than the shared one): `carving` names the slab before its
-    /// blocks are linked and `carve_kept` says how many leading blocks are still the
+    /// Logged (slots other than the shared one): `carving` names the slab from
+    /// before the large heap lets it go (see [`Heap::large_alloc_slab`]) and `carve_kept` says how many leading blocks are still the
     /// slot's alone; before each batch goes to the depot `carve_kept` drops to its
     /// start (a death between the two leaks that one batch, never hands it out twice),
     /// and after the rest is stored as the slot's list the log is cleared. A
     /// reclaimer of a dead slot finishes a logged carve ([`Heap::finish_carve`]).
     fn carve(&self, slot: u32, class: usize) -> Result<(), AllocError> {
-        let slab = self.large_alloc_slab(class)?;
+        let log = slot != 0;
+        // Logged in the slot (when `log`) before the large heap's lock is let go.
+        let slab = self.large_alloc_slab(class, log.then_some(slot))?;
         let size = u64::from(CLASS_SIZES[class]);
         let n = nblocks(class);
         let first = slab + SLAB_FIRST;
-        let log = slot != 0;
         let sl = self.slot(slot);
-        if log {
-            sl.carve_kept.store(n, Ordering::Relaxed);
-            sl.carving
-                .store(slab | (class as u64 + 1), Ordering::Release);
-        }
         self.link_run(first, size, n)?;
         fail_point!("alloc.carve.linked");
         // Publish batches from the last one down; whatever the depot cannot take
@@ -651,6 +647,10 @@ impl<P: Platform> Heap<P> {
         if c == 0 {
             return;
         }
+        // A death under the large heap's lock, right after logging: the rebuild
+        // the next holder runs must see the log (or it would give the slab back);
+        // be that holder before clearing it.
+        drop(self.large());
         let (slab, class) = (c & !0xFFFF, (c & 0xFFFF) as usize);
         if class == 0 || class > CLASS_SIZES.len() {
             sl.carving.store(0, Ordering::Release); // not a log this build wrote
