@@ -349,11 +349,11 @@ impl Pool {
     /// Makes table `k` (the one before it is full where a key hashed).
     #[cold]
     fn ledger_grow(&self, head: &LedgerHead, k: usize) -> Option<&[Line]> {
-        let off = self.alloc(table_layout(k)).ok()?;
+        let off = self.alloc_own(table_layout(k)).ok()?;
         let size = table_layout(k).size();
         let Some(p) = self.resolve(off, size) else {
             // SAFETY: just allocated with this layout, never published.
-            let _ = unsafe { self.free(off, table_layout(k)) };
+            let _ = unsafe { self.free_own(off, table_layout(k)) };
             return None;
         };
         // SAFETY: a fresh block of `size` bytes, ours alone until published.
@@ -364,7 +364,7 @@ impl Pool {
             .is_err()
         {
             // SAFETY: as above.
-            let _ = unsafe { self.free(off, table_layout(k)) };
+            let _ = unsafe { self.free_own(off, table_layout(k)) };
         }
         self.ledger_table(head, k)
     }
@@ -468,12 +468,12 @@ impl Pool {
     }
 
     fn ledger_new(&self, me: u64) -> Option<u64> {
-        let head = self.alloc(head_layout()).ok()?;
-        let t0 = match self.alloc(table_layout(0)) {
+        let head = self.alloc_own(head_layout()).ok()?;
+        let t0 = match self.alloc_own(table_layout(0)) {
             Ok(t) => t,
             Err(_) => {
                 // SAFETY: just allocated with this layout, never published.
-                let _ = unsafe { self.free(head, head_layout()) };
+                let _ = unsafe { self.free_own(head, head_layout()) };
                 return None;
             }
         };
@@ -499,18 +499,18 @@ impl Pool {
         h.magic.store(0, Release);
         if let Some(o) = Offset::new(h.batches.swap(0, AcqRel)) {
             // SAFETY: allocated by `ledger_batch` with this layout; as below.
-            let _ = unsafe { self.free(o, batches_layout()) };
+            let _ = unsafe { self.free_own(o, batches_layout()) };
         }
         for (k, t) in h.tables.iter().enumerate() {
             if let Some(o) = Offset::new(t.swap(0, AcqRel)) {
                 // SAFETY: allocated by `ledger_new`/`ledger_grow` with this layout;
                 // no word names the ledger, and its owner is gone.
-                let _ = unsafe { self.free(o, table_layout(k)) };
+                let _ = unsafe { self.free_own(o, table_layout(k)) };
             }
         }
         if let Some(o) = Offset::new(off) {
             // SAFETY: as above.
-            let _ = unsafe { self.free(o, head_layout()) };
+            let _ = unsafe { self.free_own(o, head_layout()) };
         }
     }
 
@@ -649,6 +649,22 @@ impl Pool {
 impl Pool {
     /// Bytes the ledgers named by the attach table take, as `Stats::in_use` counts
     /// them.
+    /// The blocks of every ledger named by an entry of the attach table.
+    pub(crate) fn ledger_blocks(&self) -> std::collections::HashSet<u64> {
+        let mut out = std::collections::HashSet::new();
+        for slot in &self.boot_header().attached {
+            let off = slot.ledger.load(Acquire);
+            let Some(h) = (off != 0).then(|| self.ledger_head(off)).flatten() else {
+                continue;
+            };
+            out.insert(off);
+            out.insert(h.batches.load(Acquire));
+            out.extend(h.tables.iter().map(|t| t.load(Acquire)));
+        }
+        out.remove(&0);
+        out
+    }
+
     pub(crate) fn ledger_bytes(&self) -> u64 {
         let heap = self.heap();
         let mut n = 0;
@@ -717,7 +733,7 @@ impl Pool {
         let b = match self.ledger_batches(head) {
             Some(b) => b,
             None => {
-                let off = self.alloc(batches_layout()).ok()?;
+                let off = self.alloc_own(batches_layout()).ok()?;
                 let size = batches_layout().size();
                 let p = self.resolve(off, size)?;
                 // SAFETY: a fresh block of `size` bytes, ours alone until published.
@@ -728,7 +744,7 @@ impl Pool {
                     .is_err()
                 {
                     // SAFETY: just allocated with this layout, never published.
-                    let _ = unsafe { self.free(off, batches_layout()) };
+                    let _ = unsafe { self.free_own(off, batches_layout()) };
                 }
                 self.ledger_batches(head)?
             }

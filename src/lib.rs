@@ -107,7 +107,7 @@ pub use pipe::{
     SendError, Subscriber,
 };
 pub use platform::LinuxPlatform;
-pub use pool::{Pool, PoolInfo, Reclaimed};
+pub use pool::{Pool, PoolInfo, Reclaimed, Recovery};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, RepairError, RepairReport,
     ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable, ValError,

@@ -47,6 +47,9 @@ struct Attachment {
     /// (device, inode) of the boot file: handles of one pool share one entry.
     file: (u64, u64),
     entry: Option<usize>,
+    /// Not shared with a later handle of this process (see [`attach`]): while its
+    /// opener may be recovering the pool alone.
+    private: bool,
 }
 
 /// This process's attachments, under a spin lock that `fork` takes in its prepare
@@ -142,6 +145,11 @@ pub(crate) fn claim_entry(
             // SYNC POINT: the lock is ours, so whoever held the entry is gone; the
             // epoch changes before the token, so a checker that saw the old token
             // with a free lock sees a change if it looks again.
+            if e.token.load(Acquire) != 0 {
+                // It died attached (a clean detach clears its token): what it may
+                // have left outside its ledger waits for a recovery alone.
+                boot.deaths.fetch_add(1, Relaxed);
+            }
             e.since_ns.store(sys::now_unix_ns().max(1), Release);
             e.pid.store(sys::getpid(), Relaxed);
             e.pid_ns.store(sys::pid_namespace() as u32, Relaxed);
@@ -245,6 +253,9 @@ pub(crate) fn with_entry_lock(fd: &OwnedFd, i: usize, f: impl FnOnce()) -> bool 
 /// made to refer to the first one's open file description (`dup3`), which holds the
 /// entry's lock until the last of them closes. Otherwise the handle claims an entry
 /// (`claimed`: the one its creator took already). `Ok(None)`: the table is full.
+/// The attachment is private until [`share`] is called for `pool_id`: a handle of
+/// the same pool opened meanwhile (another thread) claims an entry of its own, so
+/// that a pool found needing recovery can be recovered by its opener alone.
 ///
 /// # Safety
 /// `boot` and `fd` stay valid until [`unregister`] is called with `pool_id`.
@@ -255,14 +266,14 @@ pub(crate) unsafe fn attach(
     file: (u64, u64),
     token: u64,
     claimed: Option<usize>,
-) -> Result<Option<usize>, nix::errno::Errno> {
+) -> Result<Option<(usize, bool)>, nix::errno::Errno> {
     REGISTRY.with(|l| {
-        let entry = match claimed {
-            Some(e) => e,
+        let (entry, shared) = match claimed {
+            Some(e) => (e, false),
             None => match share_entry(l, fd, file, token) {
-                Some(e) => e,
+                Some(e) => (e, true),
                 None => match claim_entry(boot, fd, token)? {
-                    Some(e) => e,
+                    Some(e) => (e, false),
                     None => return Ok(None),
                 },
             },
@@ -273,9 +284,45 @@ pub(crate) unsafe fn attach(
             fd,
             file,
             entry: Some(entry),
+            private: true,
         });
-        Ok(Some(entry))
+        Ok(Some((entry, shared)))
     })
+}
+
+/// Clears the token of every entry but `mine` whose process died attached, its
+/// ledger already retired (the caller has the pool to itself: the repair lock
+/// exclusive). Returns how many.
+pub(crate) fn forget_dead(boot: &BootHeader, fd: &OwnedFd, mine: Option<usize>) -> usize {
+    let mut n = 0;
+    for (i, e) in boot.attached.iter().enumerate() {
+        if Some(i) == mine || e.token.load(Acquire) == 0 || e.ledger.load(Acquire) != 0 {
+            continue;
+        }
+        with_entry_lock(fd, i, || {
+            e.token.store(0, Release);
+            n += 1;
+        });
+    }
+    n
+}
+
+/// Whether an entry but `mine` names a process (live, or dead without its entry
+/// reused yet).
+pub(crate) fn others_named(boot: &BootHeader, mine: Option<usize>) -> bool {
+    boot.attached
+        .iter()
+        .enumerate()
+        .any(|(i, e)| Some(i) != mine && e.token.load(Acquire) != 0)
+}
+
+/// Lets later handles of this process share `pool_id`'s attachment (see [`attach`]).
+pub(crate) fn share(pool_id: u64) {
+    REGISTRY.with(|l| {
+        for a in l.iter_mut().filter(|a| a.pool_id == pool_id) {
+            a.private = false;
+        }
+    });
 }
 
 /// The entry of another attachment of the same file whose lock this process holds
@@ -286,7 +333,7 @@ fn share_entry(l: &[Attachment], fd: &OwnedFd, file: (u64, u64), token: u64) -> 
         let e = a.entry?;
         // SAFETY: registered pointers are valid while registered.
         let (boot, afd) = unsafe { (&*a.boot, &*a.fd) };
-        (a.file == file && boot.attached[e].token.load(Acquire) == token)
+        (!a.private && a.file == file && boot.attached[e].token.load(Acquire) == token)
             .then_some(())
             .and_then(|()| sys::share_description(afd, fd).ok())
             .map(|()| e)

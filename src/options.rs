@@ -21,6 +21,7 @@ pub struct PoolOptions {
     pub(crate) allow_foreign_owner: bool,
     pub(crate) remove_on_drop: bool,
     pub(crate) timeout: Duration,
+    pub(crate) recover_on_open: bool,
 }
 
 impl Default for PoolOptions {
@@ -32,6 +33,7 @@ impl Default for PoolOptions {
             allow_foreign_owner: false,
             remove_on_drop: false,
             timeout: Duration::ZERO,
+            recover_on_open: true,
         }
     }
 }
@@ -85,6 +87,15 @@ impl PoolOptions {
     /// How long `open` waits for the pool to appear and become ready.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+    /// After processes died attached, let an opener that finds the pool to itself
+    /// free what the deaths left outside their reference ledgers (on by default;
+    /// see `docs/PROTOCOLS.md`, "Recovery alone"). It walks every value once (the
+    /// cost of `Pool::check`), and openers arriving meanwhile wait for it within
+    /// their timeout. Off, the leftovers stay until `Pool::repair`.
+    pub fn recover_on_open(mut self, yes: bool) -> Self {
+        self.recover_on_open = yes;
         self
     }
 }

@@ -43,6 +43,10 @@ struct Inner {
     slots: Mutex<Vec<(u32, u32)>>,
     /// This process's view of its reference ledger in the pool.
     ledger: crate::ledger::Ledger,
+    /// What this handle's open did alone on the pool after deaths, if it did.
+    recovery: std::sync::OnceLock<Recovery>,
+    /// This handle marked the pool as holding blocks of the user's own.
+    user_blocks: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -295,28 +299,126 @@ impl Pool {
             remove_on_drop: std::sync::atomic::AtomicBool::new(false),
             slots: Mutex::new(Vec::new()),
             ledger: crate::ledger::Ledger::new(),
+            recovery: std::sync::OnceLock::new(),
+            user_blocks: std::sync::atomic::AtomicBool::new(false),
         });
-        // SAFETY: the boot mapping and descriptor live in `inner`, whose drop
-        // unregisters before they are dropped.
-        let attached = unsafe {
-            liveness::attach(
-                inner.id,
-                inner.boot(),
-                &inner.seg.boot_fd,
-                inner.seg.ids[0],
-                me,
-                claimed,
-            )
+        // A recovery alone (below) has the pool to itself for a moment: openers
+        // wait for it, up to their timeout.
+        let deadline = std::time::Instant::now() + opts.timeout;
+        let attached = loop {
+            // SAFETY: the boot mapping and descriptor live in `inner`, whose drop
+            // unregisters before they are dropped.
+            let r = unsafe {
+                liveness::attach(
+                    inner.id,
+                    inner.boot(),
+                    &inner.seg.boot_fd,
+                    inner.seg.ids[0],
+                    me,
+                    claimed,
+                )
+            };
+            match r {
+                Err(nix::errno::Errno::EBUSY) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                r => break r,
+            }
         };
-        match attached {
-            Ok(Some(_)) => inner.remove_on_drop.store(opts.remove_on_drop, Relaxed),
+        let shared = match attached {
+            Ok(Some((_, shared))) => {
+                inner.remove_on_drop.store(opts.remove_on_drop, Relaxed);
+                shared
+            }
             // Not registered: the drop finds nothing to give up.
             Ok(None) => return Err(Attach::Full),
             Err(errno) => return Err(Attach::Os(errno)),
-        }
+        };
         let pool = Pool { inner };
         pool.reclaim_dead();
+        if !shared && opts.recover_on_open {
+            pool.recover_alone();
+        }
+        liveness::share(pool.inner.id);
         Ok(pool)
+    }
+
+    /// After deaths (a process that died attached, see `BootHeader::deaths`), an
+    /// opener that finds the pool to itself (the repair lock exclusive: no other
+    /// process attached, no other handle of this one) frees what the deaths left
+    /// outside every ledger — a death between two instructions: a reference counted
+    /// and not yet ledgered, an object made and not yet stored — as `repair` does
+    /// (counts lowered to the references found, unreachable objects swept, empty
+    /// slabs given back), then forgets the dead entries. Killed midway, the next
+    /// alone opener does it again.
+    fn recover_alone(&self) {
+        let b = self.inner.boot();
+        let mine = liveness::entry_of(self.inner.id);
+        if b.deaths.load(Relaxed) == 0 && !liveness::others_named(b, mine) {
+            return;
+        }
+        let fd = &self.inner.seg.boot_fd;
+        if !matches!(sys::ofd_try_lock(fd, boot::REPAIR_LOCK), Ok(true)) {
+            return; // others are attached: a later opener alone does it
+        }
+        fail_point!("pool.recover.locked");
+        let deaths = b.deaths.load(Relaxed);
+        self.reclaim_dead();
+        let (fixed, swept, swept_bytes) = self.fix_alone();
+        let (stray, stray_bytes) = crate::shm::sweep_stray(self);
+        // SAFETY: alone (the repair lock), and this handle was made just now: no
+        // value of it exists yet.
+        let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
+        let forgotten = liveness::forget_dead(b, fd, mine);
+        b.deaths.store(0, Relaxed);
+        let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
+        let _ = self.inner.recovery.set(Recovery {
+            deaths: deaths.max(forgotten as u64),
+            fixed,
+            swept,
+            swept_bytes,
+            stray,
+            stray_bytes,
+            slabs_returned,
+        });
+    }
+
+    /// With the pool to itself: counts above the references found (plus this
+    /// process's handles) lowered to them, then what nothing refers to swept.
+    /// Returns (counts fixed, objects swept, their bytes).
+    fn fix_alone(&self) -> (Vec<crate::Held>, usize, u64) {
+        let before = self.check();
+        let mut fixed = Vec::new();
+        for h in &before.held {
+            let Ok(head) = self.header_at(h.offset) else {
+                continue;
+            };
+            // What the pool and this process's handles hold stays (nobody else is
+            // attached, and the dead ones' ledgers were replayed).
+            let (Ok(count), Ok(found)) =
+                (u32::try_from(h.count), u32::try_from(h.found + h.handles))
+            else {
+                continue;
+            };
+            // The count as checked (nobody else is attached: nothing moves it).
+            if head
+                .refcount
+                .compare_exchange(count, found, Relaxed, Relaxed)
+                .is_ok()
+            {
+                fixed.push(h.clone());
+            }
+        }
+        // What nothing refers to: no root reaches it, no process holds it.
+        let (swept, swept_bytes) = crate::shm::sweep(self);
+        (fixed, swept, swept_bytes)
+    }
+
+    /// What this handle's open did alone on the pool after processes died
+    /// attached (`None`: nothing was due, or others were attached). See
+    /// [`PoolOptions::recover_on_open`].
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.inner.recovery.get()
     }
 
     pub(crate) fn ledger_cache(&self) -> &crate::ledger::Ledger {
@@ -390,28 +492,78 @@ impl Pool {
         &self.inner.seg.heap
     }
 
-    /// Allocates a block from the pool through this thread's cache slot.
+    /// Allocates a block from the pool through this thread's cache slot: your own
+    /// block, next to the values (refer to it from a user word, say). The first one
+    /// marks the pool (`USER_BLOCKS` in the boot header, for good): from then on a
+    /// recovery alone after deaths no longer frees blocks that hold no value and
+    /// belong to none ([`PoolCheck::stray_blocks`](crate::PoolCheck)), which it
+    /// cannot tell from yours.
     ///
     /// # Errors
     /// [`AllocError::Exhausted`] when the pool is full; never panics.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&self, layout: Layout) -> Result<Offset, AllocError> {
+        if !self.inner.user_blocks.load(Relaxed) {
+            self.note_user_blocks();
+        }
         let slot = self.thread_slot();
         // SAFETY: `thread_slot` returns a slot claimed by this thread for this pool,
         // or the shared slot 0.
         unsafe { self.inner.seg.heap.alloc_in(slot, layout) }
     }
 
-    /// Frees a block (allocated by any process) back to the pool.
+    /// Marks the pool as holding blocks of the user's own (before the first one).
+    #[cold]
+    fn note_user_blocks(&self) {
+        self.inner.boot().flags.fetch_or(
+            boot::flags::USER_BLOCKS,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+        self.inner.user_blocks.store(true, Relaxed);
+    }
+
+    /// Whether a block of the user's own was ever allocated in the pool
+    /// ([`Pool::alloc`]).
+    pub(crate) fn had_user_blocks(&self) -> bool {
+        self.inner
+            .boot()
+            .flags
+            .load(std::sync::atomic::Ordering::SeqCst)
+            & boot::flags::USER_BLOCKS
+            != 0
+    }
+
+    /// Frees a block [`Pool::alloc`] handed out (in any process) back to the pool.
     ///
     /// # Safety
-    /// `off` was allocated from this pool with `layout` and is not used afterwards
-    /// by anyone.
+    /// `off` was allocated by [`Pool::alloc`] from this pool with `layout` and is not
+    /// used afterwards by anyone.
     ///
     /// # Errors
     /// [`FreeError::Invalid`] when `off` is visibly not such a block.
     #[inline]
     pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
+        let slot = self.thread_slot();
+        // SAFETY: slot as in `alloc`; the block contract is forwarded to the caller.
+        unsafe { self.inner.seg.heap.free_in(slot, off, layout) }
+    }
+
+    /// A block for shmval's own structures (values, ledgers), not counted as the
+    /// user's.
+    #[inline]
+    pub(crate) fn alloc_own(&self, layout: Layout) -> Result<Offset, AllocError> {
+        let slot = self.thread_slot();
+        // SAFETY: `thread_slot` returns a slot claimed by this thread for this pool,
+        // or the shared slot 0.
+        unsafe { self.inner.seg.heap.alloc_in(slot, layout) }
+    }
+
+    /// Frees a block of shmval's own.
+    ///
+    /// # Safety
+    /// As [`Pool::free`], for a block [`Pool::alloc_own`] handed out.
+    #[inline]
+    pub(crate) unsafe fn free_own(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
         let slot = self.thread_slot();
         // SAFETY: slot as in `alloc`; the block contract is forwarded to the caller.
         unsafe { self.inner.seg.heap.free_in(slot, off, layout) }
@@ -489,30 +641,9 @@ impl Pool {
         }
         fail_point!("pool.repair.locked");
         let reclaimed = self.reclaim_dead();
-        let before = self.check();
-        let mut fixed = Vec::new();
-        for h in &before.held {
-            let Ok(head) = self.header_at(h.offset) else {
-                continue;
-            };
-            // What the pool and this process's handles hold stays (nobody else is
-            // attached, and the dead ones' ledgers were replayed above).
-            let (Ok(count), Ok(found)) =
-                (u32::try_from(h.count), u32::try_from(h.found + h.handles))
-            else {
-                continue;
-            };
-            // The count as checked (nobody else is attached: nothing moves it).
-            if head
-                .refcount
-                .compare_exchange(count, found, Relaxed, Relaxed)
-                .is_ok()
-            {
-                fixed.push(h.clone());
-            }
-        }
-        // What nothing refers to: no root reaches it, no process holds it.
-        let (swept, swept_bytes) = crate::shm::sweep(self);
+        let (fixed, swept, swept_bytes) = self.fix_alone();
+        let (stray, stray_bytes) = crate::shm::sweep_stray(self);
+        self.inner.boot().deaths.store(0, Relaxed);
         // SAFETY: alone (the repair lock), and the caller holds nothing (our contract).
         let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
         let after = self.check();
@@ -524,6 +655,8 @@ impl Pool {
             fixed,
             swept,
             swept_bytes,
+            stray,
+            stray_bytes,
             after,
         })
     }
@@ -667,6 +800,28 @@ extern "C" fn nothing() {}
 /// Called in the child after `fork`: the cached slot belongs to the parent.
 extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
+}
+
+/// What an open did alone on the pool after processes died attached
+/// ([`Pool::recovery`], [`PoolOptions::recover_on_open`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Deaths it recovered from (processes that died attached).
+    pub deaths: u64,
+    /// Objects whose count was above the references found, lowered to them.
+    pub fixed: Vec<crate::Held>,
+    /// Objects nothing referred to, freed (with what only they held).
+    pub swept: usize,
+    /// Their bytes.
+    pub swept_bytes: u64,
+    /// Blocks that held no value and belonged to none, freed (only in a pool where
+    /// no block of the user's own was ever allocated: see `PoolCheck::stray_blocks`).
+    pub stray: u64,
+    /// Their bytes.
+    pub stray_bytes: u64,
+    /// Slabs whose blocks were all free, given back to the arena.
+    pub slabs_returned: usize,
 }
 
 /// What [`Pool::reclaim_dead`] gave back.

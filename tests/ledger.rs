@@ -19,7 +19,11 @@ fn message(pool: &Pool, i: i64) -> ShmVal {
 #[test]
 fn child_role_entry() {
     let Some(role) = common::role() else { return };
-    let pool = Pool::open(&std::env::var("POOL").unwrap(), 5 * SECS).unwrap();
+    // `NO_RECOVER`: an open that leaves what earlier deaths left (to see it).
+    let opts = PoolOptions::new()
+        .timeout(5 * SECS)
+        .recover_on_open(std::env::var_os("NO_RECOVER").is_none());
+    let pool = Pool::open_with(&std::env::var("POOL").unwrap(), &opts).unwrap();
     match role.as_str() {
         // Receives from `in`, keeps the last 16 values it received, forwards each.
         "middle" => {
@@ -92,9 +96,48 @@ fn child_role_entry() {
                 got.clear();
             }
         }
+        // Takes a handle to the root's table "t" and dies between counting the
+        // reference and ledgering it (fail point `ledger.add`).
+        "count-and-die" => {
+            let root = pool.root().unwrap();
+            shmval::fail::set("ledger.add", shmval::fail::Action::Abort);
+            let _t = root.get("t");
+            panic!("the fail point was to end this process");
+        }
+        // Makes a value and dies before its handle is ledgered: an object nothing
+        // refers to.
+        "share-and-die" => {
+            shmval::fail::set("ledger.add", shmval::fail::Action::Abort);
+            let _v = message(&pool, 7);
+            panic!("the fail point was to end this process");
+        }
+        // Grows a table until a data block is allocated and not yet anything's
+        // (fail point `shm.block.allocated`).
+        "block-and-die" => {
+            let t = pool.new_tab().unwrap();
+            shmval::fail::set("shm.block.allocated", shmval::fail::Action::Abort);
+            for i in 0..1000i64 {
+                t.insert(i, i).unwrap();
+            }
+            panic!("the fail point was to end this process");
+        }
+        // Tells (user word 5) whether its open recovered the pool alone.
+        "report-recovery" => {
+            let r = pool.recovery().map_or(2, |r| 1 + 10 * r.swept as u64);
+            pool.user_word(5)
+                .store(r, std::sync::atomic::Ordering::SeqCst);
+        }
         other => panic!("unknown role {other}"),
     }
     common::child_done();
+}
+
+/// Runs `role` in a child that must end killed (by a fail point).
+fn dies(s: &Scratch, role: &str, env: &[(&str, String)]) {
+    let mut env = env.to_vec();
+    env.push(("POOL", s.0.clone()));
+    let st = spawn("child_role_entry", role, &env).wait().unwrap();
+    assert!(st.code().is_none(), "{role} was to be killed ({st:?})");
 }
 
 /// Bytes in use that one message takes.
@@ -431,4 +474,135 @@ fn a_run_receiver_killed_again_and_again_leaks_at_most_one_value_a_death() {
         "{} objects leaked by {kills} deaths",
         c.unreachable.len()
     );
+}
+
+/// What deaths left outside every ledger (a reference counted and not yet ledgered,
+/// a value made and not yet handed to anyone) is freed by the next opener that finds
+/// the pool to itself: the bytes in use are the baseline's again without a repair.
+#[test]
+fn what_deaths_left_outside_the_ledgers_is_freed_by_the_next_opener_alone() {
+    let s = Scratch::new("ledger-alone");
+    let (base, base_census) = {
+        let pool = Pool::create_with(s.name(), 8 << 20, &PoolOptions::new()).unwrap();
+        pool.root().unwrap().insert("t", tab! {"a" => 1}).unwrap();
+        let census = pool.heap().census().unwrap() - pool.stats().bookkeeping;
+        (pool.stats().in_use, census)
+    };
+    dies(&s, "count-and-die", &[]);
+    dies(&s, "share-and-die", &[("NO_RECOVER", "1".into())]);
+    // Without the recovery: one count too high, one value nothing refers to.
+    let opts = PoolOptions::new().recover_on_open(false);
+    let pool = Pool::open_with(s.name(), &opts).unwrap();
+    assert!(pool.recovery().is_none());
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert_eq!(c.leaks().len(), 1, "{c:?}");
+    assert_eq!(c.unreachable.len(), 1, "{c:?}");
+    assert!(pool.stats().in_use > base);
+    drop(pool);
+    // The next opener alone frees both.
+    let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+    let r = pool
+        .recovery()
+        .expect("a recovery alone after deaths")
+        .clone();
+    assert_eq!((r.fixed.len(), r.swept), (1, 1), "{r:?}");
+    assert!(r.deaths >= 2, "{r:?}");
+    let c = pool.check();
+    assert!(
+        c.is_ok() && c.leaks().is_empty() && c.unreachable.is_empty(),
+        "{c:?}"
+    );
+    assert_eq!(pool.stats().in_use, base);
+    let census = pool.heap().census().unwrap() - pool.stats().bookkeeping;
+    assert_eq!(census, base_census);
+    drop(pool);
+    // Nothing is due the next time.
+    let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+    assert!(pool.recovery().is_none());
+}
+
+/// No opener recovers while another process is attached (its unledgered
+/// references would look leaked); a recoverer killed midway is redone by the next.
+#[test]
+fn no_recovery_while_others_are_attached_and_a_killed_recoverer_is_redone() {
+    let s = Scratch::new("ledger-alone2");
+    let pool = Pool::create_with(s.name(), 8 << 20, &PoolOptions::new()).unwrap();
+    let base = pool.stats().in_use;
+    dies(&s, "share-and-die", &[]);
+    let word = pool.user_word(5);
+    wait_ok(
+        &mut spawn(
+            "child_role_entry",
+            "report-recovery",
+            &[("POOL", s.0.clone())],
+        ),
+        10 * SECS,
+        "report-recovery",
+    );
+    assert_eq!(
+        word.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "recovered with us attached"
+    );
+    assert_eq!(pool.check().unreachable.len(), 1);
+    drop(pool);
+    dies(
+        &s,
+        "report-recovery",
+        &[("SHMVAL_FAILPOINTS", "pool.recover.locked=abort".into())],
+    );
+    // The next opener alone does it (and waits for nothing: the killed one's locks
+    // went with it).
+    let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+    let r = pool.recovery().expect("a recovery alone after deaths");
+    assert_eq!(r.swept, 1, "{r:?}");
+    assert_eq!(pool.stats().in_use, base);
+    assert!(pool.check().unreachable.is_empty());
+}
+
+/// A block a death left between the allocator and the value it was to become is
+/// freed by the recovery alone in a pool where no block of the user's own was ever
+/// allocated; in one where one was, it cannot be told from the user's and stays
+/// (reported by `check`).
+#[test]
+fn a_stray_block_is_freed_alone_only_where_the_user_never_allocated_a_block() {
+    for user_block in [false, true] {
+        let s = Scratch::new("ledger-stray");
+        let l = std::alloc::Layout::from_size_align(100, 16).unwrap();
+        let base = {
+            let pool = Pool::create_with(s.name(), 8 << 20, &PoolOptions::new()).unwrap();
+            if user_block {
+                let off = pool.alloc(l).unwrap();
+                pool.user_word(6)
+                    .store(off.get(), std::sync::atomic::Ordering::SeqCst);
+            }
+            pool.stats().in_use
+        };
+        dies(&s, "block-and-die", &[]);
+        let pool = Pool::open(s.name(), Duration::ZERO).unwrap();
+        let r = pool
+            .recovery()
+            .expect("a recovery alone after a death")
+            .clone();
+        let c = pool.check();
+        assert!(c.is_ok() && c.unreachable.is_empty(), "{c:?}");
+        if user_block {
+            assert_eq!(r.stray, 0, "{r:?}");
+            assert_eq!(
+                c.stray_blocks, 2,
+                "the user's block and the lost one: {c:?}"
+            );
+            assert!(pool.stats().in_use > base);
+            let off =
+                shmval::Offset::new(pool.user_word(6).load(std::sync::atomic::Ordering::SeqCst))
+                    .unwrap();
+            // SAFETY: the block this test allocated, used by nobody.
+            unsafe { pool.free(off, l).unwrap() };
+        } else {
+            assert_eq!(r.stray, 1, "{r:?}");
+            assert_eq!(c.stray_blocks, 0, "{c:?}");
+            assert_eq!(pool.stats().in_use, base);
+        }
+    }
 }

@@ -247,7 +247,10 @@ fn a_process_killed_while_carving_a_slab_loses_no_block_of_it() {
         let pool = Pool::create_with(s.name(), 4 << 20, &PoolOptions::new()).unwrap();
         die_at(&s, "carve-and-die", point, skip);
         pool.reclaim_dead();
-        let census = pool.heap().census().unwrap_or_else(|| panic!("{point} {skip}: malformed list"))
+        let census = pool
+            .heap()
+            .census()
+            .unwrap_or_else(|| panic!("{point} {skip}: malformed list"))
             - pool.stats().bookkeeping;
         assert_eq!(
             census,

@@ -66,7 +66,9 @@ fn main() -> ExitCode {
 }
 
 fn open(what: &str, name: &str, dir: Option<PathBuf>) -> Option<Pool> {
-    let mut opts = PoolOptions::new();
+    // The tool changes nothing at open: `check` only reads, and `repair` reports
+    // all it does (a recovery at open would do part of it unreported).
+    let mut opts = PoolOptions::new().recover_on_open(false);
     if let Some(d) = dir {
         opts = opts.dir(d);
     }
@@ -97,13 +99,16 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
         println!(
             "pool {name}: {} reference(s) of {} process(es) that are gone given back, {} dead \
              cache slot(s) given back, {} count(s) fixed, {} object(s) nothing referred to \
-             freed ({} bytes), {} empty slab(s) back to the arena",
+             freed ({} bytes), {} stray block(s) freed ({} bytes), {} empty slab(s) back to \
+             the arena",
             r.reclaimed.references,
             r.reclaimed.ledgers,
             r.reclaimed.slots,
             r.fixed.len(),
             r.swept,
             r.swept_bytes,
+            r.stray,
+            r.stray_bytes,
             r.slabs_returned
         );
         for h in &r.fixed {
@@ -170,6 +175,13 @@ fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
                  them)",
                 r.unreachable.len(),
                 r.unreachable_bytes
+            );
+        }
+        if r.stray_blocks > 0 {
+            println!(
+                "  {} block(s) that are no value's, {} bytes: your own (Pool::alloc), or lost \
+                 by a death (`shmval repair` frees them in a pool where Pool::alloc was never used)",
+                r.stray_blocks, r.stray_bytes
             );
         }
         if r.untracked > 0 {

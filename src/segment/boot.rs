@@ -37,6 +37,10 @@ pub mod backend {
 pub mod flags {
     /// Every process maps the main segment at `base_address`.
     pub const FIXED_BASE: u32 = 1;
+    /// A block of the user's own was allocated once (`Pool::alloc`): a block that
+    /// holds no value and belongs to none may be the user's, so the recovery alone
+    /// never frees one (set before the first such allocation, never cleared).
+    pub const USER_BLOCKS: u32 = 2;
 }
 
 /// Where the liveness lock of attach entry `i` sits in the boot segment's file: one
@@ -106,7 +110,12 @@ pub struct BootHeader {
     pub generation: AtomicU64,
     /// The creator's process token (its liveness is that of its attach entry).
     pub creator_token: AtomicU64,
-    _reserved: [AtomicU64; 5],
+    /// Deaths of attached processes whose leftovers were reclaimed since the last
+    /// recovery alone (see `Pool::open`): what their ledgers did not cover (a death
+    /// between two instructions) is swept by the next opener that finds the pool
+    /// to itself.
+    pub deaths: AtomicU64,
+    _reserved: [AtomicU64; 4],
     /// Processes attached to the pool.
     pub attached: [AttachSlot; ATTACH_SLOTS],
 }
@@ -118,6 +127,7 @@ const _: () = assert!(std::mem::offset_of!(BootHeader, state) == 12);
 const _: () = assert!(std::mem::offset_of!(BootHeader, base_address) == 48);
 const _: () = assert!(std::mem::offset_of!(BootHeader, generation) == 72);
 const _: () = assert!(std::mem::offset_of!(BootHeader, creator_token) == 80);
+const _: () = assert!(std::mem::offset_of!(BootHeader, deaths) == 88);
 const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
 
 /// Hash of everything that shapes a pool's bytes: the boot header's, the

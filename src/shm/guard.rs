@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// `redo_at` while a new data block is switched in.
-const GROWING: u64 = u64::MAX;
+pub(crate) const GROWING: u64 = u64::MAX;
 
 /// A container's lock, held; repairs a table or list whose last holder died.
 pub(crate) struct Guard<'p> {

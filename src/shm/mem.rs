@@ -374,7 +374,7 @@ impl Pool {
         zeroed: usize,
     ) -> Result<Obj, ValError> {
         let size = size.next_multiple_of(16) as u64;
-        let off = self.alloc(Self::obj_layout(size))?.get();
+        let off = self.alloc_own(Self::obj_layout(size))?.get();
         let p = self
             .resolve(Offset::new(off).expect("non-zero"), size as usize)
             .ok_or_else(|| corrupt("fresh object"))?;
@@ -394,9 +394,11 @@ impl Pool {
 
     /// A data block whose contents the protocol never reads before writing.
     pub(crate) fn alloc_raw_block(&self, size: u64) -> Result<u64, ValError> {
-        Ok(self
-            .alloc(Self::obj_layout(size.max(16).next_multiple_of(16)))?
-            .get())
+        let off = self
+            .alloc_own(Self::obj_layout(size.max(16).next_multiple_of(16)))?
+            .get();
+        fail_point!("shm.block.allocated");
+        Ok(off)
     }
 
     /// Zeroes `size` bytes of the block at `off` (the caller's alone).
@@ -412,7 +414,7 @@ impl Pool {
     /// A raw block (not an object: container data), zeroed.
     pub(crate) fn alloc_block(&self, size: u64) -> Result<u64, ValError> {
         let off = self
-            .alloc(Self::obj_layout(size.max(16).next_multiple_of(16)))?
+            .alloc_own(Self::obj_layout(size.max(16).next_multiple_of(16)))?
             .get();
         let p = self
             .resolve(Offset::new(off).expect("non-zero"), size as usize)
@@ -425,7 +427,8 @@ impl Pool {
     pub(crate) fn free_block(&self, off: u64, size: u64) {
         if let Some(o) = Offset::new(off) {
             // SAFETY: callers pass a block they own, with the size it was allocated with.
-            let _ = unsafe { self.free(o, Self::obj_layout(size.max(16).next_multiple_of(16))) };
+            let _ =
+                unsafe { self.free_own(o, Self::obj_layout(size.max(16).next_multiple_of(16))) };
         }
     }
 
@@ -479,6 +482,41 @@ impl Pool {
             drop(super::guard::Guard::lock(self, o)?);
         }
         self.each_child(o, true, &mut |off| stack.push(off))
+    }
+
+    /// Calls `f` with the offset of each block `o` owns besides its own: a
+    /// container's data block (unless embedded) and a dict's index, and the block a
+    /// logged growth is switching from or to.
+    pub(crate) fn data_blocks(&self, o: Obj, f: &mut dyn FnMut(u64)) {
+        let elem = match o.tag {
+            tag::LIST => SLOT,
+            tag::TAB | tag::OTAB => ENTRY,
+            _ => return,
+        };
+        let Ok(c) = self.container(o) else { return };
+        let own = |b: Block<'_>, f: &mut dyn FnMut(u64)| {
+            if b.off != Self::embedded_block(o) || o.size <= (HDR + CONTAINER) as u64 {
+                f(b.off);
+            }
+            let index = b.head.index.load(Relaxed);
+            if elem == ENTRY && index != 0 {
+                f(index);
+            }
+        };
+        if let Ok(Some(b)) = self.block(c, elem) {
+            own(b, f);
+        }
+        // A growth under way (its holder may have died): the new block and the one
+        // it replaces are the container's too until the next holder ends it.
+        if c.redo_at.load(Acquire) == super::guard::GROWING {
+            if let Ok(nb) = self.block_at(c.redo_payload.load(Relaxed), elem) {
+                let old = nb.head.replaces.load(Relaxed);
+                own(nb, f);
+                if let Ok(ob) = self.block_at(old, elem) {
+                    own(ob, f);
+                }
+            }
+        }
     }
 
     /// Calls `f` with the offset of each object `o` holds a reference to (a value

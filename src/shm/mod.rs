@@ -26,7 +26,7 @@ pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmVal};
 pub use list::ShmList;
 pub(crate) use mem::{Obj, Raw};
-pub(crate) use pool_check::{check_pool, sweep};
+pub(crate) use pool_check::{check_pool, sweep, sweep_stray};
 pub use pool_check::{Held, PoolCheck, RepairError, RepairReport, Unreachable};
 pub use tab::{ShmOTab, ShmTab, TabLock};
 pub use text::{ShmBytes, ShmStr};

@@ -95,6 +95,13 @@ pub struct PoolCheck {
     /// too full to grow a ledger): such a process's holdings cannot be told from
     /// leaks.
     pub untracked: u64,
+    /// Blocks handed out that hold no object and belong to none (not a data block
+    /// or an index of one, not a reference ledger), and their bytes: your own
+    /// [`Pool::alloc`] blocks, or a block a process died holding between the
+    /// allocator and the value it was to become. Never freed by shmval.
+    pub stray_blocks: u64,
+    /// Bytes of [`PoolCheck::stray_blocks`].
+    pub stray_bytes: u64,
     /// Everything malformed: objects, counts below the references found.
     pub problems: Vec<Problem>,
 }
@@ -134,6 +141,11 @@ pub struct RepairReport {
     pub swept: usize,
     /// Their bytes.
     pub swept_bytes: u64,
+    /// Stray blocks freed ([`PoolCheck::stray_blocks`]; only in a pool where no
+    /// block of the user's own was ever allocated).
+    pub stray: u64,
+    /// Their bytes.
+    pub stray_bytes: u64,
     /// The check after the repair.
     pub after: PoolCheck,
 }
@@ -246,8 +258,13 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             e.1 -= 1; // visited as a root, not a reference in the pool
         }
     }
-    // Every block handed out that holds an object nothing reached.
+    // Every block handed out that holds an object nothing reached; and every one
+    // that is neither an object, nor an object's data block or index, nor a ledger.
     if let Some(blocks) = pool.heap().allocated_blocks() {
+        for (_, size) in stray_in(pool, &blocks) {
+            r.stray_blocks += 1;
+            r.stray_bytes += size;
+        }
         for (off, _) in blocks {
             if found.contains_key(&off) || ledgered.contains_key(&off) {
                 continue; // reached, or held by a process (a dead one's is given back)
@@ -303,6 +320,44 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         }
     }
     r
+}
+
+/// The blocks of `blocks` (allocated ones) that hold no object and belong to none:
+/// not an object's data block or index, not a ledger's (see
+/// [`PoolCheck::stray_blocks`]).
+fn stray_in(pool: &Pool, blocks: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut owned = pool.ledger_blocks();
+    for &(off, _) in blocks {
+        if let Ok(o) = pool.obj(off) {
+            pool.data_blocks(o, &mut |b| {
+                owned.insert(b);
+            });
+        }
+    }
+    blocks
+        .iter()
+        .filter(|(off, _)| pool.obj(*off).is_err() && !owned.contains(off))
+        .copied()
+        .collect()
+}
+
+/// Frees the stray blocks ([`PoolCheck::stray_blocks`]), the caller being alone on
+/// the pool and no block of the user's own ever allocated in it (`Pool::alloc`):
+/// every block is then shmval's, and one that belongs to nothing was left by a
+/// death between the allocator and the value it was to become. Returns (blocks,
+/// bytes).
+pub(crate) fn sweep_stray(pool: &Pool) -> (u64, u64) {
+    if pool.had_user_blocks() {
+        return (0, 0);
+    }
+    let Some(blocks) = pool.heap().allocated_blocks() else {
+        return (0, 0);
+    };
+    let stray = stray_in(pool, &blocks);
+    for &(off, size) in &stray {
+        pool.free_block(off, size);
+    }
+    (stray.len() as u64, stray.iter().map(|s| s.1).sum())
 }
 
 /// Frees the objects nothing refers to ([`PoolCheck::unreachable`]), the caller
