@@ -73,6 +73,7 @@ mod error;
 mod ledger;
 #[cfg(feature = "failpoints")]
 pub use shmval_alloc::fail;
+pub mod admin;
 mod liveness;
 mod name;
 mod options;

@@ -202,6 +202,16 @@ impl<P: Platform> Heap<P> {
 
     /// A snapshot of the heap's statistics (takes the large-heap lock briefly).
     pub fn stats(&self) -> Stats {
+        self.stats_with(true)
+    }
+
+    /// As [`Heap::stats`] without taking any lock or writing anything (for a
+    /// read-only look at a pool other processes use): `largest_free` is 0.
+    pub fn stats_unlocked(&self) -> Stats {
+        self.stats_with(false)
+    }
+
+    fn stats_with(&self, locked: bool) -> Stats {
         let h = self.header();
         let mut classes = Vec::with_capacity(CLASS_SIZES.len());
         let mut small_in_use = 0u64;
@@ -226,7 +236,11 @@ impl<P: Platform> Heap<P> {
                 slabs,
             });
         }
-        let largest_free = self.large().map(|g| g.largest_free()).unwrap_or(0);
+        let largest_free = if locked {
+            self.large().map(|g| g.largest_free()).unwrap_or(0)
+        } else {
+            0
+        };
         let arena = self.arena_len();
         let large_used = h.large_used.load(Relaxed);
         let large_in_use = h.large_user.load(Relaxed);

@@ -107,7 +107,6 @@ pub(crate) fn space_available(dir: &Path) -> Option<u64> {
 }
 
 /// Total size and free bytes of the file system of `dir`.
-#[allow(dead_code)] // for the operator tool (`shmval info`)
 pub(crate) fn space(dir: &Path) -> Option<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
     let f = st.fragment_size() as u64;
@@ -187,6 +186,26 @@ impl Mapping {
             }
             Err(e) => Err(MapError::Os(e)),
         }
+    }
+
+    /// Maps `len` bytes of `fd` (opened read-only or not) private and writable:
+    /// the file's pages are read as they are (others' stores show), and a store
+    /// would only ever change a private copy. For looking at a pool without taking
+    /// part in it.
+    pub(crate) fn private(fd: &OwnedFd, len: usize) -> Result<Mapping, Errno> {
+        let nz = NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+        // SAFETY: a fresh private mapping of a file we hold.
+        let p = unsafe {
+            nix::sys::mman::mmap(
+                None,
+                nz,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE,
+                fd,
+                0,
+            )
+        }?;
+        Ok(Mapping { ptr: p.cast(), len })
     }
 
     pub(crate) fn ptr(&self) -> NonNull<u8> {
