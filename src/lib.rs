@@ -82,6 +82,7 @@ mod platform;
 mod pool;
 mod segment;
 pub mod shm;
+mod snapshot;
 mod sync;
 /// Internals the cross-process tests drive directly (the futex eventcount); only
 /// with the `failpoints` feature, which `cargo test` turns on. Not API.
@@ -110,11 +111,13 @@ pub use pipe::{
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, Reclaimed, Recovery};
 pub use shm::{
-    check_value, is_shm, Arg, CheckReport, Held, PoolCheck, Problem, RepairError, RepairReport,
-    ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable, ValError,
+    check_value, is_shm, Arg, CheckReport, Held, PathError, PoolCheck, Problem, RepairError,
+    RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable,
+    ValError,
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
+pub use snapshot::SnapshotError;
 pub use val::{
-    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, Map, PickleError,
-    PickleLimits, UnhashableKey, Val, DEFAULT_PICKLE_BYTES,
+    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, LiteralError, Map,
+    PickleError, PickleLimits, UnhashableKey, Val, DEFAULT_PICKLE_BYTES,
 };

@@ -4,11 +4,13 @@
 pub(crate) mod heap;
 pub(crate) use heap::with_arr;
 mod key;
+mod literal;
 mod pickle;
 mod repr;
 mod serde_impl;
 
 pub use heap::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
+pub use literal::LiteralError;
 pub use pickle::{
     from_pickle, from_pickle_with, to_pickle, PickleError, PickleLimits, DEFAULT_PICKLE_BYTES,
 };
