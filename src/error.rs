@@ -212,6 +212,31 @@ pub enum OpenOrCreateError {
     /// Creating failed.
     #[error(transparent)]
     Create(#[from] CreateError),
+    /// The pool exists but a process died attached and a check after the recovery
+    /// finds it damaged (`PoolOptions::recreate_unfit` replaces such a pool).
+    #[error("pool {name:?} is not consistent after a crash: {}", problems.join("; "))]
+    Inconsistent {
+        /// The name.
+        name: String,
+        /// What `Pool::check` found.
+        problems: Vec<String>,
+    },
+}
+
+impl OpenOrCreateError {
+    /// A pool that exists but cannot be reattached to as it is: another layout
+    /// version, corrupt, never finished, or damaged by a crash.
+    pub fn is_unfit(&self) -> bool {
+        matches!(
+            self,
+            OpenOrCreateError::Inconsistent { .. }
+                | OpenOrCreateError::Open(
+                    OpenError::Incompatible { .. }
+                        | OpenError::Corrupt { .. }
+                        | OpenError::CreatorDied { .. }
+                )
+        )
+    }
 }
 
 /// Why [`Pool::destroy`](crate::Pool::destroy) failed.

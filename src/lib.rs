@@ -105,8 +105,8 @@ pub fn layout_id() -> LayoutId {
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
 pub use options::PoolOptions;
 pub use pipe::{
-    BatchError, Broadcast, BroadcastRecvError, Fault, Pipe, PipeError, Policy, RecvError,
-    SendError, Subscriber,
+    BatchError, Broadcast, BroadcastRecvError, BroadcastStatus, Fault, Pipe, PipeError, PipeStatus,
+    Policy, RecvError, SendError, Subscriber, SubscriberStatus,
 };
 pub use platform::LinuxPlatform;
 pub use pool::{Pool, PoolInfo, Reclaimed, Recovery};

@@ -22,6 +22,7 @@ pub struct PoolOptions {
     pub(crate) remove_on_drop: bool,
     pub(crate) timeout: Duration,
     pub(crate) recover_on_open: bool,
+    pub(crate) recreate_unfit: bool,
 }
 
 impl Default for PoolOptions {
@@ -34,6 +35,7 @@ impl Default for PoolOptions {
             remove_on_drop: false,
             timeout: Duration::ZERO,
             recover_on_open: true,
+            recreate_unfit: false,
         }
     }
 }
@@ -96,6 +98,14 @@ impl PoolOptions {
     /// their timeout. Off, the leftovers stay until `Pool::repair`.
     pub fn recover_on_open(mut self, yes: bool) -> Self {
         self.recover_on_open = yes;
+        self
+    }
+    /// `Pool::open_or_create` (and the pipes' and broadcasts') replaces an existing
+    /// pool it cannot reattach to — another layout version, corrupt, never
+    /// finished, damaged by a crash — when no live process is attached to it. Off
+    /// by default (the error is returned): the wipe loses the pool's values.
+    pub fn recreate_unfit(mut self, yes: bool) -> Self {
+        self.recreate_unfit = yes;
         self
     }
 }

@@ -191,32 +191,101 @@ impl Pool {
         })
     }
 
-    /// Opens the pool if it exists, creates it otherwise (racing creators are
-    /// settled by `O_EXCL`: the loser opens what the winner made).
+    /// Opens the pool if it exists and is fit to reattach to, creates it otherwise
+    /// (racing creators are settled by `O_EXCL`: the loser opens what the winner
+    /// made) — the call for a service that restarts. An existing pool is reattached
+    /// when this build can read it and it is consistent: no process died attached
+    /// since the last recovery (a clean history), or, after deaths, the recovery at
+    /// open ran and [`Pool::check`] finds no problem. Otherwise: a typed error
+    /// ([`OpenOrCreateError::Inconsistent`], or the open's `Incompatible`,
+    /// `Corrupt`, `CreatorDied`), or, with [`PoolOptions::recreate_unfit`], the
+    /// pool is removed and made anew — only when no live process is attached to it
+    /// (one that is keeps the error: its processes are using it).
     ///
     /// # Errors
-    /// Whatever the final open or create reported.
+    /// As above; whatever the final open or create reported.
     pub fn open_or_create(
         name: &str,
         size: u64,
         opts: &PoolOptions,
     ) -> Result<Pool, OpenOrCreateError> {
-        let now = opts.clone().timeout(Duration::ZERO);
-        match Self::open_with(name, &now) {
-            Ok(p) => return Ok(p),
-            Err(OpenError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match Self::create_with(name, size, opts) {
-            Ok(p) => Ok(p),
-            Err(CreateError::AlreadyExists { .. }) => {
-                let wait = opts
-                    .clone()
-                    .timeout(opts.timeout.max(Duration::from_secs(5)));
-                Ok(Self::open_with(name, &wait)?)
+        match Self::open_or_create_once(name, size, opts) {
+            Err(e) if opts.recreate_unfit && e.is_unfit() => {
+                let dir = opts.get_dir();
+                let orphaned = crate::admin::inspect(&dir, name).is_ok_and(|p| p.orphaned);
+                if !orphaned {
+                    return Err(e);
+                }
+                Self::cleanup_stray_in(&dir, name);
+                Self::open_or_create_once(name, size, &opts.clone().recreate_unfit(false))
             }
-            Err(e) => Err(e.into()),
+            r => r,
         }
+    }
+
+    fn open_or_create_once(
+        name: &str,
+        size: u64,
+        opts: &PoolOptions,
+    ) -> Result<Pool, OpenOrCreateError> {
+        let now = opts.clone().timeout(Duration::ZERO);
+        let pool = match Self::open_with(name, &now) {
+            Ok(p) => p,
+            Err(OpenError::NotFound { .. }) => match Self::create_with(name, size, opts) {
+                Ok(p) => return Ok(p),
+                Err(CreateError::AlreadyExists { .. }) => {
+                    let wait = opts
+                        .clone()
+                        .timeout(opts.timeout.max(Duration::from_secs(5)));
+                    Self::open_with(name, &wait)?
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        // After deaths: consistent only if a check finds nothing wrong.
+        let b = pool.inner.boot();
+        let unclean = pool.recovery().is_some()
+            || b.deaths.load(Relaxed) != 0
+            || liveness::entries(
+                b,
+                &pool.inner.seg.boot_fd,
+                liveness::entry_of(pool.inner.id),
+            )
+            .iter()
+            .any(|e| !e.alive);
+        if unclean {
+            let c = pool.check();
+            if !c.is_ok() {
+                return Err(OpenOrCreateError::Inconsistent {
+                    name: name.to_owned(),
+                    problems: c
+                        .problems
+                        .iter()
+                        .map(|p| format!("at {:#x}: {}", p.offset, p.what))
+                        .collect(),
+                });
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Removes pool `name`'s two files in `$SHMVAL_DIR` or `/dev/shm` whatever
+    /// their state — half made, incompatible, corrupt, in use — for the wipe and
+    /// start clean path (processes that have it mapped keep their mappings).
+    /// Returns whether anything was there.
+    pub fn cleanup_stray(name: &str) -> bool {
+        Self::cleanup_stray_in(&PoolOptions::default().get_dir(), name)
+    }
+
+    fn cleanup_stray_in(dir: &std::path::Path, name: &str) -> bool {
+        if validate_name(name).is_err() {
+            return false;
+        }
+        let there =
+            sys::path_id(dir, name).is_some() || sys::path_id(dir, &boot_name(name)).is_some();
+        let _ = crate::admin::remove_files(dir, name);
+        there
     }
 
     /// Removes both files of the pool `name` (in `$SHMVAL_DIR` or `/dev/shm`),
@@ -675,6 +744,20 @@ impl Pool {
     /// directory); words 4–7 are free for the application.
     pub fn user_word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
         self.inner.seg.heap.user_word(i)
+    }
+
+    /// The pid of the live attached process whose token is `token` (thread bits
+    /// ignored).
+    pub(crate) fn pid_of_token(&self, token: u64) -> Option<u32> {
+        let want = token & !shmval_alloc::THREAD_MASK;
+        let b = self.inner.boot();
+        let mine = liveness::entry_of(self.inner.id);
+        b.attached.iter().enumerate().find_map(|(i, e)| {
+            (want != 0
+                && e.token.load(Relaxed) & !shmval_alloc::THREAD_MASK == want
+                && liveness::entry_alive(&self.inner.seg.boot_fd, i, mine))
+            .then(|| e.pid.load(Relaxed))
+        })
     }
 
     /// What the boot segment says about the pool.

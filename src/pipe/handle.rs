@@ -86,6 +86,22 @@ impl Pipe {
         Pipe::attach(obj, name)
     }
 
+    /// Opens the pipe `name` if the pool has one, creates it with room for
+    /// `capacity` values otherwise (racing creators: one makes it, the others open
+    /// it). An existing pipe keeps its own capacity ([`Pipe::capacity`]).
+    ///
+    /// # Errors
+    /// As [`Pipe::create`] and [`Pipe::open`].
+    pub fn open_or_create(pool: &Pool, name: &str, capacity: u64) -> Result<Pipe, PipeError> {
+        match Pipe::open(pool, name, Duration::ZERO) {
+            Err(PipeError::NotFound { .. }) => match Pipe::create(pool, name, capacity) {
+                Err(PipeError::Exists(_)) => Pipe::open(pool, name, Duration::ZERO),
+                r => r,
+            },
+            r => r,
+        }
+    }
+
     /// Opens the pipe `name`, waiting up to `wait` for it to be created.
     ///
     /// # Errors
@@ -210,6 +226,49 @@ impl Pipe {
     /// Values taken out of the pipe since its creation (by every process).
     pub fn received(&self) -> u64 {
         self.inner.ring.head().head.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the pipe for diagnostics (`shmval pipes`).
+    pub fn status(&self) -> PipeStatus {
+        use super::ring::{FREE, SHARED};
+        let h = self.inner.ring.head();
+        let pool = self.pool();
+        let side = |bias: u64| -> String {
+            match bias {
+                FREE => "free".into(),
+                SHARED => "shared".into(),
+                b => {
+                    let user = (b >> 34) as usize % h.users.len();
+                    let token = h.users[user].token.load(Ordering::Relaxed);
+                    let who = pool.pid_of_token(token).map_or_else(
+                        || "a process that is gone".to_string(),
+                        |p| format!("pid {p}"),
+                    );
+                    if b & 3 == 3 {
+                        format!("{who} (being revoked)")
+                    } else {
+                        who
+                    }
+                }
+            }
+        };
+        PipeStatus {
+            name: self.name().to_owned(),
+            capacity: self.capacity(),
+            len: self.len(),
+            sent: self.sent(),
+            received: self.received(),
+            closed: self.is_closed(),
+            send_side: side(h.send_bias.load(Ordering::Acquire)),
+            recv_side: side(h.recv_bias.load(Ordering::Acquire)),
+            senders_sleeping: h.not_full.may_have_sleepers(),
+            receivers_sleeping: h.not_empty.may_have_sleepers(),
+            users: h
+                .users
+                .iter()
+                .filter(|u| u.token.load(Ordering::Relaxed) != 0)
+                .count(),
+        }
     }
 
     /// Whether the pipe was closed.
@@ -377,4 +436,31 @@ impl Pipe {
     pub fn recv_many(&self, out: &mut Vec<ShmVal>, max: usize) -> Result<usize, RecvError> {
         self.recv_many_until(out, max, Wait::Forever)
     }
+}
+
+/// A pipe as [`Pipe::status`] sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipeStatus {
+    /// Its name.
+    pub name: String,
+    /// Values it holds at most.
+    pub capacity: u64,
+    /// Values in it now.
+    pub len: u64,
+    /// Values sent since its creation.
+    pub sent: u64,
+    /// Values received since its creation.
+    pub received: u64,
+    /// Whether it was closed.
+    pub closed: bool,
+    /// Who has the send side: `free`, `shared` (claimed by CAS), or the owner's pid.
+    pub send_side: String,
+    /// Who has the receive side, likewise.
+    pub recv_side: String,
+    /// A sender may be asleep waiting for room.
+    pub senders_sleeping: bool,
+    /// A receiver may be asleep waiting for a value.
+    pub receivers_sleeping: bool,
+    /// Processes that have used the pipe and not left it.
+    pub users: usize,
 }

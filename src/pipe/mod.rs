@@ -32,9 +32,12 @@ mod ring;
 mod transfer;
 mod wait;
 
-pub use broadcast::{Broadcast, BroadcastRecvError, Policy, Subscriber, MAX_SUBSCRIBERS};
+pub use broadcast::{
+    Broadcast, BroadcastRecvError, BroadcastStatus, Policy, Subscriber, SubscriberStatus,
+    MAX_SUBSCRIBERS,
+};
 pub use error::{BatchError, Fault, PipeError, RecvError, SendError};
-pub use handle::Pipe;
+pub use handle::{Pipe, PipeStatus};
 
 use crate::shm::{Raw, ValError};
 use crate::Pool;

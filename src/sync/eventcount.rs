@@ -112,6 +112,11 @@ impl EventCount {
         sys::futex_wake(&self.word, u32::MAX >> 1);
     }
 
+    /// Whether a waiter may be asleep on it now (for diagnostics: `shmval pipes`).
+    pub fn may_have_sleepers(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & SLEEPER != 0
+    }
+
     /// Events so far (wrapping), for diagnostics.
     // Used by the cross-process tests (`test_support`).
     #[cfg_attr(not(feature = "failpoints"), allow(dead_code))]

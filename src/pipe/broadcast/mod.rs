@@ -46,7 +46,7 @@ mod sender;
 mod subscriber;
 
 pub(crate) use layout::LAYOUT_PARTS;
-pub use sender::Broadcast;
+pub use sender::{Broadcast, BroadcastStatus, SubscriberStatus};
 pub use subscriber::Subscriber;
 
 use crate::pipe::Fault;

@@ -85,6 +85,29 @@ impl Broadcast {
         Broadcast::attach(obj, name)
     }
 
+    /// Opens the broadcast `name` if the pool has one, creates it otherwise (racing
+    /// creators: one makes it, the others open it). An existing broadcast keeps its
+    /// own capacity and policy ([`Broadcast::capacity`], [`Broadcast::policy`]).
+    ///
+    /// # Errors
+    /// As [`Broadcast::create`] and [`Broadcast::open`].
+    pub fn open_or_create(
+        pool: &Pool,
+        name: &str,
+        capacity: u64,
+        policy: Policy,
+    ) -> Result<Broadcast, PipeError> {
+        match Broadcast::open(pool, name, Duration::ZERO) {
+            Err(PipeError::NotFound { .. }) => {
+                match Broadcast::create(pool, name, capacity, policy) {
+                    Err(PipeError::Exists(_)) => Broadcast::open(pool, name, Duration::ZERO),
+                    r => r,
+                }
+            }
+            r => r,
+        }
+    }
+
     /// Opens the broadcast `name`, waiting up to `wait` for it to be created.
     ///
     /// # Errors
@@ -159,6 +182,35 @@ impl Broadcast {
     pub fn subscribers(&self) -> usize {
         let h = self.inner.ch.head();
         h.subs.iter().filter(|s| s.token.load(Relaxed) != 0).count()
+    }
+
+    /// A snapshot of the broadcast for diagnostics (`shmval pipes`): each
+    /// subscriber's pid (if it lives) and lag (values sent it has not received).
+    pub fn status(&self) -> BroadcastStatus {
+        let h = self.inner.ch.head();
+        let tail = h.tail.load(Acquire);
+        BroadcastStatus {
+            name: self.name().to_owned(),
+            capacity: self.capacity(),
+            policy: format!("{:?}", self.policy()),
+            len: self.len(),
+            sent: tail,
+            closed: self.is_closed(),
+            senders_sleeping: h.not_full.may_have_sleepers(),
+            subscribers_sleeping: h.not_empty.may_have_sleepers(),
+            subscribers: h
+                .subs
+                .iter()
+                .filter_map(|s| {
+                    let token = s.token.load(Relaxed);
+                    (token != 0).then(|| SubscriberStatus {
+                        pid: self.pool().pid_of_token(token),
+                        lag: tail.saturating_sub(s.cursor.load(Relaxed)),
+                        missed: s.missed.load(Relaxed),
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// Values sent since creation (by every process).
@@ -372,4 +424,38 @@ impl Broadcast {
         let tail = h.tail.load(SeqCst);
         tail - h.released.load(SeqCst).min(tail) < ch.cap || ch.closed()
     }
+}
+
+/// A broadcast as [`Broadcast::status`] sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BroadcastStatus {
+    /// Its name.
+    pub name: String,
+    /// Values held at most.
+    pub capacity: u64,
+    /// What a full broadcast does.
+    pub policy: String,
+    /// Values held for some subscriber now.
+    pub len: u64,
+    /// Values sent since its creation.
+    pub sent: u64,
+    /// Whether it was closed.
+    pub closed: bool,
+    /// A sender may be asleep waiting for room.
+    pub senders_sleeping: bool,
+    /// A subscriber may be asleep waiting for a value.
+    pub subscribers_sleeping: bool,
+    /// Its subscribers.
+    pub subscribers: Vec<SubscriberStatus>,
+}
+
+/// One subscriber of a broadcast.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriberStatus {
+    /// Its process's pid, if that process is attached and alive.
+    pub pid: Option<u32>,
+    /// Values sent that it has not received yet.
+    pub lag: u64,
+    /// Values it missed (dropped for it by the policy).
+    pub missed: u64,
 }

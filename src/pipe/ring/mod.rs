@@ -41,7 +41,7 @@ mod recovery;
 mod shared;
 mod view;
 
-pub(crate) use layout::{owner, MAX_CAP, USERS};
+pub(crate) use layout::{owner, FREE, MAX_CAP, SHARED, USERS};
 pub(crate) use view::{Dir, Pop, Push, Ring, Stuck, Take};
 
 use crate::shm::layout::HDR;
