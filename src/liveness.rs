@@ -148,6 +148,8 @@ pub(crate) fn claim_entry(
             if e.token.load(Acquire) != 0 {
                 // It died attached (a clean detach clears its token): what it may
                 // have left outside its ledger waits for a recovery alone.
+                boot.flags
+                    .fetch_or(crate::segment::boot::flags::UNCHECKED, Relaxed);
                 boot.deaths.fetch_add(1, Relaxed);
             }
             e.since_ns.store(sys::now_unix_ns().max(1), Release);

@@ -246,6 +246,7 @@ impl Pool {
         // After deaths: consistent only if a check finds nothing wrong.
         let b = pool.inner.boot();
         let unclean = pool.recovery().is_some()
+            || b.flags.load(Relaxed) & boot::flags::UNCHECKED != 0
             || b.deaths.load(Relaxed) != 0
             || liveness::entries(
                 b,
@@ -256,7 +257,9 @@ impl Pool {
             .any(|e| !e.alive);
         if unclean {
             let c = pool.check();
-            if !c.is_ok() {
+            if c.is_ok() {
+                b.flags.fetch_and(!boot::flags::UNCHECKED, Relaxed);
+            } else {
                 return Err(OpenOrCreateError::Inconsistent {
                     name: name.to_owned(),
                     problems: c
@@ -275,7 +278,12 @@ impl Pool {
     /// start clean path (processes that have it mapped keep their mappings).
     /// Returns whether anything was there.
     pub fn cleanup_stray(name: &str) -> bool {
-        Self::cleanup_stray_in(&PoolOptions::default().get_dir(), name)
+        Self::cleanup_stray_with(name, &PoolOptions::default())
+    }
+
+    /// As [`Pool::cleanup_stray`], in `opts`' directory.
+    pub fn cleanup_stray_with(name: &str, opts: &PoolOptions) -> bool {
+        Self::cleanup_stray_in(&opts.get_dir(), name)
     }
 
     fn cleanup_stray_in(dir: &std::path::Path, name: &str) -> bool {
@@ -431,6 +439,7 @@ impl Pool {
             return; // others are attached: a later opener alone does it
         }
         fail_point!("pool.recover.locked");
+        b.flags.fetch_or(boot::flags::UNCHECKED, Relaxed);
         let deaths = b.deaths.load(Relaxed);
         self.reclaim_dead();
         let (fixed, swept, swept_bytes) = self.fix_alone();
@@ -716,6 +725,12 @@ impl Pool {
         // SAFETY: alone (the repair lock), and the caller holds nothing (our contract).
         let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
         let after = self.check();
+        if after.is_ok() {
+            self.inner
+                .boot()
+                .flags
+                .fetch_and(!boot::flags::UNCHECKED, Relaxed);
+        }
         // Back to shared: openers may attach again.
         let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
         Ok(crate::RepairReport {

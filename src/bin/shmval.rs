@@ -1,32 +1,178 @@
-//! `shmval`: the operator's tool for shmval pools (logic in the library).
+//! `shmval`: the operator's tool for shmval pools (the logic is in the library:
+//! `shmval::admin`, `Pool::check`/`repair`/`save`/`load`, the path getters).
 //!
 //! ```text
-//! shmval check NAME [--json] [--dir DIR]
-//! shmval repair NAME [--json] [--dir DIR]
+//! shmval info [NAME] [--all] [--json]      (alias: ls)
+//! shmval clean [NAME...] [--force] [--dry-run] [--json]
+//! shmval create NAME SIZE [--mode 600]     shmval destroy NAME
+//! shmval stat NAME [--json]                shmval pipes NAME [--json]
+//! shmval dump NAME [PATH] [--json]         shmval get NAME PATH [--json]
+//! shmval set NAME PATH VALUE               shmval rm NAME PATH
+//! shmval watch NAME [--interval 1] [--count N]
+//! shmval save NAME FILE                    shmval load FILE NAME [--size SIZE]
+//! shmval check NAME [--json]               shmval repair NAME [--json]
 //! ```
+//! Every command takes `--dir DIR` (default `$SHMVAL_DIR`, else `/dev/shm`).
 //!
-//! Exit codes: 0 clean (after the repair, for `repair`), 1 problems found (left), 2
-//! could not run (no such pool, not a shmval pool, an incompatible layout, no
-//! permission, other processes attached to a pool to repair).
+//! Exit codes: 0 done (clean, for `check`/`repair`); 1 done, but problems found or
+//! left (`check`, `repair`), pools refused (`clean`), a path not found (`get`,
+//! `rm`); 2 could not run (bad arguments, no such pool, not a shmval pool, an
+//! incompatible layout, no permission, other processes attached to a pool to
+//! repair).
+//!
+//! `info`, `clean`, `stat` and `check` change nothing: `info` and `clean` read the
+//! files without attaching; the others attach without the recovery an open would
+//! otherwise run (`repair` reports all it does).
 
 use clap::{Parser, Subcommand};
-use shmval::{Pool, PoolOptions};
+use shmval::{admin, Broadcast, Pipe, Pool, PoolOptions, Val};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(
     name = "shmval",
     version,
-    about = "Inspect and check shmval shared-memory pools"
+    about = "See, clean, check, repair, dump, save and restore shmval shared-memory pools"
 )]
 struct Cli {
+    /// The directory of the pools' files (default: `$SHMVAL_DIR`, else /dev/shm).
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The file system, then each pool: size, use, creator, attached processes,
+    /// pipes, owner, mode, creation time, layout version; one pool in full with
+    /// NAME. Read without attaching.
+    #[command(visible_alias = "ls")]
+    Info {
+        /// One pool.
+        name: Option<String>,
+        /// Every other file of the directory too, typed "other".
+        #[arg(long)]
+        all: bool,
+        /// JSON: {"fs": {...}, "pools": [...], "other": [...]} (one pool: its object).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove pools: with no NAME every orphaned pool (creator dead, no live process
+    /// attached), both files; a named pool in use is refused unless --force.
+    Clean {
+        /// Pools to remove.
+        names: Vec<String>,
+        /// Remove named pools even while processes use them (they keep their
+        /// mappings; the name is free again).
+        #[arg(long)]
+        force: bool,
+        /// Print what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a pool (SIZE like 64M, 1G).
+    Create {
+        /// The pool's name.
+        name: String,
+        /// Its size: bytes, or K, M, G, T.
+        size: String,
+        /// Permission bits, octal (default 600).
+        #[arg(long, default_value = "600")]
+        mode: String,
+    },
+    /// Remove a pool's files, whatever its state.
+    Destroy {
+        /// The pool's name.
+        name: String,
+    },
+    /// The allocator: use by size class, slabs, cache slots, fragmentation.
+    Stat {
+        /// The pool's name.
+        name: String,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each pipe and broadcast: length, capacity, sent, received, closed, sleeping
+    /// waiters, owners, subscribers and their lag.
+    Pipes {
+        /// The pool's name.
+        name: String,
+        /// JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the values at PATH (default: the whole root table) as a Python repr,
+    /// or JSON.
+    Dump {
+        /// The pool's name.
+        name: String,
+        /// Like /config/db (default /).
+        path: Option<String>,
+        /// JSON instead of a Python repr.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the value at PATH.
+    Get {
+        /// The pool's name.
+        name: String,
+        /// Like /config/db/port.
+        path: String,
+        /// JSON instead of a Python repr.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store VALUE (a Python literal or JSON) at PATH.
+    Set {
+        /// The pool's name.
+        name: String,
+        /// Like /config/db/port.
+        path: String,
+        /// Like 5432, 'text', [1, 2.5], {"a": true}.
+        value: String,
+    },
+    /// Remove the key PATH names from its dict.
+    Rm {
+        /// The pool's name.
+        name: String,
+        /// Like /config/db/port.
+        path: String,
+    },
+    /// Refreshing pool use and per-pipe rates, like top (q or Ctrl-C ends it).
+    Watch {
+        /// The pool's name.
+        name: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Refreshes, then end (default: until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Save the root table's values to FILE (a snapshot).
+    Save {
+        /// The pool's name.
+        name: String,
+        /// The snapshot file.
+        file: PathBuf,
+    },
+    /// Create pool NAME from the snapshot FILE.
+    Load {
+        /// The snapshot file.
+        file: PathBuf,
+        /// The new pool's name.
+        name: String,
+        /// Its size (default: the saved pool's).
+        #[arg(long)]
+        size: Option<String>,
+    },
     /// Check a pool: every value reachable from its roots validated, every reference
     /// count compared with the references found. Exit 0 clean, 1 problems found
     /// (including, when no other process is attached, references leaked by dead
@@ -37,13 +183,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The directory of the pool's files (default: `$SHMVAL_DIR`, else /dev/shm).
-        #[arg(long)]
-        dir: Option<PathBuf>,
     },
-    /// Repair a pool no other process is attached to: reference counts above the
-    /// references found (held by dead processes) are lowered to them, the dead
-    /// threads' cache slots given back; then the check again. Openers are refused
+    /// Repair a pool no other process is attached to: what dead processes held
+    /// given back, counts lowered to the references found, what nothing refers to
+    /// freed, empty slabs back to the arena; then the check again. Openers wait
     /// meanwhile. Exit 0 clean afterwards, 1 problems left, 2 could not run (other
     /// processes attached, no such pool).
     Repair {
@@ -52,32 +195,632 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
-        /// The directory of the pool's files (default: `$SHMVAL_DIR`, else /dev/shm).
-        #[arg(long)]
-        dir: Option<PathBuf>,
     },
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().cmd {
-        Cmd::Check { name, json, dir } => check(&name, json, dir),
-        Cmd::Repair { name, json, dir } => repair(&name, json, dir),
+/// The directory option.
+struct Dir(Option<PathBuf>);
+
+impl Dir {
+    fn opts(&self) -> PoolOptions {
+        let o = PoolOptions::new();
+        match &self.0 {
+            Some(d) => o.dir(d),
+            None => o,
+        }
+    }
+    fn path(&self) -> PathBuf {
+        self.opts().get_dir()
     }
 }
 
-fn open(what: &str, name: &str, dir: Option<PathBuf>) -> Option<Pool> {
-    // The tool changes nothing at open: `check` only reads, and `repair` reports
-    // all it does (a recovery at open would do part of it unreported).
-    let mut opts = PoolOptions::new().recover_on_open(false);
-    if let Some(d) = dir {
-        opts = opts.dir(d);
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let dir = Dir(cli.dir);
+    match cli.cmd {
+        Cmd::Info { name, all, json } => info(name.as_deref(), all, json, &dir),
+        Cmd::Clean {
+            names,
+            force,
+            dry_run,
+            json,
+        } => clean(&names, force, dry_run, json, &dir),
+        Cmd::Create { name, size, mode } => create(&name, &size, &mode, &dir),
+        Cmd::Destroy { name } => destroy(&name, &dir),
+        Cmd::Stat { name, json } => stat(&name, json, &dir),
+        Cmd::Pipes { name, json } => pipes(&name, json, &dir),
+        Cmd::Dump { name, path, json } => get(&name, path.as_deref().unwrap_or("/"), json, &dir),
+        Cmd::Get { name, path, json } => get(&name, &path, json, &dir),
+        Cmd::Set { name, path, value } => set(&name, &path, &value, &dir),
+        Cmd::Rm { name, path } => rm(&name, &path, &dir),
+        Cmd::Watch {
+            name,
+            interval,
+            count,
+        } => watch(&name, interval, count, &dir),
+        Cmd::Save { name, file } => save(&name, &file, &dir),
+        Cmd::Load { file, name, size } => load(&file, &name, size.as_deref(), &dir),
+        Cmd::Check { name, json } => check(&name, json, &dir),
+        Cmd::Repair { name, json } => repair(&name, json, &dir),
     }
-    Pool::open_with(name, &opts)
+}
+
+/// Opens a pool without the recovery an open runs after deaths (the tool changes
+/// nothing it does not report).
+fn open(what: &str, name: &str, dir: &Dir) -> Option<Pool> {
+    Pool::open_with(name, &dir.opts().recover_on_open(false))
         .inspect_err(|e| eprintln!("shmval {what}: cannot open pool {name:?}: {e}"))
         .ok()
 }
 
-fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
+fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < U.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[u])
+    }
+}
+
+fn json_out(v: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("a report serialises")
+    );
+}
+
+fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
+    let d = dir.path();
+    if let Some(name) = name {
+        return match admin::inspect(&d, name) {
+            Ok(p) if json => {
+                json_out(&p);
+                ExitCode::SUCCESS
+            }
+            Ok(p) => {
+                print_pool_full(&p);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("shmval info: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let l = match admin::list(&d, all) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("shmval info: cannot read {}: {e}", d.display());
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        json_out(&l);
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{}: {} of {} free",
+        l.fs.dir.display(),
+        human(l.fs.free),
+        human(l.fs.size)
+    );
+    if l.pools.is_empty() {
+        println!("no shmval pools");
+    } else {
+        println!(
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} STATE",
+            "NAME", "SIZE", "USED", "USE%", "CREATOR", "ATT", "PIPES", "USER", "MODE", "CREATED"
+        );
+    }
+    for p in &l.pools {
+        let state = match (p.state, p.orphaned) {
+            ("ready", true) => "orphaned".to_string(),
+            ("ready", false) => "live".to_string(),
+            (s, _) => s.to_string(),
+        };
+        println!(
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} {}",
+            p.name,
+            human(p.size),
+            p.used.map_or("-".into(), human),
+            p.used_pct.map_or("-".into(), |u| format!("{u:.1}")),
+            format!(
+                "{}{}",
+                p.creator_pid,
+                if p.creator_alive { "" } else { "†" }
+            ),
+            p.attached_count,
+            p.pipes
+                .zip(p.broadcasts)
+                .map_or("-".into(), |(a, b)| format!("{a}+{b}")),
+            p.user.clone().unwrap_or_else(|| p.uid.to_string()),
+            p.mode,
+            p.created.as_deref().unwrap_or("-"),
+            state
+        );
+    }
+    for o in &l.other {
+        println!(
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} other",
+            o.name,
+            human(o.size),
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            o.user.clone().unwrap_or_else(|| o.uid.to_string()),
+            o.mode,
+            "-"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_pool_full(p: &admin::PoolSummary) {
+    println!("pool {}", p.name);
+    println!(
+        "  state          {}{}",
+        p.state,
+        if p.orphaned { " (orphaned)" } else { "" }
+    );
+    if let Some(why) = &p.problem {
+        println!("  problem        {why}");
+    }
+    println!("  size           {} ({} bytes)", human(p.size), p.size);
+    println!(
+        "  files          {} ({} allocated)",
+        human(p.file_size),
+        human(p.allocated)
+    );
+    if let (Some(u), Some(pct), Some(hw)) = (p.used, p.used_pct, p.high_water) {
+        println!(
+            "  in use         {} ({pct:.1}%), high water {}",
+            human(u),
+            human(hw)
+        );
+    }
+    println!(
+        "  creator        pid {} ({})",
+        p.creator_pid,
+        if p.creator_alive { "alive" } else { "gone" }
+    );
+    println!("  attached       {} {:?}", p.attached_count, p.attached);
+    if p.dead > 0 {
+        println!("  died attached  {} (reclaimed by the next opener)", p.dead);
+    }
+    if let (Some(a), Some(b)) = (p.pipes, p.broadcasts) {
+        println!("  pipes          {a}, broadcasts {b}");
+    }
+    println!(
+        "  owner          {}:{} mode {}",
+        p.user.clone().unwrap_or_else(|| p.uid.to_string()),
+        p.group.clone().unwrap_or_else(|| p.gid.to_string()),
+        p.mode
+    );
+    println!("  created        {}", p.created.as_deref().unwrap_or("-"));
+    println!(
+        "  layout         version {}{}",
+        p.layout_version,
+        if p.compatible {
+            ""
+        } else {
+            " (incompatible with this build)"
+        }
+    );
+}
+
+fn clean(names: &[String], force: bool, dry_run: bool, json: bool, dir: &Dir) -> ExitCode {
+    let r = admin::clean(&dir.path(), names, force, dry_run);
+    if json {
+        json_out(&r);
+    } else {
+        for (n, bytes) in &r.removed {
+            println!(
+                "{} {n} ({})",
+                if dry_run { "would remove" } else { "removed" },
+                human(*bytes)
+            );
+        }
+        for (n, why) in &r.refused {
+            println!("left {n}: {why}");
+        }
+        if r.removed.is_empty() && r.refused.is_empty() {
+            println!("nothing to clean");
+        }
+    }
+    ExitCode::from(if r.refused.is_empty() { 0 } else { 1 })
+}
+
+fn create(name: &str, size: &str, mode: &str, dir: &Dir) -> ExitCode {
+    let size = match admin::parse_size(size) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shmval create: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(mode) = u32::from_str_radix(mode.trim_start_matches("0o"), 8) else {
+        eprintln!("shmval create: mode {mode:?} is not octal (like 600 or 660)");
+        return ExitCode::from(2);
+    };
+    match Pool::create_with(name, size, &dir.opts().mode(mode)) {
+        Ok(p) => {
+            println!(
+                "created {name}: {} ({} bytes), mode {mode:04o}",
+                human(p.size()),
+                p.size()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmval create: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn destroy(name: &str, dir: &Dir) -> ExitCode {
+    match Pool::destroy_with(name, &dir.opts()) {
+        Ok(()) => {
+            println!("destroyed {name}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmval destroy: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn stat(name: &str, json: bool, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("stat", name, dir) else {
+        return ExitCode::from(2);
+    };
+    let s = pool.stats();
+    let slots = pool.slots_in_use();
+    let large_free = s.arena.saturating_sub(s.arena_used);
+    let fragmentation = if large_free == 0 {
+        0.0
+    } else {
+        1.0 - s.largest_free as f64 / large_free as f64
+    };
+    if json {
+        let classes: Vec<_> = s
+            .classes
+            .iter()
+            .map(|c| serde_json::json!({"size": c.size, "in_use": c.in_use, "free": c.free, "slabs": c.slabs}))
+            .collect();
+        json_out(&serde_json::json!({
+            "name": name,
+            "total": s.total,
+            "arena": s.arena,
+            "in_use": s.in_use,
+            "bookkeeping": s.bookkeeping,
+            "free": s.free,
+            "high_water": s.high_water,
+            "largest_free": s.largest_free,
+            "small_in_use": s.small_in_use,
+            "large_in_use": s.large_in_use,
+            "large_blocks": s.large_blocks,
+            "slabs": s.slabs,
+            "arena_used": s.arena_used,
+            "leaked": s.leaked,
+            "cache_slots_in_use": slots,
+            "large_free": large_free,
+            "fragmentation": (fragmentation * 1000.0).round() / 1000.0,
+            "classes": classes,
+        }));
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "pool {name}: {} arena; {} in use by values and your own blocks, {} free, {} in \
+         the processes' reference ledgers",
+        human(s.arena),
+        human(s.in_use),
+        human(s.free),
+        human(s.bookkeeping)
+    );
+    println!(
+        "small blocks: {} handed out (ledgers included); large blocks: {} in {}",
+        human(s.small_in_use),
+        human(s.large_in_use),
+        s.large_blocks
+    );
+    println!(
+        "large heap: {} used (slabs included), largest free block {}, fragmentation {:.1}% \
+         (1 - largest free / free); high water {}",
+        human(s.arena_used),
+        human(s.largest_free),
+        fragmentation * 100.0,
+        human(s.high_water)
+    );
+    println!(
+        "slabs: {} of 64 KiB; cache slots in use: {slots}; blocks dropped for want of a \
+         list: {}",
+        s.slabs, s.leaked
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>6}",
+        "CLASS", "IN USE", "FREE", "SLABS"
+    );
+    for c in s.classes.iter().filter(|c| c.slabs > 0) {
+        println!(
+            "{:>8} {:>10} {:>10} {:>6}",
+            c.size, c.in_use, c.free, c.slabs
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn pipes(name: &str, json: bool, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("pipes", name, dir) else {
+        return ExitCode::from(2);
+    };
+    let (ps, bs) = match (Pipe::names(&pool), Broadcast::names(&pool)) {
+        (Ok(p), Ok(b)) => (p, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("shmval pipes: {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pipes: Vec<_> = ps
+        .iter()
+        .filter_map(|n| Pipe::open(&pool, n, Duration::ZERO).ok())
+        .map(|p| p.status())
+        .collect();
+    let bcasts: Vec<_> = bs
+        .iter()
+        .filter_map(|n| Broadcast::open(&pool, n, Duration::ZERO).ok())
+        .map(|b| b.status())
+        .collect();
+    if json {
+        json_out(&serde_json::json!({ "pipes": pipes, "broadcasts": bcasts }));
+        return ExitCode::SUCCESS;
+    }
+    if pipes.is_empty() && bcasts.is_empty() {
+        println!("pool {name}: no pipes, no broadcasts");
+    }
+    for p in &pipes {
+        println!(
+            "pipe {}: {}/{} values, {} sent, {} received{}; send side {}, receive side {}; \
+             {} user(s){}{}",
+            p.name,
+            p.len,
+            p.capacity,
+            p.sent,
+            p.received,
+            if p.closed { ", CLOSED" } else { "" },
+            p.send_side,
+            p.recv_side,
+            p.users,
+            if p.senders_sleeping {
+                "; a sender sleeps"
+            } else {
+                ""
+            },
+            if p.receivers_sleeping {
+                "; a receiver sleeps"
+            } else {
+                ""
+            },
+        );
+    }
+    for b in &bcasts {
+        println!(
+            "broadcast {}: {}/{} values held, {} sent, policy {}{}; {} subscriber(s){}",
+            b.name,
+            b.len,
+            b.capacity,
+            b.sent,
+            b.policy,
+            if b.closed { ", CLOSED" } else { "" },
+            b.subscribers.len(),
+            if b.subscribers_sleeping {
+                "; a subscriber sleeps"
+            } else {
+                ""
+            },
+        );
+        for s in &b.subscribers {
+            println!(
+                "  subscriber {}: lag {}, missed {}",
+                s.pid.map_or("(gone)".to_string(), |p| format!("pid {p}")),
+                s.lag,
+                s.missed
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn get(name: &str, path: &str, json: bool, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("get", name, dir) else {
+        return ExitCode::from(2);
+    };
+    let v = match pool.get_path(path).and_then(|v| Ok(v.to_val()?)) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("shmval: {name}: {e}");
+            return ExitCode::from(match e {
+                shmval::PathError::Syntax(_) => 2,
+                _ => 1,
+            });
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&v) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("shmval: {name}{path}: no JSON for this value ({e}); the repr is:\n{v}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        println!("{v}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn set(name: &str, path: &str, value: &str, dir: &Dir) -> ExitCode {
+    let v = match Val::from_literal(value) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("shmval set: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(pool) = open("set", name, dir) else {
+        return ExitCode::from(2);
+    };
+    match pool.set_path(path, &v) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmval set: {name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn rm(name: &str, path: &str, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("rm", name, dir) else {
+        return ExitCode::from(2);
+    };
+    match pool.remove_path(path) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmval rm: {name}: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn watch(name: &str, interval: f64, count: Option<u64>, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("watch", name, dir) else {
+        return ExitCode::from(2);
+    };
+    let every = Duration::from_secs_f64(interval.clamp(0.05, 3600.0));
+    let mut last: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    let mut at = Instant::now();
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut n = 0u64;
+    loop {
+        let s = pool.stats();
+        let info = pool.info();
+        let dt = at.elapsed().as_secs_f64().max(1e-9);
+        at = Instant::now();
+        if tty {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!(
+            "pool {name}: {} of {} in use ({:.1}%), high water {}, {} attached",
+            human(s.in_use),
+            human(s.arena),
+            s.in_use as f64 * 100.0 / s.arena.max(1) as f64,
+            human(s.high_water),
+            info.attached.len()
+        );
+        println!(
+            "{:<24} {:>10} {:>12} {:>12} {:>12}",
+            "PIPE", "LEN/CAP", "SENT/S", "RECV/S", "TOTAL SENT"
+        );
+        for p in Pipe::names(&pool).unwrap_or_default() {
+            let Ok(h) = Pipe::open(&pool, &p, Duration::ZERO) else {
+                continue;
+            };
+            let (sent, recv) = (h.sent(), h.received());
+            let (ls, lr) = last.get(&p).copied().unwrap_or((sent, recv));
+            last.insert(p.clone(), (sent, recv));
+            println!(
+                "{:<24} {:>10} {:>12.0} {:>12.0} {:>12}",
+                p,
+                format!("{}/{}", h.len(), h.capacity()),
+                (sent - ls) as f64 / dt,
+                (recv - lr) as f64 / dt,
+                sent
+            );
+        }
+        for b in Broadcast::names(&pool).unwrap_or_default() {
+            let Ok(h) = Broadcast::open(&pool, &b, Duration::ZERO) else {
+                continue;
+            };
+            let key = format!("broadcast {b}");
+            let sent = h.sent();
+            let (ls, _) = last.get(&key).copied().unwrap_or((sent, 0));
+            last.insert(key.clone(), (sent, 0));
+            println!(
+                "{:<24} {:>10} {:>12.0} {:>12} {:>12}",
+                key,
+                format!("{}/{}", h.len(), h.capacity()),
+                (sent - ls) as f64 / dt,
+                format!("{} subs", h.subscribers()),
+                sent
+            );
+        }
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn save(name: &str, file: &std::path::Path, dir: &Dir) -> ExitCode {
+    let Some(pool) = open("save", name, dir) else {
+        return ExitCode::from(2);
+    };
+    let t = Instant::now();
+    match pool.save(file) {
+        Ok(n) => {
+            println!(
+                "saved {name} to {} ({}, {:.1?})",
+                file.display(),
+                human(n),
+                t.elapsed()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmval save: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(file: &std::path::Path, name: &str, size: Option<&str>, dir: &Dir) -> ExitCode {
+    let size = match size.map(admin::parse_size).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shmval load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let t = Instant::now();
+    match Pool::load_sized(file, name, size, &dir.opts()) {
+        Ok(p) => {
+            println!(
+                "loaded {} into {name} ({}, {} in use, {:.1?})",
+                file.display(),
+                human(p.size()),
+                human(p.stats().in_use),
+                t.elapsed()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmval load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn repair(name: &str, json: bool, dir: &Dir) -> ExitCode {
     let Some(pool) = open("repair", name, dir) else {
         return ExitCode::from(2);
     };
@@ -132,7 +875,7 @@ fn repair(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
     ExitCode::from(if clean { 0 } else { 1 })
 }
 
-fn check(name: &str, json: bool, dir: Option<PathBuf>) -> ExitCode {
+fn check(name: &str, json: bool, dir: &Dir) -> ExitCode {
     let Some(pool) = open("check", name, dir) else {
         return ExitCode::from(2);
     };

@@ -41,6 +41,10 @@ pub mod flags {
     /// holds no value and belongs to none may be the user's, so the recovery alone
     /// never frees one (set before the first such allocation, never cleared).
     pub const USER_BLOCKS: u32 = 2;
+    /// A process died attached since the last passing check (`Pool::open_or_create`
+    /// or `Pool::repair`): until one passes, `open_or_create` checks before it
+    /// reattaches (the clean-shutdown flag, inverted).
+    pub const UNCHECKED: u32 = 4;
 }
 
 /// Where the liveness lock of attach entry `i` sits in the boot segment's file: one
