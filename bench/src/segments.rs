@@ -90,4 +90,111 @@ pub fn run(r: &mut Report) {
         )],
     );
     drop(keep);
+    snapshots(r);
+}
+
+/// Saving the root table's values to a file and loading them into a new pool:
+/// `Pool::save` / `Pool::load` (rkyv) against writing the same values as a pickle
+/// (protocol 5) and reading it back into a new pool, in MB/s of the values' bytes
+/// in the pool.
+fn snapshots(r: &mut Report) {
+    use shmval::{tab, Val};
+    let pid = std::process::id();
+    let (src, dst) = (format!("shmval-bench-snap-{pid}"), format!("shmval-bench-snapl-{pid}"));
+    crate::harness::remove_on_signal(&src);
+    crate::harness::remove_on_signal(&dst);
+    let n = if r.quick { 500 } else { 5000 };
+    let pool = crate::harness::bench_pool(&src, 512 << 20).unwrap();
+    let root = pool.root().unwrap();
+    let mut records = Vec::with_capacity(n);
+    for i in 0..n as i64 {
+        records.push(tab! {
+            "id" => i,
+            "name" => format!("sensor-{i}"),
+            "w" => vec![i as f64 * 0.5; 64],
+            "tags" => Val::List(vec![Val::from("a"), Val::from("calibrated")]),
+        });
+    }
+    root.insert("records", Val::List(records)).unwrap();
+    root.insert("big", vec![0.25f64; n * 200]).unwrap();
+    let mb = pool.stats().in_use as f64 / 1e6;
+    let dir = std::env::temp_dir();
+    let (snap, pkl) = (
+        dir.join(format!("{src}.snap")),
+        dir.join(format!("{src}.pkl")),
+    );
+    let reps = r.reps(5);
+    let title = format!("save the root's values ({mb:.0} MB in the pool) to a file");
+    r.compare(
+        &title,
+        "MB/s",
+        reps,
+        1,
+        &["", ""],
+        vec![
+            (
+                "shmval Pool::save (rkyv)",
+                Box::new(|| {
+                    let t = Instant::now();
+                    pool.save(&snap).unwrap();
+                    mb / t.elapsed().as_secs_f64()
+                }),
+            ),
+            (
+                "pickle protocol 5 written to a file",
+                Box::new(|| {
+                    let t = Instant::now();
+                    let v = pool.root().unwrap().to_val().unwrap();
+                    let bytes = shmval::to_pickle(&v, 5).unwrap();
+                    std::fs::write(&pkl, &bytes).unwrap();
+                    std::fs::File::open(&pkl).unwrap().sync_all().unwrap();
+                    mb / t.elapsed().as_secs_f64()
+                }),
+            ),
+        ],
+    );
+    let size = pool.size();
+    let title = format!("load a snapshot into a new pool ({mb:.0} MB of values)");
+    r.compare(
+        &title,
+        "MB/s",
+        reps,
+        1,
+        &["", ""],
+        vec![
+            (
+                "shmval Pool::load (rkyv)",
+                Box::new(|| {
+                    let t = Instant::now();
+                    let p = Pool::load(&snap, &dst, &PoolOptions::new()).unwrap();
+                    let rate = mb / t.elapsed().as_secs_f64();
+                    drop(p);
+                    Pool::destroy(&dst).unwrap();
+                    rate
+                }),
+            ),
+            (
+                "pickle read back into a new pool",
+                Box::new(|| {
+                    let t = Instant::now();
+                    let bytes = std::fs::read(&pkl).unwrap();
+                    let v = shmval::from_pickle(&bytes).unwrap();
+                    let p = Pool::create_with(&dst, size, &PoolOptions::new()).unwrap();
+                    if let Val::Tab(m) = v {
+                        let root = p.root().unwrap();
+                        for (k, x) in m {
+                            root.insert(k, x).unwrap();
+                        }
+                    }
+                    let rate = mb / t.elapsed().as_secs_f64();
+                    drop(p);
+                    Pool::destroy(&dst).unwrap();
+                    rate
+                }),
+            ),
+        ],
+    );
+    let _ = std::fs::remove_file(&snap);
+    let _ = std::fs::remove_file(&pkl);
+    drop((root, pool));
 }
