@@ -517,3 +517,28 @@ fn open_or_create_reattaches_to_a_fit_pool_and_refuses_or_recreates_an_unfit_one
     assert!(!d.0.join("half").exists() && !d.0.join("half_boot").exists());
     assert!(!Pool::cleanup_stray_with("half", &d.opts()));
 }
+
+#[test]
+fn pipes_and_broadcasts_open_or_create_by_name() {
+    let d = TempDir::new("op-pipes");
+    let pool = Pool::create_with("p", 4 << 20, &d.opts()).unwrap();
+    let a = Pipe::open_or_create(&pool, "jobs", 8).unwrap();
+    let b = Pipe::open_or_create(&pool, "jobs", 64).unwrap();
+    assert_eq!(
+        (a.capacity(), b.capacity()),
+        (8, 8),
+        "the existing one, its capacity"
+    );
+    a.send(pool.share(&Val::from("one")).unwrap()).unwrap();
+    assert_eq!(b.recv().unwrap().to_val().unwrap(), Val::from("one"));
+    let x = Broadcast::open_or_create(&pool, "news", 4, Policy::DropOldest).unwrap();
+    let y = Broadcast::open_or_create(&pool, "news", 16, Policy::Block).unwrap();
+    assert_eq!((y.capacity(), y.policy()), (4, Policy::DropOldest));
+    let sub = y.subscribe().unwrap();
+    x.send(pool.share(&Val::from("n")).unwrap()).unwrap();
+    assert_eq!(sub.recv().unwrap().to_val().unwrap(), Val::from("n"));
+    assert!(matches!(
+        Pipe::open_or_create(&pool, "", 8),
+        Err(shmval::PipeError::Name(_))
+    ));
+}

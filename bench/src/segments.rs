@@ -100,7 +100,10 @@ pub fn run(r: &mut Report) {
 fn snapshots(r: &mut Report) {
     use shmval::{tab, Val};
     let pid = std::process::id();
-    let (src, dst) = (format!("shmval-bench-snap-{pid}"), format!("shmval-bench-snapl-{pid}"));
+    let (src, dst) = (
+        format!("shmval-bench-snap-{pid}"),
+        format!("shmval-bench-snapl-{pid}"),
+    );
     crate::harness::remove_on_signal(&src);
     crate::harness::remove_on_signal(&dst);
     let n = if r.quick { 500 } else { 5000 };

@@ -145,7 +145,7 @@ enum Cmd {
         /// Like /config/db/port.
         path: String,
     },
-    /// Refreshing pool use and per-pipe rates, like top (q or Ctrl-C ends it).
+    /// Refreshing pool use and per-pipe rates, like top (Ctrl-C ends it).
     Watch {
         /// The pool's name.
         name: String,
