@@ -92,8 +92,14 @@ fn child_role_entry() {
         "many-reader" => {
             let p = Pipe::open(&pool, "out", 5 * SECS).unwrap();
             let mut got = Vec::new();
-            while p.recv_many_timeout(&mut got, 40, 5 * SECS).is_ok() {
-                got.clear();
+            let end = loop {
+                match p.recv_many_timeout(&mut got, 40, 5 * SECS) {
+                    Ok(_) => got.clear(),
+                    Err(e) => break e,
+                }
+            };
+            if !matches!(end, shmval::RecvError::Closed) {
+                eprintln!("many-reader {}: ended by {end:?}", std::process::id());
             }
         }
         // Takes a handle to the root's table "t" and dies between counting the

@@ -268,6 +268,31 @@ impl Pipe {
                 .iter()
                 .filter(|u| u.token.load(Ordering::Relaxed) != 0)
                 .count(),
+            claims: h
+                .users
+                .iter()
+                .enumerate()
+                .filter_map(|(i, u)| {
+                    let (sr, rr) = (
+                        u.send.load(Ordering::Acquire),
+                        u.recv.load(Ordering::Acquire),
+                    );
+                    let token = u.token.load(Ordering::Relaxed);
+                    ((sr | rr) & 0x7FFF != 0).then(|| {
+                        let who = pool
+                            .pid_of_token(token)
+                            .map_or_else(|| "gone".to_string(), |p| format!("pid {p}"));
+                        format!(
+                            "user {i} ({who}): send {} from {}, receive {} from {}{}",
+                            sr & 0x7FFF,
+                            sr >> 16,
+                            rr & 0x7FFF,
+                            rr >> 16,
+                            if rr & (1 << 15) != 0 { " (won)" } else { "" }
+                        )
+                    })
+                })
+                .collect(),
         }
     }
 
@@ -463,4 +488,6 @@ pub struct PipeStatus {
     pub receivers_sleeping: bool,
     /// Processes that have used the pipe and not left it.
     pub users: usize,
+    /// Claims under way (shared sides): each user entry's send and receive record.
+    pub claims: Vec<String>,
 }
