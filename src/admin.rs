@@ -103,6 +103,16 @@ pub struct OtherFile {
     pub mode: String,
 }
 
+/// A pool whose files were unlinked while processes still map it (a cleaner, a
+/// stray `rm`): found in `/proc/*/maps` as `DIR/NAME (deleted)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlinkedPool {
+    /// The pool's name.
+    pub name: String,
+    /// Processes that still map it.
+    pub pids: Vec<u32>,
+}
+
 /// Everything `shmval info` lists.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
@@ -112,6 +122,10 @@ pub struct Listing {
     pub pools: Vec<PoolSummary>,
     /// Other files (only when asked for).
     pub other: Vec<OtherFile>,
+    /// Pools unlinked under the processes that map them.
+    pub unlinked: Vec<UnlinkedPool>,
+    /// What could remove pools or keep them from fitting, with the fix.
+    pub warnings: Vec<String>,
 }
 
 /// Why a pool could not be looked at.
@@ -172,11 +186,140 @@ pub fn list(dir: &Path, all: bool) -> std::io::Result<Listing> {
             }
         }
     }
+    let fs = fs_info(dir);
+    let warnings = warnings(&fs, &pools);
     Ok(Listing {
-        fs: fs_info(dir),
+        fs,
         pools,
         other,
+        unlinked: unlinked_in_use(dir),
+        warnings,
     })
+}
+
+/// Pools of `dir` whose files are gone while processes still map them.
+pub fn unlinked_in_use(dir: &Path) -> Vec<UnlinkedPool> {
+    let mut found: std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> =
+        Default::default();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/", dir.display());
+    for p in procs.filter_map(|e| e.ok()) {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            let Some(path) = line.split_once('/').map(|(_, rest)| format!("/{rest}")) else {
+                continue;
+            };
+            let Some(file) = path
+                .strip_suffix(" (deleted)")
+                .and_then(|p| p.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            if let Some(pool) = file.strip_suffix(BOOT_SUFFIX) {
+                if validate_name(pool).is_ok() {
+                    found.entry(pool.to_owned()).or_default().insert(pid);
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(name, pids)| UnlinkedPool {
+            name,
+            pids: pids.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// The effective `RemoveIPC` of systemd-logind here (`None`: no logind), from
+/// `logind.conf` and its drop-in directories (the last setting wins; the default
+/// is yes).
+pub fn remove_ipc() -> Option<bool> {
+    remove_ipc_under(Path::new("/"))
+}
+
+/// [`remove_ipc`] for a system whose root is `root` (tests).
+pub fn remove_ipc_under(root: &Path) -> Option<bool> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let logind = [
+        "/lib/systemd/systemd-logind",
+        "/usr/lib/systemd/systemd-logind",
+    ]
+    .iter()
+    .any(|p| at(p).exists());
+    if !logind {
+        return None;
+    }
+    let mut files = vec![at("/etc/systemd/logind.conf")];
+    for d in [
+        "/usr/lib/systemd/logind.conf.d",
+        "/run/systemd/logind.conf.d",
+        "/etc/systemd/logind.conf.d",
+    ] {
+        if let Ok(rd) = std::fs::read_dir(at(d)) {
+            let mut v: Vec<PathBuf> = rd.filter_map(|e| Some(e.ok()?.path())).collect();
+            v.sort();
+            files.extend(v);
+        }
+    }
+    let mut on = true;
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(v) = line.trim().strip_prefix("RemoveIPC=") {
+                on = matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "yes" | "true" | "1" | "on"
+                );
+            }
+        }
+    }
+    Some(on)
+}
+
+/// What could remove pools or keep them from fitting, with the fix.
+fn warnings(fs: &FsInfo, pools: &[PoolSummary]) -> Vec<String> {
+    let mut w = Vec::new();
+    // logind removes the System V and POSIX IPC of a *regular* user at their last
+    // logout (system users, uid < 1000, and root are left alone).
+    let regular: Vec<&str> = pools
+        .iter()
+        .filter(|p| p.uid >= 1000)
+        .map(|p| p.name.as_str())
+        .collect();
+    if remove_ipc() == Some(true) {
+        w.push(format!(
+            "systemd-logind has RemoveIPC=yes: a regular user's pools are deleted when that \
+             user's last session ends{}. Set RemoveIPC=no in /etc/systemd/logind.conf (then \
+             `systemctl restart systemd-logind`), or run the processes as a system user",
+            if regular.is_empty() {
+                String::new()
+            } else {
+                format!(" (here: {})", regular.join(", "))
+            }
+        ));
+    }
+    const DOCKER_DEFAULT: u64 = 64 << 20;
+    if fs.size > 0 && fs.size <= DOCKER_DEFAULT {
+        w.push(format!(
+            "{} is only {} MiB (Docker's default /dev/shm is 64 MB): pools larger than its \
+             free space cannot be created. Give the container more (`docker run \
+             --shm-size=1g`; Kubernetes: an emptyDir with medium: Memory), or put pools in a \
+             larger directory (--dir, $SHMVAL_DIR)",
+            fs.dir.display(),
+            fs.size >> 20
+        ));
+    }
+    w
 }
 
 /// One pool of `dir`, in full.
@@ -546,6 +689,30 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_ipc_is_read_as_logind_reads_it() {
+        let root = std::env::temp_dir().join(format!("shmval-logind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(remove_ipc_under(&root), None, "no logind");
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd-logind"), b"").unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(true), "the default");
+        std::fs::create_dir_all(root.join("etc/systemd/logind.conf.d")).unwrap();
+        std::fs::write(
+            root.join("etc/systemd/logind.conf"),
+            "[Login]\n#RemoveIPC=yes\nRemoveIPC=no\n",
+        )
+        .unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(false));
+        std::fs::write(
+            root.join("etc/systemd/logind.conf.d/50-x.conf"),
+            "[Login]\nRemoveIPC=yes\n",
+        )
+        .unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(true), "a drop-in wins");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn sizes_and_dates() {

@@ -109,7 +109,7 @@ pub use pipe::{
     Policy, RecvError, SendError, Subscriber, SubscriberStatus,
 };
 pub use platform::LinuxPlatform;
-pub use pool::{Pool, PoolInfo, Reclaimed, Recovery};
+pub use pool::{FileState, Health, Pool, PoolInfo, Reclaimed, Recovery};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Held, PathError, PoolCheck, Problem, RepairError,
     RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable,

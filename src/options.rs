@@ -23,6 +23,7 @@ pub struct PoolOptions {
     pub(crate) timeout: Duration,
     pub(crate) recover_on_open: bool,
     pub(crate) recreate_unfit: bool,
+    pub(crate) keepalive: Option<Duration>,
 }
 
 impl Default for PoolOptions {
@@ -36,6 +37,7 @@ impl Default for PoolOptions {
             timeout: Duration::ZERO,
             recover_on_open: true,
             recreate_unfit: false,
+            keepalive: None,
         }
     }
 }
@@ -98,6 +100,15 @@ impl PoolOptions {
     /// their timeout. Off, the leftovers stay until `Pool::repair`.
     pub fn recover_on_open(mut self, yes: bool) -> Self {
         self.recover_on_open = yes;
+        self
+    }
+    /// While the handle lives, every `every` (a second, say): refresh the access and
+    /// modification times of the pool's files, for cleaners that remove files by age
+    /// (tmpwatch, OpenBSD's daily(8) on `/tmp`), and warn once on stderr if they
+    /// were removed or replaced under the pool ([`Pool::health`](crate::Pool::health)).
+    /// One thread per handle that asks. Off by default.
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = Some(every);
         self
     }
     /// `Pool::open_or_create` (and the pipes' and broadcasts') replaces an existing

@@ -74,6 +74,41 @@ impl Drop for Inner {
     }
 }
 
+/// Every `every`, while the pool handle lives: refreshes the access and change times
+/// of the pool's files (for cleaners that go by age), and notes in the handle when
+/// they were unlinked or replaced (`Pool::health` says it at any time; the keepalive
+/// prints one warning to stderr when it first sees it).
+fn start_keepalive(inner: &Arc<Inner>, every: Duration) {
+    let weak = Arc::downgrade(inner);
+    let every = every.max(Duration::from_millis(10));
+    let _ = std::thread::Builder::new()
+        .name("shmval-keepalive".into())
+        .spawn(move || {
+            let mut warned = false;
+            loop {
+                std::thread::sleep(every);
+                let Some(inner) = weak.upgrade() else { return };
+                let pool = Pool { inner };
+                let h = pool.health();
+                if h.is_ok() {
+                    let dir = &pool.inner.seg.dir;
+                    for n in [pool.inner.name.clone(), boot_name(&pool.inner.name)] {
+                        sys::touch(dir, &n);
+                    }
+                } else if !warned {
+                    warned = true;
+                    eprintln!(
+                        "shmval: pool {:?} in {}: its files were removed or replaced under \
+                         this process ({h:?}); it goes on working here, but no new process \
+                         can open it (a cleaner? systemd's RemoveIPC=yes at logout?)",
+                        pool.inner.name,
+                        pool.inner.seg.dir.display()
+                    );
+                }
+            }
+        });
+}
+
 impl Inner {
     /// Unlinks the pool's files if the names still lead to the files this handle
     /// mapped (its incarnation); a newer pool made under the same name after ours
@@ -358,6 +393,26 @@ impl Pool {
         self.inner.remove_own()
     }
 
+    /// Whether the pool's two files are still at their names (a cleaner — OpenBSD's
+    /// daily(8), systemd's `RemoveIPC=yes` at logout, a stray `rm` — may unlink
+    /// them under running processes, which go on working in their mappings while
+    /// no new process can open the pool, and a restart would make a new, empty one).
+    /// Two `lstat` calls: cheap enough to call every second (see
+    /// [`PoolOptions::keepalive`], which does, and refreshes the files' times too).
+    pub fn health(&self) -> Health {
+        let dir = &self.inner.seg.dir;
+        let [boot_id, main_id] = self.inner.seg.ids;
+        let look = |name: &str, id| match sys::path_id(dir, name) {
+            None => FileState::Unlinked,
+            Some(x) if x == id => FileState::Linked,
+            Some(_) => FileState::Replaced,
+        };
+        Health {
+            main: look(&self.inner.name, main_id),
+            boot: look(&boot_name(&self.inner.name), boot_id),
+        }
+    }
+
     /// The directory of the pool's files.
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.seg.dir
@@ -417,6 +472,9 @@ impl Pool {
             pool.recover_alone();
         }
         liveness::share(pool.inner.id);
+        if let Some(every) = opts.keepalive {
+            start_keepalive(&pool.inner, every);
+        }
         Ok(pool)
     }
 
@@ -898,6 +956,33 @@ extern "C" fn nothing() {}
 /// Called in the child after `fork`: the cached slot belongs to the parent.
 extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
+}
+
+/// Where one of the pool's files stands ([`Pool::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum FileState {
+    /// At its name, the file this handle mapped.
+    Linked,
+    /// Gone from the directory (the mapping still works; new opens fail).
+    Unlinked,
+    /// Its name now leads to another file (a new pool made under the name).
+    Replaced,
+}
+
+/// Whether the pool's files are still where openers find them ([`Pool::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// The main segment.
+    pub main: FileState,
+    /// The boot segment.
+    pub boot: FileState,
+}
+
+impl Health {
+    /// Both files are at their names.
+    pub fn is_ok(&self) -> bool {
+        self.main == FileState::Linked && self.boot == FileState::Linked
+    }
 }
 
 /// What an open did alone on the pool after processes died attached

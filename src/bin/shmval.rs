@@ -345,6 +345,16 @@ fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
             state
         );
     }
+    for u in &l.unlinked {
+        println!(
+            "{:<24} UNLINKED: its files were removed while pids {:?} still map it (they go \
+             on; no new process can open it)",
+            u.name, u.pids
+        );
+    }
+    for w in &l.warnings {
+        println!("warning: {w}");
+    }
     for o in &l.other {
         println!(
             "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} other",

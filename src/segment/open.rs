@@ -63,6 +63,7 @@ fn no_space(dir: &Path, requested: u64) -> CreateError {
     CreateError::NoSpace {
         requested,
         available: sys::space_available(dir).unwrap_or(0),
+        dir: dir.display().to_string(),
     }
 }
 
@@ -110,6 +111,7 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             return Err(CreateError::NoSpace {
                 requested,
                 available,
+                dir: dir.display().to_string(),
             });
         }
     }

@@ -53,6 +53,19 @@ pub(crate) fn seg_open(dir: &Path, name: &str) -> Result<OwnedFd, Errno> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// Sets the access and modification times of `dir/name` to now (never through a
+/// symbolic link); failures are ignored (a keepalive's best effort).
+pub(crate) fn touch(dir: &Path, name: &str) {
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    let _ = nix::sys::stat::utimensat(
+        None,
+        &dir.join(name),
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}
+
 /// Removes `dir/name`.
 pub(crate) fn seg_unlink(dir: &Path, name: &str) -> Result<(), Errno> {
     nix::unistd::unlink(&dir.join(name))
