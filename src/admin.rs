@@ -78,6 +78,11 @@ pub struct PoolSummary {
     pub mode: String,
     /// Creation time, RFC 3339 UTC.
     pub created: Option<String>,
+    /// Where its memory lives: `posix`, `file`, `sysv` (its key in
+    /// `sysv_key`, as `ipcs -m` shows it), `memfd`.
+    pub backend: &'static str,
+    /// A System V pool's key.
+    pub sysv_key: Option<String>,
     /// The layout version that made it.
     pub layout_version: u32,
     /// Whether this build can open it.
@@ -371,6 +376,8 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         group: None,
         mode: String::new(),
         created: None,
+        backend: "posix",
+        sysv_key: None,
         layout_version: 0,
         compatible: false,
     };
@@ -424,6 +431,18 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         return s;
     }
     s.layout_version = b.version.load(Relaxed);
+    s.backend = boot::backend::name(b.backend.load(Relaxed));
+    let sysv = (b.backend.load(Relaxed) == boot::backend::SYSV).then(|| {
+        let arg = b.backend_arg.load(Relaxed);
+        ((arg >> 32) as u32 as i32, arg as u32 as i32)
+    });
+    if let Some((key, id)) = sysv {
+        s.sysv_key = Some(format!("{key:#010x}"));
+        if let Ok(st) = sys::sysv::stat(id) {
+            s.file_size += st.size;
+            s.allocated += st.size;
+        }
+    }
     s.size = b.main_size.load(Relaxed);
     s.creator_pid = b.creator_pid.load(Relaxed);
     s.created = Some(rfc3339(b.created_ns.load(Relaxed)));
@@ -457,8 +476,26 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
     if s.state != "ready" {
         return s;
     }
-    main_figures(dir, name, &mut s);
+    match sysv {
+        Some((key, id)) => sysv_figures(key, id, &mut s),
+        None => main_figures(dir, name, &mut s),
+    }
     s
+}
+
+/// [`main_figures`] for a System V pool: the segment attached read-only (the
+/// counters are only read).
+fn sysv_figures(key: i32, id: i32, s: &mut PoolSummary) {
+    if !matches!(sys::sysv::get(key), Ok(x) if x == id) {
+        s.state = "corrupt";
+        s.problem = Some(format!("its System V segment (key {key:#010x}) is gone"));
+        return;
+    }
+    let Ok(m) = sys::sysv::attach(id, s.size as usize, None, true) else {
+        s.problem = Some("cannot attach its System V segment".into());
+        return;
+    };
+    figures_of(&m, s.size as usize, s);
 }
 
 /// What the main segment says: use, high water, pipes and broadcasts.
@@ -482,8 +519,14 @@ fn main_figures(dir: &Path, name: &str, s: &mut PoolSummary) {
         s.problem = Some("cannot map the main segment".into());
         return;
     };
-    // SAFETY: a private, readable and writable mapping of `len` bytes that lives
-    // until the end of this function, as long as the heap built over it.
+    figures_of(&map, len, s);
+}
+
+/// Use, high water, pipes and broadcasts from a mapping of the main segment.
+fn figures_of(map: &sys::Mapping, len: usize, s: &mut PoolSummary) {
+    // SAFETY: a mapping of `len` bytes that lives until the end of this function,
+    // as long as the heap built over it; only read through it (`attach` and
+    // `stats_unlocked` store nothing), so a read-only one serves too.
     let heap = unsafe {
         shmval_alloc::Heap::<crate::LinuxPlatform>::attach(shmval_alloc::Region::new(
             map.ptr(),
@@ -633,6 +676,17 @@ pub fn clean(dir: &Path, names: &[String], force: bool, dry_run: bool) -> CleanR
 
 /// Unlinks a pool's two files whatever their state (`Pool::cleanup_stray`).
 pub(crate) fn remove_files(dir: &Path, name: &str) -> Result<(), String> {
+    // A System V pool's segment goes too (the boot record names it).
+    if let Ok(fd) = open_ro(dir, &boot_name(name)) {
+        if let Ok(m) = sys::Mapping::private(&fd, BOOT_SIZE) {
+            // SAFETY: BOOT_SIZE bytes mapped; BootHeader is atomics only.
+            let b = unsafe { &*(m.ptr().as_ptr() as *const BootHeader) };
+            if b.magic.load(Acquire) == BOOT_MAGIC && b.backend.load(Relaxed) == boot::backend::SYSV
+            {
+                crate::pool::remove_sysv(b.backend_arg.load(Relaxed));
+            }
+        }
+    }
     let mut err = None;
     for n in [name.to_owned(), boot_name(name)] {
         match sys::seg_unlink(dir, &n) {

@@ -103,7 +103,7 @@ pub fn layout_id() -> LayoutId {
     segment::boot::layout_id()
 }
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
-pub use options::PoolOptions;
+pub use options::{Backend, PoolOptions};
 pub use pipe::{
     BatchError, Broadcast, BroadcastRecvError, BroadcastStatus, Fault, Pipe, PipeError, PipeStatus,
     Policy, RecvError, SendError, Subscriber, SubscriberStatus,

@@ -7,7 +7,7 @@ use crate::liveness;
 use crate::name::{boot_name, validate_name};
 use crate::platform::{process_token, LinuxPlatform};
 use crate::segment::boot::{self, state, BootHeader};
-use crate::segment::open::{self, header, Segments};
+use crate::segment::open::{self, header, MainKind, Segments};
 use crate::sys;
 use crate::PoolOptions;
 use shmval_alloc::{Heap, Offset, Stats};
@@ -74,6 +74,15 @@ impl Drop for Inner {
     }
 }
 
+/// Removes the System V segment a boot record names (`key << 32 | id`), if that id
+/// still belongs to that key (never another pool's segment).
+pub(crate) fn remove_sysv(arg: u64) {
+    let (key, id) = ((arg >> 32) as u32 as i32, arg as u32 as i32);
+    if matches!(sys::sysv::stat(id), Ok(st) if st.key == key) {
+        let _ = sys::sysv::remove(id);
+    }
+}
+
 /// Every `every`, while the pool handle lives: refreshes the access and change times
 /// of the pool's files (for cleaners that go by age), and notes in the handle when
 /// they were unlinked or replaced (`Pool::health` says it at any time; the keepalive
@@ -116,22 +125,50 @@ impl Inner {
     /// anything of ours was still there.
     fn remove_own(&self) -> bool {
         let dir = &self.seg.dir;
-        let [boot_id, main_id] = self.seg.ids;
         let bname = boot_name(&self.name);
-        let boot_ours = sys::path_id(dir, &bname) == Some(boot_id);
-        let main_ours = sys::path_id(dir, &self.name) == Some(main_id);
+        let boot_ours = sys::path_id(dir, &bname) == Some(self.seg.boot_id);
+        let main_ours = self.main_state() == FileState::Linked;
         if boot_ours {
             self.boot().state.store(state::CLOSING, Release);
         }
         // Main first: an opener that finds the boot segment but no main one says
         // "missing", while one that found neither just waits.
         if main_ours {
-            let _ = sys::seg_unlink(dir, &self.name);
+            match &self.seg.main_kind {
+                MainKind::File(_) => {
+                    let _ = sys::seg_unlink(dir, &self.name);
+                }
+                MainKind::SysV { id, .. } => {
+                    let _ = sys::sysv::remove(*id);
+                }
+                MainKind::Memfd(_) => {}
+            }
         }
         if boot_ours {
             let _ = sys::seg_unlink(dir, &bname);
         }
         boot_ours || main_ours
+    }
+
+    /// Where the main segment stands (see [`Pool::health`]).
+    fn main_state(&self) -> FileState {
+        match &self.seg.main_kind {
+            MainKind::File(id) => match sys::path_id(&self.seg.dir, &self.name) {
+                None => FileState::Unlinked,
+                Some(x) if x == *id => FileState::Linked,
+                Some(_) => FileState::Replaced,
+            },
+            MainKind::SysV { key, id } => match sys::sysv::get(*key) {
+                Ok(x) if x == *id => match sys::sysv::stat(*id) {
+                    Ok(st) if st.removed => FileState::Unlinked,
+                    _ => FileState::Linked,
+                },
+                Ok(_) => FileState::Replaced,
+                Err(_) => FileState::Unlinked,
+            },
+            // Anonymous: nothing can unlink it.
+            MainKind::Memfd(_) => FileState::Linked,
+        }
     }
 }
 
@@ -223,6 +260,97 @@ impl Pool {
                 op: "fcntl",
                 source: errno.into(),
             },
+        })
+    }
+
+    /// Passes this anonymous ([`Backend::Memfd`](crate::Backend)) pool to the
+    /// process at the other end of `sock`: its name and its two descriptors in one
+    /// message (`SCM_RIGHTS`). That process opens it with [`Pool::receive`].
+    ///
+    /// # Errors
+    /// The pool is not a memfd pool (`InvalidInput`: a named pool is opened by
+    /// name); `sendmsg` failed.
+    pub fn send_to(&self, sock: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let MainKind::Memfd(main_fd) = &self.inner.seg.main_kind else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "only an anonymous (memfd) pool is passed by descriptor; others are opened by name",
+            ));
+        };
+        let fds = [self.inner.seg.boot_fd.as_raw_fd(), main_fd.as_raw_fd()];
+        let name = self.inner.name.as_bytes();
+        let iov = [std::io::IoSlice::new(name)];
+        sendmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Opens the anonymous pool another process passed with [`Pool::send_to`]
+    /// (waiting for the message as long as the socket blocks).
+    ///
+    /// # Errors
+    /// No descriptors in the message (`OpenError::Os`), and whatever an open of
+    /// those segments finds (`Corrupt`, `Incompatible`…).
+    pub fn receive(
+        sock: &std::os::unix::net::UnixStream,
+        opts: &PoolOptions,
+    ) -> Result<Pool, OpenError> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let os = |op, e: nix::errno::Errno| OpenError::Os {
+            op,
+            source: e.into(),
+        };
+        let mut buf = [0u8; crate::MAX_NAME_LEN + 8];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let (n, fds) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<UnixAddr>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(|e| os("recvmsg", e))?;
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(|e| os("recvmsg", e))? {
+                if let ControlMessageOwned::ScmRights(v) = c {
+                    fds.extend(v);
+                }
+            }
+            (msg.bytes, fds)
+        };
+        // SAFETY: descriptors the kernel just installed in this process for us.
+        let mut owned: Vec<std::os::fd::OwnedFd> = fds
+            .into_iter()
+            .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) })
+            .collect();
+        if owned.len() != 2 {
+            return Err(os(
+                "recvmsg (two descriptors expected)",
+                nix::errno::Errno::EBADMSG,
+            ));
+        }
+        let name = std::str::from_utf8(&buf[..n])
+            .map_err(|_| os("recvmsg (a pool name expected)", nix::errno::Errno::EBADMSG))?
+            .to_owned();
+        let main_fd = owned.pop().expect("two");
+        let boot_fd = owned.pop().expect("two");
+        let seg = open::open_fds(&name, boot_fd, main_fd, opts)?;
+        Self::from_segments(&name, seg, opts).map_err(|e| match e {
+            Attach::Full => OpenError::TooManyProcesses {
+                name: name.clone(),
+                max: boot::ATTACH_SLOTS,
+            },
+            Attach::Os(nix::errno::Errno::EBUSY) => OpenError::Repairing { name: name.clone() },
+            Attach::Os(errno) => os("fcntl", errno),
         })
     }
 
@@ -356,8 +484,12 @@ impl Pool {
             if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular)
             {
                 if let Ok(m) = sys::Mapping::new(&fd, boot::BOOT_SIZE, None) {
-                    if header(&m).magic.load(Relaxed) == boot::BOOT_MAGIC {
-                        header(&m).state.store(state::CLOSING, Release);
+                    let h = header(&m);
+                    if h.magic.load(Relaxed) == boot::BOOT_MAGIC {
+                        h.state.store(state::CLOSING, Release);
+                        if h.backend.load(Relaxed) == boot::backend::SYSV {
+                            remove_sysv(h.backend_arg.load(Relaxed));
+                        }
                     }
                 }
             }
@@ -401,15 +533,18 @@ impl Pool {
     /// [`PoolOptions::keepalive`], which does, and refreshes the files' times too).
     pub fn health(&self) -> Health {
         let dir = &self.inner.seg.dir;
-        let [boot_id, main_id] = self.inner.seg.ids;
-        let look = |name: &str, id| match sys::path_id(dir, name) {
-            None => FileState::Unlinked,
-            Some(x) if x == id => FileState::Linked,
-            Some(_) => FileState::Replaced,
+        let boot = if matches!(self.inner.seg.main_kind, MainKind::Memfd(_)) {
+            FileState::Linked
+        } else {
+            match sys::path_id(dir, &boot_name(&self.inner.name)) {
+                None => FileState::Unlinked,
+                Some(x) if x == self.inner.seg.boot_id => FileState::Linked,
+                Some(_) => FileState::Replaced,
+            }
         };
         Health {
-            main: look(&self.inner.name, main_id),
-            boot: look(&boot_name(&self.inner.name), boot_id),
+            main: self.inner.main_state(),
+            boot,
         }
     }
 
@@ -445,7 +580,7 @@ impl Pool {
                     inner.id,
                     inner.boot(),
                     &inner.seg.boot_fd,
-                    inner.seg.ids[0],
+                    inner.seg.boot_id,
                     me,
                     claimed,
                 )
