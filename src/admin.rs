@@ -78,6 +78,11 @@ pub struct PoolSummary {
     pub mode: String,
     /// Creation time, RFC 3339 UTC.
     pub created: Option<String>,
+    /// Where its memory lives: `posix`, `file`, `sysv` (its key in
+    /// `sysv_key`, as `ipcs -m` shows it), `memfd`.
+    pub backend: &'static str,
+    /// A System V pool's key.
+    pub sysv_key: Option<String>,
     /// The layout version that made it.
     pub layout_version: u32,
     /// Whether this build can open it.
@@ -103,6 +108,16 @@ pub struct OtherFile {
     pub mode: String,
 }
 
+/// A pool whose files were unlinked while processes still map it (a cleaner, a
+/// stray `rm`): found in `/proc/*/maps` as `DIR/NAME (deleted)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlinkedPool {
+    /// The pool's name.
+    pub name: String,
+    /// Processes that still map it.
+    pub pids: Vec<u32>,
+}
+
 /// Everything `shmval info` lists.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listing {
@@ -112,6 +127,10 @@ pub struct Listing {
     pub pools: Vec<PoolSummary>,
     /// Other files (only when asked for).
     pub other: Vec<OtherFile>,
+    /// Pools unlinked under the processes that map them.
+    pub unlinked: Vec<UnlinkedPool>,
+    /// What could remove pools or keep them from fitting, with the fix.
+    pub warnings: Vec<String>,
 }
 
 /// Why a pool could not be looked at.
@@ -172,11 +191,140 @@ pub fn list(dir: &Path, all: bool) -> std::io::Result<Listing> {
             }
         }
     }
+    let fs = fs_info(dir);
+    let warnings = warnings(&fs, &pools);
     Ok(Listing {
-        fs: fs_info(dir),
+        fs,
         pools,
         other,
+        unlinked: unlinked_in_use(dir),
+        warnings,
     })
+}
+
+/// Pools of `dir` whose files are gone while processes still map them.
+pub fn unlinked_in_use(dir: &Path) -> Vec<UnlinkedPool> {
+    let mut found: std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> =
+        Default::default();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/", dir.display());
+    for p in procs.filter_map(|e| e.ok()) {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(maps) = std::fs::read_to_string(p.path().join("maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            let Some(path) = line.split_once('/').map(|(_, rest)| format!("/{rest}")) else {
+                continue;
+            };
+            let Some(file) = path
+                .strip_suffix(" (deleted)")
+                .and_then(|p| p.strip_prefix(&prefix))
+            else {
+                continue;
+            };
+            if let Some(pool) = file.strip_suffix(BOOT_SUFFIX) {
+                if validate_name(pool).is_ok() {
+                    found.entry(pool.to_owned()).or_default().insert(pid);
+                }
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|(name, pids)| UnlinkedPool {
+            name,
+            pids: pids.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// The effective `RemoveIPC` of systemd-logind here (`None`: no logind), from
+/// `logind.conf` and its drop-in directories (the last setting wins; the default
+/// is yes).
+pub fn remove_ipc() -> Option<bool> {
+    remove_ipc_under(Path::new("/"))
+}
+
+/// [`remove_ipc`] for a system whose root is `root` (tests).
+pub fn remove_ipc_under(root: &Path) -> Option<bool> {
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let logind = [
+        "/lib/systemd/systemd-logind",
+        "/usr/lib/systemd/systemd-logind",
+    ]
+    .iter()
+    .any(|p| at(p).exists());
+    if !logind {
+        return None;
+    }
+    let mut files = vec![at("/etc/systemd/logind.conf")];
+    for d in [
+        "/usr/lib/systemd/logind.conf.d",
+        "/run/systemd/logind.conf.d",
+        "/etc/systemd/logind.conf.d",
+    ] {
+        if let Ok(rd) = std::fs::read_dir(at(d)) {
+            let mut v: Vec<PathBuf> = rd.filter_map(|e| Some(e.ok()?.path())).collect();
+            v.sort();
+            files.extend(v);
+        }
+    }
+    let mut on = true;
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(v) = line.trim().strip_prefix("RemoveIPC=") {
+                on = matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "yes" | "true" | "1" | "on"
+                );
+            }
+        }
+    }
+    Some(on)
+}
+
+/// What could remove pools or keep them from fitting, with the fix.
+fn warnings(fs: &FsInfo, pools: &[PoolSummary]) -> Vec<String> {
+    let mut w = Vec::new();
+    // logind removes the System V and POSIX IPC of a *regular* user at their last
+    // logout (system users, uid < 1000, and root are left alone).
+    let regular: Vec<&str> = pools
+        .iter()
+        .filter(|p| p.uid >= 1000)
+        .map(|p| p.name.as_str())
+        .collect();
+    if remove_ipc() == Some(true) {
+        w.push(format!(
+            "systemd-logind has RemoveIPC=yes: a regular user's pools are deleted when that \
+             user's last session ends{}. Set RemoveIPC=no in /etc/systemd/logind.conf (then \
+             `systemctl restart systemd-logind`), or run the processes as a system user",
+            if regular.is_empty() {
+                String::new()
+            } else {
+                format!(" (here: {})", regular.join(", "))
+            }
+        ));
+    }
+    const DOCKER_DEFAULT: u64 = 64 << 20;
+    if fs.size > 0 && fs.size <= DOCKER_DEFAULT {
+        w.push(format!(
+            "{} is only {} MiB (Docker's default /dev/shm is 64 MB): pools larger than its \
+             free space cannot be created. Give the container more (`docker run \
+             --shm-size=1g`; Kubernetes: an emptyDir with medium: Memory), or put pools in a \
+             larger directory (--dir, $SHMVAL_DIR)",
+            fs.dir.display(),
+            fs.size >> 20
+        ));
+    }
+    w
 }
 
 /// One pool of `dir`, in full.
@@ -228,6 +376,8 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         group: None,
         mode: String::new(),
         created: None,
+        backend: "posix",
+        sysv_key: None,
         layout_version: 0,
         compatible: false,
     };
@@ -281,6 +431,18 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         return s;
     }
     s.layout_version = b.version.load(Relaxed);
+    s.backend = boot::backend::name(b.backend.load(Relaxed));
+    let sysv = (b.backend.load(Relaxed) == boot::backend::SYSV).then(|| {
+        let arg = b.backend_arg.load(Relaxed);
+        ((arg >> 32) as u32 as i32, arg as u32 as i32)
+    });
+    if let Some((key, id)) = sysv {
+        s.sysv_key = Some(format!("{key:#010x}"));
+        if let Ok(st) = sys::sysv::stat(id) {
+            s.file_size += st.size;
+            s.allocated += st.size;
+        }
+    }
     s.size = b.main_size.load(Relaxed);
     s.creator_pid = b.creator_pid.load(Relaxed);
     s.created = Some(rfc3339(b.created_ns.load(Relaxed)));
@@ -314,8 +476,26 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
     if s.state != "ready" {
         return s;
     }
-    main_figures(dir, name, &mut s);
+    match sysv {
+        Some((key, id)) => sysv_figures(key, id, &mut s),
+        None => main_figures(dir, name, &mut s),
+    }
     s
+}
+
+/// [`main_figures`] for a System V pool: the segment attached read-only (the
+/// counters are only read).
+fn sysv_figures(key: i32, id: i32, s: &mut PoolSummary) {
+    if !matches!(sys::sysv::get(key), Ok(x) if x == id) {
+        s.state = "corrupt";
+        s.problem = Some(format!("its System V segment (key {key:#010x}) is gone"));
+        return;
+    }
+    let Ok(m) = sys::sysv::attach(id, s.size as usize, None, true) else {
+        s.problem = Some("cannot attach its System V segment".into());
+        return;
+    };
+    figures_of(&m, s.size as usize, s);
 }
 
 /// What the main segment says: use, high water, pipes and broadcasts.
@@ -339,8 +519,14 @@ fn main_figures(dir: &Path, name: &str, s: &mut PoolSummary) {
         s.problem = Some("cannot map the main segment".into());
         return;
     };
-    // SAFETY: a private, readable and writable mapping of `len` bytes that lives
-    // until the end of this function, as long as the heap built over it.
+    figures_of(&map, len, s);
+}
+
+/// Use, high water, pipes and broadcasts from a mapping of the main segment.
+fn figures_of(map: &sys::Mapping, len: usize, s: &mut PoolSummary) {
+    // SAFETY: a mapping of `len` bytes that lives until the end of this function,
+    // as long as the heap built over it; only read through it (`attach` and
+    // `stats_unlocked` store nothing), so a read-only one serves too.
     let heap = unsafe {
         shmval_alloc::Heap::<crate::LinuxPlatform>::attach(shmval_alloc::Region::new(
             map.ptr(),
@@ -490,6 +676,17 @@ pub fn clean(dir: &Path, names: &[String], force: bool, dry_run: bool) -> CleanR
 
 /// Unlinks a pool's two files whatever their state (`Pool::cleanup_stray`).
 pub(crate) fn remove_files(dir: &Path, name: &str) -> Result<(), String> {
+    // A System V pool's segment goes too (the boot record names it).
+    if let Ok(fd) = open_ro(dir, &boot_name(name)) {
+        if let Ok(m) = sys::Mapping::private(&fd, BOOT_SIZE) {
+            // SAFETY: BOOT_SIZE bytes mapped; BootHeader is atomics only.
+            let b = unsafe { &*(m.ptr().as_ptr() as *const BootHeader) };
+            if b.magic.load(Acquire) == BOOT_MAGIC && b.backend.load(Relaxed) == boot::backend::SYSV
+            {
+                crate::pool::remove_sysv(b.backend_arg.load(Relaxed));
+            }
+        }
+    }
     let mut err = None;
     for n in [name.to_owned(), boot_name(name)] {
         match sys::seg_unlink(dir, &n) {
@@ -546,6 +743,30 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remove_ipc_is_read_as_logind_reads_it() {
+        let root = std::env::temp_dir().join(format!("shmval-logind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(remove_ipc_under(&root), None, "no logind");
+        std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+        std::fs::write(root.join("usr/lib/systemd/systemd-logind"), b"").unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(true), "the default");
+        std::fs::create_dir_all(root.join("etc/systemd/logind.conf.d")).unwrap();
+        std::fs::write(
+            root.join("etc/systemd/logind.conf"),
+            "[Login]\n#RemoveIPC=yes\nRemoveIPC=no\n",
+        )
+        .unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(false));
+        std::fs::write(
+            root.join("etc/systemd/logind.conf.d/50-x.conf"),
+            "[Login]\nRemoveIPC=yes\n",
+        )
+        .unwrap();
+        assert_eq!(remove_ipc_under(&root), Some(true), "a drop-in wins");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn sizes_and_dates() {

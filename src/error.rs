@@ -55,12 +55,20 @@ pub enum CreateError {
     },
     /// The shared-memory file system (`/dev/shm` or the pool's directory) cannot
     /// hold the pool.
-    #[error("not enough space for the pool: {requested} bytes requested, {available} available")]
+    #[error(
+        "not enough space for the pool in {dir}: {requested} bytes requested, {available} \
+         available. Free space there, or make it larger (`mount -o remount,size=4G /dev/shm`; \
+         Docker: `--shm-size=4g`, 64 MB by default; Kubernetes: an emptyDir volume with \
+         `medium: Memory` and a `sizeLimit`), or put the pool in another directory \
+         (PoolOptions::dir, $SHMVAL_DIR)"
+    )]
     NoSpace {
         /// Bytes requested (both segments).
         requested: u64,
         /// Bytes available.
         available: u64,
+        /// The directory.
+        dir: String,
     },
     /// The fixed base address is taken in this process.
     #[error("cannot map the pool at {addr:#x} (+{len:#x}): taken by {conflict}")]

@@ -103,13 +103,13 @@ pub fn layout_id() -> LayoutId {
     segment::boot::layout_id()
 }
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
-pub use options::PoolOptions;
+pub use options::{Backend, PoolOptions};
 pub use pipe::{
     BatchError, Broadcast, BroadcastRecvError, BroadcastStatus, Fault, Pipe, PipeError, PipeStatus,
     Policy, RecvError, SendError, Subscriber, SubscriberStatus,
 };
 pub use platform::LinuxPlatform;
-pub use pool::{Pool, PoolInfo, Reclaimed, Recovery};
+pub use pool::{FileState, Health, Pool, PoolInfo, Reclaimed, Recovery};
 pub use shm::{
     check_value, is_shm, Arg, CheckReport, Held, PathError, PoolCheck, Problem, RepairError,
     RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable,

@@ -23,6 +23,31 @@ pub struct PoolOptions {
     pub(crate) timeout: Duration,
     pub(crate) recover_on_open: bool,
     pub(crate) recreate_unfit: bool,
+    pub(crate) keepalive: Option<Duration>,
+    pub(crate) backend: Backend,
+}
+
+/// Where a pool's memory lives (its boot segment, small, always a file but for
+/// `Memfd`: it carries the attach table and its liveness locks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// POSIX shared memory: two files in `/dev/shm` (or `PoolOptions::dir`,
+    /// `$SHMVAL_DIR`), what `shm_open` makes. The default.
+    #[default]
+    Posix,
+    /// Two files in a chosen directory: a disk (the pool persists in the file), a
+    /// hugetlbfs mount, another tmpfs. `PoolOptions::dir` is set to it.
+    File(std::path::PathBuf),
+    /// System V shared memory (`shmget`) for the main segment, under a key derived
+    /// from the directory and name (visible to `ipcs`, removed with `ipcrm` or
+    /// `shmval destroy`); the boot segment is a file in the directory.
+    SysV,
+    /// Anonymous memory files (`memfd_create`): no name in any directory (no
+    /// cleaner can remove it), shared by passing the descriptors over a Unix socket
+    /// (`Pool::send_to`, `Pool::receive`), sealed against shrinking so no process
+    /// can truncate it under the others. Gone when the last process lets go.
+    Memfd,
 }
 
 impl Default for PoolOptions {
@@ -36,6 +61,8 @@ impl Default for PoolOptions {
             timeout: Duration::ZERO,
             recover_on_open: true,
             recreate_unfit: false,
+            keepalive: None,
+            backend: Backend::Posix,
         }
     }
 }
@@ -56,6 +83,19 @@ impl PoolOptions {
     /// `/dev/shm`.
     pub fn get_dir(&self) -> std::path::PathBuf {
         self.dir.clone().unwrap_or_else(sys::default_dir)
+    }
+    /// Where the pool's memory lives ([`Backend`]; POSIX shared memory by default).
+    /// `open` follows what the pool's boot segment records, whatever is set here.
+    pub fn backend(mut self, backend: Backend) -> Self {
+        if let Backend::File(d) = &backend {
+            self.dir = Some(d.clone());
+        }
+        self.backend = backend;
+        self
+    }
+    /// The backend that will be used by `create`.
+    pub fn get_backend(&self) -> &Backend {
+        &self.backend
     }
     /// Permission bits of both segments (applied with `fchmod`, so the umask does not
     /// change them).
@@ -98,6 +138,15 @@ impl PoolOptions {
     /// their timeout. Off, the leftovers stay until `Pool::repair`.
     pub fn recover_on_open(mut self, yes: bool) -> Self {
         self.recover_on_open = yes;
+        self
+    }
+    /// While the handle lives, every `every` (a second, say): refresh the access and
+    /// modification times of the pool's files, for cleaners that remove files by age
+    /// (tmpwatch, OpenBSD's daily(8) on `/tmp`), and warn once on stderr if they
+    /// were removed or replaced under the pool ([`Pool::health`](crate::Pool::health)).
+    /// One thread per handle that asks. Off by default.
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        self.keepalive = Some(every);
         self
     }
     /// `Pool::open_or_create` (and the pipes' and broadcasts') replaces an existing

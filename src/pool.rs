@@ -7,7 +7,7 @@ use crate::liveness;
 use crate::name::{boot_name, validate_name};
 use crate::platform::{process_token, LinuxPlatform};
 use crate::segment::boot::{self, state, BootHeader};
-use crate::segment::open::{self, header, Segments};
+use crate::segment::open::{self, header, MainKind, Segments};
 use crate::sys;
 use crate::PoolOptions;
 use shmval_alloc::{Heap, Offset, Stats};
@@ -74,6 +74,50 @@ impl Drop for Inner {
     }
 }
 
+/// Removes the System V segment a boot record names (`key << 32 | id`), if that id
+/// still belongs to that key (never another pool's segment).
+pub(crate) fn remove_sysv(arg: u64) {
+    let (key, id) = ((arg >> 32) as u32 as i32, arg as u32 as i32);
+    if matches!(sys::sysv::stat(id), Ok(st) if st.key == key) {
+        let _ = sys::sysv::remove(id);
+    }
+}
+
+/// Every `every`, while the pool handle lives: refreshes the access and change times
+/// of the pool's files (for cleaners that go by age), and notes in the handle when
+/// they were unlinked or replaced (`Pool::health` says it at any time; the keepalive
+/// prints one warning to stderr when it first sees it).
+fn start_keepalive(inner: &Arc<Inner>, every: Duration) {
+    let weak = Arc::downgrade(inner);
+    let every = every.max(Duration::from_millis(10));
+    let _ = std::thread::Builder::new()
+        .name("shmval-keepalive".into())
+        .spawn(move || {
+            let mut warned = false;
+            loop {
+                std::thread::sleep(every);
+                let Some(inner) = weak.upgrade() else { return };
+                let pool = Pool { inner };
+                let h = pool.health();
+                if h.is_ok() {
+                    let dir = &pool.inner.seg.dir;
+                    for n in [pool.inner.name.clone(), boot_name(&pool.inner.name)] {
+                        sys::touch(dir, &n);
+                    }
+                } else if !warned {
+                    warned = true;
+                    eprintln!(
+                        "shmval: pool {:?} in {}: its files were removed or replaced under \
+                         this process ({h:?}); it goes on working here, but no new process \
+                         can open it (a cleaner? systemd's RemoveIPC=yes at logout?)",
+                        pool.inner.name,
+                        pool.inner.seg.dir.display()
+                    );
+                }
+            }
+        });
+}
+
 impl Inner {
     /// Unlinks the pool's files if the names still lead to the files this handle
     /// mapped (its incarnation); a newer pool made under the same name after ours
@@ -81,22 +125,50 @@ impl Inner {
     /// anything of ours was still there.
     fn remove_own(&self) -> bool {
         let dir = &self.seg.dir;
-        let [boot_id, main_id] = self.seg.ids;
         let bname = boot_name(&self.name);
-        let boot_ours = sys::path_id(dir, &bname) == Some(boot_id);
-        let main_ours = sys::path_id(dir, &self.name) == Some(main_id);
+        let boot_ours = sys::path_id(dir, &bname) == Some(self.seg.boot_id);
+        let main_ours = self.main_state() == FileState::Linked;
         if boot_ours {
             self.boot().state.store(state::CLOSING, Release);
         }
         // Main first: an opener that finds the boot segment but no main one says
         // "missing", while one that found neither just waits.
         if main_ours {
-            let _ = sys::seg_unlink(dir, &self.name);
+            match &self.seg.main_kind {
+                MainKind::File(_) => {
+                    let _ = sys::seg_unlink(dir, &self.name);
+                }
+                MainKind::SysV { id, .. } => {
+                    let _ = sys::sysv::remove(*id);
+                }
+                MainKind::Memfd(_) => {}
+            }
         }
         if boot_ours {
             let _ = sys::seg_unlink(dir, &bname);
         }
         boot_ours || main_ours
+    }
+
+    /// Where the main segment stands (see [`Pool::health`]).
+    fn main_state(&self) -> FileState {
+        match &self.seg.main_kind {
+            MainKind::File(id) => match sys::path_id(&self.seg.dir, &self.name) {
+                None => FileState::Unlinked,
+                Some(x) if x == *id => FileState::Linked,
+                Some(_) => FileState::Replaced,
+            },
+            MainKind::SysV { key, id } => match sys::sysv::get(*key) {
+                Ok(x) if x == *id => match sys::sysv::stat(*id) {
+                    Ok(st) if st.removed => FileState::Unlinked,
+                    _ => FileState::Linked,
+                },
+                Ok(_) => FileState::Replaced,
+                Err(_) => FileState::Unlinked,
+            },
+            // Anonymous: nothing can unlink it.
+            MainKind::Memfd(_) => FileState::Linked,
+        }
     }
 }
 
@@ -188,6 +260,97 @@ impl Pool {
                 op: "fcntl",
                 source: errno.into(),
             },
+        })
+    }
+
+    /// Passes this anonymous ([`Backend::Memfd`](crate::Backend)) pool to the
+    /// process at the other end of `sock`: its name and its two descriptors in one
+    /// message (`SCM_RIGHTS`). That process opens it with [`Pool::receive`].
+    ///
+    /// # Errors
+    /// The pool is not a memfd pool (`InvalidInput`: a named pool is opened by
+    /// name); `sendmsg` failed.
+    pub fn send_to(&self, sock: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+        use std::os::fd::AsRawFd;
+        let MainKind::Memfd(main_fd) = &self.inner.seg.main_kind else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "only an anonymous (memfd) pool is passed by descriptor; others are opened by name",
+            ));
+        };
+        let fds = [self.inner.seg.boot_fd.as_raw_fd(), main_fd.as_raw_fd()];
+        let name = self.inner.name.as_bytes();
+        let iov = [std::io::IoSlice::new(name)];
+        sendmsg::<UnixAddr>(
+            sock.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Opens the anonymous pool another process passed with [`Pool::send_to`]
+    /// (waiting for the message as long as the socket blocks).
+    ///
+    /// # Errors
+    /// No descriptors in the message (`OpenError::Os`), and whatever an open of
+    /// those segments finds (`Corrupt`, `Incompatible`…).
+    pub fn receive(
+        sock: &std::os::unix::net::UnixStream,
+        opts: &PoolOptions,
+    ) -> Result<Pool, OpenError> {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let os = |op, e: nix::errno::Errno| OpenError::Os {
+            op,
+            source: e.into(),
+        };
+        let mut buf = [0u8; crate::MAX_NAME_LEN + 8];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+        let (n, fds) = {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<UnixAddr>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(|e| os("recvmsg", e))?;
+            let mut fds = Vec::new();
+            for c in msg.cmsgs().map_err(|e| os("recvmsg", e))? {
+                if let ControlMessageOwned::ScmRights(v) = c {
+                    fds.extend(v);
+                }
+            }
+            (msg.bytes, fds)
+        };
+        // SAFETY: descriptors the kernel just installed in this process for us.
+        let mut owned: Vec<std::os::fd::OwnedFd> = fds
+            .into_iter()
+            .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) })
+            .collect();
+        if owned.len() != 2 {
+            return Err(os(
+                "recvmsg (two descriptors expected)",
+                nix::errno::Errno::EBADMSG,
+            ));
+        }
+        let name = std::str::from_utf8(&buf[..n])
+            .map_err(|_| os("recvmsg (a pool name expected)", nix::errno::Errno::EBADMSG))?
+            .to_owned();
+        let main_fd = owned.pop().expect("two");
+        let boot_fd = owned.pop().expect("two");
+        let seg = open::open_fds(&name, boot_fd, main_fd, opts)?;
+        Self::from_segments(&name, seg, opts).map_err(|e| match e {
+            Attach::Full => OpenError::TooManyProcesses {
+                name: name.clone(),
+                max: boot::ATTACH_SLOTS,
+            },
+            Attach::Os(nix::errno::Errno::EBUSY) => OpenError::Repairing { name: name.clone() },
+            Attach::Os(errno) => os("fcntl", errno),
         })
     }
 
@@ -321,8 +484,12 @@ impl Pool {
             if matches!(sys::file_info(&fd), Ok(i) if i.size == boot::BOOT_SIZE as u64 && i.regular)
             {
                 if let Ok(m) = sys::Mapping::new(&fd, boot::BOOT_SIZE, None) {
-                    if header(&m).magic.load(Relaxed) == boot::BOOT_MAGIC {
-                        header(&m).state.store(state::CLOSING, Release);
+                    let h = header(&m);
+                    if h.magic.load(Relaxed) == boot::BOOT_MAGIC {
+                        h.state.store(state::CLOSING, Release);
+                        if h.backend.load(Relaxed) == boot::backend::SYSV {
+                            remove_sysv(h.backend_arg.load(Relaxed));
+                        }
                     }
                 }
             }
@@ -358,6 +525,29 @@ impl Pool {
         self.inner.remove_own()
     }
 
+    /// Whether the pool's two files are still at their names (a cleaner — OpenBSD's
+    /// daily(8), systemd's `RemoveIPC=yes` at logout, a stray `rm` — may unlink
+    /// them under running processes, which go on working in their mappings while
+    /// no new process can open the pool, and a restart would make a new, empty one).
+    /// Two `lstat` calls: cheap enough to call every second (see
+    /// [`PoolOptions::keepalive`], which does, and refreshes the files' times too).
+    pub fn health(&self) -> Health {
+        let dir = &self.inner.seg.dir;
+        let boot = if matches!(self.inner.seg.main_kind, MainKind::Memfd(_)) {
+            FileState::Linked
+        } else {
+            match sys::path_id(dir, &boot_name(&self.inner.name)) {
+                None => FileState::Unlinked,
+                Some(x) if x == self.inner.seg.boot_id => FileState::Linked,
+                Some(_) => FileState::Replaced,
+            }
+        };
+        Health {
+            main: self.inner.main_state(),
+            boot,
+        }
+    }
+
     /// The directory of the pool's files.
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.seg.dir
@@ -390,7 +580,7 @@ impl Pool {
                     inner.id,
                     inner.boot(),
                     &inner.seg.boot_fd,
-                    inner.seg.ids[0],
+                    inner.seg.boot_id,
                     me,
                     claimed,
                 )
@@ -417,6 +607,9 @@ impl Pool {
             pool.recover_alone();
         }
         liveness::share(pool.inner.id);
+        if let Some(every) = opts.keepalive {
+            start_keepalive(&pool.inner, every);
+        }
         Ok(pool)
     }
 
@@ -898,6 +1091,33 @@ extern "C" fn nothing() {}
 /// Called in the child after `fork`: the cached slot belongs to the parent.
 extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
+}
+
+/// Where one of the pool's files stands ([`Pool::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum FileState {
+    /// At its name, the file this handle mapped.
+    Linked,
+    /// Gone from the directory (the mapping still works; new opens fail).
+    Unlinked,
+    /// Its name now leads to another file (a new pool made under the name).
+    Replaced,
+}
+
+/// Whether the pool's files are still where openers find them ([`Pool::health`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// The main segment.
+    pub main: FileState,
+    /// The boot segment.
+    pub boot: FileState,
+}
+
+impl Health {
+    /// Both files are at their names.
+    pub fn is_ok(&self) -> bool {
+        self.main == FileState::Linked && self.boot == FileState::Linked
+    }
 }
 
 /// What an open did alone on the pool after processes died attached

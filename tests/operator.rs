@@ -542,3 +542,109 @@ fn pipes_and_broadcasts_open_or_create_by_name() {
         Err(shmval::PipeError::Name(_))
     ));
 }
+
+/// A pool whose files a cleaner removed: `Pool::health` says so at once, the
+/// keepalive warns, `shmval info` lists it as unlinked with the pids that map it;
+/// a pool made anew under the name is told from ours (`Replaced`).
+#[test]
+fn a_pool_unlinked_under_its_processes_is_seen_by_them_and_by_info() {
+    let d = TempDir::new("op-health");
+    let pool = Pool::create_with(
+        "victim",
+        1 << 20,
+        &d.opts().keepalive(Duration::from_millis(20)),
+    )
+    .unwrap();
+    assert!(pool.health().is_ok());
+    // The keepalive refreshes the files' times (a cleaner that goes by age).
+    let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    for f in ["victim", "victim_boot"] {
+        std::fs::File::options()
+            .write(true)
+            .open(d.0.join(f))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for f in ["victim", "victim_boot"] {
+        let m = std::fs::metadata(d.0.join(f)).unwrap().modified().unwrap();
+        assert!(m > old + Duration::from_secs(3600), "{f}: not refreshed");
+    }
+    // A cleaner removes them.
+    std::fs::remove_file(d.0.join("victim")).unwrap();
+    std::fs::remove_file(d.0.join("victim_boot")).unwrap();
+    let h = pool.health();
+    assert_eq!(
+        (h.main, h.boot),
+        (shmval::FileState::Unlinked, shmval::FileState::Unlinked)
+    );
+    pool.root().unwrap().insert("still", 1).unwrap();
+    let v = json(&shmval(&d, &["info", "--json"]));
+    assert_eq!(v["pools"].as_array().unwrap().len(), 0, "{v}");
+    let u = &v["unlinked"][0];
+    assert_eq!(u["name"], "victim", "{v}");
+    assert!(
+        u["pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(std::process::id())),
+        "{v}"
+    );
+    assert!(text(&shmval(&d, &["info"])).contains("UNLINKED"));
+    // A new pool under the name: ours is told apart.
+    let other = Pool::create_with("victim", 1 << 20, &d.opts()).unwrap();
+    assert_eq!(pool.health().main, shmval::FileState::Replaced);
+    assert!(other.health().is_ok());
+}
+
+/// `shmval info` on a file system as small as Docker's default /dev/shm warns, with
+/// the fix; creating a pool larger than its free space is a typed error that says
+/// where and how to get more. (A 32 MiB tmpfs in a private mount namespace.)
+#[test]
+fn a_small_shm_file_system_is_warned_about_with_the_fix() {
+    let d = TempDir::new("op-small");
+    let script = r#"mount -t tmpfs -o size=32m shmval-test "$1" && "$2" info --dir "$1" && "$2" create big 100M --dir "$1""#;
+    let o = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&d.0)
+        .arg(env!("CARGO_BIN_EXE_shmval"))
+        .output();
+    let o = match o {
+        Ok(o)
+            if !String::from_utf8_lossy(&o.stderr).contains("unshare:")
+                && !String::from_utf8_lossy(&o.stderr).contains("mount:") =>
+        {
+            o
+        }
+        Ok(o) => {
+            eprintln!(
+                "skipped: unshare --mount + mount -t tmpfs refused here: {}",
+                text(&o)
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run unshare: {e}");
+            return;
+        }
+    };
+    let t = text(&o);
+    assert!(
+        t.contains("warning:") && t.contains("only 32 MiB") && t.contains("--shm-size"),
+        "{t}"
+    );
+    assert_eq!(o.status.code(), Some(2), "the create fails: {t}");
+    assert!(
+        t.contains("not enough space") && t.contains("available"),
+        "{t}"
+    );
+}

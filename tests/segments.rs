@@ -355,10 +355,18 @@ fn bad_names_and_sizes_are_refused_and_leave_nothing() {
     }
     // Larger than /dev/shm (24 GiB here) but inside the format's 64 GiB limit.
     match Pool::create(s.name(), 63 << 30) {
-        Err(CreateError::NoSpace {
-            requested,
-            available,
-        }) => assert!(requested > available),
+        Err(
+            e @ CreateError::NoSpace {
+                requested,
+                available,
+                ..
+            },
+        ) => {
+            assert!(requested > available);
+            // The message says where, how much, and how to get more.
+            let m = e.to_string();
+            assert!(m.contains("/dev/shm") && m.contains("--shm-size"), "{m}");
+        }
         other => panic!("expected NoSpace, got {other:?}"),
     }
     assert!(leftovers(s.name()).is_empty());

@@ -85,6 +85,10 @@ enum Cmd {
         /// Permission bits, octal (default 600).
         #[arg(long, default_value = "600")]
         mode: String,
+        /// Where its memory lives: posix (files in the directory), sysv (System V
+        /// shared memory, see `ipcs -m`), file:DIR (files in DIR: a disk, hugetlbfs).
+        #[arg(long, default_value = "posix")]
+        backend: String,
     },
     /// Remove a pool's files, whatever its state.
     Destroy {
@@ -225,7 +229,12 @@ fn main() -> ExitCode {
             dry_run,
             json,
         } => clean(&names, force, dry_run, json, &dir),
-        Cmd::Create { name, size, mode } => create(&name, &size, &mode, &dir),
+        Cmd::Create {
+            name,
+            size,
+            mode,
+            backend,
+        } => create(&name, &size, &mode, &backend, &dir),
         Cmd::Destroy { name } => destroy(&name, &dir),
         Cmd::Stat { name, json } => stat(&name, json, &dir),
         Cmd::Pipes { name, json } => pipes(&name, json, &dir),
@@ -314,8 +323,18 @@ fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
         println!("no shmval pools");
     } else {
         println!(
-            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} STATE",
-            "NAME", "SIZE", "USED", "USE%", "CREATOR", "ATT", "PIPES", "USER", "MODE", "CREATED"
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} {:<7} STATE",
+            "NAME",
+            "SIZE",
+            "USED",
+            "USE%",
+            "CREATOR",
+            "ATT",
+            "PIPES",
+            "USER",
+            "MODE",
+            "CREATED",
+            "BACKEND"
         );
     }
     for p in &l.pools {
@@ -325,7 +344,7 @@ fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
             (s, _) => s.to_string(),
         };
         println!(
-            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} {}",
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} {:<7} {}",
             p.name,
             human(p.size),
             p.used.map_or("-".into(), human),
@@ -342,12 +361,23 @@ fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
             p.user.clone().unwrap_or_else(|| p.uid.to_string()),
             p.mode,
             p.created.as_deref().unwrap_or("-"),
+            p.backend,
             state
         );
     }
+    for u in &l.unlinked {
+        println!(
+            "{:<24} UNLINKED: its files were removed while pids {:?} still map it (they go \
+             on; no new process can open it)",
+            u.name, u.pids
+        );
+    }
+    for w in &l.warnings {
+        println!("warning: {w}");
+    }
     for o in &l.other {
         println!(
-            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} other",
+            "{:<24} {:>10} {:>10} {:>6} {:>8} {:>5} {:>6} {:<10} {:<8} {:<20} {:<7} other",
             o.name,
             human(o.size),
             "-",
@@ -357,6 +387,7 @@ fn info(name: Option<&str>, all: bool, json: bool, dir: &Dir) -> ExitCode {
             "-",
             o.user.clone().unwrap_or_else(|| o.uid.to_string()),
             o.mode,
+            "-",
             "-"
         );
     }
@@ -406,6 +437,13 @@ fn print_pool_full(p: &admin::PoolSummary) {
     );
     println!("  created        {}", p.created.as_deref().unwrap_or("-"));
     println!(
+        "  backend        {}{}",
+        p.backend,
+        p.sysv_key
+            .as_ref()
+            .map_or(String::new(), |k| format!(" (key {k}: ipcs -m)"))
+    );
+    println!(
         "  layout         version {}{}",
         p.layout_version,
         if p.compatible {
@@ -438,7 +476,23 @@ fn clean(names: &[String], force: bool, dry_run: bool, json: bool, dir: &Dir) ->
     ExitCode::from(if r.refused.is_empty() { 0 } else { 1 })
 }
 
-fn create(name: &str, size: &str, mode: &str, dir: &Dir) -> ExitCode {
+fn create(name: &str, size: &str, mode: &str, backend: &str, dir: &Dir) -> ExitCode {
+    let backend = match backend {
+        "posix" => shmval::Backend::Posix,
+        "sysv" => shmval::Backend::SysV,
+        b if b.starts_with("file:") && b.len() > 5 => shmval::Backend::File(PathBuf::from(&b[5..])),
+        "memfd" => {
+            eprintln!(
+                "shmval create: a memfd pool is anonymous and lives with its processes: make \
+                 it in the program (Backend::Memfd) and pass it with Pool::send_to"
+            );
+            return ExitCode::from(2);
+        }
+        b => {
+            eprintln!("shmval create: unknown backend {b:?} (posix, sysv, file:DIR)");
+            return ExitCode::from(2);
+        }
+    };
     let size = match admin::parse_size(size) {
         Ok(s) => s,
         Err(e) => {
@@ -450,7 +504,7 @@ fn create(name: &str, size: &str, mode: &str, dir: &Dir) -> ExitCode {
         eprintln!("shmval create: mode {mode:?} is not octal (like 600 or 660)");
         return ExitCode::from(2);
     };
-    match Pool::create_with(name, size, &dir.opts().mode(mode)) {
+    match Pool::create_with(name, size, &dir.opts().mode(mode).backend(backend)) {
         Ok(p) => {
             println!(
                 "created {name}: {} ({} bytes), mode {mode:04o}",

@@ -31,6 +31,23 @@ pub mod state {
 pub mod backend {
     /// POSIX shared memory (`shm_open`) on tmpfs.
     pub const POSIX_SHM: u32 = 1;
+    /// A file in a chosen directory.
+    pub const FILE: u32 = 2;
+    /// System V shared memory (`shmget`); `backend_arg` = `key << 32 | shmid`.
+    pub const SYSV: u32 = 3;
+    /// Anonymous memory files (`memfd_create`).
+    pub const MEMFD: u32 = 4;
+
+    /// Its name.
+    pub fn name(b: u32) -> &'static str {
+        match b {
+            POSIX_SHM => "posix",
+            FILE => "file",
+            SYSV => "sysv",
+            MEMFD => "memfd",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Flags of the pool.
@@ -119,7 +136,10 @@ pub struct BootHeader {
     /// between two instructions) is swept by the next opener that finds the pool
     /// to itself.
     pub deaths: AtomicU64,
-    _reserved: [AtomicU64; 4],
+    /// What the backend needs to find the main segment: System V, `key << 32 |
+    /// shmid`; 0 for the others.
+    pub backend_arg: AtomicU64,
+    _reserved: [AtomicU64; 3],
     /// Processes attached to the pool.
     pub attached: [AttachSlot; ATTACH_SLOTS],
 }
@@ -132,6 +152,7 @@ const _: () = assert!(std::mem::offset_of!(BootHeader, base_address) == 48);
 const _: () = assert!(std::mem::offset_of!(BootHeader, generation) == 72);
 const _: () = assert!(std::mem::offset_of!(BootHeader, creator_token) == 80);
 const _: () = assert!(std::mem::offset_of!(BootHeader, deaths) == 88);
+const _: () = assert!(std::mem::offset_of!(BootHeader, backend_arg) == 96);
 const _: () = assert!(std::mem::offset_of!(BootHeader, attached) == 128);
 
 /// Hash of everything that shapes a pool's bytes: the boot header's, the

@@ -13,7 +13,7 @@ use super::boot::{self, state, BootHeader, BOOT_MAGIC, BOOT_SIZE};
 use crate::error::{CreateError, LayoutId, OpenError};
 use crate::liveness;
 use crate::name::{boot_name, validate_name};
-use crate::options::PoolOptions;
+use crate::options::{Backend, PoolOptions};
 use crate::platform::{process_token, LinuxPlatform};
 use crate::sys::{self, MapError, Mapping};
 use nix::errno::Errno;
@@ -29,15 +29,46 @@ use std::time::{Duration, Instant};
 pub(crate) struct Segments {
     /// The directory of the two files.
     pub dir: std::path::PathBuf,
-    /// (device, inode) of the boot and main files this handle mapped: the files at
-    /// the names may be replaced later (a cleaner, a restart), and only these are
-    /// ours to remove.
-    pub ids: [(u64, u64); 2],
+    /// (device, inode) of the boot file this handle mapped: the file at the name
+    /// may be replaced later (a cleaner, a restart), and only this one is ours to
+    /// remove.
+    pub boot_id: (u64, u64),
+    /// The main segment, as its backend knows it.
+    pub main_kind: MainKind,
     pub boot: Mapping,
     pub boot_fd: std::os::fd::OwnedFd,
     pub main: Mapping,
     pub heap: Heap<LinuxPlatform>,
     pub entry: Option<usize>,
+}
+
+/// Where the main segment lives.
+#[derive(Debug)]
+pub(crate) enum MainKind {
+    /// A file in the directory: its (device, inode).
+    File((u64, u64)),
+    /// A System V segment: its key and id.
+    SysV { key: i32, id: i32 },
+    /// A memory file: its descriptor (kept to pass the pool on).
+    Memfd(OwnedFd),
+}
+
+/// The System V key of pool `name` in `dir`: a hash of the two (never
+/// `IPC_PRIVATE`, 0). Two names may collide (32 bits): the second create then
+/// fails with `AlreadyExists` naming the key.
+pub(crate) fn sysv_key(dir: &Path, name: &str) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(b"/")
+        .chain(name.as_bytes())
+    {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h | 1) as i32
 }
 
 /// The header of a mapped boot segment.
@@ -49,10 +80,13 @@ pub(crate) fn header(boot: &Mapping) -> &BootHeader {
 }
 
 /// Unlinks the segments it names (in its directory) when dropped, unless disarmed.
-struct Unlinker<'a>(&'a Path, Vec<String>);
+struct Unlinker<'a>(&'a Path, Vec<String>, Option<i32>);
 
 impl Drop for Unlinker<'_> {
     fn drop(&mut self) {
+        if let Some(id) = self.2 {
+            let _ = sys::sysv::remove(id);
+        }
         for n in &self.1 {
             let _ = sys::seg_unlink(self.0, n);
         }
@@ -63,6 +97,7 @@ fn no_space(dir: &Path, requested: u64) -> CreateError {
     CreateError::NoSpace {
         requested,
         available: sys::space_available(dir).unwrap_or(0),
+        dir: dir.display().to_string(),
     }
 }
 
@@ -110,13 +145,18 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             return Err(CreateError::NoSpace {
                 requested,
                 available,
+                dir: dir.display().to_string(),
             });
         }
     }
     let bname = boot_name(name);
-    let boot_fd = sys::seg_create(dir, &bname, opts.mode)
-        .map_err(|e| create_errno(e, dir, &bname, "open"))?;
-    let mut cleanup = Unlinker(dir, vec![bname.clone()]);
+    let memfd = *opts.get_backend() == Backend::Memfd;
+    let boot_fd = if memfd {
+        sys::memfd(&bname).map_err(|e| create_errno(e, dir, &bname, "memfd_create"))?
+    } else {
+        sys::seg_create(dir, &bname, opts.mode).map_err(|e| create_errno(e, dir, &bname, "open"))?
+    };
+    let mut cleanup = Unlinker(dir, if memfd { vec![] } else { vec![bname.clone()] }, None);
     // Storage for the boot page before its first store (a full tmpfs would SIGBUS
     // it): reserving sets the size too.
     reserve(&boot_fd, BOOT_SIZE as u64).map_err(|e| match e {
@@ -155,7 +195,15 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     b.creator_start
         .store(sys::proc_stat(sys::getpid()).map_or(0, |(s, _)| s), Relaxed);
     b.created_ns.store(sys::now_unix_ns(), Relaxed);
-    b.backend.store(boot::backend::POSIX_SHM, Relaxed);
+    b.backend.store(
+        match opts.get_backend() {
+            Backend::Posix => boot::backend::POSIX_SHM,
+            Backend::File(_) => boot::backend::FILE,
+            Backend::SysV => boot::backend::SYSV,
+            Backend::Memfd => boot::backend::MEMFD,
+        },
+        Relaxed,
+    );
     b.generation.store(
         sys::now_unix_ns() ^ (token << 16) ^ (&boot_map as *const _ as u64),
         Relaxed,
@@ -165,31 +213,18 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     b.magic.store(BOOT_MAGIC, Relaxed);
     b.state.store(state::CREATING, Release);
 
-    let main_fd =
-        sys::seg_create(dir, name, opts.mode).map_err(|e| create_errno(e, dir, name, "open"))?;
-    cleanup.1.push(name.to_owned());
-    match reserve(&main_fd, size) {
-        Ok(()) => {}
-        Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => return Err(no_space(dir, requested)),
-        Err(errno) => {
-            return Err(CreateError::Os {
-                op: "posix_fallocate",
-                source: errno.into(),
-            })
-        }
+    let (main_map, main_kind) = create_main(name, size, requested, opts, dir, &mut cleanup)?;
+    if let MainKind::SysV { key, id } = main_kind {
+        b.backend_arg
+            .store(u64::from(key as u32) << 32 | u64::from(id as u32), Relaxed);
     }
-    let main_map = Mapping::new(&main_fd, size as usize, opts.fixed_base).map_err(|e| match e {
-        MapError::AddressInUse(conflict) => CreateError::AddressInUse {
-            addr: opts.fixed_base.unwrap_or(0),
-            len: size as usize,
-            conflict,
-        },
-        MapError::Os(Errno::ENOMEM) => no_space(dir, requested),
-        MapError::Os(errno) => CreateError::Os {
-            op: "mmap",
+    if memfd {
+        // Nobody can truncate either under the others' mappings.
+        sys::seal_size(&boot_fd).map_err(|errno| CreateError::Os {
+            op: "fcntl(F_ADD_SEALS)",
             source: errno.into(),
-        },
-    })?;
+        })?;
+    }
     // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
     // (both are kept in `Segments`), and nobody else can use it before READY.
     let heap =
@@ -214,21 +249,111 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     // SYNC POINT: everything above is visible to an opener that sees READY (Acquire).
     b.state.store(state::READY, Release);
     cleanup.1.clear();
-    let id = |fd| {
-        sys::file_id(fd).map_err(|errno| CreateError::Os {
-            op: "fstat",
-            source: errno.into(),
-        })
-    };
+    cleanup.2 = None;
+    let boot_id = sys::file_id(&boot_fd).map_err(|errno| CreateError::Os {
+        op: "fstat",
+        source: errno.into(),
+    })?;
     Ok(Segments {
         dir: dir.to_owned(),
-        ids: [id(&boot_fd)?, id(&main_fd)?],
+        boot_id,
+        main_kind,
         boot: boot_map,
         boot_fd,
         main: main_map,
         heap,
         entry: Some(entry),
     })
+}
+
+/// Makes, reserves and maps the main segment of `size` bytes for the backend
+/// `opts` names (its undo registered in `cleanup`).
+fn create_main(
+    name: &str,
+    size: u64,
+    requested: u64,
+    opts: &PoolOptions,
+    dir: &Path,
+    cleanup: &mut Unlinker<'_>,
+) -> Result<(Mapping, MainKind), CreateError> {
+    let map_err = |e| match e {
+        MapError::AddressInUse(conflict) => CreateError::AddressInUse {
+            addr: opts.fixed_base.unwrap_or(0),
+            len: size as usize,
+            conflict,
+        },
+        MapError::Os(Errno::ENOMEM) => no_space(dir, requested),
+        MapError::Os(errno) => CreateError::Os {
+            op: "mmap",
+            source: errno.into(),
+        },
+    };
+    let reserved = |fd: &OwnedFd| match reserve(fd, size) {
+        Ok(()) => Ok(()),
+        Err(Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM) => Err(no_space(dir, requested)),
+        Err(errno) => Err(CreateError::Os {
+            op: "posix_fallocate",
+            source: errno.into(),
+        }),
+    };
+    match opts.get_backend() {
+        Backend::Posix | Backend::File(_) => {
+            let fd = sys::seg_create(dir, name, opts.mode)
+                .map_err(|e| create_errno(e, dir, name, "open"))?;
+            cleanup.1.push(name.to_owned());
+            reserved(&fd)?;
+            let m = Mapping::new(&fd, size as usize, opts.fixed_base).map_err(map_err)?;
+            let id = sys::file_id(&fd).map_err(|errno| CreateError::Os {
+                op: "fstat",
+                source: errno.into(),
+            })?;
+            Ok((m, MainKind::File(id)))
+        }
+        Backend::Memfd => {
+            let fd = sys::memfd(name).map_err(|e| create_errno(e, dir, name, "memfd_create"))?;
+            sys::set_len(&fd, size).map_err(|errno| CreateError::Os {
+                op: "ftruncate",
+                source: errno.into(),
+            })?;
+            reserved(&fd)?;
+            sys::seal_size(&fd).map_err(|errno| CreateError::Os {
+                op: "fcntl(F_ADD_SEALS)",
+                source: errno.into(),
+            })?;
+            let m = Mapping::new(&fd, size as usize, opts.fixed_base).map_err(map_err)?;
+            Ok((m, MainKind::Memfd(fd)))
+        }
+        Backend::SysV => {
+            let key = sysv_key(dir, name);
+            let id = sys::sysv::create(key, size, opts.mode).map_err(|e| match e {
+                Errno::EEXIST => CreateError::AlreadyExists {
+                    segment: format!("System V shared memory key {key:#010x} (ipcs -m)"),
+                },
+                Errno::ENOSPC | Errno::ENOMEM => no_space(dir, requested),
+                Errno::EINVAL => CreateError::Os {
+                    op: "shmget (a size above kernel.shmmax?)",
+                    source: e.into(),
+                },
+                e => CreateError::Os {
+                    op: "shmget",
+                    source: e.into(),
+                },
+            })?;
+            cleanup.2 = Some(id);
+            let m = sys::sysv::attach(id, size as usize, opts.fixed_base, false).map_err(|e| {
+                if opts.fixed_base.is_some() && e == Errno::EINVAL {
+                    map_err(MapError::AddressInUse(
+                        "another mapping (shmat refused)".into(),
+                    ))
+                } else {
+                    map_err(MapError::Os(e))
+                }
+            })?;
+            // No file to fallocate: the pages are made present now.
+            sys::populate(&m).map_err(|_| no_space(dir, requested))?;
+            Ok((m, MainKind::SysV { key, id }))
+        }
+    }
 }
 
 /// An open attempt that may succeed if tried again later.
@@ -322,6 +447,43 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
     let dir = opts.get_dir();
     let dir = dir.as_path();
     let boot_fd = sys::seg_open(dir, &bname).map_err(|e| open_errno(e, name, &bname))?;
+    finish_open(name, opts, dir, boot_fd, None)
+}
+
+/// Opens an anonymous (memfd) pool from its two descriptors (received over a
+/// socket): the boot descriptor gets an open file description of its own (the
+/// liveness locks belong to descriptions, and a passed descriptor shares the
+/// sender's), then the open proceeds as for a pool found by name.
+pub(crate) fn open_fds(
+    name: &str,
+    boot_fd: OwnedFd,
+    main_fd: OwnedFd,
+    opts: &PoolOptions,
+) -> Result<Segments, OpenError> {
+    validate_name(name)?;
+    sys::reopen_in_place(&boot_fd).map_err(|errno| OpenError::Os {
+        op: "open(/proc/self/fd)",
+        source: errno.into(),
+    })?;
+    let dir = opts.get_dir();
+    match finish_open(name, opts, &dir, boot_fd, Some(main_fd)) {
+        Ok(s) => Ok(s),
+        Err(Attempt::Fail(e)) => Err(e),
+        Err(Attempt::Retry(state)) => Err(OpenError::Timeout {
+            name: name.to_owned(),
+            waited: Duration::ZERO,
+            state,
+        }),
+    }
+}
+
+fn finish_open(
+    name: &str,
+    opts: &PoolOptions,
+    dir: &Path,
+    boot_fd: OwnedFd,
+    memfd_main: Option<OwnedFd>,
+) -> Result<Segments, Attempt> {
     let info = sys::file_info(&boot_fd).map_err(|errno| OpenError::Os {
         op: "fstat",
         source: errno.into(),
@@ -384,59 +546,100 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
         state::CLOSING => return Err(Attempt::Retry("being destroyed")),
         s => return Err(corrupt(name, format!("unknown pool state {s}"))),
     }
-    if b.backend.load(Relaxed) != boot::backend::POSIX_SHM {
-        return Err(corrupt(name, "unknown backend"));
-    }
     let size = b.main_size.load(Relaxed);
     let base = b.base_address.load(Relaxed);
     let fixed = b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0;
-    let main_fd = sys::seg_open(dir, name).map_err(|e| match e {
-        Errno::ENOENT => corrupt(name, "the main segment is missing"),
-        e => open_errno(e, name, name),
-    })?;
-    let info = sys::file_info(&main_fd).map_err(|errno| OpenError::Os {
-        op: "fstat",
-        source: errno.into(),
-    })?;
-    check_file(name, &info, "the main segment", opts)?;
-    if info.size != size || size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
+    if size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
         return Err(corrupt(
             name,
-            format!(
-                "main segment is {} bytes, the boot record says {size}",
-                info.size
-            ),
+            format!("the boot record's size {size} is impossible"),
         ));
     }
-    // A main segment with holes (copied or restored sparse) would take storage at
-    // first store, and SIGBUS if the file system is full then: fill them now, or
-    // refuse.
-    if info.allocated < size {
-        reserve(&main_fd, size).map_err(|e| match e {
-            Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => OpenError::NoSpace {
-                name: name.to_owned(),
-                requested: size - info.allocated,
-                available: sys::space_available(dir).unwrap_or(0),
-            },
-            errno => OpenError::Os {
-                op: "posix_fallocate",
+    let map_err = |e| match e {
+        MapError::AddressInUse(conflict) => Attempt::Fail(OpenError::AddressInUse {
+            name: name.to_owned(),
+            addr: base as usize,
+            conflict,
+        }),
+        MapError::Os(errno) => Attempt::Fail(OpenError::Os {
+            op: "mmap",
+            source: errno.into(),
+        }),
+    };
+    let at = fixed.then_some(base as usize);
+    let (main_map, main_kind) = match b.backend.load(Relaxed) {
+        boot::backend::POSIX_SHM | boot::backend::FILE => {
+            let main_fd = sys::seg_open(dir, name).map_err(|e| match e {
+                Errno::ENOENT => corrupt(name, "the main segment is missing"),
+                e => open_errno(e, name, name),
+            })?;
+            open_main_fd(name, opts, dir, &main_fd, size)?;
+            let m = Mapping::new(&main_fd, size as usize, at).map_err(map_err)?;
+            let id = sys::file_id(&main_fd).map_err(|errno| OpenError::Os {
+                op: "fstat",
                 source: errno.into(),
-            },
-        })?;
-    }
-    let main_map = Mapping::new(&main_fd, size as usize, fixed.then_some(base as usize)).map_err(
-        |e| match e {
-            MapError::AddressInUse(conflict) => OpenError::AddressInUse {
-                name: name.to_owned(),
-                addr: base as usize,
-                conflict,
-            },
-            MapError::Os(errno) => OpenError::Os {
-                op: "mmap",
-                source: errno.into(),
-            },
-        },
-    )?;
+            })?;
+            (m, MainKind::File(id))
+        }
+        boot::backend::MEMFD => {
+            let Some(main_fd) = memfd_main else {
+                return Err(corrupt(
+                    name,
+                    "an anonymous (memfd) pool is opened from its descriptors (Pool::receive)",
+                ));
+            };
+            open_main_fd(name, opts, dir, &main_fd, size)?;
+            let m = Mapping::new(&main_fd, size as usize, at).map_err(map_err)?;
+            (m, MainKind::Memfd(main_fd))
+        }
+        boot::backend::SYSV => {
+            let arg = b.backend_arg.load(Relaxed);
+            let (key, id) = ((arg >> 32) as u32 as i32, arg as u32 as i32);
+            match sys::sysv::get(key) {
+                Ok(found) if found == id => {}
+                Ok(_) => {
+                    return Err(corrupt(
+                        name,
+                        format!("System V key {key:#010x} names another segment now"),
+                    ))
+                }
+                Err(Errno::ENOENT) => {
+                    return Err(corrupt(
+                        name,
+                        format!("its System V segment (key {key:#010x}) is gone"),
+                    ))
+                }
+                Err(e) => return Err(open_errno(e, name, &format!("System V key {key:#010x}"))),
+            }
+            let st = sys::sysv::stat(id).map_err(|e| open_errno(e, name, "System V segment"))?;
+            if st.size != size {
+                return Err(corrupt(
+                    name,
+                    format!(
+                        "System V segment is {} bytes, the boot record says {size}",
+                        st.size
+                    ),
+                ));
+            }
+            let ours = sys::euid();
+            if st.uid != ours && !opts.allow_foreign_owner {
+                return Err(Attempt::Fail(OpenError::ForeignOwner {
+                    name: name.to_owned(),
+                    owner: st.uid,
+                    ours,
+                }));
+            }
+            let m = sys::sysv::attach(id, size as usize, at, false).map_err(|e| match e {
+                Errno::EACCES => Attempt::Fail(OpenError::PermissionDenied {
+                    segment: format!("System V key {key:#010x}"),
+                }),
+                Errno::EINVAL if fixed => map_err(MapError::AddressInUse("another mapping".into())),
+                e => map_err(MapError::Os(e)),
+            })?;
+            (m, MainKind::SysV { key, id })
+        }
+        _ => return Err(corrupt(name, "unknown backend")),
+    };
     // SAFETY: `size` bytes mapped, page-aligned, kept alive with the heap in
     // `Segments`; the size was checked against fstat so no access faults.
     let heap = unsafe { Heap::attach(Region::new(main_map.ptr(), size as usize)) }.map_err(
@@ -452,19 +655,60 @@ fn try_open(name: &str, opts: &PoolOptions) -> Result<Segments, Attempt> {
             e => corrupt(name, format!("main segment: {e}")),
         },
     )?;
-    let id = |fd| {
-        sys::file_id(fd).map_err(|errno| OpenError::Os {
-            op: "fstat",
-            source: errno.into(),
-        })
-    };
+    let boot_id = sys::file_id(&boot_fd).map_err(|errno| OpenError::Os {
+        op: "fstat",
+        source: errno.into(),
+    })?;
     Ok(Segments {
         dir: dir.to_owned(),
-        ids: [id(&boot_fd)?, id(&main_fd)?],
+        boot_id,
+        main_kind,
         boot: boot_map,
         boot_fd,
         main: main_map,
         heap,
         entry: None,
     })
+}
+
+/// Checks a main segment's descriptor (owner, type, size) and fills a sparse one's
+/// holes (or refuses it).
+fn open_main_fd(
+    name: &str,
+    opts: &PoolOptions,
+    dir: &Path,
+    main_fd: &OwnedFd,
+    size: u64,
+) -> Result<(), Attempt> {
+    let info = sys::file_info(main_fd).map_err(|errno| OpenError::Os {
+        op: "fstat",
+        source: errno.into(),
+    })?;
+    check_file(name, &info, "the main segment", opts)?;
+    if info.size != size {
+        return Err(corrupt(
+            name,
+            format!(
+                "main segment is {} bytes, the boot record says {size}",
+                info.size
+            ),
+        ));
+    }
+    // A main segment with holes (copied or restored sparse) would take storage at
+    // first store, and SIGBUS if the file system is full then: fill them now, or
+    // refuse.
+    if info.allocated < size {
+        reserve(main_fd, size).map_err(|e| match e {
+            Errno::ENOSPC | Errno::EFBIG | Errno::ENOMEM => OpenError::NoSpace {
+                name: name.to_owned(),
+                requested: size - info.allocated,
+                available: sys::space_available(dir).unwrap_or(0),
+            },
+            errno => OpenError::Os {
+                op: "posix_fallocate",
+                source: errno.into(),
+            },
+        })?;
+    }
+    Ok(())
 }

@@ -53,6 +53,19 @@ pub(crate) fn seg_open(dir: &Path, name: &str) -> Result<OwnedFd, Errno> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
+/// Sets the access and modification times of `dir/name` to now (never through a
+/// symbolic link); failures are ignored (a keepalive's best effort).
+pub(crate) fn touch(dir: &Path, name: &str) {
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    let _ = nix::sys::stat::utimensat(
+        None,
+        &dir.join(name),
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+    );
+}
+
 /// Removes `dir/name`.
 pub(crate) fn seg_unlink(dir: &Path, name: &str) -> Result<(), Errno> {
     nix::unistd::unlink(&dir.join(name))
@@ -122,6 +135,8 @@ pub(crate) fn euid() -> u32 {
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Attached with `shmat` (detached with `shmdt`), not `mmap`ed.
+    sysv: bool,
 }
 
 // SAFETY: the mapping is plain shared memory; access goes through atomics or
@@ -165,7 +180,11 @@ impl Mapping {
         };
         match r {
             Ok(p) => {
-                let m = Mapping { ptr: p.cast(), len };
+                let m = Mapping {
+                    ptr: p.cast(),
+                    len,
+                    sysv: false,
+                };
                 if let Some(a) = fixed {
                     if m.ptr.as_ptr() as usize != a {
                         // A kernel older than 4.17 treats the flag as a hint.
@@ -205,7 +224,11 @@ impl Mapping {
                 0,
             )
         }?;
-        Ok(Mapping { ptr: p.cast(), len })
+        Ok(Mapping {
+            ptr: p.cast(),
+            len,
+            sysv: false,
+        })
     }
 
     pub(crate) fn ptr(&self) -> NonNull<u8> {
@@ -219,9 +242,163 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        if self.sysv {
+            // SAFETY: we attached exactly this segment here and nobody uses it after.
+            unsafe { libc::shmdt(self.ptr.as_ptr().cast::<c_void>()) };
+            return;
+        }
         // SAFETY: we mapped exactly this range and nobody uses it after drop.
         let _ = unsafe { nix::sys::mman::munmap(self.ptr.cast::<c_void>(), self.len) };
     }
+}
+
+/// System V shared memory (nix has no wrapper: `libc`).
+pub(crate) mod sysv {
+    use super::{Errno, Mapping, NonNull};
+
+    /// What `IPC_STAT` says about a segment.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Stat {
+        pub size: u64,
+        pub key: i32,
+        pub uid: u32,
+        /// Marked for removal (`IPC_RMID` with attachments left).
+        pub removed: bool,
+    }
+
+    /// A new segment of `size` bytes under `key` (`IPC_EXCL`), mode `mode`.
+    pub(crate) fn create(key: i32, size: u64, mode: u32) -> Result<i32, Errno> {
+        // SAFETY: plain system call on integers.
+        let id = unsafe {
+            libc::shmget(
+                key,
+                size as usize,
+                libc::IPC_CREAT | libc::IPC_EXCL | (mode & 0o777) as i32,
+            )
+        };
+        if id < 0 {
+            return Err(Errno::last());
+        }
+        Ok(id)
+    }
+
+    /// The segment under `key`.
+    pub(crate) fn get(key: i32) -> Result<i32, Errno> {
+        // SAFETY: plain system call on integers.
+        let id = unsafe { libc::shmget(key, 0, 0) };
+        if id < 0 {
+            return Err(Errno::last());
+        }
+        Ok(id)
+    }
+
+    /// `IPC_STAT`.
+    pub(crate) fn stat(id: i32) -> Result<Stat, Errno> {
+        // SAFETY: all-zero is a valid shmid_ds, which the kernel fills.
+        let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+        // SAFETY: `ds` is a valid out-pointer for IPC_STAT.
+        if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(Stat {
+            size: ds.shm_segsz as u64,
+            key: ds.shm_perm.__key,
+            uid: ds.shm_perm.uid,
+            removed: u32::from(ds.shm_perm.mode) & 0o1000 != 0, // SHM_DEST
+        })
+    }
+
+    /// Marks the segment for removal (gone once the last process detaches).
+    pub(crate) fn remove(id: i32) -> Result<(), Errno> {
+        // SAFETY: IPC_RMID takes no buffer.
+        if unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } < 0 {
+            return Err(Errno::last());
+        }
+        Ok(())
+    }
+
+    /// Attaches `len` bytes of segment `id`, anywhere or at `fixed`; read-only
+    /// with `read_only`.
+    pub(crate) fn attach(
+        id: i32,
+        len: usize,
+        fixed: Option<usize>,
+        read_only: bool,
+    ) -> Result<Mapping, Errno> {
+        let flags = if read_only { libc::SHM_RDONLY } else { 0 };
+        let addr = fixed.unwrap_or(0) as *const libc::c_void;
+        // SAFETY: a fresh attachment; at a fixed address the kernel fails (EINVAL)
+        // rather than replace a mapping unless SHM_REMAP is given, which it is not.
+        let p = unsafe { libc::shmat(id, addr, flags) };
+        if p as isize == -1 {
+            return Err(Errno::last());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(Errno::EINVAL)?;
+        Ok(Mapping {
+            ptr,
+            len,
+            sysv: true,
+        })
+    }
+}
+
+/// Makes the pages of `m` present now (`MADV_POPULATE_WRITE`): a segment with no
+/// file to `posix_fallocate` gets its memory here, where a shortage is an error
+/// (`ENOMEM`) instead of a SIGBUS or an OOM kill later. Kernels before 5.14 do not
+/// know it (`EINVAL`): then each page is touched.
+pub(crate) fn populate(m: &Mapping) -> Result<(), Errno> {
+    const MADV_POPULATE_WRITE: i32 = 23;
+    // SAFETY: the whole mapping, which we own.
+    let r = unsafe { libc::madvise(m.ptr.as_ptr().cast(), m.len, MADV_POPULATE_WRITE) };
+    if r == 0 {
+        return Ok(());
+    }
+    match Errno::last() {
+        Errno::EINVAL => {
+            let page = 4096;
+            for off in (0..m.len).step_by(page) {
+                // SAFETY: inside the mapping; a zero byte written over a fresh,
+                // zero-filled page changes nothing.
+                unsafe {
+                    std::ptr::write_volatile(
+                        m.ptr.as_ptr().add(off),
+                        std::ptr::read_volatile(m.ptr.as_ptr().add(off)),
+                    )
+                };
+            }
+            Ok(())
+        }
+        e => Err(e),
+    }
+}
+
+/// An anonymous memory file (`memfd_create`, close-on-exec, sealable) named
+/// `name` (shown in `/proc/PID/maps` as `/memfd:NAME`).
+pub(crate) fn memfd(name: &str) -> Result<OwnedFd, Errno> {
+    let c = std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)?;
+    nix::sys::memfd::memfd_create(
+        &c,
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC
+            | nix::sys::memfd::MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+}
+
+/// Seals `fd` against shrinking and growing (`F_SEAL_SHRINK | F_SEAL_GROW`), then
+/// against further seals: no process can truncate it under the others' mappings.
+pub(crate) fn seal_size(fd: &OwnedFd) -> Result<(), Errno> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    fcntl(
+        fd.as_raw_fd(),
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    Ok(())
+}
+
+/// Sets the size of a fresh memory file.
+pub(crate) fn set_len(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
+    nix::unistd::ftruncate(fd, len as i64)
 }
 
 /// The `/proc/self/maps` line overlapping `[addr, addr + len)`.
