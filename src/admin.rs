@@ -491,6 +491,12 @@ fn sysv_figures(key: i32, id: i32, s: &mut PoolSummary) {
         s.problem = Some(format!("its System V segment (key {key:#010x}) is gone"));
         return;
     }
+    // Only a segment of the recorded size is read (a smaller one would fault).
+    if !matches!(sys::sysv::stat(id), Ok(st) if st.size == s.size) {
+        s.state = "corrupt";
+        s.problem = Some("its System V segment's size is not the boot record's".into());
+        return;
+    }
     let Ok(m) = sys::sysv::attach(id, s.size as usize, None, true) else {
         s.problem = Some("cannot attach its System V segment".into());
         return;
@@ -678,7 +684,12 @@ pub fn clean(dir: &Path, names: &[String], force: bool, dry_run: bool) -> CleanR
 pub(crate) fn remove_files(dir: &Path, name: &str) -> Result<(), String> {
     // A System V pool's segment goes too (the boot record names it).
     if let Ok(fd) = open_ro(dir, &boot_name(name)) {
-        if let Ok(m) = sys::Mapping::private(&fd, BOOT_SIZE) {
+        // Only a whole boot page is mapped (a shorter file would SIGBUS).
+        let whole = matches!(sys::file_info(&fd), Ok(i) if i.regular && i.size == BOOT_SIZE as u64);
+        if let Some(m) = whole
+            .then(|| sys::Mapping::private(&fd, BOOT_SIZE).ok())
+            .flatten()
+        {
             // SAFETY: BOOT_SIZE bytes mapped; BootHeader is atomics only.
             let b = unsafe { &*(m.ptr().as_ptr() as *const BootHeader) };
             if b.magic.load(Acquire) == BOOT_MAGIC && b.backend.load(Relaxed) == boot::backend::SYSV

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{child_done, spawn, Scratch};
+use common::{child_done, json, spawn, Scratch};
 use shmval::{tab, Broadcast, Offset, Pipe, Policy, Pool, PoolOptions, Val};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
@@ -15,16 +15,6 @@ fn shmval(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run shmval")
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 /// A pool with a table in the root, a pipe holding a value, a broadcast holding one

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{child_done, spawn};
+use common::{child_done, json, spawn};
 use shmval::{tab, Broadcast, OpenOrCreateError, Pipe, Policy, Pool, PoolOptions, Val};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -46,16 +46,6 @@ fn shmval(dir: &TempDir, args: &[&str]) -> Output {
         .args(["--dir", dir.s()])
         .output()
         .expect("run shmval")
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 fn text(o: &Output) -> String {
@@ -102,6 +92,22 @@ fn run_creator(d: &TempDir, name: &str) {
     .wait()
     .unwrap();
     assert_eq!(st.code(), Some(common::CHILD_OK));
+}
+
+/// Runs a child attached to pool `name` and holding a table, and SIGKILLs it.
+fn kill_a_holder(d: &TempDir, name: &str) {
+    let ready = d.0.join("holder-ready");
+    let _ = std::fs::remove_file(&ready);
+    let mut kid = spawn(
+        "child_role_entry",
+        "holder",
+        &[("DIR", d.s().to_owned()), ("POOL", name.into())],
+    );
+    while !ready.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kid.kill().unwrap();
+    kid.wait().unwrap();
 }
 
 /// Makes the pool's boot record name another layout version (a pool of another
@@ -437,16 +443,7 @@ fn open_or_create_reattaches_to_a_fit_pool_and_refuses_or_recreates_an_unfit_one
     drop(pool);
     // A process killed while attached: the open recovers, the check passes, so the
     // pool is reattached.
-    let mut kid = spawn(
-        "child_role_entry",
-        "holder",
-        &[("DIR", d.s().to_owned()), ("POOL", "svc".into())],
-    );
-    while !d.0.join("holder-ready").exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    kid.kill().unwrap();
-    kid.wait().unwrap();
+    kill_a_holder(&d, "svc");
     let pool = Pool::open_or_create("svc", 1 << 20, &d.opts()).unwrap();
     assert!(pool.recovery().is_some(), "a recovery after the death");
     assert!(pool.check().leaks().is_empty());
@@ -466,17 +463,7 @@ fn open_or_create_reattaches_to_a_fit_pool_and_refuses_or_recreates_an_unfit_one
                 .store(0, std::sync::atomic::Ordering::SeqCst)
         };
     }
-    std::fs::remove_file(d.0.join("holder-ready")).unwrap();
-    let mut kid = spawn(
-        "child_role_entry",
-        "holder",
-        &[("DIR", d.s().to_owned()), ("POOL", "svc".into())],
-    );
-    while !d.0.join("holder-ready").exists() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    kid.kill().unwrap();
-    kid.wait().unwrap();
+    kill_a_holder(&d, "svc");
     match Pool::open_or_create("svc", 1 << 20, &d.opts()) {
         Err(e @ OpenOrCreateError::Inconsistent { .. }) => assert!(e.is_unfit()),
         other => panic!("a damaged pool reattached: {other:?}"),

@@ -135,3 +135,14 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A command's standard output parsed as JSON (the failure says what it printed).
+pub fn json(o: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
