@@ -50,7 +50,8 @@ pub struct PoolSummary {
     pub used_pct: Option<f64>,
     /// Peak of the large-block heap's use (slabs included).
     pub high_water: Option<u64>,
-    /// The creator's pid (in its PID namespace).
+    /// The creator's pid (in its PID namespace); `"creator"` in JSON.
+    #[serde(rename = "creator")]
     pub creator_pid: u32,
     /// Whether the creator is attached and alive.
     pub creator_alive: bool,

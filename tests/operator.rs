@@ -153,7 +153,7 @@ fn info_lists_live_orphaned_and_incompatible_pools_and_other_files() {
         (l["state"].as_str(), l["orphaned"].as_bool()),
         (Some("ready"), Some(false))
     );
-    assert_eq!(l["creator_pid"], std::process::id());
+    assert_eq!(l["creator"], std::process::id());
     assert_eq!(l["creator_alive"], true);
     assert_eq!(l["attached"], serde_json::json!([std::process::id()]));
     assert_eq!(
