@@ -26,6 +26,7 @@ struct Under {
 
 impl Under {
     fn new(backend: &str) -> Under {
+        common::sweep_tmp_orphans();
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("shmval-test-be-{}-{n}", std::process::id()));

@@ -146,3 +146,26 @@ pub fn json(o: &std::process::Output) -> serde_json::Value {
         )
     })
 }
+
+/// Removes the private directories (`$TMPDIR/shmval-test-…-PID-N`) of test processes
+/// that died without unwinding (a signal skips every destructor), as `Scratch` does
+/// for `/dev/shm`.
+pub fn sweep_tmp_orphans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("shmval-test-") {
+                continue;
+            }
+            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
+            let alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
+            if pid.is_some() && !alive {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    });
+}
