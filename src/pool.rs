@@ -19,6 +19,14 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+mod health;
+mod memfd;
+mod restart;
+
+pub(crate) use health::remove_sysv;
+pub use health::{FileState, Health};
+pub use restart::Recovery;
+
 /// Why a process could not attach to a pool.
 enum Attach {
     /// Every entry of the attach table belongs to a live process.
@@ -74,50 +82,6 @@ impl Drop for Inner {
     }
 }
 
-/// Removes the System V segment a boot record names (`key << 32 | id`), if that id
-/// still belongs to that key (never another pool's segment).
-pub(crate) fn remove_sysv(arg: u64) {
-    let (key, id) = ((arg >> 32) as u32 as i32, arg as u32 as i32);
-    if matches!(sys::sysv::stat(id), Ok(st) if st.key == key) {
-        let _ = sys::sysv::remove(id);
-    }
-}
-
-/// Every `every`, while the pool handle lives: refreshes the access and change times
-/// of the pool's files (for cleaners that go by age), and notes in the handle when
-/// they were unlinked or replaced (`Pool::health` says it at any time; the keepalive
-/// prints one warning to stderr when it first sees it).
-fn start_keepalive(inner: &Arc<Inner>, every: Duration) {
-    let weak = Arc::downgrade(inner);
-    let every = every.max(Duration::from_millis(10));
-    let _ = std::thread::Builder::new()
-        .name("shmval-keepalive".into())
-        .spawn(move || {
-            let mut warned = false;
-            loop {
-                std::thread::sleep(every);
-                let Some(inner) = weak.upgrade() else { return };
-                let pool = Pool { inner };
-                let h = pool.health();
-                if h.is_ok() {
-                    let dir = &pool.inner.seg.dir;
-                    for n in [pool.inner.name.clone(), boot_name(&pool.inner.name)] {
-                        sys::touch(dir, &n);
-                    }
-                } else if !warned {
-                    warned = true;
-                    eprintln!(
-                        "shmval: pool {:?} in {}: its files were removed or replaced under \
-                         this process ({h:?}); it goes on working here, but no new process \
-                         can open it (a cleaner? systemd's RemoveIPC=yes at logout?)",
-                        pool.inner.name,
-                        pool.inner.seg.dir.display()
-                    );
-                }
-            }
-        });
-}
-
 impl Inner {
     /// Unlinks the pool's files if the names still lead to the files this handle
     /// mapped (its incarnation); a newer pool made under the same name after ours
@@ -148,27 +112,6 @@ impl Inner {
             let _ = sys::seg_unlink(dir, &bname);
         }
         boot_ours || main_ours
-    }
-
-    /// Where the main segment stands (see [`Pool::health`]).
-    fn main_state(&self) -> FileState {
-        match &self.seg.main_kind {
-            MainKind::File(id) => match sys::path_id(&self.seg.dir, &self.name) {
-                None => FileState::Unlinked,
-                Some(x) if x == *id => FileState::Linked,
-                Some(_) => FileState::Replaced,
-            },
-            MainKind::SysV { key, id } => match sys::sysv::get(*key) {
-                Ok(x) if x == *id => match sys::sysv::stat(*id) {
-                    Ok(st) if st.removed => FileState::Unlinked,
-                    _ => FileState::Linked,
-                },
-                Ok(_) => FileState::Replaced,
-                Err(_) => FileState::Unlinked,
-            },
-            // Anonymous: nothing can unlink it.
-            MainKind::Memfd(_) => FileState::Linked,
-        }
     }
 }
 
@@ -263,202 +206,6 @@ impl Pool {
         })
     }
 
-    /// Passes this anonymous ([`Backend::Memfd`](crate::Backend)) pool to the
-    /// process at the other end of `sock`: its name and its two descriptors in one
-    /// message (`SCM_RIGHTS`). That process opens it with [`Pool::receive`].
-    ///
-    /// # Errors
-    /// The pool is not a memfd pool (`InvalidInput`: a named pool is opened by
-    /// name); `sendmsg` failed.
-    pub fn send_to(&self, sock: &std::os::unix::net::UnixStream) -> std::io::Result<()> {
-        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
-        use std::os::fd::AsRawFd;
-        let MainKind::Memfd(main_fd) = &self.inner.seg.main_kind else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "only an anonymous (memfd) pool is passed by descriptor; others are opened by name",
-            ));
-        };
-        let fds = [self.inner.seg.boot_fd.as_raw_fd(), main_fd.as_raw_fd()];
-        let name = self.inner.name.as_bytes();
-        let iov = [std::io::IoSlice::new(name)];
-        sendmsg::<UnixAddr>(
-            sock.as_raw_fd(),
-            &iov,
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )?;
-        Ok(())
-    }
-
-    /// Opens the anonymous pool another process passed with [`Pool::send_to`]
-    /// (waiting for the message as long as the socket blocks).
-    ///
-    /// # Errors
-    /// No descriptors in the message (`OpenError::Os`), and whatever an open of
-    /// those segments finds (`Corrupt`, `Incompatible`…).
-    pub fn receive(
-        sock: &std::os::unix::net::UnixStream,
-        opts: &PoolOptions,
-    ) -> Result<Pool, OpenError> {
-        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let os = |op, e: nix::errno::Errno| OpenError::Os {
-            op,
-            source: e.into(),
-        };
-        let mut buf = [0u8; crate::MAX_NAME_LEN + 8];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
-        let (n, fds) = {
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            let msg = recvmsg::<UnixAddr>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(|e| os("recvmsg", e))?;
-            let mut fds = Vec::new();
-            for c in msg.cmsgs().map_err(|e| os("recvmsg", e))? {
-                if let ControlMessageOwned::ScmRights(v) = c {
-                    fds.extend(v);
-                }
-            }
-            (msg.bytes, fds)
-        };
-        // SAFETY: descriptors the kernel just installed in this process for us.
-        let mut owned: Vec<std::os::fd::OwnedFd> = fds
-            .into_iter()
-            .map(|f| unsafe { std::os::fd::OwnedFd::from_raw_fd(f) })
-            .collect();
-        if owned.len() != 2 {
-            return Err(os(
-                "recvmsg (two descriptors expected)",
-                nix::errno::Errno::EBADMSG,
-            ));
-        }
-        let name = std::str::from_utf8(&buf[..n])
-            .map_err(|_| os("recvmsg (a pool name expected)", nix::errno::Errno::EBADMSG))?
-            .to_owned();
-        let main_fd = owned.pop().expect("two");
-        let boot_fd = owned.pop().expect("two");
-        let seg = open::open_fds(&name, boot_fd, main_fd, opts)?;
-        Self::from_segments(&name, seg, opts).map_err(|e| match e {
-            Attach::Full => OpenError::TooManyProcesses {
-                name: name.clone(),
-                max: boot::ATTACH_SLOTS,
-            },
-            Attach::Os(nix::errno::Errno::EBUSY) => OpenError::Repairing { name: name.clone() },
-            Attach::Os(errno) => os("fcntl", errno),
-        })
-    }
-
-    /// Opens the pool if it exists and is fit to reattach to, creates it otherwise
-    /// (racing creators are settled by `O_EXCL`: the loser opens what the winner
-    /// made) — the call for a service that restarts. An existing pool is reattached
-    /// when this build can read it and it is consistent: no process died attached
-    /// since the last recovery (a clean history), or, after deaths, the recovery at
-    /// open ran and [`Pool::check`] finds no problem. Otherwise: a typed error
-    /// ([`OpenOrCreateError::Inconsistent`], or the open's `Incompatible`,
-    /// `Corrupt`, `CreatorDied`), or, with [`PoolOptions::recreate_unfit`], the
-    /// pool is removed and made anew — only when no live process is attached to it
-    /// (one that is keeps the error: its processes are using it).
-    ///
-    /// # Errors
-    /// As above; whatever the final open or create reported.
-    pub fn open_or_create(
-        name: &str,
-        size: u64,
-        opts: &PoolOptions,
-    ) -> Result<Pool, OpenOrCreateError> {
-        match Self::open_or_create_once(name, size, opts) {
-            Err(e) if opts.recreate_unfit && e.is_unfit() => {
-                let dir = opts.get_dir();
-                let orphaned = crate::admin::inspect(&dir, name).is_ok_and(|p| p.orphaned);
-                if !orphaned {
-                    return Err(e);
-                }
-                Self::cleanup_stray_in(&dir, name);
-                Self::open_or_create_once(name, size, &opts.clone().recreate_unfit(false))
-            }
-            r => r,
-        }
-    }
-
-    fn open_or_create_once(
-        name: &str,
-        size: u64,
-        opts: &PoolOptions,
-    ) -> Result<Pool, OpenOrCreateError> {
-        let now = opts.clone().timeout(Duration::ZERO);
-        let pool = match Self::open_with(name, &now) {
-            Ok(p) => p,
-            Err(OpenError::NotFound { .. }) => match Self::create_with(name, size, opts) {
-                Ok(p) => return Ok(p),
-                Err(CreateError::AlreadyExists { .. }) => {
-                    let wait = opts
-                        .clone()
-                        .timeout(opts.timeout.max(Duration::from_secs(5)));
-                    Self::open_with(name, &wait)?
-                }
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        };
-        // After deaths: consistent only if a check finds nothing wrong.
-        let b = pool.inner.boot();
-        let unclean = pool.recovery().is_some()
-            || b.flags.load(Relaxed) & boot::flags::UNCHECKED != 0
-            || b.deaths.load(Relaxed) != 0
-            || liveness::entries(
-                b,
-                &pool.inner.seg.boot_fd,
-                liveness::entry_of(pool.inner.id),
-            )
-            .iter()
-            .any(|e| !e.alive);
-        if unclean {
-            let c = pool.check();
-            if c.is_ok() {
-                b.flags.fetch_and(!boot::flags::UNCHECKED, Relaxed);
-            } else {
-                return Err(OpenOrCreateError::Inconsistent {
-                    name: name.to_owned(),
-                    problems: c
-                        .problems
-                        .iter()
-                        .map(|p| format!("at {:#x}: {}", p.offset, p.what))
-                        .collect(),
-                });
-            }
-        }
-        Ok(pool)
-    }
-
-    /// Removes pool `name`'s two files in `$SHMVAL_DIR` or `/dev/shm` whatever
-    /// their state — half made, incompatible, corrupt, in use — for the wipe and
-    /// start clean path (processes that have it mapped keep their mappings).
-    /// Returns whether anything was there.
-    pub fn cleanup_stray(name: &str) -> bool {
-        Self::cleanup_stray_with(name, &PoolOptions::default())
-    }
-
-    /// As [`Pool::cleanup_stray`], in `opts`' directory.
-    pub fn cleanup_stray_with(name: &str, opts: &PoolOptions) -> bool {
-        Self::cleanup_stray_in(&opts.get_dir(), name)
-    }
-
-    fn cleanup_stray_in(dir: &std::path::Path, name: &str) -> bool {
-        if validate_name(name).is_err() {
-            return false;
-        }
-        let there =
-            sys::path_id(dir, name).is_some() || sys::path_id(dir, &boot_name(name)).is_some();
-        let _ = crate::admin::remove_files(dir, name);
-        there
-    }
-
     /// Removes both files of the pool `name` (in `$SHMVAL_DIR` or `/dev/shm`),
     /// whichever incarnation they are: the operator's removal by name. Processes
     /// that have it open keep their mappings until they drop them; new opens no
@@ -525,29 +272,6 @@ impl Pool {
         self.inner.remove_own()
     }
 
-    /// Whether the pool's two files are still at their names (a cleaner — OpenBSD's
-    /// daily(8), systemd's `RemoveIPC=yes` at logout, a stray `rm` — may unlink
-    /// them under running processes, which go on working in their mappings while
-    /// no new process can open the pool, and a restart would make a new, empty one).
-    /// Two `lstat` calls: cheap enough to call every second (see
-    /// [`PoolOptions::keepalive`], which does, and refreshes the files' times too).
-    pub fn health(&self) -> Health {
-        let dir = &self.inner.seg.dir;
-        let boot = if matches!(self.inner.seg.main_kind, MainKind::Memfd(_)) {
-            FileState::Linked
-        } else {
-            match sys::path_id(dir, &boot_name(&self.inner.name)) {
-                None => FileState::Unlinked,
-                Some(x) if x == self.inner.seg.boot_id => FileState::Linked,
-                Some(_) => FileState::Replaced,
-            }
-        };
-        Health {
-            main: self.inner.main_state(),
-            boot,
-        }
-    }
-
     /// The directory of the pool's files.
     pub fn dir(&self) -> &std::path::Path {
         &self.inner.seg.dir
@@ -608,88 +332,9 @@ impl Pool {
         }
         liveness::share(pool.inner.id);
         if let Some(every) = opts.keepalive {
-            start_keepalive(&pool.inner, every);
+            health::start_keepalive(&pool.inner, every);
         }
         Ok(pool)
-    }
-
-    /// After deaths (a process that died attached, see `BootHeader::deaths`), an
-    /// opener that finds the pool to itself (the repair lock exclusive: no other
-    /// process attached, no other handle of this one) frees what the deaths left
-    /// outside every ledger — a death between two instructions: a reference counted
-    /// and not yet ledgered, an object made and not yet stored — as `repair` does
-    /// (counts lowered to the references found, unreachable objects swept, empty
-    /// slabs given back), then forgets the dead entries. Killed midway, the next
-    /// alone opener does it again.
-    fn recover_alone(&self) {
-        let b = self.inner.boot();
-        let mine = liveness::entry_of(self.inner.id);
-        if b.deaths.load(Relaxed) == 0 && !liveness::others_named(b, mine) {
-            return;
-        }
-        let fd = &self.inner.seg.boot_fd;
-        if !matches!(sys::ofd_try_lock(fd, boot::REPAIR_LOCK), Ok(true)) {
-            return; // others are attached: a later opener alone does it
-        }
-        fail_point!("pool.recover.locked");
-        b.flags.fetch_or(boot::flags::UNCHECKED, Relaxed);
-        let deaths = b.deaths.load(Relaxed);
-        self.reclaim_dead();
-        let (fixed, swept, swept_bytes) = self.fix_alone();
-        let (stray, stray_bytes) = crate::shm::sweep_stray(self);
-        // SAFETY: alone (the repair lock), and this handle was made just now: no
-        // value of it exists yet.
-        let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
-        let forgotten = liveness::forget_dead(b, fd, mine);
-        b.deaths.store(0, Relaxed);
-        let _ = sys::ofd_try_lock_shared(fd, boot::REPAIR_LOCK);
-        let _ = self.inner.recovery.set(Recovery {
-            deaths: deaths.max(forgotten as u64),
-            fixed,
-            swept,
-            swept_bytes,
-            stray,
-            stray_bytes,
-            slabs_returned,
-        });
-    }
-
-    /// With the pool to itself: counts above the references found (plus this
-    /// process's handles) lowered to them, then what nothing refers to swept.
-    /// Returns (counts fixed, objects swept, their bytes).
-    fn fix_alone(&self) -> (Vec<crate::Held>, usize, u64) {
-        let before = self.check();
-        let mut fixed = Vec::new();
-        for h in &before.held {
-            let Ok(head) = self.header_at(h.offset) else {
-                continue;
-            };
-            // What the pool and this process's handles hold stays (nobody else is
-            // attached, and the dead ones' ledgers were replayed).
-            let (Ok(count), Ok(found)) =
-                (u32::try_from(h.count), u32::try_from(h.found + h.handles))
-            else {
-                continue;
-            };
-            // The count as checked (nobody else is attached: nothing moves it).
-            if head
-                .refcount
-                .compare_exchange(count, found, Relaxed, Relaxed)
-                .is_ok()
-            {
-                fixed.push(h.clone());
-            }
-        }
-        // What nothing refers to: no root reaches it, no process holds it.
-        let (swept, swept_bytes) = crate::shm::sweep(self);
-        (fixed, swept, swept_bytes)
-    }
-
-    /// What this handle's open did alone on the pool after processes died
-    /// attached (`None`: nothing was due, or others were attached). See
-    /// [`PoolOptions::recover_on_open`].
-    pub fn recovery(&self) -> Option<&Recovery> {
-        self.inner.recovery.get()
     }
 
     pub(crate) fn ledger_cache(&self) -> &crate::ledger::Ledger {
@@ -1091,55 +736,6 @@ extern "C" fn nothing() {}
 /// Called in the child after `fork`: the cached slot belongs to the parent.
 extern "C" fn forget_last_slot() {
     let _ = LAST.try_with(|l| l.set((0, 0)));
-}
-
-/// Where one of the pool's files stands ([`Pool::health`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum FileState {
-    /// At its name, the file this handle mapped.
-    Linked,
-    /// Gone from the directory (the mapping still works; new opens fail).
-    Unlinked,
-    /// Its name now leads to another file (a new pool made under the name).
-    Replaced,
-}
-
-/// Whether the pool's files are still where openers find them ([`Pool::health`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Health {
-    /// The main segment.
-    pub main: FileState,
-    /// The boot segment.
-    pub boot: FileState,
-}
-
-impl Health {
-    /// Both files are at their names.
-    pub fn is_ok(&self) -> bool {
-        self.main == FileState::Linked && self.boot == FileState::Linked
-    }
-}
-
-/// What an open did alone on the pool after processes died attached
-/// ([`Pool::recovery`], [`PoolOptions::recover_on_open`]).
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct Recovery {
-    /// Deaths it recovered from (processes that died attached).
-    pub deaths: u64,
-    /// Objects whose count was above the references found, lowered to them.
-    pub fixed: Vec<crate::Held>,
-    /// Objects nothing referred to, freed (with what only they held).
-    pub swept: usize,
-    /// Their bytes.
-    pub swept_bytes: u64,
-    /// Blocks that held no value and belonged to none, freed (only in a pool where
-    /// no block of the user's own was ever allocated: see `PoolCheck::stray_blocks`).
-    pub stray: u64,
-    /// Their bytes.
-    pub stray_bytes: u64,
-    /// Slabs whose blocks were all free, given back to the arena.
-    pub slabs_returned: usize,
 }
 
 /// What [`Pool::reclaim_dead`] gave back.
