@@ -29,6 +29,7 @@ extern "C" fn after_fork_in_child() {
     crate::liveness::after_fork();
     FORK_GEN.fetch_add(1, Ordering::Relaxed);
     TOKEN.store(0, Ordering::Relaxed);
+    DRAWING.store(0, Ordering::Relaxed);
     // A new process (a new mm): register again before publishing lightly.
     MEMBARRIER.store(0, Ordering::Relaxed);
 }
@@ -62,21 +63,50 @@ pub(crate) fn process_token() -> u64 {
     first_process_token()
 }
 
+/// 1 while a thread draws the token (the others wait for it); reset in a forked
+/// child with the token.
+static DRAWING: AtomicU8 = AtomicU8::new(0);
+
+/// Draws this process's token, once: threads that ask at the same time all get the
+/// one token the first of them draws (two would give one process two identities,
+/// and its allocator slot, named by one, would be judged dead by the attach entry
+/// naming the other).
 #[cold]
 #[inline(never)]
 fn first_process_token() -> u64 {
     install_atfork();
+    loop {
+        let t = TOKEN.load(Ordering::Acquire);
+        if t != 0 {
+            return t;
+        }
+        if DRAWING
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    // Drawn by another thread meanwhile (it let `DRAWING` go after publishing).
+    let t = TOKEN.load(Ordering::Acquire);
+    if t != 0 {
+        DRAWING.store(0, Ordering::Release);
+        return t;
+    }
     let t = loop {
         let t = sys::random_u64() & !THREAD_MASK;
         if t != 0 {
             break t;
         }
     };
-    TOKEN.store(t, Ordering::Relaxed);
     if fork_generation() > 0 {
-        // A forked child: its parent's attachments must become its own.
+        // A forked child: its parent's attachments must become its own, before any
+        // thread uses the token.
         crate::liveness::reattach_all(t);
     }
+    TOKEN.store(t, Ordering::Release);
+    DRAWING.store(0, Ordering::Release);
     t
 }
 

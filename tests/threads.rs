@@ -110,6 +110,9 @@ fn more_threads_than_slots_share_slot_zero() {
 #[test]
 fn child_role_entry() {
     let Some(role) = common::role() else { return };
+    if role == "racers" {
+        return racers();
+    }
     assert_eq!(role, "forker");
     let pool = Pool::open(&std::env::var("POOL").unwrap(), Duration::from_secs(5)).unwrap();
     churn(&pool, 1000); // this thread now owns a slot
@@ -147,4 +150,43 @@ fn a_forked_child_uses_its_own_slot() {
     let mut c = spawn("child_role_entry", "forker", &[("POOL", s.0.clone())]);
     wait_ok(&mut c, Duration::from_secs(60), "forker");
     assert_eq!(pool.stats().in_use, 0);
+}
+
+/// Threads of a fresh process asking for its identity at the same moment (as two
+/// threads creating pools at once do): all must get the same token. Exits 0 if so.
+fn racers() {
+    use shmval_alloc::Platform;
+    let n = 16;
+    let go = std::sync::Barrier::new(n);
+    let tokens: Vec<u64> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                let go = &go;
+                s.spawn(move || {
+                    go.wait();
+                    shmval::LinuxPlatform::process_token()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let later = shmval::LinuxPlatform::process_token();
+    if tokens.iter().any(|&t| t != later) {
+        eprintln!("one process, several tokens: {tokens:x?}, then {later:x}");
+        std::process::exit(1);
+    }
+    common::child_done();
+}
+
+/// One process, one identity: threads that first touch a pool at the same moment
+/// share one process token. (Two drawn at once, the second overwriting the first,
+/// gave one process two identities: its attach entry named by one, a thread's cache
+/// slot by the other, so an opener judged the live process dead, took its slot, and
+/// two processes wrote one free list.) Fresh processes, 16 threads each.
+#[test]
+fn threads_of_a_fresh_process_share_one_identity() {
+    for _ in 0..20 {
+        let mut c = spawn("child_role_entry", "racers", &[]);
+        wait_ok(&mut c, Duration::from_secs(30), "racers");
+    }
 }
