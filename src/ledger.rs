@@ -90,10 +90,28 @@ pub(crate) const BATCH_KEYS: usize = 64;
 pub(crate) struct BatchSlot {
     /// The receiving thread (0: free).
     owner: AtomicU64,
-    /// 1 once the receive has committed, until the fold is done.
+    /// 1 from just before the receive commits (when `pipe` names the run: see
+    /// [`Receipt::intend`]) or once it has (`pipe` 0), until the fold is done.
     committed: AtomicU64,
+    /// The pipe object the run is received from (0: not said), its creation time
+    /// (an object freed and made again elsewhere is not taken for it), the run's
+    /// first position, and `1 +` the receiver's user entry for a shared-side
+    /// receive (0: the owner's receive).
+    pipe: AtomicU64,
+    born: AtomicU64,
+    from: AtomicU64,
+    user: AtomicU64,
     keys: [AtomicU64; BATCH_KEYS],
 }
+
+/// The ledger's layout parts (for the pool's layout identity).
+pub(crate) const LEDGER_LAYOUT: [u64; 5] = [
+    HEAD_SIZE as u64,
+    std::mem::size_of::<BatchSlot>() as u64,
+    BATCH_SLOTS as u64,
+    BATCH_KEYS as u64,
+    LEVELS as u64,
+];
 
 #[repr(C)]
 struct Batches {
@@ -514,11 +532,93 @@ impl Pool {
         }
     }
 
+    /// Whether the run of the committing receipt `slot` was taken off its pipe: yes
+    /// when the receipt names no pipe (it was marked after the receive), else as
+    /// the pipe says ([`crate::pipe::receipt_taken`]); a pipe that is not there
+    /// any more (or not the one it was) says no — the run is then leaked, never
+    /// given back twice.
+    fn receipt_taken(&self, slot: &BatchSlot) -> bool {
+        let pipe = slot.pipe.load(Acquire);
+        pipe == 0
+            || crate::pipe::receipt_taken(
+                self,
+                pipe,
+                slot.born.load(Relaxed),
+                slot.from.load(Relaxed),
+                slot.user.load(Relaxed),
+            )
+            .unwrap_or(false)
+    }
+
+    /// Before a pipe moves on past a dead receiver (`token`) that was about to
+    /// commit a receive of the run at `from` and had not (the pipe hands the run
+    /// out again, or releases it): that receiver's receipts naming the run are
+    /// emptied, so that a replay of its ledger does not give the run back too.
+    /// Each key is swapped to 0 by this or by a replay, never both.
+    pub(crate) fn drop_receipts(&self, token: u64, pipe: u64, from: u64) {
+        let want = token & !shmval_alloc::THREAD_MASK;
+        if want == 0 {
+            return;
+        }
+        for slot in &self.boot_header().attached {
+            let off = slot.ledger.load(Acquire);
+            let Some(h) = (off != 0).then(|| self.ledger_head(off)).flatten() else {
+                continue;
+            };
+            if h.owner.load(Acquire) & !shmval_alloc::THREAD_MASK != want {
+                continue;
+            }
+            let Some(b) = self.ledger_batches(h) else {
+                continue;
+            };
+            for s in &b.slots {
+                if s.committed.load(Acquire) != 0
+                    && s.pipe.load(Acquire) == pipe
+                    && s.from.load(Acquire) == from
+                {
+                    for k in &s.keys {
+                        k.store(0, Release);
+                    }
+                }
+            }
+        }
+    }
+
     /// Gives back every reference the ledger `h` counts (each word swapped to 0
     /// first: a replay that dies midway leaks the references of one word at most,
     /// and the next one goes on with the rest).
     fn ledger_replay(&self, h: &LedgerHead) -> Replayed {
         let mut r = Replayed::default();
+        // Receipts first: the pipe a receipt names is still held by the dead
+        // process's handle, whose reference the tables give back.
+        if let Some(b) = self.ledger_batches(h) {
+            for slot in &b.slots {
+                if slot.committed.load(Acquire) == 0 {
+                    continue; // not committed: the run is still the pipe's
+                }
+                // Committing: taken if the pipe says the receive happened.
+                let taken = self.receipt_taken(slot);
+                for k in &slot.keys {
+                    let off = k.swap(0, AcqRel);
+                    if off == 0 {
+                        continue;
+                    }
+                    if !taken {
+                        r.left += 1; // the pipe's still (it hands them out again)
+                        continue;
+                    }
+                    match self.obj(off) {
+                        Ok(o) => {
+                            self.release(Raw::new(o.tag, 0, off));
+                            r.objects += 1;
+                            r.references += 1;
+                        }
+                        Err(_) => r.skipped += 1,
+                    }
+                }
+                slot.committed.store(0, Release);
+            }
+        }
         for k in 0..LEVELS {
             let Some(lines) = self.ledger_lines(h, k) else {
                 continue;
@@ -540,28 +640,6 @@ impl Pool {
                 }
                 r.objects += 1;
                 r.references += n;
-            }
-        }
-        if let Some(b) = self.ledger_batches(h) {
-            for slot in &b.slots {
-                if slot.committed.load(Acquire) == 0 {
-                    continue; // not committed: the run is still the pipe's
-                }
-                for k in &slot.keys {
-                    let off = k.swap(0, AcqRel);
-                    if off == 0 {
-                        continue;
-                    }
-                    match self.obj(off) {
-                        Ok(o) => {
-                            self.release(Raw::new(o.tag, 0, off));
-                            r.objects += 1;
-                            r.references += 1;
-                        }
-                        Err(_) => r.skipped += 1,
-                    }
-                }
-                slot.committed.store(0, Release);
             }
         }
         r.untracked = h.unledgered.swap(0, AcqRel);
@@ -627,7 +705,12 @@ impl Pool {
                 }
             }
             if let Some(b) = self.ledger_batches(h) {
-                for slot in b.slots.iter().filter(|s| s.committed.load(Acquire) != 0) {
+                // A receipt committing a run its pipe still holds is the pipe's.
+                for slot in b
+                    .slots
+                    .iter()
+                    .filter(|s| s.committed.load(Acquire) != 0 && self.receipt_taken(s))
+                {
                     for k in &slot.keys {
                         let off = k.load(Relaxed);
                         if off != 0 {
@@ -705,6 +788,9 @@ pub(crate) struct Replayed {
     pub untracked: u64,
     /// References to objects that no longer validate (left alone).
     pub skipped: u64,
+    /// Values of a receive the process died committing, found not taken: the
+    /// pipe's still.
+    pub left: u64,
 }
 
 impl Replayed {
@@ -714,6 +800,7 @@ impl Replayed {
         self.references += o.references;
         self.untracked += o.untracked;
         self.skipped += o.skipped;
+        self.left += o.left;
     }
 }
 
@@ -782,20 +869,46 @@ impl Receipt<'_> {
         true
     }
 
+    /// The receive is about to commit: the run at position `from` of the pipe
+    /// object `pipe` (created at `born`), received by the owner of the receive side
+    /// (`user` `None`) or by the shared-side claimer of user entry `user`. From this
+    /// store on, a replay asks the pipe whether the receive happened
+    /// ([`crate::pipe::receipt_taken`]), and a pipe moving on past this dead
+    /// receiver empties the receipt first ([`Pool::drop_receipts`]): the run is
+    /// given back once or stays the pipe's, whatever instruction the receiver dies
+    /// at.
+    #[inline]
+    pub(crate) fn intend(&mut self, pipe: u64, born: u64, from: u64, user: Option<u16>) {
+        if self.n == 0 {
+            return;
+        }
+        let s = self.slot;
+        s.pipe.store(pipe, Relaxed);
+        s.born.store(born, Relaxed);
+        s.from.store(from, Relaxed);
+        s.user.store(user.map_or(0, |u| u64::from(u) + 1), Relaxed);
+        s.committed.store(1, Release);
+    }
+
     /// The receive committed: the noted objects are this process's. Marked with one
-    /// store, then counted in the tables one by one (each key cleared first: a death
-    /// in between leaks that one reference).
+    /// store (unless [`Receipt::intend`] marked it before), then counted in the
+    /// tables one by one (each key cleared first: a death in between leaks that one
+    /// reference).
     #[inline]
     pub(crate) fn commit(&mut self) {
         if self.n == 0 {
             return;
         }
-        self.slot.committed.store(1, Release);
-        for k in &self.slot.keys[..self.n] {
+        let s = self.slot;
+        if s.committed.load(Relaxed) == 0 {
+            s.pipe.store(0, Relaxed);
+            s.committed.store(1, Release);
+        }
+        for k in &s.keys[..self.n] {
             let off = k.swap(0, Relaxed);
             self.pool.ledger_add_in(self.head, off);
         }
-        self.slot.committed.store(0, Release);
+        s.committed.store(0, Release);
         self.n = 0;
     }
 }

@@ -105,15 +105,15 @@ pub fn layout_id() -> LayoutId {
 pub use name::{validate_name, BOOT_SUFFIX, MAX_NAME_LEN};
 pub use options::{Backend, PoolOptions};
 pub use pipe::{
-    BatchError, Broadcast, BroadcastRecvError, BroadcastStatus, Fault, Pipe, PipeError, PipeStatus,
-    Policy, RecvError, SendError, Subscriber, SubscriberStatus,
+    BatchError, Broadcast, BroadcastRecvError, BroadcastStatus, Fault, Iter, Pipe, PipeError,
+    PipeStatus, Policy, RecvError, SendError, Subscriber, SubscriberIter, SubscriberStatus,
 };
 pub use platform::LinuxPlatform;
 pub use pool::{FileState, Health, Pool, PoolInfo, Reclaimed, Recovery};
 pub use shm::{
-    check_value, is_shm, Arg, CheckReport, Held, PathError, PoolCheck, Problem, RepairError,
-    RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabLock, Unreachable,
-    ValError,
+    check_value, is_shm, Arg, CheckReport, FromShm, Held, PathError, PoolCheck, Problem,
+    RepairError, RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabBuilder,
+    TabLock, ToShm, ToShmKey, Unreachable, ValError,
 };
 pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
 pub use snapshot::SnapshotError;

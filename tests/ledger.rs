@@ -84,7 +84,8 @@ fn child_role_entry() {
         // cells, before moving `head` (the values are still the pipe's).
         "batch-reader" => {
             let p = Pipe::open(&pool, "p", 5 * SECS).unwrap();
-            shmval::fail::set("pipe.recv.owned.read", shmval::fail::Action::Abort);
+            let point = std::env::var("POINT").unwrap_or("pipe.recv.owned.read".into());
+            shmval::fail::set(&point, shmval::fail::Action::Abort);
             let mut got = Vec::new();
             let _ = p.recv_many_timeout(&mut got, 10, 5 * SECS);
             panic!("the fail point was to end this process");
@@ -428,6 +429,101 @@ fn values_a_dying_receiver_read_but_did_not_take_are_not_given_back_by_its_repla
         base,
         "each value freed once, by its receiver"
     );
+}
+
+/// A receiver of a run killed at every step of committing it — as the receive
+/// side's owner (reads, receipt marked, `head` moved) and as a claimer of the
+/// shared side (claimed, receipt marked, record cleared) — has the run given back
+/// exactly once: handed out again by the pipe (the owner had not moved `head`),
+/// released by the pipe's recovery of its record, or released by the replay of its
+/// ledger (the receive had happened); whichever of the pipe's recovery and the
+/// replay comes first. (Before the receipt named its pipe and position, a death
+/// between the receive and the receipt's mark leaked the whole run: up to 64
+/// values a death.)
+#[test]
+fn a_receiver_killed_committing_a_run_has_it_given_back_once() {
+    // (point, shared side, the pipe hands the run out again)
+    let points = [
+        ("pipe.recv.owned.read", false, true),
+        ("pipe.recv.owned.intended", false, true),
+        ("pipe.recv.owned.moved", false, false),
+        ("pipe.recv.shared.claimed", true, false),
+        ("pipe.recv.shared.intended", true, false),
+        ("pipe.recv.shared.cleared", true, false),
+    ];
+    for (point, shared, again) in points {
+        for replay_first in [true, false] {
+            let what = format!("{point}, replay first: {replay_first}");
+            let s = Scratch::new("ledger-commit");
+            let pool = pool(&s, 16 << 20);
+            let p = Pipe::create(&pool, "p", 8).unwrap();
+            let base = pool.stats().in_use;
+            for i in 0..3 {
+                p.send(message(&pool, i)).unwrap();
+            }
+            let mut env = vec![("POOL", s.0.clone()), ("POINT", point.to_string())];
+            if shared {
+                env.push(("SHMVAL_FAILPOINTS", "pipe.never_own=on".to_string()));
+            }
+            let st = spawn("child_role_entry", "batch-reader", &env)
+                .wait()
+                .unwrap();
+            assert!(st.code().is_none(), "{what}: the reader did not die there");
+            // The pipe moves on past the dead receiver: what it still has, then a
+            // full pipe's worth through it (senders wait for the dead receiver's
+            // record and recover it).
+            let drain = || {
+                let mut got = Vec::new();
+                while let Ok(v) = p.recv_timeout(Duration::from_millis(50)) {
+                    got.push(v.to_val().unwrap());
+                }
+                for i in 0..8 {
+                    p.send_timeout(ShmVal::from(i), 5 * SECS).unwrap();
+                }
+                for _ in 0..8 {
+                    p.recv_timeout(5 * SECS).unwrap();
+                }
+                got
+            };
+            // New values in the blocks the run's values had if they were freed: a
+            // second release of the run would free these.
+            let fresh = || (10..13).map(|i| message(&pool, i)).collect::<Vec<_>>();
+            let (got, kept) = if replay_first {
+                pool.reclaim_dead();
+                let got = drain();
+                (got, fresh())
+            } else {
+                let got = drain();
+                let kept = fresh();
+                pool.reclaim_dead();
+                (got, kept)
+            };
+            for (v, i) in kept.iter().zip(10..) {
+                assert_eq!(
+                    v.to_val().ok(),
+                    message(&pool, i).to_val().ok(),
+                    "{what}: a value freed twice"
+                );
+            }
+            drop(kept);
+            let want: Vec<_> = if again {
+                (0..3)
+                    .map(|i| message(&pool, i).to_val().unwrap())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            assert_eq!(got, want, "{what}: handed out again");
+            let c = pool.check();
+            assert!(c.is_ok(), "{what}: {:?}", c.problems);
+            assert!(
+                c.unreachable.is_empty(),
+                "{what}: leaked {:?}",
+                c.unreachable
+            );
+            assert_eq!(pool.stats().in_use, base, "{what}: each value freed once");
+        }
+    }
 }
 
 /// A process receiving runs of up to 40 values (its receipt makes a run's

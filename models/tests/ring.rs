@@ -98,6 +98,9 @@ pub(crate) mod env {
             .is_some_and(|a| a.load(Ordering::Acquire))
     }
 
+    /// The model keeps no ledgers.
+    pub(crate) fn drop_receipts<T>(_: &T, _: *const u8, _: u64, _: u64) {}
+
     pub(crate) fn membarrier_global() -> bool {
         fence(Ordering::SeqCst);
         true

@@ -28,6 +28,7 @@ mod broadcast;
 mod directory;
 mod error;
 mod handle;
+mod iter;
 mod ring;
 mod transfer;
 mod wait;
@@ -38,9 +39,11 @@ pub use broadcast::{
 };
 pub use error::{BatchError, Fault, PipeError, RecvError, SendError};
 pub use handle::{Pipe, PipeStatus};
+pub use iter::{Iter, SubscriberIter};
 
 use crate::shm::{Raw, ValError};
 use crate::Pool;
+pub(crate) use ring::receipt_taken;
 use ring::Ring;
 use std::time::Duration;
 

@@ -488,6 +488,15 @@ impl Pipe {
                 pool,
                 start,
                 receipt,
+                pipe: (
+                    self.inner.obj.raw().payload,
+                    self.inner
+                        .ring
+                        .head()
+                        .meta
+                        .created_ns
+                        .load(Ordering::Relaxed),
+                ),
             },
         )
     }
@@ -581,6 +590,8 @@ struct Many<'a> {
     /// The first value not yet counted.
     start: usize,
     receipt: Option<crate::ledger::Receipt<'a>>,
+    /// The pipe object's offset and creation time (named in the receipt).
+    pipe: (u64, u64),
 }
 
 impl ring::Take for Many<'_> {
@@ -590,6 +601,12 @@ impl ring::Take for Many<'_> {
             if r.is_object() && !rc.note(r.payload) {
                 self.receipt = None; // cannot happen: the run is a receipt long
             }
+        }
+    }
+
+    fn intend(&mut self, from: u64, user: Option<u16>) {
+        if let Some(rc) = &mut self.receipt {
+            rc.intend(self.pipe.0, self.pipe.1, from, user);
         }
     }
 

@@ -172,6 +172,7 @@ pub const fn layout_hash() -> u64 {
     h = fold(h, &own);
     h = fold(h, &crate::shm::layout::LAYOUT_PARTS);
     h = fold(h, &crate::pipe::PIPE_LAYOUT);
+    h = fold(h, &crate::ledger::LEDGER_LAYOUT);
     fold(h, &crate::pipe::BROADCAST_LAYOUT)
 }
 

@@ -14,7 +14,7 @@ use num_bigint::BigInt;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// A str/bytes of at most 8 bytes, inline in the slot.
-fn inline(t: u8, b: &[u8]) -> Raw {
+pub(super) fn inline(t: u8, b: &[u8]) -> Raw {
     debug_assert!(b.len() <= 8);
     Raw::new(t, b.len() as u8, le_word(b))
 }
@@ -50,7 +50,7 @@ impl Pool {
     }
 
     /// Copies `bytes` to `off` inside an object this thread just allocated.
-    fn copy_in(&self, off: u64, bytes: &[u8]) -> Result<(), ValError> {
+    pub(super) fn copy_in(&self, off: u64, bytes: &[u8]) -> Result<(), ValError> {
         let p = shmval_alloc::Offset::new(off)
             .and_then(|o| self.resolve(o, bytes.len()))
             .ok_or_else(|| corrupt("fresh object outside the pool"))?;
@@ -63,7 +63,7 @@ impl Pool {
         Ok(())
     }
 
-    fn new_bytes_obj(&self, t: u8, bytes: &[u8], ledger: bool) -> Result<Raw, ValError> {
+    pub(super) fn new_bytes_obj(&self, t: u8, bytes: &[u8], ledger: bool) -> Result<Raw, ValError> {
         let o = self.alloc_obj_zeroed(t, HDR + 8 + bytes.len(), HDR)?;
         self.at::<TextHead>(o.off)?
             .len

@@ -542,6 +542,32 @@ pub(crate) struct PrivateTab<'p> {
 }
 
 impl PrivateTab<'_> {
+    /// Puts `k → v` (the table owns both on success): a key equal to one already in
+    /// the table replaces that entry's value (the first key stays, as in Python).
+    pub(crate) fn put(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
+        if let Some(b) = self.block {
+            let pool = self.g.pool;
+            // Without an index, a scan of the hashes settles it (no key is read
+            // unless a hash matches); with one, the index does.
+            let maybe = b.head.index.load(Relaxed) != 0
+                || (0..Guard::used(b)).any(|i| {
+                    pool.entry_in(b, i)
+                        .is_ok_and(|e| e.hash.load(Relaxed) == hash)
+                });
+            if maybe {
+                let key = pool.to_val_raw(k, 0)?;
+                if let Some(f) = self.g.find(hash, &key)? {
+                    let old = pool.read(&f.entry.value);
+                    pool.write(&f.entry.value, v);
+                    pool.release(old);
+                    pool.release(k);
+                    return Ok(());
+                }
+            }
+        }
+        self.append(hash, k, v)
+    }
+
     /// Appends an entry whose key is not in the table (the caller's map has unique
     /// keys); the table owns `k` and `v` on success.
     pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {

@@ -47,6 +47,24 @@ impl Fx {
     }
 }
 
+/// [`key_hash`] of a `str` key, without a heap [`Val`].
+#[inline]
+pub(crate) fn str_hash(s: &str) -> u64 {
+    let mut h = Fx(0);
+    h.write_u8(3);
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// [`key_hash`] of an integer key, without a heap [`Val`].
+#[inline]
+pub(crate) fn int_hash(i: i128) -> u64 {
+    let mut h = Fx(0);
+    h.write_u8(0);
+    h.write_i128(i);
+    h.finish()
+}
+
 /// The hash of a key, equal for keys equal under Python semantics, in every process.
 pub(crate) fn key_hash(k: &Val) -> u64 {
     let mut h = Fx(0);
@@ -77,7 +95,7 @@ pub(crate) fn key_hash(k: &Val) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{key_hash, Fx};
+    use super::{int_hash, key_hash, str_hash, Fx};
     use crate::val::Val;
     use std::hash::{Hash, Hasher};
 
@@ -106,5 +124,18 @@ mod tests {
         }
         assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::F64(1.0)));
         assert_eq!(key_hash(&Val::I64(1)), key_hash(&Val::Bool(true)));
+    }
+
+    /// The builder's key hashes are `key_hash`'s (a key put by the builder is found by
+    /// `get`, and one equal to it is not put twice).
+    #[test]
+    fn builder_key_hashes_are_key_hash() {
+        for s in ["", "a", "seq", "a string longer than eight bytes", "é"] {
+            assert_eq!(str_hash(s), key_hash(&Val::from(s)), "{s:?}");
+        }
+        for i in [0i64, 1, -1, i64::MIN, i64::MAX] {
+            assert_eq!(int_hash(i128::from(i)), key_hash(&Val::I64(i)), "{i}");
+        }
+        assert_eq!(int_hash(u64::MAX.into()), key_hash(&Val::U64(u64::MAX)));
     }
 }

@@ -59,6 +59,19 @@ impl ShmList {
         &self.0
     }
 
+    /// Every element, as handles, read under one hold of the lock.
+    ///
+    /// # Errors
+    /// A corrupt list or a lock timeout.
+    pub fn items(&self) -> Result<Vec<ShmVal>, ValError> {
+        let pool = self.0.obj_pool();
+        let raws = pool.list_snapshot(pool.obj(self.0.raw().payload)?)?;
+        Ok(raws
+            .into_iter()
+            .map(|r| ShmVal::from_owned(pool, r))
+            .collect())
+    }
+
     /// Copies the list out to the heap.
     ///
     /// # Errors

@@ -8,6 +8,7 @@
 //! memory is bounds-checked and every traversal depth-bounded.
 
 mod arr;
+mod build;
 mod check;
 mod convert;
 mod dict;
@@ -21,8 +22,10 @@ mod path;
 mod pool_check;
 mod tab;
 mod text;
+mod typed;
 
 pub use arr::{Elem, ShmArr};
+pub use build::{TabBuilder, ToShm, ToShmKey};
 pub use check::{check_value, is_shm, CheckReport, Problem};
 pub use handle::{Arg, ShmVal};
 pub use list::ShmList;
@@ -32,6 +35,7 @@ pub(crate) use pool_check::{check_pool, sweep, sweep_stray};
 pub use pool_check::{Held, PoolCheck, RepairError, RepairReport, Unreachable};
 pub use tab::{ShmOTab, ShmTab, TabLock};
 pub use text::{ShmBytes, ShmStr};
+pub use typed::FromShm;
 
 use crate::error::AllocError;
 use thiserror::Error;
@@ -67,6 +71,14 @@ pub enum ValError {
     /// An object that is not a value (a pipe) was met where a value was expected.
     #[error("a {0} is not a value")]
     NotAValue(&'static str),
+    /// A value read as a type it is not ([`ShmTab::get_as`]).
+    #[error("expected a {expected}, found a {found}")]
+    WrongType {
+        /// The type asked for.
+        expected: &'static str,
+        /// The value's type.
+        found: &'static str,
+    },
     /// Shared memory that is not a well-formed value.
     #[error("corrupt shared value: {what}")]
     Corrupt {

@@ -49,3 +49,12 @@ pub(crate) fn sc_order() {}
 pub(crate) fn section_fence() {
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
+
+/// Empties the receipts of the dead receiver `token` for the run at `from` of the
+/// pipe whose head is at `pipe` (see `Pool::drop_receipts`): before the pipe moves
+/// on past that receiver.
+pub(crate) fn drop_receipts(pool: &Pool, pipe: *const u8, token: u64, from: u64) {
+    if let Some(off) = pool.heap().offset_of(pipe) {
+        pool.drop_receipts(token, off.get(), from);
+    }
+}

@@ -146,3 +146,30 @@ impl Ring {
         Ok(())
     }
 }
+
+/// Whether the receive a dead receiver was committing (its receipt: the run at
+/// `from` of the pipe object at `off`, created at `born`, by the receive side's
+/// owner (`user` 0) or the claimer of user entry `user - 1`) happened: the owner
+/// moved `head` past `from`, or the claimer cleared its record. `None` when `off`
+/// is not that pipe any more. (Before a pipe moves on past the dead receiver
+/// otherwise, it empties the receipt: see `Pool::drop_receipts`.)
+pub(crate) fn receipt_taken(
+    pool: &Pool,
+    off: u64,
+    born: u64,
+    from: u64,
+    user: u64,
+) -> Option<bool> {
+    let ring = Ring::attach(pool, off).ok()?;
+    let h = ring.head();
+    if h.meta.created_ns.load(Acquire) != born {
+        return None;
+    }
+    if user == 0 {
+        return Some(h.head.load(Acquire) > from);
+    }
+    let u = h.users.get(usize::try_from(user - 1).ok()?)?;
+    let r = u.recv.load(Acquire);
+    let standing = r & WON != 0 && count(r) != 0 && (r >> 16) == from & POS_MASK;
+    Some(!standing)
+}

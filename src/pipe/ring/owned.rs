@@ -146,7 +146,12 @@ impl Ring {
                 break self.empty(hd, look);
             }
             fail_point!("pipe.recv.owned.read");
+            if got > 0 {
+                out.intend(hd, None);
+            }
+            fail_point!("pipe.recv.owned.intended");
             h.head.store(hd + n, Release);
+            fail_point!("pipe.recv.owned.moved");
             if got > 0 {
                 out.taken();
             }
@@ -311,6 +316,19 @@ impl Ring {
         }
         if dead && d == Dir::Send {
             self.count_filled();
+        }
+        if dead && d == Dir::Recv {
+            // It may have died committing a run at `head` (its receipt says so):
+            // the run is read again by the next owner, so the receipt goes first.
+            let t = u.token.load(Acquire);
+            if t != 0 {
+                env::drop_receipts(
+                    &self._keep,
+                    self.head.as_ptr().cast(),
+                    t,
+                    self.head().head.load(Acquire),
+                );
+            }
         }
         let _ = bias.compare_exchange(b, if dead { FREE } else { SHARED }, AcqRel, Relaxed);
         Ok(true)

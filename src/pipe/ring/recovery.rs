@@ -88,11 +88,17 @@ impl Ring {
         let h = self.head();
         let u = &h.users[usize::from(user) % USERS];
         let mut vals = Vec::new();
+        let from = unmask(r >> 16, h.head.load(Acquire));
         if r & WON != 0 {
+            // It may have died committing the run (its receipt says so): the run is
+            // released here, so the receipt goes first.
+            let t = u.token.load(Acquire);
+            if t != 0 {
+                env::drop_receipts(pool, self.head.as_ptr().cast(), t, from);
+            }
             // Stable while the record stands (senders stop below it): read first,
             // own them by the CAS, then release (a death in between leaks, never
             // frees twice).
-            let from = unmask(r >> 16, h.head.load(Acquire));
             for (pos, c) in self.run(from).take(count(r)) {
                 if c.word.load(Acquire) == word(pos, FULL) {
                     vals.push(pool.read(&c.slot));

@@ -140,8 +140,13 @@ impl Ring {
                     got += 1;
                 }
             }
+            if got > 0 {
+                out.intend(hd, Some(me));
+            }
+            fail_point!("pipe.recv.shared.intended");
             // The cells are free for the senders' next lap.
             rec.store(0, Release);
+            fail_point!("pipe.recv.shared.cleared");
             if got > 0 {
                 out.taken();
             }

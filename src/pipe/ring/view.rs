@@ -49,7 +49,7 @@ pub(crate) enum Pop {
 #[derive(Debug)]
 pub(crate) struct Ring {
     /// Keeps the mapping `head` and `cells` point into alive as long as the view.
-    _keep: Keep,
+    pub(super) _keep: Keep,
     pub(super) head: NonNull<PipeHead>,
     pub(super) cells: NonNull<Cell>,
     pub(super) cap: u64,
@@ -163,6 +163,10 @@ impl Ring {
 pub(crate) trait Take {
     /// A value read (not yet the receiver's).
     fn put(&mut self, r: super::env::Raw);
+    /// The values put are about to be the receiver's: the run at position `from`,
+    /// by the receive side's owner (`user` `None`) or the claimer of user entry
+    /// `user` (see `Receipt::intend`).
+    fn intend(&mut self, _from: u64, _user: Option<u16>) {}
     /// The values put are the receiver's now.
     fn taken(&mut self) {}
 }
