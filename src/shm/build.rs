@@ -120,6 +120,32 @@ impl<'p> TabBuilder<'p> {
     }
 }
 
+impl TabBuilder<'_> {
+    /// [`TabBuilder::set`] with a key and a value made already (each owning a
+    /// reference, which the table takes; released on failure).
+    pub(crate) fn put_raw(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
+        let tab = self.tab.as_mut().expect("set up by `builder`");
+        tab.put(hash, k, v)
+            .inspect_err(|_| self.pool.release_all(&[k, v]))
+    }
+
+    /// The finished table as a raw value owning its reference (out of the ledger:
+    /// the caller stores it somewhere at once).
+    pub(crate) fn finish_raw(mut self) -> Raw {
+        self.tab = None;
+        let raw = std::mem::replace(&mut self.raw, Raw::NONE);
+        if !self.pool.ledger_take(raw.payload) {
+            // No ledger entry for it (this process keeps none): it is ours anyway.
+        }
+        raw
+    }
+}
+
+/// [`ToShm`]'s conversion, for the crate.
+pub(crate) fn to_raw<T: ToShm>(v: T, pool: &Pool) -> Result<Raw, ValError> {
+    sealed::Put::to_raw(v, pool)
+}
+
 impl Drop for TabBuilder<'_> {
     fn drop(&mut self) {
         if self.raw.is_object() {

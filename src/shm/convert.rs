@@ -325,6 +325,15 @@ impl Pool {
         }
     }
 
+    /// A list or tuple of `kids` (each owning a reference, which it takes; all
+    /// released on failure).
+    pub(super) fn seq_raw(&self, kind: u8, kids: Vec<Raw>) -> Result<Raw, ValError> {
+        debug_assert!(matches!(kind, tag::LIST | tag::TUP));
+        let mut f = InFrame::new(kind, Src::Seq(&[]));
+        f.built = kids;
+        self.build(f)
+    }
+
     pub(crate) fn release_all(&self, rs: &[Raw]) {
         for r in rs {
             self.release(*r);

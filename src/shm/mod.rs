@@ -20,6 +20,7 @@ mod list;
 pub(crate) mod mem;
 mod path;
 mod pool_check;
+mod serde_shm;
 mod tab;
 mod text;
 mod typed;
@@ -78,6 +79,14 @@ pub enum ValError {
         expected: &'static str,
         /// The value's type.
         found: &'static str,
+    },
+    /// A value that has no shape of the type asked for, or a type the mapping
+    /// cannot hold ([`Pool::share_ser`](crate::Pool::share_ser),
+    /// [`ShmVal::deserialize`]).
+    #[error("serde: {what}")]
+    Serde {
+        /// What did not fit.
+        what: String,
     },
     /// Shared memory that is not a well-formed value.
     #[error("corrupt shared value: {what}")]

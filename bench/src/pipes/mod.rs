@@ -9,7 +9,7 @@ mod peers;
 
 use crate::harness::Report;
 use peers::*;
-use shmval::{tab, Offset, Pipe, Pool, ShmVal, Val};
+use shmval::{shm_tab, tab, Offset, Pipe, Pool, ShmVal, Val};
 use std::alloc::Layout;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -218,15 +218,25 @@ fn oneway_pipe_many(s: &Side, n: u64) -> f64 {
     n as f64 / ((end - start) as f64 / 1e3)
 }
 
-/// 4-key Tab messages: built and shared by the sender (`build`), or 1024 pre-built
-/// tables sent round-robin (a clone is one reference-count increment).
-fn tabs_pipe(s: &Side, n: u64, build: bool) -> f64 {
+/// How the sender of 4-key Tab messages makes each one.
+#[derive(Clone, Copy, PartialEq)]
+enum Make {
+    /// 1024 pre-built tables sent round-robin (a clone is one reference-count
+    /// increment).
+    Prebuilt,
+    /// A heap `tab!` built and copied in with `pool.share`.
+    ShareHeap,
+    /// Built in place with `shm_tab!` (no heap map).
+    InPlace,
+}
+
+/// 4-key Tab messages, made by the sender as `make` says.
+fn tabs_pipe(s: &Side, n: u64, make: Make) -> f64 {
     let p = s.pipe("one-way");
     p.set_spin(SPIN);
     let data = Val::Arr(shmval::Arr::F64(vec![0.5; 8]));
-    let prebuilt: Vec<ShmVal> = if build {
-        Vec::new()
-    } else {
+    let samples = [0.5f64; 8];
+    let prebuilt: Vec<ShmVal> = if make == Make::Prebuilt {
         (0..CAP)
             .map(|i| {
                 s.pool
@@ -234,16 +244,21 @@ fn tabs_pipe(s: &Side, n: u64, build: bool) -> f64 {
                     .unwrap()
             })
             .collect()
+    } else {
+        Vec::new()
     };
     let child = s.child("drain-tabs", n);
     let start = mono_ns();
     for i in 0..n {
-        let v = if build {
-            s.pool
+        let v = match make {
+            Make::ShareHeap => s
+                .pool
                 .share(&tab! { "seq" => i, "time" => 0u64, "name" => "server", "data" => data.clone() })
+                .unwrap(),
+            Make::InPlace => shm_tab!(s.pool, {"seq" => i, "time" => 0u64, "name" => "server", "data" => &samples[..]})
                 .unwrap()
-        } else {
-            prebuilt[(i % CAP) as usize].clone()
+                .into(),
+            Make::Prebuilt => prebuilt[(i % CAP) as usize].clone(),
         };
         p.send(v).unwrap();
     }
@@ -541,15 +556,23 @@ pub fn run(r: &mut Report) {
         "M msg/s",
         reps,
         0,
-        &["≥ 2 M/s (PicklingTools CQ: 0.2–0.34 M/s)", "reported"],
+        &[
+            "≥ 2 M/s (PicklingTools CQ: 0.2–0.34 M/s)",
+            "≥ 0.6× pre-built",
+            "reported",
+        ],
         vec![
             (
                 "shmval Pipe, pre-built tables",
-                Box::new(|| tabs_pipe(&s, n_tab, false)),
+                Box::new(|| tabs_pipe(&s, n_tab, Make::Prebuilt)),
             ),
             (
-                "shmval Pipe, sender builds each table",
-                Box::new(|| tabs_pipe(&s, n_tab, true)),
+                "shmval Pipe, sender builds each in place (shm_tab!)",
+                Box::new(|| tabs_pipe(&s, n_tab, Make::InPlace)),
+            ),
+            (
+                "shmval Pipe, sender shares a heap tab! each",
+                Box::new(|| tabs_pipe(&s, n_tab, Make::ShareHeap)),
             ),
         ],
     );
