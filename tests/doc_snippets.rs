@@ -42,6 +42,46 @@ fn the_readme_and_architecture_snippets_work() -> Result<(), Box<dyn std::error:
             .load(std::sync::atomic::Ordering::Acquire),
         off.get()
     );
+    // README: messages built in place, serde, typed reads, a receive loop.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Frame {
+        seq: u64,
+        name: String,
+        samples: Vec<f64>,
+    }
+    let pipe = Pipe::create(&pool, "msgs", 1024)?;
+    let samples = [0.5f64; 8];
+    pipe.send(shmval::shm_tab!(pool, {"seq" => 1, "name" => "cam0", "data" => &samples[..]})?)?;
+    pipe.send(pool.share_ser(&Frame {
+        seq: 2,
+        name: "cam1".into(),
+        samples: samples.to_vec(),
+    })?)?;
+    pipe.close();
+    let mut seen = Vec::new();
+    for v in &pipe {
+        let v = v?;
+        let t = v.as_tab().unwrap();
+        seen.push((t.get_as::<i64>("seq")?, t.get_as::<String>("name")?));
+    }
+    assert_eq!(
+        seen,
+        [
+            (Some(1), Some("cam0".into())),
+            (Some(2), Some("cam1".into()))
+        ]
+    );
+    let back: Frame = pool
+        .share_ser(&Frame {
+            seq: 3,
+            name: "x".into(),
+            samples: vec![],
+        })?
+        .deserialize()?;
+    assert_eq!(
+        (back.seq, back.name.as_str(), back.samples.len()),
+        (3, "x", 0)
+    );
     // ARCHITECTURE: a heap value is copied in, a shared handle stored by reference.
     let root = pool.root()?;
     let t = tab! { "a" => 1 };
