@@ -467,35 +467,25 @@ impl ser::SerializeMap for MapSer<'_> {
     }
 }
 
-impl ser::SerializeStruct for MapSer<'_> {
-    type Ok = Raw;
-    type Error = ValError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), ValError> {
-        self.field(name, v)
-    }
-    fn end(self) -> Result<Raw, ValError> {
-        self.finish()
-    }
+macro_rules! struct_impl {
+    ($($tr:ident),*) => {$(
+        impl ser::$tr for MapSer<'_> {
+            type Ok = Raw;
+            type Error = ValError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                v: &T,
+            ) -> Result<(), ValError> {
+                self.field(name, v)
+            }
+            fn end(self) -> Result<Raw, ValError> {
+                self.finish()
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeStructVariant for MapSer<'_> {
-    type Ok = Raw;
-    type Error = ValError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), ValError> {
-        self.field(name, v)
-    }
-    fn end(self) -> Result<Raw, ValError> {
-        self.finish()
-    }
-}
+struct_impl!(SerializeStruct, SerializeStructVariant);
 
 // --- reading ---------------------------------------------------------------------
 
