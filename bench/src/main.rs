@@ -51,6 +51,8 @@ enum What {
     ProfileTab,
     /// The value workloads alone.
     ProfileValues,
+    /// 4-key Tabs built in place (`shm_tab!`) alone.
+    ProfileBuild,
     /// Send+receive pairs in one process.
     ProfilePipe,
     /// Ping-pong across two processes alone.
@@ -79,6 +81,7 @@ fn main() {
         What::Profile => return alloc::profile(),
         What::ProfileTab => return values::profile_tab(),
         What::ProfileValues => return values::profile(),
+        What::ProfileBuild => return values::profile_build(),
         What::ProfilePipe => return pipes::profile(),
         What::ProfilePingpong => return pipes::profile_pingpong(),
         What::ProfileOneway => return pipes::profile_oneway(),

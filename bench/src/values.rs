@@ -71,7 +71,7 @@ pub fn run(r: &mut Report) {
         "share + drop a pre-built heap 4-key Tab",
         "ns",
         reps,
-        2,
+        0,
         &[""],
         vec![(
             "shmval pool.share(&tab!{..})",
@@ -96,7 +96,7 @@ pub fn run(r: &mut Report) {
         &format!("{keys} int-key inserts then {keys} lookups, one Tab"),
         "ns/op",
         r.reps(5),
-        1,
+        2,
         &["≤ 1.3× std HashMap", "≤ 1.3× std HashMap", "", ""],
         {
             let mut c: Vec<crate::harness::Candidate<'_>> = vec![
@@ -213,5 +213,17 @@ pub fn profile_tab() {
     }
     for i in 0..keys {
         black_box(t.get_val(i).unwrap());
+    }
+}
+
+/// `profile-build`: 100k 4-key Tabs built in place (`shm_tab!`) and dropped, for
+/// callgrind.
+pub fn profile_build() {
+    let name = format!("shmval-bench-buildprof-{}", std::process::id());
+    let pool = crate::harness::bench_pool(&name, 64 << 20).unwrap();
+    for i in 0..100_000i64 {
+        black_box(
+            shm_tab!(pool, {"seq" => i, "val" => 1.5, "name" => "sensor", "n" => 7}).unwrap(),
+        );
     }
 }

@@ -30,7 +30,14 @@ pub struct TabBuilder<'p> {
     pool: &'p Pool,
     raw: Raw,
     tab: Option<super::dict::PrivateTab<'p>>,
+    /// The hashes of the first [`SEEN`] entries put (a repeated key is looked for
+    /// only when its hash is among them), and how many were put.
+    seen: [u32; SEEN],
+    n: usize,
 }
+
+/// Entries whose hashes a builder keeps (past them the table's index answers).
+const SEEN: usize = 8;
 
 impl Pool {
     /// Starts a new shared `dict` with room for `cap` entries (it grows past that),
@@ -51,6 +58,7 @@ impl Pool {
     /// assert_eq!(t.to_string(), "{'seq': 7, 'name': 'sensor', 'data': array('d', [1.0, 2.0, 3.0])}");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn build_tab(&self, cap: usize) -> Result<TabBuilder<'_>, ValError> {
         self.builder(tag::TAB, cap)
     }
@@ -63,6 +71,7 @@ impl Pool {
         self.builder(tag::OTAB, cap)
     }
 
+    #[inline]
     fn builder(&self, t: u8, cap: usize) -> Result<TabBuilder<'_>, ValError> {
         let o: Obj = self.new_tab_obj(t, cap as u64)?;
         let raw = Raw::new(t, 0, o.off);
@@ -73,6 +82,8 @@ impl Pool {
             pool: self,
             raw,
             tab: None,
+            seen: [0; SEEN],
+            n: 0,
         };
         b.tab = Some(self.private_tab(o)?); // on error, `b`'s drop frees the table
         Ok(b)
@@ -98,11 +109,7 @@ impl<'p> TabBuilder<'p> {
                 return Err(e);
             }
         };
-        let tab = self.tab.as_mut().expect("set up by `builder`");
-        if let Err(e) = tab.put(hash, k, v) {
-            pool.release_all(&[k, v]);
-            return Err(e);
-        }
+        self.put_raw(hash, k, v)?;
         Ok(self)
     }
 
@@ -123,10 +130,37 @@ impl<'p> TabBuilder<'p> {
 impl TabBuilder<'_> {
     /// [`TabBuilder::set`] with a key and a value made already (each owning a
     /// reference, which the table takes; released on failure).
+    #[inline]
     pub(crate) fn put_raw(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let tab = self.tab.as_mut().expect("set up by `builder`");
-        tab.put(hash, k, v)
-            .inspect_err(|_| self.pool.release_all(&[k, v]))
+        let Some(tab) = self.tab.as_mut() else {
+            self.pool.release_all(&[k, v]);
+            return Err(super::mem::corrupt("a finished builder"));
+        };
+        // A new key for certain (no hash of the first entries matches): appended;
+        // otherwise the table looks (by scan or index) and replaces an equal one.
+        // The low half of the hash: a false match only costs a look.
+        let h32 = hash as u32;
+        let fresh = self.n < SEEN && !self.seen[..self.n].contains(&h32);
+        let r = if fresh {
+            tab.append(hash, k, v)
+        } else {
+            tab.put(hash, k, v)
+        };
+        match r {
+            Ok(()) => {
+                if fresh {
+                    self.seen[self.n] = h32;
+                    self.n += 1;
+                } else if self.n < SEEN {
+                    self.n = SEEN; // not tracked any more: the table looks from now on
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.pool.release_all(&[k, v]);
+                Err(e)
+            }
+        }
     }
 
     /// The finished table as a raw value owning its reference (out of the ledger:

@@ -327,7 +327,20 @@ pub(crate) fn tag_name(t: u8) -> &'static str {
 #[inline]
 pub(crate) fn le_word(b: &[u8]) -> u64 {
     debug_assert!(b.len() <= 8);
-    b.iter().rev().fold(0u64, |w, &x| w << 8 | u64::from(x))
+    let n = b.len();
+    // Overlapping loads (no loop, no call): bytes read twice land in the same place.
+    if n >= 4 {
+        let n = n.min(8);
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        u64::from(lo) | u64::from(hi) << (8 * (n - 4))
+    } else if n > 0 {
+        u64::from(b[0])
+            | u64::from(b[n / 2]) << (8 * (n / 2))
+            | u64::from(b[n - 1]) << (8 * (n - 1))
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
