@@ -53,6 +53,8 @@ enum What {
     ProfileValues,
     /// 4-key Tabs built in place (`shm_tab!`) alone.
     ProfileBuild,
+    /// Int keys inserted and looked up in one lock() transaction.
+    ProfileIntkeys,
     /// Send+receive pairs in one process.
     ProfilePipe,
     /// Ping-pong across two processes alone.
@@ -82,6 +84,7 @@ fn main() {
         What::ProfileTab => return values::profile_tab(),
         What::ProfileValues => return values::profile(),
         What::ProfileBuild => return values::profile_build(),
+        What::ProfileIntkeys => return values::profile_intkeys(),
         What::ProfilePipe => return pipes::profile(),
         What::ProfilePingpong => return pipes::profile_pingpong(),
         What::ProfileOneway => return pipes::profile_oneway(),

@@ -227,3 +227,21 @@ pub fn profile_build() {
         );
     }
 }
+
+/// `profile-intkeys`: 200k int keys inserted then looked up in one Tab inside one
+/// `lock()` transaction, for callgrind.
+pub fn profile_intkeys() {
+    let name = format!("shmval-bench-intprof-{}", std::process::id());
+    let pool = crate::harness::bench_pool(&name, 256 << 20).unwrap();
+    let keys = 200_000i64;
+    let t = pool.new_tab().unwrap();
+    let tx = t.lock().unwrap();
+    for i in 0..keys {
+        tx.insert(i, i * 2).unwrap();
+    }
+    let mut sum = 0i64;
+    for i in 0..keys {
+        sum += tx.get(i).unwrap().and_then(|v| v.as_i64()).unwrap();
+    }
+    assert_eq!(sum, (keys - 1) * keys);
+}

@@ -4,7 +4,7 @@
 use super::guard::Guard;
 use super::handle::{Arg, ShmVal};
 use super::hash::key_hash;
-use super::mem::Obj;
+use super::mem::{Obj, Raw};
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;
@@ -119,6 +119,10 @@ impl ShmTab {
         key: impl Into<Arg>,
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
+        let (key, value) = (key.into(), value.into());
+        if let Some((kv, kr, vr)) = immediates(&key, &value) {
+            return insert_immediates(&self.guard()?, kv, kr, vr);
+        }
         // Copy heap values in before taking the lock (allocation outside the lock).
         let (key, kv, v) = prepare(key, value, self.pool())?;
         insert_locked(&self.guard()?, key, kv, v)
@@ -311,6 +315,10 @@ impl TabLock<'_> {
         key: impl Into<Arg>,
         value: impl Into<Arg>,
     ) -> Result<Option<ShmVal>, ValError> {
+        let (key, value) = (key.into(), value.into());
+        if let Some((kv, kr, vr)) = immediates(&key, &value) {
+            return insert_immediates(&self.g, kv, kr, vr);
+        }
         let (key, kv, v) = prepare(key, value, self.g.pool)?;
         insert_locked(&self.g, key, kv, v)
     }
@@ -366,6 +374,41 @@ fn prepare(
     }
     let v = value.into().into_val_in(pool)?;
     Ok((shared, kv, v))
+}
+
+/// A heap key and value that are both immediates (numbers, bools, short strings:
+/// nothing to copy in, no reference to count), the key hashable: their slots.
+#[inline]
+fn immediates<'a>(key: &'a Arg, value: &Arg) -> Option<(&'a Val, Raw, Raw)> {
+    let (Arg::Heap(k), Arg::Heap(v)) = (key, value) else {
+        return None;
+    };
+    let kr = super::convert::immediate(k)?;
+    let vr = super::convert::immediate(v)?;
+    // Every immediate is hashable (numbers, bools, None, short str and bytes).
+    Some((k, kr, vr))
+}
+
+/// [`insert_locked`] for an immediate key and value: no handle, no ledger, nothing
+/// to release on failure.
+fn insert_immediates(
+    g: &Guard<'_>,
+    kv: &Val,
+    kr: Raw,
+    vr: Raw,
+) -> Result<Option<ShmVal>, ValError> {
+    let pool = g.pool;
+    let hash = key_hash(kv);
+    g.begin();
+    if let Some(f) = g.find(hash, kv)? {
+        let e = f.entry;
+        let old = pool.read(&e.value);
+        g.overwrite(f.num, &e.value, vr);
+        return Ok(Some(ShmVal::from_owned(pool, old)));
+    }
+    let b = g.room_for_one()?;
+    g.append_in(b, hash, kr, vr)?;
+    Ok(None)
 }
 
 /// Inserts under a held lock; `v` leaves the ledger right before its slot is
