@@ -1,0 +1,248 @@
+"""The Python package against plain Python behaviour, across real processes."""
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import MutableMapping, MutableSequence
+
+import pytest
+
+import shmval
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def pool():
+    name = f"shmval-pytest-{os.getpid()}-{next(_names)}"
+    with shmval.Pool.create(name, 16 << 20, remove_on_drop=True) as p:
+        yield p
+    assert not os.path.exists(f"/dev/shm/{name}"), "the pool's files were removed"
+
+
+def run_child(code, *args, timeout=30):
+    """Runs `code` in a fresh Python process (this interpreter, this package)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_root_is_a_mutable_mapping_with_python_semantics(pool):
+    r = pool.root
+    assert isinstance(r, MutableMapping)
+    value = {"a": 1, "b": [1, 2.5, "x", None, True], "c": (1, "two"), "d": {"e": b"bytes"}}
+    r["cfg"] = value
+    assert r["cfg"] == value
+    assert repr(r["cfg"]) == repr(value)
+    assert r["cfg"].to_python() == value
+    assert isinstance(r["cfg"]["b"], MutableSequence)
+    assert r.get("missing") is None and r.get("missing", 7) == 7
+    with pytest.raises(KeyError):
+        r["missing"]
+    with pytest.raises(TypeError):
+        r[[1, 2]] = 3  # unhashable, as in Python
+    # Python's key equality: 1 == 1.0 == True.
+    r[1] = "one"
+    assert r[1.0] == "one" and r[True] == "one"
+    assert 2**70 == pool.share(2**70)  # big ints round-trip
+
+
+def test_dict_proxy_matches_a_python_dict_under_random_operations(pool):
+    rng = random.Random(1234)
+    shared = pool.share({})
+    plain = {}
+    keys = [0, 1, 2, "a", "b", "long key of an object of its own", (1, 2), 3.5]
+    for step in range(3000):
+        op = rng.choice(["set", "del", "get", "pop", "setdefault", "update", "popitem", "check"])
+        k = rng.choice(keys)
+        v = rng.choice([step, f"v{step}", None, [step], {"n": step}])
+        if op == "set":
+            shared[k] = v
+            plain[k] = v
+        elif op == "del":
+            if k in plain:
+                del plain[k]
+                del shared[k]
+            else:
+                with pytest.raises(KeyError):
+                    del shared[k]
+        elif op == "get":
+            assert shared.get(k, "dflt") == plain.get(k, "dflt")
+        elif op == "pop":
+            assert shared.pop(k, "dflt") == plain.pop(k, "dflt")
+        elif op == "setdefault":
+            assert shared.setdefault(k, v) == plain.setdefault(k, v)
+        elif op == "update":
+            other = {rng.choice(keys): step}
+            shared.update(other)
+            plain.update(other)
+        elif op == "popitem" and plain:
+            assert shared.popitem() == plain.popitem()
+        assert len(shared) == len(plain)
+        assert (k in shared) == (k in plain)
+        if op == "check":
+            assert shared == plain
+            assert list(shared) == list(plain)
+            assert repr(shared) == repr(plain)
+            assert list(shared.items()) == list(plain.items())
+    assert shared == plain
+    shared.clear()
+    assert len(shared) == 0
+
+
+def test_list_proxy_matches_a_python_list(pool):
+    shared = pool.share([])
+    plain = []
+    for i in range(50):
+        shared.append(i)
+        plain.append(i)
+    shared.extend(["x", None])
+    plain.extend(["x", None])
+    shared[-1] = "last"
+    plain[-1] = "last"
+    assert shared[0] == plain[0] and shared[-2] == plain[-2]
+    assert shared.pop() == plain.pop()
+    assert len(shared) == len(plain) and list(shared) == plain and shared == plain
+    assert repr(shared) == repr(plain)
+    with pytest.raises(IndexError):
+        shared[len(plain)]
+
+
+def test_a_proxy_stored_elsewhere_is_the_same_object(pool):
+    r = pool.root
+    inner = pool.share({"n": 1})
+    r["a"] = inner
+    r["b"] = inner
+    r["a"]["n"] = 2
+    assert r["b"]["n"] == 2  # by reference, not a copy
+
+
+def test_pipes_carry_values_between_python_processes(pool):
+    pipe = shmval.Pipe.create(pool, "work", 64)
+    back = shmval.Pipe.create(pool, "back", 64)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, shmval
+                pool = shmval.Pool.open(sys.argv[1])
+                work = shmval.Pipe.open(pool, "work")
+                back = shmval.Pipe.open(pool, "back")
+                for v in work:            # ends when the pipe is closed and drained
+                    back.send({"seq": v["seq"], "double": v["seq"] * 2})
+                back.close()
+                """
+            ),
+            pool.name,
+        ]
+    )
+    def produce():
+        for i in range(1000):
+            pipe.send({"seq": i, "payload": "x" * 20})
+        pipe.close()
+
+    import threading
+
+    sender = threading.Thread(target=produce)
+    sender.start()  # blocking sends release the GIL: this thread receives meanwhile
+    got = [v["double"] for v in back]
+    sender.join(timeout=30)
+    assert got == [2 * i for i in range(1000)]
+    assert child.wait(timeout=30) == 0
+
+
+def test_timeouts_and_closed(pool):
+    pipe = shmval.Pipe.create(pool, "t", 2)
+    t = time.monotonic()
+    with pytest.raises(TimeoutError):
+        pipe.recv(timeout=0.2)
+    assert 0.15 < time.monotonic() - t < 2
+    pipe.send(1)
+    pipe.send(2)
+    with pytest.raises(TimeoutError):
+        pipe.send(3, timeout=0.1)
+    pipe.close()
+    assert pipe.recv() == 1 and pipe.recv() == 2
+    with pytest.raises(shmval.Closed):
+        pipe.recv()
+    with pytest.raises(shmval.Closed):
+        pipe.send(4)
+
+
+def test_ctrl_c_interrupts_a_blocking_recv(pool):
+    shmval.Pipe.create(pool, "quiet", 4)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, shmval
+                pool = shmval.Pool.open(sys.argv[1])
+                pipe = shmval.Pipe.open(pool, "quiet")
+                print("waiting", flush=True)
+                try:
+                    pipe.recv()
+                except KeyboardInterrupt:
+                    print("interrupted", flush=True)
+                    sys.exit(3)
+                """
+            ),
+            pool.name,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "waiting"
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=5) == 3
+    assert child.stdout.read().strip() == "interrupted"
+
+
+def test_a_python_process_killed_holding_values_leaves_nothing_behind(pool):
+    base = pool.stats()["in_use"]
+    pipe = shmval.Pipe.create(pool, "held", 16)
+    base = pool.stats()["in_use"]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import sys, time, shmval
+                pool = shmval.Pool.open(sys.argv[1])
+                held = [pool.share({"i": i, "s": "a string long enough" * 3}) for i in range(100)]
+                pipe = shmval.Pipe.open(pool, "held")
+                pipe.send("ready")
+                time.sleep(60)
+                """
+            ),
+            pool.name,
+        ]
+    )
+    assert pipe.recv(timeout=20) == "ready"
+    assert pool.stats()["in_use"] > base
+    child.kill()
+    child.wait()
+    pool.reclaim_dead()
+    assert pool.stats()["in_use"] == base
+
+
+def test_errors_are_typed(pool):
+    with pytest.raises(shmval.Error):
+        shmval.Pool.open(f"shmval-pytest-missing-{os.getpid()}", timeout=0.0)
+    with pytest.raises(TypeError):
+        pool.share(object())
+    with pytest.raises(ValueError):
+        shmval.Pipe.open(pool, "p", timeout=-1)
