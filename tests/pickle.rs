@@ -156,6 +156,8 @@ print(pickle.dumps('漢字 é \\ x\n\r\0', 0).hex())
 print(pickle.dumps({frozenset([1]): 2}, 2).hex())
 print(pickle.dumps({(1, frozenset([1])): 2}, 4).hex())
 for p in (0, 1, 2, 3): print(pickle.dumps([b'', b'\x00\xffab'], p).hex())
+for p in (0, 2, 4, 5): print(pickle.dumps([{1, 2}, frozenset(['a'])], p).hex())
+for p in (2, 4): print(pickle.dumps(set(), p).hex())
 "#,
         "",
     );
@@ -185,6 +187,15 @@ for p in (0, 1, 2, 3): print(pickle.dumps([b'', b'\x00\xffab'], p).hex())
             matches!(from_pickle(l), Err(shmval::PickleError::Unsupported(_))),
             "{:?}",
             from_pickle(l)
+        );
+    }
+    // Sets and frozensets (every protocol's way of writing them): refused, never a
+    // silent list (which dropped uniqueness and the meaning of the value).
+    for l in &lines[8..14] {
+        let r = from_pickle(l);
+        assert!(
+            matches!(&r, Err(shmval::PickleError::Unsupported(m)) if m.contains("set")),
+            "{r:?}"
         );
     }
     // b'' in protocols 0-2 is `bytes()`; protocol 3 has an opcode for it.

@@ -8,8 +8,9 @@ use pyo3::exceptions::{PyIndexError, PyKeyError, PyTimeoutError, PyTypeError, Py
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use shm::{
-    Arg, Pipe as CPipe, Pool as CPool, PoolOptions, RecvError, SendError, ShmList, ShmTab, ShmVal,
-    Val,
+    Arg, Arr, ArrKind, Broadcast as CBroadcast, BroadcastRecvError, Complex, Pipe as CPipe, Policy,
+    Pool as CPool, PoolOptions, RecvError, SendError, ShmList, ShmTab, ShmVal,
+    Subscriber as CSubscriber, Val,
 };
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,12 @@ pyo3::create_exception!(
     Closed,
     Error,
     "The pipe is closed (and, for a receive, drained)."
+);
+pyo3::create_exception!(
+    _shmval,
+    Lagged,
+    Error,
+    "This subscriber fell a whole ring behind: `args[0]` values were skipped (the next receive gives the oldest still there)."
 );
 
 fn err(e: impl std::fmt::Display) -> PyErr {
@@ -90,6 +97,12 @@ fn to_val(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Val> {
         }
         return Ok(t);
     }
+    if let Ok(a) = obj.downcast::<Array>() {
+        return a.borrow().v.to_val().map_err(err);
+    }
+    if is_numpy(obj)? {
+        return numpy_to_val(obj);
+    }
     if let Ok(d) = obj.downcast::<Dict>() {
         return d.borrow().t.to_val().map_err(err);
     }
@@ -117,7 +130,23 @@ fn to_arg(obj: &Bound<'_, PyAny>, pool: &CPool) -> PyResult<Arg> {
             return Ok(Arg::Shared(h));
         }
     }
+    if let Ok(a) = obj.downcast::<Array>() {
+        let h = a.borrow().v.clone();
+        if h.pool().is_some_and(|p| p.name() == pool.name()) {
+            return Ok(Arg::Shared(h));
+        }
+    }
+    if is_numpy(obj)? {
+        return Ok(Arg::Shared(numpy_to_handle(obj, pool)?));
+    }
     Ok(Arg::Heap(to_val(obj, 0)?))
+}
+
+/// Whether `obj` looks like a numpy array (numpy's array interface and a dtype).
+fn is_numpy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    Ok(!obj.is_instance_of::<Array>()
+        && obj.hasattr("__array_interface__")?
+        && obj.hasattr("dtype")?)
 }
 
 /// A Python key (hashable, as a dict key is).
@@ -134,6 +163,9 @@ fn to_key(obj: &Bound<'_, PyAny>) -> PyResult<Val> {
 
 /// A Python object as a handle in `pool` (copied in unless it is a proxy there).
 fn to_handle(obj: &Bound<'_, PyAny>, pool: &CPool) -> PyResult<ShmVal> {
+    if is_numpy(obj)? {
+        return numpy_to_handle(obj, pool);
+    }
     match to_arg(obj, pool)? {
         Arg::Shared(h) => Ok(h),
         Arg::Heap(v) => pool.share(&v).map_err(err),
@@ -149,6 +181,9 @@ fn to_py(py: Python<'_>, v: ShmVal) -> PyResult<PyObject> {
     }
     if let Some(l) = v.as_list() {
         return Ok(Py::new(py, List { l })?.into_any());
+    }
+    if v.arr_parts().map_err(err)?.is_some() {
+        return Ok(Py::new(py, Array { v })?.into_any());
     }
     val_to_py(py, &v.to_val().map_err(err)?)
 }
@@ -209,6 +244,246 @@ fn val_to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
                 .unbind()
         }
     })
+}
+
+// --- numeric arrays ----------------------------------------------------------------
+
+/// numpy's type string of an array kind (little-endian: this is Linux on x86 or
+/// little-endian ARM; the pool's byte order is the host's).
+fn typestr(kind: ArrKind) -> &'static str {
+    match kind {
+        ArrKind::Bool => "|b1",
+        ArrKind::I8 => "|i1",
+        ArrKind::I16 => "<i2",
+        ArrKind::I32 => "<i4",
+        ArrKind::I64 => "<i8",
+        ArrKind::U8 => "|u1",
+        ArrKind::U16 => "<u2",
+        ArrKind::U32 => "<u4",
+        ArrKind::U64 => "<u8",
+        ArrKind::F32 => "<f4",
+        ArrKind::F64 => "<f8",
+        ArrKind::C32 => "<c8",
+        ArrKind::C64 => "<c16",
+    }
+}
+
+/// A one-dimensional numpy array as one C-contiguous, aligned, native-endian array
+/// (the same array when it is one already: no copy), with its dtype's kind, item
+/// size, length and the address of its elements (valid while the array lives).
+type NumpyParts<'py> = (Bound<'py, PyAny>, String, usize, usize, usize);
+
+fn numpy_parts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<NumpyParts<'py>> {
+    let py = obj.py();
+    let ndim: usize = obj.getattr("ndim")?.extract()?;
+    if ndim != 1 {
+        return Err(PyTypeError::new_err(format!(
+            "a {ndim}-dimensional array: only one-dimensional arrays are shared so far"
+        )));
+    }
+    let dt = obj.getattr("dtype")?;
+    let kw = PyDict::new(py);
+    kw.set_item("dtype", dt.call_method1("newbyteorder", ("=",))?)?;
+    kw.set_item("requirements", "CA")?;
+    let a = py
+        .import("numpy")?
+        .call_method("require", (obj,), Some(&kw))?;
+    let kind: String = dt.getattr("kind")?.extract()?;
+    let size: usize = dt.getattr("itemsize")?.extract()?;
+    let len: usize = a.getattr("size")?.extract()?;
+    let ptr: usize = a
+        .getattr("__array_interface__")?
+        .get_item("data")?
+        .get_item(0)?
+        .extract()?;
+    Ok((a, kind, size, len, ptr))
+}
+
+/// The `len` elements of type `T` at `ptr` (a contiguous, aligned numpy array the
+/// caller keeps alive).
+///
+/// # Safety
+/// As [`std::slice::from_raw_parts`]: `ptr` holds `len` initialised `T`s.
+unsafe fn elems<'a, T>(ptr: usize, len: usize) -> &'a [T] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: forwarded to the caller.
+    unsafe { std::slice::from_raw_parts(ptr as *const T, len) }
+}
+
+/// Runs `$body` with `$s` the numpy array's elements as a slice of their Rust type
+/// (bools as `u8`), or evaluates `$other` for the kinds that have no `Elem` here.
+macro_rules! with_numpy {
+    ($kind:expr, $size:expr, $ptr:expr, $len:expr, |$s:ident| $body:expr, $other:expr) => {{
+        macro_rules! arm {
+            ($t:ty) => {{
+                // SAFETY: `numpy_parts` made the array contiguous, aligned and native,
+                // of this kind and item size; the caller holds it.
+                let $s: &[$t] = unsafe { elems($ptr, $len) };
+                $body
+            }};
+        }
+        match ($kind, $size) {
+            ("b", 1) | ("u", 1) => arm!(u8),
+            ("i", 1) => arm!(i8),
+            ("i", 2) => arm!(i16),
+            ("i", 4) => arm!(i32),
+            ("i", 8) => arm!(i64),
+            ("u", 2) => arm!(u16),
+            ("u", 4) => arm!(u32),
+            ("u", 8) => arm!(u64),
+            ("f", 4) => arm!(f32),
+            ("f", 8) => arm!(f64),
+            _ => $other,
+        }
+    }};
+}
+
+/// A one-dimensional numpy array as a heap array (one copy).
+fn numpy_to_val(obj: &Bound<'_, PyAny>) -> PyResult<Val> {
+    let (_keep, kind, size, len, ptr) = numpy_parts(obj)?;
+    let unsupported = || {
+        PyTypeError::new_err(format!(
+            "a numpy array of dtype kind {kind:?}, {size} bytes: not a numeric array kind"
+        ))
+    };
+    let a = match (kind.as_str(), size) {
+        ("b", 1) => {
+            // SAFETY: as in `with_numpy!`.
+            let s: &[u8] = unsafe { elems(ptr, len) };
+            Arr::Bool(s.iter().map(|&b| b != 0).collect())
+        }
+        ("u", 1) => {
+            // SAFETY: as in `with_numpy!` (a `Vec<u8>` would become `bytes`).
+            let s: &[u8] = unsafe { elems(ptr, len) };
+            Arr::U8(s.to_vec())
+        }
+        ("c", 8) => {
+            // SAFETY: as in `with_numpy!`; a complex64 is two f32.
+            let s: &[f32] = unsafe { elems(ptr, 2 * len) };
+            Arr::C32(
+                s.chunks_exact(2)
+                    .map(|c| Complex::new(c[0], c[1]))
+                    .collect(),
+            )
+        }
+        ("c", 16) => {
+            // SAFETY: as above, two f64.
+            let s: &[f64] = unsafe { elems(ptr, 2 * len) };
+            Arr::C64(
+                s.chunks_exact(2)
+                    .map(|c| Complex::new(c[0], c[1]))
+                    .collect(),
+            )
+        }
+        (k, n) => {
+            return with_numpy!(
+                k,
+                n,
+                ptr,
+                len,
+                |s| Ok(Val::from(s.to_vec())),
+                Err(unsupported())
+            )
+        }
+    };
+    Ok(Val::Arr(a))
+}
+
+/// A one-dimensional numpy array copied straight into `pool` (one copy, no heap
+/// array in between).
+fn numpy_to_handle(obj: &Bound<'_, PyAny>, pool: &CPool) -> PyResult<ShmVal> {
+    let (_keep, kind, size, len, ptr) = numpy_parts(obj)?;
+    if (kind.as_str(), size) == ("b", 1) || kind == "c" {
+        return pool.share(&numpy_to_val(obj)?).map_err(err);
+    }
+    with_numpy!(
+        kind.as_str(),
+        size,
+        ptr,
+        len,
+        |s| {
+            let a = pool.new_arr(s.len()).map_err(err)?;
+            a.write(0, s).map_err(err)?;
+            Ok(a.as_val().clone())
+        },
+        Err(PyTypeError::new_err(format!(
+            "a numpy array of dtype kind {kind:?}, {size} bytes: not a numeric array kind"
+        )))
+    )
+}
+
+/// A shared numeric array. `numpy.asarray(a)` is a view of the shared memory
+/// itself (numpy's array interface: no copy); writes through it are seen by every
+/// process.
+#[pyclass(module = "shmval", sequence)]
+pub struct Array {
+    v: ShmVal,
+}
+
+impl Array {
+    fn parts(&self) -> PyResult<(ArrKind, usize, *const u8)> {
+        self.v
+            .arr_parts()
+            .map_err(err)?
+            .ok_or_else(|| Error::new_err("not an array"))
+    }
+}
+
+#[pymethods]
+impl Array {
+    /// numpy's array interface (version 3): the shared elements, writable.
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (kind, len, ptr) = self.parts()?;
+        let d = PyDict::new(py);
+        d.set_item("shape", (len,))?;
+        d.set_item("typestr", typestr(kind))?;
+        d.set_item("data", (ptr as usize, false))?;
+        d.set_item("version", 3)?;
+        Ok(d)
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.parts()?.1)
+    }
+
+    fn __getitem__(&self, py: Python<'_>, i: isize) -> PyResult<PyObject> {
+        let n = self.__len__()? as isize;
+        let j = if i < 0 { i + n } else { i };
+        if j < 0 || j >= n {
+            return Err(PyIndexError::new_err("array index out of range"));
+        }
+        let Val::Arr(a) = self.v.to_val().map_err(err)? else {
+            return Err(Error::new_err("not an array"));
+        };
+        val_to_py(py, &a.get(j as usize).expect("in range"))
+    }
+
+    /// The elements as a Python list (a copy).
+    fn tolist(&self, py: Python<'_>) -> PyResult<PyObject> {
+        val_to_py(py, &self.v.to_val().map_err(err)?)
+    }
+
+    /// The elements as a Python list (a copy).
+    fn to_python(&self, py: Python<'_>) -> PyResult<PyObject> {
+        self.tolist(py)
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let mine = self.tolist(py)?;
+        let theirs = if other.hasattr("tolist")? {
+            other.call_method0("tolist")?
+        } else {
+            other.clone()
+        };
+        mine.bind(py).eq(theirs)
+    }
+
+    fn __repr__(&self) -> String {
+        self.v.to_string()
+    }
 }
 
 // --- Pool -------------------------------------------------------------------------
@@ -775,13 +1050,158 @@ impl Pipe {
     }
 }
 
+// --- Broadcast --------------------------------------------------------------------
+
+/// A broadcast: every subscriber receives every value (as its policy allows).
+#[pyclass(module = "shmval")]
+pub struct Broadcast {
+    b: CBroadcast,
+}
+
+/// A subscription to a broadcast.
+#[pyclass(module = "shmval")]
+pub struct Subscriber {
+    s: CSubscriber,
+}
+
+fn policy(name: &str, wait: Option<f64>) -> PyResult<Policy> {
+    Ok(match (name, wait) {
+        ("block", _) => Policy::Block,
+        ("drop_oldest", None) => Policy::DropOldest,
+        ("drop_oldest", Some(t)) => Policy::DropAfter(seconds(t)?),
+        _ => {
+            return Err(PyValueError::new_err(
+                "policy is 'block' or 'drop_oldest' (with an optional wait)",
+            ))
+        }
+    })
+}
+
+#[pymethods]
+impl Broadcast {
+    /// Creates the broadcast `name` with room for `capacity` values; `policy`
+    /// `"block"` (the sender waits for the slowest subscriber) or `"drop_oldest"`
+    /// (the slowest skip values; with `wait`, after waiting that long).
+    #[staticmethod]
+    #[pyo3(signature = (pool, name, capacity, policy = "block", wait = None))]
+    fn create(
+        pool: &Pool,
+        name: &str,
+        capacity: u64,
+        policy: &str,
+        wait: Option<f64>,
+    ) -> PyResult<Broadcast> {
+        let p = self::policy(policy, wait)?;
+        Ok(Broadcast {
+            b: CBroadcast::create(pool.get()?, name, capacity, p).map_err(err)?,
+        })
+    }
+
+    /// Opens the broadcast `name` of `pool`, waiting up to `timeout` seconds for it.
+    #[staticmethod]
+    #[pyo3(signature = (pool, name, timeout = 5.0))]
+    fn open(py: Python<'_>, pool: &Pool, name: &str, timeout: f64) -> PyResult<Broadcast> {
+        let (p, t) = (pool.get()?, seconds(timeout)?);
+        let b = py
+            .allow_threads(|| CBroadcast::open(p, name, t))
+            .map_err(err)?;
+        Ok(Broadcast { b })
+    }
+
+    /// A new subscription: it receives what is sent from now on.
+    fn subscribe(&self) -> PyResult<Subscriber> {
+        Ok(Subscriber {
+            s: self.b.subscribe().map_err(err)?,
+        })
+    }
+
+    /// Sends `obj` to every subscriber, waiting up to `timeout` seconds for room
+    /// (`None`: as long as the policy says).
+    #[pyo3(signature = (obj, timeout = None))]
+    fn send(&self, py: Python<'_>, obj: &Bound<'_, PyAny>, timeout: Option<f64>) -> PyResult<()> {
+        let mut v = Some(to_handle(obj, self.b.pool())?);
+        let b = &self.b;
+        let mut failure = None;
+        let sent = blocking(py, timeout, |slice| {
+            match b.send_timeout(v.take().expect("a value to send"), slice) {
+                Ok(()) => Some(()),
+                Err(SendError::Timeout(back)) => {
+                    v = Some(back);
+                    None
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    Some(())
+                }
+            }
+        })?;
+        match (sent, failure) {
+            (_, Some(f)) if f.contains("closed") => Err(Closed::new_err(f)),
+            (_, Some(f)) => Err(Error::new_err(f)),
+            (Some(()), None) => Ok(()),
+            (None, None) => Err(PyTimeoutError::new_err("the broadcast stayed full")),
+        }
+    }
+
+    /// Closes the broadcast: subscribers get what is in it, then `Closed`.
+    fn close(&self) {
+        self.b.close();
+    }
+
+    /// How many subscribe now.
+    #[getter]
+    fn subscribers(&self) -> usize {
+        self.b.subscribers()
+    }
+}
+
+#[pymethods]
+impl Subscriber {
+    /// Receives the next value, waiting up to `timeout` seconds (`None`: as long
+    /// as it takes). Raises `TimeoutError`, `shmval.Lagged(n)` after skipping `n`
+    /// values, or `Closed` once the broadcast is closed and drained.
+    #[pyo3(signature = (timeout = None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyObject> {
+        let s = &self.s;
+        let got = blocking(py, timeout, |slice| match s.recv_timeout(slice) {
+            Err(BroadcastRecvError::Timeout) => None,
+            r => Some(r),
+        })?;
+        match got {
+            Some(Ok(v)) => to_py(py, v),
+            Some(Err(BroadcastRecvError::Closed)) => Err(Closed::new_err("broadcast closed")),
+            Some(Err(BroadcastRecvError::Lagged(n))) => Err(Lagged::new_err(n)),
+            Some(Err(e)) => Err(err(e)),
+            None => Err(PyTimeoutError::new_err(
+                "nothing received before the deadline",
+            )),
+        }
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
+        match self.recv(py, None) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_instance_of::<Closed>(py) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The compiled part of the `shmval` package.
 #[pymodule]
 fn _shmval(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pool>()?;
     m.add_class::<Dict>()?;
     m.add_class::<List>()?;
+    m.add_class::<Array>()?;
     m.add_class::<Pipe>()?;
+    m.add_class::<Broadcast>()?;
+    m.add_class::<Subscriber>()?;
+    m.add("Lagged", m.py().get_type::<Lagged>())?;
     m.add("Error", m.py().get_type::<Error>())?;
     m.add("Closed", m.py().get_type::<Closed>())?;
     Ok(())

@@ -252,6 +252,32 @@ impl<T: Elem> ShmArr<T> {
 }
 
 impl ShmVal {
+    /// For zero-copy views from foreign code (numpy's array interface): the kind,
+    /// length and address of the elements of a numeric array (`None` for another
+    /// value). The address stays valid while this handle (or a clone) lives; the
+    /// elements are shared memory others may write at any time (read and write
+    /// them as the atomics they are, or accept torn reads as numpy does).
+    ///
+    /// # Errors
+    /// A corrupt array object.
+    pub fn arr_parts(&self) -> Result<Option<(crate::ArrKind, usize, *const u8)>, ValError> {
+        let r = self.raw();
+        if r.tag() != tag::ARR {
+            return Ok(None);
+        }
+        let pool = self.obj_pool();
+        let o = pool.obj(r.payload)?;
+        let h = pool.at::<ArrHead>(o.off)?;
+        let kind =
+            ArrKind::from_u8(h.kind.load(Relaxed) as u8).ok_or_else(|| corrupt("array kind"))?;
+        let len = h.len.load(Relaxed);
+        len.checked_mul(kind.size() as u64)
+            .filter(|&b| b <= o.size.saturating_sub(ARR_ELEMS as u64))
+            .ok_or_else(|| corrupt("array length"))?;
+        let base = pool.elems_at(o.off + ARR_ELEMS as u64, len, kind.size())?;
+        Ok(Some((kind, len as usize, base.as_ptr().cast_const())))
+    }
+
     /// This value as an array of `T`, if it is an array of that element type.
     ///
     /// # Errors

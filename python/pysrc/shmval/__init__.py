@@ -11,9 +11,20 @@ one host (Rust and Python alike), reference counted across processes.
 
 from collections.abc import MutableMapping, MutableSequence
 
-from ._shmval import Closed, Dict, Error, List, Pipe, Pool
+from ._shmval import Array, Broadcast, Closed, Dict, Error, Lagged, List, Pipe, Pool, Subscriber
 
 MutableMapping.register(Dict)
 MutableSequence.register(List)
 
-__all__ = ["Closed", "Dict", "Error", "List", "Pipe", "Pool"]
+__all__ = [
+    "Array",
+    "Broadcast",
+    "Closed",
+    "Dict",
+    "Error",
+    "Lagged",
+    "List",
+    "Pipe",
+    "Pool",
+    "Subscriber",
+]

@@ -11,7 +11,7 @@
 //! Protocol 0 text (UNICODE) is raw-unicode-escape, STRING is a Python 2 `str` in
 //! repr quotes (escapes decoded; text when UTF-8, else bytes); `bytes()` (how
 //! Python 3 writes `b''` in protocols 0 to 2) reads as empty bytes. Valid Python that
-//! `Val` cannot hold (a frozenset dict key, a class instance) is `Unsupported`;
+//! `Val` cannot hold (a set or frozenset, a class instance) is `Unsupported`;
 //! impossible opcode sequences are `Malformed`. Writing emits plain opcodes (no memo).
 //!
 //! | Val | written as | read back as |

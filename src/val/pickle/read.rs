@@ -40,9 +40,9 @@ pub(super) struct Machine<'a> {
     pub(super) nodes: Vec<Node>,
     pub(super) stack: Vec<Item>,
     pub(super) memo: std::collections::HashMap<u64, usize>,
-    /// Nodes that are Python sets or frozensets (read as lists): a frozenset used
-    /// as a dict key is valid Python that `Val` cannot represent (`Unsupported`),
-    /// unlike a list key, which no Python pickle holds (`Malformed`).
+    /// Nodes that are Python sets or frozensets (read as lists until the end, where
+    /// any is refused as `Unsupported`; a frozenset used as a dict key is refused
+    /// when met, unlike a list key, which no Python pickle holds: `Malformed`).
     pub(super) sets: std::collections::HashSet<usize>,
     pub(super) limits: PickleLimits,
 }
@@ -218,7 +218,18 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.take(8)?; // FRAME: a hint only
                 }
-                b'.' => return self.pop(),
+                b'.' => {
+                    // Python sets and frozensets: `Val` has no set kind, and a list
+                    // would silently drop their meaning (uniqueness, no order).
+                    if !self.sets.is_empty() {
+                        return Err(PickleError::Unsupported(
+                            "a set or frozenset (shmval has no set kind: convert it to a \
+                             list or tuple before pickling)"
+                                .into(),
+                        ));
+                    }
+                    return self.pop();
+                }
                 b'(' => self.stack.push(Item::Mark),
                 b'0' => {
                     self.stack
