@@ -38,6 +38,10 @@ use std::alloc::Layout;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU64};
 
+mod receipt;
+
+pub(crate) use receipt::{Receipt, BATCH_KEYS};
+
 /// "shmLEDG1" little-endian: the head's first word.
 const MAGIC: u64 = u64::from_le_bytes(*b"shmLEDG1");
 /// Tables a ledger may grow to: table `k` has `BASE_LINES << k` lines (16 MiB of
@@ -69,61 +73,21 @@ pub(crate) struct LedgerHead {
     replayer: AtomicU64,
     /// Offset of each table, 0 not made yet (they are made in order).
     tables: [AtomicU64; LEVELS],
-    /// Offset of the batch receipts ([`Batches`]), 0 not made yet.
+    /// Offset of the batch receipts (`receipt::Batches`), 0 not made yet.
     batches: AtomicU64,
 }
 
 const HEAD_SIZE: usize = 144;
 
-/// Receipts of runs being received, one per receiving thread at a time.
-pub(crate) const BATCH_SLOTS: usize = 8;
-/// Values a receipt holds: a run received with one is at most this long.
-pub(crate) const BATCH_KEYS: usize = 64;
-
-/// A receipt: the objects of a run being received, noted as each value is read
-/// (before the receive commits: they are still the pipe's), then marked committed
-/// once it has, then folded into the tables key by key (each key cleared before it
-/// is counted). A replay gives back the keys of a committed receipt, ignores an
-/// uncommitted one: the run's references enter the ledger with one store, so a
-/// death leaks at most one of them instead of the rest of the run.
-#[repr(C)]
-pub(crate) struct BatchSlot {
-    /// The receiving thread (0: free).
-    owner: AtomicU64,
-    /// 1 from just before the receive commits (when `pipe` names the run: see
-    /// [`Receipt::intend`]) or once it has (`pipe` 0), until the fold is done.
-    committed: AtomicU64,
-    /// The pipe object the run is received from (0: not said), its creation time
-    /// (an object freed and made again elsewhere is not taken for it), the run's
-    /// first position, and `1 +` the receiver's user entry for a shared-side
-    /// receive (0: the owner's receive).
-    pipe: AtomicU64,
-    born: AtomicU64,
-    from: AtomicU64,
-    user: AtomicU64,
-    keys: [AtomicU64; BATCH_KEYS],
-}
-
 /// The ledger's layout parts (for the pool's layout identity).
 pub(crate) const LEDGER_LAYOUT: [u64; 5] = [
     HEAD_SIZE as u64,
-    std::mem::size_of::<BatchSlot>() as u64,
-    BATCH_SLOTS as u64,
+    std::mem::size_of::<receipt::BatchSlot>() as u64,
+    receipt::BATCH_SLOTS as u64,
     BATCH_KEYS as u64,
     LEVELS as u64,
 ];
 
-#[repr(C)]
-struct Batches {
-    slots: [BatchSlot; BATCH_SLOTS],
-}
-
-// SAFETY: atomics only, no padding, valid for any bits.
-unsafe impl crate::shm::layout::InShared for Batches {}
-
-fn batches_layout() -> Layout {
-    Layout::new::<Batches>().align_to(16).expect("small")
-}
 const _: () = assert!(std::mem::size_of::<LedgerHead>() <= HEAD_SIZE);
 
 /// One line of a table.
@@ -515,10 +479,7 @@ impl Pool {
             return;
         };
         h.magic.store(0, Release);
-        if let Some(o) = Offset::new(h.batches.swap(0, AcqRel)) {
-            // SAFETY: allocated by `ledger_batch` with this layout; as below.
-            let _ = unsafe { self.free_own(o, batches_layout()) };
-        }
+        self.free_receipts(h);
         for (k, t) in h.tables.iter().enumerate() {
             if let Some(o) = Offset::new(t.swap(0, AcqRel)) {
                 // SAFETY: allocated by `ledger_new`/`ledger_grow` with this layout;
@@ -532,58 +493,6 @@ impl Pool {
         }
     }
 
-    /// Whether the run of the committing receipt `slot` was taken off its pipe: yes
-    /// when the receipt names no pipe (it was marked after the receive), else as
-    /// the pipe says ([`crate::pipe::receipt_taken`]); a pipe that is not there
-    /// any more (or not the one it was) says no — the run is then leaked, never
-    /// given back twice.
-    fn receipt_taken(&self, slot: &BatchSlot) -> bool {
-        let pipe = slot.pipe.load(Acquire);
-        pipe == 0
-            || crate::pipe::receipt_taken(
-                self,
-                pipe,
-                slot.born.load(Relaxed),
-                slot.from.load(Relaxed),
-                slot.user.load(Relaxed),
-            )
-            .unwrap_or(false)
-    }
-
-    /// Before a pipe moves on past a dead receiver (`token`) that was about to
-    /// commit a receive of the run at `from` and had not (the pipe hands the run
-    /// out again, or releases it): that receiver's receipts naming the run are
-    /// emptied, so that a replay of its ledger does not give the run back too.
-    /// Each key is swapped to 0 by this or by a replay, never both.
-    pub(crate) fn drop_receipts(&self, token: u64, pipe: u64, from: u64) {
-        let want = token & !shmval_alloc::THREAD_MASK;
-        if want == 0 {
-            return;
-        }
-        for slot in &self.boot_header().attached {
-            let off = slot.ledger.load(Acquire);
-            let Some(h) = (off != 0).then(|| self.ledger_head(off)).flatten() else {
-                continue;
-            };
-            if h.owner.load(Acquire) & !shmval_alloc::THREAD_MASK != want {
-                continue;
-            }
-            let Some(b) = self.ledger_batches(h) else {
-                continue;
-            };
-            for s in &b.slots {
-                if s.committed.load(Acquire) != 0
-                    && s.pipe.load(Acquire) == pipe
-                    && s.from.load(Acquire) == from
-                {
-                    for k in &s.keys {
-                        k.store(0, Release);
-                    }
-                }
-            }
-        }
-    }
-
     /// Gives back every reference the ledger `h` counts (each word swapped to 0
     /// first: a replay that dies midway leaks the references of one word at most,
     /// and the next one goes on with the rest).
@@ -591,34 +500,7 @@ impl Pool {
         let mut r = Replayed::default();
         // Receipts first: the pipe a receipt names is still held by the dead
         // process's handle, whose reference the tables give back.
-        if let Some(b) = self.ledger_batches(h) {
-            for slot in &b.slots {
-                if slot.committed.load(Acquire) == 0 {
-                    continue; // not committed: the run is still the pipe's
-                }
-                // Committing: taken if the pipe says the receive happened.
-                let taken = self.receipt_taken(slot);
-                for k in &slot.keys {
-                    let off = k.swap(0, AcqRel);
-                    if off == 0 {
-                        continue;
-                    }
-                    if !taken {
-                        r.left += 1; // the pipe's still (it hands them out again)
-                        continue;
-                    }
-                    match self.obj(off) {
-                        Ok(o) => {
-                            self.release(Raw::new(o.tag, 0, off));
-                            r.objects += 1;
-                            r.references += 1;
-                        }
-                        Err(_) => r.skipped += 1,
-                    }
-                }
-                slot.committed.store(0, Release);
-            }
-        }
+        self.replay_receipts(h, &mut r);
         for k in 0..LEVELS {
             let Some(lines) = self.ledger_lines(h, k) else {
                 continue;
@@ -704,21 +586,7 @@ impl Pool {
                     }
                 }
             }
-            if let Some(b) = self.ledger_batches(h) {
-                // A receipt committing a run its pipe still holds is the pipe's.
-                for slot in b
-                    .slots
-                    .iter()
-                    .filter(|s| s.committed.load(Acquire) != 0 && self.receipt_taken(s))
-                {
-                    for k in &slot.keys {
-                        let off = k.load(Relaxed);
-                        if off != 0 {
-                            *counts.entry(off).or_insert(0u64) += 1;
-                        }
-                    }
-                }
-            }
+            self.receipt_counts(h, &mut counts);
             out.push(LedgerRead {
                 alive,
                 counts,
@@ -758,7 +626,7 @@ impl Pool {
             };
             let at = |o: u64, l: Layout| Offset::new(o).map_or(0, |o| heap.accounted(o, l));
             n += at(off, head_layout());
-            n += at(h.batches.load(Acquire), batches_layout());
+            n += at(h.batches.load(Acquire), receipt::batches_layout());
             for (k, t) in h.tables.iter().enumerate() {
                 n += at(t.load(Acquire), table_layout(k));
             }
@@ -801,124 +669,5 @@ impl Replayed {
         self.untracked += o.untracked;
         self.skipped += o.skipped;
         self.left += o.left;
-    }
-}
-
-impl Pool {
-    fn ledger_batches(&self, h: &LedgerHead) -> Option<&Batches> {
-        let off = h.batches.load(Acquire);
-        (off != 0).then(|| self.at::<Batches>(off).ok()).flatten()
-    }
-
-    /// A receipt for a run this thread is about to receive (see [`BatchSlot`]);
-    /// `None` when this process keeps no ledger, or no receipt is free or can be
-    /// made (the caller then counts the run after it commits, as before).
-    pub(crate) fn ledger_batch(&self) -> Option<Receipt<'_>> {
-        let View::Ready(head) = self.ledger_view() else {
-            return None;
-        };
-        let b = match self.ledger_batches(head) {
-            Some(b) => b,
-            None => {
-                let off = self.alloc_own(batches_layout()).ok()?;
-                let size = batches_layout().size();
-                let p = self.resolve(off, size)?;
-                // SAFETY: a fresh block of `size` bytes, ours alone until published.
-                unsafe { std::ptr::write_bytes(p.as_ptr(), 0, size) };
-                if head
-                    .batches
-                    .compare_exchange(0, off.get(), AcqRel, Acquire)
-                    .is_err()
-                {
-                    // SAFETY: just allocated with this layout, never published.
-                    let _ = unsafe { self.free_own(off, batches_layout()) };
-                }
-                self.ledger_batches(head)?
-            }
-        };
-        let me = u64::from(crate::platform::thread_id()).max(1);
-        let slot = b.slots.iter().find(|s| {
-            s.owner.load(Relaxed) == 0 && s.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok()
-        })?;
-        Some(Receipt {
-            pool: self,
-            head,
-            slot,
-            n: 0,
-        })
-    }
-}
-
-/// A claimed receipt (see [`Pool::ledger_batch`]).
-pub(crate) struct Receipt<'p> {
-    pool: &'p Pool,
-    head: &'p LedgerHead,
-    slot: &'p BatchSlot,
-    n: usize,
-}
-
-impl Receipt<'_> {
-    /// Notes an object read (not yet taken); false when the receipt is full.
-    #[inline]
-    pub(crate) fn note(&mut self, off: u64) -> bool {
-        let Some(k) = self.slot.keys.get(self.n) else {
-            return false;
-        };
-        k.store(off, Relaxed);
-        self.n += 1;
-        true
-    }
-
-    /// The receive is about to commit: the run at position `from` of the pipe
-    /// object `pipe` (created at `born`), received by the owner of the receive side
-    /// (`user` `None`) or by the shared-side claimer of user entry `user`. From this
-    /// store on, a replay asks the pipe whether the receive happened
-    /// ([`crate::pipe::receipt_taken`]), and a pipe moving on past this dead
-    /// receiver empties the receipt first ([`Pool::drop_receipts`]): the run is
-    /// given back once or stays the pipe's, whatever instruction the receiver dies
-    /// at.
-    #[inline]
-    pub(crate) fn intend(&mut self, pipe: u64, born: u64, from: u64, user: Option<u16>) {
-        if self.n == 0 {
-            return;
-        }
-        let s = self.slot;
-        s.pipe.store(pipe, Relaxed);
-        s.born.store(born, Relaxed);
-        s.from.store(from, Relaxed);
-        s.user.store(user.map_or(0, |u| u64::from(u) + 1), Relaxed);
-        s.committed.store(1, Release);
-    }
-
-    /// The receive committed: the noted objects are this process's. Marked with one
-    /// store (unless [`Receipt::intend`] marked it before), then counted in the
-    /// tables one by one (each key cleared first: a death in between leaks that one
-    /// reference).
-    #[inline]
-    pub(crate) fn commit(&mut self) {
-        if self.n == 0 {
-            return;
-        }
-        let s = self.slot;
-        if s.committed.load(Relaxed) == 0 {
-            s.pipe.store(0, Relaxed);
-            s.committed.store(1, Release);
-        }
-        for k in &s.keys[..self.n] {
-            let off = k.swap(0, Relaxed);
-            self.pool.ledger_add_in(self.head, off);
-        }
-        s.committed.store(0, Release);
-        self.n = 0;
-    }
-}
-
-impl Drop for Receipt<'_> {
-    fn drop(&mut self) {
-        // Noted and never committed (the receive did not happen): the pipe's still.
-        for k in &self.slot.keys[..self.n] {
-            k.store(0, Relaxed);
-        }
-        self.slot.owner.store(0, Release);
     }
 }
