@@ -18,6 +18,23 @@ import shmval
 _names = itertools.count()
 
 
+def _sweep_orphans():
+    """Removes pools of test processes that died without cleaning up (SIGKILL, a
+    timeout): names are `shmval-pytest-PID-N`, and PID no longer runs."""
+    for f in os.listdir("/dev/shm"):
+        if not f.startswith("shmval-pytest-"):
+            continue
+        pid = f.split("-")[2]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.remove(f"/dev/shm/{f}")
+            except FileNotFoundError:
+                pass
+
+
+_sweep_orphans()
+
+
 @pytest.fixture
 def pool():
     name = f"shmval-pytest-{os.getpid()}-{next(_names)}"
