@@ -371,3 +371,59 @@ def test_numpy_arrays_inside_containers_stay_arrays(pool):
     assert list(np.asarray(d["rev"])) == [3, 2, 1, 0]  # a strided view, copied in order
     pool.root["big-endian"] = np.arange(3, dtype=">i4")
     assert np.asarray(pool.root["big-endian"]).tolist() == [0, 1, 2]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def rust_examples(*names):
+    """The Rust example programs `names`, built (release) if need be; skips the test
+    (saying why) where cargo is not there."""
+    try:
+        subprocess.run(
+            ["cargo", "build", "--release", "-q", *(a for n in names for a in ("--example", n))],
+            cwd=REPO,
+            check=True,
+            timeout=900,
+        )
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"the Rust examples could not be built: {e}")
+    return [os.path.join(REPO, "target", "release", "examples", n) for n in names]
+
+
+def test_a_rust_server_and_client_with_a_python_middle():
+    """Rust -> Python -> Rust: the pipeline's Rust server sends tables, this Python
+    process forwards each (the same shared table, a field added), the Rust client
+    checks every sequence number arrived, in order."""
+    server, client = rust_examples("server", "client")
+    name = f"shmval-pytest-{os.getpid()}-{next(_names)}"
+    n = 5000
+    common = ["--pool", name, "--count", str(n), "--keep"]
+    srv = subprocess.Popen([server, *common], stdout=subprocess.DEVNULL)
+    try:
+        pool = shmval.Pool.open(name, timeout=10)
+        raw = shmval.Pipe.open(pool, "raw", timeout=10)
+        cooked = shmval.Pipe.create(pool, "cooked", 1024)
+        cli = subprocess.Popen([client, *common], stdout=subprocess.PIPE, text=True)
+        seen = 0
+        for msg in raw:  # the Rust server's tables, as shmval.Dict proxies
+            assert msg["name"] == "server" and msg["seq"] == seen
+            msg["hops"] = 1  # written into the shared table itself
+            cooked.send(msg)  # the same table, by reference, to the Rust client
+            seen += 1
+        cooked.close()
+        out, _ = cli.communicate(timeout=60)
+        assert cli.returncode == 0, out
+        assert f"received {n} values" in out and "0 missing, 0 out of order" in out, out
+        assert srv.wait(timeout=30) == 0
+        assert seen == n
+        del msg, raw, cooked
+        pool.close()
+    finally:
+        srv.kill()
+        gc.collect()
+        for f in (name, name + "_boot"):
+            try:
+                os.remove(f"/dev/shm/{f}")
+            except FileNotFoundError:
+                pass
