@@ -167,24 +167,17 @@ pub(crate) fn val_to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
         Val::F64(x) => x.into_py_any(py)?,
         Val::Str(s) => s.into_py_any(py)?,
         Val::Bytes(b) => PyBytes::new(py, b).into_any().unbind(),
-        Val::List(items) => PyList::new(
-            py,
-            items
+        Val::List(items) | Val::Tup(items) => {
+            let items = items
                 .iter()
                 .map(|x| val_to_py(py, x))
-                .collect::<PyResult<Vec<_>>>()?,
-        )?
-        .into_any()
-        .unbind(),
-        Val::Tup(items) => PyTuple::new(
-            py,
-            items
-                .iter()
-                .map(|x| val_to_py(py, x))
-                .collect::<PyResult<Vec<_>>>()?,
-        )?
-        .into_any()
-        .unbind(),
+                .collect::<PyResult<Vec<_>>>()?;
+            if matches!(v, Val::List(_)) {
+                PyList::new(py, items)?.into_any().unbind()
+            } else {
+                PyTuple::new(py, items)?.into_any().unbind()
+            }
+        }
         Val::Tab(m) | Val::OTab(m) => {
             let d = PyDict::new(py);
             for (k, x) in m {

@@ -83,6 +83,29 @@ fn send_blocking(
     }
 }
 
+/// Receives through `recv` (a pipe's or a subscriber's `recv_timeout`) in GIL-free
+/// slices until a value or an error other than a slice's timeout comes (`fail` makes
+/// it a Python exception), or `timeout` passes (`TimeoutError`).
+fn recv_blocking<E: Send>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    recv: impl Fn(Duration) -> Result<ShmVal, E> + Sync,
+    timed_out: impl Fn(&E) -> bool + Sync,
+    fail: impl FnOnce(E) -> PyErr,
+) -> PyResult<PyObject> {
+    let got = blocking(py, timeout, |slice| match recv(slice) {
+        Err(e) if timed_out(&e) => None,
+        r => Some(r),
+    })?;
+    match got {
+        Some(Ok(v)) => to_py(py, v),
+        Some(Err(e)) => Err(fail(e)),
+        None => Err(PyTimeoutError::new_err(
+            "nothing received before the deadline",
+        )),
+    }
+}
+
 #[pymethods]
 impl Pipe {
     /// Creates the pipe `name` in `pool` with room for `capacity` values.
@@ -118,18 +141,16 @@ impl Pipe {
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyObject> {
         let p = &self.p;
-        let got = blocking(py, timeout, |slice| match p.recv_timeout(slice) {
-            Err(RecvError::Timeout) => None,
-            r => Some(r),
-        })?;
-        match got {
-            Some(Ok(v)) => to_py(py, v),
-            Some(Err(RecvError::Closed)) => Err(Closed::new_err("pipe closed")),
-            Some(Err(e)) => Err(err(e)),
-            None => Err(PyTimeoutError::new_err(
-                "nothing received before the deadline",
-            )),
-        }
+        recv_blocking(
+            py,
+            timeout,
+            |slice| p.recv_timeout(slice),
+            |e| matches!(e, RecvError::Timeout),
+            |e| match e {
+                RecvError::Closed => Closed::new_err("pipe closed"),
+                e => err(e),
+            },
+        )
     }
 
     /// Closes the pipe: senders are refused; receivers get what is in it, then
@@ -257,19 +278,17 @@ impl Subscriber {
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyObject> {
         let s = &self.s;
-        let got = blocking(py, timeout, |slice| match s.recv_timeout(slice) {
-            Err(BroadcastRecvError::Timeout) => None,
-            r => Some(r),
-        })?;
-        match got {
-            Some(Ok(v)) => to_py(py, v),
-            Some(Err(BroadcastRecvError::Closed)) => Err(Closed::new_err("broadcast closed")),
-            Some(Err(BroadcastRecvError::Lagged(n))) => Err(Lagged::new_err(n)),
-            Some(Err(e)) => Err(err(e)),
-            None => Err(PyTimeoutError::new_err(
-                "nothing received before the deadline",
-            )),
-        }
+        recv_blocking(
+            py,
+            timeout,
+            |slice| s.recv_timeout(slice),
+            |e| matches!(e, BroadcastRecvError::Timeout),
+            |e| match e {
+                BroadcastRecvError::Closed => Closed::new_err("broadcast closed"),
+                BroadcastRecvError::Lagged(n) => Lagged::new_err(n),
+                e => err(e),
+            },
+        )
     }
 
     fn __iter__(slf: Py<Self>) -> Py<Self> {

@@ -168,9 +168,9 @@ impl TabBuilder<'_> {
     pub(crate) fn finish_raw(mut self) -> Raw {
         self.tab = None;
         let raw = std::mem::replace(&mut self.raw, Raw::NONE);
-        if !self.pool.ledger_take(raw.payload) {
-            // No ledger entry for it (this process keeps none): it is ours anyway.
-        }
+        // Out of the ledger; a process that keeps none has no entry to take, and
+        // the reference is the caller's either way.
+        let _ = self.pool.ledger_take(raw.payload);
         raw
     }
 }
