@@ -60,6 +60,31 @@ pub enum AllocError {
     /// The allocator's shared structures are corrupt; nothing was allocated.
     #[error("heap corrupt: {0}")]
     Corrupt(&'static str),
+    /// A growable heap had no free block for the request and could not grow to
+    /// `to` bytes (its backing store refused: a full file system, most often);
+    /// nothing was allocated and the heap is as it was.
+    #[error("pool could not grow to {to} bytes: {why}")]
+    GrowFailed {
+        /// The region length growth asked for.
+        to: u64,
+        /// What the backing store said.
+        why: GrowError,
+    },
+}
+
+/// Why a region could not grow (what a [`Grow`](crate::Grow) reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum GrowError {
+    /// The file system holding the backing store is full (or over a quota).
+    #[error("no space left on the file system that holds it")]
+    NoSpace,
+    /// The backing store is shorter than the heap says it is (someone truncated
+    /// it, or the heap's header is corrupt): mapping it would fault.
+    #[error("the backing store is shorter than the heap")]
+    Short,
+    /// Another system error; the name of the failing call.
+    #[error("{0} failed")]
+    Os(&'static str),
 }
 
 /// Why a free was refused (nothing was changed).

@@ -1,14 +1,14 @@
 //! The heap handle: format/attach, bounds-checked access, allocation entry points.
 
 use crate::class::{class_for, CLASS_SIZES};
-use crate::error::{AllocError, FormatError, FreeError};
+use crate::error::{AllocError, FormatError, FreeError, GrowError};
 use crate::layout::*;
 use crate::platform::Platform;
 use crate::region::Region;
 use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU64 as LocalU64, Ordering};
 
 /// The offset of a block from the region base. Never 0 (the header lives there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -28,19 +28,61 @@ impl Offset {
     }
 }
 
+/// How a heap's region grows, supplied by whoever maps it (the allocator makes no
+/// system calls): the region's address range is reserved up to
+/// [`Growth::max`] from the start, and growing only maps more of it.
+pub trait Grow: Send + Sync {
+    /// Makes the backing store at least `len` bytes long, every byte of it with
+    /// storage (so that no later store can fault on a full file system). Called
+    /// by the one thread growing the heap, under its large-block lock.
+    ///
+    /// # Errors
+    /// What the backing store said; the heap then stays as it was.
+    fn extend(&self, len: u64) -> Result<(), GrowError>;
+
+    /// Maps the first `len` bytes of the reserved range read-write in this process
+    /// (those already mapped stay as they are). The backing store holds them:
+    /// another process extended it before publishing the length.
+    ///
+    /// # Errors
+    /// What the system said; nothing past the mapped part may be used then.
+    fn map(&self, len: u64) -> Result<(), GrowError>;
+}
+
+/// What makes a heap growable: the length of the address range reserved at the
+/// region's base, and how to map more of it.
+pub struct Growth {
+    /// Bytes reserved at the region's base (the heap never grows past them).
+    pub max: u64,
+    /// How to extend and map.
+    pub grow: Box<dyn Grow>,
+}
+
+impl std::fmt::Debug for Growth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Growth").field("max", &self.max).finish()
+    }
+}
+
 /// A handle on a heap formatted inside a [`Region`].
 ///
 /// Every process builds its own over its own mapping. The geometry read from the
-/// header is validated once, by [`Heap::attach`], and kept in the handle, so later
-/// bounds checks never trust shared memory. Neither `Copy` nor `Clone`: a handle
-/// points into a mapping it does not own, so whoever owns the mapping owns the one
-/// handle and lends it out by reference (a copy could outlive the mapping).
+/// header is validated by [`Heap::attach`] and kept in the handle, so later bounds
+/// checks never trust shared memory. A heap that grows ([`Growth`]) only ever
+/// widens what this handle has mapped: a bounds check that fails takes a cold path
+/// that reads the header's arena end, maps up to it and checks again.
+/// Neither `Copy` nor `Clone`: a handle points into a mapping it does not own, so
+/// whoever owns the mapping owns the one handle and lends it out by reference (a
+/// copy could outlive the mapping).
 pub struct Heap<P: Platform> {
     pub(crate) base: NonNull<u8>,
-    pub(crate) len: u64,
     pub(crate) arena_start: u64,
-    pub(crate) arena_end: u64,
+    /// End of the arena as mapped in this process (at most the header's).
+    end: LocalU64,
+    /// Bytes reserved at `base`; the arena never grows past them.
+    max: u64,
     pub(crate) nslots: u32,
+    grow: Option<Box<dyn Grow>>,
     _p: PhantomData<fn() -> P>,
 }
 
@@ -48,15 +90,16 @@ impl<P: Platform> std::fmt::Debug for Heap<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Heap")
             .field("base", &self.base)
-            .field("len", &self.len)
-            .field("arena", &(self.arena_start..self.arena_end))
+            .field("arena", &(self.arena_start..self.end()))
+            .field("max", &self.max)
             .field("nslots", &self.nslots)
             .finish()
     }
 }
 
 // SAFETY: all shared state is reached through atomics in the region; the handle's own
-// fields are immutable copies.
+// fields are immutable copies, but for the mapped end (an atomic) and the grower
+// (`Send + Sync`).
 unsafe impl<P: Platform> Send for Heap<P> {}
 // SAFETY: as above.
 unsafe impl<P: Platform> Sync for Heap<P> {}
@@ -71,8 +114,29 @@ impl<P: Platform> Heap<P> {
     /// # Errors
     /// [`FormatError::BadSize`] or [`FormatError::Misaligned`].
     pub unsafe fn format(region: Region) -> Result<Self, FormatError> {
+        // SAFETY: forwarded.
+        unsafe { Self::format_growable(region, None) }
+    }
+
+    /// As [`Heap::format`], for a heap that may grow to `growth.max` bytes.
+    ///
+    /// # Safety
+    /// As [`Heap::format`]; with `growth`, the `growth.max` bytes at the region's
+    /// base are reserved for it (nothing else is or will be mapped there).
+    ///
+    /// # Errors
+    /// As [`Heap::format`]; `BadSize` also for a maximum below the region's length
+    /// or beyond the supported one.
+    pub unsafe fn format_growable(
+        region: Region,
+        growth: Option<Growth>,
+    ) -> Result<Self, FormatError> {
         let len = region.len() as u64;
         check_geometry(region)?;
+        let max = growth.as_ref().map_or(len, |g| g.max);
+        if max < len || max > MAX_REGION {
+            return Err(bad_size(max));
+        }
         let nslots = nslots_for(len);
         let arena_start = arena_start_for(nslots);
         let arena_end = len & !15;
@@ -82,11 +146,11 @@ impl<P: Platform> Heap<P> {
         // SAFETY: the metadata area lies inside the region (arena_start < len) and
         // nobody else uses the region yet (caller's contract).
         unsafe { std::ptr::write_bytes(region.base().as_ptr(), 0, arena_start as usize) };
-        let heap = Self::with_geometry(region, arena_start, arena_end, nslots);
+        let heap = Self::with_geometry(region, arena_start, arena_end, nslots, max, growth);
         let h = heap.header();
         h.version.store(ALLOC_VERSION, Ordering::Relaxed);
         h.nslots.store(nslots, Ordering::Relaxed);
-        h.region_len.store(len, Ordering::Relaxed);
+        h.max_len.store(max, Ordering::Relaxed);
         h.arena_start.store(arena_start, Ordering::Relaxed);
         h.arena_end.store(arena_end, Ordering::Relaxed);
         h.fingerprint.store(layout_fingerprint(), Ordering::Relaxed);
@@ -107,6 +171,25 @@ impl<P: Platform> Heap<P> {
     /// [`FormatError::NotFormatted`], [`FormatError::Incompatible`] or
     /// [`FormatError::Corrupt`] for a region that is not a heap of this build.
     pub unsafe fn attach(region: Region) -> Result<Self, FormatError> {
+        // SAFETY: forwarded.
+        unsafe { Self::attach_growable(region, None) }
+    }
+
+    /// As [`Heap::attach`], mapping more of the reserved range as the heap grows.
+    /// Without `growth` the handle uses what `region` covers and cannot follow a
+    /// growth past it (its allocations then fail as corrupt): for a look at a heap
+    /// only.
+    ///
+    /// # Safety
+    /// As [`Heap::format_growable`].
+    ///
+    /// # Errors
+    /// As [`Heap::attach`]; `Corrupt` also when `growth.max` is not the heap's
+    /// maximum, or the arena reaches past what can be mapped.
+    pub unsafe fn attach_growable(
+        region: Region,
+        growth: Option<Growth>,
+    ) -> Result<Self, FormatError> {
         let len = region.len() as u64;
         check_geometry(region)?;
         // SAFETY: the region is at least MIN_REGION > size_of::<Header>() bytes,
@@ -128,43 +211,136 @@ impl<P: Platform> Heap<P> {
                 found: fp,
             });
         }
-        if h.region_len.load(Ordering::Relaxed) != len {
+        let max = h.max_len.load(Ordering::Relaxed);
+        if max < len || max > MAX_REGION {
             return Err(FormatError::Corrupt(
-                "region length differs from the recorded one",
+                "the recorded maximum length is impossible for this region",
+            ));
+        }
+        if growth.as_ref().is_some_and(|g| g.max != max) {
+            return Err(FormatError::Corrupt(
+                "the reserved range differs from the heap's maximum length",
             ));
         }
         let nslots = h.nslots.load(Ordering::Relaxed);
-        if nslots != nslots_for(len) {
-            return Err(FormatError::Corrupt(
-                "slot count does not match the region size",
-            ));
+        if !(nslots_for(0)..=MAX_SLOTS).contains(&nslots) {
+            return Err(FormatError::Corrupt("slot count out of range"));
         }
         let arena_start = h.arena_start.load(Ordering::Relaxed);
         let arena_end = h.arena_end.load(Ordering::Relaxed);
         if arena_start != arena_start_for(nslots)
-            || arena_end != len & !15
+            || arena_end % 16 != 0
+            || arena_end > max
             || arena_end < arena_start + 2 * SLAB_SIZE as u64
         {
             return Err(FormatError::Corrupt("arena bounds are impossible"));
         }
-        Ok(Self::with_geometry(region, arena_start, arena_end, nslots))
+        let can_grow = growth.is_some();
+        let heap = Self::with_geometry(region, arena_start, len & !15, nslots, max, growth);
+        if arena_end > len && !(can_grow && heap.reach(arena_end)) {
+            return Err(FormatError::Corrupt(
+                "the arena reaches past the region, and it cannot be mapped",
+            ));
+        }
+        heap.end.store(arena_end, Ordering::Relaxed);
+        Ok(heap)
     }
 
     /// The handle, with geometry already validated by the caller.
-    fn with_geometry(region: Region, arena_start: u64, arena_end: u64, nslots: u32) -> Self {
+    fn with_geometry(
+        region: Region,
+        arena_start: u64,
+        end: u64,
+        nslots: u32,
+        max: u64,
+        grow: Option<Growth>,
+    ) -> Self {
         Heap {
             base: region.base(),
-            len: region.len() as u64,
             arena_start,
-            arena_end,
+            end: LocalU64::new(end),
+            max,
             nslots,
+            grow: grow.map(|g| g.grow),
             _p: PhantomData,
         }
     }
 
-    /// The region length.
+    /// End of the arena as this process has mapped it.
+    #[inline]
+    pub(crate) fn end(&self) -> u64 {
+        self.end.load(Ordering::Relaxed)
+    }
+
+    /// Whether `upto` is mapped here after catching up with a growth another
+    /// process published: the cold path of every bounds check.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reach(&self, upto: u64) -> bool {
+        let Some(grow) = &self.grow else {
+            return false;
+        };
+        // SYNC POINT: Acquire pairs with the grower's Release store of `arena_end`,
+        // made after the new part was backed and written.
+        let shared = self.header().arena_end.load(Ordering::Acquire);
+        if upto > shared || shared > self.max || shared % 16 != 0 {
+            return false;
+        }
+        if grow.map(shared).is_err() {
+            return false;
+        }
+        self.end.fetch_max(shared, Ordering::Relaxed);
+        true
+    }
+
+    /// Catches this process's mapping up with the header's arena end (under the
+    /// large lock, before walking or changing the tiling).
+    pub(crate) fn catch_up(&self) -> Result<(), AllocError> {
+        let shared = self.header().arena_end.load(Ordering::Acquire);
+        let end = self.end();
+        if shared < end {
+            return Err(AllocError::Corrupt("the arena's end moved back"));
+        }
+        if shared > end && !self.reach(shared) {
+            return Err(AllocError::Corrupt(
+                "the arena grew past what this process can map",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Extends the arena from `old` to `new` bytes (under the large lock): the
+    /// backing store first, then this process's mapping; the header is not
+    /// touched (the caller publishes).
+    pub(crate) fn extend_to(&self, new: u64) -> Result<(), AllocError> {
+        let grow = self
+            .grow
+            .as_ref()
+            .ok_or(AllocError::Corrupt("not growable"))?;
+        let failed = |why| AllocError::GrowFailed { to: new, why };
+        grow.extend(new).map_err(failed)?;
+        fail_point!("alloc.grow.extended");
+        grow.map(new).map_err(failed)?;
+        self.end.fetch_max(new, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes reserved for the region: what it may grow to (its length, for a heap
+    /// that does not grow).
+    pub fn max_len(&self) -> u64 {
+        self.max
+    }
+
+    /// Whether the heap grows as it fills.
+    pub fn is_growable(&self) -> bool {
+        self.grow.is_some() && self.max > self.end()
+    }
+
+    /// The region's length now: what the header says the arena reaches (it
+    /// grows), at least what this process has mapped.
     pub fn len(&self) -> u64 {
-        self.len
+        let shared = self.header().arena_end.load(Ordering::Relaxed);
+        shared.clamp(self.end(), self.max)
     }
 
     /// Always false: a heap spans at least [`MIN_REGION`] bytes.
@@ -179,7 +355,7 @@ impl<P: Platform> Heap<P> {
 
     /// Usable bytes of the arena (region minus metadata).
     pub fn arena_len(&self) -> u64 {
-        self.arena_end - self.arena_start
+        self.len() - self.arena_start
     }
 
     #[inline]
@@ -221,7 +397,8 @@ impl<P: Platform> Heap<P> {
     /// The 8-byte word at `off` if it lies inside the region and is aligned.
     #[inline]
     pub(crate) fn word64(&self, off: u64) -> Option<&AtomicU64> {
-        if off % 8 != 0 || off.checked_add(8)? > self.len {
+        let end = off.checked_add(8)?;
+        if off % 8 != 0 || (end > self.end() && !self.reach(end)) {
             return None;
         }
         // SAFETY: in bounds and aligned, just checked; AtomicU64 has no invalid values.
@@ -231,7 +408,8 @@ impl<P: Platform> Heap<P> {
     /// The 4-byte word at `off` if it lies inside the region and is aligned.
     #[inline]
     pub(crate) fn word32(&self, off: u64) -> Option<&AtomicU32> {
-        if off % 4 != 0 || off.checked_add(4)? > self.len {
+        let end = off.checked_add(4)?;
+        if off % 4 != 0 || (end > self.end() && !self.reach(end)) {
             return None;
         }
         // SAFETY: in bounds and aligned, just checked.
@@ -251,7 +429,7 @@ impl<P: Platform> Heap<P> {
     #[inline]
     pub fn resolve(&self, off: Offset, len: usize) -> Option<NonNull<u8>> {
         let end = off.0.checked_add(len as u64)?;
-        if off.0 < self.arena_start || end > self.arena_end {
+        if off.0 < self.arena_start || (end > self.end() && !self.reach(end)) {
             return None;
         }
         // SAFETY: inside the region, just checked.
@@ -261,7 +439,7 @@ impl<P: Platform> Heap<P> {
     /// The offset of `ptr` if it points into this heap's arena.
     pub fn offset_of(&self, ptr: *const u8) -> Option<Offset> {
         let off = (ptr as usize).checked_sub(self.base.as_ptr() as usize)? as u64;
-        (off >= self.arena_start && off < self.arena_end).then_some(Offset(off))
+        (off >= self.arena_start && off < self.end()).then_some(Offset(off))
     }
 
     /// Allocates without a cache slot (through the shared slot, under a lock).

@@ -57,6 +57,13 @@ impl<P: Platform> Heap<P> {
             .large_lock
             .lock_within::<P>(Some(LOCK_PATIENCE))
             .map_err(|_| AllocError::LockTimeout)?;
+        if let Err(e) = self.catch_up() {
+            // The dirty mark stays as found: the next holder that can map the
+            // arena rebuilds what a dead holder left.
+            // SAFETY: locked just above by this thread.
+            unsafe { h.large_lock.unlock::<P>() };
+            return Err(e);
+        }
         let g = Large { heap: self };
         if state == LockState::Recovered || h.large_dirty.load(Relaxed) != 0 {
             h.large_dirty.store(1, Relaxed);
@@ -69,10 +76,11 @@ impl<P: Platform> Heap<P> {
     /// Lays out the arena as one free block.
     pub(crate) fn large_init(&self) {
         let g = Large { heap: self };
-        let size = self.arena_end - self.arena_start;
+        let size = self.end() - self.arena_start;
         g.set(self.arena_start, size);
         g.set(self.arena_start + 8, 0);
         g.insert(self.arena_start, size).expect("fresh arena");
+        self.header().last_size.store(size, Relaxed);
         std::mem::forget(g); // the lock was never taken
     }
 
@@ -91,7 +99,7 @@ impl<P: Platform> Heap<P> {
         let needed = needed.ok_or(exhausted)?;
         let g = self.large()?;
         let b = g
-            .alloc(needed, layout.align() as u64, false)?
+            .alloc_or_grow(needed, layout.align() as u64, false)?
             .ok_or(exhausted)?;
         let h = self.header();
         let got = g.size(b)?;
@@ -116,12 +124,12 @@ impl<P: Platform> Heap<P> {
         log: Option<u32>,
     ) -> Result<u64, AllocError> {
         let g = self.large()?;
-        let b =
-            g.alloc(SLAB_SIZE as u64, SLAB_SIZE as u64, true)?
-                .ok_or(AllocError::Exhausted {
-                    size: SLAB_SIZE,
-                    align: SLAB_SIZE,
-                })?;
+        let b = g
+            .alloc_or_grow(SLAB_SIZE as u64, SLAB_SIZE as u64, true)?
+            .ok_or(AllocError::Exhausted {
+                size: SLAB_SIZE,
+                align: SLAB_SIZE,
+            })?;
         let h = self.header();
         h.slab_pending.store(b, Relaxed);
         g.set(b + 16, SLAB_MAGIC as u64 | (class as u64) << 32);
@@ -245,7 +253,7 @@ impl<P: Platform> Heap<P> {
         let large_used = h.large_used.load(Relaxed);
         let large_in_use = h.large_user.load(Relaxed);
         Stats {
-            total: self.len,
+            total: self.len(),
             arena,
             in_use: small_in_use.saturating_add(large_in_use),
             bookkeeping: 0,
@@ -282,7 +290,7 @@ impl<P: Platform> Large<'_, P> {
     /// The header word of the block at `b`, after checking that `b` can start a
     /// block and that its size keeps it inside the arena.
     fn valid(&self, b: u64) -> Result<u64, AllocError> {
-        let (start, end) = (self.heap.arena_start, self.heap.arena_end);
+        let (start, end) = (self.heap.arena_start, self.heap.end());
         if b < start || b % 16 != 0 || b.checked_add(MIN_BLOCK).is_none_or(|e| e > end) {
             return Err(CORRUPT);
         }
@@ -359,7 +367,7 @@ impl<P: Platform> Large<'_, P> {
         slab: bool,
     ) -> Result<Option<(u64, u64, u64)>, AllocError> {
         let h = self.heap.header();
-        let limit = (self.heap.arena_end - self.heap.arena_start) / MIN_BLOCK + 1;
+        let limit = (self.heap.end() - self.heap.arena_start) / MIN_BLOCK + 1;
         let mut steps = 0u64;
         let mut bin = bin_of(needed);
         while bin < NBINS {
@@ -450,9 +458,90 @@ impl<P: Platform> Large<'_, P> {
 
     fn fix_prev_size(&self, b: u64, size: u64) {
         let next = b + size;
-        if next < self.heap.arena_end {
+        if next < self.heap.end() {
             self.set(next + 8, size);
+        } else {
+            self.heap.header().last_size.store(size, Relaxed);
         }
+    }
+
+    /// As [`alloc`](Self::alloc), growing the arena when no free block fits and
+    /// the heap may grow.
+    fn alloc_or_grow(
+        &self,
+        needed: u64,
+        align: u64,
+        slab: bool,
+    ) -> Result<Option<u64>, AllocError> {
+        if let Some(b) = self.alloc(needed, align, slab)? {
+            return Ok(Some(b));
+        }
+        if !self.grow(needed, align)? {
+            return Ok(None);
+        }
+        self.alloc(needed, align, slab)
+    }
+
+    /// Grows the arena so that one free block holds `needed` bytes at `align`:
+    /// by half its size at least (a few growths take a pool from its first size to
+    /// its maximum), capped by the maximum. `false`: the heap cannot grow that far.
+    ///
+    /// Crash order: the backing store is extended and the new part written as one
+    /// free block past the arena's end, invisible to every walk of the tiling;
+    /// storing `arena_end` (Release) commits it (a holder killed before leaves the
+    /// tiling as it was, the store merely longer). Merging it with a free last
+    /// block and binning it come after, under the dirty mark: a holder killed
+    /// there leaves two free blocks side by side, which the rebuild merges.
+    fn grow(&self, needed: u64, align: u64) -> Result<bool, AllocError> {
+        let heap = self.heap;
+        if !heap.is_growable() {
+            return Ok(false);
+        }
+        let h = heap.header();
+        let old = heap.end();
+        if h.arena_end.load(Relaxed) != old {
+            return Err(CORRUPT); // caught up when locked; only the holder grows
+        }
+        let cap = heap.max_len() & !(4096 - 1);
+        let slack = if align > 16 { align + MIN_BLOCK } else { 0 };
+        let Some(want) = old.checked_add(needed).and_then(|w| w.checked_add(slack)) else {
+            return Ok(false);
+        };
+        let step = ((old - heap.arena_start) / 2).max(1 << 20);
+        let new = want
+            .max(old.saturating_add(step))
+            .next_multiple_of(SLAB_SIZE as u64)
+            .min(cap);
+        if new < want || new <= old {
+            return Ok(false);
+        }
+        heap.extend_to(new)?;
+        let tail = h.last_size.load(Relaxed);
+        self.set(old, new - old);
+        self.set(old + 8, tail);
+        fail_point!("alloc.grow.written");
+        // SYNC POINT: the commit. Release pairs with the Acquire of every process
+        // catching up (`Heap::reach`): the backing store and the block header are
+        // there before anyone can walk to them.
+        h.arena_end.store(new, std::sync::atomic::Ordering::Release);
+        fail_point!("alloc.grow.committed");
+        let last = old.checked_sub(tail).ok_or(CORRUPT)?;
+        let v = self.valid(last)?;
+        if v & !B_FLAGS != tail {
+            return Err(CORRUPT);
+        }
+        if v & B_ALLOC == 0 {
+            self.remove(last, tail)?;
+            let merged = tail + (new - old);
+            self.set(last, merged);
+            self.insert(last, merged)?;
+            h.last_size.store(merged, Relaxed);
+        } else {
+            self.insert(old, new - old)?;
+            h.last_size.store(new - old, Relaxed);
+        }
+        fail_point!("alloc.grow.binned");
+        Ok(true)
     }
 
     /// Frees the allocated block `(b, size)` and merges it with free neighbours.
@@ -462,7 +551,7 @@ impl<P: Platform> Large<'_, P> {
         h.large_used
             .store(h.large_used.load(Relaxed).saturating_sub(size), Relaxed);
         let next = b + size;
-        if next < self.heap.arena_end {
+        if next < self.heap.end() {
             let v = self.valid(next)?;
             if v & B_ALLOC == 0 {
                 let ns = v & !B_FLAGS;
@@ -499,7 +588,7 @@ impl<P: Platform> Large<'_, P> {
         let pending = h.slab_pending.swap(0, Relaxed);
         let mut slabs = [0u64; crate::class::NUM_CLASSES];
         let mut b = self.heap.arena_start;
-        while b < self.heap.arena_end {
+        while b < self.heap.end() {
             let v = self.valid(b)?;
             if v & B_SLAB != 0 && v & B_ALLOC != 0 {
                 if self.orphan_slab(b, pending)? {
@@ -514,13 +603,13 @@ impl<P: Platform> Large<'_, P> {
         let (mut used, mut user, mut count) = (0u64, 0u64, 0u64);
         let mut b = self.heap.arena_start;
         let mut prev = 0;
-        while b < self.heap.arena_end {
+        while b < self.heap.end() {
             let v = self.valid(b)?;
             let mut size = v & !B_FLAGS;
             self.set(b + 8, prev);
             if v & B_ALLOC == 0 {
                 // Merge a run of free blocks (a free interrupted mid-merge).
-                while b + size < self.heap.arena_end {
+                while b + size < self.heap.end() {
                     let nv = self.valid(b + size)?;
                     if nv & B_ALLOC != 0 {
                         break;
@@ -539,9 +628,10 @@ impl<P: Platform> Large<'_, P> {
             prev = size;
             b += size;
         }
-        if b != self.heap.arena_end {
+        if b != self.heap.end() {
             return Err(CORRUPT);
         }
+        h.last_size.store(prev, Relaxed);
         h.large_used.store(used, Relaxed);
         h.large_user.store(user, Relaxed);
         h.large_count.store(count, Relaxed);
@@ -625,7 +715,7 @@ impl<P: Platform> Heap<P> {
         let g = self.large().ok()?;
         let mut out = Vec::new();
         let mut b = self.arena_start;
-        while b < self.arena_end {
+        while b < self.end() {
             let v = g.valid(b).ok()?;
             let size = v & !B_FLAGS;
             if size == 0 {
@@ -650,7 +740,7 @@ impl<P: Platform> Heap<P> {
 impl<P: Platform> Large<'_, P> {
     fn verify(&self) -> Vec<(u64, String)> {
         let h = self.heap.header();
-        let (start, end) = (self.heap.arena_start, self.heap.arena_end);
+        let (start, end) = (self.heap.arena_start, self.heap.end());
         let mut out = Vec::new();
         let (mut used, mut count, mut free_blocks) = (0u64, 0u64, 0u64);
         let (mut b, mut prev, mut prev_free) = (start, 0u64, false);
@@ -697,6 +787,14 @@ impl<P: Platform> Large<'_, P> {
             out.push((
                 b,
                 format!("the tiling ends at {b:#x}, not at the arena's end {end:#x}"),
+            ));
+        } else if h.last_size.load(Relaxed) != prev {
+            out.push((
+                0,
+                format!(
+                    "last_size says {}, the last block is {prev} bytes",
+                    h.last_size.load(Relaxed)
+                ),
             ));
         }
         if h.large_used.load(Relaxed) != used {

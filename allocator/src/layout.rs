@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// First word of a formatted region: "SHMVALHP" little-endian.
 pub const ALLOC_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALHP");
 /// Layout version; bumped on any change of the byte layout.
-pub const ALLOC_VERSION: u32 = 2;
+pub const ALLOC_VERSION: u32 = 3;
 /// Size (and alignment, as an offset from the region base) of one slab.
 pub const SLAB_SIZE: usize = 64 << 10;
 /// Smallest region the allocator formats.
@@ -64,11 +64,14 @@ pub struct Header {
     pub version: AtomicU32,
     /// Number of cache slots (including the shared slot 0).
     pub nslots: AtomicU32,
-    /// Region length in bytes.
-    pub region_len: AtomicU64,
+    /// Most bytes the region may grow to (its reserved address range); its length
+    /// at format for a heap that does not grow.
+    pub max_len: AtomicU64,
     /// First byte of the arena.
     pub arena_start: AtomicU64,
-    /// End of the arena (exclusive).
+    /// End of the arena (exclusive). Only grows: stored last by a growth, under
+    /// the large lock (Release), once the new part is backed and holds one free
+    /// block.
     pub arena_end: AtomicU64,
     /// [`layout_fingerprint`] of the formatting code.
     pub fingerprint: AtomicU64,
@@ -76,7 +79,9 @@ pub struct Header {
     /// that takes it is logged in its slot (0 none): a holder that dies in between
     /// leaves it here, and the rebuild after that death gives it back.
     pub slab_pending: AtomicU64,
-    _reserved: [AtomicU64; 1],
+    /// Size of the last block of the arena: the previous-size field of the block
+    /// a growth appends (derived, like the others; rebuilt with them).
+    pub last_size: AtomicU64,
     /// Words for the embedding layer.
     pub user: [AtomicU64; USER_WORDS],
     /// Protects the large-block heap (bins, block headers, large stats).

@@ -82,9 +82,9 @@ pub use depot::loom_support;
 #[cfg(not(loom))]
 pub use class::{class_for, CLASS_SIZES, MAX_SMALL, NUM_CLASSES};
 #[cfg(not(loom))]
-pub use error::{AllocError, FormatError, FreeError};
+pub use error::{AllocError, FormatError, FreeError, GrowError};
 #[cfg(not(loom))]
-pub use heap::{Cache, Heap, Offset};
+pub use heap::{Cache, Grow, Growth, Heap, Offset};
 #[cfg(not(loom))]
 pub use layout::{
     layout_fingerprint, ALLOC_MAGIC, ALLOC_VERSION, LOCK_PATIENCE, MAX_REGION as MAX_REGION_BYTES,

@@ -94,14 +94,17 @@ impl<P: Platform> Heap<P> {
     #[inline]
     pub(crate) fn check_block(&self, class: usize, off: u64) -> bool {
         let slab = off & !(SLAB_SIZE as u64 - 1);
-        // `attach`/`format` guarantee arena_end - arena_start >= 2 * SLAB_SIZE.
-        if slab.wrapping_sub(self.arena_start)
-            > self.arena_end - SLAB_SIZE as u64 - self.arena_start
+        // `attach`/`format` guarantee end - arena_start >= 2 * SLAB_SIZE.
+        if slab.wrapping_sub(self.arena_start) > self.end() - SLAB_SIZE as u64 - self.arena_start
+            && !(slab >= self.arena_start
+                && slab
+                    .checked_add(SLAB_SIZE as u64)
+                    .is_some_and(|e| self.reach(e)))
         {
             return false;
         }
         debug_assert!(
-            slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.arena_end,
+            slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.end(),
             "slab {slab:#x}"
         );
         // SAFETY: slab..slab + SLAB_SIZE lies inside the arena (checked above); both
@@ -125,7 +128,7 @@ impl<P: Platform> Heap<P> {
     /// The link word of a block `check_block` accepted.
     #[inline]
     fn link(&self, off: u64) -> &AtomicU32 {
-        debug_assert!(off >= self.arena_start && off + 16 <= self.arena_end);
+        debug_assert!(off >= self.arena_start && off + 16 <= self.end());
         // SAFETY: callers pass offsets accepted by `check_block`: inside a slab in
         // the arena, 16-aligned.
         unsafe { &*(self.base.as_ptr().add(off as usize) as *const AtomicU32) }
