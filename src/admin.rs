@@ -43,6 +43,8 @@ pub struct PoolSummary {
     pub allocated: u64,
     /// The pool's size (its main segment).
     pub size: u64,
+    /// Most bytes it may grow to (its size, for a pool that does not grow).
+    pub max_size: u64,
     /// Bytes handed out by the allocator (values, the processes' reference ledgers,
     /// the users' own blocks).
     pub used: Option<u64>,
@@ -360,6 +362,7 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         file_size: 0,
         allocated: 0,
         size: 0,
+        max_size: 0,
         used: None,
         used_pct: None,
         high_water: None,
@@ -445,6 +448,7 @@ fn summary(dir: &Path, name: &str) -> PoolSummary {
         }
     }
     s.size = b.main_size.load(Relaxed);
+    s.max_size = b.max_size.load(Relaxed).max(s.size);
     s.creator_pid = b.creator_pid.load(Relaxed);
     s.created = Some(rfc3339(b.created_ns.load(Relaxed)));
     // Liveness (the entries' layout is the same in every version that has it).
@@ -514,8 +518,12 @@ fn main_figures(dir: &Path, name: &str, s: &mut PoolSummary) {
             return;
         }
     };
+    // A pool that grows may have a file longer than the boot record says (grown
+    // since), up to its maximum.
     let len = match sys::file_info(&fd) {
-        Ok(i) if i.size == s.size && i.regular => i.size as usize,
+        Ok(i) if i.regular && (i.size == s.size || (s.size..=s.max_size).contains(&i.size)) => {
+            i.size as usize & !4095
+        }
         _ => {
             s.state = "corrupt";
             s.problem = Some("the main segment's size is not the boot record's".into());
@@ -549,6 +557,7 @@ fn figures_of(map: &sys::Mapping, len: usize, s: &mut PoolSummary) {
         }
     };
     let st = heap.stats_unlocked();
+    s.size = s.size.max(heap.len());
     s.used = Some(st.in_use);
     s.used_pct = Some(if st.arena == 0 {
         0.0

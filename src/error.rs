@@ -80,6 +80,17 @@ pub enum CreateError {
         /// The conflicting mapping (a `/proc/self/maps` line).
         conflict: String,
     },
+    /// `PoolOptions::max_size` with a backend whose segments cannot grow (System
+    /// V), or a maximum below the size.
+    #[error("a pool of {size} bytes cannot grow to {max} bytes with the {backend} backend{}", if max < size { " (the maximum is below the size)" } else { "" })]
+    GrowthUnsupported {
+        /// The size asked for.
+        size: u64,
+        /// The maximum asked for.
+        max: u64,
+        /// The backend.
+        backend: &'static str,
+    },
     /// Not allowed to create in the pool's directory.
     #[error("permission denied creating {segment}")]
     PermissionDenied {

@@ -25,6 +25,7 @@ pub struct PoolOptions {
     pub(crate) recreate_unfit: bool,
     pub(crate) keepalive: Option<Duration>,
     pub(crate) backend: Backend,
+    pub(crate) max_size: Option<u64>,
 }
 
 /// Where a pool's memory lives (its boot segment, small, always a file but for
@@ -50,6 +51,18 @@ pub enum Backend {
     Memfd,
 }
 
+impl Backend {
+    /// The backend's name as the `shmval` tool spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Posix => "posix",
+            Backend::File(_) => "file",
+            Backend::SysV => "sysv",
+            Backend::Memfd => "memfd",
+        }
+    }
+}
+
 impl Default for PoolOptions {
     fn default() -> Self {
         PoolOptions {
@@ -63,6 +76,7 @@ impl Default for PoolOptions {
             recreate_unfit: false,
             keepalive: None,
             backend: Backend::Posix,
+            max_size: None,
         }
     }
 }
@@ -147,6 +161,30 @@ impl PoolOptions {
     /// One thread per handle that asks. Off by default.
     pub fn keepalive(mut self, every: Duration) -> Self {
         self.keepalive = Some(every);
+        self
+    }
+    /// Let the pool grow as it fills, from the size given to `create` up to `max`
+    /// bytes, while other processes are attached and working: every process
+    /// reserves `max` bytes of address space for it (offsets and the base never
+    /// change) and maps the part grown by another when it first meets an offset
+    /// there. Growth extends the file with its storage (a full file system is
+    /// [`AllocError::GrowFailed`](shmval_alloc::AllocError::GrowFailed), never a
+    /// SIGBUS) by half the pool's size at least. Not with [`Backend::SysV`] (a
+    /// System V segment has a fixed size): `create` says
+    /// [`CreateError::GrowthUnsupported`](crate::CreateError::GrowthUnsupported).
+    ///
+    /// ```
+    /// use shmval::{Pool, PoolOptions};
+    /// # let name = format!("doc-grow-{}", std::process::id());
+    /// let opts = PoolOptions::new().max_size(64 << 20).remove_on_drop(true);
+    /// let pool = Pool::create_with(&name, 1 << 20, &opts)?;
+    /// let big = pool.share(&shmval::Val::from(vec![0.5f64; 1 << 20]))?; // 8 MiB
+    /// assert!(pool.size() > 8 << 20 && pool.max_size() == 64 << 20);
+    /// # drop(big);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_size(mut self, max: u64) -> Self {
+        self.max_size = Some(max);
         self
     }
     /// `Pool::open_or_create` (and the pipes' and broadcasts') replaces an existing

@@ -358,9 +358,16 @@ impl Pool {
         &self.inner.name
     }
 
-    /// Bytes of the main segment.
+    /// Bytes of the main segment now (a pool made with
+    /// [`PoolOptions::max_size`] grows as it fills).
     pub fn size(&self) -> u64 {
-        self.inner.seg.main.len() as u64
+        self.inner.seg.heap.len()
+    }
+
+    /// Most bytes the main segment may grow to: [`PoolOptions::max_size`], or
+    /// its size for a pool that does not grow.
+    pub fn max_size(&self) -> u64 {
+        self.inner.seg.heap.max_len()
     }
 
     /// Where the main segment is mapped in this process.
@@ -623,7 +630,8 @@ impl Pool {
         let our_ns = sys::pid_namespace() as u32;
         PoolInfo {
             name: self.inner.name.clone(),
-            size: b.main_size.load(Relaxed),
+            size: self.size(),
+            max_size: b.max_size.load(Relaxed),
             creator_pid: pid,
             creator_alive: entries.iter().any(|e| e.alive && e.token == creator),
             created: SystemTime::UNIX_EPOCH + Duration::from_nanos(b.created_ns.load(Relaxed)),
@@ -760,8 +768,10 @@ pub struct Reclaimed {
 pub struct PoolInfo {
     /// Pool name.
     pub name: String,
-    /// Main segment size.
+    /// Main segment size now.
     pub size: u64,
+    /// Most bytes it may grow to (its size, for a pool that does not grow).
+    pub max_size: u64,
     /// Creator's pid.
     pub creator_pid: u32,
     /// Whether the creator is still attached and alive (its liveness lock is held,

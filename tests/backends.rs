@@ -142,9 +142,80 @@ fn child_role_entry() {
             std::thread::sleep(Duration::from_secs(60));
             drop(held);
         }
+        // Fills the pool past 16 MiB (it grows), each array tagged with its index.
+        "grower" => {
+            let mut i = 0i64;
+            while pool.size() < 16 << 20 {
+                root.insert(format!("g{i}").as_str(), vec![i as f64; 16 << 10])
+                    .unwrap();
+                i += 1;
+            }
+            root.insert("grown", i).unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
     child_done();
+}
+
+/// Reads the arrays a grower left (`g0`, `g1`, ...: `n` of them).
+fn read_grown(pool: &Pool, n: i64) {
+    let root = pool.root().unwrap();
+    for i in 0..n {
+        let a: Vec<f64> = root.get_as(format!("g{i}").as_str()).unwrap().unwrap();
+        assert_eq!(a.len(), 16 << 10);
+        assert!(a.iter().all(|&x| x == i as f64), "g{i}");
+    }
+}
+
+/// A pool made with a maximum grows while another process is attached: a child
+/// fills it from 1 MiB past 16 MiB, and the parent, attached all along with the
+/// first megabyte mapped, reads every value (mapping the grown part on the way); a
+/// process opening it afterwards maps it grown. System V refuses a maximum.
+fn growth(backend: &str) {
+    let mut u = Under::new(backend);
+    let opts = u.opts().max_size(32 << 20);
+    if u.backend == Backend::SysV {
+        let e = Pool::create_with(&u.name, 1 << 20, &opts).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                shmval::CreateError::GrowthUnsupported {
+                    backend: "sysv",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        return;
+    }
+    let pool = Pool::create_with(&u.name, 1 << 20, &opts).unwrap();
+    assert_eq!((pool.size(), pool.max_size()), (1 << 20, 32 << 20));
+    let mut kid = u.spawn(&pool, "grower");
+    wait_ok(&mut kid, 30 * SECS, "grower");
+    assert!(pool.size() >= 16 << 20, "{}", pool.size());
+    let n = pool
+        .root()
+        .unwrap()
+        .get_val("grown")
+        .unwrap()
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    read_grown(&pool, n);
+    pool.reclaim_dead(); // the child exited without dropping its handles
+    let c = pool.check();
+    assert!(c.is_ok() && c.leaks().is_empty(), "{c:?}");
+    if u.backend != Backend::Memfd {
+        let again = Pool::open_with(&u.name, &u.opts()).unwrap();
+        assert_eq!(again.size(), pool.size());
+        read_grown(&again, n);
+        let info = shmval::admin::inspect(pool.dir(), &u.name).unwrap();
+        assert_eq!(
+            (info.size, info.max_size),
+            (pool.size(), 32 << 20),
+            "{info:?}"
+        );
+    }
 }
 
 fn handshake_values_and_pipes(backend: &str) {
@@ -340,6 +411,10 @@ macro_rules! conformance {
             #[test]
             fn conformance_destroy() {
                 super::destroy(stringify!($backend));
+            }
+            #[test]
+            fn conformance_growth() {
+                super::growth(stringify!($backend));
             }
             #[test]
             fn conformance_bad_input() {

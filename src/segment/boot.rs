@@ -11,7 +11,7 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// must not attach beside one that repairs. 5: each attach entry names its process's
 /// reference ledger, which whoever finds the process dead replays: a build that
 /// keeps none would have its handles' references released under it).
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.
@@ -121,7 +121,8 @@ pub struct BootHeader {
     pub created_ns: AtomicU64,
     /// Where the creator mapped the main segment.
     pub base_address: AtomicU64,
-    /// Bytes of the main segment.
+    /// Bytes of the main segment: its size at creation, and after each growth
+    /// what its file holds at least (stored once the file was extended).
     pub main_size: AtomicU64,
     /// One of [`backend`].
     pub backend: AtomicU32,
@@ -139,7 +140,11 @@ pub struct BootHeader {
     /// What the backend needs to find the main segment: System V, `key << 32 |
     /// shmid`; 0 for the others.
     pub backend_arg: AtomicU64,
-    _reserved: [AtomicU64; 3],
+    /// Most bytes the main segment may grow to (`PoolOptions::max_size`); its
+    /// size at creation for a pool that does not grow. Every process reserves this
+    /// much address space for it.
+    pub max_size: AtomicU64,
+    _reserved: [AtomicU64; 2],
     /// Processes attached to the pool.
     pub attached: [AttachSlot; ATTACH_SLOTS],
 }

@@ -1,4 +1,5 @@
 //! Segments: the boot header and the create/open handshake.
 
 pub mod boot;
+pub(crate) mod grow;
 pub(crate) mod open;

@@ -10,6 +10,7 @@
 //! map; attach the heap (which validates its own header).
 
 use super::boot::{self, state, BootHeader, BOOT_MAGIC, BOOT_SIZE};
+use super::grow::FileGrow;
 use crate::error::{CreateError, LayoutId, OpenError};
 use crate::liveness;
 use crate::name::{boot_name, validate_name};
@@ -17,7 +18,7 @@ use crate::options::{Backend, PoolOptions};
 use crate::platform::{process_token, LinuxPlatform};
 use crate::sys::{self, MapError, Mapping};
 use nix::errno::Errno;
-use shmval_alloc::{FormatError, Heap, Region, MIN_REGION};
+use shmval_alloc::{FormatError, Growth, Heap, Region, MIN_REGION};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -137,6 +138,27 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
         });
     }
     let size = size.next_multiple_of(4096);
+    let max_size = match opts.max_size {
+        None => size,
+        Some(m) => {
+            let m = m.next_multiple_of(4096);
+            if m > max {
+                return Err(CreateError::InvalidSize {
+                    size: m,
+                    min: MIN_REGION as u64,
+                    max,
+                });
+            }
+            if m < size || (m > size && *opts.get_backend() == Backend::SysV) {
+                return Err(CreateError::GrowthUnsupported {
+                    size,
+                    max: m,
+                    backend: opts.get_backend().name(),
+                });
+            }
+            m
+        }
+    };
     let requested = size + BOOT_SIZE as u64;
     let dir = opts.get_dir();
     let dir = dir.as_path();
@@ -213,7 +235,10 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     b.magic.store(BOOT_MAGIC, Relaxed);
     b.state.store(state::CREATING, Release);
 
-    let (main_map, main_kind) = create_main(name, size, requested, opts, dir, &mut cleanup)?;
+    b.main_size.store(size, Relaxed);
+    b.max_size.store(max_size, Relaxed);
+    let (main_map, main_kind, grow_fd) =
+        create_main(name, size, max_size, requested, opts, dir, &mut cleanup)?;
     if let MainKind::SysV { key, id } = main_kind {
         b.backend_arg
             .store(u64::from(key as u32) << 32 | u64::from(id as u32), Relaxed);
@@ -225,19 +250,27 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             source: errno.into(),
         })?;
     }
-    // SAFETY: the mapping is `size` bytes, page-aligned, lives as long as the heap
-    // (both are kept in `Segments`), and nobody else can use it before READY.
-    let heap =
-        unsafe { Heap::format(Region::new(main_map.ptr(), size as usize)) }.map_err(|_| {
-            CreateError::InvalidSize {
-                size,
-                min: MIN_REGION as u64,
-                max,
-            }
+    let growth = grow_fd.map(|fd| Growth {
+        max: max_size,
+        grow: Box::new(FileGrow::new(
+            fd,
+            main_map.ptr(),
+            max_size,
+            size,
+            &b.main_size,
+        )),
+    });
+    // SAFETY: `size` bytes are mapped at the start of a reservation of `max_size`,
+    // page-aligned, which lives as long as the heap (both are kept in `Segments`);
+    // nobody else can use it before READY.
+    let heap = unsafe { Heap::format_growable(Region::new(main_map.ptr(), size as usize), growth) }
+        .map_err(|_| CreateError::InvalidSize {
+            size,
+            min: MIN_REGION as u64,
+            max,
         })?;
     b.base_address
         .store(main_map.ptr().as_ptr() as u64, Relaxed);
-    b.main_size.store(size, Relaxed);
     b.flags.store(
         if opts.fixed_base.is_some() {
             boot::flags::FIXED_BASE
@@ -268,14 +301,18 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
 
 /// Makes, reserves and maps the main segment of `size` bytes for the backend
 /// `opts` names (its undo registered in `cleanup`).
+/// A pool that grows (`max > size`) gets its mapping as a reservation of `max`
+/// bytes and a descriptor of the main segment for its grower.
 fn create_main(
     name: &str,
     size: u64,
+    max: u64,
     requested: u64,
     opts: &PoolOptions,
     dir: &Path,
     cleanup: &mut Unlinker<'_>,
-) -> Result<(Mapping, MainKind), CreateError> {
+) -> Result<(Mapping, MainKind, Option<OwnedFd>), CreateError> {
+    let grows = max > size;
     let map_err = |e| match e {
         MapError::AddressInUse(conflict) => CreateError::AddressInUse {
             addr: opts.fixed_base.unwrap_or(0),
@@ -302,12 +339,12 @@ fn create_main(
                 .map_err(|e| create_errno(e, dir, name, "open"))?;
             cleanup.1.push(name.to_owned());
             reserved(&fd)?;
-            let m = Mapping::new(&fd, size as usize, opts.fixed_base).map_err(map_err)?;
+            let m = map_main(&fd, size, max, opts.fixed_base).map_err(map_err)?;
             let id = sys::file_id(&fd).map_err(|errno| CreateError::Os {
                 op: "fstat",
                 source: errno.into(),
             })?;
-            Ok((m, MainKind::File(id)))
+            Ok((m, MainKind::File(id), grows.then_some(fd)))
         }
         Backend::Memfd => {
             let fd = sys::memfd(name).map_err(|e| create_errno(e, dir, name, "memfd_create"))?;
@@ -316,12 +353,25 @@ fn create_main(
                 source: errno.into(),
             })?;
             reserved(&fd)?;
-            sys::seal_size(&fd).map_err(|errno| CreateError::Os {
+            // A pool that grows is sealed against shrinking only.
+            let seal = if grows {
+                sys::seal_shrink
+            } else {
+                sys::seal_size
+            };
+            seal(&fd).map_err(|errno| CreateError::Os {
                 op: "fcntl(F_ADD_SEALS)",
                 source: errno.into(),
             })?;
-            let m = Mapping::new(&fd, size as usize, opts.fixed_base).map_err(map_err)?;
-            Ok((m, MainKind::Memfd(fd)))
+            let m = map_main(&fd, size, max, opts.fixed_base).map_err(map_err)?;
+            let grow_fd = match grows {
+                true => Some(fd.try_clone().map_err(|e| CreateError::Os {
+                    op: "dup",
+                    source: e,
+                })?),
+                false => None,
+            };
+            Ok((m, MainKind::Memfd(fd), grow_fd))
         }
         Backend::SysV => {
             let key = sysv_key(dir, name);
@@ -351,8 +401,18 @@ fn create_main(
             })?;
             // No file to fallocate: the pages are made present now.
             sys::populate(&m).map_err(|_| no_space(dir, requested))?;
-            Ok((m, MainKind::SysV { key, id }))
+            Ok((m, MainKind::SysV { key, id }, None))
         }
+    }
+}
+
+/// Maps `size` bytes of a main segment: alone, or at the start of a reservation
+/// of `max` bytes for a pool that grows.
+fn map_main(fd: &OwnedFd, size: u64, max: u64, fixed: Option<usize>) -> Result<Mapping, MapError> {
+    if max > size {
+        Mapping::reserved(fd, size as usize, max as usize, fixed)
+    } else {
+        Mapping::new(fd, size as usize, fixed)
     }
 }
 
@@ -547,14 +607,21 @@ fn finish_open(
         s => return Err(corrupt(name, format!("unknown pool state {s}"))),
     }
     let size = b.main_size.load(Relaxed);
+    let max_size = b.max_size.load(Relaxed);
     let base = b.base_address.load(Relaxed);
     let fixed = b.flags.load(Relaxed) & boot::flags::FIXED_BASE != 0;
-    if size < MIN_REGION as u64 || size > shmval_alloc::MAX_REGION_BYTES {
+    if size < MIN_REGION as u64
+        || max_size < size
+        || max_size > shmval_alloc::MAX_REGION_BYTES
+        || size % 4096 != 0
+        || max_size % 4096 != 0
+    {
         return Err(corrupt(
             name,
-            format!("the boot record's size {size} is impossible"),
+            format!("the boot record's size {size} (at most {max_size}) is impossible"),
         ));
     }
+    let grows = max_size > size;
     let map_err = |e| match e {
         MapError::AddressInUse(conflict) => Attempt::Fail(OpenError::AddressInUse {
             name: name.to_owned(),
@@ -567,19 +634,19 @@ fn finish_open(
         }),
     };
     let at = fixed.then_some(base as usize);
-    let (main_map, main_kind) = match b.backend.load(Relaxed) {
+    let (main_map, main_kind, len, grow_fd) = match b.backend.load(Relaxed) {
         boot::backend::POSIX_SHM | boot::backend::FILE => {
             let main_fd = sys::seg_open(dir, name).map_err(|e| match e {
                 Errno::ENOENT => corrupt(name, "the main segment is missing"),
                 e => open_errno(e, name, name),
             })?;
-            open_main_fd(name, opts, dir, &main_fd, size)?;
-            let m = Mapping::new(&main_fd, size as usize, at).map_err(map_err)?;
+            let len = open_main_fd(name, opts, dir, &main_fd, size, max_size)?;
+            let m = map_main(&main_fd, len, max_size, at).map_err(map_err)?;
             let id = sys::file_id(&main_fd).map_err(|errno| OpenError::Os {
                 op: "fstat",
                 source: errno.into(),
             })?;
-            (m, MainKind::File(id))
+            (m, MainKind::File(id), len, grows.then_some(main_fd))
         }
         boot::backend::MEMFD => {
             let Some(main_fd) = memfd_main else {
@@ -588,9 +655,19 @@ fn finish_open(
                     "an anonymous (memfd) pool is opened from its descriptors (Pool::receive)",
                 ));
             };
-            open_main_fd(name, opts, dir, &main_fd, size)?;
-            let m = Mapping::new(&main_fd, size as usize, at).map_err(map_err)?;
-            (m, MainKind::Memfd(main_fd))
+            let len = open_main_fd(name, opts, dir, &main_fd, size, max_size)?;
+            let m = map_main(&main_fd, len, max_size, at).map_err(map_err)?;
+            let grow_fd = match grows {
+                true => Some(main_fd.try_clone().map_err(|e| OpenError::Os {
+                    op: "dup",
+                    source: e,
+                })?),
+                false => None,
+            };
+            (m, MainKind::Memfd(main_fd), len, grow_fd)
+        }
+        boot::backend::SYSV if grows => {
+            return Err(corrupt(name, "a System V pool that grows"));
         }
         boot::backend::SYSV => {
             let arg = b.backend_arg.load(Relaxed);
@@ -636,14 +713,25 @@ fn finish_open(
                 Errno::EINVAL if fixed => map_err(MapError::AddressInUse("another mapping".into())),
                 e => map_err(MapError::Os(e)),
             })?;
-            (m, MainKind::SysV { key, id })
+            (m, MainKind::SysV { key, id }, size, None)
         }
         _ => return Err(corrupt(name, "unknown backend")),
     };
-    // SAFETY: `size` bytes mapped, page-aligned, kept alive with the heap in
-    // `Segments`; the size was checked against fstat so no access faults.
-    let heap = unsafe { Heap::attach(Region::new(main_map.ptr(), size as usize)) }.map_err(
-        |e| match e {
+    let growth = grow_fd.map(|fd| Growth {
+        max: max_size,
+        grow: Box::new(FileGrow::new(
+            fd,
+            main_map.ptr(),
+            max_size,
+            len,
+            &b.main_size,
+        )),
+    });
+    // SAFETY: `len` bytes mapped, page-aligned, at the start of a reservation of
+    // `max_size` (a pool that grows), kept alive with the heap in `Segments`; the
+    // length was checked against fstat so no access faults.
+    let heap = unsafe { Heap::attach_growable(Region::new(main_map.ptr(), len as usize), growth) }
+        .map_err(|e| match e {
             FormatError::Incompatible { .. } => Attempt::Fail(OpenError::Incompatible {
                 name: name.to_owned(),
                 expected: boot::layout_id(),
@@ -653,8 +741,7 @@ fn finish_open(
                 },
             }),
             e => corrupt(name, format!("main segment: {e}")),
-        },
-    )?;
+        })?;
     let boot_id = sys::file_id(&boot_fd).map_err(|errno| OpenError::Os {
         op: "fstat",
         source: errno.into(),
@@ -672,28 +759,37 @@ fn finish_open(
 }
 
 /// Checks a main segment's descriptor (owner, type, size) and fills a sparse one's
-/// holes (or refuses it).
+/// holes (or refuses it); returns the bytes to map. A pool that grows (`max >
+/// size`) may have a file longer than the boot record says (another process grew
+/// it since), up to `max`.
 fn open_main_fd(
     name: &str,
     opts: &PoolOptions,
     dir: &Path,
     main_fd: &OwnedFd,
     size: u64,
-) -> Result<(), Attempt> {
+    max: u64,
+) -> Result<u64, Attempt> {
     let info = sys::file_info(main_fd).map_err(|errno| OpenError::Os {
         op: "fstat",
         source: errno.into(),
     })?;
     check_file(name, &info, "the main segment", opts)?;
-    if info.size != size {
+    let fits = if max > size {
+        (size..=max).contains(&info.size)
+    } else {
+        info.size == size
+    };
+    if !fits {
         return Err(corrupt(
             name,
             format!(
-                "main segment is {} bytes, the boot record says {size}",
+                "main segment is {} bytes, the boot record says {size} (at most {max})",
                 info.size
             ),
         ));
     }
+    let size = info.size & !4095;
     // A main segment with holes (copied or restored sparse) would take storage at
     // first store, and SIGBUS if the file system is full then: fill them now, or
     // refuse.
@@ -710,5 +806,5 @@ fn open_main_fd(
             },
         })?;
     }
-    Ok(())
+    Ok(size)
 }

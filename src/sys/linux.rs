@@ -110,7 +110,17 @@ pub(crate) fn file_info(fd: &OwnedFd) -> Result<FileInfo, Errno> {
 
 /// Reserves `len` bytes so later page faults cannot hit a full tmpfs (SIGBUS).
 pub(crate) fn reserve(fd: &OwnedFd, len: u64) -> Result<(), Errno> {
-    nix::fcntl::posix_fallocate(fd.as_raw_fd(), 0, len as i64)
+    reserve_range(fd, 0, len)
+}
+
+/// Reserves the bytes `from..to` (extending the file to `to` if shorter).
+pub(crate) fn reserve_range(fd: &OwnedFd, from: u64, to: u64) -> Result<(), Errno> {
+    let len = i64::try_from(to.saturating_sub(from)).map_err(|_| Errno::EFBIG)?;
+    let from = i64::try_from(from).map_err(|_| Errno::EFBIG)?;
+    if len == 0 {
+        return Ok(());
+    }
+    nix::fcntl::posix_fallocate(fd.as_raw_fd(), from, len)
 }
 
 /// Bytes available to unprivileged users in the file system of `dir`.
@@ -207,6 +217,60 @@ impl Mapping {
         }
     }
 
+    /// Reserves `max` bytes of address space (anywhere, or exactly at `fixed`,
+    /// never replacing a mapping) and maps the first `len` bytes of `fd` shared and
+    /// writable over its start: the rest stays inaccessible until [`map_over`]
+    /// maps more of the file there. The mapping's length (what drop unmaps) is
+    /// `max`.
+    pub(crate) fn reserved(
+        fd: &OwnedFd,
+        len: usize,
+        max: usize,
+        fixed: Option<usize>,
+    ) -> Result<Mapping, MapError> {
+        let nz = NonZeroUsize::new(max).ok_or(MapError::Os(Errno::EINVAL))?;
+        if len == 0 || len > max {
+            return Err(MapError::Os(Errno::EINVAL));
+        }
+        let mut flags = MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE;
+        let addr = match fixed {
+            Some(a) => {
+                flags |= MapFlags::MAP_FIXED_NOREPLACE;
+                Some(NonZeroUsize::new(a).ok_or(MapError::Os(Errno::EINVAL))?)
+            }
+            None => None,
+        };
+        // SAFETY: a fresh anonymous mapping without access; with
+        // MAP_FIXED_NOREPLACE the kernel refuses rather than replace anything.
+        let r = unsafe { nix::sys::mman::mmap_anonymous(addr, nz, ProtFlags::PROT_NONE, flags) };
+        let p = match r {
+            Ok(p) => p,
+            Err(Errno::EEXIST) => {
+                let a = fixed.unwrap_or(0);
+                return Err(MapError::AddressInUse(
+                    conflicting_mapping(a, max).unwrap_or_else(|| "unknown mapping".into()),
+                ));
+            }
+            Err(e) => return Err(MapError::Os(e)),
+        };
+        let m = Mapping {
+            ptr: p.cast(),
+            len: max,
+            sysv: false,
+        };
+        if let Some(a) = fixed {
+            if m.ptr.as_ptr() as usize != a {
+                let got = m.ptr.as_ptr() as usize;
+                drop(m);
+                return Err(MapError::AddressInUse(format!(
+                    "kernel placed the mapping at {got:#x} instead"
+                )));
+            }
+        }
+        map_over(fd, m.ptr, 0, len).map_err(MapError::Os)?;
+        Ok(m)
+    }
+
     /// Maps `len` bytes of `fd` (opened read-only or not) private and writable:
     /// the file's pages are read as they are (others' stores show), and a store
     /// would only ever change a private copy. For looking at a pool without taking
@@ -238,6 +302,34 @@ impl Mapping {
     pub(crate) fn len(&self) -> usize {
         self.len
     }
+}
+
+/// Maps the bytes `from..to` of `fd` shared and writable at `base + from`, over
+/// the reservation made by [`Mapping::reserved`] (`MAP_FIXED` replaces its
+/// inaccessible pages there, and nothing else: the range is inside it).
+pub(crate) fn map_over(
+    fd: &OwnedFd,
+    base: NonNull<u8>,
+    from: usize,
+    to: usize,
+) -> Result<(), Errno> {
+    let len = NonZeroUsize::new(to.saturating_sub(from)).ok_or(Errno::EINVAL)?;
+    let at = NonZeroUsize::new(base.as_ptr() as usize + from).ok_or(Errno::EINVAL)?;
+    let off = i64::try_from(from).map_err(|_| Errno::EFBIG)?;
+    // SAFETY: `base + from .. base + to` lies in a reservation this process made
+    // for exactly this file (the caller's contract), so MAP_FIXED replaces only
+    // its own inaccessible pages.
+    unsafe {
+        nix::sys::mman::mmap(
+            Some(at),
+            len,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+            fd,
+            off,
+        )
+    }?;
+    Ok(())
 }
 
 impl Drop for Mapping {
@@ -386,13 +478,22 @@ pub(crate) fn memfd(name: &str) -> Result<OwnedFd, Errno> {
 /// Seals `fd` against shrinking and growing (`F_SEAL_SHRINK | F_SEAL_GROW`), then
 /// against further seals: no process can truncate it under the others' mappings.
 pub(crate) fn seal_size(fd: &OwnedFd) -> Result<(), Errno> {
+    seal(fd, true)
+}
+
+/// Seals a memory file against shrinking only (a pool that grows), and against
+/// further seals.
+pub(crate) fn seal_shrink(fd: &OwnedFd) -> Result<(), Errno> {
+    seal(fd, false)
+}
+
+fn seal(fd: &OwnedFd, grow_too: bool) -> Result<(), Errno> {
     use nix::fcntl::{fcntl, FcntlArg, SealFlag};
-    fcntl(
-        fd.as_raw_fd(),
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
-        ),
-    )?;
+    let mut seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
+    if grow_too {
+        seals |= SealFlag::F_SEAL_GROW;
+    }
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
     Ok(())
 }
 
