@@ -115,7 +115,7 @@ pub use shm::{
     RepairError, RepairReport, ShmBytes, ShmList, ShmOTab, ShmStr, ShmTab, ShmVal, TabBuilder,
     TabLock, ToShm, ToShmKey, Unreachable, ValError,
 };
-pub use shmval_alloc::{AllocError, FreeError, Offset, Stats};
+pub use shmval_alloc::{AllocError, FreeError, GrowError, Offset, Stats};
 pub use snapshot::SnapshotError;
 pub use val::{
     from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, LiteralError, Map,

@@ -122,7 +122,7 @@ fn touch_everything(pool: &Pool) {
                 // SAFETY: a fresh block of ours of l.size() bytes.
                 unsafe { p.as_ptr().write_bytes(0xA5, l.size()) };
             }
-            Err(AllocError::Exhausted { .. }) => return,
+            Err(AllocError::Exhausted { .. } | AllocError::GrowFailed { .. }) => return,
             Err(e) => panic!("alloc: {e}"),
         }
     }
@@ -230,6 +230,59 @@ fn child_roles() {
             );
             touch_everything(&p);
         }
+        "grow" => {
+            // A pool that may grow to 64 MiB in a 16 MiB file system: it grows
+            // until the file system is full, then says so (GrowFailed/NoSpace),
+            // with every page it has usable (a SIGBUS without the reservation) and
+            // nothing lost; with room again, it grows on.
+            let name = "grows";
+            let opts = PoolOptions::new().max_size(64 * MB);
+            let pool = Pool::create_with(name, MB, &opts).unwrap();
+            let l = Layout::from_size_align(256 << 10, 16).unwrap();
+            let mut held = Vec::new();
+            let err = loop {
+                match pool.alloc(l) {
+                    Ok(off) => {
+                        let p = pool.resolve(off, l.size()).unwrap();
+                        // SAFETY: a fresh block of ours of l.size() bytes.
+                        unsafe { p.as_ptr().write_bytes(held.len() as u8, l.size()) };
+                        held.push(off);
+                    }
+                    Err(e) => break e,
+                }
+            };
+            assert!(
+                matches!(
+                    err,
+                    AllocError::GrowFailed {
+                        why: shmval::GrowError::NoSpace,
+                        ..
+                    }
+                ),
+                "{err:?}"
+            );
+            assert!(err.to_string().contains("no space left"), "{err}");
+            assert!(
+                pool.size() < 16 * MB && pool.size() > 4 * MB,
+                "{}",
+                pool.size()
+            );
+            touch_everything(&pool);
+            assert!(pool.check().is_ok());
+            let size = pool.size();
+            for (i, &off) in held.iter().enumerate() {
+                let p = pool.resolve(off, l.size()).unwrap();
+                // SAFETY: a live block of ours.
+                let s = unsafe { std::slice::from_raw_parts(p.as_ptr(), l.size()) };
+                assert!(s.iter().all(|&b| b == i as u8));
+            }
+            // Another process's view: an opener maps the pool as grown.
+            let again = Pool::open(name, Duration::ZERO).unwrap();
+            assert_eq!(again.size(), size);
+            drop(again);
+            drop(pool);
+            Pool::destroy(name).unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
     child_done();
@@ -263,5 +316,15 @@ fn creators_racing_on_a_full_tmpfs_get_a_pool_or_no_space_never_sigbus() {
 fn a_sparse_main_segment_is_reserved_at_open_or_refused() {
     if role().is_none() {
         in_small_tmpfs("sparse", "sparse");
+    }
+}
+
+/// A pool that grows (`PoolOptions::max_size`) on a file system too small for its
+/// maximum: growth stops with `GrowFailed { why: NoSpace }`, never a SIGBUS, and
+/// every page the pool has stays usable.
+#[test]
+fn a_growing_pool_on_a_full_file_system_says_no_space_never_sigbus() {
+    if role().is_none() {
+        in_small_tmpfs("fullgrow", "grow");
     }
 }

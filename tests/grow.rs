@@ -49,7 +49,11 @@ fn three_processes_fill_a_pool_from_1_to_256_mib_reading_each_others_values() {
         let mut rng = xorshift(me + 7);
         let (mut i, mut seen) = (0u64, 0u64);
         loop {
-            match pool.root().unwrap().insert(key(me, i).as_str(), value(me, i)) {
+            match pool
+                .root()
+                .unwrap()
+                .insert(key(me, i).as_str(), value(me, i))
+            {
                 Ok(_) => i += 1,
                 Err(e) if full(&e) => break,
                 Err(e) => panic!("filler {me}: {e}"),
@@ -85,8 +89,16 @@ fn three_processes_fill_a_pool_from_1_to_256_mib_reading_each_others_values() {
     for (k, kid) in kids.iter_mut().enumerate() {
         common::wait_ok(kid, 120 * SECS, &format!("filler {k}"));
     }
-    eprintln!("three fillers took the pool to {} MiB in {:?}", pool.size() >> 20, t.elapsed());
-    assert!(pool.size() > 250 * MB && pool.size() <= 256 * MB, "{}", pool.size());
+    eprintln!(
+        "three fillers took the pool to {} MiB in {:?}",
+        pool.size() >> 20,
+        t.elapsed()
+    );
+    assert!(
+        pool.size() > 250 * MB && pool.size() <= 256 * MB,
+        "{}",
+        pool.size()
+    );
     // The parent mapped only the first megabyte; it reads everything now.
     let mut total = 0;
     for p in 0..3u64 {

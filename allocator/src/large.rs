@@ -507,15 +507,22 @@ impl<P: Platform> Large<'_, P> {
         let Some(want) = old.checked_add(needed).and_then(|w| w.checked_add(slack)) else {
             return Ok(false);
         };
-        let step = ((old - heap.arena_start) / 2).max(1 << 20);
-        let new = want
-            .max(old.saturating_add(step))
-            .next_multiple_of(SLAB_SIZE as u64)
-            .min(cap);
-        if new < want || new <= old {
+        let least = want.next_multiple_of(SLAB_SIZE as u64).min(cap);
+        if least < want || least <= old {
             return Ok(false);
         }
-        heap.extend_to(new)?;
+        let step = ((old - heap.arena_start) / 2).max(1 << 20);
+        let mut new = least
+            .max(old.saturating_add(step).next_multiple_of(SLAB_SIZE as u64))
+            .min(cap);
+        if let Err(e) = heap.extend_to(new) {
+            // Short of room for a whole step, take what the request needs.
+            if new == least {
+                return Err(e);
+            }
+            new = least;
+            heap.extend_to(new)?;
+        }
         let tail = h.last_size.load(Relaxed);
         self.set(old, new - old);
         self.set(old + 8, tail);
