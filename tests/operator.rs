@@ -326,6 +326,30 @@ fn dump_get_set_rm_round_trip_in_both_formats() {
     assert_eq!(shmval(&d, &["get", "p", "config"]).status.code(), Some(2));
     assert_eq!(shmval(&d, &["get", "nopool", "/"]).status.code(), Some(2));
     assert_eq!(shmval(&d, &["create", "q", "12Q"]).status.code(), Some(2));
+    // A pool that grows: made by the tool, grown by a process, seen grown by info.
+    let o = shmval(&d, &["create", "g", "1M", "--max-size", "64M"]);
+    assert!(text(&o).contains("grows to 64.0 MiB"), "{}", text(&o));
+    let g = Pool::open_with("g", &d.opts()).unwrap();
+    g.root().unwrap().insert("big", vec![1u8; 4 << 20]).unwrap();
+    let v = json(&shmval(&d, &["info", "g", "--json"]));
+    let info = &v.as_array().map_or(&v, |a| &a[0]);
+    assert_eq!(info["max_size"], 64 << 20, "{v}");
+    assert!(info["size"].as_u64().unwrap() > 4 << 20, "{v}");
+    drop(g);
+    let o = shmval(
+        &d,
+        &[
+            "create",
+            "h",
+            "1M",
+            "--max-size",
+            "64M",
+            "--backend",
+            "sysv",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot grow"), "{}", text(&o));
     // stat, pipes, watch: they run and say something sensible.
     let p = Pipe::create(&pool, "jobs", 16).unwrap();
     p.send(pool.share(&Val::from("a job")).unwrap()).unwrap();

@@ -93,6 +93,10 @@ enum Cmd {
         /// shared memory, see `ipcs -m`), file:DIR (files in DIR: a disk, hugetlbfs).
         #[arg(long, default_value = "posix")]
         backend: String,
+        /// Let the pool grow as it fills, up to this size (bytes, or K, M, G, T),
+        /// while processes are attached (not with sysv).
+        #[arg(long)]
+        max_size: Option<String>,
     },
     /// Remove a pool's files, whatever its state.
     Destroy {
@@ -238,7 +242,8 @@ fn main() -> ExitCode {
             size,
             mode,
             backend,
-        } => create(&name, &size, &mode, &backend, &dir),
+            max_size,
+        } => create(&name, &size, &mode, &backend, max_size.as_deref(), &dir),
         Cmd::Destroy { name } => destroy(&name, &dir),
         Cmd::Stat { name, json } => stat(&name, json, &dir),
         Cmd::Pipes { name, json } => pipes(&name, json, &dir),
@@ -409,6 +414,13 @@ fn print_pool_full(p: &admin::PoolSummary) {
         println!("  problem        {why}");
     }
     println!("  size           {} ({} bytes)", human(p.size), p.size);
+    if p.max_size > p.size {
+        println!(
+            "  grows to       {} ({} bytes)",
+            human(p.max_size),
+            p.max_size
+        );
+    }
     println!(
         "  files          {} ({} allocated)",
         human(p.file_size),
@@ -480,7 +492,14 @@ fn clean(names: &[String], force: bool, dry_run: bool, json: bool, dir: &Dir) ->
     ExitCode::from(if r.refused.is_empty() { 0 } else { 1 })
 }
 
-fn create(name: &str, size: &str, mode: &str, backend: &str, dir: &Dir) -> ExitCode {
+fn create(
+    name: &str,
+    size: &str,
+    mode: &str,
+    backend: &str,
+    max_size: Option<&str>,
+    dir: &Dir,
+) -> ExitCode {
     let backend = match backend {
         "posix" => shmval::Backend::Posix,
         "sysv" => shmval::Backend::SysV,
@@ -508,10 +527,25 @@ fn create(name: &str, size: &str, mode: &str, backend: &str, dir: &Dir) -> ExitC
         eprintln!("shmval create: mode {mode:?} is not octal (like 600 or 660)");
         return ExitCode::from(2);
     };
-    match Pool::create_with(name, size, &dir.opts().mode(mode).backend(backend)) {
+    let mut opts = dir.opts().mode(mode).backend(backend);
+    if let Some(m) = max_size {
+        match admin::parse_size(m) {
+            Ok(m) => opts = opts.max_size(m),
+            Err(e) => {
+                eprintln!("shmval create: --max-size: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match Pool::create_with(name, size, &opts) {
         Ok(p) => {
+            let grows = if p.max_size() > p.size() {
+                format!(", grows to {}", human(p.max_size()))
+            } else {
+                String::new()
+            };
             println!(
-                "created {name}: {} ({} bytes), mode {mode:04o}",
+                "created {name}: {} ({} bytes){grows}, mode {mode:04o}",
                 human(p.size()),
                 p.size()
             );
