@@ -90,7 +90,148 @@ pub fn run(r: &mut Report) {
         )],
     );
     drop(keep);
+    growth(r);
     snapshots(r);
+}
+
+const MIB: u64 = 1 << 20;
+
+/// A pool of `size` bytes that may grow to `max` (`max == size`: fixed), removed
+/// when dropped and on a signal.
+fn pool_of(name: &str, size: u64, max: u64) -> Pool {
+    crate::harness::remove_on_signal(name);
+    let mut o = PoolOptions::new().remove_on_drop(true);
+    if max > size {
+        o = o.max_size(max);
+    }
+    Pool::create_with(name, size, &o).unwrap()
+}
+
+/// Fills `pool` with 1 MiB arrays until it holds `n` of them.
+fn fill(pool: &Pool, n: u64) {
+    let root = pool.root().unwrap();
+    for i in 0..n {
+        root.insert(i as i64, vec![i as u8; MIB as usize]).unwrap();
+    }
+}
+
+/// `n` alloc+free pairs of 16..256 bytes and `n` of 8 KiB (large blocks, under the
+/// large lock): ns a pair.
+fn pairs(pool: &Pool, n: u64) -> f64 {
+    let small: Vec<_> = (0..64)
+        .map(|i| std::alloc::Layout::from_size_align(16 + i * 4, 8).unwrap())
+        .collect();
+    let large = std::alloc::Layout::from_size_align(8 << 10, 16).unwrap();
+    crate::harness::ns_per_op(2 * n, || {
+        for i in 0..n as usize {
+            for l in [small[i % 64], large] {
+                let off = pool.alloc(l).unwrap();
+                let p = pool.resolve(off, 1).unwrap().as_ptr();
+                // SAFETY: our fresh block of at least one byte, freed just after.
+                unsafe {
+                    p.write(i as u8);
+                    std::hint::black_box(p.read());
+                    pool.free(off, l).unwrap();
+                }
+            }
+        }
+    })
+}
+
+/// Growth while attached: filling a pool from 1 MiB to 256 MiB against filling one
+/// made at 256 MiB; another handle's first touch of a grown region (its catch-up:
+/// `fstat` + `mmap`) against a touch of a mapped one; and steady-state operations
+/// on a grown pool against a fixed one.
+fn growth(r: &mut Report) {
+    let pid = std::process::id();
+    let (g, f) = (
+        format!("shmval-bench-grow-{pid}"),
+        format!("shmval-bench-fixed-{pid}"),
+    );
+    let reps = r.reps(5);
+    let fill_n = if r.quick { 60 } else { 240 };
+    let (max, label) = if r.quick {
+        (64 * MIB, "64 MiB")
+    } else {
+        (256 * MIB, "256 MiB")
+    };
+    r.compare(
+        &format!("fill a pool with 1 MiB arrays to {label}, create included"),
+        "ms",
+        reps,
+        1,
+        &["", ""],
+        vec![
+            (
+                "shmval, growing from 1 MiB",
+                Box::new(|| ms(|| fill(&pool_of(&g, MIB, max), fill_n))),
+            ),
+            (
+                "shmval, made at its full size",
+                Box::new(|| ms(|| fill(&pool_of(&f, max, max), fill_n))),
+            ),
+        ],
+    );
+    // The first touch: handle `a` grows a fresh pool by one 4 MiB block; handle
+    // `b` (another mapping, as another process has) resolves and reads it.
+    let l = std::alloc::Layout::from_size_align(4 * MIB as usize, 16).unwrap();
+    let both = std::cell::RefCell::new(None::<(Pool, Pool, shmval::Offset)>);
+    r.compare(
+        "another process's first touch of a grown region vs a touch of a mapped one",
+        "µs",
+        r.reps(20),
+        1,
+        &["", ""],
+        vec![
+            (
+                "first touch after a growth (catch-up: fstat + mmap)",
+                Box::new(|| {
+                    drop(both.borrow_mut().take());
+                    let a = pool_of(&g, MIB, 64 * MIB);
+                    let b = Pool::open(&g, Duration::ZERO).unwrap();
+                    let off = a.alloc(l).unwrap();
+                    let t = Instant::now();
+                    let p = b.resolve(off, l.size()).unwrap();
+                    // SAFETY: a live block of `l.size()` bytes.
+                    std::hint::black_box(unsafe { p.as_ptr().read_volatile() });
+                    let us = t.elapsed().as_secs_f64() * 1e6;
+                    *both.borrow_mut() = Some((a, b, off));
+                    us
+                }),
+            ),
+            (
+                "the same touch again (mapped)",
+                Box::new(|| {
+                    let g = both.borrow();
+                    let (_, b, off) = g.as_ref().unwrap();
+                    let t = Instant::now();
+                    let p = b.resolve(*off, l.size()).unwrap();
+                    // SAFETY: as above.
+                    std::hint::black_box(unsafe { p.as_ptr().read_volatile() });
+                    t.elapsed().as_secs_f64() * 1e6
+                }),
+            ),
+        ],
+    );
+    drop(both.borrow_mut().take());
+    // Steady state: the same operations on a pool grown to 64 MiB and on one made
+    // at 64 MiB.
+    let grown = pool_of(&g, MIB, 64 * MIB);
+    fill(&grown, 40);
+    let fixed = pool_of(&f, 64 * MIB, 64 * MIB);
+    fill(&fixed, 40);
+    let n = if r.quick { 20_000 } else { 500_000 };
+    r.compare(
+        "alloc+free pairs (16..256 B and 8 KiB) on a grown pool vs a fixed one",
+        "ns",
+        reps,
+        1,
+        &["", ""],
+        vec![
+            ("shmval, grown 1 → 64 MiB", Box::new(|| pairs(&grown, n))),
+            ("shmval, made at 64 MiB", Box::new(|| pairs(&fixed, n))),
+        ],
+    );
 }
 
 /// Saving the root table's values to a file and loading them into a new pool:
