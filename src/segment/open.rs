@@ -162,6 +162,14 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
     let requested = size + BOOT_SIZE as u64;
     let dir = opts.get_dir();
     let dir = dir.as_path();
+    if max_size > size && sys::block_size(dir).is_some_and(|b| b > 4096) {
+        // hugetlbfs: extensions and mappings would need huge-page alignment.
+        return Err(CreateError::GrowthUnsupported {
+            size,
+            max: max_size,
+            backend: "file (huge pages)",
+        });
+    }
     if let Some(available) = sys::space_available(dir) {
         if requested > available {
             return Err(CreateError::NoSpace {

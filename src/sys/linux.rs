@@ -123,6 +123,12 @@ pub(crate) fn reserve_range(fd: &OwnedFd, from: u64, to: u64) -> Result<(), Errn
     nix::fcntl::posix_fallocate(fd.as_raw_fd(), from, len)
 }
 
+/// The block size of the file system of `dir` (a huge page on hugetlbfs).
+pub(crate) fn block_size(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(st.block_size() as u64)
+}
+
 /// Bytes available to unprivileged users in the file system of `dir`.
 pub(crate) fn space_available(dir: &Path) -> Option<u64> {
     let st = nix::sys::statvfs::statvfs(dir).ok()?;
