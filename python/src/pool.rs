@@ -28,17 +28,22 @@ impl Pool {
 impl Pool {
     /// Creates the pool `name` of `size` bytes (files `/dev/shm/NAME_boot` and
     /// `/dev/shm/NAME`, mode `mode`); `remove_on_drop`: its files go when this
-    /// handle is closed.
+    /// handle is closed; `max_size`: it grows as it fills, up to that many bytes,
+    /// while other processes use it.
     #[staticmethod]
-    #[pyo3(signature = (name, size, mode = 0o600, remove_on_drop = false))]
+    #[pyo3(signature = (name, size, mode = 0o600, remove_on_drop = false, max_size = None))]
     fn create(
         py: Python<'_>,
         name: &str,
         size: u64,
         mode: u32,
         remove_on_drop: bool,
+        max_size: Option<u64>,
     ) -> PyResult<Pool> {
-        let opts = PoolOptions::new().mode(mode).remove_on_drop(remove_on_drop);
+        let mut opts = PoolOptions::new().mode(mode).remove_on_drop(remove_on_drop);
+        if let Some(m) = max_size {
+            opts = opts.max_size(m);
+        }
         let p = py
             .allow_threads(|| CPool::create_with(name, size, &opts))
             .map_err(err)?;
@@ -90,6 +95,18 @@ impl Pool {
     #[getter]
     fn name(&self) -> PyResult<String> {
         Ok(self.get()?.name().to_owned())
+    }
+
+    /// Bytes of the pool now (it grows, when made with `max_size`).
+    #[getter]
+    fn size(&self) -> PyResult<u64> {
+        Ok(self.get()?.size())
+    }
+
+    /// Most bytes the pool may grow to (its size, when made without `max_size`).
+    #[getter]
+    fn max_size(&self) -> PyResult<u64> {
+        Ok(self.get()?.max_size())
     }
 
     /// The shared root dict, where named values live.

@@ -308,6 +308,36 @@ def test_a_write_through_a_view_is_seen_by_another_process(pool):
     assert view[10] == 5.0
 
 
+def test_a_pool_made_with_max_size_grows_while_another_process_uses_it():
+    name = f"shmval-pytest-{os.getpid()}-{next(_names)}"
+    with shmval.Pool.create(name, 1 << 20, remove_on_drop=True, max_size=256 << 20) as p:
+        assert (p.size, p.max_size) == (1 << 20, 256 << 20)
+        p.root["seen"] = 0
+        # Another process grows it to past 64 MiB; this one, attached with 1 MiB
+        # mapped, reads what it stored.
+        out = run_child(
+            """
+            import sys, numpy as np, shmval
+            pool = shmval.Pool.open(sys.argv[1])
+            for i in range(8):
+                pool.root[f"a{i}"] = np.full(1 << 20, float(i))   # 8 MiB each
+            print(pool.size)
+            """,
+            name,
+        )
+        assert out.returncode == 0, out.stderr
+        assert p.size == int(out.stdout) > 64 << 20
+        for i in range(8):
+            a = np.asarray(p.root[f"a{i}"])
+            assert a.shape == (1 << 20,) and (a == i).all()
+        del a  # a view holds the pool
+        with pytest.raises(shmval.Error, match="exhausted|grow"):
+            p.root["too big"] = np.zeros(40 << 20)   # 320 MiB
+        del p.root["seen"]
+    gc.collect()
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
 def test_arrays_numpy_cannot_share_are_refused(pool):
     with pytest.raises(TypeError):
         pool.root["m"] = np.zeros((2, 2))  # N-D: not yet
