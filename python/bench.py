@@ -1,6 +1,8 @@
 """Python figures for docs/PERFORMANCE.md (issue 22), side by side in one run:
 
-- dict get/set from Python: a shared `shmval.Dict` vs `multiprocessing.Manager().dict()`;
+- dict get/set from Python: a shared `shmval.Dict` vs `multiprocessing.Manager().dict()`
+  and, when it is installed (`pip install UltraDict atomics`), UltraDict with its
+  shared lock (safe with several writing processes, as shmval's dict is) and without;
 - messages Python -> Python process: `shmval.Pipe` vs `multiprocessing.Queue`;
 - handing a numpy array to another process (it sums it): shmval (copied in once, the
   other side reads a zero-copy view) vs `multiprocessing.shared_memory` + copy vs a
@@ -54,6 +56,32 @@ def dict_ops(pool):
         a = max(rate(n, shm) for _ in range(3))
         b = max(rate(n // 10, mgr) for _ in range(3))
     return a, b
+
+
+def ultradict_ops():
+    """UltraDict get/set rates (with its shared lock, without), or None."""
+    try:
+        from UltraDict import UltraDict
+    except ImportError:
+        return None
+    n = 20_000 if QUICK else 200_000
+    out = []
+    for locked in (True, False):
+        try:
+            ud = UltraDict(buffer_size=64 << 20, shared_lock=locked)
+        except Exception:  # the shared lock needs the `atomics` package
+            out.append(None)
+            continue
+
+        def run():
+            for i in range(n // 2):
+                ud[i] = i
+            for i in range(n // 2):
+                ud[i]
+
+        out.append(max(rate(n, run) for _ in range(3)))
+        ud.unlink()
+    return out
 
 
 def _pipe_reader(name, n):
@@ -158,6 +186,14 @@ def main():
         rows = []
         a, b = dict_ops(pool)
         rows.append(("dict get/set from Python", f"{a:,.0f} ops/s", f"Manager().dict() {b:,.0f} ops/s", a / b))
+        u = ultradict_ops()
+        if u is None:
+            print("UltraDict is not installed: its rows are skipped", file=sys.stderr)
+        else:
+            for locked, r in zip(("with", "without"), u):
+                if r is not None:
+                    rows.append((f"dict get/set from Python vs UltraDict {locked} its shared lock",
+                                 f"{a:,.0f} ops/s", f"UltraDict {r:,.0f} ops/s", a / r))
         a, b = messages(pool)
         rows.append(("messages Python -> Python (2-key dict)", f"{a:,.0f} msg/s", f"multiprocessing.Queue {b:,.0f} msg/s", a / b))
         for mb in ([1] if QUICK else [1, 100]):

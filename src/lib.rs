@@ -118,6 +118,6 @@ pub use shm::{
 pub use shmval_alloc::{AllocError, FreeError, GrowError, Offset, Stats};
 pub use snapshot::SnapshotError;
 pub use val::{
-    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, LiteralError, Map,
-    PickleError, PickleLimits, UnhashableKey, Val, DEFAULT_PICKLE_BYTES,
+    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, LiteralError, Map, NdArr,
+    PickleError, PickleLimits, ShapeError, UnhashableKey, Val, DEFAULT_PICKLE_BYTES, MAX_NDIM,
 };

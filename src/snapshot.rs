@@ -100,7 +100,14 @@ enum Snap {
     /// Keys and values, alternating.
     Tab(#[rkyv(omit_bounds)] Vec<Snap>),
     OTab(#[rkyv(omit_bounds)] Vec<Snap>),
+    /// An array of 0 or 2+ dimensions: kind then the dimensions, the elements'
+    /// bytes (C order). Last, and no larger than the others: format 1 files
+    /// written before it existed read the same.
+    NdArr(Vec<u64>, Vec<u8>),
 }
+
+// The archived value keeps its size with `NdArr` added (format 1 stays readable).
+const _: () = assert!(std::mem::size_of::<ArchivedSnap>() == 24);
 
 /// The bytes of a slice of plain numbers (little-endian hosts: what is stored).
 fn raw<T: Copy>(v: &[T]) -> Vec<u8> {
@@ -147,28 +154,36 @@ fn snap(v: &Val) -> Snap {
         Val::Complex64(c) => Snap::C64(c.re, c.im),
         Val::Str(s) => Snap::Str(s.clone()),
         Val::Bytes(b) => Snap::Bytes(b.clone()),
-        Val::Arr(a) => Snap::Arr(
-            a.kind() as u8,
-            match a {
-                Arr::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-                Arr::I8(v) => raw(v),
-                Arr::I16(v) => raw(v),
-                Arr::I32(v) => raw(v),
-                Arr::I64(v) => raw(v),
-                Arr::U8(v) => v.clone(),
-                Arr::U16(v) => raw(v),
-                Arr::U32(v) => raw(v),
-                Arr::U64(v) => raw(v),
-                Arr::F32(v) => raw(v),
-                Arr::F64(v) => raw(v),
-                Arr::C32(v) => raw(v),
-                Arr::C64(v) => raw(v),
-            },
+        Val::Arr(a) => Snap::Arr(a.kind() as u8, arr_bytes(a)),
+        Val::NdArr(a) => Snap::NdArr(
+            std::iter::once(a.data().kind() as u64)
+                .chain(a.shape().iter().map(|&d| d as u64))
+                .collect(),
+            arr_bytes(a.data()),
         ),
         Val::List(v) => Snap::List(v.iter().map(snap).collect()),
         Val::Tup(v) => Snap::Tup(v.iter().map(snap).collect()),
         Val::Tab(m) => Snap::Tab(pairs(m)),
         Val::OTab(m) => Snap::OTab(pairs(m)),
+    }
+}
+
+/// An array's elements as little-endian bytes.
+fn arr_bytes(a: &Arr) -> Vec<u8> {
+    match a {
+        Arr::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
+        Arr::I8(v) => raw(v),
+        Arr::I16(v) => raw(v),
+        Arr::I32(v) => raw(v),
+        Arr::I64(v) => raw(v),
+        Arr::U8(v) => v.clone(),
+        Arr::U16(v) => raw(v),
+        Arr::U32(v) => raw(v),
+        Arr::U64(v) => raw(v),
+        Arr::F32(v) => raw(v),
+        Arr::F64(v) => raw(v),
+        Arr::C32(v) => raw(v),
+        Arr::C64(v) => raw(v),
     }
 }
 
@@ -216,30 +231,43 @@ fn unsnap(a: &ArchivedSnap, depth: u32) -> Result<Val, String> {
         ArchivedSnap::C64(re, im) => Val::Complex64(Complex::new(re.to_native(), im.to_native())),
         ArchivedSnap::Str(s) => Val::Str(s.as_str().to_owned()),
         ArchivedSnap::Bytes(b) => Val::Bytes(b.to_vec()),
-        ArchivedSnap::Arr(kind, b) => {
-            let bad = || format!("an array of kind {kind} with {} bytes", b.len());
-            let arr = match ArrKind::from_u8(*kind).ok_or_else(bad)? {
-                ArrKind::Bool => Arr::Bool(b.iter().map(|&x| x != 0).collect()),
-                ArrKind::I8 => Arr::I8(unraw(b).ok_or_else(bad)?),
-                ArrKind::I16 => Arr::I16(unraw(b).ok_or_else(bad)?),
-                ArrKind::I32 => Arr::I32(unraw(b).ok_or_else(bad)?),
-                ArrKind::I64 => Arr::I64(unraw(b).ok_or_else(bad)?),
-                ArrKind::U8 => Arr::U8(b.to_vec()),
-                ArrKind::U16 => Arr::U16(unraw(b).ok_or_else(bad)?),
-                ArrKind::U32 => Arr::U32(unraw(b).ok_or_else(bad)?),
-                ArrKind::U64 => Arr::U64(unraw(b).ok_or_else(bad)?),
-                ArrKind::F32 => Arr::F32(unraw(b).ok_or_else(bad)?),
-                ArrKind::F64 => Arr::F64(unraw(b).ok_or_else(bad)?),
-                ArrKind::C32 => Arr::C32(unraw(b).ok_or_else(bad)?),
-                ArrKind::C64 => Arr::C64(unraw(b).ok_or_else(bad)?),
-            };
-            Val::Arr(arr)
+        ArchivedSnap::Arr(kind, b) => Val::Arr(unarr(*kind, b)?),
+        ArchivedSnap::NdArr(dims, b) => {
+            let kind = dims.first().map_or(0, |k| k.to_native());
+            let kind = u8::try_from(kind).map_err(|_| format!("an array of kind {kind}"))?;
+            let shape = dims[1..]
+                .iter()
+                .map(|d| usize::try_from(d.to_native()).map_err(|_| "a dimension".to_string()))
+                .collect::<Result<Vec<usize>, String>>()?;
+            let nd = crate::NdArr::new(shape, unarr(kind, b)?).map_err(|e| e.to_string())?;
+            Val::from(nd)
         }
         ArchivedSnap::List(v) => Val::List(seq(v)?),
         ArchivedSnap::Tup(v) => Val::Tup(seq(v)?),
         ArchivedSnap::Tab(v) => Val::Tab(map(v)?),
         ArchivedSnap::OTab(v) => Val::OTab(map(v)?),
     })
+}
+
+/// An array of `kind` from its elements' bytes.
+fn unarr(kind: u8, b: &[u8]) -> Result<Arr, String> {
+    let bad = || format!("an array of kind {kind} with {} bytes", b.len());
+    let arr = match ArrKind::from_u8(kind).ok_or_else(bad)? {
+        ArrKind::Bool => Arr::Bool(b.iter().map(|&x| x != 0).collect()),
+        ArrKind::I8 => Arr::I8(unraw(b).ok_or_else(bad)?),
+        ArrKind::I16 => Arr::I16(unraw(b).ok_or_else(bad)?),
+        ArrKind::I32 => Arr::I32(unraw(b).ok_or_else(bad)?),
+        ArrKind::I64 => Arr::I64(unraw(b).ok_or_else(bad)?),
+        ArrKind::U8 => Arr::U8(b.to_vec()),
+        ArrKind::U16 => Arr::U16(unraw(b).ok_or_else(bad)?),
+        ArrKind::U32 => Arr::U32(unraw(b).ok_or_else(bad)?),
+        ArrKind::U64 => Arr::U64(unraw(b).ok_or_else(bad)?),
+        ArrKind::F32 => Arr::F32(unraw(b).ok_or_else(bad)?),
+        ArrKind::F64 => Arr::F64(unraw(b).ok_or_else(bad)?),
+        ArrKind::C32 => Arr::C32(unraw(b).ok_or_else(bad)?),
+        ArrKind::C64 => Arr::C64(unraw(b).ok_or_else(bad)?),
+    };
+    Ok(arr)
 }
 
 /// The snapshot file's bytes for `root` (a dict) of a pool of `pool_size` bytes.

@@ -151,7 +151,30 @@ pub(crate) fn to_py(py: Python<'_>, v: ShmVal) -> PyResult<PyObject> {
 
 /// A heap value as a plain Python object (a copy).
 pub(crate) fn val_to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
+    val_to_py_with(py, v, None)
+}
+
+/// As [`val_to_py`], numeric arrays as numpy arrays when `np` is numpy.
+pub(crate) fn val_to_py_with(
+    py: Python<'_>,
+    v: &Val,
+    np: Option<&Bound<'_, PyModule>>,
+) -> PyResult<PyObject> {
     use pyo3::IntoPyObjectExt;
+    let val_to_py = |py, v| val_to_py_with(py, v, np);
+    if let (Some(np), Val::Arr(_) | Val::NdArr(_)) = (np, v) {
+        let (a, shape) = match v {
+            Val::Arr(a) => (a, vec![a.len()]),
+            Val::NdArr(a) => (a.data(), a.shape().to_vec()),
+            _ => unreachable!(),
+        };
+        let bytes = PyBytes::new(py, a.as_bytes());
+        let flat = np.call_method1("frombuffer", (bytes, crate::numpy::typestr(a.kind())))?;
+        return Ok(flat
+            .call_method1("reshape", (PyTuple::new(py, shape)?,))?
+            .call_method0("copy")?
+            .unbind());
+    }
     Ok(match v {
         Val::None => py.None(),
         Val::Bool(b) => b.into_py_any(py)?,
@@ -186,10 +209,11 @@ pub(crate) fn val_to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
             d.into_any().unbind()
         }
         Val::Arr(a) => {
-            // A numeric array: a list of its numbers for now (numpy views: next).
+            // A numeric array copied out: a list of its numbers.
             let items = Val::List((0..a.len()).filter_map(|i| a.get(i)).collect());
             val_to_py(py, &items)?
         }
+        Val::NdArr(a) => nested(py, a.shape(), a.data(), 0)?,
         other => {
             // Big ints, complex numbers: through their Python literal.
             let lit = other.to_string();
@@ -198,4 +222,17 @@ pub(crate) fn val_to_py(py: Python<'_>, v: &Val) -> PyResult<PyObject> {
                 .unbind()
         }
     })
+}
+
+/// The elements `at..` of `data` in the shape `shape` as nested lists (numpy's
+/// `tolist()`; no dimensions: the element).
+fn nested(py: Python<'_>, shape: &[usize], data: &shm::Arr, at: usize) -> PyResult<PyObject> {
+    let Some((&n, rest)) = shape.split_first() else {
+        return val_to_py(py, &data.get(at).unwrap_or(Val::None));
+    };
+    let step: usize = rest.iter().product();
+    let items = (0..n)
+        .map(|i| nested(py, rest, data, at + i * step))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyList::new(py, items)?.into_any().unbind())
 }

@@ -47,9 +47,38 @@ pub(crate) fn seconds(t: f64) -> PyResult<Duration> {
         .map_err(|_| PyValueError::new_err("a timeout is a non-negative number of seconds"))
 }
 
+/// Reads a pickle (protocols 0 to 5) of the values shmval holds: dicts, lists,
+/// tuples, numbers, strings, bytes, `array.array`, numpy arrays of numbers (with
+/// their shape) and numpy scalars; numeric arrays come back as numpy arrays when
+/// numpy is installed (lists otherwise). Never runs code from the pickle: anything
+/// else (a class instance, a set) raises `shmval.Error`.
+#[pyfunction]
+fn from_pickle(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
+    let v = shm::from_pickle(data).map_err(err)?;
+    let np = py.import("numpy").ok();
+    convert::val_to_py_with(py, &v, np.as_ref())
+}
+
+/// Writes `obj` as a pickle of `protocol` (2 to 5) the way shmval (and the Rust
+/// `to_pickle`) writes it: arrays of 0 or 2+ dimensions as numpy arrays, one
+/// dimension as `array.array`.
+#[pyfunction]
+#[pyo3(signature = (obj, protocol = 2))]
+fn to_pickle<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: u8,
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let v = convert::to_val(obj, 0)?;
+    let b = shm::to_pickle(&v, protocol).map_err(err)?;
+    Ok(pyo3::types::PyBytes::new(py, &b))
+}
+
 /// The compiled part of the `shmval` package.
 #[pymodule]
 fn _shmval(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(from_pickle, m)?)?;
+    m.add_function(wrap_pyfunction!(to_pickle, m)?)?;
     m.add_class::<Pool>()?;
     m.add_class::<Dict>()?;
     m.add_class::<List>()?;

@@ -6,8 +6,8 @@ use crate::convert::val_to_py;
 use crate::{err, Error};
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use shm::{Arr, ArrKind, Complex, Pool as CPool, ShmVal, Val};
+use pyo3::types::{PyDict, PyTuple};
+use shm::{Arr, ArrKind, Complex, NdArr, Pool as CPool, ShmVal, Val};
 
 /// Whether `obj` looks like a numpy array (numpy's array interface and a dtype).
 pub(crate) fn is_numpy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -20,7 +20,7 @@ pub(crate) fn is_numpy(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// numpy's type string of an array kind (little-endian: this is Linux on x86 or
 /// little-endian ARM; the pool's byte order is the host's).
-fn typestr(kind: ArrKind) -> &'static str {
+pub(crate) fn typestr(kind: ArrKind) -> &'static str {
     match kind {
         ArrKind::Bool => "|b1",
         ArrKind::I8 => "|i1",
@@ -38,17 +38,20 @@ fn typestr(kind: ArrKind) -> &'static str {
     }
 }
 
-/// A one-dimensional numpy array as one C-contiguous, aligned, native-endian array
-/// (the same array when it is one already: no copy), with its dtype's kind, item
-/// size, length and the address of its elements (valid while the array lives).
-type NumpyParts<'py> = (Bound<'py, PyAny>, String, usize, usize, usize);
+/// A numpy array as one C-contiguous, aligned, native-endian array (the same array
+/// when it is one already: no copy), with its dtype's kind, item size, number of
+/// elements, the address of its elements (valid while the array lives) and its
+/// shape.
+type NumpyParts<'py> = (Bound<'py, PyAny>, String, usize, usize, usize, Vec<usize>);
 
 fn numpy_parts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<NumpyParts<'py>> {
     let py = obj.py();
-    let ndim: usize = obj.getattr("ndim")?.extract()?;
-    if ndim != 1 {
+    let shape: Vec<usize> = obj.getattr("shape")?.extract()?;
+    if shape.len() > shm::MAX_NDIM {
         return Err(PyTypeError::new_err(format!(
-            "a {ndim}-dimensional array: only one-dimensional arrays are shared so far"
+            "a {}-dimensional array: at most {} dimensions",
+            shape.len(),
+            shm::MAX_NDIM
         )));
     }
     let dt = obj.getattr("dtype")?;
@@ -66,7 +69,7 @@ fn numpy_parts<'py>(obj: &Bound<'py, PyAny>) -> PyResult<NumpyParts<'py>> {
         .get_item("data")?
         .get_item(0)?
         .extract()?;
-    Ok((a, kind, size, len, ptr))
+    Ok((a, kind, size, len, ptr, shape))
 }
 
 /// The `len` elements of type `T` at `ptr` (a contiguous, aligned numpy array the
@@ -110,15 +113,28 @@ macro_rules! with_numpy {
     }};
 }
 
-/// A one-dimensional numpy array as a heap array (one copy).
+/// A numpy array as a heap array (one copy), with its shape.
 pub(crate) fn numpy_to_val(obj: &Bound<'_, PyAny>) -> PyResult<Val> {
-    let (_keep, kind, size, len, ptr) = numpy_parts(obj)?;
+    let (_keep, kind, size, len, ptr, shape) = numpy_parts(obj)?;
+    let flat = numpy_flat(&kind, size, len, ptr)?;
+    if shape.len() == 1 {
+        return Ok(flat);
+    }
+    let Val::Arr(a) = flat else {
+        return Err(Error::new_err("not an array"));
+    };
+    Ok(Val::NdArr(NdArr::new(shape, a).map_err(err)?))
+}
+
+/// The `len` elements at `ptr` of a numpy array of dtype kind `kind` and item
+/// size `size` (held by the caller) as a flat heap array.
+fn numpy_flat(kind: &str, size: usize, len: usize, ptr: usize) -> PyResult<Val> {
     let unsupported = || {
         PyTypeError::new_err(format!(
             "a numpy array of dtype kind {kind:?}, {size} bytes: not a numeric array kind"
         ))
     };
-    let a = match (kind.as_str(), size) {
+    let a = match (kind, size) {
         ("b", 1) => {
             // SAFETY: as in `with_numpy!`.
             let s: &[u8] = unsafe { elems(ptr, len) };
@@ -161,10 +177,10 @@ pub(crate) fn numpy_to_val(obj: &Bound<'_, PyAny>) -> PyResult<Val> {
     Ok(Val::Arr(a))
 }
 
-/// A one-dimensional numpy array copied straight into `pool` (one copy, no heap
+/// A numpy array copied straight into `pool` with its shape (one copy, no heap
 /// array in between).
 pub(crate) fn numpy_to_handle(obj: &Bound<'_, PyAny>, pool: &CPool) -> PyResult<ShmVal> {
-    let (_keep, kind, size, len, ptr) = numpy_parts(obj)?;
+    let (_keep, kind, size, len, ptr, shape) = numpy_parts(obj)?;
     if (kind.as_str(), size) == ("b", 1) || kind == "c" {
         return pool.share(&numpy_to_val(obj)?).map_err(err);
     }
@@ -174,7 +190,7 @@ pub(crate) fn numpy_to_handle(obj: &Bound<'_, PyAny>, pool: &CPool) -> PyResult<
         ptr,
         len,
         |s| {
-            let a = pool.new_arr(s.len()).map_err(err)?;
+            let a = pool.new_arr_shaped(&shape).map_err(err)?;
             a.write(0, s).map_err(err)?;
             Ok(a.as_val().clone())
         },
@@ -193,11 +209,16 @@ pub struct Array {
 }
 
 impl Array {
-    fn parts(&self) -> PyResult<(ArrKind, usize, *const u8)> {
+    fn parts(&self) -> PyResult<(ArrKind, usize, *const u8, Vec<usize>)> {
         self.v
             .arr_parts()
             .map_err(err)?
             .ok_or_else(|| Error::new_err("not an array"))
+    }
+
+    /// numpy's view of the shared elements.
+    fn view<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.py().import("numpy")?.call_method1("asarray", (slf,))
     }
 }
 
@@ -206,9 +227,9 @@ impl Array {
     /// numpy's array interface (version 3): the shared elements, writable.
     #[getter]
     fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (kind, len, ptr) = self.parts()?;
+        let (kind, _, ptr, shape) = self.parts()?;
         let d = PyDict::new(py);
-        d.set_item("shape", (len,))?;
+        d.set_item("shape", PyTuple::new(py, shape)?)?;
         d.set_item("typestr", typestr(kind))?;
         d.set_item("data", (ptr as usize, false))?;
         d.set_item("version", 3)?;
@@ -216,16 +237,35 @@ impl Array {
     }
 
     fn __len__(&self) -> PyResult<usize> {
-        Ok(self.parts()?.1)
+        match self.parts()?.3.first() {
+            Some(&n) => Ok(n),
+            None => Err(PyTypeError::new_err("len() of a 0-dimensional array")),
+        }
     }
 
-    fn __getitem__(&self, py: Python<'_>, i: isize) -> PyResult<PyObject> {
-        let n = self.__len__()? as isize;
+    /// The shape (numpy's).
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.parts()?.3)
+    }
+
+    fn __getitem__(slf: &Bound<'_, Self>, i: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let py = slf.py();
+        let me = slf.borrow();
+        let shape = me.parts()?.3;
+        let Ok(i) = i.extract::<isize>() else {
+            // Slices, tuples of indices: numpy's (a view of the shared memory).
+            return Ok(Self::view(slf)?.get_item(i)?.unbind());
+        };
+        if shape.len() != 1 {
+            return Ok(Self::view(slf)?.get_item(i)?.unbind());
+        }
+        let n = shape[0] as isize;
         let j = if i < 0 { i + n } else { i };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err("array index out of range"));
         }
-        let Val::Arr(a) = self.v.to_val().map_err(err)? else {
+        let Val::Arr(a) = me.v.to_val().map_err(err)? else {
             return Err(Error::new_err("not an array"));
         };
         val_to_py(py, &a.get(j as usize).expect("in range"))

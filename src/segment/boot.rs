@@ -11,7 +11,7 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// must not attach beside one that repairs. 5: each attach entry names its process's
 /// reference ledger, which whoever finds the process dead replays: a build that
 /// keeps none would have its handles' references released under it).
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.

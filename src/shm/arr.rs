@@ -252,15 +252,28 @@ impl<T: Elem> ShmArr<T> {
 }
 
 impl ShmVal {
-    /// For zero-copy views from foreign code (numpy's array interface): the kind,
-    /// length and address of the elements of a numeric array (`None` for another
-    /// value). The address stays valid while this handle (or a clone) lives; the
-    /// elements are shared memory others may write at any time (read and write
-    /// them as the atomics they are, or accept torn reads as numpy does).
+    /// The shape of a numeric array: `[len]` for a flat one, the dimensions of an
+    /// N-dimensional one (its elements, in C order, are what [`ShmVal::as_arr`]
+    /// reads); `None` for another value.
     ///
     /// # Errors
     /// A corrupt array object.
-    pub fn arr_parts(&self) -> Result<Option<(crate::ArrKind, usize, *const u8)>, ValError> {
+    pub fn shape(&self) -> Result<Option<Vec<usize>>, ValError> {
+        Ok(self.arr_parts()?.map(|p| p.3))
+    }
+
+    /// For zero-copy views from foreign code (numpy's array interface): the kind,
+    /// length and address of the elements of a numeric array, and its shape (`None`
+    /// for another value). The address stays valid while this handle (or a clone)
+    /// lives; the elements are shared memory others may write at any time (read and
+    /// write them as the atomics they are, or accept torn reads as numpy does).
+    ///
+    /// # Errors
+    /// A corrupt array object.
+    #[allow(clippy::type_complexity)]
+    pub fn arr_parts(
+        &self,
+    ) -> Result<Option<(crate::ArrKind, usize, *const u8, Vec<usize>)>, ValError> {
         let r = self.raw();
         if r.tag() != tag::ARR {
             return Ok(None);
@@ -275,7 +288,10 @@ impl ShmVal {
             .filter(|&b| b <= o.size.saturating_sub(ARR_ELEMS as u64))
             .ok_or_else(|| corrupt("array length"))?;
         let base = pool.elems_at(o.off + ARR_ELEMS as u64, len, kind.size())?;
-        Ok(Some((kind, len as usize, base.as_ptr().cast_const())))
+        let shape = pool
+            .arr_shape(o, h.kind.load(Relaxed), len, kind)?
+            .unwrap_or_else(|| vec![len as usize]);
+        Ok(Some((kind, len as usize, base.as_ptr().cast_const(), shape)))
     }
 
     /// This value as an array of `T`, if it is an array of that element type.
@@ -288,6 +304,40 @@ impl ShmVal {
 }
 
 impl Pool {
+    /// The dimensions of the array object `o` (kind word `word`, `len` elements of
+    /// `kind`) if it has a shape other than one dimension, checked against its
+    /// size and length.
+    pub(crate) fn arr_shape(
+        &self,
+        o: super::mem::Obj,
+        word: u64,
+        len: u64,
+        kind: ArrKind,
+    ) -> Result<Option<Vec<usize>>, ValError> {
+        let ndim = super::layout::arr_ndim(word);
+        if word & super::layout::ARR_SHAPED == 0 {
+            return Ok(None);
+        }
+        if ndim == 1 || ndim > crate::MAX_NDIM {
+            return Err(corrupt("array dimensions"));
+        }
+        let at = super::layout::arr_shape_off(len * kind.size() as u64);
+        if at + 8 * ndim as u64 > o.size {
+            return Err(corrupt("array shape beyond the object"));
+        }
+        let mut shape = Vec::with_capacity(ndim);
+        let mut n = 1u64;
+        for i in 0..ndim as u64 {
+            let d = self.at::<AtomicU64>(o.off + at + 8 * i)?.load(Relaxed);
+            n = n.checked_mul(d).ok_or_else(|| corrupt("array shape"))?;
+            shape.push(usize::try_from(d).map_err(|_| corrupt("array shape"))?);
+        }
+        if n != len {
+            return Err(corrupt("array shape does not match its length"));
+        }
+        Ok(Some(shape))
+    }
+
     /// A new shared array of `len` zeroed elements of `T`.
     ///
     /// # Errors
@@ -314,6 +364,61 @@ impl Pool {
         let h = self.at::<ArrHead>(o.off)?;
         h.kind.store(T::KIND as u64, Relaxed);
         h.len.store(len as u64, Relaxed);
+        let val = ShmVal::from_owned(self, Raw::new(tag::ARR, 0, o.off));
+        Ok(ShmArr::from_val(val)?.expect("just made an array of T"))
+    }
+
+    /// A new shared array of zeroed elements of `T` with `shape` (any number of
+    /// dimensions up to [`MAX_NDIM`](crate::MAX_NDIM); one is [`Pool::new_arr`]):
+    /// the returned view covers its elements in C order; [`ShmVal::shape`] tells
+    /// the shape.
+    ///
+    /// # Errors
+    /// [`ValError::Alloc`]; [`ValError::WrongType`] for more than `MAX_NDIM`
+    /// dimensions.
+    ///
+    /// ```
+    /// # use shmval::{Pool, PoolOptions};
+    /// # let pool = Pool::create_with(&format!("doc-ndarr-{}", std::process::id()), 1 << 20, &PoolOptions::new().remove_on_drop(true))?;
+    /// let m = pool.new_arr_shaped::<f32>(&[2, 3])?;
+    /// m.write(0, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+    /// assert_eq!(m.as_val().shape()?, Some(vec![2, 3]));
+    /// assert_eq!(m.as_val().to_string(), "ndarray((2, 3), 'f', [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new_arr_shaped<T: Elem>(&self, shape: &[usize]) -> Result<ShmArr<T>, ValError> {
+        if shape.len() == 1 {
+            return self.new_arr(shape[0]);
+        }
+        let too_big = || {
+            ValError::Alloc(crate::AllocError::Exhausted {
+                size: usize::MAX,
+                align: 16,
+            })
+        };
+        if shape.len() > crate::MAX_NDIM {
+            return Err(ValError::WrongType {
+                expected: "at most 64 dimensions",
+                found: "more",
+            });
+        }
+        let len = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(too_big)?;
+        let bytes = len.checked_mul(T::KIND.size()).ok_or_else(too_big)?;
+        let dims = super::layout::arr_shape_off(bytes as u64);
+        let o = self.alloc_obj(tag::ARR, dims as usize + 8 * shape.len())?;
+        let h = self.at::<ArrHead>(o.off)?;
+        h.kind.store(
+            super::layout::arr_kind_word(T::KIND as u8, shape.len()),
+            Relaxed,
+        );
+        h.len.store(len as u64, Relaxed);
+        for (i, &d) in shape.iter().enumerate() {
+            self.at::<AtomicU64>(o.off + dims + 8 * i as u64)?
+                .store(d as u64, Relaxed);
+        }
         let val = ShmVal::from_owned(self, Raw::new(tag::ARR, 0, o.off));
         Ok(ShmArr::from_val(val)?.expect("just made an array of T"))
     }

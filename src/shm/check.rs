@@ -201,6 +201,8 @@ pub(super) fn inspect(pool: &Pool, o: Obj, out: &mut Vec<Raw>) -> Result<(), Str
                     o.size
                 ));
             }
+            let w = word(o.off + offset_of!(ArrHead, kind) as u64)?;
+            pool.arr_shape(o, w, len, kind).map_err(|e| e.to_string())?;
         }
         tag::TUP => {
             let len = word(o.off + offset_of!(TupHead, len) as u64)?;

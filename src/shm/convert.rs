@@ -3,9 +3,10 @@
 use super::guard::Guard;
 use super::hash::key_hash;
 use super::layout::{
-    le_word, tag, ArrHead, C64Obj, ContainerHead, TextHead, TupHead, ARR_ELEMS, HDR, SLOT,
-    TEXT_BYTES, TUP_SLOTS,
+    arr_kind_word, arr_shape_off, le_word, tag, ArrHead, C64Obj, ContainerHead, TextHead,
+    TupHead, ARR_ELEMS, HDR, SLOT, TEXT_BYTES, TUP_SLOTS,
 };
+use std::sync::atomic::AtomicU64;
 use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
 use super::{Elem, ValError};
 use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
@@ -250,6 +251,25 @@ impl Pool {
                 self.copy_in(o.off + ARR_ELEMS as u64, bytes)?;
                 imm(tag::ARR, o.off)
             }
+            Val::NdArr(a) => {
+                let bytes = arr_bytes(a.data());
+                let dims = arr_shape_off(bytes.len() as u64);
+                let size = dims as usize + 8 * a.ndim();
+                let o = self.alloc_obj_zeroed(tag::ARR, size, HDR)?;
+                let h = self.at::<ArrHead>(o.off)?;
+                h.kind
+                    .store(arr_kind_word(a.data().kind() as u8, a.ndim()), Relaxed);
+                h.len.store(a.data().len() as u64, Relaxed);
+                if ledger {
+                    self.ledger_add(o.off); // before the copy (see above)
+                }
+                self.copy_in(o.off + ARR_ELEMS as u64, bytes)?;
+                for (i, &d) in a.shape().iter().enumerate() {
+                    self.at::<AtomicU64>(o.off + dims + 8 * i as u64)?
+                        .store(d as u64, Relaxed);
+                }
+                imm(tag::ARR, o.off)
+            }
             Val::Tup(items) => return Ok(In::Frame(InFrame::new(tag::TUP, Src::Seq(items)))),
             Val::List(items) => return Ok(In::Frame(InFrame::new(tag::LIST, Src::Seq(items)))),
             Val::Tab(m) => return Ok(In::Frame(InFrame::new(tag::TAB, Src::Map(m)))),
@@ -470,7 +490,17 @@ impl Pool {
                 let p = self.elems_at(o.off + ARR_ELEMS as u64, len, kind.size())?;
                 // SAFETY: `elems_at` checked that `len` elements of this kind lie in
                 // the pool at an alignment their atomics accept.
-                unsafe { arr_from_atomics(kind, p.as_ptr(), len as usize) }
+                let flat = unsafe { arr_from_atomics(kind, p.as_ptr(), len as usize) };
+                match self.arr_shape(o, h.kind.load(Relaxed), len, kind)? {
+                    None => flat,
+                    Some(shape) => Val::NdArr(
+                        crate::NdArr::new(shape, match flat {
+                            Val::Arr(a) => a,
+                            _ => unreachable!("arr_from_atomics makes arrays"),
+                        })
+                        .map_err(|_| corrupt("array shape"))?,
+                    ),
+                }
             }
             tag::TUP => {
                 // Immutable and kept alive by whoever holds the tuple: no snapshot.

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | Str, Bytes, BigInt | `len: u64`, then `len` bytes (BigInt: signed little-endian) |
 //! | Complex64 | `re: f64, im: f64` |
-//! | Arr | `kind: u64, len: u64`, then `len` elements |
+//! | Arr | `kind: u64, len: u64`, then `len` elements; an array of 0 or 2+ dimensions: `ARR_SHAPED` and `ndim` in `kind`, the `ndim` dimensions (u64) after the elements (8-aligned) |
 //! | Tup | `len: u64, _: u64`, then `len` slots |
 //! | List | `lock (16)`, `len, data, dirty, _ ×3: u64`; `data` → `{cap, _, _, _}` then `cap` slots |
 //! | Tab, OTab | `lock (16)`, `len, data, dirty, _ ×3`; `data` → `{cap, used, index, _}` then `cap` entries `{hash: u64, _: u64, key: slot, value: slot}` in insertion order |
@@ -221,6 +221,36 @@ pub struct ArrHead {
 }
 /// Offset of an array's elements.
 pub const ARR_ELEMS: usize = std::mem::size_of::<ArrHead>();
+
+/// Bit of an array's kind word (above the element kind in its low 8 bits) set for
+/// an array with a shape other than one dimension; the number of dimensions is
+/// then in bits 16..24, and the dimensions (u64 each) follow the elements, at
+/// [`arr_shape_off`]. The elements stay where a flat array has them.
+pub const ARR_SHAPED: u64 = 1 << 8;
+
+/// The kind word of an array of `kind` with `ndim` dimensions.
+pub const fn arr_kind_word(kind: u8, ndim: usize) -> u64 {
+    if ndim == 1 {
+        kind as u64
+    } else {
+        kind as u64 | ARR_SHAPED | (ndim as u64) << 16
+    }
+}
+
+/// The number of dimensions a kind word says (1 for a flat array).
+pub const fn arr_ndim(word: u64) -> usize {
+    if word & ARR_SHAPED == 0 {
+        1
+    } else {
+        ((word >> 16) & 0xFF) as usize
+    }
+}
+
+/// Offset, from the array object's start, of the dimensions of a shaped array of
+/// `bytes` bytes of elements.
+pub const fn arr_shape_off(bytes: u64) -> u64 {
+    ARR_ELEMS as u64 + bytes.next_multiple_of(8)
+}
 const _: () = assert!(ARR_ELEMS == 32 && std::mem::offset_of!(ArrHead, len) == 24);
 
 /// A tuple: the header, the length, then the slots at [`TUP_SLOTS`] (immutable once
@@ -255,7 +285,7 @@ const _: () = assert!(std::mem::size_of::<Entry>() == ENTRY);
 /// What shapes the bytes of values in a pool, for the pool's layout hash (see
 /// `segment::boot::layout_hash`): a build that changes any of it refuses pools made
 /// by another as `Incompatible`.
-pub(crate) const LAYOUT_PARTS: [u64; 20] = {
+pub(crate) const LAYOUT_PARTS: [u64; 21] = {
     use std::mem::{align_of, offset_of, size_of};
     [
         size_of::<Slot>() as u64,
@@ -278,6 +308,8 @@ pub(crate) const LAYOUT_PARTS: [u64; 20] = {
         TEXT_BYTES as u64,
         ARR_ELEMS as u64,
         TUP_SLOTS as u64,
+        // Arrays with a shape (their dimensions after the elements).
+        ARR_SHAPED,
     ]
 };
 

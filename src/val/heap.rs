@@ -62,6 +62,18 @@ macro_rules! with_arr {
 pub(crate) use with_arr;
 
 impl Arr {
+    /// The elements' bytes as they lie in memory (little-endian: Linux on x86 or
+    /// little-endian ARM; bools one byte of 0 or 1).
+    pub fn as_bytes(&self) -> &[u8] {
+        with_arr!(self, v => {
+            let bytes = std::mem::size_of_val(v.as_slice());
+            // SAFETY: every element type is a plain number (or `Complex`, `repr(C)`
+            // of two floats; `bool`, one byte of 0/1): no padding, any reading as
+            // bytes is valid.
+            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, bytes) }
+        })
+    }
+
     /// Number of elements.
     pub fn len(&self) -> usize {
         with_arr!(self, v => v.len())
@@ -107,6 +119,83 @@ impl Arr {
             Arr::F64(_) => ArrKind::F64,
             Arr::C32(_) => ArrKind::C32,
             Arr::C64(_) => ArrKind::C64,
+        }
+    }
+}
+
+/// A numeric array of 0 or 2 and more dimensions (one dimension is an [`Arr`]):
+/// the elements in C (row-major) order, and the shape.
+///
+/// ```
+/// use shmval::{Arr, NdArr, Val};
+/// let m = NdArr::new(vec![2, 3], Arr::F64(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))?;
+/// assert_eq!((m.shape(), m.ndim(), m.data().len()), (&[2, 3][..], 2, 6));
+/// assert!(NdArr::new(vec![4, 4], Arr::F64(vec![0.0; 15])).is_err());
+/// // One dimension is a plain array.
+/// let v = Val::from(NdArr::new(vec![3], Arr::I64(vec![1, 2, 3]))?);
+/// assert_eq!(v, Val::Arr(Arr::I64(vec![1, 2, 3])));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NdArr {
+    shape: Vec<usize>,
+    data: Arr,
+}
+
+/// Most dimensions an array may have (NumPy's limit).
+pub const MAX_NDIM: usize = 64;
+
+/// Why an [`NdArr`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shape {shape:?} does not hold {len} elements (or has more than 64 dimensions)")]
+pub struct ShapeError {
+    /// The shape given.
+    pub shape: Vec<usize>,
+    /// The elements given.
+    pub len: usize,
+}
+
+impl NdArr {
+    /// The array of `shape` over `data` (C order).
+    ///
+    /// # Errors
+    /// [`ShapeError`] when the shape's product is not `data`'s length, or it has
+    /// more than [`MAX_NDIM`] dimensions.
+    pub fn new(shape: Vec<usize>, data: Arr) -> Result<NdArr, ShapeError> {
+        let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n != Some(data.len()) || shape.len() > MAX_NDIM {
+            return Err(ShapeError {
+                shape,
+                len: data.len(),
+            });
+        }
+        Ok(NdArr { shape, data })
+    }
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// Number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+    /// The elements, in C order.
+    pub fn data(&self) -> &Arr {
+        &self.data
+    }
+    /// The elements and the shape.
+    pub fn into_parts(self) -> (Vec<usize>, Arr) {
+        (self.shape, self.data)
+    }
+}
+
+impl From<NdArr> for Val {
+    /// [`Val::NdArr`], or [`Val::Arr`] for one dimension.
+    fn from(a: NdArr) -> Val {
+        if a.shape.len() == 1 {
+            Val::Arr(a.data)
+        } else {
+            Val::NdArr(a)
         }
     }
 }
@@ -236,6 +325,9 @@ pub enum Val {
     Bytes(Vec<u8>),
     /// A typed numeric array.
     Arr(Arr),
+    /// A numeric array with a shape other than one dimension (NumPy's `ndarray`):
+    /// its elements in C order and its shape.
+    NdArr(NdArr),
     /// `list`.
     List(Vec<Val>),
     /// `tuple`.
@@ -264,6 +356,7 @@ impl Val {
             Val::Str(_) => "str",
             Val::Bytes(_) => "bytes",
             Val::Arr(_) => "array",
+            Val::NdArr(_) => "ndarray",
             Val::List(_) => "list",
             Val::Tup(_) => "tuple",
             Val::Tab(_) => "dict",
@@ -274,7 +367,7 @@ impl Val {
     /// Whether this value may be a key.
     pub fn is_hashable(&self) -> bool {
         match self {
-            Val::Arr(_) | Val::List(_) | Val::Tab(_) | Val::OTab(_) => false,
+            Val::Arr(_) | Val::NdArr(_) | Val::List(_) | Val::Tab(_) | Val::OTab(_) => false,
             Val::Tup(items) => items.iter().all(Val::is_hashable),
             _ => true,
         }

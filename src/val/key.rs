@@ -109,6 +109,7 @@ impl PartialEq for Val {
             }
             (Val::Tab(a) | Val::OTab(a), Val::Tab(b) | Val::OTab(b)) => map_eq_unordered(a, b),
             (Val::Arr(a), Val::Arr(b)) => arr_eq(a, b),
+            (Val::NdArr(a), Val::NdArr(b)) => a.shape() == b.shape() && arr_eq(a.data(), b.data()),
             _ => false,
         }
     }

@@ -9,7 +9,7 @@ mod pickle;
 mod repr;
 mod serde_impl;
 
-pub use heap::{Arr, ArrKind, Complex, Map, UnhashableKey, Val};
+pub use heap::{Arr, ArrKind, Complex, Map, NdArr, ShapeError, UnhashableKey, Val, MAX_NDIM};
 pub use literal::LiteralError;
 pub use pickle::{
     from_pickle, from_pickle_with, to_pickle, PickleError, PickleLimits, DEFAULT_PICKLE_BYTES,

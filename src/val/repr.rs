@@ -188,6 +188,19 @@ impl Display for Val {
             Val::Str(s) => quote(s.chars().map(u32::from), false, f),
             Val::Bytes(b) => quote(b.iter().map(|&c| u32::from(c)), true, f),
             Val::Arr(a) => write!(f, "{a}"),
+            Val::NdArr(a) => {
+                // ndarray((2, 3), 'd', [elements in C order])
+                f.write_str("ndarray(")?;
+                let dims: Vec<Val> = a.shape().iter().map(|&d| Val::U64(d as u64)).collect();
+                write!(f, "{}", Val::Tup(dims))?;
+                let flat = a.data().to_string();
+                // array('d', [...]) -> 'd', [...]
+                let inner = flat
+                    .strip_prefix("array(")
+                    .and_then(|x| x.strip_suffix(')'))
+                    .unwrap_or(&flat);
+                write!(f, ", {inner})")
+            }
             Val::List(v) => seq(v, "[", "]", f),
             Val::Tup(v) if v.len() == 1 => write!(f, "({},)", v[0]),
             Val::Tup(v) => seq(v, "(", ")", f),
@@ -238,6 +251,14 @@ mod tests {
             (val!([1, "x", [2.5]]), "[1, 'x', [2.5]]"),
             (Val::Tup(vec![Val::I64(1)]), "(1,)"),
             (Val::Tup(vec![]), "()"),
+            (
+                Val::NdArr(crate::NdArr::new(vec![2, 2], Arr::I64(vec![1, 2, 3, 4])).unwrap()),
+                "ndarray((2, 2), 'q', [1, 2, 3, 4])",
+            ),
+            (
+                Val::NdArr(crate::NdArr::new(vec![], Arr::F64(vec![2.5])).unwrap()),
+                "ndarray((), 'd', [2.5])",
+            ),
             (
                 tab! { "a" => 1, "b" => vec![1.5f64, 2.0] },
                 "{'a': 1, 'b': array('d', [1.5, 2.0])}",

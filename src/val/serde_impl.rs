@@ -8,6 +8,7 @@
 //! | Complex | `(re, im)` tuple | `[re, im]` |
 //! | Str / Bytes | str / bytes | string / array of numbers |
 //! | Arr, List, Tup | seq | array |
+//! | NdArr | nested seqs (NumPy's `tolist()`; 0 dimensions: the element) | nested arrays |
 //! | Tab, OTab | map | object (non-string keys are refused by serde_json) |
 //!
 //! Deserializing gives None, Bool, I64 (U64 above i64::MAX), F64, Str, Bytes, List and
@@ -17,6 +18,33 @@ use super::heap::{with_arr, Map, Val};
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An N-dimensional array's elements as nested sequences, outermost dimension first.
+struct Nested<'a, T> {
+    shape: &'a [usize],
+    data: &'a [T],
+}
+
+impl<T: Serialize> Serialize for Nested<'_, T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some((&n, rest)) = self.shape.split_first() else {
+            return match self.data.first() {
+                Some(x) => x.serialize(s),
+                None => s.serialize_unit(),
+            };
+        };
+        let step: usize = rest.iter().product();
+        let mut seq = s.serialize_seq(Some(n))?;
+        for i in 0..n {
+            let part = self.data.get(i * step..(i + 1) * step).unwrap_or(&[]);
+            seq.serialize_element(&Nested {
+                shape: rest,
+                data: part,
+            })?;
+        }
+        seq.end()
+    }
+}
 
 impl Serialize for Val {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -43,6 +71,11 @@ impl Serialize for Val {
             Val::Str(x) => s.serialize_str(x),
             Val::Bytes(b) => s.serialize_bytes(b),
             Val::Arr(a) => with_arr!(a, v => v.serialize(s)),
+            Val::NdArr(a) => with_arr!(a.data(), v => Nested {
+                shape: a.shape(),
+                data: v
+            }
+            .serialize(s)),
             Val::List(v) | Val::Tup(v) => {
                 let mut seq = s.serialize_seq(Some(v.len()))?;
                 for x in v {

@@ -11,7 +11,20 @@ one host (Rust and Python alike), reference counted across processes.
 
 from collections.abc import MutableMapping, MutableSequence
 
-from ._shmval import Array, Broadcast, Closed, Dict, Error, Lagged, List, Pipe, Pool, Subscriber
+from ._shmval import (
+    Array,
+    Broadcast,
+    Closed,
+    Dict,
+    Error,
+    Lagged,
+    List,
+    Pipe,
+    Pool,
+    Subscriber,
+    from_pickle,
+    to_pickle,
+)
 
 MutableMapping.register(Dict)
 MutableSequence.register(List)
@@ -27,4 +40,6 @@ __all__ = [
     "Pipe",
     "Pool",
     "Subscriber",
+    "from_pickle",
+    "to_pickle",
 ]

@@ -2,6 +2,7 @@
 //! (`REDUCE`, `NEWOBJ`), the size check against the limits, and the conversion.
 
 use super::arrays::{array_from_machine, array_from_vals};
+use super::numpy::{self, Dtype};
 use super::read::{Global, Machine, Node};
 use super::{PickleError, MAX_VALUES};
 use crate::val::heap::{Complex, Map, Val};
@@ -18,12 +19,13 @@ pub(super) fn own_bytes(n: &Node) -> u64 {
                 Val::Bytes(b) => b.len() as u64,
                 Val::BigInt(b) => b.bits() / 8 + 8,
                 Val::Arr(a) => (a.len() * a.kind().size()) as u64,
+                Val::NdArr(a) => (a.data().len() * a.data().kind().size() + 8 * a.ndim()) as u64,
                 _ => 0,
             }
         }
         // A dict entry also costs its hash and index slot.
         Node::Dict(items, _) => VAL + 16 * items.len() as u64,
-        Node::List(_) | Node::Tup(_) | Node::Global(_) => VAL,
+        Node::List(_) | Node::Tup(_) | Node::Global(_) | Node::Dtype(_) | Node::NdEmpty => VAL,
     }
 }
 
@@ -127,6 +129,52 @@ impl Machine<'_> {
                     }
                 },
             },
+            Global::NpDtype => {
+                let Val::Str(d) = arg(0)? else {
+                    return Err(PickleError::Malformed("numpy dtype"));
+                };
+                Node::Dtype(Dtype {
+                    descr: d.clone(),
+                    order: '=',
+                })
+            }
+            Global::NpReconstruct => {
+                if !matches!(
+                    args.first().map(|&n| &self.nodes[n]),
+                    Some(Node::Global(Global::NpNdarray))
+                ) {
+                    return Err(PickleError::Unsupported(
+                        "numpy _reconstruct of a class other than ndarray".into(),
+                    ));
+                }
+                Node::NdEmpty
+            }
+            Global::NpScalar => {
+                let dtype = self.dtype_at(args.first().copied())?;
+                let Val::Bytes(b) = arg(1)? else {
+                    return Err(PickleError::Unsupported(
+                        "a numpy scalar of an object dtype".into(),
+                    ));
+                };
+                Node::Leaf(numpy::scalar(&dtype, b)?)
+            }
+            Global::NpFrombuffer => {
+                // _frombuffer(buffer, dtype, shape, order)
+                let dtype = self.dtype_at(args.get(1).copied())?;
+                let shape = self.shape_at(args.get(2).copied())?;
+                let Val::Str(order) = arg(3)? else {
+                    return Err(PickleError::Malformed("numpy order"));
+                };
+                let Val::Bytes(b) = arg(0)? else {
+                    return Err(PickleError::Malformed("numpy buffer"));
+                };
+                Node::Leaf(numpy::ndarray(&dtype, shape, order == "F", b)?)
+            }
+            Global::NpNdarray => {
+                return Err(PickleError::Unsupported(
+                    "numpy.ndarray called directly".into(),
+                ))
+            }
             Global::Set => match args.first() {
                 None => Node::List(Vec::new()),
                 Some(&n) => match &self.nodes[n] {
@@ -243,7 +291,97 @@ impl Machine<'_> {
             Node::Global(_) => {
                 return Err(PickleError::Unsupported("a bare global as a value".into()))
             }
+            Node::Dtype(_) => {
+                return Err(PickleError::Unsupported("a numpy dtype as a value".into()))
+            }
+            Node::NdEmpty => return Err(PickleError::Malformed("a numpy array without its state")),
         })
+    }
+
+    /// BUILD: sets the state `st` of the object `obj` — a numpy dtype's byte
+    /// order, a numpy array's shape, dtype and data; other objects take no state
+    /// but None.
+    pub(super) fn build(&mut self, obj: usize, st: usize) -> Result<(), PickleError> {
+        match &self.nodes[obj] {
+            Node::Dtype(d) => {
+                // (3, '<', subarray, names, fields, elsize, alignment, flags)
+                let Node::Tup(items) = &self.nodes[st] else {
+                    return Err(PickleError::Malformed("numpy dtype state"));
+                };
+                let order = match items.get(1).map(|&n| &self.nodes[n]) {
+                    Some(Node::Leaf(Val::Str(o))) if o.len() == 1 => o.chars().next().unwrap_or('='),
+                    _ => return Err(PickleError::Malformed("numpy dtype byte order")),
+                };
+                // Structured dtypes (names/fields) are not numbers.
+                if matches!(items.get(3).map(|&n| &self.nodes[n]), Some(n) if !matches!(n, Node::Leaf(Val::None)))
+                {
+                    return Err(PickleError::Unsupported("a structured numpy dtype".into()));
+                }
+                let descr = d.descr.clone();
+                self.nodes[obj] = Node::Dtype(Dtype { descr, order });
+            }
+            Node::NdEmpty => {
+                // (1, shape, dtype, is_fortran, data)
+                let Node::Tup(items) = self.nodes[st].clone() else {
+                    return Err(PickleError::Malformed("numpy array state"));
+                };
+                if items.len() != 5 {
+                    return Err(PickleError::Malformed("numpy array state"));
+                }
+                let shape = self.shape_at(Some(items[1]))?;
+                let dtype = self.dtype_at(Some(items[2]))?;
+                let fortran = matches!(self.nodes[items[3]], Node::Leaf(Val::Bool(true)));
+                let data = match &self.nodes[items[4]] {
+                    Node::Leaf(Val::Bytes(b)) => b.clone(),
+                    // Protocol 0/1 from Python 2: the data as a latin-1 str.
+                    Node::Leaf(Val::Str(s)) => s
+                        .chars()
+                        .map(|c| u8::try_from(u32::from(c)))
+                        .collect::<Result<Vec<u8>, _>>()
+                        .map_err(|_| PickleError::Malformed("numpy data"))?,
+                    Node::List(_) => {
+                        return Err(PickleError::Unsupported(
+                            "a numpy array of Python objects".into(),
+                        ))
+                    }
+                    _ => return Err(PickleError::Malformed("numpy data")),
+                };
+                self.nodes[obj] = Node::Leaf(numpy::ndarray(&dtype, shape, fortran, &data)?);
+            }
+            _ => {
+                if !matches!(self.nodes[st], Node::Leaf(Val::None)) {
+                    return Err(PickleError::Unsupported("object state (BUILD)".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The numpy dtype at node `n`.
+    fn dtype_at(&self, n: Option<usize>) -> Result<Dtype, PickleError> {
+        match n.map(|n| &self.nodes[n]) {
+            Some(Node::Dtype(d)) => Ok(d.clone()),
+            _ => Err(PickleError::Malformed("a numpy dtype expected")),
+        }
+    }
+
+    /// The shape (a tuple of ints) at node `n`.
+    fn shape_at(&self, n: Option<usize>) -> Result<Vec<usize>, PickleError> {
+        let Some(Node::Tup(dims)) = n.map(|n| &self.nodes[n]) else {
+            return Err(PickleError::Malformed("a numpy shape expected"));
+        };
+        if dims.len() > crate::MAX_NDIM {
+            return Err(PickleError::Unsupported("more than 64 dimensions".into()));
+        }
+        dims.iter()
+            .map(|&d| match &self.nodes[d] {
+                Node::Leaf(v) => v
+                    .as_i64()
+                    .and_then(|x| usize::try_from(x).ok())
+                    .ok_or(PickleError::Malformed("numpy dimension")),
+                _ => Err(PickleError::Malformed("numpy dimension")),
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,7 @@ use thiserror::Error;
 mod arrays;
 mod build;
 mod escape;
+mod numpy;
 mod read;
 mod write;
 

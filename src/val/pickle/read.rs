@@ -16,6 +16,16 @@ pub(super) enum Global {
     Bytearray,
     Bytes,
     Set,
+    /// `numpy.core.multiarray._reconstruct` (numpy 2: `numpy._core`).
+    NpReconstruct,
+    /// `numpy.ndarray` (the class `_reconstruct` is given).
+    NpNdarray,
+    /// `numpy.dtype`.
+    NpDtype,
+    /// `numpy.core.multiarray.scalar`.
+    NpScalar,
+    /// `numpy.core.numeric._frombuffer` (protocol 5).
+    NpFrombuffer,
 }
 
 /// A node of the object graph being unpickled.
@@ -26,6 +36,10 @@ pub(super) enum Node {
     Tup(Vec<usize>),
     Dict(Vec<(usize, usize)>, bool),
     Global(Global),
+    /// A numpy dtype (its byte order set by its state).
+    Dtype(super::numpy::Dtype),
+    /// A numpy array made by `_reconstruct`, waiting for its state (BUILD).
+    NdEmpty,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +192,13 @@ impl<'a> Machine<'a> {
             ("builtins" | "__builtin__", "bytearray") => Global::Bytearray,
             ("builtins" | "__builtin__", "bytes") => Global::Bytes,
             ("builtins" | "__builtin__", "set" | "frozenset") => Global::Set,
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "_reconstruct") => {
+                Global::NpReconstruct
+            }
+            ("numpy", "ndarray") => Global::NpNdarray,
+            ("numpy", "dtype") => Global::NpDtype,
+            ("numpy.core.multiarray" | "numpy._core.multiarray", "scalar") => Global::NpScalar,
+            ("numpy.core.numeric" | "numpy._core.numeric", "_frombuffer") => Global::NpFrombuffer,
             _ => return Err(PickleError::Unsupported(format!("global {module}.{name}"))),
         })
     }
@@ -440,11 +461,11 @@ impl<'a> Machine<'a> {
                     }
                 }
                 b'b' => {
-                    // BUILD (state): only a None state is meaningful for our types.
+                    // BUILD (state): a numpy dtype's or array's state; for our
+                    // other types only a None state is meaningful.
                     let st = self.pop()?;
-                    if !matches!(self.nodes[st], Node::Leaf(Val::None)) {
-                        return Err(PickleError::Unsupported("object state (BUILD)".into()));
-                    }
+                    let obj = self.top()?;
+                    self.build(obj, st)?;
                 }
                 b'p' => {
                     let k: u64 = std::str::from_utf8(self.line()?)

@@ -112,6 +112,39 @@ impl Writer {
             self.out.extend_from_slice(&[0x86, b'R']);
         }
     }
+    /// A numpy array as numpy pickles it (`_reconstruct`, then its state): what
+    /// `pickle.loads` turns into an `ndarray` where numpy is installed (1.x or 2.x).
+    fn ndarray(&mut self, a: &crate::val::heap::Arr, shape: &[usize]) {
+        self.global("numpy.core.multiarray", "_reconstruct");
+        self.global("numpy", "ndarray");
+        self.out.extend_from_slice(&[b'K', 0, 0x85]); // (0,)
+        self.bytes(b"b");
+        self.out.extend_from_slice(&[0x87, b'R']);
+        // state: (1, shape, dtype, is_fortran, data)
+        self.out.push(b'(');
+        self.int(1.into());
+        self.out.push(b'(');
+        for &d in shape {
+            self.int(d.into());
+        }
+        self.out.push(b't');
+        let kind = a.kind();
+        self.global("numpy", "dtype");
+        self.str(super::numpy::descr(kind));
+        self.out.extend_from_slice(&[0x89, 0x88, 0x87, b'R']);
+        // dtype state: (3, order, None, None, None, -1, -1, 0)
+        self.out.push(b'(');
+        self.int(3.into());
+        self.str(if kind.size() == 1 { "|" } else { "<" });
+        self.out.extend_from_slice(b"NNN");
+        self.int((-1).into());
+        self.int((-1).into());
+        self.int(0.into());
+        self.out.extend_from_slice(&[b't', b'b']);
+        self.out.push(0x89); // C order
+        self.bytes(a.as_bytes());
+        self.out.extend_from_slice(&[b't', b'b']);
+    }
     fn items(&mut self, items: impl Iterator<Item = Val>, depth: usize) -> Result<(), PickleError> {
         self.out.push(b'(');
         for v in items {
@@ -152,6 +185,7 @@ impl Writer {
                     self.out.extend_from_slice(&[0x86, b'R']);
                 }
             }
+            Val::NdArr(a) => self.ndarray(a.data(), a.shape()),
             Val::List(items) => {
                 self.out.push(b']');
                 if !items.is_empty() {
