@@ -340,9 +340,86 @@ def test_a_pool_made_with_max_size_grows_while_another_process_uses_it():
 
 def test_arrays_numpy_cannot_share_are_refused(pool):
     with pytest.raises(TypeError):
-        pool.root["m"] = np.zeros((2, 2))  # N-D: not yet
-    with pytest.raises(TypeError):
         pool.root["s"] = np.array(["text"])
+    with pytest.raises(TypeError):
+        pool.root["o"] = np.array([{}, 1], dtype=object)
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 4), (), (3, 0), (1, 1, 1, 5)])
+@pytest.mark.parametrize("dtype", ["f8", "i2", "u1", "c8", "?"])
+def test_n_dimensional_arrays_keep_their_shape(pool, shape, dtype):
+    src = (np.arange(int(np.prod(shape))) % 3).astype(dtype).reshape(shape)
+    pool.root["m"] = src
+    a = pool.root["m"]
+    assert a.shape == shape
+    v = np.asarray(a)
+    assert v.shape == shape and v.dtype == src.dtype and (v == src).all()
+    assert a.tolist() == src.tolist() and a == src
+    if shape:
+        assert len(a) == shape[0]
+    else:
+        with pytest.raises(TypeError):
+            len(a)
+    if len(shape) > 1 and src.size > 0:
+        assert (a[0] == src[0]).all()  # numpy's indexing, a view
+        assert np.shares_memory(a[0], v)
+    # Inside containers too, and copied out as nested lists.
+    pool.root["d"] = {"m": src, "l": [src]}
+    assert pool.root["d"]["m"].shape == shape
+    assert pool.root["d"].to_python()["l"][0] == src.tolist()
+    # Fortran-ordered and strided sources are copied in C order.
+    if len(shape) == 2:
+        pool.root["f"] = np.asfortranarray(src)
+        pool.root["t"] = src.T
+        assert (np.asarray(pool.root["f"]) == src).all()
+        assert (np.asarray(pool.root["t"]) == src.T).all()
+    del a, v
+
+
+def test_a_write_through_a_2d_view_is_seen_by_another_process(pool):
+    pool.root["img"] = np.zeros((4, 5), dtype="f4")
+    out = run_child(
+        """
+        import sys, numpy as np, shmval
+        pool = shmval.Pool.open(sys.argv[1])
+        img = np.asarray(pool.root["img"])
+        img[2, :] = 7                       # a row, through the view
+        print(img.shape, float(img.sum()))
+        """,
+        pool.name,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(4,", "5)", "35.0"]
+    v = np.asarray(pool.root["img"])
+    assert (v[2] == 7).all() and v.sum() == 35
+    del v
+
+
+@pytest.mark.parametrize("protocol", range(0, 6))
+def test_numpy_pickles_read_and_written(protocol):
+    import pickle
+
+    cases = [
+        np.arange(6, dtype="f8").reshape(2, 3),
+        np.asfortranarray(np.arange(12, dtype=">i4").reshape(3, 4)),
+        np.array(2.5),
+        np.array([[True, False]]),
+        np.ones((2, 1, 2), dtype="c8"),
+        np.arange(5, dtype="u2"),
+    ]
+    for a in cases:
+        got = shmval.from_pickle(pickle.dumps({"a": a, "n": 1}, protocol=protocol))
+        assert isinstance(got["a"], np.ndarray), a
+        assert got["a"].shape == a.shape and (got["a"] == a).all(), (a, got)
+    for x in (np.float32(1.5), np.int64(-7), np.bool_(True), np.complex128(1 + 2j)):
+        assert shmval.from_pickle(pickle.dumps(x, protocol=protocol)) == x
+    with pytest.raises(shmval.Error, match="object"):
+        shmval.from_pickle(pickle.dumps(np.array([1, "a"], dtype=object), protocol=protocol))
+    if protocol >= 2:
+        m = np.arange(24, dtype="i8").reshape(2, 3, 4)
+        back = pickle.loads(shmval.to_pickle({"m": m, "z": np.array(1.5)}, protocol))
+        assert back["m"].dtype == m.dtype and (back["m"] == m).all()
+        assert back["z"].shape == () and back["z"] == 1.5
 
 
 def test_broadcasts_give_every_subscriber_every_value(pool):
