@@ -118,6 +118,7 @@ pub use shm::{
 pub use shmval_alloc::{AllocError, FreeError, GrowError, Offset, Stats};
 pub use snapshot::SnapshotError;
 pub use val::{
-    from_pickle, from_pickle_with, to_pickle, Arr, ArrKind, Complex, LiteralError, Map, NdArr,
-    PickleError, PickleLimits, ShapeError, UnhashableKey, Val, DEFAULT_PICKLE_BYTES, MAX_NDIM,
+    from_pickle, from_pickle_with, to_pickle, to_pickle_numpy, Arr, ArrKind, Complex, LiteralError,
+    Map, NdArr, PickleError, PickleLimits, ShapeError, UnhashableKey, Val, DEFAULT_PICKLE_BYTES,
+    MAX_NDIM,
 };

@@ -109,14 +109,6 @@ enum Snap {
 // The archived value keeps its size with `NdArr` added (format 1 stays readable).
 const _: () = assert!(std::mem::size_of::<ArchivedSnap>() == 24);
 
-/// The bytes of a slice of plain numbers (little-endian hosts: what is stored).
-fn raw<T: Copy>(v: &[T]) -> Vec<u8> {
-    // SAFETY: `T` is a plain number type (or `Complex` of one, `repr(C)`): every
-    // byte of it is initialised, and a byte slice has no alignment needs.
-    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
-        .to_vec()
-}
-
 /// Numbers from their bytes (a length not a multiple of the size: `None`).
 fn unraw<T: Copy + Default>(b: &[u8]) -> Option<Vec<T>> {
     let size = std::mem::size_of::<T>();
@@ -170,21 +162,7 @@ fn snap(v: &Val) -> Snap {
 
 /// An array's elements as little-endian bytes.
 fn arr_bytes(a: &Arr) -> Vec<u8> {
-    match a {
-        Arr::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
-        Arr::I8(v) => raw(v),
-        Arr::I16(v) => raw(v),
-        Arr::I32(v) => raw(v),
-        Arr::I64(v) => raw(v),
-        Arr::U8(v) => v.clone(),
-        Arr::U16(v) => raw(v),
-        Arr::U32(v) => raw(v),
-        Arr::U64(v) => raw(v),
-        Arr::F32(v) => raw(v),
-        Arr::F64(v) => raw(v),
-        Arr::C32(v) => raw(v),
-        Arr::C64(v) => raw(v),
-    }
+    a.as_bytes().to_vec()
 }
 
 fn pairs(m: &Map) -> Vec<Snap> {

@@ -26,7 +26,11 @@ fn nd(shape: &[usize], data: Arr) -> Val {
 fn numpy_pickles_read_as_arrays_with_their_shape() {
     let m = nd(&[2, 3], Arr::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
     assert_eq!(from_pickle(F8_2X3_P2).unwrap(), m);
-    assert_eq!(from_pickle(F8_2X3_P5).unwrap(), m, "protocol 5: _frombuffer");
+    assert_eq!(
+        from_pickle(F8_2X3_P5).unwrap(),
+        m,
+        "protocol 5: _frombuffer"
+    );
     // numpy 1.x wrote `numpy.core.multiarray`: the same bytes otherwise (protocol 2
     // names globals by newline-terminated text).
     let (new_name, old_name) = (&b"numpy._core."[..], &b"numpy.core."[..]);
@@ -34,7 +38,12 @@ fn numpy_pickles_read_as_arrays_with_their_shape() {
         .windows(new_name.len())
         .position(|w| w == new_name)
         .unwrap();
-    let old = [&F8_2X3_P2[..at], old_name, &F8_2X3_P2[at + new_name.len()..]].concat();
+    let old = [
+        &F8_2X3_P2[..at],
+        old_name,
+        &F8_2X3_P2[at + new_name.len()..],
+    ]
+    .concat();
     assert_eq!(from_pickle(&old).unwrap(), m, "numpy 1.x module names");
     // Fortran order, big-endian int32: C order, native numbers.
     assert_eq!(
@@ -46,7 +55,10 @@ fn numpy_pickles_read_as_arrays_with_their_shape() {
         Val::Arr(Arr::F32(vec![1.5, -2.0, 3.25])),
         "one dimension is a plain array"
     );
-    assert_eq!(from_pickle(F8_0D_P2).unwrap(), nd(&[], Arr::F64(vec![3.25])));
+    assert_eq!(
+        from_pickle(F8_0D_P2).unwrap(),
+        nd(&[], Arr::F64(vec![3.25]))
+    );
     assert_eq!(
         from_pickle(B1_2X2_P5).unwrap(),
         nd(&[2, 2], Arr::Bool(vec![true, false, false, true]))
@@ -86,7 +98,11 @@ fn shaped_arrays_round_trip_through_pickles_snapshots_and_json() {
         "zero_d" => nd(&[], Arr::U8(vec![7])),
     };
     for p in 2..=5 {
-        assert_eq!(from_pickle(&to_pickle(&v, p).unwrap()).unwrap(), v, "protocol {p}");
+        assert_eq!(
+            from_pickle(&to_pickle(&v, p).unwrap()).unwrap(),
+            v,
+            "protocol {p}"
+        );
     }
     let s = Scratch::new("nd-snap");
     let pool = pool(&s);
@@ -125,10 +141,7 @@ fn a_damaged_shape_is_corrupt_not_a_panic() {
     assert!(a.as_val().to_val().is_err());
     assert!(a.as_val().shape().is_err());
     let c = pool.check();
-    assert!(
-        c.problems.iter().any(|p| p.what.contains("shape")),
-        "{c:?}"
-    );
+    assert!(c.problems.iter().any(|p| p.what.contains("shape")), "{c:?}");
 }
 
 fn kinds() -> impl Strategy<Value = (Vec<usize>, Arr)> {

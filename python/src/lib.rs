@@ -61,16 +61,22 @@ fn from_pickle(py: Python<'_>, data: &[u8]) -> PyResult<PyObject> {
 
 /// Writes `obj` as a pickle of `protocol` (2 to 5) the way shmval (and the Rust
 /// `to_pickle`) writes it: arrays of 0 or 2+ dimensions as numpy arrays, one
-/// dimension as `array.array`.
+/// dimension as `array.array` — or as numpy arrays too with `numpy=True`.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol = 2))]
+#[pyo3(signature = (obj, protocol = 2, numpy = false))]
 fn to_pickle<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: u8,
+    numpy: bool,
 ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let v = convert::to_val(obj, 0)?;
-    let b = shm::to_pickle(&v, protocol).map_err(err)?;
+    let write = if numpy {
+        shm::to_pickle_numpy
+    } else {
+        shm::to_pickle
+    };
+    let b = write(&v, protocol).map_err(err)?;
     Ok(pyo3::types::PyBytes::new(py, &b))
 }
 

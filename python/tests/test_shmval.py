@@ -420,6 +420,12 @@ def test_numpy_pickles_read_and_written(protocol):
         back = pickle.loads(shmval.to_pickle({"m": m, "z": np.array(1.5)}, protocol))
         assert back["m"].dtype == m.dtype and (back["m"] == m).all()
         assert back["z"].shape == () and back["z"] == 1.5
+        flat = np.arange(4.0)
+        import array
+
+        assert isinstance(pickle.loads(shmval.to_pickle(flat, protocol)), array.array)
+        back = pickle.loads(shmval.to_pickle(flat, protocol, numpy=True))
+        assert isinstance(back, np.ndarray) and (back == flat).all()
 
 
 def test_broadcasts_give_every_subscriber_every_value(pool):

@@ -291,7 +291,12 @@ impl ShmVal {
         let shape = pool
             .arr_shape(o, h.kind.load(Relaxed), len, kind)?
             .unwrap_or_else(|| vec![len as usize]);
-        Ok(Some((kind, len as usize, base.as_ptr().cast_const(), shape)))
+        Ok(Some((
+            kind,
+            len as usize,
+            base.as_ptr().cast_const(),
+            shape,
+        )))
     }
 
     /// This value as an array of `T`, if it is an array of that element type.

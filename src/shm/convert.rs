@@ -3,15 +3,15 @@
 use super::guard::Guard;
 use super::hash::key_hash;
 use super::layout::{
-    arr_kind_word, arr_shape_off, le_word, tag, ArrHead, C64Obj, ContainerHead, TextHead,
-    TupHead, ARR_ELEMS, HDR, SLOT, TEXT_BYTES, TUP_SLOTS,
+    arr_kind_word, arr_shape_off, le_word, tag, ArrHead, C64Obj, ContainerHead, TextHead, TupHead,
+    ARR_ELEMS, HDR, SLOT, TEXT_BYTES, TUP_SLOTS,
 };
-use std::sync::atomic::AtomicU64;
 use super::mem::{corrupt, Obj, Raw, MAX_DEPTH};
 use super::{Elem, ValError};
-use crate::val::{with_arr, Arr, ArrKind, Complex, Map, Val};
+use crate::val::{Arr, ArrKind, Complex, Map, Val};
 use crate::Pool;
 use num_bigint::BigInt;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// A str/bytes of at most 8 bytes, inline in the slot.
@@ -33,14 +33,8 @@ fn imm(t: u8, payload: u64) -> Raw {
 }
 
 /// Bytes of a value's elements, for copying into an array object.
-#[allow(clippy::unnecessary_cast)] // the U8 arm's cast is a no-op
 fn arr_bytes(a: &Arr) -> &[u8] {
-    with_arr!(a, v => {
-        let bytes = std::mem::size_of_val(v.as_slice());
-        // SAFETY: every element type is a plain number (or `Complex`, `repr(C)` of two
-        // floats; `bool`, one byte of 0/1): no padding, any reading as bytes is valid.
-        unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, bytes) }
-    })
+    a.as_bytes()
 }
 
 impl Pool {
@@ -494,10 +488,13 @@ impl Pool {
                 match self.arr_shape(o, h.kind.load(Relaxed), len, kind)? {
                     None => flat,
                     Some(shape) => Val::NdArr(
-                        crate::NdArr::new(shape, match flat {
-                            Val::Arr(a) => a,
-                            _ => unreachable!("arr_from_atomics makes arrays"),
-                        })
+                        crate::NdArr::new(
+                            shape,
+                            match flat {
+                                Val::Arr(a) => a,
+                                _ => unreachable!("arr_from_atomics makes arrays"),
+                            },
+                        )
                         .map_err(|_| corrupt("array shape"))?,
                     ),
                 }

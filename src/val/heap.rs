@@ -70,7 +70,7 @@ impl Arr {
             // SAFETY: every element type is a plain number (or `Complex`, `repr(C)`
             // of two floats; `bool`, one byte of 0/1): no padding, any reading as
             // bytes is valid.
-            unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, bytes) }
+            unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), bytes) }
         })
     }
 

@@ -2,7 +2,6 @@
 //! shared objects reached through handles.
 
 pub(crate) mod heap;
-pub(crate) use heap::with_arr;
 mod key;
 mod literal;
 mod pickle;
@@ -12,7 +11,8 @@ mod serde_impl;
 pub use heap::{Arr, ArrKind, Complex, Map, NdArr, ShapeError, UnhashableKey, Val, MAX_NDIM};
 pub use literal::LiteralError;
 pub use pickle::{
-    from_pickle, from_pickle_with, to_pickle, PickleError, PickleLimits, DEFAULT_PICKLE_BYTES,
+    from_pickle, from_pickle_with, to_pickle, to_pickle_numpy, PickleError, PickleLimits,
+    DEFAULT_PICKLE_BYTES,
 };
 
 /// Builds a [`Val`] from a literal: `val!(None)`, `val!([1, "x", [2.5]])`,

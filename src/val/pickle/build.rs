@@ -309,7 +309,9 @@ impl Machine<'_> {
                     return Err(PickleError::Malformed("numpy dtype state"));
                 };
                 let order = match items.get(1).map(|&n| &self.nodes[n]) {
-                    Some(Node::Leaf(Val::Str(o))) if o.len() == 1 => o.chars().next().unwrap_or('='),
+                    Some(Node::Leaf(Val::Str(o))) if o.len() == 1 => {
+                        o.chars().next().unwrap_or('=')
+                    }
                     _ => return Err(PickleError::Malformed("numpy dtype byte order")),
                 };
                 // Structured dtypes (names/fields) are not numbers.

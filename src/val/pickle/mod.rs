@@ -35,7 +35,7 @@ mod read;
 mod write;
 
 pub use read::{from_pickle, from_pickle_with};
-pub use write::to_pickle;
+pub use write::{to_pickle, to_pickle_numpy};
 
 /// Deepest nesting read or written.
 pub(crate) const MAX_DEPTH: usize = 1000;

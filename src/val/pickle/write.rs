@@ -17,12 +17,37 @@ use num_bigint::BigInt;
 /// # Ok::<(), shmval::PickleError>(())
 /// ```
 pub fn to_pickle(v: &Val, protocol: u8) -> Result<Vec<u8>, PickleError> {
+    write(v, protocol, false)
+}
+
+/// As [`to_pickle`], every numeric array written as a numpy array (one dimension
+/// too; `to_pickle` writes those as `array.array`, or as a list for the kinds
+/// `array` lacks): what a Python program that reads them with numpy wants. Reading
+/// the pickle then needs numpy (1.x or 2.x).
+///
+/// # Errors
+/// As [`to_pickle`].
+///
+/// ```
+/// use shmval::{from_pickle, to_pickle_numpy, Val};
+/// let v = Val::from(vec![1.5f64, 2.5]);
+/// let p = to_pickle_numpy(&v, 2)?;
+/// assert!(p.windows(7).any(|w| w == b"ndarray"));
+/// assert_eq!(from_pickle(&p)?, v);
+/// # Ok::<(), shmval::PickleError>(())
+/// ```
+pub fn to_pickle_numpy(v: &Val, protocol: u8) -> Result<Vec<u8>, PickleError> {
+    write(v, protocol, true)
+}
+
+fn write(v: &Val, protocol: u8, numpy: bool) -> Result<Vec<u8>, PickleError> {
     if !(2..=5).contains(&protocol) {
         return Err(PickleError::Protocol(protocol));
     }
     let mut w = Writer {
         out: vec![0x80, protocol],
         protocol,
+        numpy,
     };
     w.val(v, 0)?;
     w.out.push(b'.');
@@ -32,6 +57,8 @@ pub fn to_pickle(v: &Val, protocol: u8) -> Result<Vec<u8>, PickleError> {
 struct Writer {
     out: Vec<u8>,
     protocol: u8,
+    /// One-dimensional arrays as numpy arrays too.
+    numpy: bool,
 }
 
 impl Writer {
@@ -140,10 +167,10 @@ impl Writer {
         self.int((-1).into());
         self.int((-1).into());
         self.int(0.into());
-        self.out.extend_from_slice(&[b't', b'b']);
+        self.out.extend_from_slice(b"tb");
         self.out.push(0x89); // C order
         self.bytes(a.as_bytes());
-        self.out.extend_from_slice(&[b't', b'b']);
+        self.out.extend_from_slice(b"tb");
     }
     fn items(&mut self, items: impl Iterator<Item = Val>, depth: usize) -> Result<(), PickleError> {
         self.out.push(b'(');
@@ -166,6 +193,7 @@ impl Writer {
             Val::Complex64(c) => self.complex(c.re, c.im),
             Val::Str(s) => self.str(s),
             Val::Bytes(b) => self.bytes(b),
+            Val::Arr(a) if self.numpy => self.ndarray(a, &[a.len()]),
             Val::Arr(a) => {
                 let code = a.kind().typecode();
                 if matches!(code, '?' | 'F' | 'D') {
