@@ -140,8 +140,20 @@ impl Dict {
     }
 
     /// Removes and returns the last `(key, value)` pair inserted.
-    fn popitem(&self, py: Python<'_>) -> PyResult<PyObject> {
-        match self.t.popitem().map_err(err)? {
+    /// Removes and returns a `(key, value)` pair: the last inserted; for an
+    /// OrderedDict, the first with `last=False`.
+    #[pyo3(signature = (last = true))]
+    fn popitem(&self, py: Python<'_>, last: bool) -> PyResult<PyObject> {
+        let popped = match self.t.as_val().as_otab() {
+            Some(o) => o.popitem(last).map_err(err)?,
+            None if !last => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "popitem(last=False) is an OrderedDict's; this is a dict",
+                ))
+            }
+            None => self.t.popitem().map_err(err)?,
+        };
+        match popped {
             Some((k, v)) => Ok(PyTuple::new(py, [to_py(py, k)?, to_py(py, v)?])?
                 .into_any()
                 .unbind()),
@@ -185,12 +197,35 @@ impl Dict {
         Ok(())
     }
 
+    /// An OrderedDict's `move_to_end`: `key` to the end (`last`) or the front;
+    /// `KeyError` if absent.
+    #[pyo3(signature = (key, last = true))]
+    fn move_to_end(&self, key: &Bound<'_, PyAny>, last: bool) -> PyResult<()> {
+        let Some(o) = self.t.as_val().as_otab() else {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(
+                "move_to_end is an OrderedDict's; this is a dict",
+            ));
+        };
+        if o.move_to_end(to_key(key)?, last).map_err(err)? {
+            Ok(())
+        } else {
+            Err(PyKeyError::new_err(key.clone().unbind()))
+        }
+    }
+
+    /// Whether this is a shared `collections.OrderedDict` (its equality with
+    /// another OrderedDict minds the order, as Python's does).
+    #[getter]
+    fn ordered(&self) -> bool {
+        self.t.as_val().as_otab().is_some()
+    }
+
     fn clear(&self) -> PyResult<()> {
         while self.t.popitem().map_err(err)?.is_some() {}
         Ok(())
     }
 
-    /// A plain Python dict (a deep copy).
+    /// A plain Python dict, or `collections.OrderedDict` (a deep copy).
     fn to_python(&self, py: Python<'_>) -> PyResult<PyObject> {
         val_to_py(py, &self.t.to_val().map_err(err)?)
     }

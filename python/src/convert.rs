@@ -58,12 +58,19 @@ pub(crate) fn to_val(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Val> {
         ));
     }
     if let Ok(d) = obj.downcast::<PyDict>() {
-        let mut t = Val::tab();
+        let ordered = obj.is_instance(&obj.py().import("collections")?.getattr("OrderedDict")?)?;
+        let mut m = shm::Map::with_capacity(d.len());
         for (k, v) in d.iter() {
-            t.insert(to_val(&k, depth + 1)?, to_val(&v, depth + 1)?)
-                .map_err(|e| PyTypeError::new_err(e.to_string()))?;
+            let k = to_val(&k, depth + 1)?;
+            if !k.is_hashable() {
+                return Err(PyTypeError::new_err(format!(
+                    "unhashable key of type {}",
+                    k.type_name()
+                )));
+            }
+            m.insert(k, to_val(&v, depth + 1)?);
         }
-        return Ok(t);
+        return Ok(if ordered { Val::OTab(m) } else { Val::Tab(m) });
     }
     if let Ok(a) = obj.downcast::<Array>() {
         return a.borrow().v.to_val().map_err(err);
@@ -201,12 +208,19 @@ pub(crate) fn val_to_py_with(
                 PyTuple::new(py, items)?.into_any().unbind()
             }
         }
-        Val::Tab(m) | Val::OTab(m) => {
+        Val::Tab(m) => {
             let d = PyDict::new(py);
             for (k, x) in m {
                 d.set_item(val_to_py(py, k)?, val_to_py(py, x)?)?;
             }
             d.into_any().unbind()
+        }
+        Val::OTab(m) => {
+            let d = py.import("collections")?.getattr("OrderedDict")?.call0()?;
+            for (k, x) in m {
+                d.set_item(val_to_py(py, k)?, val_to_py(py, x)?)?;
+            }
+            d.unbind()
         }
         Val::Arr(a) => {
             // A numeric array copied out: a list of its numbers.

@@ -338,6 +338,37 @@ def test_a_pool_made_with_max_size_grows_while_another_process_uses_it():
     assert not os.path.exists(f"/dev/shm/{name}")
 
 
+def test_an_ordered_dict_keeps_its_order_semantics(pool):
+    from collections import OrderedDict
+
+    pool.root["o"] = OrderedDict([("b", 1), ("a", 2), ("c", 3)])
+    pool.root["d"] = {"b": 1, "a": 2, "c": 3}
+    o, d = pool.root["o"], pool.root["d"]
+    assert o.ordered and not d.ordered
+    assert list(o) == ["b", "a", "c"]
+    o.move_to_end("b")
+    assert list(o) == ["a", "c", "b"]
+    o.move_to_end("b", last=False)
+    assert list(o) == ["b", "a", "c"]
+    with pytest.raises(KeyError):
+        o.move_to_end("zz")
+    # OrderedDict equality minds the order; with a plain dict it does not.
+    assert o == OrderedDict([("b", 1), ("a", 2), ("c", 3)])
+    assert o != OrderedDict([("a", 2), ("b", 1), ("c", 3)])
+    assert o == {"a": 2, "b": 1, "c": 3}
+    assert isinstance(o.to_python(), OrderedDict) and type(d.to_python()) is dict
+    assert o.popitem(last=False) == ("b", 1)
+    assert o.popitem() == ("c", 3)
+    with pytest.raises(TypeError):
+        d.popitem(last=False)
+    with pytest.raises(AttributeError):
+        d.move_to_end("a")
+    import pickle
+
+    back = shmval.from_pickle(pickle.dumps(OrderedDict([("x", 1), ("y", 2)]), 2))
+    assert isinstance(back, OrderedDict) and list(back) == ["x", "y"]
+
+
 def test_arrays_numpy_cannot_share_are_refused(pool):
     with pytest.raises(TypeError):
         pool.root["s"] = np.array(["text"])
