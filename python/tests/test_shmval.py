@@ -532,7 +532,8 @@ def rust_examples(*names):
         )
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
         pytest.skip(f"the Rust examples could not be built: {e}")
-    return [os.path.join(REPO, "target", "release", "examples", n) for n in names]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    return [os.path.join(target, "release", "examples", n) for n in names]
 
 
 def test_a_rust_server_and_client_with_a_python_middle():
