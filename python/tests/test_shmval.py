@@ -532,7 +532,7 @@ def rust_examples(*names):
         )
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
         pytest.skip(f"the Rust examples could not be built: {e}")
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(REPO, "target")
+    target = os.path.join(REPO, os.environ.get("CARGO_TARGET_DIR") or "target")
     return [os.path.join(target, "release", "examples", n) for n in names]
 
 
