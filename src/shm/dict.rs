@@ -62,10 +62,17 @@ pub(crate) struct Found<'p> {
 pub(super) type Cached<'p> = (Block<'p>, Option<&'p [AtomicU64]>);
 
 impl<'p> Guard<'p> {
+    #[inline]
     pub(crate) fn block(&self) -> Result<Option<Block<'p>>, ValError> {
         if let Some((b, _)) = self.cache.get() {
             return Ok(Some(b));
         }
+        self.block_slow()
+    }
+
+    /// [`block`](Self::block) the first time: validated, then cached.
+    #[cold]
+    fn block_slow(&self) -> Result<Option<Block<'p>>, ValError> {
         let b = self.pool.block(self.head, ENTRY)?;
         if let Some(b) = b {
             self.cache.set(Some((b, self.index_of(b)?)));
@@ -74,12 +81,14 @@ impl<'p> Guard<'p> {
     }
 
     /// Entries written in `b` (live and deleted).
+    #[inline]
     pub(super) fn used(b: Block<'_>) -> u64 {
         b.head.used.load(Relaxed).min(b.cap)
     }
 
     /// After a holder died (or left `dirty`): the data block is whole (it is switched
     /// by one store), so recount `len` and rebuild the derived index.
+    #[inline]
     pub(super) fn index(&self, b: Block<'p>) -> Result<Option<&'p [AtomicU64]>, ValError> {
         match self.cache.get() {
             Some((c, idx)) if c.off == b.off => Ok(idx),
@@ -96,10 +105,18 @@ impl<'p> Guard<'p> {
     }
 
     pub(super) fn rebuild_index(&self, b: Block<'p>) -> Result<(), ValError> {
+        self.fill_index(b, false)
+    }
+
+    /// Puts `b`'s live entries into its index; `zeroed`: the index is a fresh,
+    /// zeroed block (all `EMPTY` already).
+    fn fill_index(&self, b: Block<'p>, zeroed: bool) -> Result<(), ValError> {
         let Some(idx) = self.index(b)? else {
             return Ok(());
         };
-        idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
+        if !zeroed {
+            idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
+        }
         for i in 0..Self::used(b) {
             let e = self.pool.entry_in(b, i)?;
             if self.pool.read(&e.key).tag() != tag::DELETED {
@@ -160,8 +177,16 @@ impl<'p> Guard<'p> {
                         // Another hash: not this key, and its entry stays untouched.
                         _ if (w ^ hash) & !NUM != 0 => {}
                         v if v - 1 < used => {
-                            if let Some(f) = matches(v - 1, Some(bucket))? {
-                                return Ok(Some(f));
+                            // `matches`, written out: the hot probe of every lookup.
+                            let e = self.pool.entry_in(b, v - 1)?;
+                            if e.hash.load(Relaxed) == hash
+                                && self.key_eq(self.pool.read(&e.key), key)?
+                            {
+                                return Ok(Some(Found {
+                                    bucket: Some(bucket),
+                                    entry: e,
+                                    num: v - 1,
+                                }));
                             }
                         }
                         _ => return Err(corrupt("dict index names a missing entry")),
@@ -180,6 +205,9 @@ impl<'p> Guard<'p> {
                 && s.len() == stored.len() as usize
                 && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
             (tag::STR_INLINE, _) => Ok(false),
+            // The commonest pair: an i64 key against an int stored signed (payload
+            // sign-extended) or unsigned below 2^32 (zero-extended).
+            (tag::I8..=tag::U32, Val::I64(k)) => Ok(stored.payload as i64 == *k),
             // Integer keys (the common case): compare as integers, no Val built.
             (t @ tag::I8..=tag::U64, k) if k.as_i64().is_some() && !matches!(k, Val::Bool(_)) => {
                 let stored = if t == tag::U64 {
@@ -312,7 +340,8 @@ impl<'p> Guard<'p> {
             }
         }
         nb.head.used.store(n, Relaxed);
-        self.rebuild_index(nb)?;
+        // A fresh index was zeroed above (a linear table has none).
+        self.fill_index(nb, true)?;
         // SYNC POINT: one store switches the whole table.
         self.head.data.store(data, Release);
         self.cache.set(None);

@@ -337,7 +337,40 @@ impl From<&ShmTab> for Arg {
     }
 }
 
+/// Drops `v`, skipping `Val`'s drop glue (an out-of-line call) for the values that
+/// own no heap memory — the numbers, bools and `None` of hot dict paths — which a
+/// `forget` drops exactly.
+#[inline]
+pub(crate) fn discard(v: Val) {
+    match v {
+        Val::None
+        | Val::Bool(_)
+        | Val::I8(_)
+        | Val::I16(_)
+        | Val::I32(_)
+        | Val::I64(_)
+        | Val::U8(_)
+        | Val::U16(_)
+        | Val::U32(_)
+        | Val::U64(_)
+        | Val::F32(_)
+        | Val::F64(_)
+        | Val::Complex32(_)
+        | Val::Complex64(_) => std::mem::forget(v),
+        v => drop(v),
+    }
+}
+
 impl Arg {
+    /// Drops the argument, as [`discard`] drops a value.
+    #[inline]
+    pub(crate) fn discard(self) {
+        match self {
+            Arg::Heap(v) => discard(v),
+            shared => drop(shared),
+        }
+    }
+
     /// The heap form of a key (for hashing and comparing), checked to be hashable.
     pub(super) fn into_key_val(self) -> Result<Val, ValError> {
         let v = match self {

@@ -280,6 +280,7 @@ impl Pool {
         owner.off + (HDR + CONTAINER) as u64
     }
 
+    #[inline]
     pub(crate) fn entry_in<'b>(&self, b: Block<'b>, i: u64) -> Result<&'b Entry, ValError> {
         if i >= b.cap || b.elem != ENTRY as u64 {
             return Err(corrupt("entry beyond the block"));

@@ -2,7 +2,7 @@
 //! several operations under one hold of its lock (the dict itself is in `dict`).
 
 use super::guard::Guard;
-use super::handle::{Arg, ShmVal};
+use super::handle::{discard, Arg, ShmVal};
 use super::hash::key_hash;
 use super::mem::{Obj, Raw};
 use super::ValError;
@@ -121,7 +121,10 @@ impl ShmTab {
     ) -> Result<Option<ShmVal>, ValError> {
         let (key, value) = (key.into(), value.into());
         if let Some((kv, kr, vr)) = immediates(&key, &value) {
-            return insert_immediates(&self.guard()?, kv, kr, vr);
+            let r = self.guard().and_then(|g| insert_immediates(&g, kv, kr, vr));
+            key.discard();
+            value.discard();
+            return r;
         }
         // Copy heap values in before taking the lock (allocation outside the lock).
         let (key, kv, v) = prepare(key, value, self.pool())?;
@@ -134,7 +137,9 @@ impl ShmTab {
     /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().into_key_val()?;
-        get_locked(&self.guard()?, &kv)
+        let r = self.guard().and_then(|g| get_locked(&g, &kv));
+        discard(kv);
+        r
     }
 
     /// The value of `key` copied out to the heap (no handle is made: the cheapest read).
@@ -303,7 +308,10 @@ impl TabLock<'_> {
     /// # Errors
     /// As [`ShmTab::get`].
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        get_locked(&self.g, &key.into().into_key_val()?)
+        let kv = key.into().into_key_val()?;
+        let r = get_locked(&self.g, &kv);
+        discard(kv);
+        r
     }
 
     /// See [`ShmTab::insert`].
@@ -317,7 +325,10 @@ impl TabLock<'_> {
     ) -> Result<Option<ShmVal>, ValError> {
         let (key, value) = (key.into(), value.into());
         if let Some((kv, kr, vr)) = immediates(&key, &value) {
-            return insert_immediates(&self.g, kv, kr, vr);
+            let r = insert_immediates(&self.g, kv, kr, vr);
+            key.discard();
+            value.discard();
+            return r;
         }
         let (key, kv, v) = prepare(key, value, self.g.pool)?;
         insert_locked(&self.g, key, kv, v)
