@@ -187,3 +187,37 @@ fn a_grower_killed_at_each_step_leaves_a_pool_that_checks_clean_and_grows_on() {
         assert_eq!(intact(&again, 8, i - 1), Some(true));
     }
 }
+
+#[test]
+fn a_pool_with_a_fixed_base_grows_at_that_base_in_every_process() {
+    // Far from where the kernel places mappings by default.
+    const BASE: usize = 0x3f00_0000_0000;
+    if role().is_some() {
+        let pool = Pool::open(&env("POOL"), 10 * SECS).unwrap();
+        assert_eq!(pool.base().as_ptr() as usize, BASE);
+        let root = pool.root().unwrap();
+        let mut i = 0;
+        while pool.size() <= 16 * MB {
+            root.insert(key(5, i).as_str(), value(5, i)).unwrap();
+            i += 1;
+        }
+        pool.user_word(4).store(i, SeqCst);
+        child_done();
+    }
+    let s = Scratch::new("growfixed");
+    let opts = PoolOptions::new().max_size(64 * MB).fixed_base(BASE);
+    let pool = Pool::create_with(s.name(), MB, &opts).unwrap();
+    assert_eq!(pool.base().as_ptr() as usize, BASE);
+    let mut kid = spawn(
+        "a_pool_with_a_fixed_base_grows_at_that_base_in_every_process",
+        "grower",
+        &[("POOL", s.0.clone())],
+    );
+    common::wait_ok(&mut kid, 60 * SECS, "grower");
+    let n = pool.user_word(4).load(SeqCst);
+    assert!(n > 20, "{n}");
+    for i in 0..n {
+        assert_eq!(intact(&pool, 5, i), Some(true), "{}", key(5, i));
+    }
+    assert!(pool.size() > 16 * MB);
+}

@@ -10,7 +10,7 @@
 
 use crate::sys;
 use nix::errno::Errno;
-use shmval_alloc::{Grow, GrowError};
+use shmval_alloc::{Grow, GrowError, Growth};
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -57,6 +57,21 @@ impl FileGrow {
             mapped: Mutex::new(mapped),
             main_size: NonNull::from(main_size),
         }
+    }
+
+    /// The allocator's [`Growth`] for a pool that grows (`fd`, its main file's
+    /// descriptor, given), as [`FileGrow::new`] makes its grower.
+    pub(crate) fn growth(
+        fd: Option<OwnedFd>,
+        base: NonNull<u8>,
+        max: u64,
+        mapped: u64,
+        main_size: &AtomicU64,
+    ) -> Option<Growth> {
+        fd.map(|fd| Growth {
+            max,
+            grow: Box::new(FileGrow::new(fd, base, max, mapped, main_size)),
+        })
     }
 
     fn main_size(&self) -> &AtomicU64 {

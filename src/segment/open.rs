@@ -18,7 +18,7 @@ use crate::options::{Backend, PoolOptions};
 use crate::platform::{process_token, LinuxPlatform};
 use crate::sys::{self, MapError, Mapping};
 use nix::errno::Errno;
-use shmval_alloc::{FormatError, Growth, Heap, Region, MIN_REGION};
+use shmval_alloc::{FormatError, Heap, Region, MIN_REGION};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
@@ -258,16 +258,7 @@ pub(crate) fn create(name: &str, size: u64, opts: &PoolOptions) -> Result<Segmen
             source: errno.into(),
         })?;
     }
-    let growth = grow_fd.map(|fd| Growth {
-        max: max_size,
-        grow: Box::new(FileGrow::new(
-            fd,
-            main_map.ptr(),
-            max_size,
-            size,
-            &b.main_size,
-        )),
-    });
+    let growth = FileGrow::growth(grow_fd, main_map.ptr(), max_size, size, &b.main_size);
     // SAFETY: `size` bytes are mapped at the start of a reservation of `max_size`,
     // page-aligned, which lives as long as the heap (both are kept in `Segments`);
     // nobody else can use it before READY.
@@ -725,16 +716,7 @@ fn finish_open(
         }
         _ => return Err(corrupt(name, "unknown backend")),
     };
-    let growth = grow_fd.map(|fd| Growth {
-        max: max_size,
-        grow: Box::new(FileGrow::new(
-            fd,
-            main_map.ptr(),
-            max_size,
-            len,
-            &b.main_size,
-        )),
-    });
+    let growth = FileGrow::growth(grow_fd, main_map.ptr(), max_size, len, &b.main_size);
     // SAFETY: `len` bytes mapped, page-aligned, at the start of a reservation of
     // `max_size` (a pool that grows), kept alive with the heap in `Segments`; the
     // length was checked against fstat so no access faults.

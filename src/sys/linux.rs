@@ -194,33 +194,42 @@ impl Mapping {
                 0,
             )
         };
-        match r {
-            Ok(p) => {
-                let m = Mapping {
-                    ptr: p.cast(),
-                    len,
-                    sysv: false,
-                };
-                if let Some(a) = fixed {
-                    if m.ptr.as_ptr() as usize != a {
-                        // A kernel older than 4.17 treats the flag as a hint.
-                        let got = m.ptr.as_ptr() as usize;
-                        drop(m);
-                        return Err(MapError::AddressInUse(format!(
-                            "kernel placed the mapping at {got:#x} instead"
-                        )));
-                    }
-                }
-                Ok(m)
-            }
+        Self::placed(r, len, fixed)
+    }
+
+    /// The mapping `mmap` returned as `r` for `len` bytes asked at `fixed` (with
+    /// `MAP_FIXED_NOREPLACE`): a taken range, or a kernel that placed it elsewhere
+    /// (older than 4.17, the flag a hint), is `AddressInUse` naming the conflict.
+    fn placed(
+        r: Result<NonNull<c_void>, Errno>,
+        len: usize,
+        fixed: Option<usize>,
+    ) -> Result<Mapping, MapError> {
+        let p = match r {
+            Ok(p) => p,
             Err(Errno::EEXIST) => {
                 let a = fixed.unwrap_or(0);
-                Err(MapError::AddressInUse(
+                return Err(MapError::AddressInUse(
                     conflicting_mapping(a, len).unwrap_or_else(|| "unknown mapping".into()),
-                ))
+                ));
             }
-            Err(e) => Err(MapError::Os(e)),
+            Err(e) => return Err(MapError::Os(e)),
+        };
+        let m = Mapping {
+            ptr: p.cast(),
+            len,
+            sysv: false,
+        };
+        if let Some(a) = fixed {
+            if m.ptr.as_ptr() as usize != a {
+                let got = m.ptr.as_ptr() as usize;
+                drop(m);
+                return Err(MapError::AddressInUse(format!(
+                    "kernel placed the mapping at {got:#x} instead"
+                )));
+            }
         }
+        Ok(m)
     }
 
     /// Reserves `max` bytes of address space (anywhere, or exactly at `fixed`,
@@ -249,30 +258,7 @@ impl Mapping {
         // SAFETY: a fresh anonymous mapping without access; with
         // MAP_FIXED_NOREPLACE the kernel refuses rather than replace anything.
         let r = unsafe { nix::sys::mman::mmap_anonymous(addr, nz, ProtFlags::PROT_NONE, flags) };
-        let p = match r {
-            Ok(p) => p,
-            Err(Errno::EEXIST) => {
-                let a = fixed.unwrap_or(0);
-                return Err(MapError::AddressInUse(
-                    conflicting_mapping(a, max).unwrap_or_else(|| "unknown mapping".into()),
-                ));
-            }
-            Err(e) => return Err(MapError::Os(e)),
-        };
-        let m = Mapping {
-            ptr: p.cast(),
-            len: max,
-            sysv: false,
-        };
-        if let Some(a) = fixed {
-            if m.ptr.as_ptr() as usize != a {
-                let got = m.ptr.as_ptr() as usize;
-                drop(m);
-                return Err(MapError::AddressInUse(format!(
-                    "kernel placed the mapping at {got:#x} instead"
-                )));
-            }
-        }
+        let m = Self::placed(r, max, fixed)?;
         map_over(fd, m.ptr, 0, len).map_err(MapError::Os)?;
         Ok(m)
     }
