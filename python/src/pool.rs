@@ -61,11 +61,21 @@ impl Pool {
         Ok(Pool { inner: Some(p) })
     }
 
-    /// Opens the pool `name`, or creates it with `size` bytes if there is none.
+    /// Opens the pool `name`, or creates it with `size` bytes if there is none
+    /// (growing up to `max_size` bytes, if given).
     #[staticmethod]
-    #[pyo3(signature = (name, size, mode = 0o600))]
-    fn open_or_create(py: Python<'_>, name: &str, size: u64, mode: u32) -> PyResult<Pool> {
-        let opts = PoolOptions::new().mode(mode);
+    #[pyo3(signature = (name, size, mode = 0o600, max_size = None))]
+    fn open_or_create(
+        py: Python<'_>,
+        name: &str,
+        size: u64,
+        mode: u32,
+        max_size: Option<u64>,
+    ) -> PyResult<Pool> {
+        let mut opts = PoolOptions::new().mode(mode);
+        if let Some(m) = max_size {
+            opts = opts.max_size(m);
+        }
         let p = py
             .allow_threads(|| CPool::open_or_create(name, size, &opts))
             .map_err(err)?;

@@ -334,6 +334,8 @@ def test_a_pool_made_with_max_size_grows_while_another_process_uses_it():
         with pytest.raises(shmval.Error, match="exhausted|grow"):
             p.root["too big"] = np.zeros(40 << 20)   # 320 MiB
         del p.root["seen"]
+        with shmval.Pool.open_or_create(name, 1 << 20, max_size=512 << 20) as q:
+            assert q.max_size == 256 << 20  # opened: the pool's own maximum
     gc.collect()
     assert not os.path.exists(f"/dev/shm/{name}")
 
