@@ -224,11 +224,12 @@ def test_ctrl_c_interrupts_a_blocking_recv(pool):
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdout.readline().strip() == "waiting"
-    time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
-    assert child.wait(timeout=5) == 3
-    assert child.stdout.read().strip() == "interrupted"
+    with child:
+        assert child.stdout.readline().strip() == "waiting"
+        time.sleep(0.2)
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=5) == 3
+        assert child.stdout.read().strip() == "interrupted"
 
 
 def test_a_python_process_killed_holding_values_leaves_nothing_behind(pool):
