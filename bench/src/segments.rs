@@ -97,9 +97,8 @@ pub fn run(r: &mut Report) {
 const MIB: u64 = 1 << 20;
 
 /// A pool of `size` bytes that may grow to `max` (`max == size`: fixed), removed
-/// when dropped and on a signal.
+/// when dropped (and on a signal: its name is registered once, by the caller).
 fn pool_of(name: &str, size: u64, max: u64) -> Pool {
-    crate::harness::remove_on_signal(name);
     let mut o = PoolOptions::new().remove_on_drop(true);
     if max > size {
         o = o.max_size(max);
@@ -148,6 +147,8 @@ fn growth(r: &mut Report) {
         format!("shmval-bench-grow-{pid}"),
         format!("shmval-bench-fixed-{pid}"),
     );
+    crate::harness::remove_on_signal(&g);
+    crate::harness::remove_on_signal(&f);
     let reps = r.reps(5);
     let fill_n = if r.quick { 60 } else { 240 };
     let (max, label) = if r.quick {
