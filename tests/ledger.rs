@@ -235,10 +235,15 @@ fn a_pipeline_middle_killed_again_and_again_leaves_nothing_behind() {
          {sent} values sent, {got} received, {left} bytes left in use ({per_value} bytes a \
          value)"
     );
-    // A death between raising a count and ledgering it leaks that one reference:
-    // far fewer than the values the middles held.
+    // What a death may leave (the crash contract, PROTOCOLS.md): a reference raised
+    // but not yet ledgered, and the rest of a release it interrupted (an object whose
+    // count reached 0, its children not yet released: `shm.release.zero`, freed by
+    // the next sweep) — each at most about a value, and the middle spends much of its
+    // time dropping the values it kept. Far fewer than the 17 values a middle held,
+    // which a ledger that was not replayed would leave at every kill. (Measured: 0 to
+    // 12 values in 40 kills; a bound of a quarter value a kill failed ~1% of runs.)
     assert!(
-        left <= u64::from(kills) * per_value / 4,
+        left <= u64::from(kills) * per_value / 2,
         "{left} bytes left after {kills} kills ({per_value} bytes a value)"
     );
 }
