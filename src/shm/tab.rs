@@ -150,12 +150,15 @@ impl ShmTab {
         let kv = key.into().into_key_val()?;
         let g = self.guard()?;
         let pool = g.pool;
-        let Some(found) = g.find(key_hash(&kv), &kv)? else {
+        let found = g.find(key_hash(&kv), &kv);
+        discard(kv);
+        let Some(found) = found? else {
             return Ok(None);
         };
         let v = pool.read(&found.entry.value);
         if !v.is_object() {
-            return Ok(Some(pool.to_val_raw(v, 0)?));
+            // An immediate: read straight from its slot, no conversion machinery.
+            return super::convert::immediate_val(v).map(Some);
         }
         // An object: keep it alive past the lock, copy it out, let it go.
         pool.retain(v)?;
