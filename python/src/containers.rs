@@ -8,6 +8,18 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use shm::{ShmList, ShmTab};
 
+/// `==` of a container proxy, given as its plain copy `mine`, with `other`: another
+/// container proxy compares by its plain copy too, anything else as it is (so a
+/// shared dict equals a plain one with the same items, as Python's `==` says).
+fn eq_plain(py: Python<'_>, mine: PyObject, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let theirs = if other.is_instance_of::<Dict>() || other.is_instance_of::<List>() {
+        other.call_method0("to_python")?
+    } else {
+        other.clone()
+    };
+    mine.bind(py).eq(theirs)
+}
+
 // --- Dict -------------------------------------------------------------------------
 
 /// A shared dict, as a Python mapping (every operation atomic across processes).
@@ -236,12 +248,7 @@ impl Dict {
     }
 
     fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let mine = self.to_python(py)?;
-        let theirs = match other.downcast::<Dict>() {
-            Ok(d) => d.borrow().to_python(py)?.into_bound(py),
-            Err(_) => other.clone(),
-        };
-        mine.bind(py).eq(theirs)
+        eq_plain(py, self.to_python(py)?, other)
     }
 
     fn __repr__(&self) -> String {
@@ -330,12 +337,7 @@ impl List {
     }
 
     fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let mine = self.to_python(py)?;
-        let theirs = match other.downcast::<List>() {
-            Ok(l) => l.borrow().to_python(py)?.into_bound(py),
-            Err(_) => other.clone(),
-        };
-        mine.bind(py).eq(theirs)
+        eq_plain(py, self.to_python(py)?, other)
     }
 
     fn __repr__(&self) -> String {
