@@ -58,7 +58,9 @@ pub(crate) fn to_val(obj: &Bound<'_, PyAny>, depth: usize) -> PyResult<Val> {
         ));
     }
     if let Ok(d) = obj.downcast::<PyDict>() {
-        let ordered = obj.is_instance(&obj.py().import("collections")?.getattr("OrderedDict")?)?;
+        // A plain dict (the common case) without looking up OrderedDict.
+        let ordered = !obj.is_exact_instance_of::<PyDict>()
+            && obj.is_instance(&obj.py().import("collections")?.getattr("OrderedDict")?)?;
         let mut m = shm::Map::with_capacity(d.len());
         for (k, v) in d.iter() {
             let k = to_val(&k, depth + 1)?;
