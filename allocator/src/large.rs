@@ -360,7 +360,10 @@ impl<P: Platform> Large<'_, P> {
                 front += align;
             }
         }
-        (front.checked_add(needed)? <= size).then_some(front)
+        let rest = size.checked_sub(front.checked_add(needed)?)?;
+        // A slab is exactly SLAB_SIZE: a tail too small to be a block of its own
+        // would be absorbed into it (and the slab then never given back).
+        (!slab || rest == 0 || rest >= MIN_BLOCK).then_some(front)
     }
 
     /// Best fit within the first bin holding a fitting block: returns `(b, size, front)`.
@@ -507,7 +510,9 @@ impl<P: Platform> Large<'_, P> {
             return Err(CORRUPT); // caught up when locked; only the holder grows
         }
         let cap = heap.max_len() & !(4096 - 1);
-        let slack = if align > 16 { align + MIN_BLOCK } else { 0 };
+        // The padding before an aligned block (at most align + 16), and room after
+        // it for a tail block (a slab takes no tail too small to be one: `fit`).
+        let slack = if align > 16 { align + 2 * MIN_BLOCK } else { 0 };
         let Some(want) = old.checked_add(needed).and_then(|w| w.checked_add(slack)) else {
             return Ok(false);
         };

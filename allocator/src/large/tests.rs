@@ -125,3 +125,24 @@ fn bins_are_monotonic_and_in_range() {
         }
     }
 }
+
+/// A slab is exactly `SLAB_SIZE`: a free block 16 bytes longer (a tail too small
+/// to be a block) does not fit one, where it once did and the slab absorbed the
+/// tail (its bytes then never given back, found by the model test).
+#[test]
+fn a_slab_takes_no_tail_too_small_to_be_a_block() {
+    use crate::layout::{MIN_BLOCK, SLAB_SIZE};
+    let slab = SLAB_SIZE as u64;
+    let fit = |b, size| super::Large::<StdPlatform>::fit(b, size, slab, slab, true);
+    assert_eq!(fit(slab, slab), Some(0), "exactly a slab");
+    assert_eq!(fit(slab, slab + 16), None, "a 16-byte tail");
+    assert_eq!(
+        fit(slab, slab + MIN_BLOCK),
+        Some(0),
+        "a tail that is a block"
+    );
+    assert_eq!(fit(slab - 48, 2 * slab), Some(48), "padding before it");
+    // An ordinary block may take up to 16 bytes more than it asked for.
+    let any = super::Large::<StdPlatform>::fit(slab, 80, 64, 16, false);
+    assert_eq!(any, Some(0));
+}
