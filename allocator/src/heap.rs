@@ -23,8 +23,16 @@ impl Offset {
 
     /// An offset from its byte value (`None` for 0). The value is not trusted: every
     /// use is bounds-checked against the heap.
+    #[inline]
     pub fn new(v: u64) -> Option<Self> {
         (v != 0).then_some(Offset(v))
+    }
+
+    /// An offset the allocator has just proved to lie in the arena (so not 0).
+    #[inline]
+    pub(crate) fn in_arena(v: u64) -> Self {
+        debug_assert!(v != 0);
+        Offset(v)
     }
 }
 

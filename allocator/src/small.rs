@@ -24,7 +24,7 @@ use crate::platform::Platform;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Blocks in one slab of each class (a table: no division on the fast path).
-static NBLOCKS: [u64; crate::class::NUM_CLASSES] = {
+const NBLOCKS: [u64; crate::class::NUM_CLASSES] = {
     let mut t = [0u64; crate::class::NUM_CLASSES];
     let mut i = 0;
     while i < t.len() {
@@ -40,19 +40,43 @@ pub(crate) fn nblocks(class: usize) -> u64 {
     NBLOCKS[class]
 }
 
-/// `ceil(2^32 / size)` per class: `(rel * INV) >> 32 == rel / size` for `rel < 2^16`.
-static INV: [u64; crate::class::NUM_CLASSES] = {
-    let mut t = [0u64; crate::class::NUM_CLASSES];
+/// What the fast paths need of a class, in one 16-byte row (one bounds check, one
+/// cache line for four classes).
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct Row {
+    /// `ceil(2^32 / size)`: `(rel * inv) >> 32 == rel / size` for `rel < 2^16`.
+    inv: u32,
+    size: u32,
+    /// `nblocks * size`: a block's offset from the slab's first is below it.
+    span: u32,
+    /// A slot list holding this many blocks is published to the depot as one batch.
+    flush_at: u32,
+}
+
+static ROWS: [Row; crate::class::NUM_CLASSES] = {
+    let mut t = [Row {
+        inv: 0,
+        size: 0,
+        span: 0,
+        flush_at: 0,
+    }; crate::class::NUM_CLASSES];
     let mut i = 0;
     while i < t.len() {
-        t[i] = (1u64 << 32).div_ceil(CLASS_SIZES[i] as u64);
+        let size = CLASS_SIZES[i] as u64;
+        t[i] = Row {
+            inv: (1u64 << 32).div_ceil(size) as u32,
+            size: size as u32,
+            span: (NBLOCKS[i] * size) as u32,
+            flush_at: (2 * BATCH[i]) as u32,
+        };
         i += 1;
     }
     t
 };
 
 /// Blocks in one depot batch of each class: about 4 KiB of blocks, 8 to 256.
-static BATCH: [u64; crate::class::NUM_CLASSES] = {
+const BATCH: [u64; crate::class::NUM_CLASSES] = {
     let mut t = [0u64; crate::class::NUM_CLASSES];
     let mut i = 0;
     while i < t.len() {
@@ -68,12 +92,6 @@ static BATCH: [u64; crate::class::NUM_CLASSES] = {
     }
     t
 };
-
-/// A slot list holding this many blocks is published to the depot as one batch.
-#[inline]
-fn flush_at(class: usize) -> u32 {
-    (2 * BATCH[class]) as u32
-}
 
 /// The slab a block lies in.
 #[inline]
@@ -93,22 +111,43 @@ impl<P: Platform> Heap<P> {
     /// header and magic word (one cache line) then say it is a slab of `class`.
     #[inline]
     pub(crate) fn check_block(&self, class: usize, off: u64) -> bool {
+        self.check_block_mapped(class, off) || self.check_block_reaching(class, off)
+    }
+
+    /// [`Heap::check_block`] without catching up with a growth: also `false` when the
+    /// slab lies past this process's mapping. The fast paths' check: no call in it,
+    /// so they need no saved registers; their cold paths check again in full.
+    #[inline(always)]
+    fn check_block_mapped(&self, class: usize, off: u64) -> bool {
         let slab = off & !(SLAB_SIZE as u64 - 1);
         // `attach`/`format` guarantee end - arena_start >= 2 * SLAB_SIZE.
-        if slab.wrapping_sub(self.arena_start) > self.end() - SLAB_SIZE as u64 - self.arena_start
-            && !(slab >= self.arena_start
-                && slab
-                    .checked_add(SLAB_SIZE as u64)
-                    .is_some_and(|e| self.reach(e)))
-        {
+        if slab.wrapping_sub(self.arena_start) > self.end() - SLAB_SIZE as u64 - self.arena_start {
             return false;
         }
+        self.check_slab_block(class, slab, off)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn check_block_reaching(&self, class: usize, off: u64) -> bool {
+        let slab = off & !(SLAB_SIZE as u64 - 1);
+        slab >= self.arena_start
+            && slab
+                .checked_add(SLAB_SIZE as u64)
+                .is_some_and(|e| e <= self.end() || self.reach(e))
+            && self.check_slab_block(class, slab, off)
+    }
+
+    /// The slab-side half of [`Heap::check_block`], for a `slab` proved mapped.
+    #[inline(always)]
+    fn check_slab_block(&self, class: usize, slab: u64, off: u64) -> bool {
         debug_assert!(
             slab >= self.arena_start && slab + SLAB_SIZE as u64 <= self.end(),
             "slab {slab:#x}"
         );
-        // SAFETY: slab..slab + SLAB_SIZE lies inside the arena (checked above); both
-        // words are 8-aligned (slab is 64 KiB aligned) and read atomically.
+        let row = &ROWS[class];
+        // SAFETY: slab..slab + SLAB_SIZE lies inside the arena (the caller's check);
+        // both words are 8-aligned (slab is 64 KiB aligned) and read atomically.
         let (hdr, meta) = unsafe {
             let p = self.base.as_ptr().add(slab as usize);
             (
@@ -117,12 +156,12 @@ impl<P: Platform> Heap<P> {
             )
         };
         let rel = off.wrapping_sub(slab + SLAB_FIRST);
-        let k = (rel & 0xFFFF).wrapping_mul(INV[class]) >> 32;
+        // Exact for rel < span < 2^16; a larger rel fails the span test anyway.
+        let k = rel.wrapping_mul(u64::from(row.inv)) >> 32;
         (hdr & B_FLAGS == B_ALLOC | B_SLAB)
             & (meta == (SLAB_MAGIC as u64 | (class as u64) << 32))
-            & (rel < SLAB_SIZE as u64)
-            & (k * CLASS_SIZES[class] as u64 == rel)
-            & (k < nblocks(class))
+            & (rel < u64::from(row.span))
+            & (k * u64::from(row.size) == rel)
     }
 
     /// The link word of a block `check_block` accepted.
@@ -134,18 +173,24 @@ impl<P: Platform> Heap<P> {
         unsafe { &*(self.base.as_ptr().add(off as usize) as *const AtomicU32) }
     }
 
+    /// Pops a block from this slot's list of `class`: the fast path. Anything
+    /// unusual (an empty list, a head past this process's mapping or not a block of
+    /// the class) goes to one cold path, called last.
     #[inline]
     pub(crate) fn small_alloc(&self, slot: u32, class: usize) -> Result<Offset, AllocError> {
         let local = &self.slot(slot).classes[class];
         let l = local.list.load(Ordering::Relaxed);
         let (head, count) = (l as u32, (l >> 32) as u32);
-        if count == 0 {
-            return self.small_alloc_slow(slot, class);
-        }
         let off = u64::from(head) << 4;
-        if !self.check_block(class, off) {
-            return Err(self.drop_corrupt_list(slot, class));
+        if count == 0 || !self.check_block_mapped(class, off) {
+            return self.small_alloc_cold(slot, class);
         }
+        Ok(self.pop(local, off, count))
+    }
+
+    /// Takes the head `off` (checked) off a list of `count > 0` blocks.
+    #[inline(always)]
+    fn pop(&self, local: &ClassLocal, off: u64, count: u32) -> Offset {
         // The link itself is validated when it is popped in turn.
         let next = if count > 1 {
             self.link(off).load(Ordering::Relaxed)
@@ -160,7 +205,23 @@ impl<P: Platform> Heap<P> {
             local.allocs.load(Ordering::Relaxed).wrapping_add(1),
             Ordering::Relaxed,
         );
-        Ok(Offset::new(off).expect("check_block proved off >= arena_start > 0"))
+        Offset::in_arena(off)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn small_alloc_cold(&self, slot: u32, class: usize) -> Result<Offset, AllocError> {
+        let local = &self.slot(slot).classes[class];
+        let l = local.list.load(Ordering::Relaxed);
+        let (head, count) = (l as u32, (l >> 32) as u32);
+        if count == 0 {
+            return self.small_alloc_slow(slot, class);
+        }
+        let off = u64::from(head) << 4;
+        if !self.check_block(class, off) {
+            return Err(self.drop_corrupt_list(slot, class));
+        }
+        Ok(self.pop(local, off, count))
     }
 
     /// [`Heap::give_back`] for `slot`, which the small paths are only called with
@@ -199,6 +260,8 @@ impl<P: Platform> Heap<P> {
         AllocError::Corrupt("cache list names a block outside its slab class")
     }
 
+    /// Pushes `off` on this slot's list of `class`: the fast path. A block past this
+    /// process's mapping or not of the class, and a full list, go to one cold path.
     #[inline]
     pub(crate) fn small_free(
         &self,
@@ -208,14 +271,18 @@ impl<P: Platform> Heap<P> {
         size: usize,
     ) -> Result<(), FreeError> {
         let off = off.get();
-        if !self.check_block(class, off) {
-            return Err(FreeError::Invalid { offset: off, size });
-        }
         let local = &self.slot(slot).classes[class];
-        let mut l = local.list.load(Ordering::Relaxed);
-        if (l >> 32) as u32 >= flush_at(class) {
-            l = self.free_overflow(slot, class, l)?;
+        let l = local.list.load(Ordering::Relaxed);
+        if !self.check_block_mapped(class, off) || (l >> 32) as u32 >= ROWS[class].flush_at {
+            return self.small_free_cold(slot, class, off, size);
         }
+        self.push(local, l, off);
+        Ok(())
+    }
+
+    /// Puts `off` (checked) at the head of a list whose word was `l`.
+    #[inline(always)]
+    fn push(&self, local: &ClassLocal, l: u64, off: u64) {
         let (head, count) = (l as u32, (l >> 32) as u32);
         self.link(off)
             .store(if count > 0 { head } else { 0 }, Ordering::Relaxed);
@@ -227,6 +294,26 @@ impl<P: Platform> Heap<P> {
             local.frees.load(Ordering::Relaxed).wrapping_add(1),
             Ordering::Relaxed,
         );
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn small_free_cold(
+        &self,
+        slot: u32,
+        class: usize,
+        off: u64,
+        size: usize,
+    ) -> Result<(), FreeError> {
+        if !self.check_block(class, off) {
+            return Err(FreeError::Invalid { offset: off, size });
+        }
+        let local = &self.slot(slot).classes[class];
+        let mut l = local.list.load(Ordering::Relaxed);
+        if (l >> 32) as u32 >= ROWS[class].flush_at {
+            l = self.free_overflow(slot, class, l)?;
+        }
+        self.push(local, l, off);
         Ok(())
     }
 
