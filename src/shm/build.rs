@@ -15,7 +15,7 @@
 #![allow(private_interfaces)]
 
 use super::handle::ShmVal;
-use super::hash::{int_hash, key_hash, str_hash};
+use super::hash::{int_hash, key_hash, short_str_hash, str_hash};
 use super::layout::{tag, ArrHead, ARR_ELEMS, HDR};
 use super::mem::{Obj, Raw};
 use super::tab::{ShmOTab, ShmTab};
@@ -347,6 +347,12 @@ impl sealed::Put for &ShmList {
 impl sealed::Key for &str {
     #[inline]
     fn key_raw(self, pool: &Pool) -> Result<(u64, Raw), ValError> {
+        if self.len() <= 8 {
+            // The inline string's payload word is what the hash takes, made once.
+            let w = super::layout::le_word(self.as_bytes());
+            let raw = Raw::new(tag::STR_INLINE, self.len() as u8, w);
+            return Ok((short_str_hash(w, self.len()), raw));
+        }
         Ok((str_hash(self), sealed::Put::to_raw(self, pool)?))
     }
 }

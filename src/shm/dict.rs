@@ -525,8 +525,14 @@ impl Pool {
     /// A table this thread just made, which nobody else can see yet, to fill.
     pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
         let g = std::mem::ManuallyDrop::new(Guard::new(self, o, self.container(o)?));
-        let block = self.block(g.head, ENTRY)?;
-        Ok(PrivateTab { g, block })
+        let mut t = PrivateTab {
+            g,
+            block: None,
+            room: &[],
+            used: 0,
+        };
+        t.set_block(self.block(t.g.head, ENTRY)?)?;
+        Ok(t)
     }
 
     /// Every live `(key, value)`, each retained, read under the lock.
@@ -568,6 +574,24 @@ impl Pool {
 pub(crate) struct PrivateTab<'p> {
     g: std::mem::ManuallyDrop<Guard<'p>>,
     block: Option<Block<'p>>,
+    /// The current block's entries when it has no index (empty otherwise, or with
+    /// no block): [`append`](Self::append)'s fast path writes the next of them.
+    room: &'p [Entry],
+    /// Entries written in the block (its `used`: only this thread writes it).
+    used: u64,
+}
+
+impl<'p> PrivateTab<'p> {
+    /// Makes `b` the block appended to.
+    fn set_block(&mut self, b: Option<Block<'p>>) -> Result<(), ValError> {
+        self.block = b;
+        (self.room, self.used) = match b {
+            Some(b) if b.head.index.load(Relaxed) == 0 => (b.entries(b.cap)?, Guard::used(b)),
+            Some(b) => (&[][..], Guard::used(b)),
+            None => (&[][..], 0),
+        };
+        Ok(())
+    }
 }
 
 impl PrivateTab<'_> {
@@ -599,15 +623,32 @@ impl PrivateTab<'_> {
 
     /// Appends an entry whose key is not in the table (the caller's map has unique
     /// keys); the table owns `k` and `v` on success.
+    #[inline]
     pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        match self.block {
-            Some(b) if Guard::used(b) < b.cap => self.g.append_in(b, hash, k, v),
-            _ => {
-                self.g.append(hash, k, v)?;
-                self.block = self.g.block()?;
-                Ok(())
-            }
+        // The fast path: a block without an index, with room. The entry is whole
+        // before `used` counts it (the crash contract); `len` follows.
+        if let (Some(e), Some(b)) = (self.room.get(self.used as usize), self.block) {
+            let pool = self.g.pool;
+            e.hash.store(hash, Relaxed);
+            pool.write(&e.key, k);
+            pool.write(&e.value, v);
+            self.used += 1;
+            b.head.used.store(self.used, Release);
+            let len = &self.g.head.len;
+            len.store(len.load(Relaxed) + 1, Relaxed);
+            return Ok(());
         }
+        self.append_slow(hash, k, v)
+    }
+
+    #[cold]
+    fn append_slow(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
+        match self.block {
+            Some(b) if Guard::used(b) < b.cap => self.g.append_in(b, hash, k, v)?,
+            _ => self.g.append(hash, k, v)?,
+        }
+        let b = self.g.block()?;
+        self.set_block(b)
     }
 }
 

@@ -48,11 +48,31 @@ impl Fx {
 }
 
 /// [`key_hash`] of a `str` key, without a heap [`Val`].
-#[inline]
 pub(crate) fn str_hash(s: &str) -> u64 {
+    if s.len() <= 8 {
+        return short_str_hash(super::layout::le_word(s.as_bytes()), s.len());
+    }
     let mut h = Fx(0);
     h.write_u8(3);
     s.hash(&mut h);
+    h.finish()
+}
+
+/// [`str_hash`] of a string of at most 8 bytes whose zero-padded little-endian word
+/// is `w` (an inline string's payload): exactly what the generic path feeds the
+/// hasher (the tag 3, the bytes as one word, std's `0xff` end of a `str`), without
+/// its byte loop.
+#[inline]
+pub(crate) fn short_str_hash(w: u64, len: usize) -> u64 {
+    debug_assert!(len <= 8);
+    let mut h = Fx(0);
+    h.add(3);
+    match len {
+        0 => {}
+        8 => h.add(w),
+        _ => h.add(w ^ (len as u64) << 59),
+    }
+    h.add(0xff);
     h.finish()
 }
 
@@ -76,11 +96,7 @@ pub(crate) fn key_hash(k: &Val) -> u64 {
         Val::I32(x) => Some(i128::from(*x)),
         Val::U64(x) => Some(i128::from(*x)),
         Val::U32(x) => Some(i128::from(*x)),
-        Val::Str(s) => {
-            h.write_u8(3);
-            s.hash(&mut h);
-            return h.finish();
-        }
+        Val::Str(s) => return str_hash(s),
         _ => None,
     };
     match int {
@@ -98,6 +114,34 @@ mod tests {
     use super::{int_hash, key_hash, str_hash, Fx};
     use crate::val::Val;
     use std::hash::{Hash, Hasher};
+
+    /// Strings of 0 to 8 bytes (every byte value at every place): the one-word
+    /// path gives what the hasher's byte path gives.
+    #[test]
+    fn short_strings_hash_as_the_byte_path_does() {
+        let bytes = |s: &str| {
+            let mut h = Fx(0);
+            h.write_u8(3);
+            s.hash(&mut h);
+            h.finish()
+        };
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for len in 0..=12usize {
+            for _ in 0..200 {
+                let s: String = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        char::from(b' ' + (seed % 95) as u8)
+                    })
+                    .collect();
+                assert_eq!(str_hash(&s), bytes(&s), "{s:?}");
+                assert_eq!(key_hash(&Val::Str(s.clone())), bytes(&s), "{s:?}");
+            }
+        }
+        assert_eq!(str_hash("\u{e9}t\u{e9}"), bytes("\u{e9}t\u{e9}"));
+    }
 
     /// The int and str fast paths of `key_hash` give what `Val::hash` gives (stored hashes of
     /// existing pools, and `1 == 1.0 == True` as keys, depend on it).

@@ -97,7 +97,7 @@ pub(crate) struct Obj {
 
 /// The work stack of `release`: 32 entries inline, a heap vector beyond.
 struct Stack {
-    inline: [u64; 32],
+    inline: [u64; 16],
     n: usize,
     spill: Vec<u64>,
 }
@@ -105,7 +105,7 @@ struct Stack {
 impl Stack {
     fn new(first: u64) -> Stack {
         let mut s = Stack {
-            inline: [0; 32],
+            inline: [0; 16],
             n: 0,
             spill: Vec::new(),
         };
@@ -141,7 +141,26 @@ pub(crate) struct Block<'p> {
     ptr: NonNull<u8>,
 }
 
-impl Block<'_> {
+impl<'p> Block<'p> {
+    /// The first `n` entries of a dict's data block (at most its capacity), as one
+    /// slice: validated once for a loop over them.
+    #[inline]
+    pub(crate) fn entries(self, n: u64) -> Result<&'p [Entry], ValError> {
+        if self.elem != ENTRY as u64 {
+            return Err(corrupt_static("entries of a block that is not a dict's"));
+        }
+        // SAFETY: the block's whole range, `cap` elements of `elem` (= ENTRY) bytes
+        // after its head, lies in the arena (checked when `self` was made); the head
+        // is 8-aligned and BLOCK_HEAD and ENTRY are multiples of 8; entries are
+        // atomics only, so any bytes are valid entries.
+        Ok(unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().add(BLOCK_HEAD) as *const Entry,
+                n.min(self.cap) as usize,
+            )
+        })
+    }
+
     /// Offset of element `i` (`i < cap`).
     pub(crate) fn at(&self, i: u64) -> u64 {
         debug_assert!(i < self.cap, "element {i} of {}", self.cap);
@@ -161,9 +180,42 @@ pub(crate) fn corrupt(what: impl Into<String>) -> ValError {
     ValError::Corrupt { what: what.into() }
 }
 
+// The errors of the validations on every access, out of line: the checks inline
+// to a few compares, the message is formatted only when one fails.
+#[cold]
+#[inline(never)]
+fn corrupt_static(what: &'static str) -> ValError {
+    corrupt(what)
+}
+
+#[cold]
+#[inline(never)]
+fn outside(off: u64) -> ValError {
+    corrupt(format!("offset {off:#x} outside the pool"))
+}
+
+#[cold]
+#[inline(never)]
+fn no_object(off: u64, kind: u32) -> ValError {
+    corrupt(format!("no object at {off:#x} (kind word {kind:#x})"))
+}
+
+#[cold]
+#[inline(never)]
+fn bad_object_size(off: u64, size: u64) -> ValError {
+    corrupt(format!("object at {off:#x} claims {size} bytes"))
+}
+
+#[cold]
+#[inline(never)]
+fn block_outside(off: u64, cap: u64) -> ValError {
+    corrupt(format!("data block at {off:#x} of {cap} outside the pool"))
+}
+
 impl Pool {
     /// The object at `off`, after checking that its header lies in the arena, carries
     /// the object magic and a known tag, and that its recorded size is plausible.
+    #[inline]
     pub(crate) fn obj(&self, off: u64) -> Result<Obj, ValError> {
         let h = self.header_at(off)?;
         let kind = h.kind.load(Acquire);
@@ -172,9 +224,7 @@ impl Pool {
             || kind & 0xFF00 != 0
             || !(tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&t)
         {
-            return Err(corrupt(format!(
-                "no object at {off:#x} (kind word {kind:#x})"
-            )));
+            return Err(no_object(off, kind));
         }
         let size = h.alloc_size.load(Relaxed);
         if size < HDR as u64
@@ -182,39 +232,46 @@ impl Pool {
                 .resolve(Offset::new(off).expect("checked"), size as usize)
                 .is_none()
         {
-            return Err(corrupt(format!("object at {off:#x} claims {size} bytes")));
+            return Err(bad_object_size(off, size));
         }
         Ok(Obj { off, tag: t, size })
     }
 
+    #[inline]
     pub(crate) fn header_at(&self, off: u64) -> Result<&ObjHeader, ValError> {
         self.at::<ObjHeader>(off)
     }
 
     /// A reference to a `T` (made of atomics: [`InShared`]) at `off`, bounds- and
     /// alignment-checked.
+    #[inline]
     pub(crate) fn at<T: InShared>(&self, off: u64) -> Result<&T, ValError> {
-        let p = Offset::new(off)
+        let Some(p) = Offset::new(off)
             .and_then(|o| self.resolve(o, std::mem::size_of::<T>()))
             .filter(|p| p.as_ptr() as usize % std::mem::align_of::<T>() == 0)
-            .ok_or_else(|| corrupt(format!("offset {off:#x} outside the pool")))?;
+        else {
+            return Err(outside(off));
+        };
         // SAFETY: in bounds and aligned (checked); `T: InShared` is made of atomics
         // only, so any bytes are a valid value and sharing is sound.
         Ok(unsafe { &*(p.as_ptr() as *const T) })
     }
 
+    #[inline]
     pub(crate) fn slot_at(&self, off: u64) -> Result<&Slot, ValError> {
         self.at::<Slot>(off)
     }
 
+    #[inline]
     pub(crate) fn container(&self, o: Obj) -> Result<&ContainerHead, ValError> {
         if o.size < (HDR + CONTAINER) as u64 {
-            return Err(corrupt("container too small"));
+            return Err(corrupt_static("container too small"));
         }
         self.at::<ContainerHead>(o.off + HDR as u64)
     }
 
     /// The current data block of a container (`None`: none yet), validated.
+    #[inline]
     pub(crate) fn block(
         &self,
         c: &ContainerHead,
@@ -228,16 +285,17 @@ impl Pool {
 
     /// The data block at `off` of `elem`-byte elements, validated: its header is
     /// aligned and its whole range (for the capacity it states) lies in the arena.
+    #[inline]
     pub(crate) fn block_at(&self, off: u64, elem: usize) -> Result<Block<'_>, ValError> {
         let head = self.at::<BlockHead>(off)?;
         let cap = head.cap.load(Relaxed);
-        let bytes = cap
+        let Some(ptr) = cap
             .checked_mul(elem as u64)
             .and_then(|b| b.checked_add(BLOCK_HEAD as u64))
-            .ok_or_else(|| corrupt("block capacity"))?;
-        let ptr = Offset::new(off)
-            .and_then(|o| self.resolve(o, bytes as usize))
-            .ok_or_else(|| corrupt(format!("data block at {off:#x} of {cap} outside the pool")))?;
+            .and_then(|bytes| Offset::new(off).and_then(|o| self.resolve(o, bytes as usize)))
+        else {
+            return Err(block_outside(off, cap));
+        };
         Ok(Block {
             off,
             cap,
@@ -283,7 +341,7 @@ impl Pool {
     #[inline]
     pub(crate) fn entry_in<'b>(&self, b: Block<'b>, i: u64) -> Result<&'b Entry, ValError> {
         if i >= b.cap || b.elem != ENTRY as u64 {
-            return Err(corrupt("entry beyond the block"));
+            return Err(corrupt_static("entry beyond the block"));
         }
         // SAFETY: the block's whole range lies in the arena (checked when `b` was
         // made) and `i < cap`; the header is 8-aligned (checked) and BLOCK_HEAD and
@@ -474,15 +532,18 @@ impl Pool {
 
     /// Pushes the object children of a dying object and frees its data blocks.
     fn push_children(&self, o: Obj, stack: &mut Stack) -> Result<(), ValError> {
+        let push = &mut |off| stack.push(off);
+        if !matches!(o.tag, tag::LIST | tag::TAB | tag::OTAB) {
+            return self.each_child(o, true, push);
+        }
         // A container whose last holder died mid-change (its handle's reference is
         // being given back by a ledger replay): finish or undo that change first, as
         // the next lock holder would, so that no torn slot is released.
-        if matches!(o.tag, tag::LIST | tag::TAB | tag::OTAB)
-            && self.container(o)?.dirty.load(Relaxed) != 0
-        {
+        let c = self.container(o)?;
+        if c.dirty.load(Relaxed) != 0 {
             drop(super::guard::Guard::lock(self, o)?);
         }
-        self.each_child(o, true, &mut |off| stack.push(off))
+        self.container_children(o, c, true, push)
     }
 
     /// Calls `f` with the offset of each block `o` owns besides its own: a
@@ -542,31 +603,8 @@ impl Pool {
                     push(self.slot_at(o.off + TUP_SLOTS as u64 + i * SLOT as u64)?);
                 }
             }
-            tag::LIST => {
-                let c = self.container(o)?;
-                if let Some(b) = self.block(c, SLOT)? {
-                    for i in 0..c.len.load(Relaxed).min(b.cap) {
-                        push(self.slot_at(b.at(i))?);
-                    }
-                    if free_data {
-                        self.free_data_block(o, b);
-                    }
-                }
-            }
-            tag::TAB | tag::OTAB => {
-                let c = self.container(o)?;
-                if let Some(b) = self.block(c, ENTRY)? {
-                    for i in 0..b.head.used.load(Relaxed).min(b.cap) {
-                        let e = self.entry_in(b, i)?;
-                        if self.read(&e.key).tag() != tag::DELETED {
-                            push(&e.key);
-                            push(&e.value);
-                        }
-                    }
-                    if free_data {
-                        self.free_data_block(o, b);
-                    }
-                }
+            tag::LIST | tag::TAB | tag::OTAB => {
+                return self.container_children(o, self.container(o)?, free_data, f)
             }
             tag::PIPE => crate::pipe::values_held(self, o, &mut |r| {
                 if r.is_object() {
@@ -579,6 +617,46 @@ impl Pool {
                 }
             })?,
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// [`each_child`](Self::each_child) of a list or dict whose head `c` is read.
+    fn container_children(
+        &self,
+        o: Obj,
+        c: &ContainerHead,
+        free_data: bool,
+        f: &mut dyn FnMut(u64),
+    ) -> Result<(), ValError> {
+        let mut push = |r: Raw| {
+            if r.is_object() {
+                f(r.payload);
+            }
+        };
+        let b = if o.tag == tag::LIST {
+            let Some(b) = self.block(c, SLOT)? else {
+                return Ok(());
+            };
+            for i in 0..c.len.load(Relaxed).min(b.cap) {
+                push(self.read(self.slot_at(b.at(i))?));
+            }
+            b
+        } else {
+            let Some(b) = self.block(c, ENTRY)? else {
+                return Ok(());
+            };
+            for e in b.entries(b.head.used.load(Relaxed))? {
+                let k = self.read(&e.key);
+                if k.tag() != tag::DELETED {
+                    push(k);
+                    push(self.read(&e.value));
+                }
+            }
+            b
+        };
+        if free_data {
+            self.free_data_block(o, b);
         }
         Ok(())
     }
