@@ -62,14 +62,18 @@ fn a_pool_that_runs_short_gives_its_empty_slabs_back_online() {
     let t = pool
         .share(&shmval::tab! { "kept" => "a table that stays" })
         .unwrap();
-    std::thread::scope(|sc| {
-        sc.spawn(|| fill_with_small_blocks_and_free_them(&pool));
-    });
+    // Joined, not scoped: `join` returns after the thread's thread-local
+    // destructors ran, its cache slot given back with them (a scoped thread's end
+    // is signalled before them: whether its cached blocks were back was a race).
+    let p = pool.clone();
+    std::thread::spawn(move || fill_with_small_blocks_and_free_them(&p))
+        .join()
+        .unwrap();
     // This thread's first large allocation runs short, gives the empty slabs back
     // (those whose blocks are all in the depot) and goes on: no repair needed.
     let after = big_strings_that_fit(&pool);
-    // The blocks the other thread still caches (its slot stays its process's until
-    // the pool handle drops) keep their slabs: most, not all, of the space returns.
+    // Slabs holding this thread's own table, and blocks of partly used slabs, stay:
+    // most, not all, of the space returns.
     assert!(
         after * 100 >= fresh * 80,
         "{after} 1000-character strings fit after the small ones ({fresh} in a fresh pool)"
