@@ -17,7 +17,7 @@
 use super::handle::ShmVal;
 use super::hash::{int_hash, key_hash, short_str_hash, str_hash};
 use super::layout::{tag, ArrHead, ARR_ELEMS, HDR};
-use super::mem::{Obj, Raw};
+use super::mem::Raw;
 use super::tab::{ShmOTab, ShmTab};
 use super::{Elem, ShmList, ValError};
 use crate::val::Val;
@@ -27,9 +27,8 @@ use std::sync::atomic::Ordering::Relaxed;
 /// A dict being built in place ([`Pool::build_tab`]): private to this thread
 /// until [`finish`](TabBuilder::finish); dropped unfinished, it is freed.
 pub struct TabBuilder<'p> {
-    pool: &'p Pool,
-    raw: Raw,
-    tab: Option<super::dict::PrivateTab<'p>>,
+    /// The table (in this process's ledger until finished).
+    tab: super::dict::PrivateTab<'p>,
     /// The hashes of the first [`SEEN`] entries put (a repeated key is looked for
     /// only when its hash is among them), and how many were put.
     seen: [u32; SEEN],
@@ -73,20 +72,15 @@ impl Pool {
 
     #[inline]
     fn builder(&self, t: u8, cap: usize) -> Result<TabBuilder<'_>, ValError> {
-        let o: Obj = self.new_tab_obj(t, cap as u64)?;
-        let raw = Raw::new(t, 0, o.off);
+        let tab = self.new_private_tab(t, cap as u64)?;
         // Counted at once: a death while filling leaves a table whose replay
         // releases what it holds.
-        self.ledger_add(o.off);
-        let mut b = TabBuilder {
-            pool: self,
-            raw,
-            tab: None,
+        self.ledger_add(tab.obj().off);
+        Ok(TabBuilder {
+            tab,
             seen: [0; SEEN],
             n: 0,
-        };
-        b.tab = Some(self.private_tab(o)?); // on error, `b`'s drop frees the table
-        Ok(b)
+        })
     }
 }
 
@@ -100,7 +94,7 @@ impl<'p> TabBuilder<'p> {
     /// [`ValError::Alloc`] (the table is as it was), [`ValError::Unhashable`] for a
     /// container key.
     pub fn set(&mut self, key: impl ToShmKey, value: impl ToShm) -> Result<&mut Self, ValError> {
-        let pool = self.pool;
+        let pool = self.tab.pool();
         let (hash, k) = key.key_raw(pool)?;
         let v = match value.to_raw(pool) {
             Ok(v) => v,
@@ -114,10 +108,9 @@ impl<'p> TabBuilder<'p> {
     }
 
     /// The finished `dict`, a handle to share, store or send.
-    pub fn finish(mut self) -> ShmTab {
-        self.tab = None;
-        let raw = std::mem::replace(&mut self.raw, Raw::NONE);
-        ShmTab(ShmVal::from_ledgered(self.pool, raw))
+    pub fn finish(self) -> ShmTab {
+        let (pool, raw) = self.into_raw();
+        ShmTab(ShmVal::from_ledgered(pool, raw))
     }
 
     /// The finished `OrderedDict` (started with [`Pool::build_otab`]; a builder
@@ -127,15 +120,12 @@ impl<'p> TabBuilder<'p> {
     }
 }
 
-impl TabBuilder<'_> {
+impl<'p> TabBuilder<'p> {
     /// [`TabBuilder::set`] with a key and a value made already (each owning a
     /// reference, which the table takes; released on failure).
     #[inline]
     pub(crate) fn put_raw(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let Some(tab) = self.tab.as_mut() else {
-            self.pool.release_all(&[k, v]);
-            return Err(super::mem::corrupt("a finished builder"));
-        };
+        let tab = &mut self.tab;
         // A new key for certain (no hash of the first entries matches): appended;
         // otherwise the table looks (by scan or index) and replaces an equal one.
         // The low half of the hash: a false match only costs a look.
@@ -157,7 +147,7 @@ impl TabBuilder<'_> {
                 Ok(())
             }
             Err(e) => {
-                self.pool.release_all(&[k, v]);
+                self.tab.pool().release_all(&[k, v]);
                 Err(e)
             }
         }
@@ -165,13 +155,20 @@ impl TabBuilder<'_> {
 
     /// The finished table as a raw value owning its reference (out of the ledger:
     /// the caller stores it somewhere at once).
-    pub(crate) fn finish_raw(mut self) -> Raw {
-        self.tab = None;
-        let raw = std::mem::replace(&mut self.raw, Raw::NONE);
+    pub(crate) fn finish_raw(self) -> Raw {
+        let (pool, raw) = self.into_raw();
         // Out of the ledger; a process that keeps none has no entry to take, and
         // the reference is the caller's either way.
-        let _ = self.pool.ledger_take(raw.payload);
+        let _ = pool.ledger_take(raw.payload);
         raw
+    }
+
+    /// The table, its reference (counted in the ledger) handed to the caller: the
+    /// builder is done (not dropped: its drop frees an unfinished table).
+    fn into_raw(self) -> (&'p Pool, Raw) {
+        let (pool, o) = (self.tab.pool(), self.tab.obj());
+        std::mem::forget(self); // nothing else to drop: references and numbers
+        (pool, Raw::new(o.tag, 0, o.off))
     }
 }
 
@@ -182,11 +179,10 @@ pub(crate) fn to_raw<T: ToShm>(v: T, pool: &Pool) -> Result<Raw, ValError> {
 
 impl Drop for TabBuilder<'_> {
     fn drop(&mut self) {
-        if self.raw.is_object() {
-            // Never finished: the table (and what went in) is given back.
-            if self.pool.ledger_take(self.raw.payload) {
-                self.pool.release(self.raw);
-            }
+        // Never finished: the table (and what went in) is given back.
+        let (pool, o) = (self.tab.pool(), self.tab.obj());
+        if pool.ledger_take(o.off) {
+            pool.release(Raw::new(o.tag, 0, o.off));
         }
     }
 }
@@ -353,9 +349,18 @@ impl sealed::Key for &str {
             let raw = Raw::new(tag::STR_INLINE, self.len() as u8, w);
             return Ok((short_str_hash(w, self.len()), raw));
         }
-        Ok((str_hash(self), sealed::Put::to_raw(self, pool)?))
+        long_str_key(self, pool)
     }
 }
+/// A key of more than 8 bytes: an object (out of line: short keys are the rule).
+#[inline(never)]
+fn long_str_key(s: &str, pool: &Pool) -> Result<(u64, Raw), ValError> {
+    Ok((
+        str_hash(s),
+        pool.new_bytes_obj(tag::STR, s.as_bytes(), false)?,
+    ))
+}
+
 impl sealed::Key for &String {
     fn key_raw(self, pool: &Pool) -> Result<(u64, Raw), ValError> {
         self.as_str().key_raw(pool)

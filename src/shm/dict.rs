@@ -15,7 +15,7 @@
 use super::layout::{
     tag, BlockHead, ContainerHead, Entry, TextHead, BLOCK_HEAD, ENTRY, HDR, TEXT_BYTES,
 };
-use super::mem::{corrupt, Block, Obj, Raw};
+use super::mem::{corrupt, Block, Fresh, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
 use crate::Pool;
@@ -490,16 +490,7 @@ impl Pool {
     /// allocation: one allocation and one free instead of two.
     pub(crate) fn new_tab_obj(&self, t: u8, cap: u64) -> Result<Obj, ValError> {
         if (1..=LINEAR).contains(&cap) {
-            let head = HDR + std::mem::size_of::<ContainerHead>();
-            let o = self.alloc_obj_zeroed(
-                t,
-                head + Block::bytes(cap, ENTRY as u64) as usize,
-                head + BLOCK_HEAD, // the block head's used and index: 0
-            )?;
-            let data = Self::embedded_block(o);
-            self.at::<BlockHead>(data)?.cap.store(cap, Relaxed);
-            self.container(o)?.data.store(data, Release);
-            return Ok(o);
+            return self.new_small_tab(t, cap).map(|(f, _, _)| f.obj);
         }
         let o = self.alloc_obj(t, HDR + std::mem::size_of::<ContainerHead>())?;
         let raw = Raw::new(t, 0, o.off);
@@ -522,17 +513,45 @@ impl Pool {
         Ok(o)
     }
 
+    /// A new table of `cap` entries (`1..=LINEAR`) with its data block embedded in
+    /// its allocation, its head and block.
+    fn new_small_tab(
+        &self,
+        t: u8,
+        cap: u64,
+    ) -> Result<(Fresh<'_>, &ContainerHead, Block<'_>), ValError> {
+        debug_assert!((1..=LINEAR).contains(&cap));
+        let head = HDR + std::mem::size_of::<ContainerHead>();
+        let f = self.alloc_obj_fresh(
+            t,
+            head + Block::bytes(cap, ENTRY as u64) as usize,
+            head + BLOCK_HEAD, // the block head's used and index: 0
+        )?;
+        debug_assert_eq!(f.obj.off + head as u64, Self::embedded_block(f.obj));
+        let b = f.block(head, cap, ENTRY);
+        b.head.cap.store(cap, Relaxed);
+        let c = f.at::<ContainerHead>(HDR);
+        c.data.store(b.off, Release);
+        Ok((f, c, b))
+    }
+
+    /// A new table (as [`new_tab_obj`](Self::new_tab_obj)) to fill privately: a
+    /// small one's parts are addressed from its allocation, not looked up again.
+    pub(crate) fn new_private_tab(&self, t: u8, cap: u64) -> Result<PrivateTab<'_>, ValError> {
+        if (1..=LINEAR).contains(&cap) {
+            let (f, c, b) = self.new_small_tab(t, cap)?;
+            return PrivateTab::new(self, f.obj, c, Some(b))
+                .inspect_err(|_| self.release(Raw::new(t, 0, f.obj.off)));
+        }
+        let o = self.new_tab_obj(t, cap)?;
+        self.private_tab(o)
+            .inspect_err(|_| self.release(Raw::new(t, 0, o.off)))
+    }
+
     /// A table this thread just made, which nobody else can see yet, to fill.
     pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
-        let g = std::mem::ManuallyDrop::new(Guard::new(self, o, self.container(o)?));
-        let mut t = PrivateTab {
-            g,
-            block: None,
-            room: &[],
-            used: 0,
-        };
-        t.set_block(self.block(t.g.head, ENTRY)?)?;
-        Ok(t)
+        let head = self.container(o)?;
+        PrivateTab::new(self, o, head, self.block(head, ENTRY)?)
     }
 
     /// Every live `(key, value)`, each retained, read under the lock.
@@ -572,8 +591,11 @@ impl Pool {
 /// Appending to a table nobody else can see yet: no lock (the guard is never
 /// dropped, so never unlocks), and the data block is validated once, not per entry.
 pub(crate) struct PrivateTab<'p> {
-    g: std::mem::ManuallyDrop<Guard<'p>>,
-    block: Option<Block<'p>>,
+    pool: &'p Pool,
+    obj: Obj,
+    head: &'p ContainerHead,
+    /// The current block's head when its entries are in `room` (it has no index).
+    bhead: Option<&'p BlockHead>,
     /// The current block's entries when it has no index (empty otherwise, or with
     /// no block): [`append`](Self::append)'s fast path writes the next of them.
     room: &'p [Entry],
@@ -582,24 +604,56 @@ pub(crate) struct PrivateTab<'p> {
 }
 
 impl<'p> PrivateTab<'p> {
+    fn new(
+        pool: &'p Pool,
+        obj: Obj,
+        head: &'p ContainerHead,
+        b: Option<Block<'p>>,
+    ) -> Result<PrivateTab<'p>, ValError> {
+        let mut t = PrivateTab {
+            pool,
+            obj,
+            head,
+            bhead: None,
+            room: &[],
+            used: 0,
+        };
+        t.set_block(b)?;
+        Ok(t)
+    }
+
+    /// The table (kept by [`TabBuilder`](super::TabBuilder)).
+    pub(crate) fn obj(&self) -> Obj {
+        self.obj
+    }
+
+    pub(crate) fn pool(&self) -> &'p Pool {
+        self.pool
+    }
+
+    /// A guard of the table: not locked (nobody else can see the table), and never
+    /// dropped, so never unlocking.
+    fn guard(&self) -> std::mem::ManuallyDrop<Guard<'p>> {
+        std::mem::ManuallyDrop::new(Guard::new(self.pool, self.obj, self.head))
+    }
+
     /// Makes `b` the block appended to.
     fn set_block(&mut self, b: Option<Block<'p>>) -> Result<(), ValError> {
-        self.block = b;
-        (self.room, self.used) = match b {
-            Some(b) if b.head.index.load(Relaxed) == 0 => (b.entries(b.cap)?, Guard::used(b)),
-            Some(b) => (&[][..], Guard::used(b)),
-            None => (&[][..], 0),
+        (self.bhead, self.room, self.used) = match b {
+            Some(b) if b.head.index.load(Relaxed) == 0 => {
+                (Some(b.head), b.entries(b.cap)?, Guard::used(b))
+            }
+            _ => (None, &[][..], 0),
         };
         Ok(())
     }
-}
 
-impl PrivateTab<'_> {
     /// Puts `k → v` (the table owns both on success): a key equal to one already in
     /// the table replaces that entry's value (the first key stays, as in Python).
     pub(crate) fn put(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        if let Some(b) = self.block {
-            let pool = self.g.pool;
+        let g = self.guard();
+        if let Some(b) = g.block()? {
+            let pool = self.pool;
             // Without an index, a scan of the hashes settles it (no key is read
             // unless a hash matches); with one, the index does.
             let maybe = b.head.index.load(Relaxed) != 0
@@ -609,7 +663,7 @@ impl PrivateTab<'_> {
                 });
             if maybe {
                 let key = pool.to_val_raw(k, 0)?;
-                if let Some(f) = self.g.find(hash, &key)? {
+                if let Some(f) = g.find(hash, &key)? {
                     let old = pool.read(&f.entry.value);
                     pool.write(&f.entry.value, v);
                     pool.release(old);
@@ -627,14 +681,13 @@ impl PrivateTab<'_> {
     pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
         // The fast path: a block without an index, with room. The entry is whole
         // before `used` counts it (the crash contract); `len` follows.
-        if let (Some(e), Some(b)) = (self.room.get(self.used as usize), self.block) {
-            let pool = self.g.pool;
+        if let (Some(e), Some(bh)) = (self.room.get(self.used as usize), self.bhead) {
             e.hash.store(hash, Relaxed);
-            pool.write(&e.key, k);
-            pool.write(&e.value, v);
+            self.pool.write(&e.key, k);
+            self.pool.write(&e.value, v);
             self.used += 1;
-            b.head.used.store(self.used, Release);
-            let len = &self.g.head.len;
+            bh.used.store(self.used, Release);
+            let len = &self.head.len;
             len.store(len.load(Relaxed) + 1, Relaxed);
             return Ok(());
         }
@@ -643,11 +696,12 @@ impl PrivateTab<'_> {
 
     #[cold]
     fn append_slow(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        match self.block {
-            Some(b) if Guard::used(b) < b.cap => self.g.append_in(b, hash, k, v)?,
-            _ => self.g.append(hash, k, v)?,
+        let g = self.guard();
+        match g.block()? {
+            Some(b) if Guard::used(b) < b.cap => g.append_in(b, hash, k, v)?,
+            _ => g.append(hash, k, v)?,
         }
-        let b = self.g.block()?;
+        let b = g.block()?;
         self.set_block(b)
     }
 }

@@ -173,6 +173,52 @@ impl<'p> Block<'p> {
     }
 }
 
+/// An object this thread has just allocated, which nobody else can see yet: its
+/// whole range was resolved once, so its parts are addressed without looking again.
+#[derive(Clone, Copy)]
+pub(crate) struct Fresh<'p> {
+    pub obj: Obj,
+    /// Where the object is mapped (its whole `obj.size` bytes lie in the arena).
+    ptr: NonNull<u8>,
+    _pool: std::marker::PhantomData<&'p Pool>,
+}
+
+impl<'p> Fresh<'p> {
+    /// The `T` at `rel` bytes into the object (a fixed place in its layout: the
+    /// check folds away for a constant `rel`).
+    #[inline]
+    pub(crate) fn at<T: InShared>(self, rel: usize) -> &'p T {
+        assert!(
+            rel % std::mem::align_of::<T>() == 0
+                && rel + std::mem::size_of::<T>() <= self.obj.size as usize,
+            "a part of a fresh object outside it"
+        );
+        // SAFETY: inside the object's range (asserted), which lies in the arena;
+        // aligned (objects are 16-aligned, `rel` a multiple of T's alignment); `T` is
+        // made of atomics only.
+        unsafe { &*(self.ptr.as_ptr().add(rel) as *const T) }
+    }
+
+    /// The data block of `cap` elements of `elem` bytes at `rel` bytes into the
+    /// object (a container's block embedded in its allocation).
+    #[inline]
+    pub(crate) fn block(self, rel: usize, cap: u64, elem: usize) -> Block<'p> {
+        let bytes = Block::bytes(cap, elem as u64) as usize;
+        assert!(
+            rel % 8 == 0 && rel + bytes <= self.obj.size as usize,
+            "a block of a fresh object outside it"
+        );
+        Block {
+            off: self.obj.off + rel as u64,
+            cap,
+            elem: elem as u64,
+            head: self.at(rel),
+            // SAFETY: inside the object (asserted above).
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(rel)) },
+        }
+    }
+}
+
 /// Limit on nesting for every traversal of shared values.
 pub(crate) const MAX_DEPTH: usize = 1000;
 
@@ -432,6 +478,17 @@ impl Pool {
         size: usize,
         zeroed: usize,
     ) -> Result<Obj, ValError> {
+        self.alloc_obj_fresh(t, size, zeroed).map(|f| f.obj)
+    }
+
+    /// [`alloc_obj_zeroed`](Self::alloc_obj_zeroed), with the object's mapping kept
+    /// to address its parts.
+    pub(crate) fn alloc_obj_fresh(
+        &self,
+        t: u8,
+        size: usize,
+        zeroed: usize,
+    ) -> Result<Fresh<'_>, ValError> {
         let size = size.next_multiple_of(16) as u64;
         let off = self.alloc_own(Self::obj_layout(size))?.get();
         let p = self
@@ -439,11 +496,16 @@ impl Pool {
             .ok_or_else(|| corrupt("fresh object"))?;
         // SAFETY: a fresh block of `size` bytes, ours alone until published.
         unsafe { std::ptr::write_bytes(p.as_ptr(), 0, zeroed.min(size as usize)) };
-        let h = self.header_at(off)?;
+        let f = Fresh {
+            obj: Obj { off, tag: t, size },
+            ptr: p,
+            _pool: std::marker::PhantomData,
+        };
+        let h = f.at::<ObjHeader>(0);
         h.refcount.store(1, Relaxed);
         h.alloc_size.store(size, Relaxed);
         h.kind.store(OBJ_MAGIC | u32::from(t), Release);
-        Ok(Obj { off, tag: t, size })
+        Ok(f)
     }
 
     /// An object whose every byte the caller writes (or that is all zero).
