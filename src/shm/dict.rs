@@ -117,10 +117,9 @@ impl<'p> Guard<'p> {
         if !zeroed {
             idx.iter().for_each(|x| x.store(EMPTY, Relaxed));
         }
-        for i in 0..Self::used(b) {
-            let e = self.pool.entry_in(b, i)?;
+        for (i, e) in b.entries(Self::used(b))?.iter().enumerate() {
             if self.pool.read(&e.key).tag() != tag::DELETED {
-                Self::index_put(idx, e.hash.load(Relaxed), i)?;
+                Self::index_put(idx, e.hash.load(Relaxed), i as u64)?;
             }
         }
         Ok(())
@@ -325,20 +324,36 @@ impl<'p> Guard<'p> {
         fail_point!("shm.growth.logged");
         let mut n = 0;
         if let Some(ob) = old {
-            let rest = (0..Self::used(ob)).filter(|&i| Some(i) != first);
-            for i in first.into_iter().chain(rest) {
-                let e = self.pool.entry_in(ob, i)?;
-                let k = self.pool.read(&e.key);
+            // Both blocks as slices, validated once (a copy per entry is the cost of
+            // a growth).
+            let (src, dst) = (ob.entries(Self::used(ob))?, nb.entries(nb.cap)?);
+            let mut copy = |e: &Entry| -> Result<(), ValError> {
+                let k = pool.read(&e.key);
                 if k.tag() == tag::DELETED {
-                    continue;
+                    return Ok(());
                 }
-                let d = self.pool.entry_in(nb, n)?;
+                let d = dst
+                    .get(n)
+                    .ok_or_else(|| corrupt("a growth's new block too small"))?;
                 d.hash.store(e.hash.load(Relaxed), Relaxed);
-                self.pool.write(&d.key, k);
-                self.pool.write(&d.value, self.pool.read(&e.value));
+                pool.write(&d.key, k);
+                pool.write(&d.value, pool.read(&e.value));
                 n += 1;
+                Ok(())
+            };
+            if let Some(f) = first {
+                copy(
+                    src.get(f as usize)
+                        .ok_or_else(|| corrupt("entry beyond the block"))?,
+                )?;
+            }
+            for (i, e) in src.iter().enumerate() {
+                if Some(i as u64) != first {
+                    copy(e)?;
+                }
             }
         }
+        let n = n as u64;
         nb.head.used.store(n, Relaxed);
         // A fresh index was zeroed above (a linear table has none).
         self.fill_index(nb, true)?;
