@@ -101,7 +101,13 @@ fn main() {
     }
     let table = report.markdown();
     println!("{table}");
-    if !cli.no_write && !cli.quick {
+    // A run of some scenarios only (SHMVAL_BENCH_ONLY) would replace the whole
+    // table with its few rows: printed, not written.
+    let partial = std::env::var_os("SHMVAL_BENCH_ONLY").is_some();
+    if partial && !cli.no_write {
+        eprintln!("SHMVAL_BENCH_ONLY is set: docs/PERFORMANCE.md left as it is");
+    }
+    if !cli.no_write && !cli.quick && !partial {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PERFORMANCE.md");
         harness::write_between_markers(path, &table).expect("write docs/PERFORMANCE.md");
         eprintln!("wrote {path}");
