@@ -187,3 +187,154 @@ proptest! {
         prop_assert_eq!(format!("{p:?}"), format!("{v:?}"));
     }
 }
+
+/// Finite floats: `repr` writes `inf` and `nan` as Python does, which are no
+/// literals (for scalars as for arrays).
+fn finite64() -> impl Strategy<Value = f64> {
+    any::<f64>().prop_filter("finite", |x| x.is_finite())
+}
+
+fn finite32() -> impl Strategy<Value = f32> {
+    any::<f32>().prop_filter("finite", |x| x.is_finite())
+}
+
+/// Arrays of every kind, of 0 to 3 dimensions (one dimension: a plain `array`).
+fn any_array() -> impl Strategy<Value = Val> {
+    use prop::collection::vec;
+    use shmval::Complex;
+    prop::collection::vec(0..4usize, 0..4)
+        .prop_flat_map(|shape| {
+            let n: usize = shape.iter().product();
+            let arr = prop_oneof![
+                vec(finite64(), n).prop_map(Arr::F64),
+                vec(finite32(), n).prop_map(Arr::F32),
+                vec(any::<i64>(), n).prop_map(Arr::I64),
+                vec(any::<u64>(), n).prop_map(Arr::U64),
+                vec(any::<i16>(), n).prop_map(Arr::I16),
+                vec(any::<u8>(), n).prop_map(Arr::U8),
+                vec(any::<bool>(), n).prop_map(Arr::Bool),
+                vec((finite32(), finite32()), n).prop_map(|v| Arr::C32(
+                    v.into_iter().map(|(re, im)| Complex { re, im }).collect()
+                )),
+                vec((finite64(), finite64()), n).prop_map(|v| Arr::C64(
+                    v.into_iter().map(|(re, im)| Complex { re, im }).collect()
+                )),
+            ];
+            (Just(shape), arr)
+        })
+        .prop_map(|(shape, a)| {
+            if shape.len() == 1 {
+                Val::Arr(a)
+            } else {
+                nd(&shape, a)
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `repr` of any array reads back as the same array (bit for bit: `-0.0`, the
+    /// shortest float forms of `f32` elements), alone and inside a container.
+    #[test]
+    fn array_reprs_read_back(v in any_array()) {
+        let back = Val::from_literal(&v.to_string()).unwrap();
+        prop_assert_eq!(format!("{back:?}"), format!("{v:?}"));
+        let t = Val::List(vec![v.clone(), Val::from("x")]);
+        let back = Val::from_literal(&t.to_string()).unwrap();
+        prop_assert_eq!(format!("{back:?}"), format!("{t:?}"));
+    }
+}
+
+#[test]
+fn array_literals_and_their_errors() {
+    assert_eq!(
+        Val::from_literal("array('d')").unwrap(),
+        Val::Arr(Arr::F64(vec![]))
+    );
+    assert_eq!(
+        Val::from_literal("array('q', [1, -2])").unwrap(),
+        Val::Arr(Arr::I64(vec![1, -2]))
+    );
+    // An int in a float array, as Python's `array('d', [1])` takes it.
+    assert_eq!(
+        Val::from_literal("array('d', [1, 2.5])").unwrap(),
+        Val::Arr(Arr::F64(vec![1.0, 2.5]))
+    );
+    // One dimension is a plain array.
+    assert_eq!(
+        Val::from_literal("ndarray((2,), 'B', [1, 2])").unwrap(),
+        Val::Arr(Arr::U8(vec![1, 2]))
+    );
+    for bad in [
+        "array('z', [1])",             // no such typecode
+        "array('dd', [1])",            // not one character
+        "array('b', [300])",           // out of range
+        "array('q', [1.5])",           // not an integer
+        "array('?', [1])",             // not a bool
+        "array('d', (1, 2))",          // not a list
+        "array('d', [1]",              // unclosed
+        "ndarray((2, 2), 'd', [1.0])", // 4 elements wanted
+        "ndarray(2, 'd', [1.0, 2.0])", // a shape is a tuple
+        "ndarray((-1, 2), 'd', [])",   // a negative size
+    ] {
+        assert!(Val::from_literal(bad).is_err(), "{bad}");
+    }
+}
+
+/// serde reads an array with a shape as nested sequences, one level a dimension (as
+/// JSON writes it); 0 dimensions is the element; one dimension a flat sequence.
+#[test]
+fn serde_reads_a_shape_as_nested_sequences() {
+    let s = Scratch::new("nd-serde");
+    let pool = pool(&s);
+    let share = |v: Val| pool.share(&v).unwrap();
+    let m = share(nd(&[2, 3], Arr::F64(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])));
+    assert_eq!(
+        m.deserialize::<Vec<Vec<f64>>>().unwrap(),
+        vec![vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 5.0]]
+    );
+    let c = share(nd(&[2, 1, 2], Arr::I32(vec![1, 2, 3, 4])));
+    assert_eq!(
+        c.deserialize::<Vec<Vec<Vec<i32>>>>().unwrap(),
+        vec![vec![vec![1, 2]], vec![vec![3, 4]]]
+    );
+    assert_eq!(
+        share(nd(&[], Arr::U8(vec![7])))
+            .deserialize::<u8>()
+            .unwrap(),
+        7
+    );
+    assert_eq!(
+        share(nd(&[2, 0], Arr::F32(vec![])))
+            .deserialize::<Vec<Vec<f32>>>()
+            .unwrap(),
+        vec![Vec::<f32>::new(), vec![]]
+    );
+    assert_eq!(
+        share(nd(&[0, 3], Arr::F32(vec![])))
+            .deserialize::<Vec<Vec<f32>>>()
+            .unwrap(),
+        Vec::<Vec<f32>>::new()
+    );
+    let flat = share(Val::Arr(Arr::I64(vec![1, 2, 3])));
+    assert_eq!(flat.deserialize::<Vec<i64>>().unwrap(), vec![1, 2, 3]);
+    // Read flat where nesting is: a typed error, not a wrong value.
+    assert!(m.deserialize::<Vec<f64>>().is_err());
+    // Inside a struct, as a message field.
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Frame {
+        seq: i64,
+        image: Vec<Vec<f64>>,
+    }
+    let t = pool.new_tab().unwrap();
+    t.insert("seq", 7).unwrap();
+    t.insert("image", m.clone()).unwrap();
+    assert_eq!(
+        t.as_val().deserialize::<Frame>().unwrap(),
+        Frame {
+            seq: 7,
+            image: vec![vec![0.0, 1.0, 2.0], vec![3.0, 4.0, 5.0]]
+        }
+    );
+}

@@ -8,7 +8,10 @@
 //! `Option::None` and `()` are `None`; a unit enum variant is its name (a `str`),
 //! any other variant a one-entry `dict` `{name: value}` (serde's "externally
 //! tagged" form, as JSON has it). Reading accepts what writing makes, plus a list
-//! where a sequence is expected and an array where a list is.
+//! where a sequence is expected and an array where a list is. An array with a shape
+//! (numpy's N-D arrays) reads as nested sequences, one level a dimension
+//! (`Vec<Vec<f64>>` for a 2-D array; its one element for 0 dimensions), as JSON
+//! writes it; writing a nested `Vec` makes a list of arrays (no shape is guessed).
 
 use super::build::TabBuilder;
 use super::handle::ShmVal;
@@ -649,16 +652,34 @@ impl<'de> de::VariantAccess<'de> for VariantBody {
     }
 }
 
-/// The elements of a numeric array, copied out (no `Val`).
+/// The elements of a numeric array, copied out (no `Val`): a sequence, or for an
+/// array with a shape nested sequences, one level a dimension (a 0-dimensional
+/// array is its one element), as JSON writes it.
 fn arr_items<'de, V: Visitor<'de>>(v: &ShmVal, visitor: V) -> Result<V::Value, ValError> {
     let pool = v.obj_pool();
     let kind = pool.at::<ArrHead>(v.raw().payload)?.kind.load(Relaxed);
+    let shape = v.shape()?.unwrap_or_default();
     macro_rules! seq {
         ($t:ty) => {{
             let a = v
                 .as_arr::<$t>()?
-                .ok_or_else(|| super::mem::corrupt("array kind"))?;
-            visitor.visit_seq(de::value::SeqDeserializer::new(a.to_vec().into_iter()))
+                .ok_or_else(|| super::mem::corrupt("array kind"))?
+                .to_vec();
+            if shape.len() == 1 {
+                visitor.visit_seq(de::value::SeqDeserializer::new(a.into_iter()))
+            } else {
+                let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+                if n != Some(a.len()) {
+                    return Err(super::mem::corrupt("an array's shape and length disagree"));
+                }
+                de::Deserializer::deserialize_any(
+                    Nd {
+                        data: &a,
+                        shape: &shape,
+                    },
+                    visitor,
+                )
+            }
         }};
     }
     match ArrKind::from_u8(kind as u8) {
@@ -674,6 +695,56 @@ fn arr_items<'de, V: Visitor<'de>>(v: &ShmVal, visitor: V) -> Result<V::Value, V
         Some(ArrKind::F32) => seq!(f32),
         Some(ArrKind::F64) => seq!(f64),
         _ => Err(serr("an array of complex numbers has no serde form")),
+    }
+}
+
+/// The elements `data` under `shape` (their product is `data.len()`, checked by
+/// the caller): a sequence of the sub-arrays of the first dimension, or with no
+/// dimension left the one element.
+struct Nd<'a, T> {
+    data: &'a [T],
+    shape: &'a [usize],
+}
+
+impl<'de, T> de::Deserializer<'de> for Nd<'_, T>
+where
+    T: Copy + IntoDeserializer<'de, ValError>,
+{
+    type Error = ValError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValError> {
+        let Some((&n, rest)) = self.shape.split_first() else {
+            return match self.data.first() {
+                Some(&x) => x.into_deserializer().deserialize_any(visitor),
+                None => Err(super::mem::corrupt(
+                    "a 0-dimensional array without its element",
+                )),
+            };
+        };
+        let stride: usize = rest.iter().product();
+        let data = self.data;
+        // i < n and data.len() == n * stride: every range lies inside `data`.
+        visitor.visit_seq(de::value::SeqDeserializer::new((0..n).map(move |i| Nd {
+            data: &data[i * stride..(i + 1) * stride],
+            shape: rest,
+        })))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+        struct enum identifier ignored_any
+    }
+}
+
+impl<'de, T> IntoDeserializer<'de, ValError> for Nd<'_, T>
+where
+    T: Copy + IntoDeserializer<'de, ValError>,
+{
+    type Deserializer = Self;
+
+    fn into_deserializer(self) -> Self {
+        self
     }
 }
 

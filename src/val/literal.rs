@@ -2,10 +2,12 @@
 //! `None`, `True`, `False` (and JSON's `null`, `true`, `false`), ints of any size
 //! (`0x`, `0o`, `0b`, `_`), floats (`inf`, `nan` as `float('inf')`… are not
 //! literals; JSON has none either), complex (`2j`, `1+2j`), strings (`'…'`, `"…"`,
-//! with escapes; `r` raw), bytes (`b'…'`), lists, tuples, dicts, `OrderedDict([…])`.
+//! with escapes; `r` raw), bytes (`b'…'`), lists, tuples, dicts, `OrderedDict([…])`,
+//! and the arrays `repr` writes: `array('d', [1.0, 2.5])` (Python's `array` module
+//! form; `array('d')` is empty) and `ndarray((2, 3), 'd', […])` (elements in C order).
 //! Sets are refused (shmval has no set kind): never silently a list.
 
-use super::heap::{Map, Val};
+use super::heap::{Arr, ArrKind, Map, NdArr, Val};
 use num_bigint::BigInt;
 
 /// Why a literal could not be read.
@@ -170,6 +172,36 @@ impl Parser<'_> {
                         }
                         Ok(Val::OTab(m))
                     }
+                    // What `repr` writes for arrays (Python's `array` module form, and
+                    // `ndarray(shape, typecode, [elements in C order])`).
+                    "array" => {
+                        self.expect(b'(')?;
+                        let a = self.typed_elements()?;
+                        self.expect(b')')?;
+                        Ok(Val::Arr(a))
+                    }
+                    "ndarray" => {
+                        self.expect(b'(')?;
+                        let at = self.i;
+                        let shape = match self.value()? {
+                            Val::Tup(dims) => dims
+                                .iter()
+                                .map(|d| int_of(d).and_then(|d| usize::try_from(d).ok()))
+                                .collect::<Option<Vec<usize>>>(),
+                            _ => None,
+                        };
+                        let Some(shape) = shape else {
+                            self.i = at;
+                            return Err(self.err("an ndarray's shape: a tuple of sizes"));
+                        };
+                        self.expect(b',')?;
+                        let a = self.typed_elements()?;
+                        self.expect(b')')?;
+                        NdArr::new(shape, a).map(Val::from).map_err(|e| {
+                            self.i = at;
+                            self.err(e.to_string())
+                        })
+                    }
                     "set" | "frozenset" => {
                         self.i = start;
                         Err(self.err("a set: shmval has no set kind (use a list or a dict)"))
@@ -182,6 +214,43 @@ impl Parser<'_> {
             }
             Some(c) => Err(self.err(format!("unexpected {:?}", c as char))),
         }
+    }
+
+    /// An array's `'d', [1.0, 2.0]` (or `'d'` alone: empty, as Python writes it).
+    fn typed_elements(&mut self) -> Result<Arr, LiteralError> {
+        let at = self.i;
+        let kind = match self.value()? {
+            Val::Str(code) => {
+                let mut c = code.chars();
+                match (c.next(), c.next()) {
+                    (Some(ch), None) => ALL_KINDS.into_iter().find(|k| k.typecode() == ch),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            self.i = at;
+            return Err(self.err("an array typecode ('?', 'b' … 'Q', 'f', 'd', 'F', 'D')"));
+        };
+        self.ws();
+        if self.peek() == Some(b')') {
+            return Ok(arr_of(kind, &[]).expect("no elements"));
+        }
+        self.expect(b',')?;
+        let at = self.i;
+        let Val::List(items) = self.value()? else {
+            self.i = at;
+            return Err(self.err("an array's elements: a list"));
+        };
+        arr_of(kind, &items).ok_or_else(|| {
+            self.i = at;
+            self.err(format!(
+                "an element that is not a {:?} ('{}')",
+                kind,
+                kind.typecode()
+            ))
+        })
     }
 
     /// Items up to `close`; whether the last was followed by a comma.
@@ -245,6 +314,9 @@ impl Parser<'_> {
             self.ws();
             if let Ok(Num::Imag(im)) = self.real() {
                 let re = match re {
+                    // `repr` writes a real part of -0.0 as `-0` (as Python does):
+                    // read back, it keeps its sign.
+                    Num::Int(i) if self.s.get(start) == Some(&b'-') && f64_of(&i) == 0.0 => -0.0,
                     Num::Int(i) => f64_of(&i),
                     Num::Float(f) => f,
                     Num::Imag(_) => unreachable!(),
@@ -254,7 +326,6 @@ impl Parser<'_> {
             }
             self.i = save;
         }
-        let _ = start;
         Ok(match re {
             Num::Int(i) => match i64::try_from(&i) {
                 Ok(x) => Val::I64(x),
@@ -441,6 +512,93 @@ fn f64_of(i: &BigInt) -> f64 {
     i.to_string().parse().unwrap_or(f64::NAN)
 }
 
+const ALL_KINDS: [ArrKind; 13] = [
+    ArrKind::Bool,
+    ArrKind::I8,
+    ArrKind::I16,
+    ArrKind::I32,
+    ArrKind::I64,
+    ArrKind::U8,
+    ArrKind::U16,
+    ArrKind::U32,
+    ArrKind::U64,
+    ArrKind::F32,
+    ArrKind::F64,
+    ArrKind::C32,
+    ArrKind::C64,
+];
+
+/// An integer literal's value (not a bool: `array('q', [True])` is no repr of ours).
+fn int_of(v: &Val) -> Option<i128> {
+    match v {
+        Val::I8(x) => Some((*x).into()),
+        Val::I16(x) => Some((*x).into()),
+        Val::I32(x) => Some((*x).into()),
+        Val::I64(x) => Some((*x).into()),
+        Val::U8(x) => Some((*x).into()),
+        Val::U16(x) => Some((*x).into()),
+        Val::U32(x) => Some((*x).into()),
+        Val::U64(x) => Some((*x).into()),
+        Val::BigInt(x) => i128::try_from(x).ok(),
+        _ => None,
+    }
+}
+
+/// A real number literal's value (an int, exactly representable or not, as Python
+/// puts an int into a float array).
+fn real_of(v: &Val) -> Option<f64> {
+    match v {
+        Val::F64(x) => Some(*x),
+        Val::F32(x) => Some(f64::from(*x)),
+        v => int_of(v).map(|i| i as f64),
+    }
+}
+
+fn complex_of(v: &Val) -> Option<(f64, f64)> {
+    match v {
+        Val::Complex64(c) => Some((c.re, c.im)),
+        Val::Complex32(c) => Some((f64::from(c.re), f64::from(c.im))),
+        v => real_of(v).map(|re| (re, 0.0)),
+    }
+}
+
+/// The array of `kind` holding `items`, if each is a value of that kind (integers in
+/// its range).
+fn arr_of(kind: ArrKind, items: &[Val]) -> Option<Arr> {
+    fn all<T>(items: &[Val], f: impl Fn(&Val) -> Option<T>) -> Option<Vec<T>> {
+        items.iter().map(f).collect()
+    }
+    fn ints<T: TryFrom<i128>>(items: &[Val]) -> Option<Vec<T>> {
+        all(items, |v| int_of(v).and_then(|i| T::try_from(i).ok()))
+    }
+    use super::heap::Complex;
+    Some(match kind {
+        ArrKind::Bool => Arr::Bool(all(items, |v| match v {
+            Val::Bool(b) => Some(*b),
+            _ => None,
+        })?),
+        ArrKind::I8 => Arr::I8(ints(items)?),
+        ArrKind::I16 => Arr::I16(ints(items)?),
+        ArrKind::I32 => Arr::I32(ints(items)?),
+        ArrKind::I64 => Arr::I64(ints(items)?),
+        ArrKind::U8 => Arr::U8(ints(items)?),
+        ArrKind::U16 => Arr::U16(ints(items)?),
+        ArrKind::U32 => Arr::U32(ints(items)?),
+        ArrKind::U64 => Arr::U64(ints(items)?),
+        ArrKind::F32 => Arr::F32(all(items, |v| real_of(v).map(|x| x as f32))?),
+        ArrKind::F64 => Arr::F64(all(items, real_of)?),
+        ArrKind::C32 => Arr::C32(all(items, |v| {
+            complex_of(v).map(|(re, im)| Complex {
+                re: re as f32,
+                im: im as f32,
+            })
+        })?),
+        ArrKind::C64 => Arr::C64(all(items, |v| {
+            complex_of(v).map(|(re, im)| Complex { re, im })
+        })?),
+    })
+}
+
 fn num_complex_of(re: f64, im: f64) -> super::heap::Complex<f64> {
     super::heap::Complex { re, im }
 }
@@ -468,6 +626,11 @@ mod tests {
             assert_eq!(v, again, "{s} -> {v}");
         }
         assert_eq!(Val::from_literal("0x_ff").unwrap(), Val::I64(255));
+        // A complex's real part of -0.0 is written `-0` and keeps its sign.
+        let Val::Complex64(c) = Val::from_literal("(-0+1j)").unwrap() else {
+            panic!("a complex")
+        };
+        assert!(c.re == 0.0 && c.re.is_sign_negative() && c.im == 1.0);
         assert_eq!(Val::from_literal("'\\x41\\101'").unwrap(), Val::from("AA"));
         for bad in ["{1, 2}", "set()", "[1,", "'abc", "1 2", "{[1]: 2}", "nope"] {
             assert!(Val::from_literal(bad).is_err(), "{bad}");
