@@ -3,7 +3,9 @@
 //!
 //! File: a 40-byte header — magic `"SHMVSNAP"`, format version (u32), flags (u32),
 //! the saved pool's size (u64), the payload's length (u64), its CRC-32 (u32), 4
-//! reserved bytes — then the payload: an rkyv archive of the root table (every value
+//! reserved bytes — (format 2, written for a pool that grows: 48 bytes, the pool's
+//! maximum size (u64) after them; format 1 otherwise, which older builds read) —
+//! then the payload: an rkyv archive of the root table (every value
 //! kind kept exactly: int widths, arrays as raw little-endian elements, ordered
 //! dicts, tuples). Loading checks the length (a truncated file), the CRC (flipped
 //! bytes), then rkyv's validation of the archive's structure, before a value is
@@ -15,8 +17,12 @@ use rkyv::rancor;
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"SHMVSNAP";
+/// The format of a pool that does not grow (older builds read it).
 const VERSION: u32 = 1;
 const HEADER: usize = 40;
+/// The format of a pool that grows: the header ends with its maximum size.
+const VERSION_GROWS: u32 = 2;
+const HEADER_GROWS: usize = 48;
 
 /// Why a snapshot could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -248,23 +254,42 @@ fn unarr(kind: u8, b: &[u8]) -> Result<Arr, String> {
     Ok(arr)
 }
 
-/// The snapshot file's bytes for `root` (a dict) of a pool of `pool_size` bytes.
-pub(crate) fn encode(root: &Val, pool_size: u64) -> Result<Vec<u8>, String> {
+/// The saved pool's sizes: what it had, and what it may grow to (the same for a
+/// pool that does not grow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sizes {
+    pub size: u64,
+    pub max: u64,
+}
+
+/// The snapshot file's bytes for `root` (a dict) of a pool of `sizes`.
+pub(crate) fn encode(root: &Val, sizes: Sizes) -> Result<Vec<u8>, String> {
     let payload = rkyv::to_bytes::<rancor::Error>(&snap(root)).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(HEADER + payload.len());
+    let grows = sizes.max > sizes.size;
+    let (version, header) = if grows {
+        (VERSION_GROWS, HEADER_GROWS)
+    } else {
+        (VERSION, HEADER)
+    };
+    let pool_size = sizes.size;
+    let mut out = Vec::with_capacity(header + payload.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&pool_size.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
+    if grows {
+        out.extend_from_slice(&sizes.max.to_le_bytes());
+    }
+    debug_assert_eq!(out.len(), header);
     out.extend_from_slice(&payload);
     Ok(out)
 }
 
-/// The root table and the saved pool's size from a snapshot file's bytes.
-pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<(Val, u64), SnapshotError> {
+/// The root table and the saved pool's sizes from a snapshot file's bytes.
+pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<(Val, Sizes), SnapshotError> {
     let p = || path.to_owned();
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return Err(SnapshotError::NotSnapshot(p()));
@@ -279,14 +304,36 @@ pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<(Val, u64), SnapshotErr
     let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
     let half = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
     let version = half(8);
-    if version != VERSION {
-        return Err(SnapshotError::Version {
+    let header = match version {
+        VERSION => HEADER,
+        VERSION_GROWS => HEADER_GROWS,
+        _ => {
+            return Err(SnapshotError::Version {
+                path: p(),
+                found: version,
+            })
+        }
+    };
+    if bytes.len() < header {
+        return Err(SnapshotError::Truncated {
             path: p(),
-            found: version,
+            expected: header as u64,
+            found: bytes.len() as u64,
         });
     }
     let (size, len, crc) = (word(16), word(24), half(32));
-    let payload = &bytes[HEADER..];
+    let max = if version == VERSION_GROWS {
+        word(40)
+    } else {
+        size
+    };
+    if max < size {
+        return Err(SnapshotError::Corrupt {
+            path: p(),
+            what: format!("its maximum size {max} is below its size {size}"),
+        });
+    }
+    let payload = &bytes[header..];
     if payload.len() as u64 != len {
         return Err(SnapshotError::Truncated {
             path: p(),
@@ -307,7 +354,7 @@ pub(crate) fn decode(bytes: &[u8], path: &str) -> Result<(Val, u64), SnapshotErr
     if !matches!(root, Val::Tab(_)) {
         return Err(corrupt("its root is not a dict".into()));
     }
-    Ok((root, size))
+    Ok((root, Sizes { size, max }))
 }
 
 impl Pool {
@@ -334,7 +381,11 @@ impl Pool {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let root = self.root()?.to_val()?;
-        let bytes = encode(&root, self.size()).map_err(|what| SnapshotError::Corrupt {
+        let sizes = Sizes {
+            size: self.size(),
+            max: self.max_size(),
+        };
+        let bytes = encode(&root, sizes).map_err(|what| SnapshotError::Corrupt {
             path: shown.clone(),
             what,
         })?;
@@ -359,7 +410,9 @@ impl Pool {
 
     /// Creates pool `name` (the saved pool's size, or `opts`' directory and mode) and
     /// fills its root table from the snapshot at `path`. Everything is read and
-    /// checked before the pool is made: a damaged snapshot creates nothing.
+    /// checked before the pool is made: a damaged snapshot creates nothing. A pool
+    /// that grew ([`PoolOptions::max_size`]) is made at the size it had, able to grow
+    /// to the same maximum (unless `opts` says another).
     ///
     /// # Errors
     /// [`SnapshotError`]: the file (missing, truncated, corrupt, another format), or
@@ -391,7 +444,15 @@ impl Pool {
         })?;
         let (root, saved) = decode(&bytes, &shown)?;
         drop(bytes);
-        let pool = Pool::create_with(name, size.unwrap_or(saved), opts)?;
+        let size = size.unwrap_or(saved.size);
+        let grown;
+        let opts = if saved.max > saved.size && opts.max_size.is_none() {
+            grown = opts.clone().max_size(saved.max.max(size));
+            &grown
+        } else {
+            opts
+        };
+        let pool = Pool::create_with(name, size, opts)?;
         let filled = (|| -> Result<(), ValError> {
             let r = pool.root()?;
             if let Val::Tab(m) = root {
@@ -441,9 +502,38 @@ mod tests {
             m.insert(Val::I64(i as i64), v);
         }
         let root = Val::Tab(m);
-        let bytes = encode(&root, 1 << 20).unwrap();
-        let (back, size) = decode(&bytes, "t").unwrap();
-        assert_eq!((back.clone(), size), (root.clone(), 1 << 20));
+        let fixed = Sizes {
+            size: 1 << 20,
+            max: 1 << 20,
+        };
+        let bytes = encode(&root, fixed).unwrap();
+        let (back, sizes) = decode(&bytes, "t").unwrap();
+        assert_eq!((back.clone(), sizes), (root.clone(), fixed));
+        assert_eq!(u32::from_le_bytes(bytes[8..12].try_into().unwrap()), 1);
+        // A pool that grows: format 2, its maximum kept.
+        let grows = Sizes {
+            size: 1 << 20,
+            max: 64 << 20,
+        };
+        let bytes2 = encode(&root, grows).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes2[8..12].try_into().unwrap()), 2);
+        assert_eq!(decode(&bytes2, "t").unwrap(), (root.clone(), grows));
+        let mut below = bytes2.clone();
+        below[40..48].copy_from_slice(&1u64.to_le_bytes());
+        assert!(matches!(
+            decode(&below, "t"),
+            Err(SnapshotError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode(&bytes2[..44], "t"),
+            Err(SnapshotError::Truncated { .. })
+        ));
+        let mut unknown = bytes.clone();
+        unknown[8..12].copy_from_slice(&3u32.to_le_bytes());
+        assert!(matches!(
+            decode(&unknown, "t"),
+            Err(SnapshotError::Version { found: 3, .. })
+        ));
         assert_eq!(format!("{back}"), format!("{root}"));
         assert!(matches!(
             decode(&bytes[..bytes.len() - 1], "t"),

@@ -221,3 +221,36 @@ fn a_pool_with_a_fixed_base_grows_at_that_base_in_every_process() {
     }
     assert!(pool.size() > 16 * MB);
 }
+
+/// A pool that grew, saved and loaded: the copy starts at the size the pool had and
+/// grows on to the same maximum (a snapshot used to make a pool of fixed size).
+#[test]
+fn a_grown_pool_saved_and_loaded_grows_on_to_its_maximum() {
+    let (a, b) = (Scratch::new("grow-save"), Scratch::new("grow-load"));
+    let opts = PoolOptions::new().max_size(64 * MB).remove_on_drop(true);
+    let pool = Pool::create_with(a.name(), MB, &opts).unwrap();
+    let root = pool.root().unwrap();
+    for i in 0..32 {
+        root.insert(key(0, i).as_str(), value(0, i)).unwrap();
+    }
+    assert!(pool.size() > MB, "it grew: {}", pool.size());
+    let file = std::env::temp_dir().join(format!("{}.snap", a.name()));
+    pool.save(&file).unwrap();
+    let loaded = Pool::load(&file, b.name(), &PoolOptions::new().remove_on_drop(true));
+    let _ = std::fs::remove_file(&file);
+    let copy = loaded.unwrap();
+    assert_eq!(copy.size(), pool.size(), "made at the size it had");
+    assert_eq!(copy.max_size(), 64 * MB, "the same maximum");
+    for i in 0..32 {
+        assert_eq!(intact(&copy, 0, i), Some(true), "value {i}");
+    }
+    // It grows on: more than a fixed pool of that size would take.
+    let before = copy.size();
+    let r = copy.root().unwrap();
+    let mut i = 32;
+    while copy.size() == before {
+        r.insert(key(0, i).as_str(), value(0, i)).unwrap();
+        i += 1;
+    }
+    assert!(copy.check().is_ok());
+}
