@@ -178,9 +178,17 @@ impl<'p> Guard<'p> {
                         v if v - 1 < used => {
                             // `matches`, written out: the hot probe of every lookup.
                             let e = self.pool.entry_in(b, v - 1)?;
-                            if e.hash.load(Relaxed) == hash
-                                && self.key_eq(self.pool.read(&e.key), key)?
-                            {
+                            if e.hash.load(Relaxed) == hash && {
+                                let stored = self.pool.read(&e.key);
+                                // An i64 key against an int stored signed or
+                                // below 2^32 (key_eq's first case), inline.
+                                match (stored.tag(), key) {
+                                    (tag::I8..=tag::U32, Val::I64(k)) => {
+                                        stored.payload as i64 == *k
+                                    }
+                                    _ => self.key_eq(stored, key)?,
+                                }
+                            } {
                                 return Ok(Some(Found {
                                     bucket: Some(bucket),
                                     entry: e,

@@ -32,7 +32,7 @@ pub struct ShmVal {
 
 impl ShmVal {
     /// Wraps a raw value whose reference the caller hands over.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn from_owned(pool: &Pool, raw: Raw) -> ShmVal {
         if !raw.is_object() {
             return ShmVal { pool: None, raw };
@@ -372,7 +372,19 @@ impl Arg {
     }
 
     /// The heap form of a key (for hashing and comparing), checked to be hashable.
+    #[inline]
     pub(super) fn into_key_val(self) -> Result<Val, ValError> {
+        match self {
+            // The common keys, settled inline (an int of any width, a str).
+            Arg::Heap(
+                v @ (Val::I64(_) | Val::I32(_) | Val::U64(_) | Val::U32(_) | Val::Str(_)),
+            ) => Ok(v),
+            a => a.into_key_val_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn into_key_val_slow(self) -> Result<Val, ValError> {
         let v = match self {
             Arg::Heap(v) => v,
             Arg::Shared(s) => s.to_val()?,

@@ -554,8 +554,17 @@ impl Pool {
     }
 
     /// Takes one more reference to `r` (nothing for immediates).
+    #[inline]
     pub(crate) fn retain(&self, r: Raw) -> Result<(), ValError> {
         if r.is_object() {
+            return self.retain_object(r);
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn retain_object(&self, r: Raw) -> Result<(), ValError> {
+        {
             let h = self.header_at(self.obj(r.payload)?.off)?;
             if h.refcount.fetch_add(1, Relaxed) == u32::MAX {
                 h.refcount.fetch_sub(1, Relaxed);
