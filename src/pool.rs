@@ -464,7 +464,7 @@ impl Pool {
     ///
     /// # Errors
     /// [`FreeError::Invalid`] when `off` is visibly not such a block.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
         let slot = self.thread_slot();
         // SAFETY: slot as in `alloc`; the block contract is forwarded to the caller.
@@ -473,7 +473,7 @@ impl Pool {
 
     /// A block for shmval's own structures (values, ledgers), not counted as the
     /// user's.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn alloc_own(&self, layout: Layout) -> Result<Offset, AllocError> {
         let slot = self.thread_slot();
         // SAFETY: `thread_slot` returns a slot claimed by this thread for this pool,
@@ -485,7 +485,7 @@ impl Pool {
     ///
     /// # Safety
     /// As [`Pool::free`], for a block [`Pool::alloc_own`] handed out.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn free_own(&self, off: Offset, layout: Layout) -> Result<(), FreeError> {
         let slot = self.thread_slot();
         // SAFETY: slot as in `alloc`; the block contract is forwarded to the caller.

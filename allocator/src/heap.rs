@@ -594,7 +594,7 @@ impl<P: Platform> Heap<P> {
     ///
     /// # Errors
     /// As [`Heap::alloc`].
-    #[inline]
+    #[inline(always)]
     pub unsafe fn alloc_in(&self, slot: u32, layout: Layout) -> Result<Offset, AllocError> {
         if slot == 0 {
             return self.alloc(layout);
@@ -644,7 +644,7 @@ impl<P: Platform> Heap<P> {
     ///
     /// # Errors
     /// As [`Heap::free`].
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free_in(&self, slot: u32, off: Offset, layout: Layout) -> Result<(), FreeError> {
         if slot == 0 {
             // SAFETY: forwarded to the caller.
