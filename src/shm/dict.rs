@@ -239,11 +239,18 @@ impl<'p> Guard<'p> {
     /// over the references `k` and `v` only on success.
     /// The data block with room for one more entry (grown if it was full), for an
     /// [`append_in`](Self::append_in) after it.
+    #[inline]
     pub(crate) fn room_for_one(&self) -> Result<Block<'p>, ValError> {
         match self.block()? {
             Some(b) if Self::used(b) < b.cap => Ok(b),
-            _ => self.grow(),
+            _ => self.grow_cold(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow_cold(&self) -> Result<Block<'p>, ValError> {
+        self.grow()
     }
 
     pub(crate) fn append(&self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
@@ -255,6 +262,7 @@ impl<'p> Guard<'p> {
     }
 
     /// [`append`](Self::append) into the current data block `b`, which has room.
+    #[inline]
     pub(crate) fn append_in(
         &self,
         b: Block<'p>,
