@@ -713,3 +713,46 @@ fn a_stray_block_is_freed_alone_only_where_the_user_never_allocated_a_block() {
         }
     }
 }
+
+/// A receiver killed after it made room (moved `head` as the side's owner, or cleared
+/// its record on the shared side) and before it woke the senders: a sender asleep on
+/// the full pipe looks again on its own and sends within a bounded time. It slept to
+/// its deadline before (or forever without one: `scripts/soak ledger` found the
+/// pipeline's middle asleep on an empty pipe after 100 receiver kills).
+#[test]
+fn a_sender_asleep_on_a_full_pipe_wakes_when_the_receiver_dies_before_waking_it() {
+    for (point, shared) in [
+        ("pipe.recv.owned.moved", false),
+        ("pipe.recv.shared.cleared", true),
+    ] {
+        let s = Scratch::new("ledger-wake");
+        let pool = pool(&s, 16 << 20);
+        let p = Pipe::create(&pool, "p", 8).unwrap();
+        for i in 0..8i64 {
+            p.send(ShmVal::from(i)).unwrap();
+        }
+        let sender = {
+            let pool = pool.clone();
+            std::thread::spawn(move || {
+                let p = Pipe::open(&pool, "p", SECS).unwrap();
+                p.send_timeout(ShmVal::from(99i64), 20 * SECS).is_ok()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300)); // asleep on the full pipe by now
+        let mut env = vec![("POOL", s.0.clone()), ("POINT", point.to_string())];
+        if shared {
+            env.push(("SHMVAL_FAILPOINTS", "pipe.never_own=on".to_string()));
+        }
+        let st = spawn("child_role_entry", "batch-reader", &env)
+            .wait()
+            .unwrap();
+        assert!(st.code().is_none(), "{point}: the reader did not die there");
+        let died = Instant::now();
+        assert!(sender.join().unwrap(), "{point}: the send failed");
+        assert!(
+            died.elapsed() < 5 * SECS,
+            "{point}: the sender slept {:?} after the death",
+            died.elapsed()
+        );
+    }
+}

@@ -232,14 +232,24 @@ impl Deadline {
 }
 
 /// When a sleeper must wake: its deadline, or sooner when it waits behind a claimed
-/// cell (to check whether the claimer died: nobody else would wake it).
+/// cell (to check whether the claimer died: nobody else would wake it), and in any
+/// case within [`LOST_WAKE_CHECK`]: a process killed between making room or putting a
+/// value in (a store in the pipe) and waking the sleepers (its notify) leaves them
+/// with nobody to wake them, so they look again on their own.
 pub(super) fn wake_at(deadline: Option<Instant>, behind_claim: bool) -> Option<Instant> {
-    if !behind_claim {
-        return deadline;
-    }
-    let check = Instant::now() + STUCK_CHECK;
+    let period = if behind_claim {
+        STUCK_CHECK
+    } else {
+        LOST_WAKE_CHECK
+    };
+    let check = Instant::now() + period;
     Some(deadline.map_or(check, |d| d.min(check)))
 }
+
+/// The longest a sleeper on a pipe sleeps without looking again (see [`wake_at`]):
+/// what a wake-up lost to a death costs, and a blocked process's ten wake-ups a
+/// second.
+pub(super) const LOST_WAKE_CHECK: Duration = Duration::from_millis(100);
 
 /// The spin phase of a blocking call: busy-wait with a growing pause, yielding the
 /// CPU now and then, until `limit` has passed (or the deadline).

@@ -174,7 +174,9 @@ impl Subscriber {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(BroadcastRecvError::Timeout);
             }
-            ec.wait(key, deadline);
+            // Bounded even without a deadline: a sender killed between publishing
+            // and waking leaves nobody to wake this subscriber.
+            ec.wait(key, crate::pipe::wait::wake_at(deadline, false));
         }
     }
 }
