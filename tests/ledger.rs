@@ -466,14 +466,7 @@ fn a_receiver_killed_committing_a_run_has_it_given_back_once() {
             for i in 0..3 {
                 p.send(message(&pool, i)).unwrap();
             }
-            let mut env = vec![("POOL", s.0.clone()), ("POINT", point.to_string())];
-            if shared {
-                env.push(("SHMVAL_FAILPOINTS", "pipe.never_own=on".to_string()));
-            }
-            let st = spawn("child_role_entry", "batch-reader", &env)
-                .wait()
-                .unwrap();
-            assert!(st.code().is_none(), "{what}: the reader did not die there");
+            batch_reader_dies_at(&s, point, shared, &what);
             // The pipe moves on past the dead receiver: what it still has, then a
             // full pipe's worth through it (senders wait for the dead receiver's
             // record and recover it).
@@ -714,6 +707,19 @@ fn a_stray_block_is_freed_alone_only_where_the_user_never_allocated_a_block() {
     }
 }
 
+/// Runs the `batch-reader` role on pipe "p" until the fail point `point` ends it (on
+/// the shared side if `shared`, else as the side's owner).
+fn batch_reader_dies_at(s: &Scratch, point: &str, shared: bool, what: &str) {
+    let mut env = vec![("POOL", s.0.clone()), ("POINT", point.to_string())];
+    if shared {
+        env.push(("SHMVAL_FAILPOINTS", "pipe.never_own=on".to_string()));
+    }
+    let st = spawn("child_role_entry", "batch-reader", &env)
+        .wait()
+        .unwrap();
+    assert!(st.code().is_none(), "{what}: the reader did not die there");
+}
+
 /// A receiver killed after it made room (moved `head` as the side's owner, or cleared
 /// its record on the shared side) and before it woke the senders: a sender asleep on
 /// the full pipe looks again on its own and sends within a bounded time. It slept to
@@ -739,14 +745,7 @@ fn a_sender_asleep_on_a_full_pipe_wakes_when_the_receiver_dies_before_waking_it(
             })
         };
         std::thread::sleep(Duration::from_millis(300)); // asleep on the full pipe by now
-        let mut env = vec![("POOL", s.0.clone()), ("POINT", point.to_string())];
-        if shared {
-            env.push(("SHMVAL_FAILPOINTS", "pipe.never_own=on".to_string()));
-        }
-        let st = spawn("child_role_entry", "batch-reader", &env)
-            .wait()
-            .unwrap();
-        assert!(st.code().is_none(), "{point}: the reader did not die there");
+        batch_reader_dies_at(&s, point, shared, point);
         let died = Instant::now();
         assert!(sender.join().unwrap(), "{point}: the send failed");
         assert!(
