@@ -89,6 +89,12 @@ fn child_role_entry() {
             }
             assert!(runs > 0);
         }
+        "send-and-die" => {
+            // Publishes one value and dies before waking the subscribers.
+            fail::set("broadcast.sent", fail::Action::Abort);
+            let _ = b.send(int(&pool, 7));
+            unreachable!("the fail point was to end this process");
+        }
         "idle" => {
             // Subscribes and never reads; killed by the test.
             let _sub = b.subscribe().unwrap();
@@ -636,4 +642,28 @@ proptest! {
         }
         prop_assert_eq!(pool.stats().in_use, base);
     }
+}
+
+/// A sender killed after publishing a value and before waking the subscribers: a
+/// subscriber asleep in `recv` looks again on its own and gets the value within a
+/// bounded time (it slept to its deadline before, or forever without one).
+#[test]
+fn a_subscriber_asleep_gets_a_value_whose_sender_died_before_waking_it() {
+    let s = Scratch::new("bcast-wake");
+    let pool = pool(&s, 8 << 20);
+    let b = Broadcast::create(&pool, "b", 8, Policy::Block).unwrap();
+    let sub = b.subscribe().unwrap();
+    let waiter = std::thread::spawn(move || sub.recv_timeout(20 * SECS).map(|v| num(&v)));
+    std::thread::sleep(300 * MS); // asleep on the empty broadcast by now
+    let st = spawn("child_role_entry", "send-and-die", &[("POOL", s.0.clone())])
+        .wait()
+        .unwrap();
+    assert!(st.code().is_none(), "the sender did not die there");
+    let died = Instant::now();
+    assert_eq!(waiter.join().unwrap().ok(), Some(7));
+    assert!(
+        died.elapsed() < 5 * SECS,
+        "the subscriber slept {:?} after the death",
+        died.elapsed()
+    );
 }

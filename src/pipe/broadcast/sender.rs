@@ -332,6 +332,9 @@ impl Broadcast {
         }
         let out = out?;
         drop(g);
+        // Published, nobody woken yet: a sender killed here leaves sleeping
+        // subscribers to their own next look (`wake_at`).
+        fail_point!("broadcast.sent");
         if let Push::Sent = out {
             self.inner.ch.head().not_empty.notify_waiters();
         }
