@@ -12,9 +12,7 @@
 //! becomes DELETED); overwriting a live value slot, two words, is logged in the head
 //! first and replayed by the next holder ([`Guard::overwrite`]).
 
-use super::layout::{
-    tag, BlockHead, ContainerHead, Entry, TextHead, BLOCK_HEAD, ENTRY, HDR, TEXT_BYTES,
-};
+use super::layout::{tag, ContainerHead, Entry, TextHead, BLOCK_HEAD, ENTRY, HDR, TEXT_BYTES};
 use super::mem::{corrupt, Block, Fresh, Obj, Raw};
 use super::ValError;
 use crate::val::Val;
@@ -23,6 +21,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 use super::guard::Guard;
+
+mod private;
+pub(crate) use private::PrivateTab;
 
 const LINEAR: u64 = 8;
 /// Bucket words: low half 0 (empty), `u32::MAX` (deleted) or entry number + 1; high
@@ -178,17 +179,9 @@ impl<'p> Guard<'p> {
                         v if v - 1 < used => {
                             // `matches`, written out: the hot probe of every lookup.
                             let e = self.pool.entry_in(b, v - 1)?;
-                            if e.hash.load(Relaxed) == hash && {
-                                let stored = self.pool.read(&e.key);
-                                // An i64 key against an int stored signed or
-                                // below 2^32 (key_eq's first case), inline.
-                                match (stored.tag(), key) {
-                                    (tag::I8..=tag::U32, Val::I64(k)) => {
-                                        stored.payload as i64 == *k
-                                    }
-                                    _ => self.key_eq(stored, key)?,
-                                }
-                            } {
+                            if e.hash.load(Relaxed) == hash
+                                && self.key_eq(self.pool.read(&e.key), key)?
+                            {
                                 return Ok(Some(Found {
                                     bucket: Some(bucket),
                                     entry: e,
@@ -205,16 +198,25 @@ impl<'p> Guard<'p> {
         }
     }
 
+    /// Whether the stored key `stored` equals `key`: the commonest pair inline (an
+    /// `i64` key against an int stored signed, its payload sign-extended, or unsigned
+    /// below 2^32, zero-extended), the rest out of line.
+    #[inline]
     pub(super) fn key_eq(&self, stored: Raw, key: &Val) -> Result<bool, ValError> {
+        match (stored.tag(), key) {
+            (tag::I8..=tag::U32, Val::I64(k)) => Ok(stored.payload as i64 == *k),
+            _ => self.key_eq_other(stored, key),
+        }
+    }
+
+    #[inline(never)]
+    fn key_eq_other(&self, stored: Raw, key: &Val) -> Result<bool, ValError> {
         match (stored.tag(), key) {
             (tag::DELETED, _) => Ok(false),
             (tag::STR_INLINE, Val::Str(s)) => Ok(s.len() <= 8
                 && s.len() == stored.len() as usize
                 && stored.payload.to_le_bytes()[..s.len()] == *s.as_bytes()),
             (tag::STR_INLINE, _) => Ok(false),
-            // The commonest pair: an i64 key against an int stored signed (payload
-            // sign-extended) or unsigned below 2^32 (zero-extended).
-            (tag::I8..=tag::U32, Val::I64(k)) => Ok(stored.payload as i64 == *k),
             // Integer keys (the common case): compare as integers, no Val built.
             (t @ tag::I8..=tag::U64, k) if k.as_i64().is_some() && !matches!(k, Val::Bool(_)) => {
                 let stored = if t == tag::U64 {
@@ -566,25 +568,6 @@ impl Pool {
         Ok((f, c, b))
     }
 
-    /// A new table (as [`new_tab_obj`](Self::new_tab_obj)) to fill privately: a
-    /// small one's parts are addressed from its allocation, not looked up again.
-    pub(crate) fn new_private_tab(&self, t: u8, cap: u64) -> Result<PrivateTab<'_>, ValError> {
-        if (1..=LINEAR).contains(&cap) {
-            let (f, c, b) = self.new_small_tab(t, cap)?;
-            return PrivateTab::new(self, f.obj, c, Some(b))
-                .inspect_err(|_| self.release(Raw::new(t, 0, f.obj.off)));
-        }
-        let o = self.new_tab_obj(t, cap)?;
-        self.private_tab(o)
-            .inspect_err(|_| self.release(Raw::new(t, 0, o.off)))
-    }
-
-    /// A table this thread just made, which nobody else can see yet, to fill.
-    pub(crate) fn private_tab(&self, o: Obj) -> Result<PrivateTab<'_>, ValError> {
-        let head = self.container(o)?;
-        PrivateTab::new(self, o, head, self.block(head, ENTRY)?)
-    }
-
     /// Every live `(key, value)`, each retained, read under the lock.
     pub(crate) fn tab_snapshot(&self, o: Obj) -> Result<Vec<(Raw, Raw)>, ValError> {
         let g = Guard::lock(self, o)?;
@@ -616,124 +599,6 @@ impl Pool {
             out.push((k, v));
         }
         Ok(out)
-    }
-}
-
-/// Appending to a table nobody else can see yet: no lock (the guard is never
-/// dropped, so never unlocks), and the data block is validated once, not per entry.
-pub(crate) struct PrivateTab<'p> {
-    pool: &'p Pool,
-    obj: Obj,
-    head: &'p ContainerHead,
-    /// The current block's head when its entries are in `room` (it has no index).
-    bhead: Option<&'p BlockHead>,
-    /// The current block's entries when it has no index (empty otherwise, or with
-    /// no block): [`append`](Self::append)'s fast path writes the next of them.
-    room: &'p [Entry],
-    /// Entries written in the block (its `used`: only this thread writes it).
-    used: u64,
-}
-
-impl<'p> PrivateTab<'p> {
-    fn new(
-        pool: &'p Pool,
-        obj: Obj,
-        head: &'p ContainerHead,
-        b: Option<Block<'p>>,
-    ) -> Result<PrivateTab<'p>, ValError> {
-        let mut t = PrivateTab {
-            pool,
-            obj,
-            head,
-            bhead: None,
-            room: &[],
-            used: 0,
-        };
-        t.set_block(b)?;
-        Ok(t)
-    }
-
-    /// The table (kept by [`TabBuilder`](super::TabBuilder)).
-    pub(crate) fn obj(&self) -> Obj {
-        self.obj
-    }
-
-    pub(crate) fn pool(&self) -> &'p Pool {
-        self.pool
-    }
-
-    /// A guard of the table: not locked (nobody else can see the table), and never
-    /// dropped, so never unlocking.
-    fn guard(&self) -> std::mem::ManuallyDrop<Guard<'p>> {
-        std::mem::ManuallyDrop::new(Guard::new(self.pool, self.obj, self.head))
-    }
-
-    /// Makes `b` the block appended to.
-    fn set_block(&mut self, b: Option<Block<'p>>) -> Result<(), ValError> {
-        (self.bhead, self.room, self.used) = match b {
-            Some(b) if b.head.index.load(Relaxed) == 0 => {
-                (Some(b.head), b.entries(b.cap)?, Guard::used(b))
-            }
-            _ => (None, &[][..], 0),
-        };
-        Ok(())
-    }
-
-    /// Puts `k → v` (the table owns both on success): a key equal to one already in
-    /// the table replaces that entry's value (the first key stays, as in Python).
-    pub(crate) fn put(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let g = self.guard();
-        if let Some(b) = g.block()? {
-            let pool = self.pool;
-            // Without an index, a scan of the hashes settles it (no key is read
-            // unless a hash matches); with one, the index does.
-            let maybe = b.head.index.load(Relaxed) != 0
-                || (0..Guard::used(b)).any(|i| {
-                    pool.entry_in(b, i)
-                        .is_ok_and(|e| e.hash.load(Relaxed) == hash)
-                });
-            if maybe {
-                let key = pool.to_val_raw(k, 0)?;
-                if let Some(f) = g.find(hash, &key)? {
-                    let old = pool.read(&f.entry.value);
-                    pool.write(&f.entry.value, v);
-                    pool.release(old);
-                    pool.release(k);
-                    return Ok(());
-                }
-            }
-        }
-        self.append(hash, k, v)
-    }
-
-    /// Appends an entry whose key is not in the table (the caller's map has unique
-    /// keys); the table owns `k` and `v` on success.
-    #[inline]
-    pub(crate) fn append(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        // The fast path: a block without an index, with room. The entry is whole
-        // before `used` counts it (the crash contract); `len` follows.
-        if let (Some(e), Some(bh)) = (self.room.get(self.used as usize), self.bhead) {
-            e.hash.store(hash, Relaxed);
-            self.pool.write(&e.key, k);
-            self.pool.write(&e.value, v);
-            self.used += 1;
-            bh.used.store(self.used, Release);
-            let len = &self.head.len;
-            len.store(len.load(Relaxed) + 1, Relaxed);
-            return Ok(());
-        }
-        self.append_slow(hash, k, v)
-    }
-
-    #[cold]
-    fn append_slow(&mut self, hash: u64, k: Raw, v: Raw) -> Result<(), ValError> {
-        let g = self.guard();
-        match g.block()? {
-            Some(b) if Guard::used(b) < b.cap => g.append_in(b, hash, k, v)?,
-            _ => g.append(hash, k, v)?,
-        }
-        let b = g.block()?;
-        self.set_block(b)
     }
 }
 

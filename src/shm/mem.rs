@@ -564,12 +564,10 @@ impl Pool {
 
     #[inline(never)]
     fn retain_object(&self, r: Raw) -> Result<(), ValError> {
-        {
-            let h = self.header_at(self.obj(r.payload)?.off)?;
-            if h.refcount.fetch_add(1, Relaxed) == u32::MAX {
-                h.refcount.fetch_sub(1, Relaxed);
-                return Err(corrupt("reference count overflow"));
-            }
+        let h = self.header_at(self.obj(r.payload)?.off)?;
+        if h.refcount.fetch_add(1, Relaxed) == u32::MAX {
+            h.refcount.fetch_sub(1, Relaxed);
+            return Err(corrupt("reference count overflow"));
         }
         Ok(())
     }
