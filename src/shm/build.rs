@@ -110,7 +110,7 @@ impl<'p> TabBuilder<'p> {
     /// The finished `dict`, a handle to share, store or send.
     pub fn finish(self) -> ShmTab {
         let (pool, raw) = self.into_raw();
-        ShmTab(ShmVal::from_ledgered(pool, raw))
+        ShmTab::wrap(ShmVal::from_ledgered(pool, raw))
     }
 
     /// The finished `OrderedDict` (started with [`Pool::build_otab`]; a builder

@@ -2,7 +2,7 @@
 //! the modification mark and the logged two-word slot overwrite, and the repair
 //! the next holder does after a holder died.
 
-use super::dict::Cached;
+use super::dict::{Cached, IndexHint};
 use super::layout::{tag, ContainerHead, Slot, SLOT};
 use super::mem::{corrupt, Obj, Raw};
 use super::ValError;
@@ -22,10 +22,23 @@ pub(crate) struct Guard<'p> {
     /// The dict's data block and index, validated once per guard: only the holder
     /// switches blocks, and [`rebuild`](Self::rebuild) forgets them when it does.
     pub(super) cache: Cell<Option<Cached<'p>>>,
+    /// A handle's note of where the index is (see [`IndexHint`]), updated when
+    /// the index is validated.
+    pub(super) hint: Option<&'p IndexHint>,
 }
 
 impl<'p> Guard<'p> {
     pub(crate) fn lock(pool: &'p Pool, obj: Obj) -> Result<Guard<'p>, ValError> {
+        Self::lock_noting(pool, obj, None)
+    }
+
+    /// [`lock`](Self::lock), noting where the dict's index is in `hint`.
+    #[inline]
+    pub(crate) fn lock_noting(
+        pool: &'p Pool,
+        obj: Obj,
+        hint: Option<&'p IndexHint>,
+    ) -> Result<Guard<'p>, ValError> {
         let head = pool.container(obj)?;
         let state = head
             .lock
@@ -34,7 +47,8 @@ impl<'p> Guard<'p> {
                 shmval_alloc::LockError::Timeout => ValError::LockTimeout,
                 shmval_alloc::LockError::Reentrant => ValError::Reentrant,
             })?;
-        let g = Guard::new(pool, obj, head);
+        let mut g = Guard::new(pool, obj, head);
+        g.hint = hint;
         // A logged overwrite is always inside a `dirty` operation (`begin` comes
         // first, `redo_at` is cleared before the guard drops), so this covers it.
         if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
@@ -49,6 +63,7 @@ impl<'p> Guard<'p> {
             obj,
             head,
             cache: Cell::new(None),
+            hint: None,
         }
     }
 

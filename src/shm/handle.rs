@@ -155,12 +155,12 @@ impl ShmVal {
     /// This value as a table handle, if it is a `dict` or `OrderedDict` (an
     /// `OrderedDict` is a `dict`, as in Python).
     pub fn as_tab(&self) -> Option<ShmTab> {
-        matches!(self.raw.tag(), tag::TAB | tag::OTAB).then(|| ShmTab(self.clone()))
+        matches!(self.raw.tag(), tag::TAB | tag::OTAB).then(|| ShmTab::wrap(self.clone()))
     }
 
     /// This value as an `OrderedDict` handle, if it is one.
     pub fn as_otab(&self) -> Option<ShmOTab> {
-        (self.raw.tag() == tag::OTAB).then(|| ShmOTab(ShmTab(self.clone())))
+        (self.raw.tag() == tag::OTAB).then(|| ShmOTab(ShmTab::wrap(self.clone())))
     }
 
     /// The pool this value lives in; `None` for an immediate value (a number, a
@@ -462,7 +462,10 @@ impl Pool {
 
     fn new_tab_of(&self, t: u8) -> Result<ShmTab, ValError> {
         let o = self.new_tab_obj(t, 0)?;
-        Ok(ShmTab(ShmVal::from_owned(self, Raw::new(t, 0, o.off))))
+        Ok(ShmTab::wrap(ShmVal::from_owned(
+            self,
+            Raw::new(t, 0, o.off),
+        )))
     }
 
     /// The root table: named values every attached process can find. Created on
@@ -512,7 +515,7 @@ impl Pool {
         }
         let raw = Raw::new(tag::TAB, 0, off);
         self.retain(raw)?;
-        Ok(ShmTab(ShmVal::from_owned(self, raw)))
+        Ok(ShmTab::wrap(ShmVal::from_owned(self, raw)))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `ShmTab` and `ShmOTab`, handles on a shared dict and OrderedDict, and `TabLock`,
 //! several operations under one hold of its lock (the dict itself is in `dict`).
 
+use super::dict::IndexHint;
 use super::guard::Guard;
 use super::handle::{discard, Arg, ShmVal};
 use super::hash::key_hash;
@@ -14,7 +15,7 @@ use std::sync::atomic::Ordering;
 /// A handle on a shared `dict` (or `OrderedDict`). Every operation is atomic with
 /// respect to other processes (the table's robust lock).
 #[derive(Clone)]
-pub struct ShmTab(pub(super) ShmVal);
+pub struct ShmTab(pub(super) ShmVal, pub(super) IndexHint);
 
 impl fmt::Display for ShmTab {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -29,6 +30,12 @@ impl fmt::Debug for ShmTab {
 }
 
 impl ShmTab {
+    /// The handle of a table value.
+    #[inline]
+    pub(super) fn wrap(v: ShmVal) -> ShmTab {
+        ShmTab(v, IndexHint::default())
+    }
+
     fn obj(&self) -> Result<Obj, ValError> {
         self.pool().obj(self.0.raw().payload)
     }
@@ -52,6 +59,16 @@ impl ShmTab {
 
     fn guard(&self) -> Result<Guard<'_>, ValError> {
         Guard::lock(self.pool(), self.obj()?)
+    }
+
+    /// [`guard`](Self::guard) for an operation on the key of `hash`: its index
+    /// bucket is prefetched first, where this handle last saw the index
+    /// ([`IndexHint`]).
+    #[inline]
+    fn guard_for(&self, hash: u64) -> Result<Guard<'_>, ValError> {
+        let pool = self.pool();
+        self.1.prefetch(pool, hash);
+        Guard::lock_noting(pool, self.obj()?, Some(&self.1))
     }
 
     /// Locks the table for a multi-step transaction: other processes' operations on
@@ -121,14 +138,18 @@ impl ShmTab {
     ) -> Result<Option<ShmVal>, ValError> {
         let (key, value) = (key.into(), value.into());
         if let Some((kv, kr, vr)) = immediates(&key, &value) {
-            let r = self.guard().and_then(|g| insert_immediates(&g, kv, kr, vr));
+            let hash = key_hash(kv);
+            let r = self
+                .guard_for(hash)
+                .and_then(|g| insert_immediates(&g, hash, kr, vr, kv));
             key.discard();
             value.discard();
             return r;
         }
         // Copy heap values in before taking the lock (allocation outside the lock).
         let (key, kv, v) = prepare(key, value, self.pool())?;
-        insert_locked(&self.guard()?, key, kv, v)
+        let hash = key_hash(&kv);
+        insert_locked(&self.guard_for(hash)?, key, kv, hash, v)
     }
 
     /// The value of `key`, if present.
@@ -137,7 +158,8 @@ impl ShmTab {
     /// [`ValError::Unhashable`], a corrupt table, a lock timeout.
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().into_key_val()?;
-        let r = self.guard().and_then(|g| get_locked(&g, &kv));
+        let hash = key_hash(&kv);
+        let r = self.guard_for(hash).and_then(|g| get_locked(&g, hash, &kv));
         discard(kv);
         r
     }
@@ -148,9 +170,10 @@ impl ShmTab {
     /// As [`get`](Self::get), or a corrupt value.
     pub fn get_val(&self, key: impl Into<Arg>) -> Result<Option<Val>, ValError> {
         let kv = key.into().into_key_val()?;
-        let g = self.guard()?;
+        let hash = key_hash(&kv);
+        let g = self.guard_for(hash)?;
         let pool = g.pool;
-        let found = g.find(key_hash(&kv), &kv);
+        let found = g.find(hash, &kv);
         discard(kv);
         let Some(found) = found? else {
             return Ok(None);
@@ -174,7 +197,8 @@ impl ShmTab {
     /// As [`get`](Self::get).
     pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
         let kv = key.into().into_key_val()?;
-        Ok(self.guard()?.find(key_hash(&kv), &kv)?.is_some())
+        let hash = key_hash(&kv);
+        Ok(self.guard_for(hash)?.find(hash, &kv)?.is_some())
     }
 
     /// Removes `key`, returning its value.
@@ -183,7 +207,8 @@ impl ShmTab {
     /// As [`get`](Self::get).
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().into_key_val()?;
-        remove_locked(&self.guard()?, &kv)
+        let hash = key_hash(&kv);
+        remove_locked(&self.guard_for(hash)?, hash, &kv)
     }
 
     /// A snapshot of the entries, in insertion order.
@@ -312,7 +337,7 @@ impl TabLock<'_> {
     /// As [`ShmTab::get`].
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().into_key_val()?;
-        let r = get_locked(&self.g, &kv);
+        let r = get_locked(&self.g, key_hash(&kv), &kv);
         discard(kv);
         r
     }
@@ -328,13 +353,14 @@ impl TabLock<'_> {
     ) -> Result<Option<ShmVal>, ValError> {
         let (key, value) = (key.into(), value.into());
         if let Some((kv, kr, vr)) = immediates(&key, &value) {
-            let r = insert_immediates(&self.g, kv, kr, vr);
+            let r = insert_immediates(&self.g, key_hash(kv), kr, vr, kv);
             key.discard();
             value.discard();
             return r;
         }
         let (key, kv, v) = prepare(key, value, self.g.pool)?;
-        insert_locked(&self.g, key, kv, v)
+        let hash = key_hash(&kv);
+        insert_locked(&self.g, key, kv, hash, v)
     }
 
     /// See [`ShmTab::remove`].
@@ -342,7 +368,8 @@ impl TabLock<'_> {
     /// # Errors
     /// As [`ShmTab::remove`].
     pub fn remove(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
-        remove_locked(&self.g, &key.into().into_key_val()?)
+        let kv = key.into().into_key_val()?;
+        remove_locked(&self.g, key_hash(&kv), &kv)
     }
 
     /// Removes and returns the last (`last`) or the first entry; see
@@ -407,12 +434,12 @@ fn immediates<'a>(key: &'a Arg, value: &Arg) -> Option<(&'a Val, Raw, Raw)> {
 /// to release on failure.
 fn insert_immediates(
     g: &Guard<'_>,
-    kv: &Val,
+    hash: u64,
     kr: Raw,
     vr: Raw,
+    kv: &Val,
 ) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
-    let hash = key_hash(kv);
     g.begin();
     if let Some(f) = g.find(hash, kv)? {
         let e = f.entry;
@@ -431,10 +458,10 @@ fn insert_locked(
     g: &Guard<'_>,
     shared_key: Option<ShmVal>,
     kv: Val,
+    hash: u64,
     v: ShmVal,
 ) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
-    let hash = key_hash(&kv);
     g.begin();
     if let Some(f) = g.find(hash, &kv)? {
         let e = f.entry;
@@ -457,9 +484,9 @@ fn insert_locked(
     Ok(None)
 }
 
-fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+fn get_locked(g: &Guard<'_>, hash: u64, kv: &Val) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
-    match g.find(key_hash(kv), kv)? {
+    match g.find(hash, kv)? {
         Some(f) => {
             let v = pool.read(&f.entry.value);
             pool.retain(v)?;
@@ -469,10 +496,10 @@ fn get_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
     }
 }
 
-fn remove_locked(g: &Guard<'_>, kv: &Val) -> Result<Option<ShmVal>, ValError> {
+fn remove_locked(g: &Guard<'_>, hash: u64, kv: &Val) -> Result<Option<ShmVal>, ValError> {
     let pool = g.pool;
     g.begin();
-    let Some(found) = g.find(key_hash(kv), kv)? else {
+    let Some(found) = g.find(hash, kv)? else {
         return Ok(None);
     };
     let (k, v) = g.remove_at(found)?;
