@@ -10,8 +10,11 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// processes hold the repair lock shared, see [`REPAIR_LOCK`]; a build without it
 /// must not attach beside one that repairs. 5: each attach entry names its process's
 /// reference ledger, which whoever finds the process dead replays: a build that
-/// keeps none would have its handles' references released under it).
-pub const LAYOUT_VERSION: u32 = 7;
+/// keeps none would have its handles' references released under it. 8: a
+/// container's `dirty` word is its version, read by dict lookups that take no
+/// lock: a build that writes it as 0/1 would let such a reader take a changing
+/// table for an unchanged one).
+pub const LAYOUT_VERSION: u32 = 8;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.

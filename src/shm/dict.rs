@@ -3,8 +3,9 @@
 //! entry number and the high half of that entry's hash (so a probe that does not
 //! match is rejected without touching the entry: one cache miss fewer per probe).
 //!
-//! Every operation holds the container's robust lock. Crash repair: an operation
-//! marks the container dirty; an entry is fully written before the block's `used`
+//! Every change holds the container's robust lock; a lookup may read without it
+//! against the container's version ([`Guard::peek`]). Crash repair: an operation
+//! marks the container dirty (its version odd); an entry is fully written before the block's `used`
 //! counts it; growing builds a complete new block (entries, `used`, index) and
 //! switches with one store of `data`; `len` and the index are derived, so the next
 //! holder after a death (or any holder that finds the dirty mark) recounts `len` and

@@ -1,6 +1,12 @@
 //! The container guard shared by lists and dicts: a container's robust lock, held;
 //! the modification mark and the logged two-word slot overwrite, and the repair
 //! the next holder does after a holder died.
+//!
+//! The modification mark (`dirty`) is also the container's version: odd while a
+//! modification is under way (or its holder died in one), advanced to the next even
+//! number when the guard drops. A dict lookup that takes no lock ([`Guard::peek`])
+//! reads an even version, looks, and reads the version again: the same number, and
+//! nothing it read was being changed.
 
 use super::dict::{Cached, IndexHint};
 use super::layout::{tag, ContainerHead, Slot, SLOT};
@@ -9,6 +15,7 @@ use super::ValError;
 use crate::Pool;
 use shmval_alloc::{LockState, LOCK_PATIENCE};
 use std::cell::Cell;
+use std::sync::atomic::fence;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// `redo_at` while a new data block is switched in.
@@ -51,8 +58,16 @@ impl<'p> Guard<'p> {
         g.hint = hint;
         // A logged overwrite is always inside a `dirty` operation (`begin` comes
         // first, `redo_at` is cleared before the guard drops), so this covers it.
-        if state == LockState::Recovered || head.dirty.load(Relaxed) != 0 {
-            g.repair()?;
+        if state == LockState::Recovered || head.dirty.load(Relaxed) & 1 != 0 {
+            if let Err(e) = g.repair() {
+                // Unlocked with the mark left: the next holder tries again, and
+                // readers without the lock keep away.
+                let g = std::mem::ManuallyDrop::new(g);
+                // SAFETY: this thread holds the lock (taken above) and the guard
+                // that would release it is never dropped.
+                unsafe { g.head.lock.unlock::<crate::LinuxPlatform>() };
+                return Err(e);
+            }
         }
         Ok(g)
     }
@@ -67,9 +82,75 @@ impl<'p> Guard<'p> {
         }
     }
 
-    /// Marks the start of a modification (cleared when the guard drops).
+    /// A guard that does not hold the lock, for the reads of a lookup whose result
+    /// is taken only if the version did not move ([`peek`](Self::peek)); never
+    /// dropped, so never unlocking.
+    fn unlocked(
+        pool: &'p Pool,
+        obj: Obj,
+        head: &'p ContainerHead,
+        hint: Option<&'p IndexHint>,
+    ) -> std::mem::ManuallyDrop<Guard<'p>> {
+        let mut g = Guard::new(pool, obj, head);
+        g.hint = hint;
+        std::mem::ManuallyDrop::new(g)
+    }
+
+    /// Looks `key` up in the dict `obj` without its lock: the value slot of its
+    /// entry (`Some(None)`: absent), or `None` when the lookup cannot tell — a
+    /// modification under way or made meanwhile, a holder that died in one, or
+    /// anything that did not validate (the caller then asks under the lock, which
+    /// also repairs or reports). Every read is a validated atomic load in the
+    /// mapping, so a block freed and reused under the reader is only read, and the
+    /// version check throws that read away. The slot is a copy: an object it names
+    /// may be released as soon as the version is read, so only an immediate may be
+    /// used without the lock.
+    #[inline]
+    pub(crate) fn peek(
+        pool: &'p Pool,
+        obj: Obj,
+        hint: Option<&'p IndexHint>,
+        hash: u64,
+        key: &crate::val::Val,
+    ) -> Option<Option<Raw>> {
+        let head = pool.container(obj).ok()?;
+        // SYNC POINT: pairs with the Release of the last modifier's `Drop`: its
+        // stores are all seen.
+        let v = head.dirty.load(Acquire);
+        if v & 1 != 0 {
+            return None;
+        }
+        let g = Self::unlocked(pool, obj, head, hint);
+        let r = g.find(hash, key).ok()?.map(|f| pool.read(&f.entry.value));
+        // SYNC POINT: pairs with `begin`'s fence: if any load above saw a store of
+        // a modification, the version below is that modification's odd one or later.
+        fence(Acquire);
+        (head.dirty.load(Relaxed) == v).then_some(r)
+    }
+
+    /// The number of entries or elements of `obj` read without the lock (`None`:
+    /// ask under it), as [`peek`](Self::peek).
+    #[inline]
+    pub(crate) fn peek_len(pool: &Pool, obj: Obj) -> Option<u64> {
+        let head = pool.container(obj).ok()?;
+        // SYNC POINTs: as in `peek`.
+        let v = head.dirty.load(Acquire);
+        let n = head.len.load(Relaxed);
+        fence(Acquire);
+        (v & 1 == 0 && head.dirty.load(Relaxed) == v).then_some(n)
+    }
+
+    /// Marks the start of a modification: the version becomes odd (it becomes even
+    /// again when the guard drops).
+    #[inline]
     pub(crate) fn begin(&self) {
-        self.head.dirty.store(1, Relaxed);
+        let v = self.head.dirty.load(Relaxed);
+        if v & 1 == 0 {
+            self.head.dirty.store(v.wrapping_add(1), Relaxed);
+            // SYNC POINT: the odd version is ordered before every store of the
+            // modification (a lock-free reader that sees one of them sees it).
+            fence(Release);
+        }
     }
 
     /// Replaces the value in `slot`, element `i` of this container (a list slot or a
@@ -189,6 +270,9 @@ impl<'p> Guard<'p> {
     /// The dict's current entry block.
     pub(super) fn repair(&self) -> Result<(), ValError> {
         let h = self.head;
+        // A repair rewrites the index (readers without the lock must not see it
+        // half-filled) even when the dead holder had not begun anything.
+        self.begin();
         self.redo()?;
         match self.obj.tag {
             tag::LIST => {
@@ -223,14 +307,18 @@ impl<'p> Guard<'p> {
                 h.len.store(len, Relaxed);
             }
         }
-        h.dirty.store(0, Relaxed);
         Ok(())
     }
 }
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        self.head.dirty.store(0, Release);
+        let v = self.head.dirty.load(Relaxed);
+        if v & 1 != 0 {
+            // SYNC POINT: the modification is complete; a reader that sees this
+            // version sees all of it.
+            self.head.dirty.store(v.wrapping_add(1), Release);
+        }
         // SAFETY: a Guard exists only while this thread holds the lock.
         unsafe { self.head.lock.unlock::<crate::LinuxPlatform>() };
     }

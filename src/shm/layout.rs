@@ -134,7 +134,9 @@ pub struct ContainerHead {
     pub len: AtomicU64,
     /// Offset of the data block (0 = no block yet, capacity 0).
     pub data: AtomicU64,
-    /// Non-zero while an operation is under way (repaired by the next holder).
+    /// The container's version: odd while a modification is under way (or its
+    /// holder died in one: the next holder repairs), the next even number once it
+    /// ends. Dict lookups without the lock read it before and after.
     pub dirty: AtomicU64,
     /// A slot overwrite in progress: 0 none, else the element (list slot or dict
     /// entry's value) number + 1; `u64::MAX` while a new data block is switched in

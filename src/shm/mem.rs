@@ -609,7 +609,7 @@ impl Pool {
         // being given back by a ledger replay): finish or undo that change first, as
         // the next lock holder would, so that no torn slot is released.
         let c = self.container(o)?;
-        if c.dirty.load(Relaxed) != 0 {
+        if c.dirty.load(Relaxed) & 1 != 0 {
             drop(super::guard::Guard::lock(self, o)?);
         }
         self.container_children(o, c, true, push)

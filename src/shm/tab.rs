@@ -13,7 +13,11 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 
 /// A handle on a shared `dict` (or `OrderedDict`). Every operation is atomic with
-/// respect to other processes (the table's robust lock).
+/// respect to other processes: a change holds the table's robust lock; a lookup
+/// (`get`, `get_val`, `contains_key`, `len`) of a value that is a number, bool,
+/// `None` or short string reads without it, checking the table's version before and
+/// after, and takes the lock only if the table changed meanwhile (or the value is an
+/// object, which must be referenced under the lock).
 #[derive(Clone)]
 pub struct ShmTab(pub(super) ShmVal, pub(super) IndexHint);
 
@@ -61,6 +65,15 @@ impl ShmTab {
         Guard::lock(self.pool(), self.obj()?)
     }
 
+    /// The value slot of the key of `hash` read without the lock
+    /// ([`Guard::peek`]; `None`: ask under the lock), its bucket prefetched first.
+    #[inline]
+    fn peek(&self, hash: u64, kv: &Val) -> Option<Option<Raw>> {
+        let pool = self.pool();
+        self.1.prefetch(pool, hash);
+        Guard::peek(pool, self.obj().ok()?, Some(&self.1), hash, kv)
+    }
+
     /// [`guard`](Self::guard) for an operation on the key of `hash`: its index
     /// bucket is prefetched first, where this handle last saw the index
     /// ([`IndexHint`]).
@@ -100,6 +113,13 @@ impl ShmTab {
     /// # Errors
     /// A corrupt table or a lock timeout.
     pub fn len(&self) -> Result<usize, ValError> {
+        if let Some(n) = self
+            .obj()
+            .ok()
+            .and_then(|o| Guard::peek_len(self.pool(), o))
+        {
+            return Ok(n as usize);
+        }
         self.lock()?.len()
     }
 
@@ -159,7 +179,12 @@ impl ShmTab {
     pub fn get(&self, key: impl Into<Arg>) -> Result<Option<ShmVal>, ValError> {
         let kv = key.into().into_key_val()?;
         let hash = key_hash(&kv);
-        let r = self.guard_for(hash).and_then(|g| get_locked(&g, hash, &kv));
+        let r = match self.peek(hash, &kv) {
+            Some(None) => Ok(None),
+            // An immediate needs no reference: no lock either.
+            Some(Some(v)) if !v.is_object() => Ok(Some(ShmVal::from_owned(self.pool(), v))),
+            _ => self.guard_for(hash).and_then(|g| get_locked(&g, hash, &kv)),
+        };
         discard(kv);
         r
     }
@@ -171,6 +196,17 @@ impl ShmTab {
     pub fn get_val(&self, key: impl Into<Arg>) -> Result<Option<Val>, ValError> {
         let kv = key.into().into_key_val()?;
         let hash = key_hash(&kv);
+        match self.peek(hash, &kv) {
+            Some(None) => {
+                discard(kv);
+                return Ok(None);
+            }
+            Some(Some(v)) if !v.is_object() => {
+                discard(kv);
+                return super::convert::immediate_val(v).map(Some);
+            }
+            _ => {}
+        }
         let g = self.guard_for(hash)?;
         let pool = g.pool;
         let found = g.find(hash, &kv);
@@ -198,7 +234,14 @@ impl ShmTab {
     pub fn contains_key(&self, key: impl Into<Arg>) -> Result<bool, ValError> {
         let kv = key.into().into_key_val()?;
         let hash = key_hash(&kv);
-        Ok(self.guard_for(hash)?.find(hash, &kv)?.is_some())
+        let r = match self.peek(hash, &kv) {
+            Some(found) => Ok(found.is_some()),
+            None => self
+                .guard_for(hash)
+                .and_then(|g| Ok(g.find(hash, &kv)?.is_some())),
+        };
+        discard(kv);
+        r
     }
 
     /// Removes `key`, returning its value.
