@@ -1,12 +1,13 @@
-//! Dict lookups that take no lock (`get`, `get_val`, `contains_key`, `len` of an
-//! immediate value): read against the table's version, they see a whole table while
-//! another process changes it — overwrites, inserts that grow it, removals, rebuilds
-//! — and a table whose writer died mid-change is read through the lock, repaired.
+//! Dict lookups and list reads that take no lock (`get`, `get_val`, `contains_key`,
+//! `len` of an immediate value): read against the container's version, they see a
+//! whole container while another process changes it — overwrites, inserts and pushes
+//! that grow it, removals, pops, rebuilds — and a container whose writer died
+//! mid-change is read through the lock, repaired.
 
 mod common;
 
 use common::{child_done, spawn, wait_ok, Scratch};
-use shmval::{Pool, PoolOptions, ShmTab, Val};
+use shmval::{Pool, PoolOptions, ShmList, ShmTab, Val};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,16 @@ fn table(pool: &Pool) -> ShmTab {
         .unwrap()
 }
 
+fn list(pool: &Pool) -> ShmList {
+    pool.root()
+        .unwrap()
+        .get("l")
+        .unwrap()
+        .unwrap()
+        .as_list()
+        .unwrap()
+}
+
 /// Entry point of the re-spawned child processes (a no-op in a normal run).
 #[test]
 fn child_role_entry() {
@@ -40,11 +51,21 @@ fn child_role_entry() {
     let t = table(&pool);
     match role.as_str() {
         "writer" => {
+            let l = list(&pool);
             let until = Instant::now() + Duration::from_millis(1500);
             let mut gen = 1;
             while Instant::now() < until {
                 for k in 0..STAY {
                     t.insert(k, enc(k, gen)).unwrap();
+                    l.set(k as usize, enc(k, gen)).unwrap();
+                }
+                // The list grows (its block switched for a bigger one the first
+                // times), then shrinks back.
+                for k in STAY..STAY + BATCH {
+                    l.push(enc(k, gen)).unwrap();
+                }
+                for _ in 0..BATCH {
+                    assert!(l.pop().unwrap().is_some());
                 }
                 // A batch of new keys (the table grows, or is rebuilt to drop the
                 // removed entries), then gone again.
@@ -84,6 +105,11 @@ fn setup(s: &Scratch) -> Pool {
         t.insert(k, enc(k, 0)).unwrap();
     }
     pool.root().unwrap().insert("t", &t).unwrap();
+    let l = pool.new_list().unwrap();
+    for k in 0..STAY {
+        l.push(enc(k, 0)).unwrap();
+    }
+    pool.root().unwrap().insert("l", &l).unwrap();
     pool
 }
 
@@ -98,7 +124,7 @@ fn lookups_without_the_lock_see_whole_tables_while_another_process_changes_them(
         for reader in 0..2 {
             let (pool, done, looks) = (&pool, &done, &looks);
             sc.spawn(move || {
-                let t = table(pool);
+                let (t, l) = (table(pool), list(pool));
                 let mut n = 0u64;
                 while !done.load(Ordering::Relaxed) {
                     for k in 0..STAY {
@@ -116,6 +142,16 @@ fn lookups_without_the_lock_see_whole_tables_while_another_process_changes_them(
                         }
                         let len = t.len().unwrap() as i64;
                         assert!((STAY..=STAY + BATCH + 1).contains(&len), "len {len}");
+                        // The list: element k is k's; one past the kept ones is
+                        // absent or its own.
+                        let got = l.get(k as usize).unwrap().and_then(|v| v.as_i64());
+                        assert_eq!(got.map(|v| v >> 32), Some(k), "reader {reader}: [{k}]");
+                        let j = STAY + (n as i64 % BATCH);
+                        if let Some(v) = l.get(j as usize).unwrap() {
+                            assert_eq!(v.as_i64().map(|v| v >> 32), Some(j), "[{j}]");
+                        }
+                        let len = l.len().unwrap() as i64;
+                        assert!((STAY..=STAY + BATCH).contains(&len), "list len {len}");
                         n += 1;
                     }
                 }
@@ -135,6 +171,7 @@ fn lookups_without_the_lock_see_whole_tables_while_another_process_changes_them(
         looks.load(Ordering::Relaxed)
     );
     assert_eq!(table(&pool).len().unwrap() as i64, STAY);
+    assert_eq!(list(&pool).len().unwrap() as i64, STAY);
     let r = pool.check();
     assert!(r.is_ok(), "{:?}", r.problems);
 }

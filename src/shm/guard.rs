@@ -113,6 +113,30 @@ impl<'p> Guard<'p> {
         hash: u64,
         key: &crate::val::Val,
     ) -> Option<Option<Raw>> {
+        Self::read_unlocked(pool, obj, |head| {
+            let g = Self::unlocked(pool, obj, head, hint);
+            let found = g.find(hash, key).ok()?;
+            Some(found.map(|f| pool.read(&f.entry.value)))
+        })
+    }
+
+    /// The number of entries or elements of `obj` read without the lock (`None`:
+    /// ask under it), as [`peek`](Self::peek).
+    #[inline]
+    pub(crate) fn peek_len(pool: &'p Pool, obj: Obj) -> Option<u64> {
+        Self::read_unlocked(pool, obj, |head| Some(head.len.load(Relaxed)))
+    }
+
+    /// What `read` makes of the container `obj` without its lock, if the container's
+    /// version was even before and the same after (`None`: ask under the lock).
+    /// `read` may only load (validated, atomic) and must not keep anything it found
+    /// beyond copies: an object it names may be gone once the version is read.
+    #[inline]
+    pub(crate) fn read_unlocked<R>(
+        pool: &'p Pool,
+        obj: Obj,
+        read: impl FnOnce(&'p ContainerHead) -> Option<R>,
+    ) -> Option<R> {
         let head = pool.container(obj).ok()?;
         // SYNC POINT: pairs with the Release of the last modifier's `Drop`: its
         // stores are all seen.
@@ -120,24 +144,12 @@ impl<'p> Guard<'p> {
         if v & 1 != 0 {
             return None;
         }
-        let g = Self::unlocked(pool, obj, head, hint);
-        let r = g.find(hash, key).ok()?.map(|f| pool.read(&f.entry.value));
-        // SYNC POINT: pairs with `begin`'s fence: if any load above saw a store of
-        // a modification, the version below is that modification's odd one or later.
+        let r = read(head)?;
+        // SYNC POINT: pairs with `begin`'s fence: if any load in `read` saw a store
+        // of a modification, the version below is that modification's odd one or
+        // later.
         fence(Acquire);
         (head.dirty.load(Relaxed) == v).then_some(r)
-    }
-
-    /// The number of entries or elements of `obj` read without the lock (`None`:
-    /// ask under it), as [`peek`](Self::peek).
-    #[inline]
-    pub(crate) fn peek_len(pool: &Pool, obj: Obj) -> Option<u64> {
-        let head = pool.container(obj).ok()?;
-        // SYNC POINTs: as in `peek`.
-        let v = head.dirty.load(Acquire);
-        let n = head.len.load(Relaxed);
-        fence(Acquire);
-        (v & 1 == 0 && head.dirty.load(Relaxed) == v).then_some(n)
     }
 
     /// Marks the start of a modification: the version becomes odd (it becomes even

@@ -1,4 +1,6 @@
-//! `list` in a pool: a data block of slots; every operation under the list's lock.
+//! `list` in a pool: a data block of slots; every change under the list's lock (a
+//! read of `len` or of an immediate element without it, against the list's version:
+//! [`Guard::read_unlocked`]).
 //!
 //! Crash contract: `push` writes the slot, then `len` (the commit); `pop` lowers `len`
 //! (the commit: the value now belongs to the popper), then clears the slot; `set` logs
@@ -17,7 +19,9 @@ use crate::Pool;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// A handle on a shared `list`. Every operation is atomic with respect to other
-/// processes (the list's robust lock).
+/// processes: a change holds the list's robust lock; `len` and `get` of an element
+/// that is a number, bool, `None` or short string read without it, checking the
+/// list's version before and after (an object element is referenced under the lock).
 ///
 /// ```
 /// use shmval::{Pool, PoolOptions, Val};
@@ -85,6 +89,11 @@ impl ShmList {
     /// # Errors
     /// A corrupt list or a lock timeout.
     pub fn len(&self) -> Result<usize, ValError> {
+        let pool = self.0.obj_pool();
+        let obj = pool.obj(self.0.raw().payload)?;
+        if let Some(n) = Guard::peek_len(pool, obj) {
+            return Ok(n as usize);
+        }
         Ok(self.guard()?.head.len.load(Relaxed) as usize)
     }
 
@@ -101,6 +110,23 @@ impl ShmList {
     /// # Errors
     /// A corrupt list or a lock timeout.
     pub fn get(&self, i: usize) -> Result<Option<ShmVal>, ValError> {
+        let pool = self.0.obj_pool();
+        let obj = pool.obj(self.0.raw().payload)?;
+        let seen = Guard::read_unlocked(pool, obj, |head| {
+            let len = head.len.load(Relaxed);
+            match pool.block(head, SLOT).ok()? {
+                Some(b) if (i as u64) < len.min(b.cap) => {
+                    Some(Some(pool.read(pool.slot_at(b.at(i as u64)).ok()?)))
+                }
+                _ => Some(None),
+            }
+        });
+        match seen {
+            Some(None) => return Ok(None),
+            // An immediate needs no reference: no lock either.
+            Some(Some(r)) if !r.is_object() => return Ok(Some(ShmVal::from_owned(pool, r))),
+            _ => {}
+        }
         let g = self.guard()?;
         let pool = g.pool;
         let len = g.head.len.load(Relaxed);
