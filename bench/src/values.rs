@@ -165,6 +165,74 @@ pub fn run(r: &mut Report) {
     );
     assert_eq!(pool.stats().in_use, 0, "the big Tab came back");
 
+    // Two threads looking keys up in one small dict at once (in shared memory the
+    // same as two processes): lookups without the lock share the table's lines
+    // read-only; a lock per lookup passes the lock's line between the cores.
+    let lookups: i64 = if r.quick { 200_000 } else { 2_000_000 };
+    let small = pool.new_tab().unwrap();
+    let mut heap = HashMap::new();
+    for i in 0..1000i64 {
+        small.insert(i, i).unwrap();
+        heap.insert(i, i);
+    }
+    let heap = std::sync::RwLock::new(heap);
+    let want = (0..lookups).map(|i| i % 1000).sum::<i64>();
+    let both = |one: &(dyn Fn() -> i64 + Sync)| -> f64 {
+        let t = std::time::Instant::now();
+        std::thread::scope(|s| {
+            let a = s.spawn(one);
+            let b = s.spawn(one);
+            assert_eq!((a.join().unwrap(), b.join().unwrap()), (want, want));
+        });
+        2.0 * lookups as f64 / t.elapsed().as_secs_f64() / 1e6
+    };
+    r.compare(
+        "1000-key dict, int lookups by 2 threads at once",
+        "M/s",
+        r.reps(5),
+        2,
+        &["", "", ""],
+        vec![
+            (
+                "shmval ShmTab::get_val (no lock)",
+                Box::new(|| {
+                    both(&|| {
+                        (0..lookups)
+                            .map(|i| match small.get_val(i % 1000).unwrap() {
+                                Some(Val::I64(x)) => x,
+                                _ => panic!(),
+                            })
+                            .sum()
+                    })
+                }),
+            ),
+            (
+                "shmval lock() + get per lookup",
+                Box::new(|| {
+                    both(&|| {
+                        (0..lookups)
+                            .map(|i| {
+                                let tx = small.lock().unwrap();
+                                tx.get(i % 1000).unwrap().and_then(|v| v.as_i64()).unwrap()
+                            })
+                            .sum()
+                    })
+                }),
+            ),
+            (
+                "std RwLock<HashMap<i64, i64>> read() per lookup (heap)",
+                Box::new(|| {
+                    both(&|| {
+                        (0..lookups)
+                            .map(|i| heap.read().unwrap()[&black_box(i % 1000)])
+                            .sum()
+                    })
+                }),
+            ),
+        ],
+    );
+    drop(small);
+
     for (label, v, target) in [
         (
             "pool bytes of a one-key Tab {'a': 1}",

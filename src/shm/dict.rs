@@ -561,7 +561,11 @@ impl IndexHint {
         let off = (idx.as_ptr() as u64).wrapping_sub(pool.base().as_ptr() as u64);
         if off < 1 << Self::SHIFT {
             let h = off | u64::from(idx.len().trailing_zeros()) << Self::SHIFT;
-            self.0.store(h, Relaxed);
+            // Stored only when it changed: threads sharing a handle would otherwise
+            // pass its line between them on every call.
+            if self.0.load(Relaxed) != h {
+                self.0.store(h, Relaxed);
+            }
         }
     }
 }
