@@ -284,6 +284,16 @@ pub fn child(args: &[String]) {
                 line.store(2 * i + 2, Ordering::Release);
             }
         }
+        "echo-raw-two" => {
+            let (ping, pong) = (&s.raw()[0], &s.raw()[8]);
+            ready();
+            for i in 0..n {
+                while ping.load(Ordering::Acquire) != i + 1 {
+                    std::hint::spin_loop();
+                }
+                pong.store(i + 1, Ordering::Release);
+            }
+        }
         "echo-pipe" | "echo-pipe-sleep" => {
             let (ping, pong) = (s.pipe("ping"), s.pipe("pong"));
             let spin = if args[0] == "echo-pipe" {
@@ -407,7 +417,7 @@ pub fn run(r: &mut Report) {
         "ns",
         reps,
         1,
-        &["≤ 2× raw spin, ≤ iceoryx2", "", "", "", "", ""],
+        &["≤ 2× raw spin, ≤ iceoryx2", "", "", "", "", "", ""],
         vec![
             (
                 "shmval Pipe (spin mode)",
@@ -416,6 +426,10 @@ pub fn run(r: &mut Report) {
             (
                 "raw shared cache line spin",
                 Box::new(|| pingpong_raw(&s, n_pp)),
+            ),
+            (
+                "raw spin, one line each way (the floor of any two queues)",
+                Box::new(|| pingpong_raw_two(&s, n_pp)),
             ),
             (
                 "raw rings with the pipe's cell layout (its floor)",
@@ -593,12 +607,14 @@ pub fn profile_pingpong() {
     let n = 1_000_000u64;
     for round in 0..3 {
         let raw = pingpong_raw(&s, n);
+        let two = pingpong_raw_two(&s, n);
         let cells = pingpong_cells(&s, n);
         let pipe = pingpong_pipe(&s, n, SPIN);
         println!(
             "round {round}: pipe {pipe:.1} ns a hop, raw spin {raw:.1} ns ({:.2}x), \
-             raw cells {cells:.1} ns ({:.2}x)",
+             a line each way {two:.1} ns ({:.2}x), raw cells {cells:.1} ns ({:.2}x)",
             pipe / raw,
+            pipe / two,
             cells / raw
         );
     }

@@ -19,6 +19,25 @@ pub(super) fn pingpong_raw(s: &Side, n: u64) -> f64 {
     ns
 }
 
+/// Ping-pong through two raw lines, one each way (each side stores to its own line
+/// and spins on the other's): the floor of any two one-way queues, which a ping and
+/// a pong pipe are. A single line shared both ways (`pingpong_raw`) is cheaper: each
+/// side reads and then writes the same line, which the cores hand over whole.
+pub(super) fn pingpong_raw_two(s: &Side, n: u64) -> f64 {
+    let child = s.child("echo-raw-two", n);
+    let (ping, pong) = (&s.raw()[0], &s.raw()[8]);
+    let t = Instant::now();
+    for i in 0..n {
+        ping.store(i + 1, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i + 1 {
+            std::hint::spin_loop();
+        }
+    }
+    let ns = t.elapsed().as_nanos() as f64 / n as f64 / 2.0;
+    finish(child);
+    ns
+}
+
 /// Ping-pong through two raw rings with the pipe's cell protocol (cells 0..512 of
 /// the raw ring one way, 512..1024 back; each side polls the next cell's word): the
 /// physical limit of the pipe's layout, for telling it from the pipe's code.
