@@ -550,8 +550,9 @@ impl IndexHint {
         if h == 0 {
             return;
         }
-        let mask = (1u64 << (h >> Self::SHIFT)).wrapping_sub(1);
-        let at = (h & ((1 << Self::SHIFT) - 1)).wrapping_add((hash & mask) * 8);
+        // Wrapping throughout: a hint may hold anything (see `any_hint_is_harmless`).
+        let mask = 1u64.wrapping_shl((h >> Self::SHIFT) as u32).wrapping_sub(1);
+        let at = (h & ((1 << Self::SHIFT) - 1)).wrapping_add((hash & mask).wrapping_mul(8));
         prefetch(pool.base().as_ptr().wrapping_add(at as usize));
     }
 
