@@ -321,6 +321,15 @@ fn serde_reads_a_shape_as_nested_sequences() {
     assert_eq!(flat.deserialize::<Vec<i64>>().unwrap(), vec![1, 2, 3]);
     // Read flat where nesting is: a typed error, not a wrong value.
     assert!(m.deserialize::<Vec<f64>>().is_err());
+    // The typed reads are flat readers (as `as_arr`): the elements in C order, the
+    // shape beside them.
+    let t = pool.new_tab().unwrap();
+    t.insert("m", m.clone()).unwrap();
+    assert_eq!(
+        t.get_as::<Vec<f64>>("m").unwrap(),
+        Some(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    );
+    assert_eq!(m.shape().unwrap(), Some(vec![2, 3]));
     // Inside a struct, as a message field.
     #[derive(serde::Deserialize, Debug, PartialEq)]
     struct Frame {

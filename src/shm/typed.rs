@@ -217,7 +217,10 @@ impl<T: super::Elem> FromShm for ShmArr<T> {
     }
 }
 
-/// A numeric array of `T` copied out; a list of numbers is accepted too.
+/// A numeric array of `T` copied out; a list of numbers is accepted too. An array
+/// of 0 or 2+ dimensions gives its elements in C order, as every flat reader does
+/// ([`ShmVal::as_arr`]); its shape is [`ShmVal::shape`] (serde, which has nested
+/// sequences, gives one level a dimension instead).
 impl<T: super::Elem + FromShm> FromShm for Vec<T> {
     fn from_shm(v: ShmVal) -> Result<Self, ValError> {
         if let Some(a) = v.as_arr::<T>()? {
