@@ -13,8 +13,9 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// keeps none would have its handles' references released under it. 8: a
 /// container's `dirty` word is its version, read by dict lookups that take no
 /// lock: a build that writes it as 0/1 would let such a reader take a changing
-/// table for an unchanged one).
-pub const LAYOUT_VERSION: u32 = 8;
+/// table for an unchanged one. 9: dict entries are 40 bytes, the unused pad word
+/// gone).
+pub const LAYOUT_VERSION: u32 = 9;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.

@@ -11,7 +11,7 @@
 //! | Arr | `kind: u64, len: u64`, then `len` elements; an array of 0 or 2+ dimensions: `ARR_SHAPED` and `ndim` in `kind`, the `ndim` dimensions (u64) after the elements (8-aligned) |
 //! | Tup | `len: u64, _: u64`, then `len` slots |
 //! | List | `lock (16)`, `len, data, dirty, _ ×3: u64`; `data` → `{cap, _, _, _}` then `cap` slots |
-//! | Tab, OTab | `lock (16)`, `len, data, dirty, _ ×3`; `data` → `{cap, used, index, _}` then `cap` entries `{hash: u64, _: u64, key: slot, value: slot}` in insertion order |
+//! | Tab, OTab | `lock (16)`, `len, data, dirty, _ ×3`; `data` → `{cap, used, index, _}` then `cap` entries `{hash: u64, key: slot, value: slot}` in insertion order |
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -175,7 +175,6 @@ const _: () = assert!(std::mem::size_of::<BlockHead>() == BLOCK_HEAD);
 pub struct Entry {
     /// Hash of the key.
     pub hash: AtomicU64,
-    _pad: AtomicU64,
     /// Key (tag DELETED when removed).
     pub key: Slot,
     /// Value.
@@ -277,7 +276,7 @@ pub const HDR: usize = 16;
 /// Bytes of a container's fields (header excluded).
 pub const CONTAINER: usize = 64;
 /// Bytes of a dict entry.
-pub const ENTRY: usize = 48;
+pub const ENTRY: usize = 40;
 
 const _: () = assert!(std::mem::size_of::<Slot>() == SLOT);
 const _: () = assert!(std::mem::size_of::<ObjHeader>() == HDR);
