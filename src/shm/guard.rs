@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 /// `redo_at` while a new data block is switched in.
 pub(crate) const GROWING: u64 = u64::MAX;
 
-/// A container's lock, held; repairs a table or list whose last holder died.
+/// A container's lock, held; repairs a table or list whose last holder died. (Also,
+/// never dropped, the reads of a lookup without the lock and of a private table.)
 pub(crate) struct Guard<'p> {
     pub pool: &'p Pool,
     pub obj: Obj,
@@ -331,7 +332,9 @@ impl Drop for Guard<'_> {
             // version sees all of it.
             self.head.dirty.store(v.wrapping_add(1), Release);
         }
-        // SAFETY: a Guard exists only while this thread holds the lock.
+        // SAFETY: a guard that drops was made by `lock_noting` and this thread holds
+        // its lock (the guards made without it — `unlocked`, a private table's —
+        // are `ManuallyDrop` and never drop).
         unsafe { self.head.lock.unlock::<crate::LinuxPlatform>() };
     }
 }
