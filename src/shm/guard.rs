@@ -83,10 +83,10 @@ impl<'p> Guard<'p> {
         }
     }
 
-    /// A guard that does not hold the lock, for the reads of a lookup whose result
-    /// is taken only if the version did not move ([`peek`](Self::peek)); never
-    /// dropped, so never unlocking.
-    fn unlocked(
+    /// A guard that does not hold the lock: for the reads of a lookup whose result
+    /// is taken only if the version did not move ([`peek`](Self::peek)), and for a
+    /// private table nobody else can see; never dropped, so never unlocking.
+    pub(crate) fn unlocked(
         pool: &'p Pool,
         obj: Obj,
         head: &'p ContainerHead,

@@ -94,7 +94,7 @@ impl ShmList {
         if let Some(n) = Guard::peek_len(pool, obj) {
             return Ok(n as usize);
         }
-        Ok(self.guard()?.head.len.load(Relaxed) as usize)
+        Ok(Guard::lock(pool, obj)?.head.len.load(Relaxed) as usize)
     }
 
     /// Whether the list is empty.
@@ -127,7 +127,7 @@ impl ShmList {
             Some(Some(r)) if !r.is_object() => return Ok(Some(ShmVal::from_owned(pool, r))),
             _ => {}
         }
-        let g = self.guard()?;
+        let g = Guard::lock(pool, obj)?;
         let pool = g.pool;
         let len = g.head.len.load(Relaxed);
         let Some(b) = pool.block(g.head, SLOT)? else {

@@ -75,7 +75,7 @@ impl<'p> PrivateTab<'p> {
     /// A guard of the table: not locked (nobody else can see the table), and never
     /// dropped, so never unlocking.
     fn guard(&self) -> std::mem::ManuallyDrop<Guard<'p>> {
-        std::mem::ManuallyDrop::new(Guard::new(self.pool, self.obj, self.head))
+        Guard::unlocked(self.pool, self.obj, self.head, None)
     }
 
     /// Makes `b` the block appended to.
