@@ -493,6 +493,7 @@ impl Pool {
     }
 
     /// A pointer to `len` bytes at `off` in this process, if inside the arena.
+    #[inline]
     pub fn resolve(&self, off: Offset, len: usize) -> Option<NonNull<u8>> {
         self.inner.seg.heap.resolve(off, len)
     }
