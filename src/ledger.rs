@@ -35,6 +35,7 @@ use crate::shm::mem::Raw;
 use crate::Pool;
 use shmval_alloc::Offset;
 use std::alloc::Layout;
+use std::cell::Cell;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicPtr, AtomicU64};
 
@@ -56,8 +57,12 @@ const COUNT_BITS: u32 = 20;
 const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 /// Objects are 16-byte aligned: the key is the offset / 16.
 const KEY_SHIFT: u32 = 4;
-/// Keys past this (pools over 256 TiB) are counted as unledgered.
-const KEY_LIMIT: u64 = 1 << (64 - COUNT_BITS);
+/// The key bit of a *dismantle word*: the object the key names (offset / 16, the
+/// bit cleared) has count 0 and is being dismantled by the ledger's process (see
+/// `shm/release.rs`); a replay finishes that instead of giving back references.
+const DISMANTLE: u64 = 1 << (63 - COUNT_BITS);
+/// Keys from this on (pools over 128 TiB) are counted as unledgered.
+const KEY_LIMIT: u64 = DISMANTLE;
 
 /// The head of a ledger, in the pool.
 #[repr(C)]
@@ -154,6 +159,12 @@ fn take_in(line: &Line, key: u64) -> bool {
         }
         return false;
     }
+}
+
+thread_local! {
+    /// Whether this thread is setting its process's ledger up (see
+    /// [`Pool::ledger_dismantle_add`]).
+    static SETTING_UP: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A process's view of its ledger in one pool handle.
@@ -328,6 +339,58 @@ impl Pool {
             .is_ok()
     }
 
+    /// Notes in this process's ledger that it is dismantling the object at `off`
+    /// (count 0: see `shm/release.rs`). `false` if no word could hold the note (no
+    /// ledger, or the pool too full to grow it): the dismantling goes on unnoted.
+    ///
+    /// Not while this thread sets its ledger up: the setup may replay a stale
+    /// ledger of this process's entry, whose releases dismantle in turn — and would
+    /// wait here for the setup they are part of (unnoted, then: a death there
+    /// leaves the rest to the sweep).
+    pub(crate) fn ledger_dismantle_add(&self, off: u64) -> bool {
+        if SETTING_UP.with(Cell::get) {
+            return false;
+        }
+        let View::Ready(head) = self.ledger_view() else {
+            return false;
+        };
+        let key = off >> KEY_SHIFT;
+        if key >= KEY_LIMIT {
+            return false;
+        }
+        let key = key | DISMANTLE;
+        for k in 0..LEVELS {
+            let t = match self.ledger_table(head, k) {
+                Some(t) => t,
+                None => match self.ledger_grow(head, k) {
+                    Some(t) => t,
+                    None => return false,
+                },
+            };
+            if add_in(&t[line_of(key, k)], key) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes the note [`ledger_dismantle_add`](Self::ledger_dismantle_add) made
+    /// out of the ledger (the object is about to be freed).
+    pub(crate) fn ledger_dismantle_take(&self, off: u64) {
+        let View::Ready(head) = self.ledger_view() else {
+            return;
+        };
+        let key = (off >> KEY_SHIFT) | DISMANTLE;
+        for k in 0..LEVELS {
+            let Some(t) = self.ledger_table(head, k) else {
+                return;
+            };
+            if take_in(&t[line_of(key, k)], key) {
+                return;
+            }
+        }
+    }
+
     /// Makes table `k` (the one before it is full where a key hashed).
     #[cold]
     fn ledger_grow(&self, head: &LedgerHead, k: usize) -> Option<&[Line]> {
@@ -359,7 +422,9 @@ impl Pool {
     fn ledger_setup(&self) -> View<'_> {
         let me = process_token();
         let l = self.ledger_cache();
+        let was = SETTING_UP.with(|s| s.replace(true));
         let head = self.ledger_for(me);
+        SETTING_UP.with(|s| s.set(was));
         for t in &l.tables {
             t.store(std::ptr::null_mut(), Relaxed);
         }
@@ -511,8 +576,18 @@ impl Pool {
                 }
                 let v = w.swap(0, AcqRel);
                 let n = v & COUNT_MAX;
-                let off = (v >> COUNT_BITS) << KEY_SHIFT;
+                let key = v >> COUNT_BITS;
                 fail_point!("ledger.replay.swapped");
+                if key & DISMANTLE != 0 {
+                    // The process died dismantling the object: the rest is done here.
+                    if self.dismantle_resume((key & !DISMANTLE) << KEY_SHIFT) {
+                        r.dismantled += 1;
+                    } else {
+                        r.skipped += n;
+                    }
+                    continue;
+                }
+                let off = key << KEY_SHIFT;
                 let Ok(o) = self.obj(off) else {
                     r.skipped += n;
                     continue;
@@ -574,15 +649,21 @@ impl Pool {
                 && h.owner.load(Relaxed) == token
                 && liveness::entry_alive(self.boot_fd(), i, mine);
             let mut counts = std::collections::HashMap::new();
+            let mut dismantling = Vec::new();
             for k in 0..LEVELS {
                 let Some(lines) = self.ledger_lines(h, k) else {
                     continue;
                 };
                 for w in lines.iter().flat_map(|l| &l.0) {
                     let v = w.load(Relaxed);
-                    if v & COUNT_MAX != 0 {
-                        *counts.entry((v >> COUNT_BITS) << KEY_SHIFT).or_insert(0u64) +=
-                            v & COUNT_MAX;
+                    let key = v >> COUNT_BITS;
+                    if v & COUNT_MAX == 0 {
+                        continue;
+                    }
+                    if key & DISMANTLE != 0 {
+                        dismantling.push((key & !DISMANTLE) << KEY_SHIFT);
+                    } else {
+                        *counts.entry(key << KEY_SHIFT).or_insert(0u64) += v & COUNT_MAX;
                     }
                 }
             }
@@ -590,6 +671,7 @@ impl Pool {
             out.push(LedgerRead {
                 alive,
                 counts,
+                dismantling,
                 unledgered: h.unledgered.load(Relaxed),
             });
         }
@@ -640,6 +722,8 @@ pub(crate) struct LedgerRead {
     /// Its process is attached and alive (this one included).
     pub alive: bool,
     pub counts: std::collections::HashMap<u64, u64>,
+    /// Objects its process is dismantling (count 0; see `shm/release.rs`).
+    pub dismantling: Vec<u64>,
     pub unledgered: u64,
 }
 
@@ -659,6 +743,8 @@ pub(crate) struct Replayed {
     /// Values of a receive the process died committing, found not taken: the
     /// pipe's still.
     pub left: u64,
+    /// Objects the process died dismantling, finished.
+    pub dismantled: u64,
 }
 
 impl Replayed {
@@ -669,5 +755,6 @@ impl Replayed {
         self.untracked += o.untracked;
         self.skipped += o.skipped;
         self.left += o.left;
+        self.dismantled += o.dismantled;
     }
 }

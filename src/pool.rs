@@ -396,6 +396,7 @@ impl Pool {
             references: refs.references,
             objects: refs.objects,
             untracked: refs.untracked,
+            dismantled: refs.dismantled,
         }
     }
 
@@ -663,6 +664,9 @@ pub struct Reclaimed {
     /// References they counted without a ledger word (the pool was too full to grow
     /// the ledger): not known, so leaked; `Pool::check` reports them.
     pub untracked: u64,
+    /// Objects they died dismantling (their last reference gone, what they held not
+    /// yet all given back), dismantled here.
+    pub dismantled: u64,
 }
 
 /// A snapshot of a pool's boot record.

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 const SECS: Duration = Duration::from_secs(1);
 
 /// The points, and whether the child must use the shared protocol to reach them.
-const POINTS: [(&str, bool); 17] = [
+const POINTS: [(&str, bool); 18] = [
     ("alloc.large.unlinked", false),
     ("alloc.slab.taken", false),
     ("alloc.slab.logged", false),
     ("shm.block.allocated", false),
     ("shm.release.zero", false),
+    ("shm.release.dismantling", false),
     ("ledger.add", false),
     ("shm.growth.logged", false),
     ("shm.growth.switched", false),
@@ -52,6 +53,11 @@ fn child_role_entry() {
     let p = Pipe::open(&pool, "p", 5 * SECS).unwrap();
     let b = Broadcast::open(&pool, "b", 5 * SECS).unwrap();
     // Every critical section the points sit in, until one of them aborts.
+    // A value only this process holds, dismantled.
+    drop(
+        pool.share(&tab! { "s" => "a string long enough to be an object", "n" => 1 })
+            .unwrap(),
+    );
     let big = Layout::from_size_align(20_000, 16).unwrap();
     let off = pool.alloc(big).unwrap();
     // SAFETY: allocated just above with `big`.

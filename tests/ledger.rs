@@ -128,6 +128,35 @@ fn child_role_entry() {
             }
             panic!("the fail point was to end this process");
         }
+        // Makes a nested value only it holds and drops it, killed while dismantling
+        // it at the `AFTER`th child (`shm.release.dismantling`).
+        "dismantler" => {
+            let v = nested(&pool);
+            let after: u64 = std::env::var("AFTER").unwrap().parse().unwrap();
+            shmval::fail::set_after(
+                "shm.release.dismantling",
+                after,
+                shmval::fail::Action::Abort,
+            );
+            drop(v);
+            panic!("the fail point was to end this process");
+        }
+        // Holds an attach entry (counted in user word 5) until user word 6 is set.
+        "idle" => {
+            pool.user_word(5)
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let t = Instant::now();
+            while pool.user_word(6).load(std::sync::atomic::Ordering::SeqCst) == 0
+                && t.elapsed() < 60 * SECS
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // Makes and drops a handle (its ledger set up: the stale one of the entry's
+        // dead holder, if any, replayed first), then ends.
+        "handle-and-go" => {
+            drop(message(&pool, 3));
+        }
         // Tells (user word 5) whether its open recovered the pool alone.
         "report-recovery" => {
             let r = pool.recovery().map_or(2, |r| 1 + 10 * r.swept as u64);
@@ -137,6 +166,24 @@ fn child_role_entry() {
         other => panic!("unknown role {other}"),
     }
     common::child_done();
+}
+
+/// A dict of 40 entries, each a list holding two strings and a dict of a string:
+/// 200 objects, nested three deep.
+fn nested(pool: &Pool) -> ShmVal {
+    let mut t = shmval::Map::new();
+    for i in 0..40i64 {
+        t.insert(
+            shmval::Val::I64(i),
+            shmval::Val::List(vec![
+                shmval::Val::from(format!("string number {i}, an object")),
+                shmval::Val::I64(i),
+                tab! { "inner" => format!("inner string {i}, an object too") },
+                shmval::Val::from("another string that is an object"),
+            ]),
+        );
+    }
+    pool.share(&shmval::Val::Tab(t)).unwrap()
 }
 
 /// Runs `role` in a child that must end killed (by a fail point).
@@ -754,4 +801,117 @@ fn a_sender_asleep_on_a_full_pipe_wakes_when_the_receiver_dies_before_waking_it(
             died.elapsed()
         );
     }
+}
+
+#[test]
+fn a_value_whose_dropper_dies_dismantling_it_is_finished_by_the_replay() {
+    let s = Scratch::new("ledger-dismantle");
+    let pool = pool(&s, 16 << 20);
+    let base = pool.stats().in_use;
+    let one = {
+        let _v = nested(&pool);
+        pool.stats().in_use - base
+    };
+    // Killed at the first child (the outer dict's first list), inside the first
+    // inner list, and deep in (an inner dict of a later entry).
+    for after in [0u64, 2, 117] {
+        dies(&s, "dismantler", &[("AFTER", after.to_string())]);
+        let c = pool.check();
+        assert!(c.is_ok(), "after {after}: {:?}", c.problems);
+        assert_eq!(c.dead_ledgers, 1);
+        assert!(
+            c.unreachable.is_empty(),
+            "after {after}: what is being dismantled is not unreachable: {:?}",
+            c.unreachable
+        );
+        assert!(pool.stats().in_use > base, "the dismantling was cut short");
+        let r = pool.reclaim_dead();
+        assert_eq!(r.ledgers, 1);
+        assert!(r.dismantled >= 1, "after {after}: {r:?}");
+        let c = pool.check();
+        assert!(c.is_ok(), "after {after}: {:?}", c.problems);
+        assert!(c.leaks().is_empty(), "after {after}: {:?}", c.leaks());
+        assert!(
+            c.unreachable.is_empty(),
+            "after {after}: {:?}",
+            c.unreachable
+        );
+        assert_eq!(
+            pool.stats().in_use,
+            base,
+            "after {after}: all {one} bytes of the value are free again"
+        );
+    }
+}
+
+#[test]
+fn a_replayer_killed_finishing_a_dismantling_is_finished_by_the_next() {
+    let s = Scratch::new("ledger-dismantle2");
+    let pool = pool(&s, 16 << 20);
+    let base = pool.stats().in_use;
+    dies(&s, "dismantler", &[("AFTER", "5".to_string())]);
+    // The replayer's open resumes the dismantling, noted now in its own ledger,
+    // and dies at its tenth child.
+    dies(
+        &s,
+        "replayer",
+        &[(
+            "SHMVAL_FAILPOINTS",
+            "shm.release.dismantling=10@abort".to_string(),
+        )],
+    );
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    // The first one's ledger (its word taken by the replayer, the rest of the
+    // ledger left to the next), and the replayer's, noting the dismantling.
+    assert_eq!(c.dead_ledgers, 2);
+    assert!(c.unreachable.is_empty(), "{:?}", c.unreachable);
+    let r = pool.reclaim_dead();
+    assert!(r.dismantled >= 1, "{r:?}");
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert!(c.unreachable.is_empty(), "{:?}", c.unreachable);
+    assert_eq!(pool.stats().in_use, base, "the value is free again");
+}
+
+#[test]
+fn a_dismantling_left_in_the_entry_a_new_process_takes_is_finished_when_it_sets_up() {
+    // The dead dismantler's entry is the next one claimed: its stale ledger is
+    // replayed when the new process sets its own up, inside which the dismantling
+    // is finished (and must not set the ledger up again: it waited for itself).
+    let s = Scratch::new("ledger-dismantle3");
+    let pool = pool(&s, 16 << 20);
+    let base = pool.stats().in_use;
+    // Every never-used entry taken (this process's, 118 idle ones', the
+    // dismantler's), so the next opener claims the dead one's.
+    let n = 120 - 2; // a pool has 120 attach entries
+    let env = [("POOL", s.0.clone())];
+    let mut idle: Vec<_> = (0..n)
+        .map(|_| spawn("child_role_entry", "idle", &env))
+        .collect();
+    let t = Instant::now();
+    while pool.user_word(5).load(std::sync::atomic::Ordering::SeqCst) < n as u64 {
+        assert!(t.elapsed() < 60 * SECS, "the idle processes never attached");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    dies(&s, "dismantler", &[("AFTER", "4".to_string())]);
+    let mut kid = spawn(
+        "child_role_entry",
+        "handle-and-go",
+        &[("POOL", s.0.clone()), ("NO_RECOVER", "1".to_string())],
+    );
+    wait_ok(&mut kid, 30 * SECS, "the next process");
+    pool.user_word(6)
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    for k in &mut idle {
+        wait_ok(k, 30 * SECS, "an idle process");
+    }
+    let c = pool.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert!(c.unreachable.is_empty(), "{:?}", c.unreachable);
+    assert_eq!(
+        pool.stats().in_use,
+        base,
+        "the value is free again (nobody but the new process replayed)"
+    );
 }

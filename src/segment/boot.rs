@@ -14,8 +14,10 @@ pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"SHMVALBT");
 /// container's `dirty` word is its version, read by dict lookups that take no
 /// lock: a build that writes it as 0/1 would let such a reader take a changing
 /// table for an unchanged one. 9: dict entries are 40 bytes, the unused pad word
-/// gone).
-pub const LAYOUT_VERSION: u32 = 9;
+/// gone. 10: a ledger word with key bit 43 set notes an object being dismantled,
+/// which a replay finishes: a build that reads it as a handle's reference would
+/// release an object of count 0).
+pub const LAYOUT_VERSION: u32 = 10;
 /// Bytes of the boot segment file.
 pub const BOOT_SIZE: usize = 4096;
 /// Entries in the attached-process table.

@@ -9,7 +9,7 @@ use crate::Pool;
 use shmval_alloc::Offset;
 use std::alloc::Layout;
 use std::ptr::NonNull;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 /// A value as stored in a slot: `(tag, payload)`. For object tags the payload is an
 /// offset and the pair *owns one reference* wherever it is held by Rust code.
@@ -93,40 +93,6 @@ pub(crate) struct Obj {
     pub off: u64,
     pub tag: u8,
     pub size: u64,
-}
-
-/// The work stack of `release`: 32 entries inline, a heap vector beyond.
-struct Stack {
-    inline: [u64; 16],
-    n: usize,
-    spill: Vec<u64>,
-}
-
-impl Stack {
-    fn new(first: u64) -> Stack {
-        let mut s = Stack {
-            inline: [0; 16],
-            n: 0,
-            spill: Vec::new(),
-        };
-        s.push(first);
-        s
-    }
-    fn push(&mut self, x: u64) {
-        if self.n < self.inline.len() {
-            self.inline[self.n] = x;
-            self.n += 1;
-        } else {
-            self.spill.push(x);
-        }
-    }
-    fn pop(&mut self) -> Option<u64> {
-        if let Some(x) = self.spill.pop() {
-            return Some(x);
-        }
-        self.n = self.n.checked_sub(1)?;
-        Some(self.inline[self.n])
-    }
 }
 
 /// A container's data block, validated: it lies in the arena with room for `cap`
@@ -572,49 +538,6 @@ impl Pool {
         Ok(())
     }
 
-    /// Drops one reference to `r`; the last one frees the object and releases its
-    /// children — iteratively, so depth and length cannot overflow the stack. Corrupt
-    /// objects are skipped (leaked), never freed twice.
-    pub(crate) fn release(&self, r: Raw) {
-        if !r.is_object() {
-            return;
-        }
-        let mut stack = Stack::new(r.payload);
-        while let Some(off) = stack.pop() {
-            let Ok(o) = self.obj(off) else { continue };
-            let Ok(h) = self.header_at(off) else { continue };
-            let prev = h.refcount.fetch_sub(1, AcqRel);
-            if prev != 1 {
-                if prev == 0 {
-                    h.refcount.fetch_add(1, Relaxed); // corrupt: do not wrap
-                }
-                continue;
-            }
-            // Torn: the count is 0, the object not yet freed (a sweep frees it;
-            // what it held is then unreachable in turn).
-            fail_point!("shm.release.zero");
-            let _ = self.push_children(o, &mut stack);
-            h.kind.store(0, Release); // a stale offset can never pass `obj` again
-            self.free_block(off, o.size);
-        }
-    }
-
-    /// Pushes the object children of a dying object and frees its data blocks.
-    fn push_children(&self, o: Obj, stack: &mut Stack) -> Result<(), ValError> {
-        let push = &mut |off| stack.push(off);
-        if !matches!(o.tag, tag::LIST | tag::TAB | tag::OTAB) {
-            return self.each_child(o, true, push);
-        }
-        // A container whose last holder died mid-change (its handle's reference is
-        // being given back by a ledger replay): finish or undo that change first, as
-        // the next lock holder would, so that no torn slot is released.
-        let c = self.container(o)?;
-        if c.dirty.load(Relaxed) & 1 != 0 {
-            drop(super::guard::Guard::lock(self, o)?);
-        }
-        self.container_children(o, c, true, push)
-    }
-
     /// Calls `f` with the offset of each block `o` owns besides its own: a
     /// container's data block (unless embedded) and a dict's index, and the block a
     /// logged growth is switching from or to.
@@ -651,13 +574,8 @@ impl Pool {
     }
 
     /// Calls `f` with the offset of each object `o` holds a reference to (a value
-    /// held twice, twice); `free_data`: then frees its data blocks (a dying object).
-    pub(crate) fn each_child(
-        &self,
-        o: Obj,
-        free_data: bool,
-        f: &mut dyn FnMut(u64),
-    ) -> Result<(), ValError> {
+    /// held twice, twice).
+    pub(crate) fn each_child(&self, o: Obj, f: &mut dyn FnMut(u64)) -> Result<(), ValError> {
         let mut push = |s: &Slot| {
             let r = self.read(s);
             if r.is_object() {
@@ -673,7 +591,7 @@ impl Pool {
                 }
             }
             tag::LIST | tag::TAB | tag::OTAB => {
-                return self.container_children(o, self.container(o)?, free_data, f)
+                return self.container_children(o, self.container(o)?, f)
             }
             tag::PIPE => crate::pipe::values_held(self, o, &mut |r| {
                 if r.is_object() {
@@ -695,7 +613,6 @@ impl Pool {
         &self,
         o: Obj,
         c: &ContainerHead,
-        free_data: bool,
         f: &mut dyn FnMut(u64),
     ) -> Result<(), ValError> {
         let mut push = |r: Raw| {
@@ -703,14 +620,13 @@ impl Pool {
                 f(r.payload);
             }
         };
-        let b = if o.tag == tag::LIST {
+        if o.tag == tag::LIST {
             let Some(b) = self.block(c, SLOT)? else {
                 return Ok(());
             };
             for i in 0..c.len.load(Relaxed).min(b.cap) {
                 push(self.read(self.slot_at(b.at(i))?));
             }
-            b
         } else {
             let Some(b) = self.block(c, ENTRY)? else {
                 return Ok(());
@@ -722,10 +638,6 @@ impl Pool {
                     push(self.read(&e.value));
                 }
             }
-            b
-        };
-        if free_data {
-            self.free_data_block(o, b);
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ mod list;
 pub(crate) mod mem;
 mod path;
 mod pool_check;
+mod release;
 mod serde_shm;
 mod tab;
 mod text;

@@ -16,7 +16,7 @@ use super::mem::MAX_DEPTH;
 use super::Problem;
 use crate::Pool;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 
 /// User words of the pool header that name a root dict (the root table, the pipe
@@ -203,11 +203,24 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     // Those objects are roots too (a table only a handle holds is checked whole);
     // their visit is not a reference found in the pool.
     let mut ledgered: HashMap<u64, (u64, u64)> = HashMap::new();
+    // Objects a process is dismantling (count 0, each child slot either cleared or
+    // still holding its reference): not unreachable. A dead process's are walked,
+    // so that what they still hold is found (the replay gives it back); a live
+    // one's is changing under the check and is not.
+    let mut dismantling = HashSet::new();
+    let mut ledger_roots = Vec::new();
     for l in pool.ledgers_read() {
+        dismantling.extend(l.dismantling.iter().copied());
         if l.alive {
             r.untracked += l.unledgered;
         } else {
             r.dead_ledgers += 1;
+            for &off in &l.dismantling {
+                if let Ok(o) = pool.obj(off) {
+                    stack.push((o.tag, off, 0, 0));
+                    ledger_roots.push(off);
+                }
+            }
         }
         for (off, n) in l.counts {
             let e = ledgered.entry(off).or_default();
@@ -221,7 +234,6 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     }
     // Live processes' holdings are walked; what only a dead process held is not
     // (it may be half built: it is given back, not read, by the replay).
-    let mut ledger_roots = Vec::new();
     for (&off, _) in ledgered.iter().filter(|(_, &(live, _))| live > 0) {
         match pool.obj(off) {
             Ok(o) => {
@@ -266,7 +278,8 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             r.stray_bytes += size;
         }
         for (off, _) in blocks {
-            if found.contains_key(&off) || ledgered.contains_key(&off) {
+            if found.contains_key(&off) || ledgered.contains_key(&off) || dismantling.contains(&off)
+            {
                 continue; // reached, or held by a process (a dead one's is given back)
             }
             let (Ok(o), Ok(h)) = (pool.obj(off), pool.header_at(off)) else {
@@ -366,7 +379,6 @@ pub(crate) fn sweep_stray(pool: &Pool) -> (u64, u64) {
 /// whose count is 0 (its release died midway) is freed without reading what it
 /// held, which a later round finds unreachable in turn. Returns (objects, bytes).
 pub(crate) fn sweep(pool: &Pool) -> (usize, u64) {
-    use std::collections::HashSet;
     let (mut n, mut bytes) = (0, 0);
     for _round in 0..64 {
         let c = check_pool(pool);
@@ -377,7 +389,7 @@ pub(crate) fn sweep(pool: &Pool) -> (usize, u64) {
         let mut held = HashSet::new();
         for u in c.unreachable.iter().filter(|u| u.count > 0) {
             if let Ok(o) = pool.obj(u.offset) {
-                let _ = pool.each_child(o, false, &mut |x| {
+                let _ = pool.each_child(o, &mut |x| {
                     if all.contains(&x) && x != u.offset {
                         held.insert(x);
                     }
