@@ -358,7 +358,8 @@ impl Pool {
         if key >= KEY_LIMIT {
             return false;
         }
-        let key = key | DISMANTLE;
+        // In the line of the plain key, where a handle's word for the object is
+        // (see `ledger_to_dismantle`).
         for k in 0..LEVELS {
             let t = match self.ledger_table(head, k) {
                 Some(t) => t,
@@ -367,11 +368,69 @@ impl Pool {
                     None => return false,
                 },
             };
-            if add_in(&t[line_of(key, k)], key) {
+            if add_in(&t[line_of(key, k)], key | DISMANTLE) {
                 return true;
             }
         }
         false
+    }
+
+    /// Turns this process's ledger word holding the one reference to the object at
+    /// `off` (a handle's, the object's only one: its count is 1) into the note that
+    /// the process dismantles it, by one CAS: no instant between the last
+    /// reference and the note. `false` if no word holds exactly that reference
+    /// (none, or more than one of this process's): nothing changed.
+    pub(crate) fn ledger_to_dismantle(&self, off: u64) -> bool {
+        if SETTING_UP.with(Cell::get) {
+            return false;
+        }
+        let View::Ready(head) = self.ledger_view() else {
+            return false;
+        };
+        let key = off >> KEY_SHIFT;
+        if key >= KEY_LIMIT {
+            return false;
+        }
+        for k in 0..LEVELS {
+            let Some(t) = self.ledger_table(head, k) else {
+                return false;
+            };
+            for w in &t[line_of(key, k)].0 {
+                let v = w.load(Relaxed);
+                if v >> COUNT_BITS == key && v & COUNT_MAX != 0 {
+                    return v & COUNT_MAX == 1
+                        && w.compare_exchange(
+                            v,
+                            (key | DISMANTLE) << COUNT_BITS | 1,
+                            AcqRel,
+                            Relaxed,
+                        )
+                        .is_ok();
+                }
+            }
+        }
+        false
+    }
+
+    /// Turns the note [`ledger_to_dismantle`](Self::ledger_to_dismantle) made back
+    /// into the handle's word (the object's count moved meanwhile: not ours alone).
+    pub(crate) fn ledger_from_dismantle(&self, off: u64) {
+        let View::Ready(head) = self.ledger_view() else {
+            return;
+        };
+        let key = off >> KEY_SHIFT;
+        for k in 0..LEVELS {
+            let Some(t) = self.ledger_table(head, k) else {
+                return;
+            };
+            for w in &t[line_of(key, k)].0 {
+                let v = w.load(Relaxed);
+                if v == (key | DISMANTLE) << COUNT_BITS | 1 {
+                    let _ = w.compare_exchange(v, key << COUNT_BITS | 1, AcqRel, Relaxed);
+                    return;
+                }
+            }
+        }
     }
 
     /// Takes the note [`ledger_dismantle_add`](Self::ledger_dismantle_add) made
@@ -380,12 +439,12 @@ impl Pool {
         let View::Ready(head) = self.ledger_view() else {
             return;
         };
-        let key = (off >> KEY_SHIFT) | DISMANTLE;
+        let key = off >> KEY_SHIFT;
         for k in 0..LEVELS {
             let Some(t) = self.ledger_table(head, k) else {
                 return;
             };
-            if take_in(&t[line_of(key, k)], key) {
+            if take_in(&t[line_of(key, k)], key | DISMANTLE) {
                 return;
             }
         }

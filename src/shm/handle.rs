@@ -268,10 +268,8 @@ impl Drop for ShmVal {
     #[inline]
     fn drop(&mut self) {
         if let Some(p) = &self.pool {
-            // The ledger first; a reference this process's handles do not hold
-            // (inherited over `fork`: the parent's) is not given back.
-            if self.raw.is_object() && p.ledger_take(self.raw.payload) {
-                p.release(self.raw);
+            if self.raw.is_object() {
+                p.drop_handle(self.raw);
             }
         }
     }

@@ -127,6 +127,22 @@ impl<'p> Block<'p> {
         })
     }
 
+    /// The first `n` slots of a list's data block (at most its capacity), as one
+    /// slice.
+    #[inline]
+    pub(crate) fn slots(self, n: u64) -> Result<&'p [Slot], ValError> {
+        if self.elem != SLOT as u64 {
+            return Err(corrupt_static("slots of a block that is not a list's"));
+        }
+        // SAFETY: as in `entries`, for SLOT-byte slots (a multiple of 8).
+        Ok(unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().add(BLOCK_HEAD) as *const Slot,
+                n.min(self.cap) as usize,
+            )
+        })
+    }
+
     /// Offset of element `i` (`i < cap`).
     pub(crate) fn at(&self, i: u64) -> u64 {
         debug_assert!(i < self.cap, "element {i} of {}", self.cap);

@@ -20,7 +20,7 @@
 //! Iterative, so depth and length cannot overflow the stack: a frame per object
 //! being dismantled, those interrupted by a child's dismantling on the heap.
 
-use super::layout::{tag, Slot, TupHead, ENTRY, SLOT, TUP_SLOTS};
+use super::layout::{tag, ContainerHead, Entry, Slot, TupHead, ENTRY, SLOT, TUP_SLOTS};
 use super::mem::{Block, Obj, Raw};
 use crate::Pool;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -30,12 +30,10 @@ enum Kids<'p> {
     /// Nothing (or nothing that validated: what it held is leaked, never freed
     /// twice).
     None,
-    /// A tuple's `n` slots from `first`.
-    Slots { first: u64, n: u64 },
-    /// A list's first `n` slots of block `b`.
-    List(Block<'p>, u64),
-    /// A dict's first `n` entries of block `b` (a key, then its value).
-    Dict(Block<'p>, u64),
+    /// A tuple's or a list's slots.
+    Slots(&'p [Slot]),
+    /// A dict's entries (a key, then its value).
+    Entries(&'p [Entry]),
     /// A pipe's or broadcast's values, read out at once (their cells are not
     /// cleared one by one: a death while they are given back leaks the rest).
     Held(Vec<u64>),
@@ -44,10 +42,32 @@ enum Kids<'p> {
 struct Frame<'p> {
     obj: Obj,
     kids: Kids<'p>,
+    /// A list's or dict's head and data block, freed with it.
+    data: Option<(&'p ContainerHead, Block<'p>)>,
     /// The next slot to look at (a dict: entry `next / 2`, its key or its value).
-    next: u64,
+    next: usize,
     /// Whether the process's ledger names the object (a dismantle word).
     noted: bool,
+}
+
+impl Frame<'_> {
+    /// Whether the object may hold references: some child is an object, or it is
+    /// too big to tell cheaply (a small message of numbers is freed without a note).
+    fn may_hold_objects(&self, pool: &Pool) -> bool {
+        match &self.kids {
+            Kids::None => false,
+            Kids::Held(v) => !v.is_empty(),
+            Kids::Slots(s) => s.len() > 16 || s.iter().any(|x| pool.read(x).is_object()),
+            Kids::Entries(es) => {
+                es.len() > 8
+                    || es.iter().any(|e| {
+                        let k = pool.read(&e.key);
+                        k.tag() != tag::DELETED
+                            && (k.is_object() || pool.read(&e.value).is_object())
+                    })
+            }
+        }
+    }
 }
 
 impl Pool {
@@ -62,14 +82,61 @@ impl Pool {
         }
     }
 
+    /// Gives back a handle's reference to `r` (an object): out of the ledger, then
+    /// the count (see `src/ledger.rs`). A container the handle alone holds (count
+    /// 1: no slot, cell or other handle holds it, so nobody can take another
+    /// reference) has the handle's ledger word turned into its dismantle note by
+    /// one CAS instead, then its count set to 0: no death between the last
+    /// reference and the note leaves it behind.
+    #[inline]
+    pub(crate) fn drop_handle(&self, r: Raw) {
+        if matches!(r.tag(), tag::LIST | tag::TAB | tag::OTAB | tag::TUP) {
+            if let (Ok(o), Ok(h)) = (self.obj(r.payload), self.header_at(r.payload)) {
+                if h.refcount.load(Acquire) == 1 {
+                    let mut f = self.frame(o);
+                    if !f.may_hold_objects(self) {
+                        // Nothing a death could lose but blocks: no note.
+                        if self.ledger_take(r.payload) && h.refcount.fetch_sub(1, AcqRel) == 1 {
+                            self.finish(&f);
+                        }
+                        return;
+                    }
+                    if self.ledger_to_dismantle(o.off) {
+                        // Torn: the note made, the count still 1 (the replay sets it
+                        // to 0 and dismantles).
+                        fail_point!("shm.release.noted");
+                        // A CAS, not a store: a forked child's inherited handle (it
+                        // holds no reference of its own) takes one before storing
+                        // or sending the object, and must keep it.
+                        if h.refcount.compare_exchange(1, 0, AcqRel, Relaxed).is_ok() {
+                            f.noted = true;
+                            self.dismantle(f);
+                            return;
+                        }
+                        self.ledger_from_dismantle(o.off);
+                    }
+                }
+            }
+        }
+        // A reference this process's handles do not hold (inherited over `fork`:
+        // the parent's) is not given back.
+        if self.ledger_take(r.payload) {
+            self.release(r);
+        }
+    }
+
     /// Finishes dismantling the object at `off` that a process now gone was
-    /// dismantling (its ledger's dismantle word, taken out by the caller). `false`
-    /// if it is not an object of count 0 (left alone).
+    /// dismantling (its ledger's dismantle word, taken out by the caller): of count
+    /// 0, or 1 if the process died right after turning its handle's word into the
+    /// note ([`drop_handle`](Self::drop_handle): the count is the handle's, whose
+    /// object nothing else holds). `false` if it is not such an object (left
+    /// alone).
     pub(crate) fn dismantle_resume(&self, off: u64) -> bool {
         let (Ok(o), Ok(h)) = (self.obj(off), self.header_at(off)) else {
             return false;
         };
-        if h.refcount.load(Acquire) != 0 {
+        let n = h.refcount.load(Acquire);
+        if n > 1 || (n == 1 && h.refcount.compare_exchange(1, 0, AcqRel, Relaxed).is_err()) {
             return false;
         }
         self.dismantle(self.frame(o));
@@ -95,60 +162,72 @@ impl Pool {
         fail_point!("shm.release.zero");
         let f = self.frame(o);
         if matches!(f.kids, Kids::None) {
-            self.finish(f);
+            self.finish(&f);
             return None;
         }
         Some(f)
     }
 
-    /// The frame for dismantling `o` (count 0). A container its last holder died
-    /// changing (a ledger replay giving back that holder's reference) has the change
-    /// finished or undone first, as the next lock holder would, so that no torn
-    /// slot is given back.
+    /// The frame for dismantling `o` (count 0, or held by the caller alone). A
+    /// container its last holder died changing (a ledger replay giving back that
+    /// holder's reference) has the change finished or undone first, as the next
+    /// lock holder would, so that no torn slot is given back.
     fn frame(&self, o: Obj) -> Frame<'_> {
-        let kids = self.kids(o).unwrap_or(Kids::None);
-        Frame {
+        let mut f = Frame {
             obj: o,
-            kids,
+            kids: Kids::None,
+            data: None,
             next: 0,
             noted: false,
-        }
+        };
+        let _ = self.fill(&mut f);
+        f
     }
 
-    fn kids(&self, o: Obj) -> Result<Kids<'_>, super::ValError> {
-        Ok(match o.tag {
+    fn fill<'p>(&'p self, f: &mut Frame<'p>) -> Result<(), super::ValError> {
+        let o = f.obj;
+        match o.tag {
             tag::LIST | tag::TAB | tag::OTAB => {
                 let c = self.container(o)?;
                 if c.dirty.load(Relaxed) & 1 != 0 {
                     drop(super::guard::Guard::lock(self, o)?);
                 }
-                if o.tag == tag::LIST {
-                    match self.block(c, SLOT)? {
-                        Some(b) => Kids::List(b, c.len.load(Relaxed).min(b.cap)),
-                        None => Kids::None,
-                    }
+                let elem = if o.tag == tag::LIST { SLOT } else { ENTRY };
+                let Some(b) = self.block(c, elem)? else {
+                    return Ok(());
+                };
+                f.data = Some((c, b));
+                f.kids = if o.tag == tag::LIST {
+                    Kids::Slots(b.slots(c.len.load(Relaxed))?)
                 } else {
-                    match self.block(c, ENTRY)? {
-                        Some(b) => Kids::Dict(b, b.head.used.load(Relaxed).min(b.cap)),
-                        None => Kids::None,
-                    }
-                }
+                    Kids::Entries(b.entries(b.head.used.load(Relaxed))?)
+                };
             }
             tag::TUP => {
                 let len = self.at::<TupHead>(o.off)?.len.load(Relaxed);
                 let room = o.size.saturating_sub(TUP_SLOTS as u64) / SLOT as u64;
-                Kids::Slots {
-                    first: o.off + TUP_SLOTS as u64,
-                    n: len.min(room),
+                let first = o.off + TUP_SLOTS as u64;
+                let n = len.min(room);
+                if n > 0 {
+                    let p = shmval_alloc::Offset::new(first)
+                        .and_then(|at| self.resolve(at, (n * SLOT as u64) as usize))
+                        .filter(|p| p.as_ptr() as usize % 8 == 0)
+                        .ok_or_else(|| super::mem::corrupt("tuple slots outside the pool"))?;
+                    // SAFETY: `n` slots in the arena (resolved), 8-aligned (checked);
+                    // slots are atomics only, valid for any bits.
+                    f.kids = Kids::Slots(unsafe {
+                        std::slice::from_raw_parts(p.as_ptr() as *const Slot, n as usize)
+                    });
                 }
             }
             tag::PIPE | tag::BCAST => {
                 let mut held = Vec::new();
                 self.each_child(o, &mut |off| held.push(off))?;
-                Kids::Held(held)
+                f.kids = Kids::Held(held);
             }
-            _ => Kids::None,
-        })
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Dismantles `f`'s object and every object whose count reaches 0 meanwhile
@@ -158,7 +237,7 @@ impl Pool {
         let mut outer: Vec<Frame<'p>> = Vec::new();
         loop {
             let Some((slot, off)) = self.next_child(&mut cur) else {
-                self.finish(cur);
+                self.finish(&cur);
                 match outer.pop() {
                     Some(f) => cur = f,
                     None => return,
@@ -184,60 +263,51 @@ impl Pool {
 
     /// The next child of `f` to give back: its slot (`None` for a pipe's values)
     /// and the object's offset.
-    fn next_child<'p>(&'p self, f: &mut Frame<'p>) -> Option<(Option<&'p Slot>, u64)> {
-        loop {
-            let i = f.next;
-            let slot = match &mut f.kids {
-                Kids::None => return None,
-                Kids::Held(v) => return v.pop().map(|off| (None, off)),
-                Kids::Slots { first, n } => {
-                    if i >= *n {
-                        return None;
+    fn next_child<'p>(&self, f: &mut Frame<'p>) -> Option<(Option<&'p Slot>, u64)> {
+        match &mut f.kids {
+            Kids::None => None,
+            Kids::Held(v) => v.pop().map(|off| (None, off)),
+            Kids::Slots(s) => {
+                let s: &'p [Slot] = s;
+                while let Some(slot) = s.get(f.next) {
+                    f.next += 1;
+                    let r = self.read(slot);
+                    if r.is_object() {
+                        return Some((Some(slot), r.payload));
                     }
-                    self.slot_at(*first + i * SLOT as u64).ok()
                 }
-                Kids::List(b, n) => {
-                    if i >= *n {
-                        return None;
-                    }
-                    self.slot_at(b.at(i)).ok()
-                }
-                Kids::Dict(b, n) => {
-                    if i / 2 >= *n {
-                        return None;
-                    }
-                    let e = self.entry_in(*b, i / 2).ok();
-                    match e {
-                        Some(e) if i % 2 == 0 => {
-                            if self.read(&e.key).tag() == tag::DELETED {
-                                f.next += 2; // a deleted entry's value is not held
-                                continue;
-                            }
-                            Some(&e.key)
+                None
+            }
+            Kids::Entries(es) => {
+                let es: &'p [Entry] = es;
+                while let Some(e) = es.get(f.next / 2) {
+                    let slot = if f.next % 2 == 0 {
+                        if self.read(&e.key).tag() == tag::DELETED {
+                            f.next += 2; // a deleted entry's value is not held
+                            continue;
                         }
-                        Some(e) => Some(&e.value),
-                        None => None,
+                        &e.key
+                    } else {
+                        &e.value
+                    };
+                    f.next += 1;
+                    let r = self.read(slot);
+                    if r.is_object() {
+                        return Some((Some(slot), r.payload));
                     }
                 }
-            };
-            f.next += 1;
-            let Some(slot) = slot else { continue }; // did not validate: leaked
-            let r = self.read(slot);
-            if r.is_object() {
-                return Some((Some(slot), r.payload));
+                None
             }
         }
     }
 
     /// Frees a dismantled object: its data blocks (unnamed first, so a replay
     /// never frees them again), its dismantle word, its block.
-    fn finish(&self, f: Frame<'_>) {
+    fn finish(&self, f: &Frame<'_>) {
         let o = f.obj;
-        if let Kids::List(b, _) | Kids::Dict(b, _) = f.kids {
-            if let Ok(c) = self.container(o) {
-                c.data.store(0, Release);
-                self.free_data_block(o, b);
-            }
+        if let Some((c, b)) = f.data {
+            c.data.store(0, Release);
+            self.free_data_block(o, b);
         }
         if f.noted {
             self.ledger_dismantle_take(o.off);
