@@ -339,6 +339,21 @@ impl Pool {
             .is_ok()
     }
 
+    /// This process's ledger and the plain key of the object at `off`, for a
+    /// dismantle note: `None` while this thread sets the ledger up (see
+    /// [`ledger_dismantle_add`](Self::ledger_dismantle_add)), without a ledger, or
+    /// for a key past the ledger's.
+    fn ledger_noting(&self, off: u64) -> Option<(&LedgerHead, u64)> {
+        if SETTING_UP.with(Cell::get) {
+            return None;
+        }
+        let View::Ready(head) = self.ledger_view() else {
+            return None;
+        };
+        let key = off >> KEY_SHIFT;
+        (key < KEY_LIMIT).then_some((head, key))
+    }
+
     /// Notes in this process's ledger that it is dismantling the object at `off`
     /// (count 0: see `shm/release.rs`). `false` if no word could hold the note (no
     /// ledger, or the pool too full to grow it): the dismantling goes on unnoted.
@@ -348,16 +363,9 @@ impl Pool {
     /// wait here for the setup they are part of (unnoted, then: a death there
     /// leaves the rest to the sweep).
     pub(crate) fn ledger_dismantle_add(&self, off: u64) -> bool {
-        if SETTING_UP.with(Cell::get) {
-            return false;
-        }
-        let View::Ready(head) = self.ledger_view() else {
+        let Some((head, key)) = self.ledger_noting(off) else {
             return false;
         };
-        let key = off >> KEY_SHIFT;
-        if key >= KEY_LIMIT {
-            return false;
-        }
         // In the line of the plain key, where a handle's word for the object is
         // (see `ledger_to_dismantle`).
         for k in 0..LEVELS {
@@ -381,16 +389,9 @@ impl Pool {
     /// reference and the note. `false` if no word holds exactly that reference
     /// (none, or more than one of this process's): nothing changed.
     pub(crate) fn ledger_to_dismantle(&self, off: u64) -> bool {
-        if SETTING_UP.with(Cell::get) {
-            return false;
-        }
-        let View::Ready(head) = self.ledger_view() else {
+        let Some((head, key)) = self.ledger_noting(off) else {
             return false;
         };
-        let key = off >> KEY_SHIFT;
-        if key >= KEY_LIMIT {
-            return false;
-        }
         for k in 0..LEVELS {
             let Some(t) = self.ledger_table(head, k) else {
                 return false;
@@ -415,10 +416,9 @@ impl Pool {
     /// Turns the note [`ledger_to_dismantle`](Self::ledger_to_dismantle) made back
     /// into the handle's word (the object's count moved meanwhile: not ours alone).
     pub(crate) fn ledger_from_dismantle(&self, off: u64) {
-        let View::Ready(head) = self.ledger_view() else {
+        let Some((head, key)) = self.ledger_noting(off) else {
             return;
         };
-        let key = off >> KEY_SHIFT;
         for k in 0..LEVELS {
             let Some(t) = self.ledger_table(head, k) else {
                 return;
@@ -436,10 +436,9 @@ impl Pool {
     /// Takes the note [`ledger_dismantle_add`](Self::ledger_dismantle_add) made
     /// out of the ledger (the object is about to be freed).
     pub(crate) fn ledger_dismantle_take(&self, off: u64) {
-        let View::Ready(head) = self.ledger_view() else {
+        let Some((head, key)) = self.ledger_noting(off) else {
             return;
         };
-        let key = off >> KEY_SHIFT;
         for k in 0..LEVELS {
             let Some(t) = self.ledger_table(head, k) else {
                 return;
