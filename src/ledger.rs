@@ -246,6 +246,51 @@ impl Pool {
         Some(unsafe { std::slice::from_raw_parts(p.as_ptr().cast(), (BASE_LINES << k) as usize) })
     }
 
+    /// Frees this process's ledger if it counts nothing, as the last handle on the
+    /// pool goes (the caller's `Pool` is the last: no value, pipe or other handle of
+    /// it is left, each holding a clone): a process that exits cleanly leaves no
+    /// ledger for the next opener to replay, nor for `check` to report as a dead
+    /// one. A ledger that still counts something (a handle leaked with
+    /// `mem::forget`) stays, for the replay to give back.
+    pub(crate) fn ledger_close(&self) {
+        let me = process_token();
+        if self.ledger_cache().token.load(Acquire) != me {
+            return; // no ledger set up by this process (a forked child's view)
+        }
+        let Some(entry) = liveness::entry_of(self.pool_id()) else {
+            return;
+        };
+        let slot = &self.boot_header().attached[entry];
+        let off = slot.ledger.load(Acquire);
+        let Some(h) = (off != 0).then(|| self.ledger_head(off)).flatten() else {
+            return;
+        };
+        let empty = h.owner.load(Acquire) == me
+            && h.unledgered.load(Acquire) == 0
+            && self.receipts_idle(h)
+            && (0..LEVELS).all(|k| {
+                h.tables[k].load(Acquire) == 0
+                    || self.ledger_lines(h, k).is_some_and(|lines| {
+                        lines
+                            .iter()
+                            .flat_map(|l| &l.0)
+                            .all(|w| w.load(Acquire) & COUNT_MAX == 0)
+                    })
+            });
+        if !empty {
+            return;
+        }
+        self.ledger_cache().token.store(0, Release);
+        // Unnamed, then freed: a death in between leaks the blocks, no more.
+        if slot
+            .ledger
+            .compare_exchange(off, 0, AcqRel, Acquire)
+            .is_ok()
+        {
+            self.ledger_free(off);
+        }
+    }
+
     /// Counts one more reference to the object at `off`, held by a handle of this
     /// process (after the object's own count was raised).
     #[inline]

@@ -138,6 +138,17 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // The last handle of this open: no value, pipe or other handle of it is
+        // left (each holds a clone; weak references, which the keepalive thread and
+        // the thread caches keep, make none).
+        if Arc::strong_count(&self.inner) == 1 {
+            self.ledger_close();
+        }
+    }
+}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
@@ -525,7 +536,7 @@ impl Pool {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn check(&self) -> crate::PoolCheck {
-        crate::shm::check_pool(self)
+        crate::shm::check_pool(self, false)
     }
 
     /// Repairs reference counts. First what processes that are gone held comes back
@@ -571,7 +582,7 @@ impl Pool {
         self.inner.boot().deaths.store(0, Relaxed);
         // SAFETY: alone (the repair lock), and the caller holds nothing (our contract).
         let slabs_returned = unsafe { self.inner.seg.heap.return_empty_slabs() };
-        let after = self.check();
+        let after = crate::shm::check_pool(self, true);
         if after.is_ok() {
             self.inner
                 .boot()

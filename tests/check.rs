@@ -130,3 +130,60 @@ fn self_referencing_containers_are_found_not_walked_forever() {
     drop(t);
     assert_eq!(pool.stats().in_use, base);
 }
+
+/// `Pool::check` reads an object's body, and takes a container's lock, only while
+/// it holds a reference to it: an object freed after the check read its offset, its
+/// block reused for other data, is never written to. (Before: the check took the
+/// lock of whatever the block held then, and a word there that looked like the
+/// dict's `dirty` mark made it "repair" the block: the other data overwritten.)
+#[test]
+fn the_pool_check_never_writes_to_an_object_freed_after_it_read_its_offset() {
+    use shmval::fail::{self, Action};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
+    let s = Scratch::new("check-freed");
+    let pool = pool(&s);
+    let x = pool
+        .share(&tab! { "k" => "a string of more than eight bytes" })
+        .unwrap();
+    pool.root().unwrap().insert("x", &x).unwrap();
+    let off = x.offset().unwrap();
+    let size = word(&pool, off + 8).load(SeqCst) as usize;
+    drop(x);
+    // The block's new contents, as the dict's fields would read them: the lock free
+    // (16..32: taken at once), no data block (40..48) and no logged overwrite
+    // (56..64); every other byte 0xFF (`len`, and a `dirty` mark an old-style
+    // visit would "repair" and then end).
+    let zero = |i: usize| (16..32).contains(&i) || (40..48).contains(&i) || (56..64).contains(&i);
+    let pattern: Vec<u8> = (0..size).map(|i| if zero(i) { 0 } else { 0xFF }).collect();
+    let reused = Arc::new(Mutex::new(None));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let act = {
+        let (pool, reused, hits, pattern) =
+            (pool.clone(), reused.clone(), hits.clone(), pattern.clone());
+        move || {
+            // The check's visits: the root table, then `x` (its offset read from the
+            // root, the root's lock released). Free `x` there and reuse its block.
+            if hits.fetch_add(1, SeqCst) != 1 {
+                return;
+            }
+            drop(pool.root().unwrap().remove("x").unwrap());
+            let layout = std::alloc::Layout::from_size_align(size, 16).unwrap();
+            let b = pool.alloc(layout).unwrap();
+            let p = pool.resolve(b, size).unwrap();
+            // SAFETY: a block of `size` bytes just allocated, this thread's alone.
+            unsafe { std::ptr::copy_nonoverlapping(pattern.as_ptr(), p.as_ptr(), size) };
+            *reused.lock().unwrap() = Some(b.get());
+        }
+    };
+    fail::set_for_thread("shm.check.visiting", Action::Call(Arc::new(act)));
+    let _ = pool.check();
+    fail::clear_thread();
+    assert!(hits.load(SeqCst) >= 2, "the check visited the root and x");
+    let b = reused.lock().unwrap().expect("x was freed at its visit");
+    assert_eq!(b, off, "the block of x was reused");
+    let p = pool.resolve(shmval::Offset::new(b).unwrap(), size).unwrap();
+    // SAFETY: the block allocated above, `size` bytes, nobody else writes it.
+    let now = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
+    assert_eq!(now, &pattern[..], "the check wrote into the reused block");
+}

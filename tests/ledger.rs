@@ -154,6 +154,10 @@ fn child_role_entry() {
         "handle-and-go" => {
             drop(message(&pool, 3));
         }
+        // Makes a handle and forgets it (a leak), then ends.
+        "forget-and-go" => {
+            std::mem::forget(message(&pool, 4));
+        }
         // Tells (user word 5) whether its open recovered the pool alone.
         "report-recovery" => {
             let r = pool.recovery().map_or(2, |r| 1 + 10 * r.swept as u64);
@@ -162,6 +166,7 @@ fn child_role_entry() {
         }
         other => panic!("unknown role {other}"),
     }
+    drop(pool); // its last handle: an empty ledger is freed
     common::child_done();
 }
 
@@ -926,4 +931,31 @@ fn a_dismantling_left_in_the_entry_a_new_process_takes_is_finished_when_it_sets_
         base,
         "the value is free again (nobody but the new process replayed)"
     );
+}
+
+/// A process that ends cleanly, every handle dropped, frees its reference ledger as
+/// its last pool handle goes: nothing left for the next opener to replay, and no
+/// dead ledger for `check` to report (before: one per process that ever held a
+/// handle, until the next open). One that leaked a handle keeps it, for the replay.
+#[test]
+fn a_process_that_ends_cleanly_leaves_no_ledger_and_a_leaky_one_leaves_its_leak() {
+    let s = Scratch::new("ledger-close");
+    let pool = pool(&s, 4 << 20);
+    let _mine = message(&pool, 9); // this process's own ledger, set up
+    let (ledgers, in_use) = (pool.stats().bookkeeping, pool.stats().in_use);
+    let env = [("POOL", s.0.clone()), ("NO_RECOVER", "1".to_string())];
+    let mut kid = spawn("child_role_entry", "handle-and-go", &env);
+    wait_ok(&mut kid, 30 * SECS, "the clean process");
+    let c = pool.check();
+    assert_eq!(c.dead_ledgers, 0, "{c:?}");
+    assert_eq!(pool.stats().bookkeeping, ledgers, "its ledger freed");
+    assert_eq!(pool.stats().in_use, in_use);
+    let mut kid = spawn("child_role_entry", "forget-and-go", &env);
+    wait_ok(&mut kid, 30 * SECS, "the leaky process");
+    let c = pool.check();
+    assert_eq!(c.dead_ledgers, 1, "{c:?}");
+    assert!(pool.stats().in_use > in_use, "the value it forgot");
+    assert_eq!(pool.reclaim_dead().ledgers, 1);
+    assert_eq!(pool.stats().in_use, in_use, "given back by the replay");
+    assert_eq!(pool.stats().bookkeeping, ledgers);
 }

@@ -84,6 +84,15 @@ impl Pool {
         }
     }
 
+    /// Whether no receipt of the ledger `h` is in use (none made, or all free).
+    pub(super) fn receipts_idle(&self, h: &LedgerHead) -> bool {
+        self.ledger_batches(h).is_none_or(|b| {
+            b.slots
+                .iter()
+                .all(|s| s.owner.load(Acquire) == 0 && s.committed.load(Acquire) == 0)
+        })
+    }
+
     /// Adds what the receipts of the ledger `h` count (a receipt committing a run
     /// its pipe still holds counts nothing: the run is the pipe's).
     pub(super) fn receipt_counts(&self, h: &LedgerHead, counts: &mut HashMap<u64, u64>) {

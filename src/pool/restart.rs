@@ -154,7 +154,7 @@ impl Pool {
     /// process's handles) lowered to them, then what nothing refers to swept.
     /// Returns (counts fixed, objects swept, their bytes).
     pub(super) fn fix_alone(&self) -> (Vec<crate::Held>, usize, u64) {
-        let before = self.check();
+        let before = crate::shm::check_pool(self, true);
         let mut fixed = Vec::new();
         for h in &before.held {
             let Ok(head) = self.header_at(h.offset) else {
@@ -168,11 +168,7 @@ impl Pool {
                 continue;
             };
             // The count as checked (nobody else is attached: nothing moves it).
-            if head
-                .refcount
-                .compare_exchange(count, found, Relaxed, Relaxed)
-                .is_ok()
-            {
+            if head.swap_count(count, found, Relaxed) {
                 fixed.push(h.clone());
             }
         }

@@ -3,7 +3,7 @@
 
 use super::guard::Guard;
 use super::handle::ShmVal;
-use super::layout::{tag, ArrHead, TextHead, TupHead, HDR, SLOT, TEXT_BYTES, TUP_SLOTS};
+use super::layout::{tag, ArrHead, TextHead, TupHead, HDR, OBJ_MAGIC, SLOT, TEXT_BYTES, TUP_SLOTS};
 use super::mem::{Obj, Raw, MAX_DEPTH};
 use crate::Pool;
 use std::collections::HashSet;
@@ -82,12 +82,14 @@ pub fn check_value(v: &ShmVal) -> CheckReport {
         let Some(o) = visit(
             pool,
             (want, off, depth, from),
+            false,
+            &|_| false,
             &mut report.problems,
             &mut stack,
         ) else {
             continue;
         };
-        match pool.header_at(off).map(|h| h.refcount.load(Relaxed)) {
+        match pool.header_at(off).map(|h| h.count(Relaxed)) {
             Ok(0) => report.problems.push(Problem {
                 offset: from,
                 what: format!("object at {off:#x} has reference count 0 (freed or corrupt)"),
@@ -112,9 +114,22 @@ pub(super) type Visit = (u8, u64, usize, u64);
 /// Validates the object `v` names (in bounds, an object header, the tag its slot
 /// says) and its own fields, and pushes the objects it refers to onto `stack`; the
 /// object, unless it could not be read.
+///
+/// Beside anything else running on the pool (`alone` false), its body is read and
+/// a container's lock taken only while the walk holds a reference to it ([`pin`]):
+/// its offset was read from a container whose lock is released since, or from the
+/// ledger of a process (or a thread of this one) that may drop its handle at any
+/// moment, so the object may be freed, and its block reused, before the visit. An
+/// object that cannot be pinned (count 0: being freed, a dead process's
+/// dismantling, or a count corrupted to 0) has only its header checked, unless
+/// `unpinned` says it may be read all the same (nothing can free it meanwhile).
+/// `alone`: the caller has the pool to itself (the repair lock), and no other
+/// thread of it uses the pool: nothing is pinned.
 pub(super) fn visit(
     pool: &Pool,
     v: Visit,
+    alone: bool,
+    unpinned: &dyn Fn(u64) -> bool,
     problems: &mut Vec<Problem>,
     stack: &mut Vec<Visit>,
 ) -> Option<Obj> {
@@ -136,10 +151,25 @@ pub(super) fn visit(
         });
         return None;
     }
+    // Torn: the header read and found good, no reference held yet (the object may
+    // be freed and its block reused from here on).
+    fail_point!("shm.check.visiting");
+    let pinned = if alone { None } else { pin(pool, o) };
+    let o = match &pinned {
+        // Held now: read it again (a block reused for an object of the same type
+        // since has its own size).
+        Some(_) => match pool.obj(off) {
+            Ok(o) => o,
+            Err(_) => return None, // unreachable while pinned; nothing to report
+        },
+        None if alone || unpinned(off) => o,
+        None => return Some(o),
+    };
     let mut children = Vec::new();
     if let Err(what) = inspect(pool, o, &mut children) {
         problems.push(Problem { offset: off, what });
     }
+    drop(pinned); // its last reference, if everyone else let go meanwhile: freed
     for r in children {
         if (tag::FIRST_OBJECT..=tag::LAST_OBJECT).contains(&r.tag()) {
             stack.push((r.tag(), r.payload, depth + 1, off));
@@ -151,6 +181,16 @@ pub(super) fn visit(
         }
     }
     Some(o)
+}
+
+/// A reference to `o` for the walk (counted in this process's ledger), if `o` is
+/// still a live object of its type: taken by one compare-and-swap of its header
+/// word ([`ObjHeader::pin`](super::layout::ObjHeader::pin)), which fails on a block
+/// freed or reused since, never writing to it.
+fn pin(pool: &Pool, o: Obj) -> Option<ShmVal> {
+    let h = pool.header_at(o.off).ok()?;
+    h.pin(OBJ_MAGIC | u32::from(o.tag))
+        .then(|| ShmVal::from_owned(pool, Raw::new(o.tag, 0, o.off)))
 }
 
 /// Whether every part of `v` lies inside its pool and is well formed.

@@ -13,7 +13,7 @@
 //! | List | `lock (16)`, `len, data, dirty, _ ×3: u64`; `data` → `{cap, _, _, _}` then `cap` slots |
 //! | Tab, OTab | `lock (16)`, `len, data, dirty, _ ×3`; `data` → `{cap, used, index, _}` then `cap` entries `{hash: u64, key: slot, value: slot}` in insertion order |
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Tags of a slot and of an object header.
 pub mod tag {
@@ -110,16 +110,111 @@ pub struct Slot {
 }
 
 /// The header every object starts with.
+///
+/// Its first word holds the kind (`OBJ_MAGIC | tag`, low 32 bits) and the reference
+/// count (high 32 bits): in memory the `kind: u32, refcount: u32` pair of
+/// docs/LAYOUT.md (little-endian), accessed only as the one 64-bit word, so that a
+/// count can be raised only while the kind still names the object
+/// ([`ObjHeader::pin`]).
 #[repr(C)]
 #[derive(Debug)]
 pub struct ObjHeader {
-    /// `OBJ_MAGIC | tag`.
-    pub kind: AtomicU32,
-    /// References: handles, container slots, pipe slots.
-    pub refcount: AtomicU32,
+    /// `kind | refcount << 32`.
+    word: AtomicU64,
     /// Bytes of the allocation (what `free` needs, validated against the object).
     pub alloc_size: AtomicU64,
 }
+
+/// One reference in an [`ObjHeader`]'s word.
+const ONE_REF: u64 = 1 << 32;
+
+impl ObjHeader {
+    /// The kind word (`OBJ_MAGIC | tag` in an object; 0 once freed).
+    #[inline]
+    pub fn kind(&self, order: Ordering) -> u32 {
+        self.word.load(order) as u32
+    }
+
+    /// The reference count.
+    #[inline]
+    pub fn count(&self, order: Ordering) -> u32 {
+        (self.word.load(order) >> 32) as u32
+    }
+
+    /// Publishes a new object of `kind` holding one reference.
+    #[inline]
+    pub fn publish(&self, kind: u32) {
+        self.word
+            .store(ONE_REF | u64::from(kind), Ordering::Release);
+    }
+
+    /// Marks the block freed (kind and count 0): a stale offset never passes
+    /// `Pool::obj` again.
+    #[inline]
+    pub fn unpublish(&self) {
+        self.word.store(0, Ordering::Release);
+    }
+
+    /// Adds one reference; returns the count before. A count at `u32::MAX` wraps to
+    /// 0 (the kind half is untouched): the caller takes it back.
+    #[inline]
+    pub fn add_ref(&self, order: Ordering) -> u32 {
+        (self.word.fetch_add(ONE_REF, order) >> 32) as u32
+    }
+
+    /// Takes one reference away; returns the count before. A count at 0 wraps to
+    /// `u32::MAX` (the kind half is untouched): the caller gives it back.
+    #[inline]
+    pub fn sub_ref(&self, order: Ordering) -> u32 {
+        (self.word.fetch_sub(ONE_REF, order) >> 32) as u32
+    }
+
+    /// Sets the count from `old` to `new` if it is `old`, the kind unchanged.
+    #[inline]
+    pub fn swap_count(&self, old: u32, new: u32, order: Ordering) -> bool {
+        let mut w = self.word.load(Ordering::Relaxed);
+        while (w >> 32) as u32 == old {
+            let to = (w & 0xFFFF_FFFF) | u64::from(new) << 32;
+            match self
+                .word
+                .compare_exchange_weak(w, to, order, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
+        false
+    }
+
+    /// Takes one more reference if the word still names a live object of `kind`
+    /// (count at least 1): the kind and the count are compared and the count raised
+    /// in one atomic step, so a block freed (kind 0) or reused as anything but an
+    /// object of the same kind since the caller read its offset is never written.
+    /// For readers that hold no reference to the object yet and none to a container
+    /// holding it (the pool check).
+    #[inline]
+    pub fn pin(&self, kind: u32) -> bool {
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            let n = (w >> 32) as u32;
+            if w as u32 != kind || n == 0 || n == u32::MAX {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                w + ONE_REF,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
+    }
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the object header's word is the little-endian `kind, refcount` pair");
 
 /// The fields of a mutable container after its header.
 ///

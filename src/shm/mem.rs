@@ -246,7 +246,7 @@ impl Pool {
     #[inline]
     pub(crate) fn obj(&self, off: u64) -> Result<Obj, ValError> {
         let h = self.header_at(off)?;
-        let kind = h.kind.load(Acquire);
+        let kind = h.kind(Acquire);
         let t = kind as u8;
         if kind & 0xFFFF_0000 != OBJ_MAGIC
             || kind & 0xFF00 != 0
@@ -484,9 +484,8 @@ impl Pool {
             _pool: std::marker::PhantomData,
         };
         let h = f.at::<ObjHeader>(0);
-        h.refcount.store(1, Relaxed);
         h.alloc_size.store(size, Relaxed);
-        h.kind.store(OBJ_MAGIC | u32::from(t), Release);
+        h.publish(OBJ_MAGIC | u32::from(t));
         Ok(f)
     }
 
@@ -547,8 +546,8 @@ impl Pool {
     #[inline(never)]
     fn retain_object(&self, r: Raw) -> Result<(), ValError> {
         let h = self.header_at(self.obj(r.payload)?.off)?;
-        if h.refcount.fetch_add(1, Relaxed) == u32::MAX {
-            h.refcount.fetch_sub(1, Relaxed);
+        if h.add_ref(Relaxed) == u32::MAX {
+            h.sub_ref(Relaxed);
             return Err(corrupt("reference count overflow"));
         }
         Ok(())

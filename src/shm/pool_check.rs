@@ -170,7 +170,10 @@ pub enum RepairError {
     },
 }
 
-pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
+/// [`Pool::check`]; `alone`: the caller has the pool to itself (the repair lock
+/// held exclusive, no handle of its own in any thread), so nothing moves under the
+/// walk and nothing need be pinned (see `visit`).
+pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
     let mut r = PoolCheck {
         in_use: pool.stats().in_use,
         attached: pool.info().attached.len(),
@@ -208,6 +211,7 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     // so that what they still hold is found (the replay gives it back); a live
     // one's is changing under the check and is not.
     let mut dismantling = HashSet::new();
+    let mut dead_dismantling = HashSet::new();
     let mut ledger_roots = Vec::new();
     for l in pool.ledgers_read() {
         dismantling.extend(l.dismantling.iter().copied());
@@ -216,6 +220,7 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         } else {
             r.dead_ledgers += 1;
             for &off in &l.dismantling {
+                dead_dismantling.insert(off);
                 if let Ok(o) = pool.obj(off) {
                     stack.push((o.tag, off, 0, 0));
                     ledger_roots.push(off);
@@ -246,6 +251,12 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             }),
         }
     }
+    // A dead process's dismantling (count 0) is read unpinned when no other process
+    // is attached: nothing but a replay touches it, and the replays run when a
+    // process opens the pool or calls `reclaim_dead` (one starting during the check
+    // is the case left open).
+    let others = r.attached > 1;
+    let unpinned = |off| !others && dead_dismantling.contains(&off);
     while let Some((want, off, depth, from)) = stack.pop() {
         if depth > MAX_DEPTH {
             r.problems.push(Problem {
@@ -259,7 +270,14 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
         if e.1 > 1 {
             continue; // visited: only its reference is counted
         }
-        let Some(o) = visit(pool, (want, off, depth, from), &mut r.problems, &mut stack) else {
+        let Some(o) = visit(
+            pool,
+            (want, off, depth, from),
+            alone,
+            &unpinned,
+            &mut r.problems,
+            &mut stack,
+        ) else {
             continue;
         };
         r.objects += 1;
@@ -289,7 +307,7 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
             r.unreachable.push(Unreachable {
                 offset: off,
                 kind: super::layout::tag_name(o.tag),
-                count: u64::from(h.refcount.load(Relaxed)),
+                count: u64::from(h.count(Relaxed)),
                 bytes: o.size,
             });
         }
@@ -298,7 +316,7 @@ pub(crate) fn check_pool(pool: &Pool) -> PoolCheck {
     offs.sort_unstable_by_key(|&(off, _)| off);
     for (off, (t, refs)) in offs {
         let Ok(h) = pool.header_at(off) else { continue }; // reported above
-        let count = u64::from(h.refcount.load(Relaxed));
+        let count = u64::from(h.count(Relaxed));
         let (handles, dead) = ledgered.get(&off).copied().unwrap_or_default();
         if count < refs {
             r.problems.push(Problem {
@@ -381,7 +399,7 @@ pub(crate) fn sweep_stray(pool: &Pool) -> (u64, u64) {
 pub(crate) fn sweep(pool: &Pool) -> (usize, u64) {
     let (mut n, mut bytes) = (0, 0);
     for _round in 0..64 {
-        let c = check_pool(pool);
+        let c = check_pool(pool, true);
         if c.unreachable.is_empty() {
             break;
         }
@@ -408,11 +426,12 @@ pub(crate) fn sweep(pool: &Pool) -> (usize, u64) {
             let (Ok(o), Ok(h)) = (pool.obj(u.offset), pool.header_at(u.offset)) else {
                 continue;
             };
-            if h.refcount.load(Relaxed) == 0 {
-                h.kind.store(0, std::sync::atomic::Ordering::Release);
+            if h.count(Relaxed) == 0 {
+                h.unpublish();
                 pool.free_block(u.offset, o.size);
             } else {
-                h.refcount.store(1, Relaxed);
+                // Alone on the pool: nothing moves the count meanwhile.
+                h.swap_count(h.count(Relaxed), 1, Relaxed);
                 pool.release(super::mem::Raw::new(o.tag, 0, u.offset));
             }
             n += 1;

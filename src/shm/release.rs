@@ -92,11 +92,11 @@ impl Pool {
     pub(crate) fn drop_handle(&self, r: Raw) {
         if matches!(r.tag(), tag::LIST | tag::TAB | tag::OTAB | tag::TUP) {
             if let (Ok(o), Ok(h)) = (self.obj(r.payload), self.header_at(r.payload)) {
-                if h.refcount.load(Acquire) == 1 {
+                if h.count(Acquire) == 1 {
                     let mut f = self.frame(o);
                     if !f.may_hold_objects(self) {
                         // Nothing a death could lose but blocks: no note.
-                        if self.ledger_take(r.payload) && h.refcount.fetch_sub(1, AcqRel) == 1 {
+                        if self.ledger_take(r.payload) && h.sub_ref(AcqRel) == 1 {
                             self.finish(&f);
                         }
                         return;
@@ -108,7 +108,7 @@ impl Pool {
                         // A CAS, not a store: a forked child's inherited handle (it
                         // holds no reference of its own) takes one before storing
                         // or sending the object, and must keep it.
-                        if h.refcount.compare_exchange(1, 0, AcqRel, Relaxed).is_ok() {
+                        if h.swap_count(1, 0, AcqRel) {
                             f.noted = true;
                             self.dismantle(f);
                             return;
@@ -135,8 +135,8 @@ impl Pool {
         let (Ok(o), Ok(h)) = (self.obj(off), self.header_at(off)) else {
             return false;
         };
-        let n = h.refcount.load(Acquire);
-        if n > 1 || (n == 1 && h.refcount.compare_exchange(1, 0, AcqRel, Relaxed).is_err()) {
+        let n = h.count(Acquire);
+        if n > 1 || (n == 1 && !h.swap_count(1, 0, AcqRel)) {
             return false;
         }
         self.dismantle(self.frame(o));
@@ -150,10 +150,10 @@ impl Pool {
         let (Ok(o), Ok(h)) = (self.obj(off), self.header_at(off)) else {
             return None;
         };
-        let prev = h.refcount.fetch_sub(1, AcqRel);
+        let prev = h.sub_ref(AcqRel);
         if prev != 1 {
             if prev == 0 {
-                h.refcount.fetch_add(1, Relaxed); // corrupt: do not wrap
+                h.add_ref(Relaxed); // corrupt: do not wrap
             }
             return None;
         }
@@ -313,7 +313,7 @@ impl Pool {
             self.ledger_dismantle_take(o.off);
         }
         if let Ok(h) = self.header_at(o.off) {
-            h.kind.store(0, Release); // a stale offset can never pass `obj` again
+            h.unpublish(); // a stale offset can never pass `obj` again
         }
         self.free_block(o.off, o.size);
     }
