@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{child_done, spawn, wait_ok, Scratch};
+use common::{child_done, spawn, wait_ok, Kid, Scratch};
 use proptest::prelude::*;
 use shmval::{
     fail, Broadcast, BroadcastRecvError as E, PipeError, Policy, Pool, PoolOptions, SendError,
@@ -501,11 +501,11 @@ fn chaos_senders_and_subscribers_killed_at_random_under_traffic() {
     let sender = |slot: usize| {
         let mut env = env.clone();
         env.push(("SLOT", slot.to_string()));
-        spawn("child_role_entry", "chaos-send", &env)
+        Kid(spawn("child_role_entry", "chaos-send", &env))
     };
     let mut senders: Vec<_> = (0..2).map(sender).collect();
     let mut subs: Vec<_> = (0..3)
-        .map(|_| spawn("child_role_entry", "chaos-sub", &env))
+        .map(|_| Kid(spawn("child_role_entry", "chaos-sub", &env)))
         .collect();
     let watch = b.subscribe().unwrap();
     let mut seen = 0u64;
@@ -531,7 +531,7 @@ fn chaos_senders_and_subscribers_killed_at_random_under_traffic() {
         *kid = if r % 3 == 0 {
             sender(r / 3 % 2)
         } else {
-            spawn("child_role_entry", "chaos-sub", &env)
+            Kid(spawn("child_role_entry", "chaos-sub", &env))
         };
         // Keep the watching subscriber from blocking the senders.
         while let Ok(v) = watch.try_recv() {

@@ -95,6 +95,32 @@ pub fn spawn_under(prefix: &[&str], test: &str, role: &str, env: &[(&str, String
     cmd.spawn().expect("spawn test binary")
 }
 
+/// A child process killed (and reaped) when dropped still running: a test that
+/// fails while its children loop (senders, chaos roles) leaves none behind.
+pub struct Kid(pub Child);
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Waits for `child` at most `limit`; kills it and fails if it takes longer.
 pub fn wait_ok(child: &mut Child, limit: Duration, what: &str) {
     let start = Instant::now();
