@@ -246,12 +246,13 @@ impl Pool {
         Some(unsafe { std::slice::from_raw_parts(p.as_ptr().cast(), (BASE_LINES << k) as usize) })
     }
 
-    /// Frees this process's ledger if it counts nothing, as the last handle on the
-    /// pool goes (the caller's `Pool` is the last: no value, pipe or other handle of
-    /// it is left, each holding a clone): a process that exits cleanly leaves no
-    /// ledger for the next opener to replay, nor for `check` to report as a dead
-    /// one. A ledger that still counts something (a handle leaked with
-    /// `mem::forget`) stays, for the replay to give back.
+    /// Frees this process's ledger if it counts nothing, as the last handle of this
+    /// open goes (the caller's `Pool` is the last clone: no value, pipe or other
+    /// handle of it is left, each holding one), unless another open of the same
+    /// pool in this process shares the entry and with it the ledger: a process that
+    /// exits cleanly leaves no ledger for the next opener to replay, nor for `check`
+    /// to report as a dead one. A ledger that still counts something (a handle
+    /// leaked with `mem::forget`) stays, for the replay to give back.
     pub(crate) fn ledger_close(&self) {
         let me = process_token();
         if self.ledger_cache().token.load(Acquire) != me {
@@ -265,6 +266,9 @@ impl Pool {
         let Some(h) = (off != 0).then(|| self.ledger_head(off)).flatten() else {
             return;
         };
+        // Nothing adds to it meanwhile: this open has no handle left, and another
+        // open sharing the entry is seen below (one registering later finds the
+        // ledger unnamed and makes its own).
         let empty = h.owner.load(Acquire) == me
             && h.unledgered.load(Acquire) == 0
             && self.receipts_idle(h)
@@ -280,13 +284,17 @@ impl Pool {
         if !empty {
             return;
         }
-        self.ledger_cache().token.store(0, Release);
-        // Unnamed, then freed: a death in between leaks the blocks, no more.
-        if slot
-            .ledger
-            .compare_exchange(off, 0, AcqRel, Acquire)
-            .is_ok()
-        {
+        // Unnamed (only if no other open shares it), then freed: a death in between
+        // leaks the blocks, no more.
+        let unnamed = liveness::with_entry_unshared(self.pool_id(), |e| {
+            e == entry
+                && slot
+                    .ledger
+                    .compare_exchange(off, 0, AcqRel, Acquire)
+                    .is_ok()
+        });
+        if unnamed == Some(true) {
+            self.ledger_cache().token.store(0, Release);
             self.ledger_free(off);
         }
     }

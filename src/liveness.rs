@@ -362,6 +362,22 @@ pub(crate) fn unregister(pool_id: u64) {
     });
 }
 
+/// Runs `f` with `pool_id`'s entry under the registry's lock if no other handle of
+/// this process shares that entry (a handle that would share it later registers
+/// only after `f` returns); `None` if one does, or the handle has no entry. `f` must
+/// be short and must not use the registry.
+pub(crate) fn with_entry_unshared<R>(pool_id: u64, f: impl FnOnce(usize) -> R) -> Option<R> {
+    let _ = process_token(); // a forked child reattaches first
+    REGISTRY.with(|l| {
+        let a = l.iter().find(|a| a.pool_id == pool_id)?;
+        let e = a.entry?;
+        let shared = l
+            .iter()
+            .any(|b| b.pool_id != pool_id && b.file == a.file && b.entry == Some(e));
+        (!shared).then(|| f(e))
+    })
+}
+
 /// The entry a pool handle holds, if any.
 pub(crate) fn entry_of(pool_id: u64) -> Option<usize> {
     let _ = process_token(); // a forked child reattaches first

@@ -959,3 +959,24 @@ fn a_process_that_ends_cleanly_leaves_no_ledger_and_a_leaky_one_leaves_its_leak(
     assert_eq!(pool.stats().in_use, in_use, "given back by the replay");
     assert_eq!(pool.stats().bookkeeping, ledgers);
 }
+
+/// Two opens of one pool in a process share its attach entry and the ledger it
+/// names: the last handle of one open going frees no ledger the other still uses
+/// (its handles made later are counted in it, not written into a freed block).
+#[test]
+fn an_open_closing_keeps_the_ledger_another_open_of_the_pool_shares() {
+    let s = Scratch::new("ledger-shared");
+    let a = pool(&s, 4 << 20);
+    let b = Pool::open(s.name(), 5 * SECS).unwrap();
+    drop(message(&b, 1)); // the shared ledger set up, and empty again
+    drop(message(&a, 2));
+    drop(a); // its last handle: the ledger is b's too
+    let held: Vec<ShmVal> = (0..40).map(|i| message(&b, i)).collect();
+    let c = b.check();
+    assert!(c.is_ok(), "{:?}", c.problems);
+    assert_eq!(c.handles, 40, "every handle of b counted in the ledger");
+    assert!(c.leaks().is_empty(), "{:?}", c.leaks());
+    drop(held);
+    let c = b.check();
+    assert!(c.held.is_empty() && c.unreachable.is_empty(), "{c:?}");
+}
