@@ -139,13 +139,24 @@ pub struct Pool {
 }
 
 impl Drop for Pool {
+    /// Every value handle holds a clone, so this runs at each handle's drop: one
+    /// load and compare inline, the rest out of line.
+    #[inline]
     fn drop(&mut self) {
         // The last handle of this open: no value, pipe or other handle of it is
         // left (each holds a clone; weak references, which the keepalive thread and
         // the thread caches keep, make none).
         if Arc::strong_count(&self.inner) == 1 {
-            self.ledger_close();
+            self.last_dropped();
         }
+    }
+}
+
+impl Pool {
+    #[cold]
+    #[inline(never)]
+    fn last_dropped(&self) {
+        self.ledger_close();
     }
 }
 

@@ -131,7 +131,10 @@ fn child_role_entry() {
         // Makes a nested value only it holds and drops it, killed while dismantling
         // it at the `AFTER`th child (`shm.release.dismantling`).
         "dismantler" => {
-            let v = nested(&pool);
+            let v = match std::env::var("SHAPE").as_deref() {
+                Ok("numbers-first") => numbers_first(&pool),
+                _ => nested(&pool),
+            };
             let after: u64 = std::env::var("AFTER").unwrap().parse().unwrap();
             let point = std::env::var("POINT").unwrap_or("shm.release.dismantling".into());
             shmval::fail::set_after(&point, after, shmval::fail::Action::Abort);
@@ -184,6 +187,18 @@ fn nested(pool: &Pool) -> ShmVal {
                 shmval::Val::from("another string that is an object"),
             ]),
         );
+    }
+    pool.share(&shmval::Val::Tab(t)).unwrap()
+}
+
+/// A dict of 10 lists, each of 20 ints and then a string object: a list being
+/// dismantled passes 20 immediates before its first object.
+fn numbers_first(pool: &Pool) -> ShmVal {
+    let mut t = shmval::Map::new();
+    for i in 0..10i64 {
+        let mut l: Vec<shmval::Val> = (0..20).map(shmval::Val::I64).collect();
+        l.push(shmval::Val::from(format!("string number {i}, an object")));
+        t.insert(shmval::Val::I64(i), shmval::Val::List(l));
     }
     pool.share(&shmval::Val::Tab(t)).unwrap()
 }
@@ -817,17 +832,26 @@ fn a_value_whose_dropper_dies_dismantling_it_is_finished_by_the_replay() {
     };
     // Killed right after the handle's ledger word became the note (the count still
     // 1), at the first child (the outer dict's first list), inside the first inner
-    // list, and deep in (an inner dict of a later entry).
-    for (point, after) in [
-        ("shm.release.noted", 0u64),
-        ("shm.release.dismantling", 0),
-        ("shm.release.dismantling", 2),
-        ("shm.release.dismantling", 117),
+    // list, and deep in (an inner dict of a later entry); and passing over the
+    // leading numbers of an inner list whose count just reached 0 (it was noted
+    // only at its first object child: the list and its string were left
+    // unreachable).
+    for (point, after, shape) in [
+        ("shm.release.noted", 0u64, "nested"),
+        ("shm.release.dismantling", 0, "nested"),
+        ("shm.release.dismantling", 2, "nested"),
+        ("shm.release.dismantling", 117, "nested"),
+        ("shm.release.scanning", 5, "numbers-first"),
+        ("shm.release.scanning", 47, "numbers-first"),
     ] {
         dies(
             &s,
             "dismantler",
-            &[("AFTER", after.to_string()), ("POINT", point.to_string())],
+            &[
+                ("AFTER", after.to_string()),
+                ("POINT", point.to_string()),
+                ("SHAPE", shape.to_string()),
+            ],
         );
         let c = pool.check();
         assert!(c.is_ok(), "{point} after {after}: {:?}", c.problems);

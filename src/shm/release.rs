@@ -7,13 +7,15 @@
 //! then the object's own block. Before the first child slot is cleared the object
 //! is noted in the process's ledger as a *dismantle word*
 //! ([`Pool::ledger_dismantle_add`]); it is taken out before the object's block is
-//! freed. Whoever replays the ledger of a process killed in between finds the
+//! freed. (The object is noted before any of its slots is looked at, a child as soon
+//! as its count reaches 0.) Whoever replays the ledger of a process killed in between finds the
 //! object (count 0, still whole but for the slots already cleared) and dismantles
 //! the rest ([`Pool::dismantle_resume`]): every child reference the dead process
 //! had not given back is given back once — a slot is cleared before its child is
 //! released, so a death between the two leaks that one reference, never releases
 //! it twice. Objects without children (strings, bytes, arrays, big ints) and
-//! containers holding only immediates are never noted: their dismantling frees
+//! small containers holding only immediates (at most 16 slots or 8 entries) are
+//! never noted: their dismantling frees
 //! blocks only (a death there leaves an unreachable object of count 0, which the
 //! next sweep frees).
 //!
@@ -235,6 +237,7 @@ impl Pool {
     /// container needs no heap).
     fn dismantle<'p>(&'p self, mut cur: Frame<'p>) {
         let mut outer: Vec<Frame<'p>> = Vec::new();
+        self.note(&mut cur);
         loop {
             let Some((slot, off)) = self.next_child(&mut cur) else {
                 self.finish(&cur);
@@ -245,19 +248,28 @@ impl Pool {
                 continue;
             };
             if let Some(slot) = slot {
-                if !cur.noted {
-                    // From here on the rest is the ledger's to finish if we die.
-                    cur.noted = self.ledger_dismantle_add(cur.obj.off);
-                }
                 // Torn: the object noted (if a word could hold it), this child not yet
                 // given back; a replay gives back this one and the rest.
                 fail_point!("shm.release.dismantling");
                 // Cleared, then given back: a death in between leaks one reference.
                 slot.tag.store(u64::from(tag::NONE), Release);
             }
-            if let Some(child) = self.drop_one(off) {
+            if let Some(mut child) = self.drop_one(off) {
+                // Noted before any of its slots is looked at: a death while it is
+                // scanned (past immediates) leaves it to the replay, not a leak.
+                self.note(&mut child);
                 outer.push(std::mem::replace(&mut cur, child));
             }
+        }
+    }
+
+    /// Notes `f`'s object in the ledger (a dismantle word: from here on the rest is
+    /// the replay's to finish if this process dies) if it may hold objects and its
+    /// slots are cleared one by one; not a pipe's or broadcast's values, which are
+    /// read out at once and could not be told apart from those given back.
+    fn note(&self, f: &mut Frame<'_>) {
+        if !f.noted && !matches!(f.kids, Kids::Held(_)) && f.may_hold_objects(self) {
+            f.noted = self.ledger_dismantle_add(f.obj.off);
         }
     }
 
@@ -275,6 +287,8 @@ impl Pool {
                     if r.is_object() {
                         return Some((Some(slot), r.payload));
                     }
+                    // Torn: the object noted, immediates being passed over.
+                    fail_point!("shm.release.scanning");
                 }
                 None
             }
