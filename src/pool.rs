@@ -529,8 +529,14 @@ impl Pool {
     /// compared with the references found. A count below them is a problem; a count
     /// above them is an object held elsewhere ([`PoolCheck::held`](crate::PoolCheck)):
     /// by handles of live processes, this one's included, or leaked by a dead one.
-    /// Reads only (the containers' locks are taken one at a time); other processes
-    /// may go on working, which the counts then reflect as they were seen.
+    /// Changes no value (it holds a reference to each object while it reads it, and
+    /// takes the containers' locks one at a time); other processes and threads may
+    /// go on working, which the counts then reflect as they were seen. What seems
+    /// wrong at the moment the walk passes — a value moved from one container to
+    /// another during the walk is found in both, a reference read before its object
+    /// was freed names no object, a table still being built reads as malformed — is
+    /// looked at again, up to 20 times apart, and reported only if it is wrong
+    /// every time: corruption stays put, a working process's moment does not.
     ///
     /// ```
     /// use shmval::{tab, Pool, PoolOptions};

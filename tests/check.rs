@@ -187,3 +187,101 @@ fn the_pool_check_never_writes_to_an_object_freed_after_it_read_its_offset() {
     let now = unsafe { std::slice::from_raw_parts(p.as_ptr(), size) };
     assert_eq!(now, &pattern[..], "the check wrote into the reused block");
 }
+
+/// `Pool::check` beside threads that move values between two dicts, send tables
+/// through a pipe into the root and drop tables only their handles held reports
+/// no problem: a value moved during the walk is found in both dicts (a count that
+/// seems too low), a reference read from a container may name an object freed
+/// since, a live handle's table may be freed or still half built — each seeming
+/// problem is looked at again and dropped (before: problems in 243 of 300 checks
+/// beside the mover alone, in 356 of 1000 beside both). A count really too low is
+/// still reported beside them.
+#[test]
+fn the_pool_check_beside_moving_values_reports_only_real_problems() {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+    let s = Scratch::new("check-moving");
+    let pool = pool(&s);
+    let root = pool.root().unwrap();
+    let (a, b) = (pool.new_tab().unwrap(), pool.new_tab().unwrap());
+    root.insert("a", &a).unwrap();
+    root.insert("b", &b).unwrap();
+    let z = pool
+        .share(&tab! { "z" => "a value held twice by the root" })
+        .unwrap();
+    root.insert("z1", &z).unwrap();
+    root.insert("z2", &z).unwrap();
+    let z = {
+        let off = z.offset().unwrap();
+        drop(z); // count 2: the root's two entries
+        off
+    };
+    let pipe = shmval::Pipe::create(&pool, "p", 64).unwrap();
+    for i in 0..20i64 {
+        let v = pool.share(&tab! { "n" => i, "s" => "a string long enough to be an object" });
+        a.insert(i, v.unwrap()).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    /// Stops the movers however the scope's body ends (a failed assertion too).
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, SeqCst);
+        }
+    }
+    let mut seen = Vec::new();
+    std::thread::scope(|sc| {
+        let _stop = Stop(&stop);
+        sc.spawn(|| {
+            let mut from_a = true;
+            while !stop.load(SeqCst) {
+                let (x, y) = if from_a { (&a, &b) } else { (&b, &a) };
+                for i in 0..20i64 {
+                    if let Some(v) = x.remove(i).unwrap() {
+                        y.insert(i, v).unwrap();
+                    }
+                }
+                from_a = !from_a;
+            }
+        });
+        sc.spawn(|| {
+            let mut n = 0i64;
+            while !stop.load(SeqCst) {
+                let t = pool.share(&tab! { "k" => n, "s" => "another string long enough" });
+                let t = t.unwrap();
+                let held = t.clone();
+                pipe.send(t).unwrap();
+                let v = pipe.recv().unwrap();
+                root.insert("last", &v).unwrap();
+                drop((v, held));
+                n += 1;
+            }
+        });
+        for _ in 0..300 {
+            seen.extend(pool.check().problems);
+        }
+        // A count really too low (the root holds `z` twice, its count says 1).
+        let p = pool
+            .resolve(shmval::Offset::new(z + 4).unwrap(), 4)
+            .unwrap();
+        // SAFETY: the object header's refcount half (docs/LAYOUT.md), aligned, in
+        // the pool; nothing else changes `z`'s count meanwhile.
+        let count = unsafe { &*(p.as_ptr() as *const AtomicU32) };
+        assert_eq!(count.swap(1, SeqCst), 2);
+        let c = pool.check();
+        count.store(2, SeqCst);
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p.offset == z && p.what.contains("2 references found")),
+            "{:?}",
+            c.problems
+        );
+    });
+    assert!(
+        seen.is_empty(),
+        "{} problems: {:?}",
+        seen.len(),
+        &seen[..seen.len().min(4)]
+    );
+    assert!(pool.check().is_ok());
+}

@@ -79,14 +79,18 @@ pub fn check_value(v: &ShmVal) -> CheckReport {
             report.cycles += 1;
             continue;
         }
-        let Some(o) = visit(
+        let mut bad = None;
+        let o = visit(
             pool,
             (want, off, depth, from),
             false,
             &|_| false,
             &mut report.problems,
             &mut stack,
-        ) else {
+            &mut |_, p| bad = Some(p),
+        );
+        report.problems.extend(bad);
+        let Some(o) = o else {
             continue;
         };
         match pool.header_at(off).map(|h| h.count(Relaxed)) {
@@ -132,25 +136,16 @@ pub(super) fn visit(
     unpinned: &dyn Fn(u64) -> bool,
     problems: &mut Vec<Problem>,
     stack: &mut Vec<Visit>,
+    bad_ref: &mut dyn FnMut(Visit, Problem),
 ) -> Option<Obj> {
     let (want, off, depth, from) = v;
-    let o = match pool.obj(off) {
+    let o = match header(pool, want, off, from) {
         Ok(o) => o,
-        Err(e) => {
-            problems.push(Problem {
-                offset: from,
-                what: e.to_string(),
-            });
+        Err(p) => {
+            bad_ref(v, p);
             return None;
         }
     };
-    if o.tag != want {
-        problems.push(Problem {
-            offset: from,
-            what: format!("slot says tag {want}, object at {off:#x} has tag {}", o.tag),
-        });
-        return None;
-    }
     // Torn: the header read and found good, no reference held yet (the object may
     // be freed and its block reused from here on).
     fail_point!("shm.check.visiting");
@@ -183,11 +178,27 @@ pub(super) fn visit(
     Some(o)
 }
 
+/// The object at `off`, which a reference of tag `want` found in the object at
+/// `from` names, or what is wrong with it (said at `from`).
+pub(super) fn header(pool: &Pool, want: u8, off: u64, from: u64) -> Result<Obj, Problem> {
+    let o = pool.obj(off).map_err(|e| Problem {
+        offset: from,
+        what: e.to_string(),
+    })?;
+    if o.tag != want {
+        return Err(Problem {
+            offset: from,
+            what: format!("slot says tag {want}, object at {off:#x} has tag {}", o.tag),
+        });
+    }
+    Ok(o)
+}
+
 /// A reference to `o` for the walk (counted in this process's ledger), if `o` is
 /// still a live object of its type: taken by one compare-and-swap of its header
 /// word ([`ObjHeader::pin`](super::layout::ObjHeader::pin)), which fails on a block
 /// freed or reused since, never writing to it.
-fn pin(pool: &Pool, o: Obj) -> Option<ShmVal> {
+pub(super) fn pin(pool: &Pool, o: Obj) -> Option<ShmVal> {
     let h = pool.header_at(o.off).ok()?;
     h.pin(OBJ_MAGIC | u32::from(o.tag))
         .then(|| ShmVal::from_owned(pool, Raw::new(o.tag, 0, o.off)))
