@@ -536,7 +536,8 @@ impl Pool {
     /// another during the walk is found in both, a reference read before its object
     /// was freed names no object, a table still being built reads as malformed — is
     /// looked at again, up to 20 times apart, and reported only if it is wrong
-    /// every time: corruption stays put, a working process's moment does not.
+    /// every time; leaks and unreachable objects only if up to 5 more walks find
+    /// them too. Corruption stays put, a working process's moment does not.
     ///
     /// ```
     /// use shmval::{tab, Pool, PoolOptions};

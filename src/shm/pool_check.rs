@@ -176,6 +176,47 @@ pub enum RepairError {
 /// held exclusive, no handle of its own in any thread), so nothing moves under the
 /// walk and nothing need be pinned (see `visit`).
 pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
+    let mut r = walk(pool, alone);
+    if alone {
+        return r;
+    }
+    // Beside working processes a value can also *seem* leaked (received from a
+    // pipe's cell and not yet counted in its receiver's ledger; moved from a handle
+    // into a container the walk had passed) or unreachable (made after the ledgers
+    // were read): what the walk calls so must be so in [`REWALKS`] more walks too.
+    for _ in 0..REWALKS {
+        if r.leaks().is_empty() && r.unreachable.is_empty() {
+            break;
+        }
+        std::thread::sleep(CONFIRM_PRIVATE_GAP); // a descheduled worker goes on
+        let again = walk(pool, false);
+        let held: HashMap<u64, &Held> = again.held.iter().map(|h| (h.offset, h)).collect();
+        r.held.retain_mut(|h| {
+            if h.unaccounted() == 0 {
+                return true;
+            }
+            // Its numbers in the new walk (a leak still, or accounted for now);
+            // gone if it is not held there.
+            match held.get(&h.offset) {
+                Some(now) => {
+                    *h = (*now).clone();
+                    true
+                }
+                None => false,
+            }
+        });
+        let still: HashSet<u64> = again.unreachable.iter().map(|u| u.offset).collect();
+        r.unreachable.retain(|u| still.contains(&u.offset));
+        r.unreachable_bytes = r.unreachable.iter().map(|u| u.bytes).sum();
+    }
+    r
+}
+
+/// Walks after the first of a check beside working processes (see `check_pool`).
+const REWALKS: usize = 5;
+
+/// One walk of [`check_pool`].
+fn walk(pool: &Pool, alone: bool) -> PoolCheck {
     let mut r = PoolCheck {
         in_use: pool.stats().in_use,
         attached: pool.info().attached.len(),
@@ -373,7 +414,7 @@ pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
         }
     }
     if !alone {
-        confirm_low(pool, &mut low, &referrers);
+        confirm_counts(pool, &mut low, &referrers);
         confirm_bad_refs(pool, &mut bad_refs);
         confirm_body(pool, &mut body, &private);
         confirm_ledgered(pool, &mut ledger_bad);
@@ -433,7 +474,7 @@ impl Counted {
 }
 
 /// How many times a problem seen beside running processes is looked at again
-/// before it is reported (see [`confirm_low`]): one a working process makes for a
+/// before it is reported (see [`confirm_counts`]): one a working process makes for a
 /// moment (a table it is building, a value it is moving) must be caught again each
 /// time, [`CONFIRM_GAP`] apart; corruption stays put.
 const CONFIRM_ROUNDS: usize = 20;
@@ -462,7 +503,7 @@ fn rounds() -> impl Iterator<Item = usize> {
 /// root word read): one still too low every time is kept; one whose object is gone,
 /// or whose count now covers its references, was the walk's doing and is dropped.
 /// A count really too low (corruption) does not move, and stays.
-fn confirm_low(pool: &Pool, low: &mut Vec<Counted>, referrers: &HashMap<u64, Vec<u64>>) {
+fn confirm_counts(pool: &Pool, low: &mut Vec<Counted>, referrers: &HashMap<u64, Vec<u64>>) {
     for _ in rounds() {
         if low.is_empty() {
             return;
@@ -503,6 +544,7 @@ fn confirm_low(pool: &Pool, low: &mut Vec<Counted>, referrers: &HashMap<u64, Vec
                 }
             }
         }
+        // References the ledgers count: (all, live processes' only).
         let ledgered = low.iter().any(|c| c.ledgers_count).then(|| {
             let mut held: HashMap<u64, u64> = HashMap::new();
             for l in pool.ledgers_read() {
@@ -520,7 +562,7 @@ fn confirm_low(pool: &Pool, low: &mut Vec<Counted>, referrers: &HashMap<u64, Vec
                 return false;
             };
             if !same {
-                return false; // freed (and perhaps reused) since the walk
+                return false; // freed (and perhaps reused) since the walk: not settled
             }
             // Read before the references were counted again and after: a count
             // that moved with them meanwhile covers them in one of the two.
