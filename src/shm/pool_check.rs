@@ -181,7 +181,8 @@ pub enum RepairError {
 /// held exclusive, no handle of its own in any thread), so nothing moves under the
 /// walk and nothing need be pinned (see `visit`).
 pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
-    let mut r = walk(pool, alone);
+    // Beside working processes, what seems wrong is looked at again (see `confirm`).
+    let mut r = walk(pool, alone, !alone);
     if alone {
         return r;
     }
@@ -194,7 +195,9 @@ pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
             break;
         }
         std::thread::sleep(CONFIRM_PRIVATE_GAP); // a descheduled worker goes on
-        let again = walk(pool, false);
+                                                 // Only its leaks and unreachable objects are read: its problems are not
+                                                 // looked at again.
+        let again = walk(pool, false, false);
         let held: HashMap<u64, &Held> = again.held.iter().map(|h| (h.offset, h)).collect();
         r.held.retain_mut(|h| {
             if h.unaccounted() == 0 {
@@ -220,8 +223,9 @@ pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
 /// Walks after the first of a check beside working processes (see `check_pool`).
 const REWALKS: usize = 5;
 
-/// One walk of [`check_pool`].
-fn walk(pool: &Pool, alone: bool) -> PoolCheck {
+/// One walk of [`check_pool`]; `confirm`: the problems it finds are looked at again
+/// before they are reported.
+fn walk(pool: &Pool, alone: bool, confirm: bool) -> PoolCheck {
     let mut r = PoolCheck {
         in_use: pool.stats().in_use,
         attached: pool.info().attached.len(),
@@ -418,7 +422,7 @@ fn walk(pool: &Pool, alone: bool) -> PoolCheck {
             });
         }
     }
-    if !alone {
+    if confirm {
         confirm_counts(pool, &mut low, &referrers);
         confirm_bad_refs(pool, &mut bad_refs);
         confirm_body(pool, &mut body, &private);

@@ -106,28 +106,13 @@ pub(super) fn confirm_counts(
         // References to the wanted objects, found again holder by holder.
         let mut refs: HashMap<u64, u64> = HashMap::new();
         for &from in &holders {
-            if from == 0 {
-                for w in ROOT_WORDS {
-                    let off = pool.user_word(w).load(Acquire);
-                    if wanted.contains(&off) {
-                        *refs.entry(off).or_default() += 1;
-                    }
-                }
-                continue;
-            }
-            let Ok(o) = pool.obj(from) else { continue };
-            let Some(_pin) = pin(pool, o) else {
-                continue; // gone meanwhile: holds nothing now
-            };
-            let mut kids = Vec::new();
-            let _ = inspect(pool, o, &mut kids);
-            for k in kids {
-                if k.is_object() && wanted.contains(&k.payload) {
-                    *refs.entry(k.payload).or_default() += 1;
+            for off in held_by(pool, from) {
+                if wanted.contains(&off) {
+                    *refs.entry(off).or_default() += 1;
                 }
             }
         }
-        // References the ledgers count: (all, live processes' only).
+        // References the ledgers count.
         let ledgered = low.iter().any(|c| c.ledgers_count).then(|| {
             let mut held: HashMap<u64, u64> = HashMap::new();
             for l in pool.ledgers_read() {
@@ -145,7 +130,7 @@ pub(super) fn confirm_counts(
                 return false;
             };
             if !same {
-                return false; // freed (and perhaps reused) since the walk: not settled
+                return false; // freed (and perhaps reused) since the walk
             }
             // Read before the references were counted again and after: a count
             // that moved with them meanwhile covers them in one of the two.
@@ -163,21 +148,28 @@ pub(super) fn confirm_counts(
     }
 }
 
-/// Whether the object `from` (0: the pool header's root words) holds a reference to
-/// `off` now (`false` when `from` is gone).
-fn holds(pool: &Pool, from: u64, off: u64) -> bool {
+/// The objects `from` holds a reference to now (0: the pool header's root words), a
+/// value held twice twice; none when `from` is gone (it is pinned while read).
+fn held_by(pool: &Pool, from: u64) -> Vec<u64> {
     if from == 0 {
         return ROOT_WORDS
             .iter()
-            .any(|&w| pool.user_word(w).load(Acquire) == off);
+            .map(|&w| pool.user_word(w).load(Acquire))
+            .filter(|&off| off != 0)
+            .collect();
     }
-    let Ok(o) = pool.obj(from) else { return false };
+    let Ok(o) = pool.obj(from) else {
+        return Vec::new();
+    };
     let Some(_pin) = pin(pool, o) else {
-        return false;
+        return Vec::new(); // gone meanwhile: holds nothing now
     };
     let mut kids = Vec::new();
     let _ = inspect(pool, o, &mut kids);
-    kids.iter().any(|k| k.is_object() && k.payload == off)
+    kids.iter()
+        .filter(|k| k.is_object())
+        .map(|k| k.payload)
+        .collect()
 }
 
 /// Beside other processes a reference read from a container (or a pipe's cell)
@@ -191,7 +183,7 @@ pub(super) fn confirm_bad_refs(pool: &Pool, bad: &mut Vec<(Visit, Problem)>) {
             return;
         }
         bad.retain_mut(|((want, off, _, from), p)| {
-            if *from == *off || !holds(pool, *from, *off) {
+            if *from == *off || !held_by(pool, *from).contains(off) {
                 return false; // a ledger's root that went, or a reference that did
             }
             match header(pool, *want, *off, *from) {
