@@ -194,9 +194,9 @@ pub(crate) fn check_pool(pool: &Pool, alone: bool) -> PoolCheck {
         if r.leaks().is_empty() && r.unreachable.is_empty() {
             break;
         }
-        std::thread::sleep(CONFIRM_PRIVATE_GAP); // a descheduled worker goes on
-                                                 // Only its leaks and unreachable objects are read: its problems are not
-                                                 // looked at again.
+        // A descheduled worker goes on meanwhile. Only the walk's leaks and
+        // unreachable objects are read: its problems are not looked at again.
+        std::thread::sleep(CONFIRM_PRIVATE_GAP);
         let again = walk(pool, false, false);
         let held: HashMap<u64, &Held> = again.held.iter().map(|h| (h.offset, h)).collect();
         r.held.retain_mut(|h| {

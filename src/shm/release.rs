@@ -7,9 +7,10 @@
 //! then the object's own block. Before the first child slot is cleared the object
 //! is noted in the process's ledger as a *dismantle word*
 //! ([`Pool::ledger_dismantle_add`]); it is taken out before the object's block is
-//! freed. (The object is noted before any of its slots is looked at, a child as soon
-//! as its count reaches 0.) Whoever replays the ledger of a process killed in between finds the
-//! object (count 0, still whole but for the slots already cleared) and dismantles
+//! freed. (The object is noted before any of its slots is looked at, a child as
+//! soon as its count reaches 0.) Whoever replays the ledger of a process killed in
+//! between finds the object (count 0, still whole but for the slots already
+//! cleared) and dismantles
 //! the rest ([`Pool::dismantle_resume`]): every child reference the dead process
 //! had not given back is given back once — a slot is cleared before its child is
 //! released, so a death between the two leaks that one reference, never releases
